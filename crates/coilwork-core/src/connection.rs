@@ -1,0 +1,409 @@
+//! The per-connection state machine an adapter drives.
+//!
+//! ```text
+//! adapter                              Connection
+//!   read bytes ──── handle_input(now, bytes) ──▶ frames, executes, queues answers
+//!   write   ◀─────── output() / consume_output(n)
+//!   timer   ──── poll_timeout() / handle_timeout(now) (RTU t3.5 silence)
+//! ```
+//!
+//! Bytes may arrive split anywhere: a partial frame waits for the rest, and
+//! several frames in one push are all answered, in order. The connection
+//! reads no clock: time is an argument. Steady state allocates nothing: the
+//! receive and transmit buffers keep their capacity between requests.
+
+use crate::engine::{Effect, Engine};
+use crate::error::{ConnectionError, FrameError};
+use crate::frame::rtu::RtuTiming;
+use crate::frame::{Decoded, Framing, MAX_RTU_ADU, ascii, mbap, rtu};
+use crate::pdu::PduBuf;
+use crate::storage::{RequestContext, Transport};
+use core::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Default cap on bytes held while waiting for the rest of a frame.
+pub const DEFAULT_MAX_BUFFERED: usize = 4096;
+
+/// How a connection frames and who is on the other end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// Frame format.
+    pub framing: Framing,
+    /// Transport (decides per-transport defaults such as serial unit filtering).
+    pub transport: Transport,
+    /// The client's address, if the transport has one.
+    pub peer: Option<SocketAddr>,
+    /// Role from the client's TLS certificate (Modbus/TCP Security).
+    pub tls_role: Option<String>,
+    /// On a real serial line: the RTU silences. A partial frame followed by
+    /// t3.5 of silence is discarded. `None` on streams without timing (RTU
+    /// over TCP), where frames are found by length rules and CRC alone.
+    pub rtu_timing: Option<RtuTiming>,
+    /// 2-wire RS-485: the line echoes what we send; drop that echo.
+    pub local_echo: bool,
+    /// Cap on unframed bytes held; past it the connection must be closed.
+    pub max_buffered: usize,
+}
+
+impl ConnectionConfig {
+    /// MBAP over TCP from `peer`.
+    pub fn tcp(peer: Option<SocketAddr>) -> Self {
+        Self::stream(Framing::Mbap, Transport::Tcp, peer)
+    }
+
+    /// `framing` over a stream `transport` from `peer`, no line timing.
+    pub fn stream(framing: Framing, transport: Transport, peer: Option<SocketAddr>) -> Self {
+        Self {
+            framing,
+            transport,
+            peer,
+            tls_role: None,
+            rtu_timing: None,
+            local_echo: false,
+            max_buffered: DEFAULT_MAX_BUFFERED,
+        }
+    }
+
+    /// `framing` (RTU or ASCII) on a serial line at `baud_rate` with
+    /// `bits_per_char` bits per character (start + data + parity + stop).
+    pub fn serial(framing: Framing, baud_rate: u32, bits_per_char: u32) -> Self {
+        Self {
+            rtu_timing: (framing == Framing::Rtu).then(|| RtuTiming::new(baud_rate, bits_per_char)),
+            ..Self::stream(framing, Transport::Serial, None)
+        }
+    }
+}
+
+/// One connection (or one serial line) to the engine.
+pub struct Connection {
+    engine: Arc<Engine>,
+    config: ConnectionConfig,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    tx_sent: usize,
+    echo: Vec<u8>,
+    pdu: PduBuf,
+    scratch: [u8; MAX_RTU_ADU],
+    delimiter: u8,
+    last_rx: Option<Instant>,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection")
+            .field("config", &self.config)
+            .field("buffered", &self.rx.len())
+            .field("pending_output", &self.output().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of a connection that framing needs while the buffers are borrowed.
+struct Exec<'c> {
+    engine: &'c Engine,
+    config: &'c ConnectionConfig,
+    tx: &'c mut Vec<u8>,
+    pdu: &'c mut PduBuf,
+    scratch: &'c mut [u8; MAX_RTU_ADU],
+    delimiter: &'c mut u8,
+}
+
+impl Exec<'_> {
+    /// Frames and answers everything complete at the front of `buf`; returns
+    /// how many bytes were used.
+    fn process(&mut self, buf: &[u8], single: bool) -> Result<usize, ConnectionError> {
+        let mut pos = 0;
+        while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+            let decoded = match self.config.framing {
+                Framing::Mbap => mbap::decode(rest),
+                Framing::Rtu => {
+                    let engine = self.engine;
+                    rtu::decode(rest, &|pdu| engine.custom_pdu_length(pdu))
+                }
+                Framing::Ascii => ascii::decode(rest, *self.delimiter, &mut self.scratch[..]),
+            };
+            match decoded {
+                Decoded::Frame {
+                    consumed,
+                    unit,
+                    transaction_id,
+                    pdu,
+                } => {
+                    let source: &[u8] = if self.config.framing == Framing::Ascii {
+                        &self.scratch[..]
+                    } else {
+                        rest
+                    };
+                    let pdu = source.get(pdu).ok_or(FrameError::EmptyPdu)?;
+                    // Copy out of the scratch only for ASCII; the others borrow `rest`.
+                    execute(
+                        self.engine,
+                        self.config,
+                        self.tx,
+                        self.pdu,
+                        self.delimiter,
+                        unit,
+                        transaction_id,
+                        pdu,
+                    );
+                    pos += consumed.max(1);
+                    if single {
+                        break;
+                    }
+                }
+                Decoded::Incomplete => break,
+                Decoded::Skip { consumed, error } => {
+                    self.engine.note_frame_error(&error);
+                    pos += consumed.max(1);
+                }
+                Decoded::Fatal(e) => return Err(e.into()),
+            }
+        }
+        Ok(pos.min(buf.len()))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    engine: &Engine,
+    config: &ConnectionConfig,
+    tx: &mut Vec<u8>,
+    pdu_buf: &mut PduBuf,
+    delimiter: &mut u8,
+    unit: u8,
+    transaction_id: u16,
+    pdu: &[u8],
+) {
+    let ctx = RequestContext {
+        unit,
+        function: pdu.first().copied().unwrap_or(0),
+        transport: config.transport,
+        peer: config.peer,
+        tls_role: config.tls_role.as_deref(),
+    };
+    pdu_buf.clear();
+    let outcome = engine.handle(&ctx, pdu, pdu_buf);
+    if outcome.respond && !pdu_buf.is_empty() {
+        let answer = pdu_buf.as_slice();
+        match config.framing {
+            Framing::Mbap => mbap::encode(transaction_id, unit, answer, tx),
+            Framing::Rtu => rtu::encode(unit, answer, tx),
+            Framing::Ascii => ascii::encode(unit, answer, *delimiter, tx),
+        }
+    }
+    match outcome.effect {
+        Some(Effect::SetAsciiDelimiter(d)) => *delimiter = d,
+        Some(Effect::RestartCommunications) | None => {}
+    }
+}
+
+impl Connection {
+    /// A connection to `engine` framed as `config` says.
+    pub fn new(engine: Arc<Engine>, config: ConnectionConfig) -> Self {
+        Self {
+            engine,
+            config,
+            rx: Vec::new(),
+            tx: Vec::new(),
+            tx_sent: 0,
+            echo: Vec::new(),
+            pdu: PduBuf::new(),
+            scratch: [0; MAX_RTU_ADU],
+            delimiter: ascii::DEFAULT_DELIMITER,
+            last_rx: None,
+        }
+    }
+
+    /// The engine this connection feeds.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// Sets the peer address (for a UDP socket whose datagrams come from many peers).
+    pub fn set_peer(&mut self, peer: Option<SocketAddr>) {
+        self.config.peer = peer;
+    }
+
+    fn split(&mut self) -> (Exec<'_>, &mut Vec<u8>) {
+        (
+            Exec {
+                engine: &self.engine,
+                config: &self.config,
+                tx: &mut self.tx,
+                pdu: &mut self.pdu,
+                scratch: &mut self.scratch,
+                delimiter: &mut self.delimiter,
+            },
+            &mut self.rx,
+        )
+    }
+
+    /// Drops the start of `bytes` that is the line's echo of what we sent.
+    fn strip_echo<'b>(&mut self, bytes: &'b [u8]) -> &'b [u8] {
+        if self.echo.is_empty() {
+            return bytes;
+        }
+        let n = self.echo.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+        if n == bytes.len().min(self.echo.len()) {
+            self.echo.drain(..n);
+            bytes.get(n..).unwrap_or(&[])
+        } else {
+            // Not our echo after all: stop expecting it and treat it as input.
+            self.echo.clear();
+            bytes
+        }
+    }
+
+    fn flush_silence(&mut self, now: Instant) {
+        if let (Some(timing), Some(last)) = (self.config.rtu_timing, self.last_rx) {
+            if !self.rx.is_empty() && now.saturating_duration_since(last) >= timing.t3_5 {
+                self.engine.note_frame_error(&FrameError::Truncated(self.rx.len()));
+                self.rx.clear();
+            }
+        }
+    }
+
+    /// Feeds bytes received at `now`. Every complete frame is executed and its
+    /// answer queued in [`Connection::output`]. An error means the stream can
+    /// never be valid again: close the connection.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ConnectionError> {
+        let bytes = if self.config.local_echo {
+            self.strip_echo(bytes)
+        } else {
+            bytes
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.flush_silence(now);
+        self.last_rx = Some(now);
+        let max = self.config.max_buffered;
+        let (mut exec, rx) = self.split();
+        if rx.is_empty() {
+            let used = exec.process(bytes, false)?;
+            let rest = bytes.get(used..).unwrap_or(&[]);
+            if rest.len() > max {
+                return Err(ConnectionError::BufferFull(max));
+            }
+            rx.extend_from_slice(rest);
+        } else {
+            rx.extend_from_slice(bytes);
+            let used = exec.process(rx, false)?;
+            rx.drain(..used);
+            if rx.len() > max {
+                return Err(ConnectionError::BufferFull(max));
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds one datagram (UDP): exactly one ADU. A datagram that is not one
+    /// whole valid frame is dropped and its error returned (count it; the
+    /// socket stays open).
+    pub fn handle_datagram(&mut self, datagram: &[u8]) -> Result<(), FrameError> {
+        let framing = self.config.framing;
+        let (mut exec, _) = self.split();
+        // Decide first, then execute, so a datagram with trailing bytes is not half-answered.
+        let decoded = match framing {
+            Framing::Mbap => mbap::decode(datagram),
+            Framing::Rtu => {
+                let engine = exec.engine;
+                rtu::decode(datagram, &|pdu| engine.custom_pdu_length(pdu))
+            }
+            Framing::Ascii => ascii::decode(datagram, *exec.delimiter, &mut exec.scratch[..]),
+        };
+        match decoded {
+            Decoded::Frame { consumed, .. } if consumed == datagram.len() => {
+                exec.process(datagram, true).map_err(|e| match e {
+                    ConnectionError::Frame(f) => f,
+                    ConnectionError::BufferFull(n) => FrameError::TooLong(n),
+                })?;
+                Ok(())
+            }
+            Decoded::Frame { .. } => Err(FrameError::TooLong(datagram.len())),
+            Decoded::Incomplete => Err(FrameError::Truncated(datagram.len())),
+            Decoded::Skip { error, .. } | Decoded::Fatal(error) => {
+                exec.engine.note_frame_error(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Called when [`Connection::poll_timeout`]'s deadline passes.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.flush_silence(now);
+    }
+
+    /// The next instant at which [`Connection::handle_timeout`] must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timing = self.config.rtu_timing?;
+        if self.rx.is_empty() {
+            return None;
+        }
+        self.last_rx.and_then(|t| t.checked_add(timing.t3_5))
+    }
+
+    /// Answers waiting to be written, in request order.
+    pub fn output(&self) -> &[u8] {
+        self.tx.get(self.tx_sent..).unwrap_or(&[])
+    }
+
+    /// True if answers are waiting.
+    pub fn has_output(&self) -> bool {
+        self.tx_sent < self.tx.len()
+    }
+
+    /// Marks `n` bytes of [`Connection::output`] as written.
+    pub fn consume_output(&mut self, n: usize) {
+        let n = n.min(self.tx.len() - self.tx_sent);
+        if self.config.local_echo {
+            if let Some(sent) = self.tx.get(self.tx_sent..self.tx_sent + n) {
+                self.echo.extend_from_slice(sent);
+            }
+        }
+        self.tx_sent += n;
+        if self.tx_sent == self.tx.len() {
+            self.tx.clear();
+            self.tx_sent = 0;
+        }
+    }
+
+    /// True while part of a frame is buffered (for a partial-frame timeout).
+    pub fn has_partial_frame(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
+    /// Bytes held waiting for the rest of a frame.
+    pub fn buffered_len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Drops a partial frame (after the adapter's partial-frame timeout).
+    pub fn discard_partial_frame(&mut self) {
+        if !self.rx.is_empty() {
+            self.engine.note_frame_error(&FrameError::Truncated(self.rx.len()));
+            self.rx.clear();
+        }
+    }
+
+    /// Frees the buffers while nothing is pending, so idle connections hold
+    /// no heap memory. The next request allocates them again.
+    pub fn release_idle_buffers(&mut self) {
+        if self.rx.is_empty() {
+            self.rx = Vec::new();
+        }
+        if !self.has_output() {
+            self.tx = Vec::new();
+            self.tx_sent = 0;
+        }
+        if self.echo.is_empty() {
+            self.echo = Vec::new();
+        }
+    }
+}
