@@ -577,12 +577,20 @@ pub fn write_bits(out: &mut PduBuf, function: u8, bits: &[bool]) -> Result<(), E
     out.extend(&[function, n as u8])?;
     out.extend(ZEROS.get(..n).ok_or(EncodeError::TooLong)?)?;
     let dst = out.as_mut_slice().get_mut(2..).ok_or(EncodeError::TooLong)?;
-    for (byte, chunk) in dst.iter_mut().zip(bits.chunks(8)) {
-        let mut b = 0u8;
-        for (i, &bit) in chunk.iter().enumerate() {
-            b |= u8::from(bit) << i;
+    let full = bits.chunks_exact(8);
+    let tail = full.remainder();
+    let mut dst = dst.iter_mut();
+    // `full` first: zip must not take a byte from `dst` once `full` is done.
+    for (chunk, byte) in full.zip(dst.by_ref()) {
+        if let Ok(eight) = <[bool; 8]>::try_from(chunk) {
+            // Byte i of `v` is 0 or 1; the multiply moves bit 8i to bit 56 + i
+            // and no partial products overlap, so the top byte is the packing.
+            let v = u64::from_le_bytes(eight.map(u8::from));
+            *byte = (v.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8;
         }
-        *byte = b;
+    }
+    if let Some(byte) = dst.next() {
+        *byte = tail.iter().rev().fold(0u8, |acc, &bit| (acc << 1) | u8::from(bit));
     }
     Ok(())
 }
