@@ -1,5 +1,4 @@
 //! Request PDUs: what a client asks, decoded with nom, encoded into a [`PduBuf`].
-
 //!
 //! Decisions where the spec leaves room (Modbus Application Protocol v1.1b3):
 //! - Function byte 0x00 or >= 0x80 is not a function code at all: exception 01

@@ -1,6 +1,5 @@
 //! Response PDUs: what the server answers, encoded into a [`PduBuf`] and
 //! decoded (for hooks, tests and clients) with nom.
-
 //!
 //! Decoding checks internal consistency only (byte counts against the bytes
 //! present, counts within the spec's limits), not whether the response fits a
@@ -87,9 +86,9 @@ pub struct MalformedResponse {
 /// A response PDU, borrowing its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Response<'a> {
-    /// 0x01.
+    /// 0x01 (decoded: 8 bits per byte, padding included).
     ReadCoils(PackedBits<'a>),
-    /// 0x02.
+    /// 0x02 (decoded: 8 bits per byte, padding included).
     ReadDiscreteInputs(PackedBits<'a>),
     /// 0x03.
     ReadHoldingRegisters(RegisterBytes<'a>),
