@@ -1,8 +1,147 @@
 //! Request PDUs: what a client asks, decoded with nom, encoded into a [`PduBuf`].
 
+//!
+//! Decisions where the spec leaves room (Modbus Application Protocol v1.1b3):
+//! - Function byte 0x00 or >= 0x80 is not a function code at all: exception 01
+//!   (never [`Request::Custom`], since no handler can be registered for it).
+//!   Every other code the crate does not implement, including reserved public
+//!   codes such as 0x09, decodes to [`Request::Custom`]; the engine answers 01
+//!   when no handler is registered.
+//! - 0x2B checks the MEI type before the length: a missing MEI byte is 03, an
+//!   MEI type other than 0x0E is 01, then the length must be exactly 4 bytes.
+//! - FC8: an unsupported sub-function is 01 before its data is looked at; the
+//!   echo (0x00) accepts 0..=250 data bytes (the PDU limit).
+//! - FC20: every 03 check (byte count, then the 253-byte response limit) comes
+//!   before the 02 checks on the references, following the general order
+//!   "value before address". A record length of 0 is 02 (as an address range
+//!   of 0 records is not a valid reference).
+//! - FC21: a record length of 0 is 02 like FC20; structural errors (lengths that
+//!   do not add up) are 03 and win over 02 wherever they occur.
+//! - FC23: the read range is checked for 02 before the write range.
+
+use nom::Parser;
+use nom::bytes::complete::take;
+use nom::combinator::{all_consuming, rest};
+use nom::number::complete::{be_u8, be_u16};
+
 use super::{DecodeError, EncodeError, PduBuf};
+use crate::ExceptionCode;
 use crate::address::AddressRange;
 use crate::diagnostics::DiagnosticCounter;
+use crate::frame::MAX_PDU;
+
+/// nom result with no error payload: every parse failure maps to one exception.
+pub(super) type PResult<'a, T> = nom::IResult<&'a [u8], T, ()>;
+
+/// One byte.
+pub(super) fn u8p(i: &[u8]) -> PResult<'_, u8> {
+    be_u8(i)
+}
+
+/// One big-endian u16.
+pub(super) fn u16p(i: &[u8]) -> PResult<'_, u16> {
+    be_u16(i)
+}
+
+/// Everything left.
+pub(super) fn restp(i: &[u8]) -> PResult<'_, &[u8]> {
+    rest(i)
+}
+
+/// Exactly `n` bytes.
+pub(super) fn takep(i: &[u8], n: usize) -> PResult<'_, &[u8]> {
+    take(n)(i)
+}
+
+/// Runs `p` over all of `data`; `None` if it fails or leaves bytes over.
+pub(super) fn exact<'a, O>(data: &'a [u8], p: impl Parser<&'a [u8], Output = O, Error = ()>) -> Option<O> {
+    all_consuming(p).parse(data).ok().map(|(_, o)| o)
+}
+
+/// Largest read quantity of FC1/FC2.
+pub const MAX_READ_BITS: u16 = 0x07D0;
+/// Largest read quantity of FC3/FC4/FC23.
+pub const MAX_READ_REGISTERS: u16 = 0x007D;
+/// Largest write quantity of FC15.
+pub const MAX_WRITE_BITS: u16 = 0x07B0;
+/// Largest write quantity of FC16.
+pub const MAX_WRITE_REGISTERS: u16 = 0x007B;
+/// Largest write quantity of FC23.
+pub const MAX_READ_WRITE_REGISTERS: u16 = 0x0079;
+/// Largest record number of a file record reference.
+pub const MAX_FILE_RECORD: u16 = 0x270F;
+/// File record reference type (always 6).
+pub const FILE_REFERENCE_TYPE: u8 = 6;
+
+/// True if a file record reference is within the spec's limits (FC20/FC21).
+fn file_ref_ok(reference: u8, file: u16, record: u16, length: u16) -> bool {
+    reference == FILE_REFERENCE_TYPE
+        && file >= 1
+        && record <= MAX_FILE_RECORD
+        && length >= 1
+        && u32::from(record) + u32::from(length) <= 10_000
+}
+
+/// Parses one file record header: reference type, file, record, length.
+fn file_head(i: &[u8]) -> PResult<'_, (u8, u16, u16, u16)> {
+    (u8p, u16p, u16p, u16p).parse(i)
+}
+
+/// Checks FC20 sub-requests (after the byte count). `Err(03)` for a bad byte
+/// count or a response that would not fit 253 bytes, `Err(02)` for a bad
+/// reference.
+fn check_reads(raw: &[u8]) -> Result<(), ExceptionCode> {
+    let n = raw.len();
+    if !(0x07..=0xF5).contains(&n) || n % 7 != 0 {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
+    // Response: function + data length, then per sub-response length byte,
+    // reference type and 2 bytes per record. At most 35 sub-requests of at
+    // most 65535 records each: no u32 overflow.
+    let mut response = 2u32;
+    for c in raw.chunks_exact(7) {
+        let (_, (_, _, _, length)) = file_head(c).map_err(|_| ExceptionCode::IllegalDataValue)?;
+        response += 2 + 2 * u32::from(length);
+    }
+    if response > MAX_PDU as u32 {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
+    for c in raw.chunks_exact(7) {
+        let (_, (reference, file, record, length)) = file_head(c).map_err(|_| ExceptionCode::IllegalDataValue)?;
+        if !file_ref_ok(reference, file, record, length) {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+    }
+    Ok(())
+}
+
+/// Walks FC21 sub-requests (after the data length). `None` if they do not
+/// parse exactly; else whether every reference passes `ok` (reference type,
+/// file, record, length).
+pub(super) fn scan_writes(raw: &[u8], ref_ok: fn(u8, u16, u16, u16) -> bool) -> Option<bool> {
+    let mut rest = raw;
+    let mut ok = true;
+    while !rest.is_empty() {
+        let (r, (reference, file, record, length)) = file_head(rest).ok()?;
+        // ok: length <= 65535, so 2 * length fits any usize of 32 bits or more.
+        let (r, _) = takep(r, usize::from(length) * 2).ok()?;
+        ok &= ref_ok(reference, file, record, length);
+        rest = r;
+    }
+    Some(ok)
+}
+
+/// Checks FC21 sub-requests: 03 for a bad length or structure, 02 for a bad reference.
+fn check_writes(raw: &[u8]) -> Result<(), ExceptionCode> {
+    if !(0x09..=0xFB).contains(&raw.len()) {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
+    match scan_writes(raw, file_ref_ok) {
+        None => Err(ExceptionCode::IllegalDataValue),
+        Some(false) => Err(ExceptionCode::IllegalDataAddress),
+        Some(true) => Ok(()),
+    }
+}
 
 /// Coil values packed 8 to a byte, least significant bit first, as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +275,12 @@ pub struct FileRecordReads<'a> {
 }
 
 impl<'a> FileRecordReads<'a> {
+    /// Validates raw 7-byte sub-requests (the bytes after the byte count) as
+    /// FC20 decoding does; `None` if a request holding them would be refused.
+    pub fn new(raw: &'a [u8]) -> Option<Self> {
+        check_reads(raw).ok().map(|()| Self { raw })
+    }
+
     /// Wraps raw 7-byte sub-requests that have been validated.
     pub(crate) fn from_validated(raw: &'a [u8]) -> Self {
         Self { raw }
@@ -163,6 +308,12 @@ pub struct FileRecordWrites<'a> {
 }
 
 impl<'a> FileRecordWrites<'a> {
+    /// Validates raw sub-requests (the bytes after the request data length) as
+    /// FC21 decoding does; `None` if a request holding them would be refused.
+    pub fn new(raw: &'a [u8]) -> Option<Self> {
+        check_writes(raw).ok().map(|()| Self { raw })
+    }
+
     /// Wraps raw sub-requests that have been validated.
     pub(crate) fn from_validated(raw: &'a [u8]) -> Self {
         Self { raw }
@@ -331,10 +482,131 @@ impl<'a> Request<'a> {
     /// function requires is exception 03. An empty PDU is exception 01 with
     /// function 0.
     pub fn decode(pdu: &'a [u8]) -> Result<Self, DecodeError> {
-        let _ = pdu;
-        Err(DecodeError {
-            function: 0,
-            exception: crate::ExceptionCode::IllegalFunction,
+        let Ok((data, function)) = u8p(pdu) else {
+            return Err(DecodeError {
+                function: 0,
+                exception: ExceptionCode::IllegalFunction,
+            });
+        };
+        Self::decode_data(function, data).map_err(|exception| DecodeError { function, exception })
+    }
+
+    /// Decodes the data of a request for `function`.
+    fn decode_data(function: u8, data: &'a [u8]) -> Result<Self, ExceptionCode> {
+        use ExceptionCode::{IllegalDataAddress as Addr, IllegalDataValue as Value, IllegalFunction};
+        if function == 0 || function >= 0x80 {
+            return Err(IllegalFunction);
+        }
+        if !crate::FunctionCode(function).is_standard() {
+            return Ok(Self::Custom { function, data });
+        }
+        Ok(match function {
+            0x01 => Self::ReadCoils(read_range(data, MAX_READ_BITS)?),
+            0x02 => Self::ReadDiscreteInputs(read_range(data, MAX_READ_BITS)?),
+            0x03 => Self::ReadHoldingRegisters(read_range(data, MAX_READ_REGISTERS)?),
+            0x04 => Self::ReadInputRegisters(read_range(data, MAX_READ_REGISTERS)?),
+            0x05 => {
+                let (address, raw) = exact(data, (u16p, u16p)).ok_or(Value)?;
+                let value = match raw {
+                    0xFF00 => true,
+                    0x0000 => false,
+                    _ => return Err(Value),
+                };
+                Self::WriteSingleCoil { address, value }
+            }
+            0x06 => {
+                let (address, value) = exact(data, (u16p, u16p)).ok_or(Value)?;
+                Self::WriteSingleRegister { address, value }
+            }
+            0x07 => no_data(data, Self::ReadExceptionStatus)?,
+            0x08 => Self::Diagnostics(diagnostic(data)?),
+            0x0B => no_data(data, Self::GetCommEventCounter)?,
+            0x0C => no_data(data, Self::GetCommEventLog)?,
+            0x0F => {
+                let (start, quantity, count, values) = exact(data, (u16p, u16p, u8p, restp)).ok_or(Value)?;
+                if !(1..=MAX_WRITE_BITS).contains(&quantity)
+                    || usize::from(count) != usize::from(quantity).div_ceil(8)
+                    || values.len() != usize::from(count)
+                {
+                    return Err(Value);
+                }
+                let values = PackedBits::new(values, quantity).ok_or(Value)?;
+                let range = AddressRange::new(start, quantity).ok_or(Addr)?;
+                Self::WriteMultipleCoils { range, values }
+            }
+            0x10 => {
+                let (start, quantity, count, values) = exact(data, (u16p, u16p, u8p, restp)).ok_or(Value)?;
+                if !(1..=MAX_WRITE_REGISTERS).contains(&quantity)
+                    || usize::from(count) != usize::from(quantity) * 2
+                    || values.len() != usize::from(count)
+                {
+                    return Err(Value);
+                }
+                let values = RegisterBytes::new(values).ok_or(Value)?;
+                let range = AddressRange::new(start, quantity).ok_or(Addr)?;
+                Self::WriteMultipleRegisters { range, values }
+            }
+            0x11 => no_data(data, Self::ReportServerId)?,
+            0x14 => {
+                let (count, raw) = exact(data, (u8p, restp)).ok_or(Value)?;
+                if usize::from(count) != raw.len() {
+                    return Err(Value);
+                }
+                check_reads(raw)?;
+                Self::ReadFileRecord(FileRecordReads::from_validated(raw))
+            }
+            0x15 => {
+                let (count, raw) = exact(data, (u8p, restp)).ok_or(Value)?;
+                if usize::from(count) != raw.len() {
+                    return Err(Value);
+                }
+                check_writes(raw)?;
+                Self::WriteFileRecord(FileRecordWrites::from_validated(raw))
+            }
+            0x16 => {
+                let (address, and_mask, or_mask) = exact(data, (u16p, u16p, u16p)).ok_or(Value)?;
+                Self::MaskWriteRegister {
+                    address,
+                    and_mask,
+                    or_mask,
+                }
+            }
+            0x17 => {
+                let (read_start, read_qty, write_start, write_qty, count, values) =
+                    exact(data, (u16p, u16p, u16p, u16p, u8p, restp)).ok_or(Value)?;
+                if !(1..=MAX_READ_REGISTERS).contains(&read_qty)
+                    || !(1..=MAX_READ_WRITE_REGISTERS).contains(&write_qty)
+                    || usize::from(count) != usize::from(write_qty) * 2
+                    || values.len() != usize::from(count)
+                {
+                    return Err(Value);
+                }
+                let values = RegisterBytes::new(values).ok_or(Value)?;
+                let read = AddressRange::new(read_start, read_qty).ok_or(Addr)?;
+                let write = AddressRange::new(write_start, write_qty).ok_or(Addr)?;
+                Self::ReadWriteMultipleRegisters { read, write, values }
+            }
+            0x18 => {
+                let address = exact(data, u16p).ok_or(Value)?;
+                Self::ReadFifoQueue { address }
+            }
+            0x2B => {
+                let (rest, mei) = u8p(data).map_err(|_| Value)?;
+                if mei != 0x0E {
+                    return Err(IllegalFunction);
+                }
+                let (code, object_id) = exact(rest, (u8p, u8p)).ok_or(Value)?;
+                let code = match code {
+                    1 => DeviceIdCode::Basic,
+                    2 => DeviceIdCode::Regular,
+                    3 => DeviceIdCode::Extended,
+                    4 => DeviceIdCode::Individual,
+                    _ => return Err(Value),
+                };
+                Self::ReadDeviceIdentification { code, object_id }
+            }
+            // is_standard() lists exactly the codes above.
+            _ => return Ok(Self::Custom { function, data }),
         })
     }
 
@@ -379,8 +651,162 @@ impl<'a> Request<'a> {
     }
 
     /// Encodes the request into `out` (cleared first).
+    ///
+    /// Refuses (with [`EncodeError::OutOfRange`]) what [`Request::decode`] would
+    /// refuse, so every encoded request decodes back to `self`.
     pub fn encode(&self, out: &mut PduBuf) -> Result<(), EncodeError> {
-        let _ = out;
-        Err(EncodeError::TooLong)
+        out.clear();
+        out.push(self.function())?;
+        match *self {
+            Self::ReadCoils(r) | Self::ReadDiscreteInputs(r) => push_range(out, r, MAX_READ_BITS),
+            Self::ReadHoldingRegisters(r) | Self::ReadInputRegisters(r) => push_range(out, r, MAX_READ_REGISTERS),
+            Self::WriteSingleCoil { address, value } => {
+                out.push_u16(address)?;
+                out.push_u16(if value { 0xFF00 } else { 0x0000 })
+            }
+            Self::WriteSingleRegister { address, value } => {
+                out.push_u16(address)?;
+                out.push_u16(value)
+            }
+            Self::ReadExceptionStatus | Self::GetCommEventCounter | Self::GetCommEventLog | Self::ReportServerId => {
+                Ok(())
+            }
+            Self::Diagnostics(d) => {
+                out.push_u16(d.sub_function())?;
+                match d {
+                    DiagnosticRequest::ReturnQueryData(data) => {
+                        if data.len() > MAX_PDU - 3 {
+                            return Err(EncodeError::TooLong);
+                        }
+                        out.extend(data)
+                    }
+                    DiagnosticRequest::RestartCommunications { clear_log } => {
+                        out.push_u16(if clear_log { 0xFF00 } else { 0x0000 })
+                    }
+                    DiagnosticRequest::ChangeAsciiDelimiter(c) => out.extend(&[c, 0x00]),
+                    DiagnosticRequest::ReturnDiagnosticRegister
+                    | DiagnosticRequest::ForceListenOnly
+                    | DiagnosticRequest::ClearCounters
+                    | DiagnosticRequest::ReturnCounter(_)
+                    | DiagnosticRequest::ClearOverrunCounter => out.push_u16(0x0000),
+                }
+            }
+            Self::WriteMultipleCoils { range, values } => {
+                if values.len() != range.len() {
+                    return Err(EncodeError::OutOfRange("coil count differs from range"));
+                }
+                push_range(out, range, MAX_WRITE_BITS)?;
+                push_counted(out, values.bytes())
+            }
+            Self::WriteMultipleRegisters { range, values } => {
+                if values.len() != range.len() {
+                    return Err(EncodeError::OutOfRange("register count differs from range"));
+                }
+                push_range(out, range, MAX_WRITE_REGISTERS)?;
+                push_counted(out, values.bytes())
+            }
+            Self::ReadFileRecord(reads) => push_counted(out, reads.raw()),
+            Self::WriteFileRecord(writes) => push_counted(out, writes.raw()),
+            Self::MaskWriteRegister {
+                address,
+                and_mask,
+                or_mask,
+            } => {
+                out.push_u16(address)?;
+                out.push_u16(and_mask)?;
+                out.push_u16(or_mask)
+            }
+            Self::ReadWriteMultipleRegisters { read, write, values } => {
+                if values.len() != write.len() {
+                    return Err(EncodeError::OutOfRange("register count differs from write range"));
+                }
+                push_range(out, read, MAX_READ_REGISTERS)?;
+                push_range(out, write, MAX_READ_WRITE_REGISTERS)?;
+                push_counted(out, values.bytes())
+            }
+            Self::ReadFifoQueue { address } => out.push_u16(address),
+            Self::ReadDeviceIdentification { code, object_id } => out.extend(&[0x0E, code as u8, object_id]),
+            Self::Custom { function, data } => {
+                if function == 0 || function >= 0x80 || crate::FunctionCode(function).is_standard() {
+                    return Err(EncodeError::OutOfRange("custom function code"));
+                }
+                out.extend(data)
+            }
+        }
     }
+}
+
+/// FC1..=FC4: start and quantity, exactly; quantity 1..=`max` (03), then range (02).
+fn read_range(data: &[u8], max: u16) -> Result<AddressRange, ExceptionCode> {
+    let (start, quantity) = exact(data, (u16p, u16p)).ok_or(ExceptionCode::IllegalDataValue)?;
+    if !(1..=max).contains(&quantity) {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
+    AddressRange::new(start, quantity).ok_or(ExceptionCode::IllegalDataAddress)
+}
+
+/// A request that carries no data: anything after the function code is 03.
+fn no_data<T>(data: &[u8], request: T) -> Result<T, ExceptionCode> {
+    if data.is_empty() {
+        Ok(request)
+    } else {
+        Err(ExceptionCode::IllegalDataValue)
+    }
+}
+
+/// FC8: sub-function then data.
+fn diagnostic(data: &[u8]) -> Result<DiagnosticRequest<'_>, ExceptionCode> {
+    use ExceptionCode::IllegalDataValue as Value;
+    let (rest, sub) = u16p(data).map_err(|_| Value)?;
+    if sub == 0x00 {
+        if rest.len() > MAX_PDU - 3 {
+            return Err(Value);
+        }
+        return Ok(DiagnosticRequest::ReturnQueryData(rest));
+    }
+    let supported = matches!(sub, 0x01..=0x04 | 0x0A | 0x14) || DiagnosticCounter::from_sub_function(sub).is_some();
+    if !supported {
+        return Err(ExceptionCode::IllegalFunction);
+    }
+    let value = exact(rest, u16p).ok_or(Value)?;
+    let zero = |r: DiagnosticRequest<'static>| if value == 0 { Ok(r) } else { Err(Value) };
+    match sub {
+        0x01 => match value {
+            0x0000 => Ok(DiagnosticRequest::RestartCommunications { clear_log: false }),
+            0xFF00 => Ok(DiagnosticRequest::RestartCommunications { clear_log: true }),
+            _ => Err(Value),
+        },
+        0x02 => zero(DiagnosticRequest::ReturnDiagnosticRegister),
+        0x03 => {
+            let [c, low] = value.to_be_bytes();
+            if low == 0 {
+                Ok(DiagnosticRequest::ChangeAsciiDelimiter(c))
+            } else {
+                Err(Value)
+            }
+        }
+        0x04 => zero(DiagnosticRequest::ForceListenOnly),
+        0x0A => zero(DiagnosticRequest::ClearCounters),
+        0x14 => zero(DiagnosticRequest::ClearOverrunCounter),
+        _ => match DiagnosticCounter::from_sub_function(sub) {
+            Some(c) => zero(DiagnosticRequest::ReturnCounter(c)),
+            None => Err(ExceptionCode::IllegalFunction),
+        },
+    }
+}
+
+/// Start and quantity of a range, refusing quantities above `max`.
+fn push_range(out: &mut PduBuf, range: AddressRange, max: u16) -> Result<(), EncodeError> {
+    if range.count() > max {
+        return Err(EncodeError::OutOfRange("quantity"));
+    }
+    out.push_u16(range.start())?;
+    out.push_u16(range.count())
+}
+
+/// A one-byte count followed by the bytes.
+pub(super) fn push_counted(out: &mut PduBuf, bytes: &[u8]) -> Result<(), EncodeError> {
+    let n = u8::try_from(bytes.len()).map_err(|_| EncodeError::TooLong)?;
+    out.push(n)?;
+    out.extend(bytes)
 }
