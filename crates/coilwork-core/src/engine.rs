@@ -6,13 +6,33 @@
 //! counts diagnostics, calls hooks and custom handlers, and writes the
 //! response PDU into a caller's [`PduBuf`]. It holds no connection state and
 //! is shared by every connection of a server (`Arc<Engine>`).
+//!
+//! Diagnostics follow the serial line spec, counted on every transport:
+//! - bus message count: every PDU handed to [`Engine::handle`] (any unit)
+//!   plus frames dropped for CRC/LRC/hex/truncation (which also count as
+//!   bus communication errors); a frame too long counts as an overrun;
+//! - per device: server message count for every message addressed to it or
+//!   broadcast; no-response count for broadcasts, listen-only and FC8 0x04;
+//!   exception count (and NAK/busy counts for 07/06) for every exception sent;
+//! - comm event counter (FC11): each successful completion, answered or not
+//!   (broadcast writes, FC8 0x04), except FC11/FC12 and exceptions;
+//! - event log (FC12): a receive event per message, then a send event per
+//!   processed message (answered, exception or deliberately silent). In
+//!   listen-only mode only the receive event is logged (nothing is processed);
+//!   FC8 0x04 logs "entered listen-only" (0x04) instead of a send event.
+//! - FC8 0x01 (restart): answered (echo) unless the device was in
+//!   listen-only mode, as the spec says; the restart runs after the answer is
+//!   counted: listen-only ends, the device's and the bus counters are
+//!   cleared, the log too for data 0xFF00, then event 0x00 is logged. FC8
+//!   0x0A clears the device's and the bus counters the same way, after its
+//!   own answer is counted, so they read 0 afterwards.
 
 use crate::ExceptionCode;
 use crate::diagnostics::{DiagnosticCounter, Diagnostics, EVENT_LOG_LEN, event};
 use crate::error::{ConfigError, FrameError};
 use crate::frame::PduLength;
 use crate::identity::Identity;
-use crate::pdu::response::{write_bits, write_registers};
+use crate::pdu::response::{write_bits, write_fifo, write_registers};
 use crate::pdu::{DecodeError, DeviceIdCode, DiagnosticRequest, EncodeError, PduBuf, Request};
 use crate::storage::{Device, RequestContext, ServerContext, Storage, Table};
 use std::sync::Arc;
@@ -578,7 +598,7 @@ impl Engine {
                     put(out, &[sub_len, 6])?;
                     put_u16s(out, records)?;
                 }
-                let data_len = u8::try_from(out.len() - 2).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+                let data_len = u8::try_from(out.len().saturating_sub(2)).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
                 if let Some(b) = out.as_mut_slice().get_mut(1) {
                     *b = data_len;
                 }
@@ -624,8 +644,9 @@ impl Engine {
             Request::ReadFifoQueue { address } => {
                 let mut buf = [0u16; 31];
                 let n = storage.read_fifo_queue(ctx, address, &mut buf)?;
+                // Spec: more than 31 values in the queue is exception 03.
                 let values = buf.get(..n).ok_or(ExceptionCode::IllegalDataValue)?;
-                write_fifo(out, values)?;
+                write_fifo(out, values).map_err(encode_failure)?;
             }
             Request::ReadDeviceIdentification { code, object_id } => {
                 self.device_identification(code, object_id, out)?
@@ -778,18 +799,4 @@ fn put_u16s(out: &mut PduBuf, values: &[u16]) -> Result<(), ExceptionCode> {
         out.push_u16(*v).map_err(encode_failure)?;
     }
     Ok(())
-}
-
-/// FC24 answer: fc, byte count (u16, 2 + 2n), FIFO count (u16), values.
-/// Spec: more than 31 values is exception 03.
-fn write_fifo(out: &mut PduBuf, values: &[u16]) -> Result<(), ExceptionCode> {
-    if values.len() > 31 {
-        return Err(ExceptionCode::IllegalDataValue);
-    }
-    // ok: values.len() <= 31, so these fit u16.
-    let n = values.len() as u16;
-    out.clear();
-    put(out, &[0x18])?;
-    put_u16s(out, &[2 + 2 * n, n])?;
-    put_u16s(out, values)
 }

@@ -399,6 +399,8 @@ fn fc43_basic_stream_and_individual() {
     assert_eq!(tcp(&e, &[0x2B, 0x0E, 0x01, 0x00]), expected);
     // Unknown start object (0x05 is not set): restart at 0.
     assert_eq!(tcp(&e, &[0x2B, 0x0E, 0x01, 0x05]), expected);
+    // Object 0x03 exists but is not a basic object: restart at 0 too.
+    assert_eq!(tcp(&e, &[0x2B, 0x0E, 0x01, 0x03]), expected);
     // Regular stream from object 2.
     assert_eq!(
         tcp(&e, &[0x2B, 0x0E, 0x02, 0x02]),
@@ -910,4 +912,25 @@ fn frame_errors_are_counted_on_the_bus() {
     e.note_frame_error(&FrameError::Garbage(3));
     assert_eq!(e.bus_diagnostics().get(BusCommunicationError), 3);
     assert_eq!(e.bus_diagnostics().get(BusMessage), 3);
+}
+
+/// Rough FC3 timing (decode + execute + encode of 10 registers on a built-in
+/// device). Run with `cargo test --release -p coilwork-core --test engine -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn fc3_rough_timing() {
+    let device = DeviceContext::with_sizes(10, 10, 100, 10).unwrap();
+    let e = Engine::builder(ServerContext::single(device)).build();
+    let c = ctx(Transport::Tcp, 1);
+    let pdu = [0x03, 0x00, 0x00, 0x00, 0x0A];
+    let mut out = PduBuf::new();
+    let n = 2_000_000u32;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let o = e.handle(std::hint::black_box(&c), std::hint::black_box(&pdu), &mut out);
+        assert!(o.respond);
+    }
+    let per = t.elapsed() / n;
+    println!("FC3 x10: {per:?} per request");
+    assert_eq!(out.len(), 22);
 }
