@@ -598,7 +598,8 @@ impl Engine {
                     put(out, &[sub_len, 6])?;
                     put_u16s(out, records)?;
                 }
-                let data_len = u8::try_from(out.len().saturating_sub(2)).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+                let data_len =
+                    u8::try_from(out.len().saturating_sub(2)).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
                 if let Some(b) = out.as_mut_slice().get_mut(1) {
                     *b = data_len;
                 }
