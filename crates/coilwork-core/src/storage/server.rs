@@ -244,3 +244,174 @@ impl ServerContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{DeviceContext, RequestContext};
+
+    const CTX: RequestContext<'static> = RequestContext::application(1);
+
+    /// A device whose holding register 0 holds `tag`.
+    fn tagged(tag: u16) -> DeviceContext {
+        let d = DeviceContext::with_sizes(0, 0, 1, 0).unwrap();
+        d.write_holding_registers(&CTX, 0, &[tag]).unwrap();
+        d
+    }
+
+    fn tag_of(device: &Device) -> u16 {
+        let mut out = [0u16; 1];
+        device.storage().read_holding_registers(&CTX, 0, &mut out).unwrap();
+        out[0]
+    }
+
+    fn tag_at(ctx: &ServerContext, unit: u8) -> Option<u16> {
+        ctx.device(unit).map(|d| tag_of(&d))
+    }
+
+    #[test]
+    fn single_serves_every_unit() {
+        let ctx = ServerContext::single(tagged(7));
+        assert!(ctx.is_single());
+        let a = ctx.device(0).unwrap();
+        let b = ctx.device(255).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(tag_of(&a), 7);
+        assert_eq!(ctx.units().len(), 256);
+        assert!(ctx.default_device().is_some());
+    }
+
+    #[test]
+    fn single_insert_replaces_and_remove_is_a_no_op() {
+        let ctx = ServerContext::single(tagged(1));
+        let old = ctx.insert(9, Arc::new(tagged(2))).unwrap();
+        assert_eq!(tag_of(&old), 1);
+        assert_eq!(tag_at(&ctx, 0), Some(2));
+        assert_eq!(tag_at(&ctx, 9), Some(2));
+        assert!(ctx.remove(9).is_none());
+        assert_eq!(tag_at(&ctx, 9), Some(2));
+        ctx.set_default(None);
+        assert_eq!(tag_at(&ctx, 3), Some(2));
+        ctx.set_default(Some(Arc::new(tagged(3))));
+        assert_eq!(tag_at(&ctx, 3), Some(3));
+        let mut calls = Vec::new();
+        ctx.for_each_device(&mut |unit, d| calls.push((unit, tag_of(d))));
+        assert_eq!(calls, vec![(0, 3)]);
+    }
+
+    #[test]
+    fn multi_lookup_insert_replace_remove() {
+        let ctx = ServerContext::multi()
+            .with_device(1, tagged(10))
+            .with_device(17, tagged(170));
+        assert!(!ctx.is_single());
+        assert_eq!(tag_at(&ctx, 1), Some(10));
+        assert_eq!(tag_at(&ctx, 17), Some(170));
+        assert_eq!(tag_at(&ctx, 2), None);
+        assert_eq!(ctx.units(), vec![1, 17]);
+        // Replace.
+        let old = ctx.insert(1, Arc::new(tagged(11))).unwrap();
+        assert_eq!(tag_of(&old), 10);
+        assert_eq!(tag_at(&ctx, 1), Some(11));
+        // Add.
+        assert!(ctx.insert(255, Arc::new(tagged(2550))).is_none());
+        assert!(ctx.insert(0, Arc::new(tagged(5))).is_none());
+        assert_eq!(ctx.units(), vec![0, 1, 17, 255]);
+        // Remove.
+        assert_eq!(ctx.remove(17).map(|d| tag_of(&d)), Some(170));
+        assert!(ctx.remove(17).is_none());
+        assert_eq!(tag_at(&ctx, 17), None);
+        assert_eq!(ctx.units(), vec![0, 1, 255]);
+    }
+
+    #[test]
+    fn multi_default_device() {
+        let ctx = ServerContext::multi().with_device(1, tagged(10));
+        assert!(ctx.default_device().is_none());
+        ctx.set_default(Some(Arc::new(tagged(99))));
+        assert_eq!(tag_at(&ctx, 1), Some(10));
+        assert_eq!(tag_at(&ctx, 2), Some(99));
+        assert_eq!(tag_at(&ctx, 0), Some(99));
+        // Default does not count as a unit's own device.
+        assert_eq!(ctx.units(), vec![1]);
+        // Removing a unit falls back to the default.
+        ctx.remove(1);
+        assert_eq!(tag_at(&ctx, 1), Some(99));
+        ctx.set_default(None);
+        assert_eq!(tag_at(&ctx, 1), None);
+        let built = ServerContext::default().with_default(tagged(4));
+        assert_eq!(tag_at(&built, 200), Some(4));
+    }
+
+    #[test]
+    fn for_each_device_visits_distinct_devices_once() {
+        let ctx = ServerContext::multi()
+            .with_device(3, tagged(30))
+            .with_device(8, tagged(80));
+        let shared = Arc::new(Device::new(Arc::new(tagged(50))));
+        ctx.insert_device(5, shared.clone());
+        ctx.insert_device(200, shared.clone());
+        ctx.set_default_device(Some(shared));
+        ctx.set_default(Some(Arc::new(tagged(90))));
+        let mut calls = Vec::new();
+        ctx.for_each_device(&mut |unit, d| calls.push((unit, tag_of(d))));
+        assert_eq!(calls, vec![(3, 30), (5, 50), (8, 80), (0, 90)]);
+
+        // A default that also serves a unit is visited once, at its unit.
+        let shared = Arc::new(Device::new(Arc::new(tagged(60))));
+        let ctx = ServerContext::multi();
+        ctx.insert_device(6, shared.clone());
+        ctx.set_default_device(Some(shared));
+        let mut calls = Vec::new();
+        ctx.for_each_device(&mut |unit, d| calls.push((unit, tag_of(d))));
+        assert_eq!(calls, vec![(6, 60)]);
+
+        // An empty context visits nothing.
+        let mut n = 0;
+        ServerContext::multi().for_each_device(&mut |_, _| n += 1);
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn for_each_device_may_modify_the_context() {
+        let ctx = ServerContext::multi()
+            .with_device(1, tagged(1))
+            .with_device(2, tagged(2));
+        ctx.for_each_device(&mut |unit, _| {
+            ctx.remove(unit);
+        });
+        assert!(ctx.units().is_empty());
+    }
+
+    #[test]
+    fn device_reset_and_accessors() {
+        let ctx = ServerContext::multi().with_device(1, tagged(0));
+        let d = ctx.device(1).unwrap();
+        d.storage().write_holding_registers(&CTX, 0, &[42]).unwrap();
+        assert_eq!(tag_of(&d), 42);
+        d.reset();
+        // `tagged` wrote after building, so the initial value is 0.
+        assert_eq!(tag_of(&d), 0);
+        assert_eq!(d.diagnostics().event_count(), 0);
+        assert!(Arc::strong_count(d.storage_arc()) >= 1);
+        assert!(format!("{ctx:?}").contains("single: false"));
+    }
+
+    #[test]
+    fn lookups_during_replacement() {
+        let ctx = Arc::new(ServerContext::multi().with_device(1, tagged(1)));
+        let writer = {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                for i in 0..500u16 {
+                    ctx.insert(1, Arc::new(tagged(i % 2 + 1)));
+                }
+            })
+        };
+        for _ in 0..500 {
+            let tag = tag_at(&ctx, 1).unwrap();
+            assert!(tag == 1 || tag == 2);
+        }
+        writer.join().unwrap();
+    }
+}
