@@ -162,7 +162,10 @@ fn rtu_partial_frame_is_dropped_after_line_silence() {
     let deadline = conn.poll_timeout().expect("a partial frame sets a deadline");
     // t3.5 at 9600 baud, 11 bits: 3.5 * 11 / 9600 s ≈ 4.01 ms.
     let wait = deadline - t0;
-    assert!(wait > Duration::from_micros(3900) && wait < Duration::from_micros(4200), "{wait:?}");
+    assert!(
+        wait > Duration::from_micros(3900) && wait < Duration::from_micros(4200),
+        "{wait:?}"
+    );
     conn.handle_timeout(deadline);
     assert!(!conn.has_partial_frame());
     assert_eq!(conn.poll_timeout(), None);
@@ -180,7 +183,9 @@ fn rtu_partial_frame_is_dropped_after_line_silence() {
 
 fn engine_bus_errors(conn: &Connection) -> u16 {
     use coilwork_core::diagnostics::DiagnosticCounter;
-    conn.engine().bus_diagnostics().get(DiagnosticCounter::BusCommunicationError)
+    conn.engine()
+        .bus_diagnostics()
+        .get(DiagnosticCounter::BusCommunicationError)
 }
 
 #[test]
