@@ -6,14 +6,35 @@
 //! counts diagnostics, calls hooks and custom handlers, and writes the
 //! response PDU into a caller's [`PduBuf`]. It holds no connection state and
 //! is shared by every connection of a server (`Arc<Engine>`).
+//!
+//! Diagnostics follow the serial line spec, counted on every transport:
+//! - bus message count: every PDU handed to [`Engine::handle`] (any unit)
+//!   plus frames dropped for CRC/LRC/hex/truncation (which also count as
+//!   bus communication errors); a frame too long counts as an overrun;
+//! - per device: server message count for every message addressed to it or
+//!   broadcast; no-response count for broadcasts, listen-only and FC8 0x04;
+//!   exception count (and NAK/busy counts for 07/06) for every exception sent;
+//! - comm event counter (FC11): each successful completion, answered or not
+//!   (broadcast writes, FC8 0x04), except FC11/FC12 and exceptions;
+//! - event log (FC12): a receive event per message, then a send event per
+//!   processed message (answered, exception or deliberately silent). In
+//!   listen-only mode only the receive event is logged (nothing is processed);
+//!   FC8 0x04 logs "entered listen-only" (0x04) instead of a send event.
+//! - FC8 0x01 (restart): answered (echo) unless the device was in
+//!   listen-only mode, as the spec says; the restart runs after the answer is
+//!   counted: listen-only ends, the device's and the bus counters are
+//!   cleared, the log too for data 0xFF00, then event 0x00 is logged. FC8
+//!   0x0A clears the device's and the bus counters the same way, after its
+//!   own answer is counted, so they read 0 afterwards.
 
 use crate::ExceptionCode;
-use crate::diagnostics::Diagnostics;
+use crate::diagnostics::{DiagnosticCounter, Diagnostics, EVENT_LOG_LEN, event};
 use crate::error::{ConfigError, FrameError};
 use crate::frame::PduLength;
 use crate::identity::Identity;
-use crate::pdu::{PduBuf, Request};
-use crate::storage::{RequestContext, ServerContext, Storage, Table};
+use crate::pdu::response::{write_bits, write_fifo, write_registers};
+use crate::pdu::{DecodeError, DeviceIdCode, DiagnosticRequest, EncodeError, PduBuf, Request};
+use crate::storage::{Device, RequestContext, ServerContext, Storage, Table};
 use std::sync::Arc;
 
 /// Engine options, mirroring pymodbus's server options.
@@ -263,15 +284,520 @@ impl Engine {
     }
 
     /// Counts a frame the bus carried that could not be used (CRC/LRC error, garbage).
+    ///
+    /// CRC, LRC, hex and truncated frames are messages the bus carried that
+    /// could not be used: they count as bus messages and bus communication
+    /// errors. A frame too long for the receive buffer counts as a character
+    /// overrun. Garbage between frames and empty PDUs are not messages.
     pub fn note_frame_error(&self, error: &FrameError) {
-        let _ = error;
+        match error {
+            FrameError::BadCrc { .. } | FrameError::BadLrc { .. } | FrameError::BadHex | FrameError::Truncated(_) => {
+                self.bus.increment(DiagnosticCounter::BusMessage);
+                self.bus.increment(DiagnosticCounter::BusCommunicationError);
+            }
+            FrameError::TooLong(_) => {
+                self.bus.increment(DiagnosticCounter::BusMessage);
+                self.bus.increment(DiagnosticCounter::BusCharacterOverrun);
+            }
+            FrameError::Garbage(_) | FrameError::EmptyPdu | FrameError::BadProtocolId(_) | FrameError::BadLength(_) => {
+            }
+        }
     }
 
     /// Executes one request PDU that arrived for `ctx.unit` and writes the
     /// answer into `out`. `ctx.function` is filled in by the engine.
+    ///
+    /// On a serial line unit 0 is a broadcast (executed on every device when
+    /// [`EngineOptions::broadcast_enable`], never answered) and an unknown
+    /// unit is not answered by default; elsewhere an unknown unit gets
+    /// exception 0x0B by default (see [`EngineOptions::ignore_missing_devices`]).
     pub fn handle(&self, ctx: &RequestContext<'_>, pdu: &[u8], out: &mut PduBuf) -> Outcome {
-        let _ = (ctx, &self.hook, &self.listener);
-        out.set_exception(pdu.first().copied().unwrap_or(0) & 0x7F, ExceptionCode::IllegalFunction);
-        Outcome::RESPOND
+        self.bus.increment(DiagnosticCounter::BusMessage);
+        out.clear();
+        let function = pdu.first().copied().unwrap_or(0) & 0x7F;
+        let ctx = RequestContext { function, ..*ctx };
+        let serial = ctx.transport.is_serial();
+        if serial && ctx.unit == 0 {
+            if self.options.broadcast_enable {
+                let decoded = Request::decode(pdu);
+                self.context.for_each_device(&mut |_, device| {
+                    let _ = self.serve(&ctx, device, decoded, out, true);
+                });
+                out.clear();
+            }
+            return Outcome::SILENT;
+        }
+        match self.context.device(ctx.unit) {
+            Some(device) => self.serve(&ctx, &device, Request::decode(pdu), out, false),
+            None => {
+                if self.options.ignore_missing_devices.unwrap_or(serial) {
+                    Outcome::SILENT
+                } else {
+                    out.set_exception(function, ExceptionCode::GatewayTargetFailedToRespond);
+                    Outcome::RESPOND
+                }
+            }
+        }
     }
+
+    /// Runs one decoded request on one device: listen-only gate, hooks,
+    /// execution, diagnostics and event log.
+    fn serve(
+        &self,
+        ctx: &RequestContext<'_>,
+        device: &Device,
+        decoded: Result<Request<'_>, DecodeError>,
+        out: &mut PduBuf,
+        broadcast: bool,
+    ) -> Outcome {
+        let diag = device.diagnostics();
+        diag.increment(DiagnosticCounter::ServerMessage);
+        let listen_only = diag.listen_only();
+        let mut receive = event::RECEIVE;
+        if broadcast {
+            receive |= event::RECEIVE_BROADCAST;
+        }
+        if listen_only {
+            receive |= event::RECEIVE_LISTEN_ONLY;
+        }
+        diag.push_event(receive);
+
+        let restart = match decoded {
+            Ok(Request::Diagnostics(DiagnosticRequest::RestartCommunications { clear_log })) => Some(clear_log),
+            _ => None,
+        };
+        // Listen-only: the device monitors but executes and answers nothing,
+        // except the restart that ends the mode.
+        if listen_only && restart.is_none() {
+            diag.increment(DiagnosticCounter::ServerNoResponse);
+            return Outcome::SILENT;
+        }
+        // A broadcast executes writes only; anything else (reads, decode
+        // errors) is ignored.
+        if broadcast && !decoded.is_ok_and(|r| r.is_write()) {
+            diag.increment(DiagnosticCounter::ServerNoResponse);
+            diag.push_event(event::SEND);
+            return Outcome::SILENT;
+        }
+
+        let mut executed = false;
+        let mut outcome = match decoded {
+            Err(e) => {
+                out.set_exception(e.function, e.exception);
+                Outcome::RESPOND
+            }
+            Ok(mut request) => {
+                let action = match &self.hook {
+                    Some(hook) => hook.on_request(ctx, &mut request, out),
+                    None => HookAction::Continue,
+                };
+                let result = match action {
+                    HookAction::Continue => {
+                        let ctx = RequestContext {
+                            function: request.function(),
+                            ..*ctx
+                        };
+                        let r = self.execute(&ctx, device, &request, out);
+                        executed = r.is_ok();
+                        r
+                    }
+                    HookAction::Respond => Ok(Outcome::RESPOND),
+                    HookAction::Exception(e) => Err(e),
+                    HookAction::NoResponse => Ok(Outcome::SILENT),
+                };
+                let mut outcome = match result {
+                    Ok(o) => o,
+                    Err(e) => {
+                        out.set_exception(ctx.function, e);
+                        Outcome::RESPOND
+                    }
+                };
+                if outcome.respond {
+                    if let Some(hook) = &self.hook {
+                        match hook.on_response(ctx, &request, out) {
+                            HookAction::Continue | HookAction::Respond => {}
+                            HookAction::Exception(e) => out.set_exception(ctx.function, e),
+                            HookAction::NoResponse => outcome.respond = false,
+                        }
+                    }
+                }
+                outcome
+            }
+        };
+        if broadcast {
+            outcome.respond = false;
+        }
+
+        // Diagnostics, in the order the spec's event log expects: the answer
+        // (or its absence) first, then a restart's clearing.
+        let exception = if outcome.respond && out.as_slice().first().is_some_and(|f| f & 0x80 != 0) {
+            out.as_slice().get(1).copied()
+        } else {
+            None
+        };
+        let counts_as_event = !matches!(ctx.function, 0x0B | 0x0C);
+        if let Some(code) = exception {
+            diag.increment(DiagnosticCounter::BusExceptionError);
+            match code {
+                0x06 => diag.increment(DiagnosticCounter::ServerBusy),
+                0x07 => diag.increment(DiagnosticCounter::ServerNak),
+                _ => {}
+            }
+            diag.push_event(event::SEND | exception_event_bits(code));
+        } else {
+            if outcome.respond {
+                if counts_as_event {
+                    diag.increment_event_count();
+                }
+            } else {
+                diag.increment(DiagnosticCounter::ServerNoResponse);
+                if executed && counts_as_event {
+                    diag.increment_event_count();
+                }
+            }
+            // Force listen-only logs its own "entered listen-only" event instead.
+            let forced = matches!(decoded, Ok(Request::Diagnostics(DiagnosticRequest::ForceListenOnly)));
+            if !(forced && executed) {
+                let mut send = event::SEND;
+                if listen_only {
+                    send |= event::SEND_LISTEN_ONLY;
+                }
+                diag.push_event(send);
+            }
+        }
+        if executed && matches!(decoded, Ok(Request::Diagnostics(DiagnosticRequest::ClearCounters))) {
+            diag.clear_counters();
+            self.bus.clear_counters();
+        }
+        if let (Some(clear_log), Some(Effect::RestartCommunications)) = (restart, outcome.effect) {
+            diag.set_listen_only(false);
+            diag.clear_counters();
+            self.bus.clear_counters();
+            if clear_log {
+                diag.clear_log();
+            }
+            diag.push_event(event::COMM_RESTART);
+        }
+        outcome
+    }
+
+    /// Executes a validated request on a device, writing the answer into `out`.
+    fn execute(
+        &self,
+        ctx: &RequestContext<'_>,
+        device: &Device,
+        request: &Request<'_>,
+        out: &mut PduBuf,
+    ) -> Result<Outcome, ExceptionCode> {
+        let storage = device.storage();
+        let function = request.function();
+        match *request {
+            Request::ReadCoils(range) | Request::ReadDiscreteInputs(range) => {
+                let mut buf = [false; 2000];
+                let bits = buf.get_mut(..range.len()).ok_or(ExceptionCode::IllegalDataValue)?;
+                if function == 0x01 {
+                    storage.read_coils(ctx, range.start(), bits)?;
+                } else {
+                    storage.read_discrete_inputs(ctx, range.start(), bits)?;
+                }
+                write_bits(out, function, bits).map_err(encode_failure)?;
+            }
+            Request::ReadHoldingRegisters(range) | Request::ReadInputRegisters(range) => {
+                let mut buf = [0u16; 125];
+                let regs = buf.get_mut(..range.len()).ok_or(ExceptionCode::IllegalDataValue)?;
+                if function == 0x03 {
+                    storage.read_holding_registers(ctx, range.start(), regs)?;
+                } else {
+                    storage.read_input_registers(ctx, range.start(), regs)?;
+                }
+                write_registers(out, function, regs).map_err(encode_failure)?;
+            }
+            Request::WriteSingleCoil { address, value } => {
+                storage.write_coils(ctx, address, &[value])?;
+                self.wrote(ctx, Table::Coils, address, 1);
+                put(out, &[function])?;
+                put_u16s(out, &[address, if value { 0xFF00 } else { 0x0000 }])?;
+            }
+            Request::WriteSingleRegister { address, value } => {
+                storage.write_holding_registers(ctx, address, &[value])?;
+                self.wrote(ctx, Table::HoldingRegisters, address, 1);
+                put(out, &[function])?;
+                put_u16s(out, &[address, value])?;
+            }
+            Request::ReadExceptionStatus => {
+                let status = storage.read_exception_status(ctx)?;
+                put(out, &[function, status])?;
+            }
+            Request::Diagnostics(sub) => return self.diagnostics(device, sub, out),
+            Request::GetCommEventCounter => {
+                put(out, &[function])?;
+                put_u16s(out, &[0x0000, device.diagnostics().event_count()])?;
+            }
+            Request::GetCommEventLog => {
+                let diag = device.diagnostics();
+                let mut events = [0u8; EVENT_LOG_LEN];
+                let n = diag.events(&mut events);
+                let events = events.get(..n).unwrap_or(&[]);
+                // ok: n <= 64, so 6 + n fits a byte.
+                let byte_count = u8::try_from(6 + n).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+                put(out, &[function, byte_count])?;
+                put_u16s(
+                    out,
+                    &[0x0000, diag.event_count(), self.bus.get(DiagnosticCounter::BusMessage)],
+                )?;
+                put(out, events)?;
+            }
+            Request::WriteMultipleCoils { range, values } => {
+                let mut buf = [false; 1968];
+                let bits = buf.get_mut(..range.len()).ok_or(ExceptionCode::IllegalDataValue)?;
+                for (i, dst) in bits.iter_mut().enumerate() {
+                    *dst = values.get(i).ok_or(ExceptionCode::IllegalDataValue)?;
+                }
+                storage.write_coils(ctx, range.start(), bits)?;
+                self.wrote(ctx, Table::Coils, range.start(), range.count());
+                put(out, &[function])?;
+                put_u16s(out, &[range.start(), range.count()])?;
+            }
+            Request::WriteMultipleRegisters { range, values } => {
+                let mut buf = [0u16; 123];
+                let regs = buf.get_mut(..range.len()).ok_or(ExceptionCode::IllegalDataValue)?;
+                if values.len() != regs.len() {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                values.copy_into(regs);
+                storage.write_holding_registers(ctx, range.start(), regs)?;
+                self.wrote(ctx, Table::HoldingRegisters, range.start(), range.count());
+                put(out, &[function])?;
+                put_u16s(out, &[range.start(), range.count()])?;
+            }
+            Request::ReportServerId => {
+                let id = self.identity.server_id_bytes();
+                let byte_count = u8::try_from(id.len() + 1).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+                put(out, &[function, byte_count])?;
+                put(out, id)?;
+                put(out, &[if self.identity.is_running() { 0xFF } else { 0x00 }])?;
+            }
+            Request::ReadFileRecord(reads) => {
+                // Response: fc, data length, then per sub-request its length
+                // (1 + 2 × records), reference type 6 and the records.
+                let mut total = 2usize;
+                for r in reads.iter() {
+                    total = total.saturating_add(2 + 2 * r.length as usize);
+                }
+                if total > crate::frame::MAX_PDU {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                put(out, &[function, 0])?;
+                for r in reads.iter() {
+                    let mut buf = [0u16; 125];
+                    let records = buf
+                        .get_mut(..r.length as usize)
+                        .ok_or(ExceptionCode::IllegalDataValue)?;
+                    storage.read_file_record(ctx, r.file, r.record, records)?;
+                    let sub_len = u8::try_from(1 + 2 * records.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
+                    put(out, &[sub_len, 6])?;
+                    put_u16s(out, records)?;
+                }
+                let data_len =
+                    u8::try_from(out.len().saturating_sub(2)).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+                if let Some(b) = out.as_mut_slice().get_mut(1) {
+                    *b = data_len;
+                }
+            }
+            Request::WriteFileRecord(writes) => {
+                for (r, data) in writes.iter() {
+                    let mut buf = [0u16; 125];
+                    let records = buf.get_mut(..data.len()).ok_or(ExceptionCode::IllegalDataValue)?;
+                    data.copy_into(records);
+                    storage.write_file_record(ctx, r.file, r.record, records)?;
+                    if let Some(l) = &self.listener {
+                        l.on_file_write(ctx, r.file, r.record, r.length);
+                    }
+                }
+                let raw = writes.raw();
+                let len = u8::try_from(raw.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
+                put(out, &[function, len])?;
+                put(out, raw)?;
+            }
+            Request::MaskWriteRegister {
+                address,
+                and_mask,
+                or_mask,
+            } => {
+                storage.mask_write_register(ctx, address, and_mask, or_mask)?;
+                self.wrote(ctx, Table::HoldingRegisters, address, 1);
+                put(out, &[function])?;
+                put_u16s(out, &[address, and_mask, or_mask])?;
+            }
+            Request::ReadWriteMultipleRegisters { read, write, values } => {
+                let mut wbuf = [0u16; 121];
+                let wregs = wbuf.get_mut(..write.len()).ok_or(ExceptionCode::IllegalDataValue)?;
+                if values.len() != wregs.len() {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                values.copy_into(wregs);
+                let mut rbuf = [0u16; 125];
+                let rregs = rbuf.get_mut(..read.len()).ok_or(ExceptionCode::IllegalDataValue)?;
+                storage.write_read_holding_registers(ctx, write.start(), wregs, read.start(), rregs)?;
+                self.wrote(ctx, Table::HoldingRegisters, write.start(), write.count());
+                write_registers(out, function, rregs).map_err(encode_failure)?;
+            }
+            Request::ReadFifoQueue { address } => {
+                let mut buf = [0u16; 31];
+                let n = storage.read_fifo_queue(ctx, address, &mut buf)?;
+                // Spec: more than 31 values in the queue is exception 03.
+                let values = buf.get(..n).ok_or(ExceptionCode::IllegalDataValue)?;
+                write_fifo(out, values).map_err(encode_failure)?;
+            }
+            Request::ReadDeviceIdentification { code, object_id } => {
+                self.device_identification(code, object_id, out)?
+            }
+            Request::Custom { function, data } => {
+                let handler = self.custom_function(function).ok_or(ExceptionCode::IllegalFunction)?;
+                out.clear();
+                handler.execute(ctx, storage, data, out)?;
+            }
+        }
+        Ok(Outcome::RESPOND)
+    }
+
+    /// FC 0x08: every sub-function.
+    fn diagnostics(
+        &self,
+        device: &Device,
+        sub: DiagnosticRequest<'_>,
+        out: &mut PduBuf,
+    ) -> Result<Outcome, ExceptionCode> {
+        let diag = device.diagnostics();
+        let sub_function = sub.sub_function();
+        put(out, &[0x08])?;
+        put_u16s(out, &[sub_function])?;
+        match sub {
+            DiagnosticRequest::ReturnQueryData(data) => put(out, data)?,
+            DiagnosticRequest::RestartCommunications { clear_log } => {
+                // Spec: "If the port is currently in Listen Only Mode, no
+                // response is returned"; otherwise the echo is sent before the
+                // restart. The restart itself runs after the answer is counted.
+                put_u16s(out, &[if clear_log { 0xFF00 } else { 0x0000 }])?;
+                return Ok(Outcome {
+                    respond: !diag.listen_only(),
+                    effect: Some(Effect::RestartCommunications),
+                });
+            }
+            DiagnosticRequest::ReturnDiagnosticRegister => put_u16s(out, &[diag.register()])?,
+            DiagnosticRequest::ChangeAsciiDelimiter(d) => {
+                put(out, &[d, 0x00])?;
+                return Ok(Outcome {
+                    respond: true,
+                    effect: Some(Effect::SetAsciiDelimiter(d)),
+                });
+            }
+            DiagnosticRequest::ForceListenOnly => {
+                diag.set_listen_only(true);
+                diag.push_event(event::ENTERED_LISTEN_ONLY);
+                out.clear();
+                return Ok(Outcome::SILENT);
+            }
+            // Cleared in `serve` once this answer is counted, so the counters
+            // read zero afterwards.
+            DiagnosticRequest::ClearCounters => put_u16s(out, &[0x0000])?,
+            DiagnosticRequest::ReturnCounter(counter) => {
+                let value = if counter.is_bus() {
+                    self.bus.get(counter)
+                } else {
+                    diag.get(counter)
+                };
+                put_u16s(out, &[value])?;
+            }
+            DiagnosticRequest::ClearOverrunCounter => {
+                diag.clear_overrun();
+                self.bus.clear_overrun();
+                put_u16s(out, &[0x0000])?;
+            }
+        }
+        Ok(Outcome::RESPOND)
+    }
+
+    /// FC 0x2B / MEI 0x0E: Read Device Identification.
+    fn device_identification(&self, code: DeviceIdCode, object_id: u8, out: &mut PduBuf) -> Result<(), ExceptionCode> {
+        let conformity = self.identity.conformity();
+        put(out, &[0x2B, 0x0E, code as u8, conformity])?;
+        if code == DeviceIdCode::Individual {
+            let value = self.identity.get(object_id).ok_or(ExceptionCode::IllegalDataAddress)?;
+            let len = u8::try_from(value.len()).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+            put(out, &[0x00, 0x00, 1, object_id, len])?;
+            put(out, value)?;
+            return Ok(());
+        }
+        let last: u8 = match code {
+            DeviceIdCode::Basic => 0x02,
+            DeviceIdCode::Regular => 0x7F,
+            _ => 0xFF,
+        };
+        // Spec: an object id that does not match a known object (of the
+        // category asked for) restarts the stream at object 0.
+        let first = if object_id <= last && self.identity.get(object_id).is_some() {
+            object_id
+        } else {
+            0
+        };
+        // Header: more follows, next object id, number of objects (patched below).
+        put(out, &[0x00, 0x00, 0x00])?;
+        let mut count: u8 = 0;
+        let mut next = None;
+        for (id, value) in self.identity.objects_from(first).take_while(|(id, _)| *id <= last) {
+            let len = u8::try_from(value.len()).map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+            if out.remaining() < 2 + value.len() {
+                next = Some(id);
+                break;
+            }
+            put(out, &[id, len])?;
+            put(out, value)?;
+            count = count.saturating_add(1);
+        }
+        if let Some(header) = out.as_mut_slice().get_mut(4..7) {
+            header.copy_from_slice(&[if next.is_some() { 0xFF } else { 0x00 }, next.unwrap_or(0), count]);
+        }
+        Ok(())
+    }
+
+    /// Tells the write listener, if any.
+    #[inline]
+    fn wrote(&self, ctx: &RequestContext<'_>, table: Table, start: u16, count: u16) {
+        if let Some(l) = &self.listener {
+            l.on_write(ctx, table, start, count);
+        }
+    }
+}
+
+/// The send-event bits for an exception code (Modbus spec, FC12).
+fn exception_event_bits(code: u8) -> u8 {
+    match code {
+        0x01..=0x03 => event::SEND_READ_EXCEPTION,
+        0x04 => event::SEND_ABORT_EXCEPTION,
+        0x05 | 0x06 => event::SEND_BUSY_EXCEPTION,
+        0x07 => event::SEND_NAK_EXCEPTION,
+        _ => 0,
+    }
+}
+
+/// An answer that does not fit a PDU is a server failure (the decoder's
+/// limits should make it impossible).
+fn encode_failure(_: EncodeError) -> ExceptionCode {
+    ExceptionCode::ServerDeviceFailure
+}
+
+/// Appends bytes to the answer.
+#[inline]
+fn put(out: &mut PduBuf, bytes: &[u8]) -> Result<(), ExceptionCode> {
+    out.extend(bytes).map_err(encode_failure)
+}
+
+/// Appends big-endian u16s to the answer.
+#[inline]
+fn put_u16s(out: &mut PduBuf, values: &[u16]) -> Result<(), ExceptionCode> {
+    for v in values {
+        out.push_u16(*v).map_err(encode_failure)?;
+    }
+    Ok(())
 }
