@@ -12,7 +12,7 @@ use crate::net::{self, SocketOptions};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
 use std::collections::VecDeque;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -218,7 +218,7 @@ impl TcpServer {
     }
 
     /// Binds if needed and serves until stopped; returns once every
-    /// connection is closed.
+    /// connection is closed (at once, with `Ok`, if a stop came first).
     pub async fn serve_forever(&self) -> Result<(), ServerError> {
         if self.serving.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyServing);
@@ -250,13 +250,20 @@ impl TcpServer {
     }
 
     async fn run(&self) -> Result<(), ServerError> {
-        self.bind()?;
-        let std_listener = self
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or(ServerError::Closed)?;
+        if self.handle.is_stopping() {
+            // Stopped before it started: nothing to serve.
+            return Ok(());
+        }
+        match self.bind() {
+            // `server_close` raced us: closed before serving.
+            Err(ServerError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let Some(std_listener) = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            // `server_close` took it: closed before serving.
+            return Ok(());
+        };
         let listener = TcpListener::from_std(std_listener)?;
         let stop = self.handle.token().clone();
         let table: Arc<ConnTable> = Arc::new(Mutex::new(VecDeque::new()));
@@ -490,9 +497,12 @@ impl ConnTask {
         if buf.is_empty() {
             buf.resize(self.config.read_buffer_size.max(1), 0);
         }
+        // Read the socket directly: tokio's `try_read` trusts its cached
+        // readiness and would skip bytes the reactor has not reported yet.
+        let socket = socket2::SockRef::from(&*stream);
         // Bounded: at most this many reads of what is already queued.
         for _ in 0..64 {
-            match stream.try_read(buf) {
+            match (&*socket).read(buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));

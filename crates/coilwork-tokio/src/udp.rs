@@ -143,7 +143,7 @@ impl UdpServer {
         self.stats.malformed()
     }
 
-    /// Binds if needed and serves until stopped.
+    /// Binds if needed and serves until stopped (returns `Ok` at once if a stop came first).
     pub async fn serve_forever(&self) -> Result<(), ServerError> {
         if self.serving.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyServing);
@@ -174,13 +174,20 @@ impl UdpServer {
     }
 
     async fn run(&self) -> Result<(), ServerError> {
-        self.bind()?;
-        let std_socket = self
-            .socket
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or(ServerError::Closed)?;
+        if self.handle.is_stopping() {
+            // Stopped before it started: nothing to serve.
+            return Ok(());
+        }
+        match self.bind() {
+            // `server_close` raced us: closed before serving.
+            Err(ServerError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let Some(std_socket) = self.socket.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            // `server_close` took it: closed before serving.
+            return Ok(());
+        };
         let socket = UdpSocket::from_std(std_socket)?;
         let stop = self.handle.token().clone();
         let mut conn = Connection::new(
