@@ -149,3 +149,61 @@ fn no_subcommand_takes_serve_flags() {
     assert!(status.success());
     assert!(out.contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn serves_udp_and_exits_zero_on_sigint() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--transport",
+            "udp",
+            "--address",
+            "127.0.0.1:0",
+            "--units",
+            "1,2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn coilwork");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("no listening line");
+    };
+    let prefix = "coilwork: serving Modbus/UDP on ";
+    assert!(line.starts_with(prefix), "{line:?}");
+    assert!(line.trim_end().ends_with(" (units: 1,2)"), "{line:?}");
+    let addr = line[prefix.len()..].split(' ').next().unwrap().to_owned();
+
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.connect(&addr).unwrap();
+    let mut buf = [0u8; 300];
+    // Unit 2 has its own device: FC3 at 0 reads 0.
+    let mut req = adu(5, &[0x03, 0, 0, 0, 1]);
+    req[6] = 2;
+    sock.send(&req).unwrap();
+    let n = sock.recv(&mut buf).expect("answer");
+    assert_eq!(&buf[..n], &[0, 5, 0, 0, 0, 5, 2, 0x03, 2, 0, 0]);
+    // Unit 3 has no device: exception 0x0B (gateway target failed to respond).
+    req[6] = 3;
+    sock.send(&req).unwrap();
+    let n = sock.recv(&mut buf).expect("answer");
+    assert_eq!(&buf[..n], &[0, 5, 0, 0, 0, 3, 3, 0x83, 0x0B]);
+
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "graceful exit on SIGINT");
+}
