@@ -32,6 +32,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// A serial port could not be opened (and `auto_open` is off).
+    #[error("cannot open serial port {port}: {source}")]
+    SerialOpen {
+        /// The device path.
+        port: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `serve_forever` was called while the server is already serving.
     #[error("server is already serving")]
     AlreadyServing,
