@@ -934,3 +934,24 @@ fn fc3_rough_timing() {
     println!("FC3 x10: {per:?} per request");
     assert_eq!(out.len(), 22);
 }
+
+#[test]
+fn through_a_tcp_connection() {
+    use coilwork_core::{Connection, ConnectionConfig};
+    let mem = Mem::new();
+    mem.holding.lock().unwrap()[107..110].copy_from_slice(&[0x022B, 0x0000, 0x0064]);
+    let engine = Arc::new(Engine::builder(ServerContext::multi().with_device(1, mem)).build());
+    let mut conn = Connection::new(engine, ConnectionConfig::tcp(None));
+    let now = std::time::Instant::now();
+    conn.handle_input(
+        now,
+        &[0x00, 0x01, 0x00, 0x00, 0x00, 0x06, 0x01, 0x03, 0x00, 0x6B, 0x00, 0x03],
+    )
+    .unwrap();
+    assert_eq!(
+        conn.output(),
+        [
+            0x00, 0x01, 0x00, 0x00, 0x00, 0x09, 0x01, 0x03, 0x06, 0x02, 0x2B, 0x00, 0x00, 0x00, 0x64
+        ]
+    );
+}

@@ -1,5 +1,4 @@
 //! Request PDUs: what a client asks, decoded with nom, encoded into a [`PduBuf`].
-
 //!
 //! Decisions where the spec leaves room (Modbus Application Protocol v1.1b3):
 //! - Function byte 0x00 or >= 0x80 is not a function code at all: exception 01
@@ -223,7 +222,9 @@ impl<'a> RegisterBytes<'a> {
 
     /// Register `i`; `None` past the end.
     pub fn get(&self, i: usize) -> Option<u16> {
-        let b = self.bytes.get(i * 2..i * 2 + 2)?;
+        let at = i.checked_mul(2)?;
+        let b = self.bytes.get(at..at.checked_add(2)?)?;
+        // ok: `b` has exactly 2 bytes.
         Some(u16::from_be_bytes([b[0], b[1]]))
     }
 
@@ -494,12 +495,6 @@ impl<'a> Request<'a> {
     /// Decodes the data of a request for `function`.
     fn decode_data(function: u8, data: &'a [u8]) -> Result<Self, ExceptionCode> {
         use ExceptionCode::{IllegalDataAddress as Addr, IllegalDataValue as Value, IllegalFunction};
-        if function == 0 || function >= 0x80 {
-            return Err(IllegalFunction);
-        }
-        if !crate::FunctionCode(function).is_standard() {
-            return Ok(Self::Custom { function, data });
-        }
         Ok(match function {
             0x01 => Self::ReadCoils(read_range(data, MAX_READ_BITS)?),
             0x02 => Self::ReadDiscreteInputs(read_range(data, MAX_READ_BITS)?),
@@ -605,8 +600,9 @@ impl<'a> Request<'a> {
                 };
                 Self::ReadDeviceIdentification { code, object_id }
             }
-            // is_standard() lists exactly the codes above.
-            _ => return Ok(Self::Custom { function, data }),
+            0x00 | 0x80..=0xFF => return Err(IllegalFunction),
+            // Exactly the codes `FunctionCode::is_standard` rejects (tested).
+            _ => Self::Custom { function, data },
         })
     }
 
@@ -1073,6 +1069,15 @@ pub(super) mod tests {
         }
     }
 
+    #[test]
+    fn custom_iff_not_standard() {
+        for f in 0..=255u8 {
+            let custom = matches!(Request::decode(&[f]), Ok(Request::Custom { .. }));
+            let expected = (1..0x80).contains(&f) && !crate::FunctionCode(f).is_standard();
+            assert_eq!(custom, expected, "{f:#04x}");
+        }
+    }
+
     // ---- Exception branches, one per limit ----
 
     #[test]
@@ -1385,6 +1390,15 @@ pub(super) mod tests {
         assert!(FileRecordReads::new(&sub(6, 1, 0, 1)).is_some());
         assert!(FileRecordWrites::new(&[6, 0, 1, 0, 0, 0, 1, 0xAB, 0xCD]).is_some());
         assert!(FileRecordWrites::new(&[6, 0, 1, 0, 0, 0, 1, 0xAB]).is_none());
+    }
+
+    #[test]
+    fn register_bytes_get_is_total() {
+        let r = RegisterBytes::new(&[0x12, 0x34, 0x56, 0x78]).unwrap();
+        assert_eq!(r.get(1), Some(0x5678));
+        assert_eq!(r.get(2), None);
+        assert_eq!(r.get(usize::MAX / 2), None);
+        assert_eq!(r.get(usize::MAX), None);
     }
 
     // ---- Property tests ----

@@ -1,0 +1,80 @@
+//! The MBAP read/write path allocates nothing once a connection's buffers
+//! have grown to their working size.
+
+use coilwork_core::storage::{DeviceContext, ServerContext};
+use coilwork_core::{Connection, ConnectionConfig, Engine};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn connection() -> Connection {
+    let device = DeviceContext::with_sizes(100, 100, 100, 100).expect("device");
+    let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
+    Connection::new(engine, ConnectionConfig::tcp(None))
+}
+
+fn fc3(tid: u16) -> [u8; 12] {
+    let t = tid.to_be_bytes();
+    [t[0], t[1], 0, 0, 0, 6, 1, 0x03, 0x00, 0x00, 0x00, 0x0A]
+}
+
+fn fc16(tid: u16) -> [u8; 33] {
+    let t = tid.to_be_bytes();
+    let mut f = [0u8; 33];
+    f[..13].copy_from_slice(&[t[0], t[1], 0, 0, 0, 27, 1, 0x10, 0x00, 0x05, 0x00, 0x0A, 20]);
+    for (i, b) in f[13..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    f
+}
+
+#[test]
+fn fc3_and_fc16_over_mbap_allocate_nothing() {
+    let mut conn = connection();
+    let now = Instant::now();
+    // Warm up: the buffers grow once.
+    for tid in 0..4 {
+        conn.handle_input(now, &fc3(tid)).unwrap();
+        conn.handle_input(now, &fc16(tid)).unwrap();
+        let n = conn.output().len();
+        conn.consume_output(n);
+    }
+    let reqs: Vec<[u8; 12]> = (0..100).map(fc3).collect();
+    let writes: Vec<[u8; 33]> = (0..100).map(fc16).collect();
+    let mut answered = 0;
+    let info = allocation_counter::measure(|| {
+        for (r, w) in reqs.iter().zip(&writes) {
+            conn.handle_input(now, r).unwrap();
+            answered += conn.output().len();
+            let n = conn.output().len();
+            conn.consume_output(n);
+            conn.handle_input(now, w).unwrap();
+            answered += conn.output().len();
+            let n = conn.output().len();
+            conn.consume_output(n);
+        }
+    });
+    // 100 FC3 answers of 9 + 20 bytes and 100 FC16 answers of 12 bytes.
+    assert_eq!(answered, 100 * 29 + 100 * 12);
+    assert_eq!(info.count_total, 0, "allocations on the MBAP path: {info:?}");
+}
+
+#[test]
+fn split_request_allocates_nothing_after_warm_up() {
+    let mut conn = connection();
+    let now = Instant::now();
+    let req = fc3(1);
+    conn.handle_input(now, &req[..5]).unwrap();
+    conn.handle_input(now, &req[5..]).unwrap();
+    let n = conn.output().len();
+    conn.consume_output(n);
+    let info = allocation_counter::measure(|| {
+        for _ in 0..50 {
+            conn.handle_input(now, &req[..5]).unwrap();
+            conn.handle_input(now, &req[5..]).unwrap();
+            let n = conn.output().len();
+            assert_eq!(n, 29);
+            conn.consume_output(n);
+        }
+    });
+    assert_eq!(info.count_total, 0, "allocations on a split request: {info:?}");
+}
