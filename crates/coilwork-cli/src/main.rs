@@ -6,7 +6,9 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coilwork_core::storage::{DeviceContext, ServerContext};
 use coilwork_core::{Engine, EngineOptions, Framing, Identity};
-use coilwork_tokio::{TcpServer, TcpServerConfig, UdpServer, UdpServerConfig};
+use coilwork_tokio::{
+    Parity, SerialServer, SerialServerConfig, ServerHandle, TcpServer, TcpServerConfig, UdpServer, UdpServerConfig,
+};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -37,7 +39,7 @@ enum TransportArg {
     Udp,
     /// Modbus/TCP Security (not yet supported).
     Tls,
-    /// A serial line (not yet supported).
+    /// A serial line (RTU or ASCII; see --port).
     Serial,
 }
 
@@ -61,6 +63,16 @@ impl From<FramerArg> for Framing {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ParityArg {
+    /// No parity.
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
 #[derive(Debug, Clone, Args)]
 struct ServeArgs {
     /// Transport to serve on.
@@ -69,9 +81,27 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5020")]
     address: SocketAddr,
-    /// Frame format.
-    #[arg(long, value_enum, default_value_t = FramerArg::Mbap)]
-    framer: FramerArg,
+    /// Frame format (default: mbap on tcp/udp, rtu on serial).
+    #[arg(long, value_enum)]
+    framer: Option<FramerArg>,
+    /// Serial: device path (with --transport serial).
+    #[arg(long, required_if_eq("transport", "serial"))]
+    port: Option<String>,
+    /// Serial: baud rate.
+    #[arg(long, default_value_t = 19200)]
+    baudrate: u32,
+    /// Serial: parity.
+    #[arg(long, value_enum, default_value_t = ParityArg::Even)]
+    parity: ParityArg,
+    /// Serial: stop bits.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    stopbits: u8,
+    /// Serial: data bits.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
+    bytesize: u8,
+    /// Serial: drop the line's echo of what is sent (2-wire RS-485).
+    #[arg(long)]
+    local_echo: bool,
     /// Unit ids served, each by its own device (default: every unit id served by one device).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     units: Vec<u8>,
@@ -191,46 +221,91 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
+/// Stops `handle` on SIGINT or SIGTERM.
+fn stop_on_signal(handle: ServerHandle) {
+    tokio::spawn(async move {
+        termination().await;
+        tracing::debug!("signal received: shutting down");
+        handle.stop();
+    });
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let framer = args.framer.unwrap_or(match args.transport {
+        TransportArg::Serial => FramerArg::Rtu,
+        _ => FramerArg::Mbap,
+    });
     let transport = match args.transport {
         TransportArg::Tcp => "TCP",
         TransportArg::Udp => "UDP",
         TransportArg::Tls => return Err("transport tls is not yet supported".to_owned()),
-        TransportArg::Serial => return Err("transport serial is not yet supported".to_owned()),
+        TransportArg::Serial => {
+            if framer == FramerArg::Mbap {
+                return Err("transport serial needs --framer rtu or ascii".to_owned());
+            }
+            "serial"
+        }
     };
     let engine = Arc::new(build_engine(&args)?);
-    let label = framing_label(transport, args.framer);
     let units = units_label(&args.units);
     match args.transport {
+        TransportArg::Serial => {
+            let port = args.port.clone().unwrap_or_default();
+            let parity = match args.parity {
+                ParityArg::None => Parity::None,
+                ParityArg::Even => Parity::Even,
+                ParityArg::Odd => Parity::Odd,
+            };
+            let config = SerialServerConfig {
+                framing: framer.into(),
+                baud_rate: args.baudrate,
+                data_bits: args.bytesize,
+                parity,
+                stop_bits: args.stopbits,
+                local_echo: args.local_echo,
+                ..SerialServerConfig::new(port.clone())
+            };
+            let server = SerialServer::new(engine, config);
+            server.open().map_err(|e| e.to_string())?;
+            let parity_char = match args.parity {
+                ParityArg::None => 'N',
+                ParityArg::Even => 'E',
+                ParityArg::Odd => 'O',
+            };
+            let kind = if framer == FramerArg::Ascii { "ASCII" } else { "RTU" };
+            announce(&format!(
+                "coilwork: serving Modbus {kind} on {port} at {} {}{parity_char}{} (units: {units})",
+                args.baudrate, args.bytesize, args.stopbits
+            ));
+            stop_on_signal(server.handle());
+            server.serve_forever().await.map_err(|e| e.to_string())
+        }
         TransportArg::Udp => {
             let config = UdpServerConfig {
-                framing: args.framer.into(),
+                framing: framer.into(),
                 ..UdpServerConfig::new(args.address)
             };
             let server = UdpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
-            announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
-            let handle = server.handle();
-            tokio::spawn(async move {
-                termination().await;
-                handle.stop();
-            });
+            announce(&format!(
+                "coilwork: serving {} on {addr} (units: {units})",
+                framing_label(transport, framer)
+            ));
+            stop_on_signal(server.handle());
             server.serve_forever().await.map_err(|e| e.to_string())
         }
-        _ => {
+        TransportArg::Tcp | TransportArg::Tls => {
             let config = TcpServerConfig {
-                framing: args.framer.into(),
+                framing: framer.into(),
                 ..TcpServerConfig::new(args.address)
             };
             let server = TcpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
-            announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
-            let handle = server.handle();
-            tokio::spawn(async move {
-                termination().await;
-                tracing::debug!("signal received: shutting down");
-                handle.stop();
-            });
+            announce(&format!(
+                "coilwork: serving {} on {addr} (units: {units})",
+                framing_label(transport, framer)
+            ));
+            stop_on_signal(server.handle());
             server.serve_forever().await.map_err(|e| e.to_string())
         }
     }
@@ -258,11 +333,16 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::from(2);
             }
-            // One line: clap's first line ("error: ...") without the usage block.
+            // One line: clap's message (up to its first blank line) without the usage block.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: bad arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("coilwork: error: {first} (see 'coilwork --help')");
+            let message = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("coilwork: error: {message} (see 'coilwork --help')");
             return ExitCode::from(2);
         }
     };

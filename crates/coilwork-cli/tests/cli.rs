@@ -130,13 +130,86 @@ fn bad_flag_is_one_line_and_non_zero() {
 }
 
 #[test]
-fn tls_and_serial_are_not_yet_supported() {
-    for t in ["tls", "serial"] {
-        let (status, _, err) = run(&["serve", "--transport", t, "--address", "127.0.0.1:0"]);
-        assert!(!status.success());
-        assert_eq!(err.lines().count(), 1, "{err:?}");
-        assert!(err.contains("not yet supported") && err.contains(t), "{err:?}");
-    }
+fn tls_is_not_yet_supported() {
+    let (status, _, err) = run(&["serve", "--transport", "tls", "--address", "127.0.0.1:0"]);
+    assert!(!status.success());
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains("not yet supported") && err.contains("tls"), "{err:?}");
+}
+
+#[test]
+fn serial_errors_are_one_line() {
+    let (status, _, err) = run(&["serve", "--transport", "serial"]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains("--port"), "{err:?}");
+
+    let path = "/dev/coilwork-no-such-port";
+    let (status, out, err) = run(&["serve", "--transport", "serial", "--port", path]);
+    assert!(!status.success());
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains(path), "{err:?}");
+}
+
+#[test]
+fn serves_rtu_on_a_pty_and_exits_zero_on_sigterm() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_serial::SerialPort;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut master, slave) = rt
+        .block_on(async { tokio_serial::SerialStream::pair() })
+        .expect("pty pair");
+    let path = slave.name().expect("pty path");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--transport", "serial", "--port", &path, "--baudrate", "9600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn coilwork");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("no listening line");
+    };
+    assert_eq!(
+        line.trim_end(),
+        format!("coilwork: serving Modbus RTU on {path} at 9600 8E1 (units: all)")
+    );
+    drop(slave);
+
+    rt.block_on(async {
+        // FC6 unit 1: register 1 = 0x002A; the answer echoes the request.
+        let fc6 = [0x01, 0x06, 0x00, 0x01, 0x00, 0x2A, 0x59, 0xD5];
+        AsyncWriteExt::write_all(&mut master, &fc6).await.unwrap();
+        let mut answer = [0u8; 8];
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            AsyncReadExt::read_exact(&mut master, &mut answer),
+        )
+        .await
+        .expect("answer in time")
+        .unwrap();
+        assert_eq!(answer, fc6);
+    });
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "graceful exit on SIGTERM");
 }
 
 #[test]

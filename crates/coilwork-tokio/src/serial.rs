@@ -11,7 +11,7 @@ use crate::ServerError;
 use crate::handle::ServerHandle;
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -106,6 +106,7 @@ impl SerialStats {
 pub struct SerialServer {
     engine: Arc<Engine>,
     config: SerialServerConfig,
+    opened: Mutex<Option<tokio_serial::SerialStream>>,
     serving: AtomicBool,
     handle: ServerHandle,
     stats: Arc<SerialStats>,
@@ -117,10 +118,31 @@ impl SerialServer {
         Self {
             engine,
             config,
+            opened: Mutex::new(None),
             serving: AtomicBool::new(false),
             handle: ServerHandle::new(),
             stats: Arc::new(SerialStats::default()),
         }
+    }
+
+    /// Opens the port now (the serial counterpart of `bind`), so a bad path
+    /// is reported before serving; [`SerialServer::serve_forever`] then
+    /// serves this port first. Must be called within a tokio runtime.
+    pub fn open(&self) -> Result<(), ServerError> {
+        let line = self.open_port().map_err(|source| {
+            self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
+            ServerError::SerialOpen {
+                port: self.config.port.clone(),
+                source,
+            }
+        })?;
+        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(line);
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SerialServerConfig {
+        &self.config
     }
 
     /// A handle to stop this server from anywhere.
@@ -162,7 +184,8 @@ impl SerialServer {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            match self.open() {
+            let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
+            match opened.map_or_else(|| self.open_port(), Ok) {
                 Ok(line) => {
                     warned = false;
                     self.stats.opened.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +219,7 @@ impl SerialServer {
         }
     }
 
-    fn open(&self) -> std::io::Result<tokio_serial::SerialStream> {
+    fn open_port(&self) -> std::io::Result<tokio_serial::SerialStream> {
         use tokio_serial::SerialPortBuilderExt;
         let c = &self.config;
         let data_bits = match c.data_bits {
