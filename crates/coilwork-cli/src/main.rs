@@ -1,0 +1,368 @@
+//! `coilwork`: run a Modbus server from the command line.
+//!
+//! `coilwork` with no subcommand is `coilwork serve` with its defaults.
+#![forbid(unsafe_code)]
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use coilwork_core::storage::{DeviceContext, ServerContext};
+use coilwork_core::{Engine, EngineOptions, Framing, Identity};
+use coilwork_tokio::{
+    Parity, SerialServer, SerialServerConfig, ServerHandle, TcpServer, TcpServerConfig, UdpServer, UdpServerConfig,
+};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// A Modbus server stack.
+#[derive(Debug, Parser)]
+#[command(name = "coilwork", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand, `coilwork` serves with these flags.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a Modbus device over a transport (the default command).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// Modbus/TCP.
+    Tcp,
+    /// Modbus over UDP.
+    Udp,
+    /// Modbus/TCP Security (not yet supported).
+    Tls,
+    /// A serial line (RTU or ASCII; see --port).
+    Serial,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FramerArg {
+    /// MBAP header (the Modbus/TCP framing).
+    Mbap,
+    /// RTU (binary with CRC).
+    Rtu,
+    /// ASCII (':' hex LRC CR LF).
+    Ascii,
+}
+
+impl From<FramerArg> for Framing {
+    fn from(f: FramerArg) -> Self {
+        match f {
+            FramerArg::Mbap => Framing::Mbap,
+            FramerArg::Rtu => Framing::Rtu,
+            FramerArg::Ascii => Framing::Ascii,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ParityArg {
+    /// No parity.
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    /// Transport to serve on.
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    transport: TransportArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5020")]
+    address: SocketAddr,
+    /// Frame format (default: mbap on tcp/udp, rtu on serial).
+    #[arg(long, value_enum)]
+    framer: Option<FramerArg>,
+    /// Serial: device path (with --transport serial).
+    #[arg(long, required_if_eq("transport", "serial"))]
+    port: Option<String>,
+    /// Serial: baud rate.
+    #[arg(long, default_value_t = 19200)]
+    baudrate: u32,
+    /// Serial: parity.
+    #[arg(long, value_enum, default_value_t = ParityArg::Even)]
+    parity: ParityArg,
+    /// Serial: stop bits.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    stopbits: u8,
+    /// Serial: data bits.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(7..=8))]
+    bytesize: u8,
+    /// Serial: drop the line's echo of what is sent (2-wire RS-485).
+    #[arg(long)]
+    local_echo: bool,
+    /// Unit ids served, each by its own device (default: every unit id served by one device).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    units: Vec<u8>,
+    /// Number of coils (addresses 0..N-1).
+    #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    coils: u32,
+    /// Number of discrete inputs.
+    #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    discrete_inputs: u32,
+    /// Number of holding registers.
+    #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    holding_registers: u32,
+    /// Number of input registers.
+    #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    input_registers: u32,
+    /// Identity: VendorName.
+    #[arg(long, default_value = "coilwork")]
+    vendor_name: String,
+    /// Identity: ProductCode.
+    #[arg(long, default_value = "")]
+    product_code: String,
+    /// Identity: MajorMinorRevision.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    revision: String,
+    /// Identity: ProductName.
+    #[arg(long)]
+    product_name: Option<String>,
+    /// Identity: ModelName.
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Send no answer at all for a unit id without a device (default: exception 0x0B on TCP/UDP).
+    #[arg(long)]
+    ignore_missing_devices: bool,
+    /// Treat unit 0 as a broadcast on serial lines.
+    #[arg(long)]
+    broadcast: bool,
+}
+
+fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
+    let device = || {
+        DeviceContext::with_sizes(
+            args.coils as usize,
+            args.discrete_inputs as usize,
+            args.holding_registers as usize,
+            args.input_registers as usize,
+        )
+        .map_err(|e| format!("cannot build the device: {e}"))
+    };
+    let context = if args.units.is_empty() {
+        ServerContext::single(device()?)
+    } else {
+        let mut ctx = ServerContext::multi();
+        for &unit in &args.units {
+            ctx = ctx.with_device(unit, device()?);
+        }
+        ctx
+    };
+    let mut identity = Identity::new()
+        .vendor_name(&args.vendor_name)
+        .product_code(&args.product_code)
+        .major_minor_revision(&args.revision);
+    if let Some(name) = &args.product_name {
+        identity = identity.product_name(name);
+    }
+    if let Some(name) = &args.model_name {
+        identity = identity.model_name(name);
+    }
+    let options = EngineOptions {
+        ignore_missing_devices: args.ignore_missing_devices.then_some(true),
+        broadcast_enable: args.broadcast,
+    };
+    Ok(Engine::builder(context).identity(identity).options(options).build())
+}
+
+fn units_label(units: &[u8]) -> String {
+    if units.is_empty() {
+        "all".to_owned()
+    } else {
+        units.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
+fn framing_label(transport: &str, framer: FramerArg) -> String {
+    match framer {
+        FramerArg::Mbap => format!("Modbus/{transport}"),
+        FramerArg::Rtu => format!("Modbus RTU over {transport}"),
+        FramerArg::Ascii => format!("Modbus ASCII over {transport}"),
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Stops `handle` on SIGINT or SIGTERM.
+fn stop_on_signal(handle: ServerHandle) {
+    tokio::spawn(async move {
+        termination().await;
+        tracing::debug!("signal received: shutting down");
+        handle.stop();
+    });
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let framer = args.framer.unwrap_or(match args.transport {
+        TransportArg::Serial => FramerArg::Rtu,
+        _ => FramerArg::Mbap,
+    });
+    let transport = match args.transport {
+        TransportArg::Tcp => "TCP",
+        TransportArg::Udp => "UDP",
+        TransportArg::Tls => return Err("transport tls is not yet supported".to_owned()),
+        TransportArg::Serial => {
+            if framer == FramerArg::Mbap {
+                return Err("transport serial needs --framer rtu or ascii".to_owned());
+            }
+            "serial"
+        }
+    };
+    let engine = Arc::new(build_engine(&args)?);
+    let units = units_label(&args.units);
+    match args.transport {
+        TransportArg::Serial => {
+            let port = args.port.clone().unwrap_or_default();
+            let parity = match args.parity {
+                ParityArg::None => Parity::None,
+                ParityArg::Even => Parity::Even,
+                ParityArg::Odd => Parity::Odd,
+            };
+            let config = SerialServerConfig {
+                framing: framer.into(),
+                baud_rate: args.baudrate,
+                data_bits: args.bytesize,
+                parity,
+                stop_bits: args.stopbits,
+                local_echo: args.local_echo,
+                ..SerialServerConfig::new(port.clone())
+            };
+            let server = SerialServer::new(engine, config);
+            server.open().map_err(|e| e.to_string())?;
+            let parity_char = match args.parity {
+                ParityArg::None => 'N',
+                ParityArg::Even => 'E',
+                ParityArg::Odd => 'O',
+            };
+            let kind = if framer == FramerArg::Ascii { "ASCII" } else { "RTU" };
+            announce(&format!(
+                "coilwork: serving Modbus {kind} on {port} at {} {}{parity_char}{} (units: {units})",
+                args.baudrate, args.bytesize, args.stopbits
+            ));
+            stop_on_signal(server.handle());
+            server.serve_forever().await.map_err(|e| e.to_string())
+        }
+        TransportArg::Udp => {
+            let config = UdpServerConfig {
+                framing: framer.into(),
+                ..UdpServerConfig::new(args.address)
+            };
+            let server = UdpServer::new(engine, config);
+            let addr = server.bind().map_err(|e| e.to_string())?;
+            announce(&format!(
+                "coilwork: serving {} on {addr} (units: {units})",
+                framing_label(transport, framer)
+            ));
+            stop_on_signal(server.handle());
+            server.serve_forever().await.map_err(|e| e.to_string())
+        }
+        TransportArg::Tcp | TransportArg::Tls => {
+            let config = TcpServerConfig {
+                framing: framer.into(),
+                ..TcpServerConfig::new(args.address)
+            };
+            let server = TcpServer::new(engine, config);
+            let addr = server.bind().map_err(|e| e.to_string())?;
+            announce(&format!(
+                "coilwork: serving {} on {addr} (units: {units})",
+                framing_label(transport, framer)
+            ));
+            stop_on_signal(server.handle());
+            server.serve_forever().await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            // One line: clap's message (up to its first blank line) without the usage block.
+            let text = e.render().to_string();
+            let message = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("coilwork: error: {message} (see 'coilwork --help')");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coilwork: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coilwork: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! # coilwork-tokio: Modbus servers on the tokio runtime
+//!
+//! This crate only moves bytes and time: it reads from sockets, feeds a
+//! [`coilwork_core::Connection`] with `Instant::now()`, and writes back what
+//! the connection queued. Every protocol decision (framing, function codes,
+//! exceptions) lives in `coilwork-core`.
+//!
+//! - [`TcpServer`]: Modbus/TCP (MBAP, or RTU / ASCII framing over TCP), one
+//!   task per connection, pipelined requests answered in one write.
+//! - [`UdpServer`]: one datagram is one ADU, answered to its sender.
+//! - `SerialServer` (feature `serial`, on by default): RTU or ASCII on a
+//!   serial line, with the line's t3.5 silences driven by tokio timers.
+//! - [`ServerHandle`]: a cloneable stop switch usable from any task or thread.
+//!
+//! [`start_tcp_server`] / [`start_udp_server`] and [`ServerHandle::shutdown`]
+//! mirror pymodbus's `StartAsyncTcpServer` / `ServerAsyncStop`.
+#![forbid(unsafe_code)]
+
+mod error;
+mod handle;
+mod net;
+#[cfg(feature = "serial")]
+pub mod serial;
+pub mod tcp;
+pub mod udp;
+
+pub use error::ServerError;
+pub use handle::ServerHandle;
+#[cfg(feature = "serial")]
+pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
+pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};
+pub use udp::{UdpServer, UdpServerConfig, UdpStats, start_udp_server};
+
+/// Default Modbus port.
+pub const MODBUS_PORT: u16 = 502;

@@ -1,0 +1,544 @@
+//! Modbus/TCP server: one task per connection.
+//!
+//! Each connection task reads into a reused buffer (allocated on the first
+//! read, freed again after a quiet spell), feeds the bytes to its
+//! [`Connection`] with the current time, and writes everything the connection
+//! queued in one write: several requests in one read are answered in one
+//! write (pipelining). Timeouts (partial frame, idle) run on tokio timers.
+
+use crate::ServerError;
+use crate::handle::ServerHandle;
+use crate::net::{self, SocketOptions};
+use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
+use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// What to do with a new client when `max_connections` are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Close the new connection at once (default).
+    #[default]
+    RefuseNew,
+    /// Close the oldest connection and take the new one.
+    EvictOldest,
+}
+
+/// Settings of a [`TcpServer`]; `Default` gives pymodbus-like defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpServerConfig {
+    /// Address to listen on (default `127.0.0.1:502`).
+    pub address: SocketAddr,
+    /// Framing on the stream: MBAP (default), or RTU / ASCII over TCP.
+    pub framing: Framing,
+    /// Listen backlog (default 20).
+    pub backlog: u32,
+    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
+    pub allow_reuse_address: bool,
+    /// Set `SO_REUSEPORT` where the OS has it (default off).
+    pub allow_reuse_port: bool,
+    /// Most connections open at once (default 1000).
+    pub max_connections: usize,
+    /// What happens to a client past `max_connections`.
+    pub overflow: OverflowPolicy,
+    /// If set, only these client IPs are served; others are closed at once.
+    pub allow_list: Option<Vec<IpAddr>>,
+    /// Close a connection that sent nothing for this long (default: never).
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose partial frame is not completed within this
+    /// long of its first byte (default 5 s).
+    pub partial_frame_timeout: Option<Duration>,
+    /// Cap on unframed bytes held per connection; past it the connection is closed.
+    pub max_buffered: usize,
+    /// Size of the per-connection read buffer (default 4 KiB).
+    pub read_buffer_size: usize,
+    /// Free a connection's buffers after it was quiet this long (default 1 s).
+    pub release_buffers_after: Duration,
+    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for TcpServerConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
+            framing: Framing::Mbap,
+            backlog: 20,
+            allow_reuse_address: true,
+            allow_reuse_port: false,
+            max_connections: 1000,
+            overflow: OverflowPolicy::RefuseNew,
+            allow_list: None,
+            idle_timeout: None,
+            partial_frame_timeout: Some(Duration::from_secs(5)),
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            read_buffer_size: 4096,
+            release_buffers_after: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TcpServerConfig {
+    /// Defaults, listening on `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            ..Self::default()
+        }
+    }
+}
+
+/// Counters of a [`TcpServer`].
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    evicted: AtomicU64,
+    bad_frames: AtomicU64,
+    partial_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
+    active: AtomicU64,
+}
+
+impl TcpStats {
+    /// Connections accepted and served.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    /// Connections closed at once (allow-list, `max_connections` with `RefuseNew`).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+    /// Connections closed to make room (`EvictOldest`).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+    /// Connections closed because the stream could never be valid again.
+    pub fn bad_frames(&self) -> u64 {
+        self.bad_frames.load(Ordering::Relaxed)
+    }
+    /// Connections closed by the partial-frame timeout.
+    pub fn partial_timeouts(&self) -> u64 {
+        self.partial_timeouts.load(Ordering::Relaxed)
+    }
+    /// Connections closed by the idle timeout.
+    pub fn idle_timeouts(&self) -> u64 {
+        self.idle_timeouts.load(Ordering::Relaxed)
+    }
+    /// Connections open now.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Open connections, oldest first, each with the token that evicts it.
+type ConnTable = Mutex<VecDeque<(u64, CancellationToken)>>;
+
+/// A Modbus/TCP server over an [`Engine`].
+///
+/// [`TcpServer::new`] does not bind (pymodbus `defer_start`):
+/// [`TcpServer::bind`] or [`TcpServer::serve_forever`] does.
+#[derive(Debug)]
+pub struct TcpServer {
+    engine: Arc<Engine>,
+    config: Arc<TcpServerConfig>,
+    listener: Mutex<Option<std::net::TcpListener>>,
+    serving: AtomicBool,
+    handle: ServerHandle,
+    stats: Arc<TcpStats>,
+}
+
+impl TcpServer {
+    /// A server for `engine`; nothing is bound yet.
+    pub fn new(engine: Arc<Engine>, config: TcpServerConfig) -> Self {
+        Self {
+            engine,
+            config: Arc::new(config),
+            listener: Mutex::new(None),
+            serving: AtomicBool::new(false),
+            handle: ServerHandle::new(),
+            stats: Arc::new(TcpStats::default()),
+        }
+    }
+
+    /// Binds and listens now (idempotent); returns the address bound (useful with port 0).
+    pub fn bind(&self) -> Result<SocketAddr, ServerError> {
+        if self.handle.is_stopping() {
+            return Err(ServerError::Closed);
+        }
+        if let Some(addr) = self.handle.local_addr() {
+            return Ok(addr);
+        }
+        let opts = SocketOptions {
+            addr: self.config.address,
+            reuse_address: self.config.allow_reuse_address,
+            reuse_port: self.config.allow_reuse_port,
+        };
+        let listener = net::tcp_listener(&opts, self.config.backlog)?;
+        let addr = listener.local_addr()?;
+        *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
+        self.handle.set_local_addr(addr);
+        Ok(addr)
+    }
+
+    /// The bound address, once bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.handle.local_addr()
+    }
+
+    /// A handle to stop this server from anywhere.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<TcpStats> {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TcpServerConfig {
+        &self.config
+    }
+
+    /// The engine served.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Binds if needed and serves until stopped; returns once every
+    /// connection is closed (at once, with `Ok`, if a stop came first).
+    pub async fn serve_forever(&self) -> Result<(), ServerError> {
+        if self.serving.swap(true, Ordering::AcqRel) {
+            return Err(ServerError::AlreadyServing);
+        }
+        let result = self.run().await;
+        self.handle.mark_stopped();
+        result
+    }
+
+    /// Graceful stop: stops accepting, answers requests already received,
+    /// closes the connections, and returns once `serve_forever` has returned.
+    pub async fn shutdown(&self) {
+        self.handle.stop();
+        if self.serving.load(Ordering::Acquire) {
+            self.handle.stopped().await;
+        } else {
+            self.server_close();
+        }
+    }
+
+    /// Stops the server and releases the listening socket if it is not serving yet.
+    pub fn server_close(&self) {
+        self.handle.stop();
+        let listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(listener);
+        if !self.serving.load(Ordering::Acquire) {
+            self.handle.mark_stopped();
+        }
+    }
+
+    async fn run(&self) -> Result<(), ServerError> {
+        if self.handle.is_stopping() {
+            // Stopped before it started: nothing to serve.
+            return Ok(());
+        }
+        match self.bind() {
+            // `server_close` raced us: closed before serving.
+            Err(ServerError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let Some(std_listener) = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            // `server_close` took it: closed before serving.
+            return Ok(());
+        };
+        let listener = TcpListener::from_std(std_listener)?;
+        let stop = self.handle.token().clone();
+        let table: Arc<ConnTable> = Arc::new(Mutex::new(VecDeque::new()));
+        let mut tasks = JoinSet::new();
+        let mut next_id: u64 = 0;
+        debug!(addr = ?self.handle.local_addr(), "modbus tcp server listening");
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if let Some(evict) = self.admit(&table, next_id, peer) {
+                            let conn = ConnTask {
+                                id: next_id,
+                                peer,
+                                engine: Arc::clone(&self.engine),
+                                config: Arc::clone(&self.config),
+                                stats: Arc::clone(&self.stats),
+                                table: Arc::clone(&table),
+                                stop: stop.clone(),
+                                evict,
+                            };
+                            tasks.spawn(conn.run(stream));
+                        }
+                        next_id = next_id.wrapping_add(1);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        if !is_per_connection_error(&e) {
+                            // Out of descriptors or memory: do not spin.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(open = tasks.len(), "connections did not close in time; cutting them");
+            tasks.shutdown().await;
+        }
+        debug!("modbus tcp server stopped");
+        Ok(())
+    }
+
+    /// Decides whether a new client is served; returns its eviction token if so.
+    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<CancellationToken> {
+        if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
+            debug!(%peer, "refused: not in the allow-list");
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut open = table.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() >= self.config.max_connections {
+            match self.config.overflow {
+                OverflowPolicy::RefuseNew => {
+                    debug!(%peer, max = self.config.max_connections, "refused: too many connections");
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                OverflowPolicy::EvictOldest => {
+                    if let Some((_, oldest)) = open.pop_front() {
+                        oldest.cancel();
+                        self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if open.len() >= self.config.max_connections {
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+        }
+        let evict = CancellationToken::new();
+        open.push_back((id, evict.clone()));
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        Some(evict)
+    }
+}
+
+/// Accept errors that concern one would-be connection only.
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted | ErrorKind::WouldBlock
+    )
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    PeerClosed,
+    Shutdown,
+    Evicted,
+    BadFrame,
+    PartialTimeout,
+    IdleTimeout,
+    IoError,
+}
+
+/// Everything one connection task owns.
+struct ConnTask {
+    id: u64,
+    peer: SocketAddr,
+    engine: Arc<Engine>,
+    config: Arc<TcpServerConfig>,
+    stats: Arc<TcpStats>,
+    table: Arc<ConnTable>,
+    stop: CancellationToken,
+    evict: CancellationToken,
+}
+
+impl ConnTask {
+    async fn run(self, mut stream: TcpStream) {
+        let peer = self.peer;
+        debug!(%peer, "connection opened");
+        let _ = stream.set_nodelay(true);
+        let reason = self.serve(&mut stream).await;
+        if matches!(reason, Close::Shutdown) {
+            let _ = stream.shutdown().await;
+        }
+        drop(stream);
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(id, _)| *id != self.id);
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        debug!(%peer, ?reason, "connection closed");
+    }
+
+    async fn serve(&self, stream: &mut TcpStream) -> Close {
+        let cfg = &*self.config;
+        let mut conn = Connection::new(
+            Arc::clone(&self.engine),
+            ConnectionConfig {
+                max_buffered: cfg.max_buffered,
+                ..ConnectionConfig::stream(cfg.framing, Transport::Tcp, Some(self.peer))
+            },
+        );
+        let mut buf: Vec<u8> = Vec::new();
+        let mut last_rx = Instant::now();
+        let mut partial_since: Option<Instant> = None;
+        let mut holding = false;
+        loop {
+            let partial_deadline = partial_since.zip(cfg.partial_frame_timeout).map(|(t, d)| t + d);
+            let idle_deadline = cfg.idle_timeout.map(|d| last_rx + d);
+            let release_deadline = holding.then(|| last_rx + cfg.release_buffers_after);
+            let deadline = [partial_deadline, idle_deadline, release_deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let timer = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = self.evict.cancelled() => return Close::Evicted,
+                () = self.stop.cancelled() => {
+                    self.drain(stream, &mut conn, &mut buf).await;
+                    return Close::Shutdown;
+                }
+                ready = stream.readable() => {
+                    if ready.is_err() {
+                        return Close::IoError;
+                    }
+                    if buf.is_empty() {
+                        buf.resize(cfg.read_buffer_size.max(1), 0);
+                    }
+                    let n = match stream.try_read(&mut buf) {
+                        Ok(0) => return Close::PeerClosed,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                        Err(e) => {
+                            debug!(peer = %self.peer, error = %e, "read failed");
+                            return Close::IoError;
+                        }
+                    };
+                    last_rx = Instant::now();
+                    holding = true;
+                    let before = conn.buffered_len();
+                    let input = conn.handle_input(last_rx.into_std(), buf.get(..n).unwrap_or(&[]));
+                    let answered = conn.has_output();
+                    if answered && write_output(stream, &mut conn).await.is_err() {
+                        return Close::IoError;
+                    }
+                    if let Err(e) = input {
+                        debug!(peer = %self.peer, error = %e, "closing connection: bad frame");
+                        self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        return Close::BadFrame;
+                    }
+                    if !conn.has_partial_frame() {
+                        partial_since = None;
+                    } else if partial_since.is_none() || answered || conn.buffered_len() < before + n {
+                        // A new partial frame starts (older frames were used up).
+                        partial_since = Some(last_rx);
+                    }
+                }
+                () = timer => {
+                    let now = Instant::now();
+                    if partial_deadline.is_some_and(|d| d <= now) {
+                        debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
+                        conn.discard_partial_frame();
+                        self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Close::PartialTimeout;
+                    }
+                    if idle_deadline.is_some_and(|d| d <= now) {
+                        self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Close::IdleTimeout;
+                    }
+                    if release_deadline.is_some_and(|d| d <= now) {
+                        conn.release_idle_buffers();
+                        buf = Vec::new();
+                        holding = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// On graceful shutdown: answers what already reached the socket, without waiting for more.
+    async fn drain(&self, stream: &mut TcpStream, conn: &mut Connection, buf: &mut Vec<u8>) {
+        if buf.is_empty() {
+            buf.resize(self.config.read_buffer_size.max(1), 0);
+        }
+        // Read the socket directly: tokio's `try_read` trusts its cached
+        // readiness and would skip bytes the reactor has not reported yet.
+        let socket = socket2::SockRef::from(&*stream);
+        // Bounded: at most this many reads of what is already queued.
+        for _ in 0..64 {
+            match (&*socket).read(buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));
+                    if input.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if conn.has_output() {
+            let _ = write_output(stream, conn).await;
+        }
+    }
+}
+
+/// Writes everything queued in one write call.
+async fn write_output(stream: &mut TcpStream, conn: &mut Connection) -> std::io::Result<()> {
+    let out = conn.output();
+    let n = out.len();
+    stream.write_all(out).await?;
+    conn.consume_output(n);
+    Ok(())
+}
+
+/// Binds `config.address` and serves `engine` on a spawned task; returns
+/// the handle to stop it (pymodbus `StartAsyncTcpServer` with a stop
+/// handle; the bind error, if any, is returned here).
+pub async fn start_tcp_server(engine: Arc<Engine>, config: TcpServerConfig) -> Result<ServerHandle, ServerError> {
+    let server = TcpServer::new(engine, config);
+    server.bind()?;
+    let handle = server.handle();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve_forever().await {
+            warn!(error = %e, "modbus tcp server failed");
+        }
+    });
+    Ok(handle)
+}

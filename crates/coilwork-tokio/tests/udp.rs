@@ -1,0 +1,69 @@
+//! The UDP server over a real loopback socket.
+
+mod common;
+
+use coilwork_tokio::{UdpServer, UdpServerConfig};
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+async fn exchange(sock: &UdpSocket, req: &[u8]) -> Vec<u8> {
+    sock.send(req).await.unwrap();
+    let mut buf = [0u8; 600];
+    let n = tokio::time::timeout(STEP, sock.recv(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_round_trip_and_malformed_datagram_counted() {
+    let server = Arc::new(UdpServer::new(
+        engine(),
+        UdpServerConfig::new("127.0.0.1:0".parse().unwrap()),
+    ));
+    let addr = server.bind().unwrap();
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move { s.serve_forever().await });
+
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(addr).await.unwrap();
+    assert_eq!(
+        exchange(&sock, &adu(7, 1, &fc16(4, &[11, 22]))).await,
+        adu(7, 1, &[0x10, 0, 4, 0, 2])
+    );
+    assert_eq!(
+        exchange(&sock, &adu(8, 3, &fc3(4, 2))).await,
+        adu(8, 3, &fc3_answer(&[11, 22]))
+    );
+
+    // Malformed: protocol id not 0; and a truncated ADU. Neither is answered.
+    sock.send(&adu_with_protocol(9, 5, 1, &fc3(0, 1))).await.unwrap();
+    let mut cut = adu(10, 1, &fc3(0, 1));
+    cut.truncate(9);
+    sock.send(&cut).await.unwrap();
+    // The socket still serves after them, and answers come in order.
+    assert_eq!(
+        exchange(&sock, &adu(11, 1, &fc3(5, 1))).await,
+        adu(11, 1, &fc3_answer(&[22]))
+    );
+    assert_eq!(server.malformed_count(), 2);
+    assert_eq!(server.stats().answered(), 3);
+
+    // Another client sees the first one's writes.
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.connect(addr).await.unwrap();
+    assert_eq!(
+        exchange(&other, &adu(1, 1, &fc3(4, 1))).await,
+        adu(1, 1, &fc3_answer(&[11]))
+    );
+
+    tokio::time::timeout(STEP, server.shutdown()).await.expect("stops");
+    let r = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.is_ok());
+}
