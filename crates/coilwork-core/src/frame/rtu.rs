@@ -108,7 +108,7 @@ pub fn decode(buf: &[u8], custom_length: &dyn Fn(&[u8]) -> PduLength) -> Decoded
         // A handler that keeps asking for more past the largest frame is wrong.
         PduLength::NeedMore if buf.len() >= MAX_RTU_ADU => skip_one(FrameError::TooLong(MAX_RTU_ADU)),
         PduLength::NeedMore => Decoded::Incomplete,
-        PduLength::Unknown => decode_by_scan(buf, unit),
+        PduLength::Unknown => decode_by_scan(buf, unit, custom_length),
     }
 }
 
@@ -142,31 +142,79 @@ fn decode_exact(buf: &[u8], unit: u8, pdu_len: usize) -> Decoded {
 }
 
 /// A frame of unknown length: the shortest prefix whose trailing 2 bytes are
-/// the CRC of what precedes them.
-fn decode_by_scan(buf: &[u8], unit: u8) -> Decoded {
+/// the CRC of what precedes them — unless a frame of known length with a
+/// good CRC ends earlier further on, in which case the bytes before it are
+/// garbage (so garbage that starts like an unknown code does not hold a good
+/// request back until 256 bytes have arrived on a stream with no line
+/// timing). Candidates are compared by where they end, so the decision only
+/// depends on bytes up to that end and any split of the stream gives the
+/// same result.
+fn decode_by_scan(buf: &[u8], unit: u8, custom_length: &dyn Fn(&[u8]) -> PduLength) -> Decoded {
     let window = buf.get(..MAX_RTU_ADU).unwrap_or(buf);
-    // Candidate CRC positions start after address + function code.
-    const HEAD: usize = MIN_ADU - 2;
-    if let (Some(head), Some(rest)) = (window.get(..HEAD), window.get(HEAD..)) {
-        let mut crc = crc16(head);
-        for (i, (&lo, &hi)) in rest.iter().zip(rest.iter().skip(1)).enumerate() {
-            if crc == u16::from_le_bytes([lo, hi]) {
-                let crc_at = i + HEAD; // ok: i < window.len() <= 256
-                return Decoded::Frame {
-                    consumed: crc_at + 2,
-                    unit,
-                    transaction_id: 0,
-                    pdu: 1..crc_at,
-                };
-            }
-            crc = crc16_update(crc, lo);
-        }
+    let front = front_crc_end(window);
+    let limit = front.unwrap_or(window.len());
+    if let Some((start, _)) = first_known_frame(window, limit, custom_length) {
+        return Decoded::Skip {
+            consumed: start,
+            error: FrameError::Garbage(start),
+        };
+    }
+    if let Some(end) = front {
+        return Decoded::Frame {
+            consumed: end,
+            unit,
+            transaction_id: 0,
+            pdu: 1..end - 2, // ok: end >= MIN_ADU
+        };
     }
     if window.len() >= MAX_RTU_ADU {
         skip_one(FrameError::TooLong(MAX_RTU_ADU))
     } else {
         Decoded::Incomplete
     }
+}
+
+/// End of the shortest prefix of `window` that ends in its own CRC.
+fn front_crc_end(window: &[u8]) -> Option<usize> {
+    // Candidate CRC positions start after address + function code.
+    const HEAD: usize = MIN_ADU - 2;
+    let (head, rest) = (window.get(..HEAD)?, window.get(HEAD..)?);
+    let mut crc = crc16(head);
+    for (i, (&lo, &hi)) in rest.iter().zip(rest.iter().skip(1)).enumerate() {
+        if crc == u16::from_le_bytes([lo, hi]) {
+            return Some(i + HEAD + 2); // ok: i < window.len() <= 256
+        }
+        crc = crc16_update(crc, lo);
+    }
+    None
+}
+
+/// The frame of known length with a good CRC, starting after the front of
+/// `window`, that ends first and no later than `limit`: (start, end).
+fn first_known_frame(
+    window: &[u8],
+    limit: usize,
+    custom_length: &dyn Fn(&[u8]) -> PduLength,
+) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize)> = None;
+    for start in 1..window.len() {
+        let Some(candidate) = window.get(start..) else { break };
+        let Some(pdu) = candidate.get(1..) else { break };
+        let len = match request_pdu_length(pdu) {
+            PduLength::Unknown => custom_length(pdu),
+            known => known,
+        };
+        let PduLength::Exact(pdu_len) = len else { continue };
+        let total = pdu_len.saturating_add(OVERHEAD);
+        let end = start.saturating_add(total);
+        if pdu_len == 0 || end > limit || best.is_some_and(|(_, e)| e <= end) {
+            continue;
+        }
+        if matches!(decode_exact(candidate, 0, pdu_len), Decoded::Frame { .. }) {
+            best = Some((start, end));
+        }
+    }
+    best
 }
 
 /// Appends the ADU for `pdu` to `out`.
@@ -648,7 +696,7 @@ mod tests {
                         at += consumed;
                     }
                     Decoded::Skip { consumed, error } => {
-                        assert_eq!(consumed, 1);
+                        assert!(consumed >= 1 && consumed <= buf.len());
                         events.push(Event::Skip { at, consumed, error });
                         buf.drain(..consumed);
                         at += consumed;
