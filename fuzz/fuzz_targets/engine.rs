@@ -51,9 +51,12 @@ fn check_answers(framing: Framing, mut out: &[u8]) {
         let decoded = match framing {
             Framing::Mbap => mbap::decode(out),
             Framing::Rtu => {
-                // Answers are framed by CRC: the shortest prefix ending in its CRC.
-                let end = (4..=out.len()).find(|&e| coilwork_core::frame::checksum::crc16(&out[..e]) == 0);
-                assert!(end.is_some(), "RTU answer without a CRC");
+                // An answer is address + a response PDU that decodes + its CRC.
+                let end = (5..=out.len()).find(|&e| {
+                    coilwork_core::frame::checksum::crc16(&out[..e]) == 0
+                        && coilwork_core::pdu::Response::decode(&out[1..e - 2]).is_ok()
+                });
+                assert!(end.is_some(), "RTU answer without a CRC: {out:02x?}");
                 out = &out[end.unwrap_or(out.len())..];
                 continue;
             }

@@ -26,13 +26,16 @@ const BAD_ADDRESS: ExceptionCode = ExceptionCode::IllegalDataAddress;
 /// use coilwork_core::Table;
 /// use coilwork_core::storage::{AddressMode, DataBlock, DeviceContext, SequentialBlock};
 ///
-/// let holding: Arc<dyn DataBlock> = Arc::new(SequentialBlock::new(0, vec![10, 11, 12]).unwrap());
-/// let empty: Arc<dyn DataBlock> = Arc::new(SequentialBlock::zeroed(0, 0).unwrap());
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let holding: Arc<dyn DataBlock> = Arc::new(SequentialBlock::new(0, vec![10, 11, 12])?);
+/// let empty: Arc<dyn DataBlock> = Arc::new(SequentialBlock::zeroed(0, 0)?);
 /// let device = DeviceContext::new(empty.clone(), empty.clone(), holding, empty);
 /// let mut out = [0u16; 2];
 /// // A request for protocol address 0 reads block address 0.
-/// device.get_registers(Table::HoldingRegisters, 0, &mut out).unwrap();
+/// device.get_registers(Table::HoldingRegisters, 0, &mut out)?;
 /// assert_eq!(out, [10, 11]);
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// One-based, with the same block:
@@ -42,13 +45,14 @@ const BAD_ADDRESS: ExceptionCode = ExceptionCode::IllegalDataAddress;
 /// use coilwork_core::{ExceptionCode, Table};
 /// use coilwork_core::storage::{AddressMode, DataBlock, DeviceContext, SequentialBlock};
 ///
-/// let holding: Arc<dyn DataBlock> = Arc::new(SequentialBlock::new(0, vec![10, 11, 12]).unwrap());
-/// let empty: Arc<dyn DataBlock> = Arc::new(SequentialBlock::zeroed(0, 0).unwrap());
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let holding: Arc<dyn DataBlock> = Arc::new(SequentialBlock::new(0, vec![10, 11, 12])?);
+/// let empty: Arc<dyn DataBlock> = Arc::new(SequentialBlock::zeroed(0, 0)?);
 /// let device = DeviceContext::new(empty.clone(), empty.clone(), holding, empty)
 ///     .with_address_mode(AddressMode::OneBased);
 /// let mut out = [0u16; 2];
 /// // A request for protocol address 0 reads block addresses 1 and 2.
-/// device.get_registers(Table::HoldingRegisters, 0, &mut out).unwrap();
+/// device.get_registers(Table::HoldingRegisters, 0, &mut out)?;
 /// assert_eq!(out, [11, 12]);
 /// // Block address 0 cannot be reached from the wire; protocol address 2
 /// // would need block address 3, which the block does not hold.
@@ -56,6 +60,8 @@ const BAD_ADDRESS: ExceptionCode = ExceptionCode::IllegalDataAddress;
 ///     device.get_registers(Table::HoldingRegisters, 2, &mut out[..1]),
 ///     Err(ExceptionCode::IllegalDataAddress),
 /// );
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// In one-based mode protocol address 0xFFFF would be block address 0x10000,
