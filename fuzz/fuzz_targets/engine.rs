@@ -34,12 +34,15 @@ fn run(engine: &Arc<Engine>, config: &ConnectionConfig, chunks: &mut dyn Iterato
     let t0 = Instant::now();
     let mut out = Vec::new();
     for c in chunks {
-        if conn.handle_input(t0, c).is_err() {
-            break;
-        }
+        // On a fatal error the answers to the frames before it are still
+        // queued: an adapter writes them, then closes.
+        let result = conn.handle_input(t0, c);
         out.extend_from_slice(conn.output());
         let n = conn.output().len();
         conn.consume_output(n);
+        if result.is_err() {
+            break;
+        }
     }
     conn.handle_timeout(t0 + Duration::from_secs(1));
     out

@@ -271,7 +271,8 @@ impl Connection {
 
     /// Feeds bytes received at `now`. Every complete frame is executed and its
     /// answer queued in [`Connection::output`]. An error means the stream can
-    /// never be valid again: close the connection.
+    /// never be valid again: write what [`Connection::output`] holds (the
+    /// answers to the frames before the bad one), then close the connection.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ConnectionError> {
         let bytes = if self.config.local_echo {
             self.strip_echo(bytes)
