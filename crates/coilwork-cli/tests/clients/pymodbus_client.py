@@ -2,7 +2,9 @@
 this project wrote) and checks every answer.
 
 usage: pymodbus_client.py HOST PORT COMM FRAMER
-  COMM: tcp | udp     FRAMER: socket | rtu | ascii
+  COMM: tcp | udp | serial     FRAMER: socket | rtu | ascii
+  With COMM=serial, HOST is the serial device path (e.g. a socat pty) and
+  PORT the baud rate; the line is 8N1.
 
 The server must serve every unit id with 10,000 zeroed entries per table
 (`coilwork serve` defaults). Prints one line per check and a closing
@@ -12,12 +14,17 @@ import sys
 import traceback
 
 from pymodbus import FramerType
-from pymodbus.client import ModbusTcpClient, ModbusUdpClient
+from pymodbus.client import ModbusSerialClient, ModbusTcpClient, ModbusUdpClient
 
 HOST, PORT, COMM, FRAMER = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 framer = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU, "ascii": FramerType.ASCII}[FRAMER]
-cls = ModbusTcpClient if COMM == "tcp" else ModbusUdpClient
-client = cls(HOST, port=PORT, framer=framer, timeout=3, retries=0)
+if COMM == "serial":
+    client = ModbusSerialClient(
+        port=HOST, framer=framer, baudrate=PORT, bytesize=8, parity="N", stopbits=1, timeout=2, retries=0
+    )
+else:
+    cls = ModbusTcpClient if COMM == "tcp" else ModbusUdpClient
+    client = cls(HOST, port=PORT, framer=framer, timeout=3, retries=0)
 if not client.connect():
     print(f"cannot connect to {HOST}:{PORT}")
     sys.exit(2)
