@@ -11,7 +11,9 @@
 //! ([`OverflowPolicy`]). Each thread uses one stack
 //! ([`TcpServerConfig::thread_stack_size`], the std default of 2 MiB of
 //! address space, touched lazily, if unset), one socket and no other
-//! descriptor.
+//! descriptor: serving 1000 clients needs a descriptor limit (`ulimit -n`)
+//! above 1000. Threads suit tens to a few thousand clients; for more, use
+//! the tokio adapter.
 //!
 //! A connection thread reads into a reused buffer (allocated on the first
 //! read, freed again after a quiet spell), feeds the bytes to its
@@ -242,7 +244,8 @@ impl TcpServer {
         Self::with_handle(engine, config, ServerHandle::new())
     }
 
-    /// A server stopped by `handle` (keep a clone to stop a server that blocks its thread).
+    /// A server stopped by `handle` (keep a clone to stop a server that
+    /// blocks its thread). Use a fresh handle for each server.
     pub fn with_handle(engine: Arc<Engine>, config: TcpServerConfig, handle: ServerHandle) -> Self {
         Self {
             engine,

@@ -109,6 +109,24 @@ fn bad_protocol_id_closes_the_connection() {
 }
 
 #[test]
+fn buffer_cap_closes_a_connection_holding_too_much() {
+    let (server, addr, thread) = start(TcpServerConfig {
+        max_buffered: 8,
+        ..config()
+    });
+    let mut c = connect(addr);
+    // 12 bytes of a 17-byte FC16 request: more than the 8 bytes allowed to wait.
+    let req = adu(1, 1, &fc16(0, &[1, 2]));
+    c.write_all(&req[..12]).unwrap();
+    assert!(closed_by_server(&mut c, STEP), "over the cap: closed");
+    assert_eq!(server.stats().bad_frames(), 1);
+    // Whole requests of any size up to the cap's reach are fine.
+    let mut d = connect(addr);
+    assert_eq!(call(&mut d, 2, 1, &fc16(0, &[1, 2])), vec![0x10, 0, 0, 0, 2]);
+    stop(&server, thread);
+}
+
+#[test]
 fn hundred_concurrent_clients() {
     let (server, addr, thread) = start(TcpServerConfig {
         backlog: 256,
