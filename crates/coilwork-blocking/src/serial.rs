@@ -1,0 +1,379 @@
+//! Modbus RTU / ASCII server on a serial line (feature `serial`).
+//!
+//! One line, one [`Connection`] built with [`ConnectionConfig::serial`]: the
+//! connection knows the line's RTU silences (t3.5) and asks for a timer with
+//! [`Connection::poll_timeout`]; this adapter turns that deadline into the
+//! port's read timeout (at most [`SerialServerConfig::poll_interval`], so a
+//! stop is seen within that long) and calls [`Connection::handle_timeout`]
+//! once it has passed. With `auto_open`, a port that cannot be opened, or
+//! that fails while serving, is opened again after `reconnect_delay`.
+//!
+//! The port is opened with the `serialport` crate, built without libudev.
+
+use crate::ServerError;
+use crate::handle::ServerHandle;
+use crate::net;
+use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
+use coilwork_core::{Connection, ConnectionConfig, Engine, Framing};
+use std::io::{ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// How long writing one answer to the line may take before the line counts as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parity {
+    /// No parity bit (the spec then asks for 2 stop bits).
+    None,
+    /// Even parity (the Modbus default).
+    #[default]
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// Settings of a [`SerialServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialServerConfig {
+    /// Device path (`/dev/ttyUSB0`, `COM3`).
+    pub port: String,
+    /// RTU (default) or ASCII.
+    pub framing: Framing,
+    /// Baud rate (default 19200, the spec's default).
+    pub baud_rate: u32,
+    /// Data bits: 7 or 8 (default 8).
+    pub data_bits: u8,
+    /// Parity (default even).
+    pub parity: Parity,
+    /// Stop bits: 1 or 2 (default 1).
+    pub stop_bits: u8,
+    /// 2-wire RS-485 adapters echo what is sent: drop that echo.
+    pub local_echo: bool,
+    /// Keep trying to open the port (and reopen it after a failure) instead of returning an error.
+    pub auto_open: bool,
+    /// Wait between open attempts (default 2 s).
+    pub reconnect_delay: Duration,
+    /// Cap on unframed bytes held.
+    pub max_buffered: usize,
+    /// Longest read timeout: how soon the server sees a stop (default 100 ms).
+    pub poll_interval: Duration,
+}
+
+impl SerialServerConfig {
+    /// RTU at 19200 8E1 on `port`, reopened on failure.
+    pub fn new(port: impl Into<String>) -> Self {
+        Self {
+            port: port.into(),
+            framing: Framing::Rtu,
+            baud_rate: 19_200,
+            data_bits: 8,
+            parity: Parity::Even,
+            stop_bits: 1,
+            local_echo: false,
+            auto_open: true,
+            reconnect_delay: Duration::from_secs(2),
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Bits per character on the wire: start + data + parity + stop.
+    pub fn bits_per_char(&self) -> u32 {
+        1 + u32::from(self.data_bits) + u32::from(self.parity != Parity::None) + u32::from(self.stop_bits)
+    }
+}
+
+/// Counters of a [`SerialServer`].
+#[derive(Debug, Default)]
+pub struct SerialStats {
+    opened: AtomicU64,
+    open_failures: AtomicU64,
+    line_errors: AtomicU64,
+}
+
+impl SerialStats {
+    /// Times the port was opened.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+    /// Failed open attempts.
+    pub fn open_failures(&self) -> u64 {
+        self.open_failures.load(Ordering::Relaxed)
+    }
+    /// Times an open line failed while serving.
+    pub fn line_errors(&self) -> u64 {
+        self.line_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// A byte line [`SerialServer::serve_line`] can serve: a serial port, or
+/// any stream whose read timeout can be set (a socket, for tests and bridges).
+pub trait SerialLine: Read + Write {
+    /// Sets how long the next reads (and, on a serial port, writes) may block.
+    fn set_line_timeout(&mut self, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl SerialLine for Box<dyn serialport::SerialPort> {
+    fn set_line_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.set_timeout(timeout).map_err(std::io::Error::from)
+    }
+}
+
+impl SerialLine for std::net::TcpStream {
+    fn set_line_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+}
+
+#[cfg(unix)]
+impl SerialLine for std::os::unix::net::UnixStream {
+    fn set_line_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+}
+
+/// A blocking Modbus server on one serial line.
+pub struct SerialServer {
+    engine: Arc<Engine>,
+    config: SerialServerConfig,
+    opened: Mutex<Option<Box<dyn serialport::SerialPort>>>,
+    serving: AtomicBool,
+    handle: ServerHandle,
+    stats: Arc<SerialStats>,
+}
+
+impl std::fmt::Debug for SerialServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SerialServer")
+            .field("config", &self.config)
+            .field("handle", &self.handle)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SerialServer {
+    /// A server for `engine`; the port is opened by [`SerialServer::serve_forever`].
+    pub fn new(engine: Arc<Engine>, config: SerialServerConfig) -> Self {
+        Self::with_handle(engine, config, ServerHandle::new())
+    }
+
+    /// A server stopped by `handle` (keep a clone to stop a server that blocks its thread).
+    pub fn with_handle(engine: Arc<Engine>, config: SerialServerConfig, handle: ServerHandle) -> Self {
+        Self {
+            engine,
+            config,
+            opened: Mutex::new(None),
+            serving: AtomicBool::new(false),
+            handle,
+            stats: Arc::new(SerialStats::default()),
+        }
+    }
+
+    /// Opens the port now (the serial counterpart of `bind`), so a bad path
+    /// is reported before serving; [`SerialServer::serve_forever`] then
+    /// serves this port first.
+    pub fn open(&self) -> Result<(), ServerError> {
+        let line = self.open_port().map_err(|source| {
+            self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
+            ServerError::SerialOpen {
+                port: self.config.port.clone(),
+                source,
+            }
+        })?;
+        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(line);
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SerialServerConfig {
+        &self.config
+    }
+
+    /// A handle to stop this server from any thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<SerialStats> {
+        &self.stats
+    }
+
+    /// Stops and blocks until `serve_forever` has returned.
+    pub fn shutdown(&self) {
+        self.handle.stop();
+        if self.serving.load(Ordering::Acquire) {
+            self.handle.wait_stopped();
+        } else {
+            self.handle.mark_stopped();
+        }
+    }
+
+    /// Opens the port and serves on the calling thread until stopped.
+    /// Without `auto_open`, an open or line failure is returned; with it,
+    /// the port is opened again after `reconnect_delay`.
+    pub fn serve_forever(&self) -> Result<(), ServerError> {
+        if self.serving.swap(true, Ordering::AcqRel) {
+            return Err(ServerError::AlreadyServing);
+        }
+        let result = self.run();
+        self.handle.mark_stopped();
+        result
+    }
+
+    fn run(&self) -> Result<(), ServerError> {
+        let mut warned = false;
+        loop {
+            if self.handle.is_stopping() {
+                return Ok(());
+            }
+            let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
+            match opened.map_or_else(|| self.open_port(), Ok) {
+                Ok(line) => {
+                    warned = false;
+                    self.stats.opened.fetch_add(1, Ordering::Relaxed);
+                    debug!(port = %self.config.port, "serial port opened");
+                    match self.serve_line(line) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if self.config.auto_open => {
+                            warn!(port = %self.config.port, error = %e, "serial line failed; reopening");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(source) => {
+                    self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
+                    if !self.config.auto_open {
+                        return Err(ServerError::SerialOpen {
+                            port: self.config.port.clone(),
+                            source,
+                        });
+                    }
+                    if !warned {
+                        warn!(port = %self.config.port, error = %source, "cannot open serial port; retrying");
+                        warned = true;
+                    }
+                }
+            }
+            if self.handle.sleep_unless_stopped(self.config.reconnect_delay) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn open_port(&self) -> std::io::Result<Box<dyn serialport::SerialPort>> {
+        let c = &self.config;
+        let data_bits = match c.data_bits {
+            5 => serialport::DataBits::Five,
+            6 => serialport::DataBits::Six,
+            7 => serialport::DataBits::Seven,
+            _ => serialport::DataBits::Eight,
+        };
+        let parity = match c.parity {
+            Parity::None => serialport::Parity::None,
+            Parity::Even => serialport::Parity::Even,
+            Parity::Odd => serialport::Parity::Odd,
+        };
+        let stop_bits = if c.stop_bits >= 2 {
+            serialport::StopBits::Two
+        } else {
+            serialport::StopBits::One
+        };
+        serialport::new(&c.port, c.baud_rate)
+            .data_bits(data_bits)
+            .parity(parity)
+            .stop_bits(stop_bits)
+            .flow_control(serialport::FlowControl::None)
+            .timeout(c.poll_interval.max(Duration::from_millis(1)))
+            .open()
+            .map_err(std::io::Error::from)
+    }
+
+    /// Serves one already-open line (a serial port, a socket, any
+    /// [`SerialLine`]) on the calling thread until stopped (`Ok`) or until
+    /// the line fails or closes (`Err`).
+    pub fn serve_line<S: SerialLine>(&self, mut line: S) -> Result<(), ServerError> {
+        let c = &self.config;
+        let mut conn = Connection::new(
+            Arc::clone(&self.engine),
+            ConnectionConfig {
+                local_echo: c.local_echo,
+                max_buffered: c.max_buffered,
+                ..ConnectionConfig::serial(c.framing, c.baud_rate, c.bits_per_char())
+            },
+        );
+        let poll = c.poll_interval.max(Duration::from_millis(1));
+        let mut timeout_set: Option<Duration> = None;
+        // One buffer per line, reused for every read.
+        let mut buf = vec![0u8; 512];
+        while !self.handle.is_stopping() {
+            let now = Instant::now();
+            let deadline = conn.poll_timeout();
+            if deadline.is_some_and(|d| d <= now) {
+                conn.handle_timeout(now);
+                continue;
+            }
+            let timeout = net::read_timeout(now, deadline, poll);
+            if timeout_set != Some(timeout) {
+                line.set_line_timeout(timeout).map_err(|e| self.line_failed(e))?;
+                timeout_set = Some(timeout);
+            }
+            let n = match line.read(&mut buf) {
+                Ok(0) => return Err(self.line_failed(ErrorKind::UnexpectedEof.into())),
+                Ok(n) => n,
+                Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.line_failed(e)),
+            };
+            let input = conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[]));
+            if conn.has_output() {
+                // A serial port's timeout bounds writes too: give the answer time to go out.
+                line.set_line_timeout(WRITE_TIMEOUT).map_err(|e| self.line_failed(e))?;
+                timeout_set = None;
+                let out = conn.output();
+                let len = out.len();
+                line.write_all(out)
+                    .and_then(|()| line.flush())
+                    .map_err(|e| self.line_failed(e))?;
+                conn.consume_output(len);
+            }
+            if let Err(e) = input {
+                // A line cannot be closed like a socket: drop what is held and go on.
+                debug!(port = %c.port, error = %e, "serial input discarded");
+                conn.discard_partial_frame();
+            }
+        }
+        Ok(())
+    }
+
+    fn line_failed(&self, e: std::io::Error) -> ServerError {
+        self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
+        e.into()
+    }
+}
+
+/// Opens `config.port` and serves `engine` on the calling thread (pymodbus `StartSerialServer`).
+pub fn start_serial_server(engine: Arc<Engine>, config: SerialServerConfig) -> Result<(), ServerError> {
+    SerialServer::new(engine, config).serve_forever()
+}
+
+/// Serves `engine` on `config.port` from a new thread; returns the handle that stops it.
+pub fn start_serial_server_in_background(
+    engine: Arc<Engine>,
+    config: SerialServerConfig,
+) -> Result<ServerHandle, ServerError> {
+    let server = SerialServer::new(engine, config);
+    let handle = server.handle();
+    std::thread::Builder::new()
+        .name("coilwork-serial".into())
+        .spawn(move || {
+            if let Err(e) = server.serve_forever() {
+                warn!(error = %e, "modbus serial server failed");
+            }
+        })?;
+    Ok(handle)
+}

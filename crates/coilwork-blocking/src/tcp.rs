@@ -1,0 +1,697 @@
+//! Modbus/TCP server: one OS thread per connection.
+//!
+//! # Model
+//!
+//! [`TcpServer::serve_forever`] runs the accept loop on the calling thread.
+//! The listener is non-blocking and polled every [`ACCEPT_POLL`] (the wait
+//! is cut short by a stop), so a stop is seen at once. Each accepted
+//! connection gets its own thread (`coilwork-tcp-<n>`), up to
+//! [`TcpServerConfig::max_connections`] (default 1000) at once; past it the
+//! new connection is refused or the oldest one evicted
+//! ([`OverflowPolicy`]). Each thread uses one stack
+//! ([`TcpServerConfig::thread_stack_size`], the std default of 2 MiB of
+//! address space, touched lazily, if unset), one socket and no other
+//! descriptor: serving 1000 clients needs a descriptor limit (`ulimit -n`)
+//! above 1000. Threads suit tens to a few thousand clients; for more, use
+//! the tokio adapter.
+//!
+//! A connection thread reads into a reused buffer (allocated on the first
+//! read, freed again after a quiet spell), feeds the bytes to its
+//! [`Connection`] with `Instant::now()`, and writes everything the
+//! connection queued in one write: several requests in one read are answered
+//! in one write (pipelining). Reads use a socket read timeout of at most
+//! [`TcpServerConfig::poll_interval`] (default 100 ms), so a thread notices a
+//! stop, an eviction, the idle timeout and the partial-frame timeout within
+//! that long.
+//!
+//! # Shutdown
+//!
+//! A stop ([`ServerHandle::stop`], [`TcpServer::shutdown`]) closes the
+//! listener; each connection then reads what is already in its socket
+//! (without waiting for more), answers it, and closes. `serve_forever`
+//! returns once every connection thread is done, normally within one
+//! `poll_interval`; connections that are still open after
+//! `shutdown_timeout` (a client that does not read its answers) are cut.
+
+use crate::ServerError;
+use crate::handle::ServerHandle;
+use crate::net::{self, SocketOptions};
+use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
+use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// How often the accept loop polls its non-blocking listener (a stop wakes it at once).
+pub const ACCEPT_POLL: Duration = Duration::from_millis(5);
+
+/// What to do with a new client when `max_connections` are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Close the new connection at once (default).
+    #[default]
+    RefuseNew,
+    /// Close the oldest connection (within one `poll_interval`) and take the new one.
+    EvictOldest,
+}
+
+/// Settings of a [`TcpServer`]; `Default` gives pymodbus-like defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpServerConfig {
+    /// Address to listen on (default `127.0.0.1:502`).
+    pub address: SocketAddr,
+    /// Framing on the stream: MBAP (default), or RTU / ASCII over TCP.
+    pub framing: Framing,
+    /// Listen backlog (default 20).
+    pub backlog: u32,
+    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
+    pub allow_reuse_address: bool,
+    /// Set `SO_REUSEPORT` where the OS has it (default off).
+    pub allow_reuse_port: bool,
+    /// Most connections (and so connection threads) open at once (default 1000).
+    pub max_connections: usize,
+    /// What happens to a client past `max_connections`.
+    pub overflow: OverflowPolicy,
+    /// If set, only these client IPs are served; others are closed at once.
+    pub allow_list: Option<Vec<IpAddr>>,
+    /// Close a connection that sent nothing for this long (default: never).
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose partial frame is not completed within this
+    /// long of its first byte (default 5 s).
+    pub partial_frame_timeout: Option<Duration>,
+    /// Cap on unframed bytes held per connection; past it the connection is closed.
+    pub max_buffered: usize,
+    /// Size of the per-connection read buffer (default 4 KiB).
+    pub read_buffer_size: usize,
+    /// Free a connection's buffers after it was quiet this long (default 1 s).
+    pub release_buffers_after: Duration,
+    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
+    pub shutdown_timeout: Duration,
+    /// Longest socket read timeout of a connection thread: how soon it sees a
+    /// stop or an eviction (default 100 ms).
+    pub poll_interval: Duration,
+    /// Socket write timeout: a client that does not read its answers for
+    /// this long is disconnected (default 10 s; `None`: wait forever).
+    pub write_timeout: Option<Duration>,
+    /// Stack size of each connection thread (default: the std default).
+    pub thread_stack_size: Option<usize>,
+}
+
+impl Default for TcpServerConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
+            framing: Framing::Mbap,
+            backlog: 20,
+            allow_reuse_address: true,
+            allow_reuse_port: false,
+            max_connections: 1000,
+            overflow: OverflowPolicy::RefuseNew,
+            allow_list: None,
+            idle_timeout: None,
+            partial_frame_timeout: Some(Duration::from_secs(5)),
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            read_buffer_size: 4096,
+            release_buffers_after: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(100),
+            write_timeout: Some(Duration::from_secs(10)),
+            thread_stack_size: None,
+        }
+    }
+}
+
+impl TcpServerConfig {
+    /// Defaults, listening on `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            ..Self::default()
+        }
+    }
+}
+
+/// Counters of a [`TcpServer`].
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    evicted: AtomicU64,
+    bad_frames: AtomicU64,
+    partial_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
+    active: AtomicU64,
+}
+
+impl TcpStats {
+    /// Connections accepted and served.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    /// Connections closed at once (allow-list, `max_connections` with `RefuseNew`).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+    /// Connections closed to make room (`EvictOldest`).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+    /// Connections closed because the stream could never be valid again.
+    pub fn bad_frames(&self) -> u64 {
+        self.bad_frames.load(Ordering::Relaxed)
+    }
+    /// Connections closed by the partial-frame timeout.
+    pub fn partial_timeouts(&self) -> u64 {
+        self.partial_timeouts.load(Ordering::Relaxed)
+    }
+    /// Connections closed by the idle timeout.
+    pub fn idle_timeouts(&self) -> u64 {
+        self.idle_timeouts.load(Ordering::Relaxed)
+    }
+    /// Connections open now.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// One open connection as the accept loop sees it.
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    /// Set to make the connection's thread close it (eviction, or a cut at shutdown).
+    close: AtomicBool,
+}
+
+/// Open connections, oldest first; `changed` is signalled when one closes.
+#[derive(Debug, Default)]
+struct ConnTable {
+    open: Mutex<VecDeque<Arc<Slot>>>,
+    changed: Condvar,
+}
+
+impl ConnTable {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Slot>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until no connection is open or `timeout` passed; true if none is open.
+    fn wait_empty(&self, timeout: Duration) -> bool {
+        let open = self.lock();
+        let (open, _) = self
+            .changed
+            .wait_timeout_while(open, timeout, |o| !o.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+        open.is_empty()
+    }
+}
+
+/// A byte stream a connection thread serves: a plain [`TcpStream`], or
+/// later a TLS stream over one. Timeouts, non-blocking mode and shutdown are
+/// set on the TCP socket underneath.
+pub(crate) trait StreamSocket: Read + Write {
+    /// The TCP socket carrying the stream.
+    fn socket(&self) -> &TcpStream;
+}
+
+impl StreamSocket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// A blocking Modbus/TCP server over an [`Engine`]; see the [module docs](self)
+/// for the thread-per-connection model.
+///
+/// [`TcpServer::new`] does not bind (pymodbus `defer_start`):
+/// [`TcpServer::bind`] or [`TcpServer::serve_forever`] does.
+#[derive(Debug)]
+pub struct TcpServer {
+    engine: Arc<Engine>,
+    config: Arc<TcpServerConfig>,
+    listener: Mutex<Option<TcpListener>>,
+    serving: AtomicBool,
+    handle: ServerHandle,
+    stats: Arc<TcpStats>,
+}
+
+impl TcpServer {
+    /// A server for `engine`; nothing is bound yet.
+    pub fn new(engine: Arc<Engine>, config: TcpServerConfig) -> Self {
+        Self::with_handle(engine, config, ServerHandle::new())
+    }
+
+    /// A server stopped by `handle` (keep a clone to stop a server that
+    /// blocks its thread). Use a fresh handle for each server.
+    pub fn with_handle(engine: Arc<Engine>, config: TcpServerConfig, handle: ServerHandle) -> Self {
+        Self {
+            engine,
+            config: Arc::new(config),
+            listener: Mutex::new(None),
+            serving: AtomicBool::new(false),
+            handle,
+            stats: Arc::new(TcpStats::default()),
+        }
+    }
+
+    /// Binds and listens now (idempotent); returns the address bound (useful with port 0).
+    pub fn bind(&self) -> Result<SocketAddr, ServerError> {
+        if self.handle.is_stopping() {
+            return Err(ServerError::Closed);
+        }
+        if let Some(addr) = self.handle.local_addr() {
+            return Ok(addr);
+        }
+        let opts = SocketOptions {
+            addr: self.config.address,
+            reuse_address: self.config.allow_reuse_address,
+            reuse_port: self.config.allow_reuse_port,
+        };
+        let listener = net::tcp_listener(&opts, self.config.backlog)?;
+        let addr = listener.local_addr()?;
+        *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
+        self.handle.set_local_addr(addr);
+        Ok(addr)
+    }
+
+    /// The bound address, once bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.handle.local_addr()
+    }
+
+    /// A handle to stop this server from any thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<TcpStats> {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TcpServerConfig {
+        &self.config
+    }
+
+    /// The engine served.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Binds if needed and serves on the calling thread until stopped;
+    /// returns once every connection is closed (at once, with `Ok`, if a
+    /// stop came first).
+    pub fn serve_forever(&self) -> Result<(), ServerError> {
+        if self.serving.swap(true, Ordering::AcqRel) {
+            return Err(ServerError::AlreadyServing);
+        }
+        let result = self.run();
+        self.handle.mark_stopped();
+        result
+    }
+
+    /// Graceful stop from another thread: stops accepting, answers requests
+    /// already received, closes the connections, and returns once
+    /// `serve_forever` has returned.
+    pub fn shutdown(&self) {
+        self.handle.stop();
+        if self.serving.load(Ordering::Acquire) {
+            self.handle.wait_stopped();
+        } else {
+            self.server_close();
+        }
+    }
+
+    /// Stops the server and releases the listening socket if it is not serving yet.
+    pub fn server_close(&self) {
+        self.handle.stop();
+        let listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(listener);
+        if !self.serving.load(Ordering::Acquire) {
+            self.handle.mark_stopped();
+        }
+    }
+
+    fn run(&self) -> Result<(), ServerError> {
+        if self.handle.is_stopping() {
+            // Stopped before it started: nothing to serve.
+            return Ok(());
+        }
+        match self.bind() {
+            // `server_close` raced us: closed before serving.
+            Err(ServerError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let Some(listener) = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            // `server_close` took it: closed before serving.
+            return Ok(());
+        };
+        let table = Arc::new(ConnTable::default());
+        let mut next_id: u64 = 0;
+        debug!(addr = ?self.handle.local_addr(), "modbus tcp server listening");
+        while !self.handle.is_stopping() {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    self.spawn_connection(&table, next_id, stream, peer);
+                    next_id = next_id.wrapping_add(1);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if self.handle.sleep_unless_stopped(ACCEPT_POLL) {
+                        break;
+                    }
+                }
+                Err(e) if is_per_connection_error(&e) => {}
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    // Out of descriptors or memory: do not spin.
+                    self.handle.sleep_unless_stopped(Duration::from_millis(50));
+                }
+            }
+        }
+        drop(listener);
+        if !table.wait_empty(self.config.shutdown_timeout) {
+            let open = table.lock();
+            warn!(open = open.len(), "connections did not close in time; cutting them");
+            for slot in open.iter() {
+                slot.close.store(true, Ordering::Release);
+            }
+            drop(open);
+            let grace = self.config.poll_interval.saturating_mul(3);
+            if !table.wait_empty(grace) {
+                // Each is blocked in a write bounded by `write_timeout`, if any.
+                warn!("connection threads still writing; leaving them to end on their own");
+            }
+        }
+        debug!("modbus tcp server stopped");
+        Ok(())
+    }
+
+    /// Admits (or refuses) a new client and starts its thread.
+    fn spawn_connection(&self, table: &Arc<ConnTable>, id: u64, stream: TcpStream, peer: SocketAddr) {
+        let Some(slot) = self.admit(table, id, peer) else {
+            drop(stream);
+            return;
+        };
+        let guard = SlotGuard {
+            slot,
+            table: Arc::clone(table),
+            stats: Arc::clone(&self.stats),
+        };
+        let conn = ConnThread {
+            peer,
+            engine: Arc::clone(&self.engine),
+            config: Arc::clone(&self.config),
+            stats: Arc::clone(&self.stats),
+            stop: self.handle.clone(),
+            guard,
+        };
+        let mut builder = std::thread::Builder::new().name(format!("coilwork-tcp-{id}"));
+        if let Some(size) = self.config.thread_stack_size {
+            builder = builder.stack_size(size);
+        }
+        // On failure the closure, and with it the guard, is dropped: the slot is freed.
+        if let Err(e) = builder.spawn(move || conn.run(stream)) {
+            warn!(%peer, error = %e, "cannot start a connection thread; closing the connection");
+        }
+    }
+
+    /// Decides whether a new client is served; returns its slot if so.
+    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<Arc<Slot>> {
+        if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
+            debug!(%peer, "refused: not in the allow-list");
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut open = table.lock();
+        // Evicted connections still in the table are on their way out: do not count them.
+        let live = open.iter().filter(|s| !s.close.load(Ordering::Acquire)).count();
+        if live >= self.config.max_connections {
+            match self.config.overflow {
+                OverflowPolicy::RefuseNew => {
+                    debug!(%peer, max = self.config.max_connections, "refused: too many connections");
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                OverflowPolicy::EvictOldest => {
+                    match open.iter().find(|s| !s.close.load(Ordering::Acquire)) {
+                        Some(oldest) => {
+                            oldest.close.store(true, Ordering::Release);
+                            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            // `max_connections` is 0: nothing can be served.
+                            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        let slot = Arc::new(Slot {
+            id,
+            close: AtomicBool::new(false),
+        });
+        open.push_back(Arc::clone(&slot));
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        Some(slot)
+    }
+}
+
+/// Accept errors that concern one would-be connection only.
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    )
+}
+
+/// Removes a connection from the table when its thread ends (even by a panic).
+struct SlotGuard {
+    slot: Arc<Slot>,
+    table: Arc<ConnTable>,
+    stats: Arc<TcpStats>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let id = self.slot.id;
+        self.table.lock().retain(|s| s.id != id);
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.table.changed.notify_all();
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    PeerClosed,
+    Shutdown,
+    Evicted,
+    BadFrame,
+    PartialTimeout,
+    IdleTimeout,
+    IoError,
+}
+
+/// Everything one connection thread owns.
+struct ConnThread {
+    peer: SocketAddr,
+    engine: Arc<Engine>,
+    config: Arc<TcpServerConfig>,
+    stats: Arc<TcpStats>,
+    stop: ServerHandle,
+    guard: SlotGuard,
+}
+
+impl ConnThread {
+    fn run(self, stream: TcpStream) {
+        let peer = self.peer;
+        debug!(%peer, "connection opened");
+        // Accepted sockets inherit non-blocking mode from the listener on some systems.
+        let setup = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_nodelay(true))
+            .and_then(|()| stream.set_write_timeout(self.config.write_timeout));
+        let reason = match setup {
+            Ok(()) => {
+                let mut stream = stream;
+                let reason = self.serve(&mut stream);
+                if reason == Close::Shutdown {
+                    let _ = stream.shutdown(Shutdown::Write);
+                }
+                reason
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "cannot set up the socket");
+                Close::IoError
+            }
+        };
+        debug!(%peer, ?reason, "connection closed");
+        drop(self.guard);
+    }
+
+    /// Serves one stream until it closes; generic so a TLS stream can be served the same way.
+    fn serve<S: StreamSocket>(&self, stream: &mut S) -> Close {
+        let cfg = &*self.config;
+        let mut conn = Connection::new(
+            Arc::clone(&self.engine),
+            ConnectionConfig {
+                max_buffered: cfg.max_buffered,
+                ..ConnectionConfig::stream(cfg.framing, Transport::Tcp, Some(self.peer))
+            },
+        );
+        let poll = cfg.poll_interval.max(Duration::from_millis(1));
+        let mut timeout_set: Option<Duration> = None;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut last_rx = Instant::now();
+        let mut partial_since: Option<Instant> = None;
+        let mut holding = false;
+        loop {
+            if self.guard.slot.close.load(Ordering::Acquire) {
+                return Close::Evicted;
+            }
+            if self.stop.is_stopping() {
+                self.drain(stream, &mut conn, &mut buf);
+                return Close::Shutdown;
+            }
+            let now = Instant::now();
+            let partial_deadline = partial_since
+                .zip(cfg.partial_frame_timeout)
+                .and_then(|(t, d)| t.checked_add(d));
+            let idle_deadline = cfg.idle_timeout.and_then(|d| last_rx.checked_add(d));
+            let release_deadline = if holding {
+                last_rx.checked_add(cfg.release_buffers_after)
+            } else {
+                None
+            };
+            if partial_deadline.is_some_and(|d| d <= now) {
+                debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
+                conn.discard_partial_frame();
+                self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Close::PartialTimeout;
+            }
+            if idle_deadline.is_some_and(|d| d <= now) {
+                self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Close::IdleTimeout;
+            }
+            if release_deadline.is_some_and(|d| d <= now) {
+                conn.release_idle_buffers();
+                buf = Vec::new();
+                holding = false;
+            }
+            let deadline = [partial_deadline, idle_deadline, release_deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = net::read_timeout(now, deadline, poll);
+            if timeout_set != Some(timeout) {
+                if let Err(e) = stream.socket().set_read_timeout(Some(timeout)) {
+                    debug!(peer = %self.peer, error = %e, "cannot set the read timeout");
+                    return Close::IoError;
+                }
+                timeout_set = Some(timeout);
+            }
+            if buf.is_empty() {
+                buf.resize(cfg.read_buffer_size.max(1), 0);
+            }
+            let n = match stream.read(&mut buf) {
+                Ok(0) => return Close::PeerClosed,
+                Ok(n) => n,
+                Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!(peer = %self.peer, error = %e, "read failed");
+                    return Close::IoError;
+                }
+            };
+            last_rx = Instant::now();
+            holding = true;
+            let before = conn.buffered_len();
+            let input = conn.handle_input(last_rx, buf.get(..n).unwrap_or(&[]));
+            let answered = conn.has_output();
+            if answered && write_output(stream, &mut conn).is_err() {
+                return Close::IoError;
+            }
+            if let Err(e) = input {
+                debug!(peer = %self.peer, error = %e, "closing connection: bad frame");
+                self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                return Close::BadFrame;
+            }
+            if !conn.has_partial_frame() {
+                partial_since = None;
+            } else if partial_since.is_none() || answered || conn.buffered_len() < before.saturating_add(n) {
+                // A new partial frame starts (older frames were used up).
+                partial_since = Some(last_rx);
+            }
+        }
+    }
+
+    /// On graceful shutdown: answers what already reached the socket, without waiting for more.
+    fn drain<S: StreamSocket>(&self, stream: &mut S, conn: &mut Connection, buf: &mut Vec<u8>) {
+        if buf.is_empty() {
+            buf.resize(self.config.read_buffer_size.max(1), 0);
+        }
+        if stream.socket().set_nonblocking(true).is_err() {
+            return;
+        }
+        // Bounded: at most this many reads of what is already queued.
+        for _ in 0..64 {
+            match stream.read(buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[])).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if stream.socket().set_nonblocking(false).is_ok() && conn.has_output() {
+            let _ = write_output(stream, conn);
+        }
+    }
+}
+
+/// Writes everything queued (one write call on the socket when it fits its buffer).
+fn write_output<S: Write>(stream: &mut S, conn: &mut Connection) -> std::io::Result<()> {
+    let out = conn.output();
+    let n = out.len();
+    stream.write_all(out)?;
+    stream.flush()?;
+    conn.consume_output(n);
+    Ok(())
+}
+
+/// Binds `config.address` and serves `engine` on the calling thread until
+/// the process ends or the server fails (pymodbus `StartTcpServer`). To stop
+/// it from elsewhere, build a [`TcpServer::with_handle`] and keep the handle,
+/// or use [`start_tcp_server_in_background`].
+pub fn start_tcp_server(engine: Arc<Engine>, config: TcpServerConfig) -> Result<(), ServerError> {
+    TcpServer::new(engine, config).serve_forever()
+}
+
+/// Binds `config.address` (the bind error, if any, is returned here) and
+/// serves `engine` on a new thread; returns the handle that stops it
+/// ([`ServerHandle::shutdown`] blocks until the server has returned).
+pub fn start_tcp_server_in_background(
+    engine: Arc<Engine>,
+    config: TcpServerConfig,
+) -> Result<ServerHandle, ServerError> {
+    let server = TcpServer::new(engine, config);
+    server.bind()?;
+    let handle = server.handle();
+    std::thread::Builder::new()
+        .name("coilwork-tcp-accept".into())
+        .spawn(move || {
+            if let Err(e) = server.serve_forever() {
+                warn!(error = %e, "modbus tcp server failed");
+            }
+        })?;
+    Ok(handle)
+}
