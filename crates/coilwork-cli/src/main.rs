@@ -29,6 +29,28 @@ struct Cli {
 enum Command {
     /// Serve a Modbus device over a transport (the default command).
     Serve(ServeArgs),
+    /// Simulate a device from a pymodbus simulator JSON file (default: a built-in one).
+    Simulate(SimulateArgs),
+}
+
+/// Flags of pymodbus's simulator (`--json_file` etc. are accepted too).
+#[derive(Debug, Clone, Args)]
+struct SimulateArgs {
+    /// Configuration in pymodbus's simulator format (default: the built-in configuration).
+    #[arg(long = "json-file", visible_alias = "json_file", value_name = "FILE")]
+    json_file: Option<std::path::PathBuf>,
+    /// Server entry of `server_list` to run (default: "server", or the only one).
+    #[arg(long = "modbus-server", visible_alias = "modbus_server", value_name = "NAME")]
+    modbus_server: Option<String>,
+    /// Device entry of `device_list` to simulate (default: "device", or the only one).
+    #[arg(long = "modbus-device", visible_alias = "modbus_device", value_name = "NAME")]
+    modbus_device: Option<String>,
+    /// Host for the HTTP page (accepted; not yet served).
+    #[arg(long = "http-host", visible_alias = "http_host", value_name = "HOST")]
+    http_host: Option<String>,
+    /// Port for the HTTP page (accepted; not yet served).
+    #[arg(long = "http-port", visible_alias = "http_port", value_name = "PORT")]
+    http_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -311,6 +333,35 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
 }
 
+async fn simulate(args: SimulateArgs) -> Result<(), String> {
+    use coilwork_sim::{Simulator, SimulatorOptions};
+    let mut options = SimulatorOptions::default();
+    options.modbus_server = args.modbus_server;
+    options.modbus_device = args.modbus_device;
+    options.http_host = args.http_host;
+    options.http_port = args.http_port;
+    let sim = match &args.json_file {
+        Some(path) => Simulator::from_file(path, options),
+        None => Simulator::with_default_config(options),
+    }
+    .map_err(|e| e.to_string())?;
+    let handle = sim.start().await.map_err(|e| e.to_string())?;
+    announce(&format!(
+        "coilwork: simulating device {:?} (server {:?}): serving {}",
+        sim.device_name(),
+        sim.server_name(),
+        sim.describe(handle.local_addr())
+    ));
+    announce("coilwork: the simulator's HTTP page is not yet served (--http-host/--http-port are accepted for it)");
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        termination().await;
+        stopper.stop();
+    });
+    handle.stopped().await;
+    Ok(())
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
@@ -347,10 +398,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -358,7 +406,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    let run = async move {
+        match command {
+            Command::Serve(args) => serve(args).await,
+            Command::Simulate(args) => simulate(args).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coilwork: error: {e}");

@@ -1,0 +1,100 @@
+//! `coilwork simulate`: the built-in configuration, a pymodbus JSON file, and
+//! a configuration error reported before any port is opened.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .arg("simulate")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("no serving line");
+    (Running(child), line)
+}
+
+/// FC3 over MBAP: returns the registers or the exception code.
+fn read_hr(addr: &str, start: u16, count: u16) -> Result<Vec<u16>, u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let [sh, sl] = start.to_be_bytes();
+    let [ch, cl] = count.to_be_bytes();
+    s.write_all(&[0, 1, 0, 0, 0, 6, 1, 3, sh, sl, ch, cl]).unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).unwrap();
+    if head[7] & 0x80 != 0 {
+        return Err(head[8]);
+    }
+    let mut body = vec![0u8; head[8] as usize];
+    s.read_exact(&mut body).unwrap();
+    Ok(body.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect())
+}
+
+#[test]
+fn simulate_a_pymodbus_json_file() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let text = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"port\": 5020", "\"port\": 0");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simulate_device.json");
+    std::fs::write(&file, text).unwrap();
+    let (_child, line) = start(&["--json_file", file.to_str().unwrap(), "--http-port", "8081"]);
+    let addr = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(line.contains("serving Modbus/TCP on 127.0.0.1:"), "{line}");
+    // uint32 617001 at 4-5, high word first.
+    assert_eq!(read_hr(&addr, 4, 2), Ok(vec![0x0009, 0x6A29]));
+    assert_eq!(read_hr(&addr, 1, 1), Err(2));
+}
+
+#[test]
+fn simulate_reports_a_config_error_and_exits() {
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simulate_bad.json");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let text = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"value\": 17001", "\"value\": 70000");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--json-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("device_list.device.uint16[0].value = 70000: out of range 0..=65535"),
+        "{err}"
+    );
+}
+
+#[test]
+fn simulate_without_arguments_uses_the_built_in_configuration() {
+    // The built-in configuration listens on 127.0.0.1:5020; skip if it is taken.
+    if std::net::TcpListener::bind("127.0.0.1:5020").is_err() {
+        eprintln!("skipped: 127.0.0.1:5020 is in use");
+        return;
+    }
+    let (_child, line) = start(&[]);
+    assert!(line.ends_with("serving Modbus/TCP on 127.0.0.1:5020"), "{line}");
+    assert_eq!(read_hr("127.0.0.1:5020", 4, 1), Ok(vec![17001]));
+}

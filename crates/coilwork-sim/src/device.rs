@@ -1,0 +1,779 @@
+//! The simulated device: pymodbus's flat register array, its layout rules,
+//! and the [`Storage`] implementation the engine serves.
+
+use crate::actions::{self, ActionTable, CustomAction, Effect};
+use crate::config::{AddrSpec, DeviceConfig, TypeEntry};
+use crate::error::ConfigError;
+use coilwork_core::{ExceptionCode, RequestContext, Storage, Table};
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What a register holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CellType {
+    /// Not defined: exception 02.
+    Invalid,
+    /// 16 bits (coils or discrete inputs).
+    Bits,
+    /// Signed 16-bit integer.
+    Int16,
+    /// Unsigned 16-bit integer.
+    Uint16,
+    /// Unsigned 32-bit integer, first of two registers.
+    Uint32,
+    /// IEEE 754 single, first of two registers.
+    Float32,
+    /// IEEE 754 double, first of four registers.
+    Float64,
+    /// First register of a string.
+    String,
+    /// A following register of a multi-register value.
+    Next,
+}
+
+impl CellType {
+    /// Registers per value (strings: 1 here; their length is their range).
+    pub fn register_count(self) -> usize {
+        match self {
+            Self::Uint32 | Self::Float32 => 2,
+            Self::Float64 => 4,
+            _ => 1,
+        }
+    }
+
+    /// True for float32 and float64.
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::Float32 | Self::Float64)
+    }
+
+    /// Range of an integer type.
+    pub(crate) fn int_range(self) -> (i64, i64) {
+        match self {
+            Self::Int16 => (-32768, 32767),
+            Self::Uint32 => (0, 0xFFFF_FFFF),
+            _ => (0, 0xFFFF),
+        }
+    }
+
+    /// The name used in the configuration and by pymodbus's web page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Bits => "bits",
+            Self::Int16 => "int16",
+            Self::Uint16 => "uint16",
+            Self::Uint32 => "uint32",
+            Self::Float32 => "float32",
+            Self::Float64 => "float64",
+            Self::String => "string",
+            Self::Next => "next",
+        }
+    }
+}
+
+/// One register of the device (pymodbus's `Cell`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// What the register holds.
+    pub kind: CellType,
+    /// Clients may write it.
+    pub writable: bool,
+    /// Current value.
+    pub value: u16,
+    pub(crate) action: Option<u16>,
+    pub(crate) parameters: Option<Arc<Map<String, Value>>>,
+}
+
+impl Cell {
+    const INVALID: Cell = Cell {
+        kind: CellType::Invalid,
+        writable: false,
+        value: 0,
+        action: None,
+        parameters: None,
+    };
+}
+
+/// A snapshot of one register, for listings (the HTTP page of a later slice).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterInfo {
+    /// Index in the flat register array (the configuration's address).
+    pub address: usize,
+    /// What it holds.
+    pub kind: CellType,
+    /// Clients may write it.
+    pub writable: bool,
+    /// Current raw value.
+    pub value: u16,
+    /// Action name, if any.
+    pub action: Option<String>,
+    /// Action parameters, if any.
+    pub parameters: Option<Map<String, Value>>,
+    /// Reads by clients.
+    pub count_read: u64,
+    /// Writes by clients.
+    pub count_write: u64,
+}
+
+/// A decoded value at the first register of a definition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedValue {
+    /// Bits register.
+    Bits(u16),
+    /// int16.
+    Int16(i16),
+    /// uint16.
+    Uint16(u16),
+    /// uint32.
+    Uint32(u32),
+    /// float32.
+    Float32(f32),
+    /// float64.
+    Float64(f64),
+    /// The string's bytes, trailing padding included.
+    String(String),
+}
+
+struct State {
+    cells: Vec<Cell>,
+    started: Instant,
+}
+
+/// A simulated device built from a `device_list` entry.
+pub struct SimDevice {
+    state: RwLock<State>,
+    initial: Vec<Cell>,
+    counts: Vec<(AtomicU64, AtomicU64)>,
+    actions: ActionTable,
+    type_exception: bool,
+    /// (offset, size in cells) per table: coils, discrete inputs, holding, input.
+    tables: [(usize, usize); 4],
+}
+
+impl std::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDevice")
+            .field("size", &self.initial.len())
+            .field("type_exception", &self.type_exception)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+const TYPE_SECTIONS: [(&str, CellType); 7] = [
+    ("bits", CellType::Bits),
+    ("int16", CellType::Int16),
+    ("uint16", CellType::Uint16),
+    ("uint32", CellType::Uint32),
+    ("float32", CellType::Float32),
+    ("float64", CellType::Float64),
+    ("string", CellType::String),
+];
+
+fn section<'a>(cfg: &'a DeviceConfig, name: &str) -> Option<&'a Vec<TypeEntry>> {
+    match name {
+        "bits" => cfg.bits.as_ref(),
+        "int16" => cfg.int16.as_ref(),
+        "uint16" => cfg.uint16.as_ref(),
+        "uint32" => cfg.uint32.as_ref(),
+        "float32" => cfg.float32.as_ref(),
+        "float64" => cfg.float64.as_ref(),
+        "string" => cfg.string.as_ref(),
+        _ => None,
+    }
+}
+
+/// The registers of `value` for a type, or why it does not fit.
+fn encode(ty: CellType, value: &Value, registers: usize) -> Result<Vec<u16>, String> {
+    match ty {
+        CellType::String => {
+            let Value::String(s) = value else {
+                return Err("a string needs a string value".into());
+            };
+            let bytes = s.as_bytes();
+            let room = registers * 2;
+            if bytes.len() > room {
+                return Err(format!("{} bytes do not fit in {registers} registers", bytes.len()));
+            }
+            let mut padded = bytes.to_vec();
+            padded.resize(room, b' ');
+            Ok(padded
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c.first().copied().unwrap_or(b' '), c.get(1).copied().unwrap_or(b' ')]))
+                .collect())
+        }
+        CellType::Float32 | CellType::Float64 => {
+            let v = value.as_f64().ok_or_else(|| format!("{} needs a number", ty.name()))?;
+            if ty == CellType::Float32 && v.is_finite() && (v as f32).is_infinite() {
+                return Err("out of range for float32".into());
+            }
+            Ok(actions::float_words(ty, v))
+        }
+        _ => {
+            let v = value
+                .as_i64()
+                .ok_or_else(|| format!("{} needs an integer", ty.name()))?;
+            let (lo, hi) = ty.int_range();
+            if v < lo || v > hi {
+                return Err(format!("out of range {lo}..={hi} for {}", ty.name()));
+            }
+            let n = ty.register_count();
+            let raw = v as u64;
+            Ok((0..n).map(|i| (raw >> (16 * (n - 1 - i))) as u16).collect())
+        }
+    }
+}
+
+fn out_of_range(key: String, spec: AddrSpec, size: usize) -> ConfigError {
+    ConfigError::new(
+        key,
+        spec,
+        format!("outside the device ({size} registers: 0..={})", size.saturating_sub(1)),
+    )
+}
+
+impl SimDevice {
+    /// Builds the device named `name` from its configuration, with `custom` actions.
+    pub fn build(name: &str, cfg: &DeviceConfig, custom: &[(String, CustomAction)]) -> Result<Self, ConfigError> {
+        let dev = format!("device_list.{name}");
+        let actions = ActionTable::new(custom);
+        let s = &cfg.setup;
+        let too_big = |k: &str, v: usize| ConfigError::new(format!("{dev}.setup.{k}"), v, "more than 65536 registers");
+        for (k, v) in [
+            ("co size", s.co_size),
+            ("di size", s.di_size),
+            ("hr size", s.hr_size),
+            ("ir size", s.ir_size),
+        ] {
+            if v > 0x1_0000 {
+                return Err(too_big(k, v));
+            }
+        }
+        let (total, tables) = if s.shared_blocks {
+            let total = s.co_size.max(s.di_size).max(s.hr_size).max(s.ir_size);
+            (total, [(0, total); 4])
+        } else {
+            let di = s.co_size;
+            let ir = di + s.di_size;
+            let hr = ir + s.ir_size;
+            (
+                hr + s.hr_size,
+                [(0, s.co_size), (di, s.di_size), (hr, s.hr_size), (ir, s.ir_size)],
+            )
+        };
+
+        // Defaults: pymodbus checks every default action name.
+        for (ty_name, action) in &s.defaults.action {
+            if let Some(a) = action
+                && actions.id(a).is_none()
+            {
+                return Err(ConfigError::new(
+                    format!("{dev}.setup.defaults.action.{ty_name}"),
+                    format!("{a:?}"),
+                    "unknown action",
+                ));
+            }
+        }
+
+        let mut cells = vec![Cell::INVALID; total];
+
+        for (i, spec) in cfg.invalid.iter().enumerate() {
+            if spec.last as usize >= total {
+                return Err(out_of_range(format!("{dev}.invalid[{i}]"), *spec, total));
+            }
+        }
+
+        for (sec, ty) in TYPE_SECTIONS {
+            let Some(entries) = section(cfg, sec) else { continue };
+            for (i, entry) in entries.iter().enumerate() {
+                let key = format!("{dev}.{sec}[{i}]");
+                let spec = entry.addr;
+                if spec.last as usize >= total {
+                    return Err(out_of_range(format!("{key}.addr"), spec, total));
+                }
+                let (first, last) = (spec.first as usize, spec.last as usize);
+                let len = last - first + 1;
+                let per = ty.register_count();
+                if ty != CellType::String && len % per != 0 {
+                    return Err(ConfigError::new(
+                        format!("{key}.addr"),
+                        spec,
+                        format!("{len} registers are not a whole number of {sec} values ({per} registers each)"),
+                    ));
+                }
+                let value = match &entry.value {
+                    Some(v) => v.clone(),
+                    None => s.defaults.value.get(sec).cloned().ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{dev}.setup.defaults.value.{sec}"),
+                            "(missing)",
+                            format!("{key} has no value and there is no default"),
+                        )
+                    })?,
+                };
+                let words_per_value = if ty == CellType::String { len } else { per };
+                let words = encode(ty, &value, words_per_value)
+                    .map_err(|why| ConfigError::new(format!("{key}.value"), &value, why))?;
+                let action_name = match &entry.action {
+                    Some(a) => a.clone(),
+                    None => s.defaults.action.get(sec).cloned().flatten(),
+                };
+                let action = match &action_name {
+                    None => None,
+                    Some(a) => {
+                        let id = actions.id(a).ok_or_else(|| {
+                            ConfigError::new(format!("{key}.action"), format!("{a:?}"), "unknown action")
+                        })?;
+                        let empty = Map::new();
+                        if let Some(kind) = actions.kind(id) {
+                            actions::check(kind, a, ty, entry.parameters.as_ref().unwrap_or(&empty))
+                                .map_err(|why| ConfigError::new(format!("{key}.action"), format!("{a:?}"), why))?;
+                        }
+                        Some(id)
+                    }
+                };
+                let parameters = entry.parameters.clone().map(Arc::new);
+                let mut start = first;
+                while start <= last {
+                    for (j, w) in words.iter().enumerate() {
+                        let at = start + j;
+                        let cell = cells
+                            .get_mut(at)
+                            .ok_or_else(|| out_of_range(format!("{key}.addr"), spec, total))?;
+                        if cell.kind != CellType::Invalid {
+                            return Err(ConfigError::new(
+                                format!("{key}.addr"),
+                                spec,
+                                format!("register {at} is already defined as {}", cell.kind.name()),
+                            ));
+                        }
+                        *cell = if j == 0 {
+                            Cell {
+                                kind: ty,
+                                writable: false,
+                                value: *w,
+                                action,
+                                parameters: parameters.clone(),
+                            }
+                        } else {
+                            Cell {
+                                kind: CellType::Next,
+                                value: *w,
+                                ..Cell::INVALID
+                            }
+                        };
+                    }
+                    start += words_per_value;
+                }
+            }
+        }
+
+        for (i, spec) in cfg.write.iter().enumerate() {
+            let key = format!("{dev}.write[{i}]");
+            if spec.last as usize >= total {
+                return Err(out_of_range(key, *spec, total));
+            }
+            for at in spec.first as usize..=spec.last as usize {
+                let Some(cell) = cells.get_mut(at) else {
+                    return Err(out_of_range(key, *spec, total));
+                };
+                if cell.kind == CellType::Invalid {
+                    return Err(ConfigError::new(key, spec, format!("register {at} is not defined")));
+                }
+                cell.writable = true;
+            }
+        }
+
+        for (i, r) in cfg.repeat.iter().enumerate() {
+            let key = format!("{dev}.repeat[{i}]");
+            if r.addr.last as usize >= total {
+                return Err(out_of_range(format!("{key}.addr"), r.addr, total));
+            }
+            if r.to.last as usize >= total {
+                return Err(out_of_range(format!("{key}.to"), r.to, total));
+            }
+            let (cs, ce) = (r.addr.first as usize, r.addr.last as usize);
+            let mut copy = cs;
+            for to in r.to.first as usize..=r.to.last as usize {
+                let src = cells.get(copy).cloned().unwrap_or(Cell::INVALID);
+                if let Some(dst) = cells.get_mut(to) {
+                    *dst = src;
+                }
+                copy = if copy >= ce { cs } else { copy + 1 };
+            }
+        }
+
+        let counts = (0..total).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect();
+        Ok(Self {
+            state: RwLock::new(State {
+                cells: cells.clone(),
+                started: Instant::now(),
+            }),
+            initial: cells,
+            counts,
+            actions,
+            type_exception: s.type_exception,
+            tables,
+        })
+    }
+
+    /// Number of registers (cells) of the device.
+    pub fn size(&self) -> usize {
+        self.initial.len()
+    }
+
+    /// True when reads and writes must cover whole values (`type exception`).
+    pub fn type_exception(&self) -> bool {
+        self.type_exception
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A snapshot of register `address`.
+    pub fn register(&self, address: usize) -> Option<RegisterInfo> {
+        let st = self.read_state();
+        let cell = st.cells.get(address)?;
+        Some(self.info(address, cell))
+    }
+
+    fn info(&self, address: usize, cell: &Cell) -> RegisterInfo {
+        let (r, w) = self
+            .counts
+            .get(address)
+            .map_or((0, 0), |(r, w)| (r.load(Ordering::Relaxed), w.load(Ordering::Relaxed)));
+        RegisterInfo {
+            address,
+            kind: cell.kind,
+            writable: cell.writable,
+            value: cell.value,
+            action: cell.action.map(|a| self.actions.name(a).to_owned()),
+            parameters: cell.parameters.as_deref().cloned(),
+            count_read: r,
+            count_write: w,
+        }
+    }
+
+    /// Snapshots of the defined registers (not `invalid`) in `range`.
+    pub fn registers(&self, range: std::ops::Range<usize>) -> Vec<RegisterInfo> {
+        let st = self.read_state();
+        st.cells
+            .iter()
+            .enumerate()
+            .skip(range.start)
+            .take(range.end.saturating_sub(range.start))
+            .filter(|(_, c)| c.kind != CellType::Invalid)
+            .map(|(i, c)| self.info(i, c))
+            .collect()
+    }
+
+    /// Sets register `address` to `value`, write protection aside (the
+    /// simulator's own control, not a client).
+    pub fn set_register(&self, address: usize, value: u16) -> Result<(), crate::SimError> {
+        let mut st = self.write_state();
+        let cell = st
+            .cells
+            .get_mut(address)
+            .ok_or(crate::SimError::NoSuchRegister(address))?;
+        cell.value = value;
+        Ok(())
+    }
+
+    /// The value defined at `address` (the first register of a definition), decoded.
+    pub fn decoded(&self, address: usize) -> Option<DecodedValue> {
+        let st = self.read_state();
+        let cells = &st.cells;
+        let cell = cells.get(address)?;
+        Some(match cell.kind {
+            CellType::Bits => DecodedValue::Bits(cell.value),
+            CellType::Int16 => DecodedValue::Int16(cell.value as i16),
+            CellType::Uint16 => DecodedValue::Uint16(cell.value),
+            CellType::Uint32 => DecodedValue::Uint32(actions::read_int(cells, address, CellType::Uint32) as u32),
+            CellType::Float32 => DecodedValue::Float32(actions::read_float(cells, address, CellType::Float32) as f32),
+            CellType::Float64 => DecodedValue::Float64(actions::read_float(cells, address, CellType::Float64)),
+            CellType::String => {
+                let mut bytes = cell.value.to_be_bytes().to_vec();
+                for c in cells.iter().skip(address + 1).take_while(|c| c.kind == CellType::Next) {
+                    bytes.extend_from_slice(&c.value.to_be_bytes());
+                }
+                DecodedValue::String(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            CellType::Invalid | CellType::Next => return None,
+        })
+    }
+
+    /// Time since the device started or was last reset.
+    pub fn uptime(&self) -> Duration {
+        self.read_state().started.elapsed()
+    }
+
+    fn table(&self, t: Table) -> (usize, usize) {
+        let i = match t {
+            Table::Coils => 0,
+            Table::DiscreteInputs => 1,
+            Table::HoldingRegisters => 2,
+            Table::InputRegisters => 3,
+        };
+        self.tables.get(i).copied().unwrap_or((0, 0))
+    }
+
+    /// Cells `[first, end)` for `count` registers (or bits) from `start` of `t`.
+    fn span(&self, t: Table, start: u16, count: usize, bits: bool) -> Result<(usize, usize), ExceptionCode> {
+        let (offset, size) = self.table(t);
+        let (first, end) = if bits {
+            let last_bit = start as usize + count.max(1) - 1;
+            (start as usize / 16, last_bit / 16 + 1)
+        } else {
+            (start as usize, start as usize + count)
+        };
+        if end > size {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
+        Ok((offset + first, offset + end))
+    }
+
+    /// pymodbus's `loop_validate` over cells `[first, end)`.
+    fn validate(&self, cells: &[Cell], first: usize, end: usize, write: bool) -> Result<(), ExceptionCode> {
+        let bad = Err(ExceptionCode::IllegalDataAddress);
+        let mut i = first;
+        while i < end {
+            let Some(cell) = cells.get(i) else { return bad };
+            if cell.kind == CellType::Invalid {
+                return bad;
+            }
+            if !self.type_exception {
+                if write && !cell.writable {
+                    return bad;
+                }
+                i += 1;
+                continue;
+            }
+            match cell.kind {
+                CellType::Next => return bad,
+                CellType::String => {
+                    if write && !cell.writable {
+                        return bad;
+                    }
+                    let rest = cells.get(i + 1..end).unwrap_or(&[]);
+                    let ok = rest.iter().all(|c| c.kind == CellType::Next && (!write || c.writable));
+                    return if ok { Ok(()) } else { bad };
+                }
+                ty => {
+                    let step = ty.register_count();
+                    if i + step > end {
+                        return bad;
+                    }
+                    if write && cells.get(i..i + step).is_none_or(|s| s.iter().any(|c| !c.writable)) {
+                        return bad;
+                    }
+                    i += step;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads cells `[first, end)`, running their actions, and calls `emit` for each value.
+    fn read_cells(&self, first: usize, end: usize, mut emit: impl FnMut(usize, u16)) -> Result<(), ExceptionCode> {
+        {
+            let st = self.read_state();
+            self.validate(&st.cells, first, end, false)?;
+            let cells = st.cells.get(first..end).ok_or(ExceptionCode::IllegalDataAddress)?;
+            if cells.iter().all(|c| c.action.is_none()) {
+                for (i, c) in cells.iter().enumerate() {
+                    emit(i, c.value);
+                }
+                self.count(first, end, false);
+                return Ok(());
+            }
+        }
+        // Actions change cells: take the write lock and validate again.
+        let mut st = self.write_state();
+        self.validate(&st.cells, first, end, false)?;
+        let uptime = st.started.elapsed();
+        let empty = Map::new();
+        for i in first..end {
+            let (action, params) = match st.cells.get(i) {
+                Some(c) => (c.action, c.parameters.clone()),
+                None => return Err(ExceptionCode::IllegalDataAddress),
+            };
+            if let Some(kind) = action.and_then(|a| self.actions.kind(a)).cloned() {
+                let params = params.as_deref().unwrap_or(&empty);
+                match actions::run(&kind, &mut st.cells, i, params, uptime) {
+                    Ok(Effect::None) => {}
+                    Ok(Effect::Reset) => {
+                        st.cells.clone_from(&self.initial);
+                        st.started = Instant::now();
+                        return Err(ExceptionCode::ServerDeviceFailure);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let v = st.cells.get(i).map_or(0, |c| c.value);
+            emit(i - first, v);
+        }
+        self.count(first, end, false);
+        Ok(())
+    }
+
+    fn count(&self, first: usize, end: usize, write: bool) {
+        for (r, w) in self.counts.iter().skip(first).take(end - first) {
+            if write { w } else { r }.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn read_bits(&self, t: Table, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode> {
+        let (first, end) = self.span(t, start, out.len(), true)?;
+        let base = start as usize;
+        let n = out.len();
+        self.read_cells(first, end, |i, v| {
+            // Bits of cell i cover coil addresses (first_cell + i) * 16 ..
+            let cell_bit0 = (base / 16 + i) * 16;
+            for b in 0..16 {
+                let addr = cell_bit0 + b;
+                if addr >= base
+                    && addr < base + n
+                    && let Some(slot) = out.get_mut(addr - base)
+                {
+                    *slot = v & (1 << b) != 0;
+                }
+            }
+        })
+    }
+
+    fn read_regs(&self, t: Table, start: u16, out: &mut [u16]) -> Result<(), ExceptionCode> {
+        let (first, end) = self.span(t, start, out.len(), false)?;
+        self.read_cells(first, end, |i, v| {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = v;
+            }
+        })
+    }
+
+    fn write_regs_locked(&self, cells: &mut [Cell], first: usize, values: &[u16]) -> Result<(), ExceptionCode> {
+        let end = first + values.len();
+        self.validate(cells, first, end, true)?;
+        for (c, v) in cells
+            .get_mut(first..end)
+            .ok_or(ExceptionCode::IllegalDataAddress)?
+            .iter_mut()
+            .zip(values)
+        {
+            c.value = *v;
+        }
+        self.count(first, end, true);
+        Ok(())
+    }
+}
+
+impl Storage for SimDevice {
+    fn read_coils(&self, _ctx: &RequestContext<'_>, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode> {
+        self.read_bits(Table::Coils, start, out)
+    }
+
+    fn read_discrete_inputs(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [bool],
+    ) -> Result<(), ExceptionCode> {
+        self.read_bits(Table::DiscreteInputs, start, out)
+    }
+
+    fn read_holding_registers(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u16],
+    ) -> Result<(), ExceptionCode> {
+        self.read_regs(Table::HoldingRegisters, start, out)
+    }
+
+    fn read_input_registers(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u16],
+    ) -> Result<(), ExceptionCode> {
+        self.read_regs(Table::InputRegisters, start, out)
+    }
+
+    fn write_coils(&self, _ctx: &RequestContext<'_>, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
+        let (first, end) = self.span(Table::Coils, start, values.len(), true)?;
+        let mut st = self.write_state();
+        self.validate(&st.cells, first, end, true)?;
+        let base_cell = start as usize / 16;
+        for (k, v) in values.iter().enumerate() {
+            let addr = start as usize + k;
+            let idx = first + addr / 16 - base_cell;
+            let Some(cell) = st.cells.get_mut(idx) else {
+                return Err(ExceptionCode::IllegalDataAddress);
+            };
+            let mask = 1u16 << (addr % 16);
+            if *v {
+                cell.value |= mask;
+            } else {
+                cell.value &= !mask;
+            }
+        }
+        self.count(first, end, true);
+        Ok(())
+    }
+
+    fn write_holding_registers(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        values: &[u16],
+    ) -> Result<(), ExceptionCode> {
+        let (first, _) = self.span(Table::HoldingRegisters, start, values.len(), false)?;
+        let mut st = self.write_state();
+        self.write_regs_locked(&mut st.cells, first, values)
+    }
+
+    fn mask_write_register(
+        &self,
+        _ctx: &RequestContext<'_>,
+        address: u16,
+        and_mask: u16,
+        or_mask: u16,
+    ) -> Result<u16, ExceptionCode> {
+        let (first, _) = self.span(Table::HoldingRegisters, address, 1, false)?;
+        let mut st = self.write_state();
+        let cur = st
+            .cells
+            .get(first)
+            .map(|c| c.value)
+            .ok_or(ExceptionCode::IllegalDataAddress)?;
+        let new = (cur & and_mask) | (or_mask & !and_mask);
+        self.write_regs_locked(&mut st.cells, first, &[new])?;
+        Ok(new)
+    }
+
+    fn write_read_holding_registers(
+        &self,
+        ctx: &RequestContext<'_>,
+        write_start: u16,
+        values: &[u16],
+        read_start: u16,
+        out: &mut [u16],
+    ) -> Result<(), ExceptionCode> {
+        let (rf, re) = self.span(Table::HoldingRegisters, read_start, out.len(), false)?;
+        self.validate(&self.read_state().cells, rf, re, false)?;
+        self.write_holding_registers(ctx, write_start, values)?;
+        self.read_regs(Table::HoldingRegisters, read_start, out)
+    }
+
+    fn reset(&self) {
+        let mut st = self.write_state();
+        st.cells.clone_from(&self.initial);
+        st.started = Instant::now();
+    }
+}
