@@ -539,27 +539,6 @@ mod tests {
     }
 
     #[test]
-    fn pymodbus_setup_json_builds() {
-        // The file pymodbus ships (server entries it cannot run aside: tls with certfile).
-        let text = include_str!("../tests/data/pymodbus_setup.json");
-        let sim = Simulator::from_json(text, SimulatorOptions::default()).unwrap();
-        assert_eq!(sim.device().decoded(4), Some(DecodedValue::Uint32(617001)));
-        assert_eq!(sim.device().decoded(6), Some(DecodedValue::Float32(404.17)));
-        assert_eq!(sim.device().decoded(8), Some(DecodedValue::Float64(-505.78)));
-        assert_eq!(
-            sim.device().decoded(16),
-            Some(DecodedValue::String("A_B_C_D_E_".into()))
-        );
-        let sim = Simulator::from_json(text, SimulatorOptions::default().device("device_try")).unwrap();
-        assert_eq!(
-            sim.device().decoded(529),
-            Some(DecodedValue::String("Brand name, 32 bytes...........X".into()))
-        );
-        let tls = Simulator::from_json(text, SimulatorOptions::default().server("server_try_tls")).unwrap();
-        assert!(matches!(tls.endpoint(), Endpoint::Tls { .. }));
-    }
-
-    #[test]
     fn layout_words_big_endian() {
         let v = dev("uint32", json!([{"addr": [0, 1], "value": 0x1234_5678u32}]));
         let v = {

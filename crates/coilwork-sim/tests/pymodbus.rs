@@ -66,3 +66,42 @@ fn pymodbus_client_reads_what_pymodbus_would_serve() {
     assert!(out.status.success(), "pymodbus client failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+/// pymodbus's own example configuration, read from the installed package
+/// (not copied into this repository), builds and decodes as pymodbus says.
+#[test]
+fn pymodbus_shipped_setup_json_builds() {
+    use coilwork_sim::{DecodedValue, Endpoint};
+    let Some(py) = python() else {
+        assert!(
+            std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_none(),
+            "COILWORK_PYTHON (a python with pymodbus) is required"
+        );
+        eprintln!("skipped: set COILWORK_PYTHON to a python with pymodbus 3.16 (bash .ci/test does)");
+        return;
+    };
+    let out = Command::new(py)
+        .args([
+            "-c",
+            "import os, pymodbus.server.simulator as s; print(os.path.join(os.path.dirname(s.__file__), 'setup.json'))",
+        ])
+        .output()
+        .unwrap();
+    let path = String::from_utf8(out.stdout).unwrap();
+    let text = std::fs::read_to_string(path.trim()).expect("pymodbus ships server/simulator/setup.json");
+    let sim = Simulator::from_json(&text, SimulatorOptions::default()).unwrap();
+    assert_eq!(sim.device().decoded(4), Some(DecodedValue::Uint32(617001)));
+    assert_eq!(sim.device().decoded(6), Some(DecodedValue::Float32(404.17)));
+    assert_eq!(sim.device().decoded(8), Some(DecodedValue::Float64(-505.78)));
+    assert_eq!(
+        sim.device().decoded(16),
+        Some(DecodedValue::String("A_B_C_D_E_".into()))
+    );
+    let sim = Simulator::from_json(&text, SimulatorOptions::default().device("device_try")).unwrap();
+    assert_eq!(
+        sim.device().decoded(529),
+        Some(DecodedValue::String("Brand name, 32 bytes...........X".into()))
+    );
+    let tls = Simulator::from_json(&text, SimulatorOptions::default().server("server_try_tls")).unwrap();
+    assert!(matches!(tls.endpoint(), Endpoint::Tls { .. }));
+}
