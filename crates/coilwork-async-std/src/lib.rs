@@ -16,6 +16,8 @@
 //! - [`TcpServer`]: Modbus/TCP (MBAP, or RTU / ASCII framing over TCP),
 //!   pipelined requests answered in one write.
 //! - [`UdpServer`]: one datagram is one ADU, answered to its sender.
+//! - `SerialServer` (feature `serial`, on by default, unix): RTU or ASCII on
+//!   a serial line set up with termios, t3.5 silences on async-io timers.
 //! - [`ServerHandle`]: a cloneable stop switch usable from any task or thread.
 //!
 //! ```no_run
@@ -33,11 +35,15 @@
 mod error;
 mod handle;
 mod net;
+#[cfg(all(unix, feature = "serial"))]
+pub mod serial;
 pub mod tcp;
 pub mod udp;
 
 pub use error::ServerError;
 pub use handle::ServerHandle;
+#[cfg(all(unix, feature = "serial"))]
+pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};
 pub use udp::{UdpServer, UdpServerConfig, UdpStats, start_udp_server};
 
