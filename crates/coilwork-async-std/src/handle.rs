@@ -1,0 +1,146 @@
+//! The stop switch of a running server, and the one-shot signal it is made of.
+
+use event_listener::{Event, EventListener, Listener};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// A one-shot flag that futures and threads can wait on (never reset).
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    set: AtomicBool,
+    event: Event,
+}
+
+impl Signal {
+    /// Raises the flag and wakes every waiter.
+    pub(crate) fn raise(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.event.notify(usize::MAX);
+    }
+
+    /// True once raised.
+    pub(crate) fn is_raised(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    /// A listener to await; `None` if the flag is already up.
+    ///
+    /// Because the flag is never lowered, one listener taken early stays
+    /// valid for the whole life of a connection (no allocation per wait).
+    pub(crate) fn listener(&self) -> Option<EventListener> {
+        if self.is_raised() {
+            return None;
+        }
+        let l = self.event.listen();
+        if self.is_raised() { None } else { Some(l) }
+    }
+
+    /// Waits until raised.
+    pub(crate) async fn raised(&self) {
+        while let Some(l) = self.listener() {
+            l.await;
+        }
+    }
+
+    /// Blocks the calling thread until raised or `timeout` passed; true if raised.
+    pub(crate) fn wait_blocking(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        while let Some(l) = self.listener() {
+            match deadline {
+                None => l.wait(),
+                Some(d) => {
+                    if l.wait_deadline(d).is_none() && !self.is_raised() {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A cloneable handle to stop a server from any task or thread, on any runtime.
+///
+/// [`ServerHandle::stop`] asks for a graceful stop and returns at once;
+/// [`ServerHandle::shutdown`] asks and waits until the server has returned;
+/// [`ServerHandle::shutdown_blocking`] does the same from a plain thread.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    stop: Signal,
+    done: Signal,
+    addr: OnceLock<SocketAddr>,
+}
+
+impl Default for ServerHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerHandle {
+    /// A fresh handle, not stopped.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner::default()),
+        }
+    }
+
+    /// Asks the server to stop gracefully (pymodbus `ServerStop`). Never blocks.
+    pub fn stop(&self) {
+        self.inner.stop.raise();
+    }
+
+    /// True once a stop was asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_raised()
+    }
+
+    /// True once the server has stopped serving.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.done.is_raised()
+    }
+
+    /// Waits until the server has stopped serving.
+    pub async fn stopped(&self) {
+        self.inner.done.raised().await;
+    }
+
+    /// Asks for a graceful stop and waits until the server has returned
+    /// (pymodbus `ServerAsyncStop`).
+    pub async fn shutdown(&self) {
+        self.stop();
+        self.stopped().await;
+    }
+
+    /// Asks for a graceful stop and blocks this thread until the server has
+    /// returned or `timeout` passed; true if it returned. Not for use inside
+    /// an async task.
+    pub fn shutdown_blocking(&self, timeout: Option<Duration>) -> bool {
+        self.stop();
+        self.inner.done.wait_blocking(timeout)
+    }
+
+    /// The address the server listens on, once bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.addr.get().copied()
+    }
+
+    pub(crate) fn stop_signal(&self) -> &Signal {
+        &self.inner.stop
+    }
+
+    pub(crate) fn set_local_addr(&self, addr: SocketAddr) {
+        let _ = self.inner.addr.set(addr);
+    }
+
+    pub(crate) fn mark_stopped(&self) {
+        self.inner.done.raise();
+    }
+}

@@ -1,0 +1,248 @@
+//! A tiny hand-written MBAP client, runtime selection and fixtures for the tests.
+//!
+//! The client runs on `async-io` directly, so the same test body runs under
+//! smol and async-std (both drive the async-io reactor).
+#![allow(dead_code)]
+
+use async_io::{Async, Timer};
+use coilwork_core::Engine;
+use coilwork_core::storage::{DeviceContext, ServerContext};
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every test step is bounded by this.
+pub const STEP: Duration = Duration::from_secs(10);
+/// A whole test is bounded by this.
+pub const WHOLE_TEST: Duration = Duration::from_secs(90);
+
+/// The runtime a test body runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rt {
+    /// `smol::block_on` + `smol::spawn`.
+    Smol,
+    /// `async_std::task::block_on` + `async_std::task::spawn`.
+    AsyncStd,
+}
+
+/// A spawned task's result.
+pub type Join<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Rt {
+    /// Spawns `f` on this runtime's executor.
+    pub fn spawn<T: Send + 'static>(self, f: impl Future<Output = T> + Send + 'static) -> Join<T> {
+        match self {
+            Rt::Smol => Box::pin(smol::spawn(f)),
+            Rt::AsyncStd => Box::pin(async_std::task::spawn(f)),
+        }
+    }
+
+    /// Sleeps on this runtime's timer.
+    pub async fn sleep(self, d: Duration) {
+        match self {
+            Rt::Smol => {
+                smol::Timer::after(d).await;
+            }
+            Rt::AsyncStd => async_std::task::sleep(d).await,
+        }
+    }
+}
+
+/// Runs a test body on `rt`, bounded by [`WHOLE_TEST`].
+pub fn run<F, Fut>(rt: Rt, body: F)
+where
+    F: FnOnce(Rt) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let bounded = async move {
+        within(WHOLE_TEST, body(rt)).await.expect("test finished in time");
+    };
+    match rt {
+        Rt::Smol => smol::block_on(bounded),
+        Rt::AsyncStd => async_std::task::block_on(bounded),
+    }
+}
+
+/// Generates one `#[test]` per body and runtime: `tests!(smol: a, b; async_std: a);`.
+#[macro_export]
+macro_rules! tests {
+    (smol: $($s:ident),* ; async_std: $($a:ident),* $(,)?) => {
+        mod on_smol {
+            $(#[test] fn $s() { $crate::common::run($crate::common::Rt::Smol, super::$s) })*
+        }
+        mod on_async_std {
+            $(#[test] fn $a() { $crate::common::run($crate::common::Rt::AsyncStd, super::$a) })*
+        }
+    };
+}
+
+/// `Some(output)` if `f` finishes within `d`.
+pub async fn within<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(f.await) }, async {
+        Timer::after(d).await;
+        None
+    })
+    .await
+}
+
+/// A client stream.
+pub type Client = Async<TcpStream>;
+
+/// An engine with one device of 1000 entries per table serving every unit.
+pub fn engine() -> Arc<Engine> {
+    let device = DeviceContext::with_sizes(1000, 1000, 1000, 1000).expect("device");
+    Arc::new(Engine::builder(ServerContext::single(device)).build())
+}
+
+/// An MBAP ADU: header (protocol id 0) + PDU.
+pub fn adu(tid: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
+    adu_with_protocol(tid, 0, unit, pdu)
+}
+
+/// An MBAP ADU with any protocol id.
+pub fn adu_with_protocol(tid: u16, protocol: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(pdu.len() + 1).expect("short pdu");
+    let mut v = Vec::with_capacity(7 + pdu.len());
+    v.extend_from_slice(&tid.to_be_bytes());
+    v.extend_from_slice(&protocol.to_be_bytes());
+    v.extend_from_slice(&len.to_be_bytes());
+    v.push(unit);
+    v.extend_from_slice(pdu);
+    v
+}
+
+/// FC3 request PDU.
+pub fn fc3(addr: u16, qty: u16) -> Vec<u8> {
+    let mut v = vec![0x03];
+    v.extend_from_slice(&addr.to_be_bytes());
+    v.extend_from_slice(&qty.to_be_bytes());
+    v
+}
+
+/// FC16 request PDU.
+pub fn fc16(addr: u16, values: &[u16]) -> Vec<u8> {
+    let mut v = vec![0x10];
+    v.extend_from_slice(&addr.to_be_bytes());
+    v.extend_from_slice(&(values.len() as u16).to_be_bytes());
+    v.push((values.len() * 2) as u8);
+    for x in values {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v
+}
+
+/// FC1 request PDU.
+pub fn fc1(addr: u16, qty: u16) -> Vec<u8> {
+    let mut v = vec![0x01];
+    v.extend_from_slice(&addr.to_be_bytes());
+    v.extend_from_slice(&qty.to_be_bytes());
+    v
+}
+
+/// FC15 request PDU (bits packed LSB first).
+pub fn fc15(addr: u16, bits: &[bool]) -> Vec<u8> {
+    let packed = pack(bits);
+    let mut v = vec![0x0F];
+    v.extend_from_slice(&addr.to_be_bytes());
+    v.extend_from_slice(&(bits.len() as u16).to_be_bytes());
+    v.push(packed.len() as u8);
+    v.extend_from_slice(&packed);
+    v
+}
+
+/// Packs bits LSB first, as Modbus does.
+pub fn pack(bits: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; bits.len().div_ceil(8)];
+    for (i, b) in bits.iter().enumerate() {
+        if *b {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out
+}
+
+/// Expected FC3 response PDU.
+pub fn fc3_answer(values: &[u16]) -> Vec<u8> {
+    let mut v = vec![0x03, (values.len() * 2) as u8];
+    for x in values {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v
+}
+
+/// An answer: transaction id, unit, PDU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub tid: u16,
+    pub unit: u8,
+    pub pdu: Vec<u8>,
+}
+
+/// Reads one MBAP ADU (bounded by [`STEP`]).
+pub async fn read_answer(stream: &mut Client) -> Answer {
+    within(STEP, async {
+        let mut head = [0u8; 7];
+        stream.read_exact(&mut head).await.expect("answer header");
+        assert_eq!(&head[2..4], &[0, 0], "protocol id of the answer");
+        let len = u16::from_be_bytes([head[4], head[5]]) as usize;
+        assert!((2..=254).contains(&len), "answer length {len}");
+        let mut pdu = vec![0u8; len - 1];
+        stream.read_exact(&mut pdu).await.expect("answer pdu");
+        Answer {
+            tid: u16::from_be_bytes([head[0], head[1]]),
+            unit: head[6],
+            pdu,
+        }
+    })
+    .await
+    .expect("answer in time")
+}
+
+/// Writes all of `bytes` (bounded).
+pub async fn send(stream: &mut Client, bytes: &[u8]) {
+    within(STEP, stream.write_all(bytes))
+        .await
+        .expect("write in time")
+        .expect("write");
+}
+
+/// Sends one request and reads its answer; checks the transaction id and unit echo.
+pub async fn call(stream: &mut Client, tid: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
+    send(stream, &adu(tid, unit, pdu)).await;
+    let a = read_answer(stream).await;
+    assert_eq!(a.tid, tid, "transaction id echoed");
+    assert_eq!(a.unit, unit, "unit echoed");
+    a.pdu
+}
+
+/// Connects (bounded).
+pub async fn connect(addr: SocketAddr) -> Client {
+    within(STEP, Async::<TcpStream>::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// Waits until the server closes the stream: true on EOF or reset, false on data or time-out.
+pub async fn closed_by_server(stream: &mut Client, d: Duration) -> bool {
+    let mut b = [0u8; 16];
+    match within(d, stream.read(&mut b)).await {
+        Some(Ok(0)) | Some(Err(_)) => true,
+        Some(Ok(_)) | None => false,
+    }
+}
+
+/// Polls `cond` every 10 ms for up to [`STEP`].
+pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if cond() {
+            return true;
+        }
+        Timer::after(Duration::from_millis(10)).await;
+    }
+    cond()
+}
