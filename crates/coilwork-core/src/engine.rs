@@ -3,6 +3,8 @@
 //! For each request it runs the spec's validation order (function supported
 //! → 01, quantity / value / byte count → 03, address range → 02, execution →
 //! 04), applies the options (missing devices, broadcast, listen-only),
+//! checks the [`Authorizer`] if one is installed (Modbus/TCP Security roles:
+//! a denied request gets exception 01 before hooks and storage see it),
 //! counts diagnostics, calls hooks and custom handlers, and writes the
 //! response PDU into a caller's [`PduBuf`]. It holds no connection state and
 //! is shared by every connection of a server (`Arc<Engine>`).
