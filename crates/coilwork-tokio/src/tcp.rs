@@ -6,9 +6,9 @@
 //! queued in one write: several requests in one read are answered in one
 //! write (pipelining). Timeouts (partial frame, idle) run on tokio timers.
 //!
-//! The per-connection loop is generic over the stream ([`ConnStream`]): the
+//! The per-connection loop is generic over the stream (`ConnStream`): the
 //! TLS server ([`crate::tls`]) runs the same loop over a TLS stream, after an
-//! [`Upgrade`] step (the handshake) that plain TCP does not need.
+//! `Upgrade` step (the handshake) that plain TCP does not need.
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
