@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use coilwork_core::storage::{DeviceContext, ServerContext};
 use coilwork_core::{Engine, EngineOptions, Framing, Identity};
 use coilwork_tokio::{
-    Parity, SerialServer, SerialServerConfig, ServerHandle, TcpServer, TcpServerConfig, UdpServer, UdpServerConfig,
+    Parity, SerialServer, SerialServerConfig, ServerHandle, TcpServer, TcpServerConfig, TlsClientAuth, TlsConfig,
+    TlsServer, TlsServerConfig, UdpServer, UdpServerConfig,
 };
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -59,7 +61,7 @@ enum TransportArg {
     Tcp,
     /// Modbus over UDP.
     Udp,
-    /// Modbus/TCP Security (not yet supported).
+    /// Modbus/TCP Security over TLS (see --cert, --key, --ca).
     Tls,
     /// A serial line (RTU or ASCII; see --port).
     Serial,
@@ -160,6 +162,41 @@ struct ServeArgs {
     /// Treat unit 0 as a broadcast on serial lines.
     #[arg(long)]
     broadcast: bool,
+    /// TLS: the server's PEM certificate chain (with --transport tls).
+    #[arg(long, value_name = "FILE", required_if_eq("transport", "tls"))]
+    cert: Option<PathBuf>,
+    /// TLS: the server's PEM private key (with --transport tls).
+    #[arg(long, value_name = "FILE", required_if_eq("transport", "tls"))]
+    key: Option<PathBuf>,
+    /// TLS: PEM CA certificates; clients must present a certificate they
+    /// signed (Modbus/TCP Security, roles from the certificates).
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_server_only")]
+    ca: Option<PathBuf>,
+    /// TLS without client certificates (not Modbus/TCP Security): needed
+    /// to serve TLS without --ca.
+    #[arg(long)]
+    tls_server_only: bool,
+}
+
+/// The TLS configuration from --cert, --key and --ca / --tls-server-only,
+/// loaded (and checked) before any socket is opened.
+fn tls_config(args: &ServeArgs) -> Result<TlsConfig, String> {
+    let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+        return Err("transport tls needs --cert FILE and --key FILE".to_owned());
+    };
+    // Report the files in the order given: certificate, key, then CA.
+    coilwork_tokio::tls::load_certificates(cert).map_err(|e| e.to_string())?;
+    coilwork_tokio::tls::load_private_key(key).map_err(|e| e.to_string())?;
+    let client_auth = match (&args.ca, args.tls_server_only) {
+        (Some(ca), _) => TlsClientAuth::ca_file(ca).map_err(|e| e.to_string())?,
+        (None, true) => TlsClientAuth::None,
+        (None, false) => {
+            return Err("transport tls needs --ca FILE to verify client certificates \
+                        (Modbus/TCP Security), or --tls-server-only to serve TLS without them"
+                .to_owned());
+        }
+    };
+    TlsConfig::from_pem_files(cert, key, client_auth).map_err(|e| e.to_string())
 }
 
 fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
@@ -257,10 +294,28 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         TransportArg::Serial => FramerArg::Rtu,
         _ => FramerArg::Mbap,
     });
+    if args.transport != TransportArg::Tls {
+        let flag = [
+            (args.cert.is_some(), "--cert"),
+            (args.key.is_some(), "--key"),
+            (args.ca.is_some(), "--ca"),
+            (args.tls_server_only, "--tls-server-only"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name));
+        if let Some(flag) = flag {
+            return Err(format!("{flag} is only for --transport tls"));
+        }
+    }
     let transport = match args.transport {
         TransportArg::Tcp => "TCP",
         TransportArg::Udp => "UDP",
-        TransportArg::Tls => return Err("transport tls is not yet supported".to_owned()),
+        TransportArg::Tls => {
+            if framer != FramerArg::Mbap {
+                return Err("transport tls uses MBAP framing only (Modbus/TCP Security)".to_owned());
+            }
+            "TLS"
+        }
         TransportArg::Serial => {
             if framer == FramerArg::Mbap {
                 return Err("transport serial needs --framer rtu or ascii".to_owned());
@@ -316,7 +371,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             stop_on_signal(server.handle());
             server.serve_forever().await.map_err(|e| e.to_string())
         }
-        TransportArg::Tcp | TransportArg::Tls => {
+        TransportArg::Tls => {
+            let tls = tls_config(&args)?;
+            let label = if tls.is_server_only() {
+                "Modbus/TCP over TLS without client certificates"
+            } else {
+                "Modbus/TCP Security"
+            };
+            let server = TlsServer::new(engine, TlsServerConfig::new(args.address), tls);
+            let addr = server.bind().map_err(|e| e.to_string())?;
+            announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
+            stop_on_signal(server.handle());
+            server.serve_forever().await.map_err(|e| e.to_string())
+        }
+        TransportArg::Tcp => {
             let config = TcpServerConfig {
                 framing: framer.into(),
                 ..TcpServerConfig::new(args.address)

@@ -130,11 +130,12 @@ fn bad_flag_is_one_line_and_non_zero() {
 }
 
 #[test]
-fn tls_is_not_yet_supported() {
+fn tls_needs_cert_and_key() {
+    // More TLS flag checks are in cli_tls.rs.
     let (status, _, err) = run(&["serve", "--transport", "tls", "--address", "127.0.0.1:0"]);
     assert!(!status.success());
     assert_eq!(err.lines().count(), 1, "{err:?}");
-    assert!(err.contains("not yet supported") && err.contains("tls"), "{err:?}");
+    assert!(err.contains("--cert") && err.contains("--key"), "{err:?}");
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! For each request it runs the spec's validation order (function supported
 //! → 01, quantity / value / byte count → 03, address range → 02, execution →
 //! 04), applies the options (missing devices, broadcast, listen-only),
+//! checks the [`Authorizer`] if one is installed (Modbus/TCP Security roles:
+//! a denied request gets exception 01 before hooks and storage see it),
 //! counts diagnostics, calls hooks and custom handlers, and writes the
 //! response PDU into a caller's [`PduBuf`]. It holds no connection state and
 //! is shared by every connection of a server (`Arc<Engine>`).
@@ -28,6 +30,7 @@
 //!   own answer is counted, so they read 0 afterwards.
 
 use crate::ExceptionCode;
+use crate::address::AddressRange;
 use crate::diagnostics::{DiagnosticCounter, Diagnostics, EVENT_LOG_LEN, event};
 use crate::error::{ConfigError, FrameError};
 use crate::frame::PduLength;
@@ -110,6 +113,86 @@ pub trait RequestHook: Send + Sync {
     }
 }
 
+/// Whether an access reads or changes data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// The access only reads.
+    Read,
+    /// The access changes data (or, for requests with no table, is a write
+    /// function such as FC21).
+    Write,
+}
+
+/// One access a request makes, as an [`Authorizer`] sees it.
+///
+/// Data functions name their table and addresses: FC1–4 and FC15/16 their
+/// range, FC5/6 and FC22 one address, FC24 its FIFO pointer address; FC23
+/// asks twice (the read, then the write). Other functions have `data: None`
+/// and `access` [`Access::Write`] if they are writes (FC21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessRequest<'a> {
+    /// The role from the client's TLS certificate, if any.
+    pub role: Option<&'a str>,
+    /// Unit id the request is addressed to.
+    pub unit: u8,
+    /// Function code of the request.
+    pub function: u8,
+    /// Read or write.
+    pub access: Access,
+    /// The table and addresses accessed, for data functions.
+    pub data: Option<(Table, AddressRange)>,
+}
+
+/// Decides, per request, whether a client may make it (Modbus/TCP Security
+/// role-based authorization). A denied request is answered with exception
+/// 01 (Illegal Function), as the Modbus/TCP Security spec says: the request
+/// hook's `on_request` and the storage never see it (`on_response` sees the
+/// exception). Requests that fail to decode get their own exception first.
+pub trait Authorizer: Send + Sync {
+    /// True if the access is allowed.
+    fn authorize(&self, request: &AccessRequest<'_>) -> bool;
+}
+
+/// Asks `auth` about every access of `request`; true if all are allowed.
+fn authorized(auth: &dyn Authorizer, ctx: &RequestContext<'_>, request: &Request<'_>) -> bool {
+    let function = request.function();
+    let ask = |access: Access, data: Option<(Table, AddressRange)>| {
+        auth.authorize(&AccessRequest {
+            role: ctx.tls_role,
+            unit: ctx.unit,
+            function,
+            access,
+            data,
+        })
+    };
+    let one = |table: Table, address: u16| AddressRange::new(address, 1).map(|r| (table, r));
+    match *request {
+        Request::ReadCoils(r) => ask(Access::Read, Some((Table::Coils, r))),
+        Request::ReadDiscreteInputs(r) => ask(Access::Read, Some((Table::DiscreteInputs, r))),
+        Request::ReadHoldingRegisters(r) => ask(Access::Read, Some((Table::HoldingRegisters, r))),
+        Request::ReadInputRegisters(r) => ask(Access::Read, Some((Table::InputRegisters, r))),
+        Request::WriteSingleCoil { address, .. } => ask(Access::Write, one(Table::Coils, address)),
+        Request::WriteSingleRegister { address, .. } | Request::MaskWriteRegister { address, .. } => {
+            ask(Access::Write, one(Table::HoldingRegisters, address))
+        }
+        Request::WriteMultipleCoils { range, .. } => ask(Access::Write, Some((Table::Coils, range))),
+        Request::WriteMultipleRegisters { range, .. } => ask(Access::Write, Some((Table::HoldingRegisters, range))),
+        Request::ReadWriteMultipleRegisters { read, write, .. } => {
+            ask(Access::Read, Some((Table::HoldingRegisters, read)))
+                && ask(Access::Write, Some((Table::HoldingRegisters, write)))
+        }
+        Request::ReadFifoQueue { address } => ask(Access::Read, one(Table::HoldingRegisters, address)),
+        _ => ask(
+            if request.is_write() {
+                Access::Write
+            } else {
+                Access::Read
+            },
+            None,
+        ),
+    }
+}
+
 /// Told after a client's write changed data.
 pub trait WriteListener: Send + Sync {
     /// `count` entries of `table` from `start` were written by the request in `ctx`.
@@ -162,6 +245,7 @@ pub struct Engine {
     custom: Vec<Arc<dyn CustomFunction>>,
     hook: Option<Arc<dyn RequestHook>>,
     listener: Option<Arc<dyn WriteListener>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
     bus: Diagnostics,
 }
 
@@ -182,6 +266,7 @@ pub struct EngineBuilder {
     custom: Vec<Arc<dyn CustomFunction>>,
     hook: Option<Arc<dyn RequestHook>>,
     listener: Option<Arc<dyn WriteListener>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 impl EngineBuilder {
@@ -223,6 +308,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Installs an authorizer: every decoded request is checked before hooks
+    /// and execution; a denied one gets exception 01.
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
     /// Finishes the engine.
     pub fn build(self) -> Engine {
         Engine {
@@ -232,6 +324,7 @@ impl EngineBuilder {
             custom: self.custom,
             hook: self.hook,
             listener: self.listener,
+            authorizer: self.authorizer,
             bus: Diagnostics::new(),
         }
     }
@@ -247,6 +340,7 @@ impl Engine {
             custom: Vec::new(),
             hook: None,
             listener: None,
+            authorizer: None,
         }
     }
 
@@ -387,9 +481,17 @@ impl Engine {
                 Outcome::RESPOND
             }
             Ok(mut request) => {
-                let action = match &self.hook {
-                    Some(hook) => hook.on_request(ctx, &mut request, out),
-                    None => HookAction::Continue,
+                let denied = self
+                    .authorizer
+                    .as_deref()
+                    .is_some_and(|auth| !authorized(auth, ctx, &request));
+                let action = if denied {
+                    HookAction::Exception(ExceptionCode::IllegalFunction)
+                } else {
+                    match &self.hook {
+                        Some(hook) => hook.on_request(ctx, &mut request, out),
+                        None => HookAction::Continue,
+                    }
                 };
                 let result = match action {
                     HookAction::Continue => {

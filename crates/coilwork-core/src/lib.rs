@@ -30,6 +30,8 @@ pub mod frame;
 pub mod function;
 pub mod identity;
 pub mod pdu;
+#[cfg(feature = "mbaps")]
+pub mod security;
 pub mod storage;
 
 pub use address::AddressRange;

@@ -10,9 +10,12 @@
 //! - [`UdpServer`]: one datagram is one ADU, answered to its sender.
 //! - `SerialServer` (feature `serial`, on by default): RTU or ASCII on a
 //!   serial line, with the line's t3.5 silences driven by tokio timers.
+//! - `TlsServer` (feature `tls`, on by default): Modbus/TCP Security
+//!   (mbaps) over rustls, with client certificates and roles; the TCP
+//!   server's connection loop after a TLS handshake.
 //! - [`ServerHandle`]: a cloneable stop switch usable from any task or thread.
 //!
-//! [`start_tcp_server`] / [`start_udp_server`] and [`ServerHandle::shutdown`]
+//! [`start_tcp_server`] / [`start_udp_server`] (and `start_tls_server`) and [`ServerHandle::shutdown`]
 //! mirror pymodbus's `StartAsyncTcpServer` / `ServerAsyncStop`.
 #![forbid(unsafe_code)]
 
@@ -22,6 +25,8 @@ mod net;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod udp;
 
 pub use error::ServerError;
@@ -29,6 +34,8 @@ pub use handle::ServerHandle;
 #[cfg(feature = "serial")]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};
+#[cfg(feature = "tls")]
+pub use tls::{TlsClientAuth, TlsConfig, TlsError, TlsServer, TlsServerConfig, start_tls_server};
 pub use udp::{UdpServer, UdpServerConfig, UdpStats, start_udp_server};
 
 /// Default Modbus port.

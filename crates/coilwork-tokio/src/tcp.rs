@@ -5,6 +5,10 @@
 //! [`Connection`] with the current time, and writes everything the connection
 //! queued in one write: several requests in one read are answered in one
 //! write (pipelining). Timeouts (partial frame, idle) run on tokio timers.
+//!
+//! The per-connection loop is generic over the stream (`ConnStream`): the
+//! TLS server ([`crate::tls`]) runs the same loop over a TLS stream, after an
+//! `Upgrade` step (the handshake) that plain TCP does not need.
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
@@ -12,12 +16,13 @@ use crate::net::{self, SocketOptions};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -109,6 +114,7 @@ pub struct TcpStats {
     partial_timeouts: AtomicU64,
     idle_timeouts: AtomicU64,
     active: AtomicU64,
+    handshake_failures: AtomicU64,
 }
 
 impl TcpStats {
@@ -139,6 +145,73 @@ impl TcpStats {
     /// Connections open now.
     pub fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
+    }
+    /// TLS only: connections closed before serving because the handshake
+    /// failed or timed out, or the client certificate's role was invalid.
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// A stream one connection task serves: plain TCP, or TLS over TCP.
+pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits until a read can make progress (data, end of stream or an error).
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Reads what is ready without waiting (`WouldBlock` if nothing is, after all).
+    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// On graceful shutdown: reads bytes that already reached the socket,
+    /// without waiting; `Ok(0)` or an error when there is nothing more.
+    fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl ConnStream for TcpStream {
+    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(&*self)
+    }
+
+    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        TcpStream::try_read(&*self, buf)
+    }
+
+    fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Read the socket directly: tokio's `try_read` trusts its cached
+        // readiness and would skip bytes the reactor has not reported yet.
+        let socket = socket2::SockRef::from(&*self);
+        (&*socket).read(buf)
+    }
+}
+
+/// Turns an accepted TCP stream into the stream a connection task serves.
+pub(crate) trait Upgrade: Send + Sync + 'static {
+    /// The stream served.
+    type Stream: ConnStream + 'static;
+    /// The transport the engine is told.
+    const TRANSPORT: Transport;
+    /// The server's name in log lines.
+    const NAME: &'static str;
+    /// The stream to serve and the client's TLS role, or `None` to close the
+    /// connection (counted as a handshake failure).
+    fn upgrade(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<(Self::Stream, Option<String>)>> + Send;
+}
+
+/// Plain Modbus/TCP: the accepted stream as it is.
+struct PlainTcp;
+
+impl Upgrade for PlainTcp {
+    type Stream = TcpStream;
+    const TRANSPORT: Transport = Transport::Tcp;
+    const NAME: &'static str = "modbus tcp";
+
+    fn upgrade(
+        &self,
+        stream: TcpStream,
+        _peer: SocketAddr,
+    ) -> impl Future<Output = Option<(TcpStream, Option<String>)>> + Send {
+        std::future::ready(Some((stream, None)))
     }
 }
 
@@ -220,10 +293,15 @@ impl TcpServer {
     /// Binds if needed and serves until stopped; returns once every
     /// connection is closed (at once, with `Ok`, if a stop came first).
     pub async fn serve_forever(&self) -> Result<(), ServerError> {
+        self.serve_with(Arc::new(PlainTcp)).await
+    }
+
+    /// `serve_forever` with each accepted stream passed through `upgrade`.
+    pub(crate) async fn serve_with<U: Upgrade>(&self, upgrade: Arc<U>) -> Result<(), ServerError> {
         if self.serving.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyServing);
         }
-        let result = self.run().await;
+        let result = self.run(upgrade).await;
         self.handle.mark_stopped();
         result
     }
@@ -249,7 +327,7 @@ impl TcpServer {
         }
     }
 
-    async fn run(&self) -> Result<(), ServerError> {
+    async fn run<U: Upgrade>(&self, upgrade: Arc<U>) -> Result<(), ServerError> {
         if self.handle.is_stopping() {
             // Stopped before it started: nothing to serve.
             return Ok(());
@@ -269,7 +347,7 @@ impl TcpServer {
         let table: Arc<ConnTable> = Arc::new(Mutex::new(VecDeque::new()));
         let mut tasks = JoinSet::new();
         let mut next_id: u64 = 0;
-        debug!(addr = ?self.handle.local_addr(), "modbus tcp server listening");
+        debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
         loop {
             tokio::select! {
                 biased;
@@ -288,7 +366,7 @@ impl TcpServer {
                                 stop: stop.clone(),
                                 evict,
                             };
-                            tasks.spawn(conn.run(stream));
+                            tasks.spawn(conn.run(stream, Arc::clone(&upgrade)));
                         }
                         next_id = next_id.wrapping_add(1);
                     }
@@ -311,7 +389,7 @@ impl TcpServer {
             warn!(open = tasks.len(), "connections did not close in time; cutting them");
             tasks.shutdown().await;
         }
-        debug!("modbus tcp server stopped");
+        debug!("{} server stopped", U::NAME);
         Ok(())
     }
 
@@ -368,6 +446,8 @@ enum Close {
     PartialTimeout,
     IdleTimeout,
     IoError,
+    /// The upgrade (TLS handshake, role check) refused the connection.
+    Refused,
 }
 
 /// Everything one connection task owns.
@@ -383,15 +463,33 @@ struct ConnTask {
 }
 
 impl ConnTask {
-    async fn run(self, mut stream: TcpStream) {
+    async fn run<U: Upgrade>(self, stream: TcpStream, upgrade: Arc<U>) {
         let peer = self.peer;
         debug!(%peer, "connection opened");
         let _ = stream.set_nodelay(true);
-        let reason = self.serve(&mut stream).await;
-        if matches!(reason, Close::Shutdown) {
-            let _ = stream.shutdown().await;
-        }
-        drop(stream);
+        // The upgrade first: plain TCP's is ready at once, so a stop that
+        // comes now still drains (in `serve`), as for any open connection.
+        let upgraded = tokio::select! {
+            biased;
+            up = upgrade.upgrade(stream, peer) => up.ok_or(Close::Refused),
+            () = self.evict.cancelled() => Err(Close::Evicted),
+            () = self.stop.cancelled() => Err(Close::Shutdown),
+        };
+        let reason = match upgraded {
+            Ok((mut stream, role)) => {
+                let reason = self.serve(&mut stream, U::TRANSPORT, role).await;
+                if matches!(reason, Close::Shutdown) {
+                    let _ = stream.shutdown().await;
+                }
+                reason
+            }
+            Err(reason) => {
+                if reason == Close::Refused {
+                    self.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                reason
+            }
+        };
         self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -400,13 +498,14 @@ impl ConnTask {
         debug!(%peer, ?reason, "connection closed");
     }
 
-    async fn serve(&self, stream: &mut TcpStream) -> Close {
+    async fn serve<S: ConnStream>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
         let cfg = &*self.config;
         let mut conn = Connection::new(
             Arc::clone(&self.engine),
             ConnectionConfig {
                 max_buffered: cfg.max_buffered,
-                ..ConnectionConfig::stream(cfg.framing, Transport::Tcp, Some(self.peer))
+                tls_role,
+                ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
             },
         );
         let mut buf: Vec<u8> = Vec::new();
@@ -493,16 +592,13 @@ impl ConnTask {
     }
 
     /// On graceful shutdown: answers what already reached the socket, without waiting for more.
-    async fn drain(&self, stream: &mut TcpStream, conn: &mut Connection, buf: &mut Vec<u8>) {
+    async fn drain<S: ConnStream>(&self, stream: &mut S, conn: &mut Connection, buf: &mut Vec<u8>) {
         if buf.is_empty() {
             buf.resize(self.config.read_buffer_size.max(1), 0);
         }
-        // Read the socket directly: tokio's `try_read` trusts its cached
-        // readiness and would skip bytes the reactor has not reported yet.
-        let socket = socket2::SockRef::from(&*stream);
         // Bounded: at most this many reads of what is already queued.
         for _ in 0..64 {
-            match (&*socket).read(buf) {
+            match stream.read_received(buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));
@@ -520,10 +616,12 @@ impl ConnTask {
 }
 
 /// Writes everything queued in one write call.
-async fn write_output(stream: &mut TcpStream, conn: &mut Connection) -> std::io::Result<()> {
+async fn write_output<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection) -> std::io::Result<()> {
     let out = conn.output();
     let n = out.len();
     stream.write_all(out).await?;
+    // A no-op on TCP; pushes out what TLS still holds.
+    stream.flush().await?;
     conn.consume_output(n);
     Ok(())
 }

@@ -1,0 +1,189 @@
+//! pymodbus's TLS client (`ModbusTlsClient`, Python's ssl module: OpenSSL)
+//! against the real `coilwork serve --transport tls` over loopback, with
+//! certificates made in the test (rcgen).
+//!
+//! Like interop.rs: needs `COILWORK_PYTHON` (a python with pymodbus 3.16);
+//! skipped with a message without it unless `COILWORK_REQUIRE_CLIENTS` is set.
+
+#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
+mod pki;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("coilwork-interop-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn python() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("COILWORK_PYTHON")?);
+    p.exists().then_some(p)
+}
+
+fn python_or_skip() -> Option<PathBuf> {
+    let py = python();
+    if py.is_none() {
+        assert!(
+            std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_none(),
+            "COILWORK_PYTHON (a python with pymodbus) is required"
+        );
+        eprintln!("skipped: set COILWORK_PYTHON to a python with pymodbus 3.16 (bash .ci/test does)");
+    }
+    py
+}
+
+/// Starts `coilwork serve --transport tls` with `args` on a free port and
+/// waits for its listening line.
+fn serve_tls(args: &[&str]) -> Server {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--transport", "tls", "--address", &address])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("coilwork printed no listening line");
+    assert!(
+        line.contains(&address),
+        "listening line {line:?} does not name {address}"
+    );
+    Server { child, port }
+}
+
+/// The client side: Python's ssl context trusting our CA, with an optional
+/// client certificate; FC16 then FC3, bounded by pymodbus's timeout.
+const CLIENT: &str = r#"
+import ssl, sys
+from pymodbus.client import ModbusTlsClient
+
+port, ca, cert, key, expect = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+# pymodbus's sync client wraps the socket without a server_hostname; the
+# chain is still verified (CERT_REQUIRED).
+ctx.check_hostname = False
+if cert:
+    ctx.load_cert_chain(certfile=cert, keyfile=key)
+client = ModbusTlsClient("127.0.0.1", port=int(port), sslctx=ctx, timeout=3, retries=0)
+try:
+    connected = client.connect()
+    values = [11, 22, 33, 0xFFFF]
+    rw = client.write_registers(40, values, device_id=1)
+    assert not rw.isError(), f"write: {rw}"
+    rr = client.read_holding_registers(40, count=4, device_id=1)
+    assert not rr.isError(), f"read: {rr}"
+    assert rr.registers == values, rr.registers
+    outcome = "served"
+except Exception as e:  # noqa: BLE001 - a refused client fails somewhere in here
+    outcome = f"refused ({type(e).__name__}: {e})"
+finally:
+    client.close()
+print(outcome)
+if not outcome.startswith(expect):
+    sys.exit(1)
+"#;
+
+fn run_client(py: &Path, port: u16, ca: &str, cert: &str, key: &str, expect: &str) -> String {
+    let mut child = Command::new(py)
+        .args(["-c", CLIENT, &port.to_string(), ca, cert, key, expect])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    // Bounded: pymodbus's own timeouts are 3 s; kill it past 30 s.
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the pymodbus TLS client did not finish in 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "pymodbus TLS client (expecting {expect}) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn pymodbus_tls_client_with_certificate_against_mbaps() {
+    let Some(py) = python_or_skip() else { return };
+    let p = pki::Pki::new();
+    let dir = TempDir::new("mbaps");
+    let ca = dir.write("ca.pem", &p.ca.cert_pem);
+    let cert = dir.write("server.pem", &p.server.cert_pem);
+    let key = dir.write("server.key", &p.server.key_pem);
+    let client_cert = dir.write("client.pem", &p.operator.cert_pem);
+    let client_key = dir.write("client.key", &p.operator.key_pem);
+    let server = serve_tls(&["--cert", &cert, "--key", &key, "--ca", &ca]);
+
+    let out = run_client(&py, server.port, &ca, &client_cert, &client_key, "served");
+    assert!(out.contains("served"), "{out}");
+    // Without a client certificate pymodbus gets nothing served.
+    let out = run_client(&py, server.port, &ca, "", "", "refused");
+    assert!(out.contains("refused"), "{out}");
+}
+
+#[test]
+fn pymodbus_tls_client_without_certificate_in_server_only_mode() {
+    let Some(py) = python_or_skip() else { return };
+    let p = pki::Pki::new();
+    let dir = TempDir::new("server-only");
+    let ca = dir.write("ca.pem", &p.ca.cert_pem);
+    let cert = dir.write("server.pem", &p.server.cert_pem);
+    let key = dir.write("server.key", &p.server.key_pem);
+    let server = serve_tls(&["--cert", &cert, "--key", &key, "--tls-server-only"]);
+    let out = run_client(&py, server.port, &ca, "", "", "served");
+    assert!(out.contains("served"), "{out}");
+}
