@@ -261,11 +261,12 @@ impl Connection {
     }
 
     fn flush_silence(&mut self, now: Instant) {
-        if let (Some(timing), Some(last)) = (self.config.rtu_timing, self.last_rx) {
-            if !self.rx.is_empty() && now.saturating_duration_since(last) >= timing.t3_5 {
-                self.engine.note_frame_error(&FrameError::Truncated(self.rx.len()));
-                self.rx.clear();
-            }
+        if let (Some(timing), Some(last)) = (self.config.rtu_timing, self.last_rx)
+            && !self.rx.is_empty()
+            && now.saturating_duration_since(last) >= timing.t3_5
+        {
+            self.engine.note_frame_error(&FrameError::Truncated(self.rx.len()));
+            self.rx.clear();
         }
     }
 
@@ -363,10 +364,10 @@ impl Connection {
     /// Marks `n` bytes of [`Connection::output`] as written.
     pub fn consume_output(&mut self, n: usize) {
         let n = n.min(self.tx.len() - self.tx_sent);
-        if self.config.local_echo {
-            if let Some(sent) = self.tx.get(self.tx_sent..self.tx_sent + n) {
-                self.echo.extend_from_slice(sent);
-            }
+        if self.config.local_echo
+            && let Some(sent) = self.tx.get(self.tx_sent..self.tx_sent + n)
+        {
+            self.echo.extend_from_slice(sent);
         }
         self.tx_sent += n;
         if self.tx_sent == self.tx.len() {

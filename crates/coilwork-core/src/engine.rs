@@ -514,13 +514,13 @@ impl Engine {
                         Outcome::RESPOND
                     }
                 };
-                if outcome.respond {
-                    if let Some(hook) = &self.hook {
-                        match hook.on_response(ctx, &request, out) {
-                            HookAction::Continue | HookAction::Respond => {}
-                            HookAction::Exception(e) => out.set_exception(ctx.function, e),
-                            HookAction::NoResponse => outcome.respond = false,
-                        }
+                if outcome.respond
+                    && let Some(hook) = &self.hook
+                {
+                    match hook.on_response(ctx, &request, out) {
+                        HookAction::Continue | HookAction::Respond => {}
+                        HookAction::Exception(e) => out.set_exception(ctx.function, e),
+                        HookAction::NoResponse => outcome.respond = false,
                     }
                 }
                 outcome

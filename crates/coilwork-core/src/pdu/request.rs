@@ -91,7 +91,7 @@ fn file_head(i: &[u8]) -> PResult<'_, (u8, u16, u16, u16)> {
 /// reference.
 fn check_reads(raw: &[u8]) -> Result<(), ExceptionCode> {
     let n = raw.len();
-    if !(0x07..=0xF5).contains(&n) || n % 7 != 0 {
+    if !(0x07..=0xF5).contains(&n) || !n.is_multiple_of(7) {
         return Err(ExceptionCode::IllegalDataValue);
     }
     // Response: function + data length, then per sub-response length byte,
@@ -198,7 +198,7 @@ pub struct RegisterBytes<'a> {
 impl<'a> RegisterBytes<'a> {
     /// Wraps `bytes`; `None` if the length is odd.
     pub fn new(bytes: &'a [u8]) -> Option<Self> {
-        if bytes.len() % 2 == 0 {
+        if bytes.len().is_multiple_of(2) {
             Some(Self { bytes })
         } else {
             None
