@@ -47,12 +47,25 @@ struct SimulateArgs {
     /// Device entry of `device_list` to simulate (default: "device", or the only one).
     #[arg(long = "modbus-device", visible_alias = "modbus_device", value_name = "NAME")]
     modbus_device: Option<String>,
-    /// Host for the HTTP page (accepted; not yet served).
-    #[arg(long = "http-host", visible_alias = "http_host", value_name = "HOST")]
-    http_host: Option<String>,
-    /// Port for the HTTP page (accepted; not yet served).
-    #[arg(long = "http-port", visible_alias = "http_port", value_name = "PORT")]
-    http_port: Option<u16>,
+    /// Host for the web page and REST API.
+    #[arg(
+        long = "http-host",
+        visible_alias = "http_host",
+        value_name = "HOST",
+        default_value = "127.0.0.1"
+    )]
+    http_host: String,
+    /// Port for the web page and REST API (0: a free one).
+    #[arg(
+        long = "http-port",
+        visible_alias = "http_port",
+        value_name = "PORT",
+        default_value_t = 8080
+    )]
+    http_port: u16,
+    /// Serve this directory's files as the web page instead of the built-in one (the API stays).
+    #[arg(long = "web-app-path", visible_alias = "web_app_path", value_name = "DIR")]
+    web_app_path: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -406,8 +419,9 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     let mut options = SimulatorOptions::default();
     options.modbus_server = args.modbus_server;
     options.modbus_device = args.modbus_device;
-    options.http_host = args.http_host;
-    options.http_port = args.http_port;
+    options.http_host = Some(args.http_host);
+    options.http_port = Some(args.http_port);
+    options.web_app_path = args.web_app_path;
     let sim = match &args.json_file {
         Some(path) => Simulator::from_file(path, options),
         None => Simulator::with_default_config(options),
@@ -420,7 +434,9 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
         sim.server_name(),
         sim.describe(handle.local_addr())
     ));
-    announce("coilwork: the simulator's HTTP page is not yet served (--http-host/--http-port are accepted for it)");
+    if let Some(http) = handle.http_addr() {
+        announce(&format!("coilwork: web page and REST API on http://{http}/"));
+    }
     let stopper = handle.clone();
     tokio::spawn(async move {
         termination().await;

@@ -15,7 +15,8 @@ impl Drop for Running {
     }
 }
 
-fn start(args: &[&str]) -> (Running, String) {
+/// Starts `coilwork simulate` and returns its first `n` stdout lines.
+fn start_lines(args: &[&str], n: usize) -> (Running, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .arg("simulate")
         .args(args)
@@ -30,8 +31,21 @@ fn start(args: &[&str]) -> (Running, String) {
             let _ = tx.send(line);
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("no serving line");
-    (Running(child), line)
+    let child = Running(child);
+    let lines = (0..n)
+        .map(|_| rx.recv_timeout(Duration::from_secs(20)).expect("no serving line"))
+        .collect();
+    (child, lines)
+}
+
+/// A plain HTTP/1.1 GET; returns the whole answer (status line, headers, body).
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// FC3 over MBAP: returns the registers or the exception code.
@@ -59,8 +73,17 @@ fn simulate_a_pymodbus_json_file() {
         .replace("\"port\": 5020", "\"port\": 0");
     let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simulate_device.json");
     std::fs::write(&file, text).unwrap();
-    let (_child, line) = start(&["--json_file", file.to_str().unwrap(), "--http-port", "8081"]);
+    let (_child, lines) = start_lines(&["--json_file", file.to_str().unwrap(), "--http-port", "0"], 2);
+    let line = &lines[0];
     let addr = line.rsplit(' ').next().unwrap().to_owned();
+    let http = lines[1]
+        .strip_prefix("coilwork: web page and REST API on http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("{}", lines[1]))
+        .to_owned();
+    let answer = http_get(&http, "/api/registers?start=4&count=2");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"decoded\":617001"), "{answer}");
     assert!(line.contains("serving Modbus/TCP on 127.0.0.1:"), "{line}");
     // uint32 617001 at 4-5, high word first.
     assert_eq!(read_hr(&addr, 4, 2), Ok(vec![0x0009, 0x6A29]));
@@ -90,11 +113,23 @@ fn simulate_reports_a_config_error_and_exits() {
 #[test]
 fn simulate_without_arguments_uses_the_built_in_configuration() {
     // The built-in configuration listens on 127.0.0.1:5020; skip if it is taken.
-    if std::net::TcpListener::bind("127.0.0.1:5020").is_err() {
-        eprintln!("skipped: 127.0.0.1:5020 is in use");
+    // and serves HTTP on 127.0.0.1:8080; skip if either is taken.
+    if std::net::TcpListener::bind("127.0.0.1:5020").is_err() || std::net::TcpListener::bind("127.0.0.1:8080").is_err()
+    {
+        eprintln!("skipped: 127.0.0.1:5020 or 127.0.0.1:8080 is in use");
         return;
     }
-    let (_child, line) = start(&[]);
-    assert!(line.ends_with("serving Modbus/TCP on 127.0.0.1:5020"), "{line}");
+    let (_child, lines) = start_lines(&[], 2);
+    assert!(
+        lines[0].ends_with("serving Modbus/TCP on 127.0.0.1:5020"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], "coilwork: web page and REST API on http://127.0.0.1:8080/");
     assert_eq!(read_hr("127.0.0.1:5020", 4, 1), Ok(vec![17001]));
+    let page = http_get("127.0.0.1:8080", "/");
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("<title>coilwork simulator</title>"),
+        "{page}"
+    );
 }

@@ -12,7 +12,7 @@
 //! reads no clock: time is an argument. Steady state allocates nothing: the
 //! receive and transmit buffers keep their capacity between requests.
 
-use crate::engine::{Effect, Engine};
+use crate::engine::{Delivery, Effect, Engine};
 use crate::error::{ConnectionError, FrameError};
 use crate::frame::rtu::RtuTiming;
 use crate::frame::{Decoded, Framing, MAX_RTU_ADU, ascii, mbap, rtu};
@@ -20,7 +20,7 @@ use crate::pdu::PduBuf;
 use crate::storage::{RequestContext, Transport};
 use core::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Default cap on bytes held while waiting for the rest of a frame.
 pub const DEFAULT_MAX_BUFFERED: usize = 4096;
@@ -82,6 +82,9 @@ pub struct Connection {
     rx: Vec<u8>,
     tx: Vec<u8>,
     tx_sent: usize,
+    /// Pauses in the output: (offset in `tx`, pause before that byte). Empty
+    /// (no allocation) unless a hook asked for a [`Delivery`].
+    marks: Vec<(usize, Duration)>,
     echo: Vec<u8>,
     pdu: PduBuf,
     scratch: [u8; MAX_RTU_ADU],
@@ -104,6 +107,7 @@ struct Exec<'c> {
     engine: &'c Engine,
     config: &'c ConnectionConfig,
     tx: &'c mut Vec<u8>,
+    marks: &'c mut Vec<(usize, Duration)>,
     pdu: &'c mut PduBuf,
     scratch: &'c mut [u8; MAX_RTU_ADU],
     delimiter: &'c mut u8,
@@ -141,6 +145,7 @@ impl Exec<'_> {
                         self.engine,
                         self.config,
                         self.tx,
+                        self.marks,
                         self.pdu,
                         self.delimiter,
                         unit,
@@ -169,6 +174,7 @@ fn execute(
     engine: &Engine,
     config: &ConnectionConfig,
     tx: &mut Vec<u8>,
+    marks: &mut Vec<(usize, Duration)>,
     pdu_buf: &mut PduBuf,
     delimiter: &mut u8,
     unit: u8,
@@ -186,15 +192,57 @@ fn execute(
     let outcome = engine.handle(&ctx, pdu, pdu_buf);
     if outcome.respond && !pdu_buf.is_empty() {
         let answer = pdu_buf.as_slice();
+        let start = tx.len();
         match config.framing {
             Framing::Mbap => mbap::encode(transaction_id, unit, answer, tx),
             Framing::Rtu => rtu::encode(unit, answer, tx),
             Framing::Ascii => ascii::encode(unit, answer, *delimiter, tx),
         }
+        if let Some(delivery) = outcome.delivery {
+            apply_delivery(config.framing, delivery, tx, start, marks);
+        }
     }
     match outcome.effect {
         Some(Effect::SetAsciiDelimiter(d)) => *delimiter = d,
         Some(Effect::RestartCommunications) | None => {}
+    }
+}
+
+/// Records the pauses of `delivery` for the frame at `tx[start..]` and
+/// garbles it if asked.
+fn apply_delivery(
+    framing: Framing,
+    delivery: Delivery,
+    tx: &mut [u8],
+    start: usize,
+    marks: &mut Vec<(usize, Duration)>,
+) {
+    let end = tx.len();
+    if delivery.garble {
+        let frame = tx.get_mut(start..).unwrap_or(&mut []);
+        let len = frame.len();
+        match framing {
+            // Protocol identifier (bytes 2..4) made non-zero.
+            Framing::Mbap => frame.iter_mut().skip(2).take(2).for_each(|b| *b ^= 0xFF),
+            // Both CRC bytes inverted.
+            Framing::Rtu => frame.iter_mut().skip(len.saturating_sub(2)).for_each(|b| *b ^= 0xFF),
+            // The LRC's second hex digit (before the two-byte end) changed to another hex digit.
+            Framing::Ascii => {
+                if let Some(b) = len.checked_sub(3).and_then(|i| frame.get_mut(i)) {
+                    *b = if *b == b'0' { b'1' } else { b'0' };
+                }
+            }
+        }
+    }
+    if !delivery.delay.is_zero() {
+        marks.push((start, delivery.delay));
+    }
+    if let Some((at, pause)) = delivery.split {
+        // ok: `at` is clamped to the frame, so the offset stays within `tx`.
+        let offset = start.saturating_add(usize::from(at)).min(end);
+        if offset > start && offset < end {
+            marks.push((offset, pause));
+        }
     }
 }
 
@@ -207,6 +255,7 @@ impl Connection {
             rx: Vec::new(),
             tx: Vec::new(),
             tx_sent: 0,
+            marks: Vec::new(),
             echo: Vec::new(),
             pdu: PduBuf::new(),
             scratch: [0; MAX_RTU_ADU],
@@ -236,6 +285,7 @@ impl Connection {
                 engine: &self.engine,
                 config: &self.config,
                 tx: &mut self.tx,
+                marks: &mut self.marks,
                 pdu: &mut self.pdu,
                 scratch: &mut self.scratch,
                 delimiter: &mut self.delimiter,
@@ -351,9 +401,30 @@ impl Connection {
         self.last_rx.and_then(|t| t.checked_add(timing.t3_5))
     }
 
-    /// Answers waiting to be written, in request order.
+    /// Answers waiting to be written, in request order (all of them,
+    /// ignoring any [`Delivery`] pauses: see [`Connection::next_output`]).
     pub fn output(&self) -> &[u8] {
         self.tx.get(self.tx_sent..).unwrap_or(&[])
+    }
+
+    /// The next piece of output and the pause to make before writing it.
+    /// Without a hook's [`Delivery`] this is `(Duration::ZERO, output())`;
+    /// with one, the output is cut where a delay or a split asks for a pause.
+    /// Write the bytes after the pause, then [`Connection::consume_output`].
+    pub fn next_output(&self) -> (Duration, &[u8]) {
+        if self.marks.is_empty() {
+            return (Duration::ZERO, self.output());
+        }
+        let mut pause = Duration::ZERO;
+        let mut end = self.tx.len();
+        for &(offset, d) in &self.marks {
+            if offset == self.tx_sent {
+                pause = pause.saturating_add(d);
+            } else if offset > self.tx_sent && offset < end {
+                end = offset;
+            }
+        }
+        (pause, self.tx.get(self.tx_sent..end).unwrap_or(&[]))
     }
 
     /// True if answers are waiting.
@@ -369,10 +440,16 @@ impl Connection {
         {
             self.echo.extend_from_slice(sent);
         }
+        if n > 0 && !self.marks.is_empty() {
+            // Pauses before the bytes just written are done.
+            let sent_end = self.tx_sent + n;
+            self.marks.retain(|&(offset, _)| offset >= sent_end);
+        }
         self.tx_sent += n;
         if self.tx_sent == self.tx.len() {
             self.tx.clear();
             self.tx_sent = 0;
+            self.marks.clear();
         }
     }
 
@@ -403,6 +480,7 @@ impl Connection {
         if !self.has_output() {
             self.tx = Vec::new();
             self.tx_sent = 0;
+            self.marks = Vec::new();
         }
         if self.echo.is_empty() {
             self.echo = Vec::new();

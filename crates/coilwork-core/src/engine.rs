@@ -39,6 +39,7 @@ use crate::pdu::response::{write_bits, write_fifo, write_registers};
 use crate::pdu::{DecodeError, DeviceIdCode, DiagnosticRequest, EncodeError, PduBuf, Request};
 use crate::storage::{Device, RequestContext, ServerContext, Storage, Table};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Engine options, mirroring pymodbus's server options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,6 +112,30 @@ pub trait RequestHook: Send + Sync {
         let _ = (ctx, request, response);
         HookAction::Continue
     }
+
+    /// Called last, with the final response PDU of an answer that will be
+    /// sent: how the adapter should deliver it (delayed, split in two
+    /// writes, garbled). Default: `None`, at once and whole.
+    fn delivery(&self, ctx: &RequestContext<'_>, request: &Request<'_>, response: &[u8]) -> Option<Delivery> {
+        let _ = (ctx, request, response);
+        None
+    }
+}
+
+/// How an adapter delivers one answer: a fault-injection knob for
+/// simulators and tests ([`RequestHook::delivery`]). The connection turns it
+/// into pauses in its output ([`crate::Connection::next_output`]) and, for
+/// `garble`, corrupts the framed bytes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delivery {
+    /// Pause before the answer's first byte is written.
+    pub delay: Duration,
+    /// `Some((at, pause))`: write the first `at` bytes of the framed answer,
+    /// pause, then write the rest.
+    pub split: Option<(u16, Duration)>,
+    /// Corrupt the framed answer so a client must reject it: the CRC (RTU),
+    /// the LRC (ASCII) or the protocol identifier (MBAP) is made wrong.
+    pub garble: bool,
 }
 
 /// Whether an access reads or changes data.
@@ -222,6 +247,8 @@ pub struct Outcome {
     pub respond: bool,
     /// A change for the connection to apply.
     pub effect: Option<Effect>,
+    /// How to deliver the answer (from [`RequestHook::delivery`]); `None`: at once.
+    pub delivery: Option<Delivery>,
 }
 
 impl Outcome {
@@ -229,11 +256,13 @@ impl Outcome {
     pub const RESPOND: Self = Self {
         respond: true,
         effect: None,
+        delivery: None,
     };
     /// Send nothing.
     pub const SILENT: Self = Self {
         respond: false,
         effect: None,
+        delivery: None,
     };
 }
 
@@ -522,6 +551,9 @@ impl Engine {
                         HookAction::Exception(e) => out.set_exception(ctx.function, e),
                         HookAction::NoResponse => outcome.respond = false,
                     }
+                    if outcome.respond {
+                        outcome.delivery = hook.delivery(ctx, &request, out.as_slice());
+                    }
                 }
                 outcome
             }
@@ -784,6 +816,7 @@ impl Engine {
                 return Ok(Outcome {
                     respond: !diag.listen_only(),
                     effect: Some(Effect::RestartCommunications),
+                    delivery: None,
                 });
             }
             DiagnosticRequest::ReturnDiagnosticRegister => put_u16s(out, &[diag.register()])?,
@@ -792,6 +825,7 @@ impl Engine {
                 return Ok(Outcome {
                     respond: true,
                     effect: Some(Effect::SetAsciiDelimiter(d)),
+                    delivery: None,
                 });
             }
             DiagnosticRequest::ForceListenOnly => {

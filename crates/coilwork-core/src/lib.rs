@@ -36,7 +36,7 @@ pub mod storage;
 
 pub use address::AddressRange;
 pub use connection::{Connection, ConnectionConfig};
-pub use engine::{Engine, EngineBuilder, EngineOptions};
+pub use engine::{Delivery, Engine, EngineBuilder, EngineOptions};
 pub use error::{ConfigError, ConnectionError, FrameError};
 pub use exception::ExceptionCode;
 pub use frame::Framing;

@@ -242,3 +242,96 @@ fn buffer_cap_is_enforced() {
         Err(ConnectionError::BufferFull(64))
     );
 }
+
+/// A hook asking for a delivery: FC3 delayed 50 ms and split after 3 bytes
+/// with a 20 ms pause; FC6 garbled.
+struct DeliveryHook;
+impl coilwork_core::engine::RequestHook for DeliveryHook {
+    fn delivery(
+        &self,
+        ctx: &coilwork_core::RequestContext<'_>,
+        _request: &coilwork_core::pdu::Request<'_>,
+        _response: &[u8],
+    ) -> Option<coilwork_core::Delivery> {
+        match ctx.function {
+            0x03 => Some(coilwork_core::Delivery {
+                delay: Duration::from_millis(50),
+                split: Some((3, Duration::from_millis(20))),
+                garble: false,
+            }),
+            0x06 => Some(coilwork_core::Delivery {
+                garble: true,
+                ..Default::default()
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn hooked(framing: Framing) -> Connection {
+    let device = DeviceContext::with_sizes(10, 10, 10, 10).unwrap();
+    let engine = Arc::new(
+        Engine::builder(ServerContext::single(device))
+            .hook(Arc::new(DeliveryHook))
+            .build(),
+    );
+    Connection::new(engine, ConnectionConfig::stream(framing, Transport::Tcp, None))
+}
+
+#[test]
+fn delivery_pauses_cut_the_output() {
+    let mut conn = hooked(Framing::Mbap);
+    let mut input = Vec::new();
+    encode(Framing::Mbap, 1, 1, &[0x01, 0x00, 0x00, 0x00, 0x01], &mut input); // undelayed, 10 bytes
+    encode(Framing::Mbap, 2, 1, &[0x03, 0x00, 0x00, 0x00, 0x01], &mut input); // delayed + split, 11 bytes
+    conn.handle_input(Instant::now(), &input).unwrap();
+    assert_eq!(conn.output().len(), 21);
+    let (pause, bytes) = conn.next_output();
+    assert_eq!((pause, bytes.len()), (Duration::ZERO, 10));
+    conn.consume_output(10);
+    let (pause, bytes) = conn.next_output();
+    assert_eq!((pause, bytes), (Duration::from_millis(50), &[0, 2, 0][..]));
+    conn.consume_output(3);
+    let (pause, bytes) = conn.next_output();
+    assert_eq!(
+        (pause, bytes),
+        (Duration::from_millis(20), &[0, 0, 5, 1, 3, 2, 0, 0][..])
+    );
+    conn.consume_output(8);
+    assert!(!conn.has_output());
+    assert_eq!(conn.next_output(), (Duration::ZERO, &[][..]));
+}
+
+#[test]
+fn delivery_garbles_each_framing() {
+    let write = [0x06, 0x00, 0x01, 0x12, 0x34];
+    for framing in [Framing::Mbap, Framing::Rtu, Framing::Ascii] {
+        let mut conn = hooked(framing);
+        let mut input = Vec::new();
+        encode(framing, 7, 1, &write, &mut input);
+        conn.handle_input(Instant::now(), &input).unwrap();
+        let mut good = Vec::new();
+        encode(framing, 7, 1, &write, &mut good); // FC6 echoes the request
+        let got = conn.output().to_vec();
+        assert_eq!(got.len(), good.len(), "{framing:?}");
+        assert_ne!(got, good, "{framing:?}");
+        let expected = match framing {
+            Framing::Mbap => matches!(mbap::decode(&got), coilwork_core::frame::Decoded::Fatal(_)),
+            Framing::Rtu => matches!(
+                rtu::decode(&got, &|_| coilwork_core::frame::PduLength::Unknown),
+                coilwork_core::frame::Decoded::Skip { .. } | coilwork_core::frame::Decoded::Incomplete
+            ),
+            Framing::Ascii => {
+                let mut scratch = [0u8; 256];
+                matches!(
+                    ascii::decode(&got, ascii::DEFAULT_DELIMITER, &mut scratch),
+                    coilwork_core::frame::Decoded::Skip {
+                        error: FrameError::BadLrc { .. },
+                        ..
+                    }
+                )
+            }
+        };
+        assert!(expected, "{framing:?}: {got:02X?} still decodes");
+    }
+}

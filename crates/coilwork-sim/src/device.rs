@@ -486,6 +486,43 @@ impl SimDevice {
         Ok(())
     }
 
+    /// Sets the value defined at `address` (the first register of a
+    /// definition) from JSON, encoded as the configuration defines the
+    /// register (`uint32`: an integer, `float32`: a number, `string`: text
+    /// that fits...). Write protection aside, like [`SimDevice::set_register`].
+    pub fn set_value(&self, address: usize, value: &Value) -> Result<(), crate::SimError> {
+        let mut st = self.write_state();
+        let refuse = |why: String| crate::SimError::BadValue { address, reason: why };
+        let cells = &mut st.cells;
+        let cell = cells.get(address).ok_or(crate::SimError::NoSuchRegister(address))?;
+        let kind = cell.kind;
+        let registers = match kind {
+            CellType::Invalid => return Err(refuse("the register is not defined".into())),
+            CellType::Next => {
+                let first = cells
+                    .iter()
+                    .take(address)
+                    .rposition(|c| c.kind != CellType::Next)
+                    .unwrap_or(0);
+                let of = cells.get(first).map_or("value", |c| c.kind.name());
+                return Err(refuse(format!("part of the {of} at {first}: set that address")));
+            }
+            CellType::String => {
+                1 + cells
+                    .iter()
+                    .skip(address + 1)
+                    .take_while(|c| c.kind == CellType::Next)
+                    .count()
+            }
+            other => other.register_count(),
+        };
+        let words = encode(kind, value, registers).map_err(refuse)?;
+        for (c, w) in cells.iter_mut().skip(address).zip(words) {
+            c.value = w;
+        }
+        Ok(())
+    }
+
     /// The value defined at `address` (the first register of a definition), decoded.
     pub fn decoded(&self, address: usize) -> Option<DecodedValue> {
         let st = self.read_state();

@@ -61,4 +61,20 @@ pub enum SimError {
     /// A register address outside the device.
     #[error("register {0} is outside the device")]
     NoSuchRegister(usize),
+    /// A value that does not fit the register's type.
+    #[error("register {address}: {reason}")]
+    BadValue {
+        /// The register.
+        address: usize,
+        /// Why the value is refused.
+        reason: String,
+    },
+    /// The HTTP server failed (bind).
+    #[error("HTTP server on {addr}: {source}")]
+    Http {
+        /// The address asked for.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }

@@ -23,18 +23,23 @@ pub mod actions;
 pub mod config;
 pub mod device;
 mod error;
+pub mod http;
+pub mod monitor;
 
 pub use actions::{ActionContext, CustomAction};
 pub use config::{Endpoint, SimConfig};
 pub use device::{Cell, CellType, DecodedValue, RegisterInfo, SimDevice};
 pub use error::{ConfigError, SimError};
+pub use monitor::{Call, CallFilter, Fault, FaultKind, FaultSpec, LogEntry, Monitor};
 
 use coilwork_core::storage::ServerContext;
 use coilwork_core::{Engine, EngineOptions, ExceptionCode, Framing, Identity};
-use coilwork_tokio::{ServerHandle, TcpServer, TcpServerConfig, UdpServer, UdpServerConfig};
+use coilwork_tokio::{ServerHandle, TcpServer, TcpServerConfig, TcpStats, UdpServer, UdpServerConfig, UdpStats};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+use tokio::sync::watch;
 
 /// The configuration `coilwork simulate` runs without `--json-file`: a TCP
 /// server on 127.0.0.1:5020 and one device with a few registers of each type.
@@ -47,10 +52,15 @@ pub struct SimulatorOptions {
     pub modbus_server: Option<String>,
     /// Name in `device_list` (default `device`, or the only one).
     pub modbus_device: Option<String>,
-    /// HTTP host (stored; the HTTP page is not served yet).
+    /// HTTP host: with it or `http_port`, the REST API and the web page are
+    /// served (default host 127.0.0.1).
     pub http_host: Option<String>,
-    /// HTTP port (stored; the HTTP page is not served yet).
+    /// HTTP port: with it or `http_host`, the REST API and the web page are
+    /// served (default port 8080; 0 picks a free one).
     pub http_port: Option<u16>,
+    /// Serve the files of this directory as the web page instead of the
+    /// built-in one (the API stays).
+    pub web_app_path: Option<PathBuf>,
     actions: Vec<(String, CustomAction)>,
 }
 
@@ -61,6 +71,7 @@ impl std::fmt::Debug for SimulatorOptions {
             .field("modbus_device", &self.modbus_device)
             .field("http_host", &self.http_host)
             .field("http_port", &self.http_port)
+            .field("web_app_path", &self.web_app_path)
             .field("actions", &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>())
             .finish()
     }
@@ -79,6 +90,13 @@ impl SimulatorOptions {
         self
     }
 
+    /// Serves HTTP on `host:port` (port 0: a free one).
+    pub fn http(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.http_host = Some(host.into());
+        self.http_port = Some(port);
+        self
+    }
+
     /// Registers a custom action usable as `"action": name` in the configuration.
     pub fn action(
         mut self,
@@ -90,55 +108,130 @@ impl SimulatorOptions {
     }
 }
 
-/// A running simulator's server: its address and its stop switch.
+/// A running simulator: its addresses and its stop switch.
 #[derive(Debug, Clone)]
 pub struct SimulatorHandle {
-    server: ServerHandle,
+    inner: Arc<Inner>,
     local_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl SimulatorHandle {
-    /// The bound address (network servers).
+    /// The Modbus server's bound address (network servers).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
-    /// Asks the server to stop; returns at once.
-    pub fn stop(&self) {
-        self.server.stop();
+    /// The HTTP server's bound address, when HTTP is served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
-    /// Waits until the server has stopped.
+    /// Asks the simulator (Modbus and HTTP) to stop; returns at once.
+    pub fn stop(&self) {
+        self.inner.stop_all();
+    }
+
+    /// Waits until the simulator has stopped: without HTTP, when the Modbus
+    /// server stops; with HTTP, after a stop of the whole simulator (a
+    /// Modbus stop from the API leaves the HTTP server up for a restart).
     pub async fn stopped(&self) {
-        self.server.stopped().await;
+        self.inner.stopped().await;
     }
 
     /// Stops and waits.
     pub async fn shutdown(&self) {
-        self.server.shutdown().await;
+        self.stop();
+        self.stopped().await;
     }
+}
+
+/// Counters of the Modbus server now running.
+#[derive(Debug, Clone)]
+pub(crate) enum Stats {
+    Tcp(Arc<TcpStats>),
+    Udp(Arc<UdpStats>),
+}
+
+/// Connection and byte counters of the Modbus server, over restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Connections accepted (TCP).
+    pub connections_total: u64,
+    /// Connections open now (TCP).
+    pub connections_active: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+}
+
+impl Stats {
+    fn traffic(&self) -> Traffic {
+        match self {
+            Self::Tcp(s) => Traffic {
+                connections_total: s.accepted(),
+                connections_active: s.active(),
+                bytes_in: s.bytes_in(),
+                bytes_out: s.bytes_out(),
+            },
+            Self::Udp(s) => Traffic {
+                bytes_in: s.bytes_in(),
+                bytes_out: s.bytes_out(),
+                ..Traffic::default()
+            },
+        }
+    }
+}
+
+/// The Modbus server's state.
+#[derive(Debug, Default)]
+pub(crate) struct Modbus {
+    pub(crate) handle: Option<ServerHandle>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    stats: Option<Stats>,
+    /// Totals of earlier runs (before restarts).
+    base: Traffic,
+    pub(crate) started: Option<Instant>,
+}
+
+/// What the simulator and its HTTP handlers share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) server_name: String,
+    pub(crate) device_name: String,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) device: Arc<SimDevice>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) monitor: Arc<Monitor>,
+    pub(crate) options: SimulatorOptions,
+    pub(crate) modbus: Mutex<Modbus>,
+    /// True once the whole simulator is asked to stop.
+    shutdown: watch::Sender<bool>,
+    /// True while the HTTP server runs.
+    http_running: watch::Sender<bool>,
+    pub(crate) http_addr: Mutex<Option<SocketAddr>>,
+    pub(crate) created: Instant,
 }
 
 /// A device from `device_list` served by a server from `server_list`.
 pub struct Simulator {
     config: SimConfig,
-    server_name: String,
-    device_name: String,
-    endpoint: Endpoint,
-    device: Arc<SimDevice>,
-    engine: Arc<Engine>,
-    options: SimulatorOptions,
-    running: Mutex<Option<ServerHandle>>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Simulator")
-            .field("server", &self.server_name)
-            .field("device", &self.device_name)
-            .field("endpoint", &self.endpoint)
+            .field("server", &self.inner.server_name)
+            .field("device", &self.inner.device_name)
+            .field("endpoint", &self.inner.endpoint)
             .finish_non_exhaustive()
     }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn pick<'a, T>(
@@ -265,22 +358,29 @@ impl Simulator {
             ignore_missing_devices: server.ignore_missing_devices.or(server.ignore_missing_slaves),
             broadcast_enable: server.broadcast_enable.unwrap_or(false),
         };
+        let monitor = Arc::new(Monitor::new());
         let engine = Arc::new(
             Engine::builder(context)
                 .identity(identity)
                 .options(engine_options)
+                .hook(monitor.clone())
                 .build(),
         );
-        Ok(Self {
+        let inner = Arc::new(Inner {
             server_name: server_name.to_owned(),
             device_name: device_name.to_owned(),
             endpoint,
             device,
             engine,
+            monitor,
             options,
-            config,
-            running: Mutex::new(None),
-        })
+            modbus: Mutex::new(Modbus::default()),
+            shutdown: watch::Sender::new(false),
+            http_running: watch::Sender::new(false),
+            http_addr: Mutex::new(None),
+            created: Instant::now(),
+        });
+        Ok(Self { config, inner })
     }
 
     /// The whole parsed configuration.
@@ -290,34 +390,81 @@ impl Simulator {
 
     /// Name of the server entry served.
     pub fn server_name(&self) -> &str {
-        &self.server_name
+        &self.inner.server_name
     }
 
     /// Name of the device entry served.
     pub fn device_name(&self) -> &str {
-        &self.device_name
+        &self.inner.device_name
     }
 
     /// Where the server serves.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.inner.endpoint
     }
 
     /// The simulated device (read and set registers, list them).
     pub fn device(&self) -> &Arc<SimDevice> {
-        &self.device
+        &self.inner.device
     }
 
     /// The engine serving the device.
     pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
+        &self.inner.engine
     }
 
-    /// The options given (HTTP host and port are kept for the HTTP page).
+    /// The call monitor, faults, counters and log (the engine's hook).
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.inner.monitor
+    }
+
+    /// The options given.
     pub fn options(&self) -> &SimulatorOptions {
-        &self.options
+        &self.inner.options
     }
 
+    /// A human description of the endpoint, e.g. `Modbus/TCP on 127.0.0.1:5020`.
+    pub fn describe(&self, local: Option<SocketAddr>) -> String {
+        self.inner.describe(local)
+    }
+
+    /// Opens the Modbus server (and the HTTP server when an HTTP address is
+    /// configured) and serves in spawned tasks; returns at once with a
+    /// handle. Needs a tokio runtime.
+    pub async fn start(&self) -> Result<SimulatorHandle, SimError> {
+        self.inner.shutdown.send_replace(false);
+        let local_addr = self.inner.start_modbus(None).await?;
+        let http_addr = match http::address(&self.inner.options) {
+            Some((host, port)) => match http::start(self.inner.clone(), &host, port).await {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    self.inner.stop_all();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok(SimulatorHandle {
+            inner: self.inner.clone(),
+            local_addr,
+            http_addr,
+        })
+    }
+
+    /// Serves until [`Simulator::stop`] (or the handle) stops it.
+    pub async fn run_forever(&self) -> Result<(), SimError> {
+        let handle = self.start().await?;
+        handle.stopped().await;
+        Ok(())
+    }
+
+    /// Stops the simulator (Modbus and HTTP), if running; returns at once.
+    pub fn stop(&self) {
+        self.inner.stop_all();
+    }
+}
+
+impl Inner {
     /// A human description of the endpoint, e.g. `Modbus/TCP on 127.0.0.1:5020`.
     pub fn describe(&self, local: Option<SocketAddr>) -> String {
         let kind = |f: config::FramerName, t: &str| match f {
@@ -354,13 +501,16 @@ impl Simulator {
             .ok_or_else(|| SimError::Unsupported(format!("host {host:?} has no address")))
     }
 
-    /// Opens the server and serves in a spawned task; returns at once with a
-    /// handle. Needs a tokio runtime.
-    pub async fn start(&self) -> Result<SimulatorHandle, SimError> {
+    /// Opens the Modbus server (on `reuse`, the address of an earlier run,
+    /// if given) and serves it in a spawned task.
+    pub(crate) async fn start_modbus(&self, reuse: Option<SocketAddr>) -> Result<Option<SocketAddr>, SimError> {
         let engine = self.engine.clone();
-        let (handle, local_addr) = match &self.endpoint {
+        let (handle, local_addr, stats) = match &self.endpoint {
             Endpoint::Tcp { host, port, framer } => {
-                let addr = Self::resolve(host, *port).await?;
+                let addr = match reuse {
+                    Some(a) => a,
+                    None => Self::resolve(host, *port).await?,
+                };
                 let config = TcpServerConfig {
                     framing: framing(*framer),
                     ..TcpServerConfig::new(addr)
@@ -368,15 +518,19 @@ impl Simulator {
                 let server = TcpServer::new(engine, config);
                 let local = server.bind()?;
                 let handle = server.handle();
+                let stats = Some(Stats::Tcp(server.stats().clone()));
                 tokio::spawn(async move {
                     if let Err(e) = server.serve_forever().await {
                         tracing::error!("simulator server failed: {e}");
                     }
                 });
-                (handle, Some(local))
+                (handle, Some(local), stats)
             }
             Endpoint::Udp { host, port, framer } => {
-                let addr = Self::resolve(host, *port).await?;
+                let addr = match reuse {
+                    Some(a) => a,
+                    None => Self::resolve(host, *port).await?,
+                };
                 let config = UdpServerConfig {
                     framing: framing(*framer),
                     ..UdpServerConfig::new(addr)
@@ -384,12 +538,13 @@ impl Simulator {
                 let server = UdpServer::new(engine, config);
                 let local = server.bind()?;
                 let handle = server.handle();
+                let stats = Some(Stats::Udp(server.stats().clone()));
                 tokio::spawn(async move {
                     if let Err(e) = server.serve_forever().await {
                         tracing::error!("simulator server failed: {e}");
                     }
                 });
-                (handle, Some(local))
+                (handle, Some(local), stats)
             }
             Endpoint::Tls { .. } => {
                 return Err(SimError::Unsupported(format!(
@@ -430,31 +585,103 @@ impl Simulator {
                         tracing::error!("simulator server failed: {e}");
                     }
                 });
-                (handle, None)
+                (handle, None, None)
             }
         };
-        let mut running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(old) = running.replace(handle.clone()) {
+        let mut modbus = lock(&self.modbus);
+        if let Some(old) = modbus.handle.replace(handle) {
             old.stop();
         }
-        Ok(SimulatorHandle {
-            server: handle,
-            local_addr,
-        })
+        if let Some(old) = modbus.stats.take() {
+            let t = old.traffic();
+            modbus.base.connections_total += t.connections_total;
+            modbus.base.bytes_in += t.bytes_in;
+            modbus.base.bytes_out += t.bytes_out;
+        }
+        modbus.stats = stats;
+        modbus.local_addr = local_addr;
+        modbus.started = Some(Instant::now());
+        drop(modbus);
+        self.monitor
+            .log("info", format!("serving {}", self.describe(local_addr)));
+        Ok(local_addr)
     }
 
-    /// Serves until [`Simulator::stop`] (or the handle) stops it.
-    pub async fn run_forever(&self) -> Result<(), SimError> {
-        let handle = self.start().await?;
-        handle.stopped().await;
-        Ok(())
+    /// Stops the Modbus server (the HTTP server stays) and waits until it has stopped.
+    pub(crate) async fn stop_modbus(&self) -> bool {
+        let handle = {
+            let mut m = lock(&self.modbus);
+            m.started = None;
+            m.handle.take()
+        };
+        match handle {
+            Some(h) => {
+                h.shutdown().await;
+                self.monitor.log("info", "Modbus server stopped".into());
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Stops the running server, if any; returns at once.
-    pub fn stop(&self) {
-        let running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(h) = running.as_ref() {
+    /// Stops the Modbus server if it runs and starts it again on the same address.
+    pub(crate) async fn restart_modbus(&self) -> Result<Option<SocketAddr>, SimError> {
+        let reuse = lock(&self.modbus).local_addr;
+        self.stop_modbus().await;
+        self.start_modbus(reuse).await
+    }
+
+    /// True while the Modbus server serves.
+    pub(crate) fn modbus_running(&self) -> bool {
+        lock(&self.modbus)
+            .handle
+            .as_ref()
+            .is_some_and(|h| !h.is_stopped() && !h.is_stopping())
+    }
+
+    /// Connection and byte counters over every run.
+    pub(crate) fn traffic(&self) -> Traffic {
+        let m = lock(&self.modbus);
+        let now = m.stats.as_ref().map(Stats::traffic).unwrap_or_default();
+        Traffic {
+            connections_total: m.base.connections_total + now.connections_total,
+            connections_active: now.connections_active,
+            bytes_in: m.base.bytes_in + now.bytes_in,
+            bytes_out: m.base.bytes_out + now.bytes_out,
+        }
+    }
+
+    /// Asks everything to stop.
+    pub(crate) fn stop_all(&self) {
+        self.shutdown.send_replace(true);
+        if let Some(h) = lock(&self.modbus).handle.as_ref() {
             h.stop();
+        }
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn set_http_running(&self, running: bool) {
+        self.http_running.send_replace(running);
+    }
+
+    async fn stopped(&self) {
+        if *self.http_running.borrow() || self.options.http_host.is_some() || self.options.http_port.is_some() {
+            let mut rx = self.shutdown.subscribe();
+            let _ = rx.wait_for(|s| *s).await;
+            let handle = lock(&self.modbus).handle.clone();
+            if let Some(h) = handle {
+                h.stopped().await;
+            }
+            let mut rx = self.http_running.subscribe();
+            let _ = rx.wait_for(|r| !*r).await;
+        } else {
+            let handle = lock(&self.modbus).handle.clone();
+            if let Some(h) = handle {
+                h.stopped().await;
+            }
         }
     }
 }

@@ -286,8 +286,13 @@ impl SerialServer {
                         }
                     };
                     let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));
-                    if conn.has_output() {
-                        let out = conn.output();
+                    // Pieces with pauses only when a hook's delivery asked for them.
+                    while conn.has_output() {
+                        let (pause, _) = conn.next_output();
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                        let (_, out) = conn.next_output();
                         let len = out.len();
                         line.write_all(out).await?;
                         line.flush().await?;

@@ -115,6 +115,8 @@ pub struct TcpStats {
     idle_timeouts: AtomicU64,
     active: AtomicU64,
     handshake_failures: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 impl TcpStats {
@@ -150,6 +152,14 @@ impl TcpStats {
     /// failed or timed out, or the client certificate's role was invalid.
     pub fn handshake_failures(&self) -> u64 {
         self.handshake_failures.load(Ordering::Relaxed)
+    }
+    /// Bytes read from clients.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+    /// Bytes written to clients.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
     }
 }
 
@@ -550,11 +560,12 @@ impl ConnTask {
                         }
                     };
                     last_rx = Instant::now();
+                    self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     holding = true;
                     let before = conn.buffered_len();
                     let input = conn.handle_input(last_rx.into_std(), buf.get(..n).unwrap_or(&[]));
                     let answered = conn.has_output();
-                    if answered && write_output(stream, &mut conn).await.is_err() {
+                    if answered && write_output(stream, &mut conn, &self.stats).await.is_err() {
                         return Close::IoError;
                     }
                     if let Err(e) = input {
@@ -610,19 +621,31 @@ impl ConnTask {
             }
         }
         if conn.has_output() {
-            let _ = write_output(stream, conn).await;
+            let _ = write_output(stream, conn, &self.stats).await;
         }
     }
 }
 
-/// Writes everything queued in one write call.
-async fn write_output<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection) -> std::io::Result<()> {
-    let out = conn.output();
-    let n = out.len();
-    stream.write_all(out).await?;
-    // A no-op on TCP; pushes out what TLS still holds.
-    stream.flush().await?;
-    conn.consume_output(n);
+/// Writes everything queued, in one write call unless a hook's delivery
+/// asked for pauses (delay, split): then piece by piece with the pauses.
+async fn write_output<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    conn: &mut Connection,
+    stats: &TcpStats,
+) -> std::io::Result<()> {
+    while conn.has_output() {
+        let (pause, _) = conn.next_output();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let (_, out) = conn.next_output();
+        let n = out.len();
+        stream.write_all(out).await?;
+        // A no-op on TCP; pushes out what TLS still holds.
+        stream.flush().await?;
+        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        conn.consume_output(n);
+    }
     Ok(())
 }
 

@@ -55,6 +55,8 @@ pub struct UdpStats {
     answered: AtomicU64,
     malformed: AtomicU64,
     refused: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 impl UdpStats {
@@ -73,6 +75,14 @@ impl UdpStats {
     /// Datagrams dropped by the allow-list.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+    /// Bytes received.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+    /// Bytes sent.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
     }
 }
 
@@ -221,17 +231,27 @@ impl UdpServer {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             conn.set_peer(Some(peer));
             if let Err(e) = conn.handle_datagram(buf.get(..n).unwrap_or(&[])) {
                 debug!(%peer, error = %e, "malformed datagram dropped");
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             }
             if conn.has_output() {
-                let out = conn.output();
+                self.stats.answered.fetch_add(1, Ordering::Relaxed);
+            }
+            // One datagram, unless a hook's delivery asked for pauses (delay,
+            // split): then one datagram per piece, after its pause.
+            while conn.has_output() {
+                let (pause, _) = conn.next_output();
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                let (_, out) = conn.next_output();
                 let len = out.len();
                 match socket.send_to(out, peer).await {
                     Ok(_) => {
-                        self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                        self.stats.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
                     }
                     Err(e) => debug!(%peer, error = %e, "udp send failed"),
                 }

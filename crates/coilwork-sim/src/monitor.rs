@@ -1,0 +1,500 @@
+//! The simulator's [`RequestHook`]: call monitor, fault injection, request
+//! counters and the event log that the HTTP API shows.
+//!
+//! Faults are matched by function code. `exception` and `no_response`
+//! decide in [`RequestHook::on_request`]; `delay`, `split` and `garble`
+//! in [`RequestHook::delivery`], which hands the adapter a [`Delivery`].
+
+use coilwork_core::engine::{HookAction, RequestHook};
+use coilwork_core::pdu::{PduBuf, Request};
+use coilwork_core::{Delivery, ExceptionCode, RequestContext};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+thread_local! {
+    /// Set by `on_request` when an exception fault answered, read by
+    /// `delivery` on the same thread for the same request.
+    static EXCEPTION_FAULT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Calls kept for the monitor.
+pub const CALLS_KEPT: usize = 500;
+/// Log entries kept.
+pub const LOG_KEPT: usize = 500;
+
+/// What a fault does to the requests it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FaultKind {
+    /// Answer this exception code instead of executing.
+    Exception {
+        /// The exception code (1..=8, 10, 11; e.g. 4 = server device failure).
+        code: u8,
+    },
+    /// Execute, then send nothing.
+    NoResponse,
+    /// Answer after a pause.
+    Delay {
+        /// Milliseconds.
+        delay_ms: u64,
+    },
+    /// Write the first `split_at` bytes of the answer, pause, then the rest.
+    Split {
+        /// Bytes in the first piece (at least 1).
+        split_at: u16,
+        /// Milliseconds between the pieces.
+        pause_ms: u64,
+    },
+    /// Send a corrupted frame (bad CRC/LRC; MBAP: bad protocol id).
+    Garble,
+}
+
+/// A fault injected for one function code (or every one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    /// Identifier for `DELETE /api/faults/{id}`.
+    pub id: u64,
+    /// Function code matched; `None`: every request.
+    pub function: Option<u8>,
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// Requests it still applies to; `None`: until deleted.
+    pub remaining: Option<u64>,
+    /// Requests it was applied to.
+    pub applied: u64,
+}
+
+/// The fields a fault spec may have (`POST /api/faults`).
+pub const FAULT_FIELDS: [&str; 7] = ["function", "kind", "count", "code", "delay_ms", "split_at", "pause_ms"];
+
+/// A fault as asked for (`POST /api/faults`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FaultSpec {
+    /// Function code matched; absent or null: every request.
+    #[serde(default)]
+    pub function: Option<u8>,
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// Apply to this many requests, then remove itself; absent: until deleted.
+    #[serde(default)]
+    pub count: Option<u64>,
+}
+
+impl FaultSpec {
+    /// Checks the values a client may get wrong; the reason if refused.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(f) = self.function
+            && (f == 0 || f >= 0x80)
+        {
+            return Err(format!("function {f}: a function code is 1..=127"));
+        }
+        if self.count == Some(0) {
+            return Err("count 0: a fault must apply to at least one request".into());
+        }
+        match self.kind {
+            FaultKind::Exception { code } if ExceptionCode::from_code(code).is_none() => Err(format!(
+                "exception code {code}: not a Modbus exception code (1, 2, 3, 4, 5, 6, 7, 8, 10, 11)"
+            )),
+            FaultKind::Delay { delay_ms } if delay_ms > 60_000 => Err(format!("delay_ms {delay_ms}: at most 60000")),
+            FaultKind::Split { split_at: 0, .. } => Err("split_at 0: the first piece needs a byte".into()),
+            FaultKind::Split { pause_ms, .. } if pause_ms > 60_000 => {
+                Err(format!("pause_ms {pause_ms}: at most 60000"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The outcome of one call, as the monitor shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallResult {
+    /// A normal answer.
+    Ok,
+    /// An exception answer.
+    Exception,
+    /// Nothing was sent (a `no_response` fault).
+    NoResponse,
+}
+
+/// One request seen by the server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Call {
+    /// Increasing number.
+    pub seq: u64,
+    /// Local time, RFC 3339 with milliseconds.
+    pub time: String,
+    /// Unit id.
+    pub unit: u8,
+    /// Function code.
+    pub function: u8,
+    /// First address, for requests that have one.
+    pub address: Option<u16>,
+    /// Number of registers or bits, for requests that have one.
+    pub count: Option<u16>,
+    /// What was answered.
+    pub result: CallResult,
+    /// The exception code, if one was answered.
+    pub exception: Option<u8>,
+    /// The fault applied, if any (`exception`, `no_response`, `delay`, `split`, `garble`).
+    pub fault: Option<&'static str>,
+    /// The client's address.
+    pub peer: Option<String>,
+}
+
+/// One event of the simulator's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogEntry {
+    /// Increasing number (`GET /api/log?since=N`).
+    pub seq: u64,
+    /// Local time, RFC 3339 with milliseconds.
+    pub time: String,
+    /// `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Faults {
+    list: Vec<Fault>,
+    next_id: u64,
+}
+
+/// The hook installed on the simulator's engine.
+pub struct Monitor {
+    faults: Mutex<Faults>,
+    any_fault: AtomicBool,
+    calls: Mutex<VecDeque<Call>>,
+    call_seq: AtomicU64,
+    log: Mutex<VecDeque<LogEntry>>,
+    log_seq: AtomicU64,
+    requests: [AtomicU64; 128],
+    exceptions: [AtomicU64; 128],
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// Address and count of a request, where it has them.
+fn span(request: &Request<'_>) -> (Option<u16>, Option<u16>) {
+    match *request {
+        Request::ReadCoils(r)
+        | Request::ReadDiscreteInputs(r)
+        | Request::ReadHoldingRegisters(r)
+        | Request::ReadInputRegisters(r)
+        | Request::WriteMultipleCoils { range: r, .. }
+        | Request::WriteMultipleRegisters { range: r, .. } => (Some(r.start()), Some(r.count())),
+        Request::ReadWriteMultipleRegisters { write, .. } => (Some(write.start()), Some(write.count())),
+        Request::WriteSingleCoil { address, .. }
+        | Request::WriteSingleRegister { address, .. }
+        | Request::MaskWriteRegister { address, .. }
+        | Request::ReadFifoQueue { address } => (Some(address), Some(1)),
+        _ => (None, None),
+    }
+}
+
+impl Monitor {
+    /// An empty monitor.
+    pub fn new() -> Self {
+        Self {
+            faults: Mutex::new(Faults::default()),
+            any_fault: AtomicBool::new(false),
+            calls: Mutex::new(VecDeque::with_capacity(CALLS_KEPT)),
+            call_seq: AtomicU64::new(0),
+            log: Mutex::new(VecDeque::with_capacity(LOG_KEPT)),
+            log_seq: AtomicU64::new(0),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            exceptions: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Adds a fault; returns it with its id.
+    pub fn add_fault(&self, spec: FaultSpec) -> Fault {
+        let mut f = lock(&self.faults);
+        f.next_id += 1;
+        let fault = Fault {
+            id: f.next_id,
+            function: spec.function,
+            kind: spec.kind,
+            remaining: spec.count,
+            applied: 0,
+        };
+        f.list.push(fault.clone());
+        self.any_fault.store(true, Ordering::Release);
+        drop(f);
+        self.log("info", format!("fault {} added: {}", fault.id, describe(&fault)));
+        fault
+    }
+
+    /// The active faults.
+    pub fn faults(&self) -> Vec<Fault> {
+        lock(&self.faults).list.clone()
+    }
+
+    /// Removes fault `id`; false if there is none.
+    pub fn remove_fault(&self, id: u64) -> bool {
+        let mut f = lock(&self.faults);
+        let before = f.list.len();
+        f.list.retain(|x| x.id != id);
+        let removed = f.list.len() != before;
+        self.any_fault.store(!f.list.is_empty(), Ordering::Release);
+        drop(f);
+        if removed {
+            self.log("info", format!("fault {id} removed"));
+        }
+        removed
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        let mut f = lock(&self.faults);
+        f.list.clear();
+        self.any_fault.store(false, Ordering::Release);
+        drop(f);
+        self.log("info", "all faults removed".into());
+    }
+
+    /// Takes one use of the first fault for `function` that `pick` accepts.
+    fn take_fault<T>(&self, function: u8, pick: impl Fn(&FaultKind) -> Option<T>) -> Option<T> {
+        if !self.any_fault.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut f = lock(&self.faults);
+        let (i, out) = f.list.iter().enumerate().find_map(|(i, x)| {
+            if x.function.is_some_and(|fc| fc != function) {
+                return None;
+            }
+            pick(&x.kind).map(|o| (i, o))
+        })?;
+        let fault = f.list.get_mut(i)?;
+        fault.applied += 1;
+        if let Some(n) = fault.remaining.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                let id = fault.id;
+                f.list.remove(i);
+                self.any_fault.store(!f.list.is_empty(), Ordering::Release);
+                drop(f);
+                self.log("info", format!("fault {id} used up and removed"));
+            }
+        }
+        Some(out)
+    }
+
+    /// The recent calls, oldest first, filtered.
+    pub fn calls(&self, filter: &CallFilter) -> Vec<Call> {
+        let calls = lock(&self.calls);
+        let mut out: Vec<Call> = calls.iter().filter(|c| filter.matches(c)).cloned().collect();
+        if let Some(limit) = filter.limit
+            && out.len() > limit
+        {
+            out.drain(..out.len() - limit);
+        }
+        out
+    }
+
+    /// Forgets the recorded calls.
+    pub fn clear_calls(&self) {
+        lock(&self.calls).clear();
+    }
+
+    fn record(
+        &self,
+        ctx: &RequestContext<'_>,
+        request: &Request<'_>,
+        result: CallResult,
+        exception: Option<u8>,
+        fault: Option<&'static str>,
+    ) {
+        let function = ctx.function & 0x7F;
+        if let Some(c) = self.requests.get(usize::from(function)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if exception.is_some()
+            && let Some(c) = self.exceptions.get(usize::from(function))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let (address, count) = span(request);
+        let call = Call {
+            seq: self.call_seq.fetch_add(1, Ordering::Relaxed) + 1,
+            time: now(),
+            unit: ctx.unit,
+            function,
+            address,
+            count,
+            result,
+            exception,
+            fault,
+            peer: ctx.peer.map(|p| p.to_string()),
+        };
+        let mut calls = lock(&self.calls);
+        if calls.len() >= CALLS_KEPT {
+            calls.pop_front();
+        }
+        calls.push_back(call);
+    }
+
+    /// Requests and exception answers counted per function code (non-zero only).
+    pub fn counters(&self) -> Vec<(u8, u64, u64)> {
+        (0u8..128)
+            .filter_map(|f| {
+                let r = self.requests.get(usize::from(f))?.load(Ordering::Relaxed);
+                let e = self.exceptions.get(usize::from(f))?.load(Ordering::Relaxed);
+                (r > 0 || e > 0).then_some((f, r, e))
+            })
+            .collect()
+    }
+
+    /// Adds a log entry.
+    pub fn log(&self, level: &'static str, message: String) {
+        match level {
+            "error" => tracing::error!("{message}"),
+            "warn" => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
+        }
+        let entry = LogEntry {
+            seq: self.log_seq.fetch_add(1, Ordering::Relaxed) + 1,
+            time: now(),
+            level,
+            message,
+        };
+        let mut log = lock(&self.log);
+        if log.len() >= LOG_KEPT {
+            log.pop_front();
+        }
+        log.push_back(entry);
+    }
+
+    /// Log entries after `since`, oldest first.
+    pub fn log_entries(&self, since: u64) -> Vec<LogEntry> {
+        lock(&self.log).iter().filter(|e| e.seq > since).cloned().collect()
+    }
+}
+
+/// A human description of a fault, for the log.
+fn describe(f: &Fault) -> String {
+    let what = match f.kind {
+        FaultKind::Exception { code } => format!("exception {code:02X}"),
+        FaultKind::NoResponse => "no response".into(),
+        FaultKind::Delay { delay_ms } => format!("delay {delay_ms} ms"),
+        FaultKind::Split { split_at, pause_ms } => format!("split after {split_at} bytes, {pause_ms} ms pause"),
+        FaultKind::Garble => "garbled frame".into(),
+    };
+    let on = f
+        .function
+        .map_or_else(|| "every function".into(), |fc| format!("function {fc}"));
+    let n = f.remaining.map_or_else(String::new, |n| format!(", {n} times"));
+    format!("{what} on {on}{n}")
+}
+
+/// Which calls `GET /api/calls` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only this function code.
+    pub function: Option<u8>,
+    /// Only calls touching addresses `>= start`.
+    pub start: Option<u16>,
+    /// Only calls touching addresses `<= end`.
+    pub end: Option<u16>,
+    /// Only calls with `seq > since`.
+    pub since: Option<u64>,
+    /// At most this many (the newest).
+    pub limit: Option<usize>,
+}
+
+impl CallFilter {
+    fn matches(&self, c: &Call) -> bool {
+        if self.function.is_some_and(|f| f != c.function) || self.since.is_some_and(|s| c.seq <= s) {
+            return false;
+        }
+        if self.start.is_none() && self.end.is_none() {
+            return true;
+        }
+        let Some(first) = c.address else { return false };
+        let last = u32::from(first) + u32::from(c.count.unwrap_or(1).max(1)) - 1;
+        self.start.is_none_or(|s| last >= u32::from(s)) && self.end.is_none_or(|e| u32::from(first) <= u32::from(e))
+    }
+}
+
+impl RequestHook for Monitor {
+    fn on_request(&self, ctx: &RequestContext<'_>, request: &mut Request<'_>, _response: &mut PduBuf) -> HookAction {
+        let fault = self.take_fault(ctx.function, |k| match *k {
+            FaultKind::Exception { code } => ExceptionCode::from_code(code).map(HookAction::Exception),
+            FaultKind::NoResponse => Some(HookAction::NoResponse),
+            _ => None,
+        });
+        EXCEPTION_FAULT.with(|f| f.set(matches!(fault, Some(HookAction::Exception(_)))));
+        if fault == Some(HookAction::NoResponse) {
+            self.record(ctx, request, CallResult::NoResponse, None, Some("no_response"));
+        }
+        // An exception fault is recorded in `delivery`, with its answer.
+        fault.unwrap_or(HookAction::Continue)
+    }
+
+    fn delivery(&self, ctx: &RequestContext<'_>, request: &Request<'_>, response: &[u8]) -> Option<Delivery> {
+        let exception = match response {
+            [f, code, ..] if f & 0x80 != 0 => Some(*code),
+            _ => None,
+        };
+        let delivery = self.take_fault(ctx.function, |k| match *k {
+            FaultKind::Delay { delay_ms } => Some((
+                "delay",
+                Delivery {
+                    delay: Duration::from_millis(delay_ms),
+                    ..Delivery::default()
+                },
+            )),
+            FaultKind::Split { split_at, pause_ms } => Some((
+                "split",
+                Delivery {
+                    split: Some((split_at, Duration::from_millis(pause_ms))),
+                    ..Delivery::default()
+                },
+            )),
+            FaultKind::Garble => Some((
+                "garble",
+                Delivery {
+                    garble: true,
+                    ..Delivery::default()
+                },
+            )),
+            _ => None,
+        });
+        let from_fault = EXCEPTION_FAULT.with(|f| f.replace(false));
+        let fault = match delivery {
+            Some((name, _)) => Some(name),
+            None => from_fault.then_some("exception"),
+        };
+        let result = if exception.is_some() {
+            CallResult::Exception
+        } else {
+            CallResult::Ok
+        };
+        self.record(ctx, request, result, exception, fault);
+        delivery.map(|(_, d)| d)
+    }
+}

@@ -1,0 +1,209 @@
+"use strict";
+// The coilwork simulator page: polls the REST API (see the crate's README).
+const $ = (sel) => document.querySelector(sel);
+const state = { lastValues: new Map(), logSince: 0, messageTimer: null };
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, init);
+  if (res.status === 204) return null;
+  const data = await res.json().catch(() => ({ error: res.statusText }));
+  if (!res.ok) throw new Error(data.error || res.statusText);
+  return data;
+}
+
+function message(text, info) {
+  const m = $("#message");
+  m.textContent = text;
+  m.className = info ? "message info" : "message";
+  m.hidden = false;
+  clearTimeout(state.messageTimer);
+  state.messageTimer = setTimeout(() => { m.hidden = true; }, 5000);
+}
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text === null || text === undefined ? "" : String(text);
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+  return td;
+}
+
+async function refreshStatus() {
+  const s = await api("GET", "/api/server");
+  const m = s.modbus;
+  const st = $("#status");
+  st.innerHTML = "";
+  const span = document.createElement("span");
+  span.className = m.running ? "up" : "down";
+  span.textContent = m.running ? "● running" : "● stopped";
+  st.append(span, ` ${m.endpoint} · device "${s.device}" · ${s.size} registers · faults: ${s.faults}`);
+}
+
+async function refreshRegisters() {
+  if ($("#reg-paused").checked) return;
+  const start = Number($("#reg-start").value) || 0;
+  const count = Number($("#reg-count").value) || 100;
+  const data = await api("GET", `/api/registers?start=${start}&count=${count}`);
+  const body = $("#registers tbody");
+  const rows = document.createDocumentFragment();
+  for (const r of data.registers) {
+    const tr = document.createElement("tr");
+    tr.dataset.addr = r.address;
+    tr.className = (r.type === "next" ? "next " : "") + (r.access === "rw" ? "rw" : "");
+    cell(tr, r.address);
+    cell(tr, r.type);
+    cell(tr, r.access, "access");
+    cell(tr, r.action || "");
+    cell(tr, r.value, "value raw");
+    cell(tr, r.decoded, "value decoded");
+    cell(tr, r.reads);
+    cell(tr, r.writes);
+    const key = `${r.address}`;
+    if (state.lastValues.has(key) && state.lastValues.get(key) !== r.value) tr.classList.add("flash");
+    state.lastValues.set(key, r.value);
+    tr.addEventListener("click", () => {
+      $("#set-addr").value = r.address;
+      $("#set-value").value = r.decoded === null ? r.value : r.decoded;
+      $("#set-raw").checked = r.decoded === null;
+      $("#set-value").focus();
+    });
+    rows.appendChild(tr);
+  }
+  body.replaceChildren(rows);
+}
+
+function faultText(f) {
+  switch (f.kind) {
+    case "exception": return `exception ${f.code}`;
+    case "no_response": return "no response";
+    case "delay": return `delay ${f.delay_ms} ms`;
+    case "split": return `split after ${f.split_at} B, ${f.pause_ms} ms`;
+    case "garble": return "garbled frame";
+    default: return f.kind;
+  }
+}
+
+async function refreshFaults() {
+  const data = await api("GET", "/api/faults");
+  const body = $("#faults tbody");
+  body.replaceChildren();
+  for (const f of data.faults) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = f.id;
+    cell(tr, f.id);
+    cell(tr, f.function === null ? "every" : f.function);
+    cell(tr, faultText(f));
+    cell(tr, f.remaining === null ? "∞" : f.remaining);
+    cell(tr, f.applied);
+    const td = cell(tr, "");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "remove";
+    b.textContent = "✕";
+    b.title = "Remove this fault";
+    b.addEventListener("click", () => run(async () => { await api("DELETE", `/api/faults/${f.id}`); await refreshFaults(); }));
+    td.appendChild(b);
+    body.appendChild(tr);
+  }
+}
+
+async function refreshCalls() {
+  const fc = $("#calls-function").value;
+  const q = fc ? `?function=${fc}&limit=100` : "?limit=100";
+  const data = await api("GET", "/api/calls" + q);
+  const body = $("#calls tbody");
+  const rows = document.createDocumentFragment();
+  for (const c of data.calls.reverse()) {
+    const tr = document.createElement("tr");
+    cell(tr, c.seq);
+    cell(tr, c.time.slice(11, 23));
+    cell(tr, c.unit);
+    cell(tr, c.function);
+    cell(tr, c.address);
+    cell(tr, c.count);
+    const result = c.result === "exception" ? `exception ${c.exception}` : c.result.replace("_", " ");
+    cell(tr, result, c.result);
+    cell(tr, c.fault || "");
+    rows.appendChild(tr);
+  }
+  body.replaceChildren(rows);
+}
+
+async function refreshLog() {
+  const data = await api("GET", `/api/log?since=${state.logSince}`);
+  const log = $("#log");
+  for (const e of data.entries) {
+    const line = document.createElement("div");
+    line.className = e.level;
+    line.textContent = `${e.time.slice(11, 19)} ${e.level.padEnd(5)} ${e.message}`;
+    log.appendChild(line);
+    state.logSince = e.seq;
+  }
+  if (data.entries.length) log.scrollTop = log.scrollHeight;
+}
+
+async function run(f) {
+  try { await f(); } catch (e) { message(e.message); }
+}
+
+async function refresh() {
+  await run(() => Promise.all([refreshStatus(), refreshRegisters(), refreshFaults(), refreshCalls(), refreshLog()]));
+}
+
+function showFaultFields() {
+  const kind = $("#fault-kind").value;
+  for (const l of document.querySelectorAll("#fault label[data-for]")) l.hidden = l.dataset.for !== kind;
+}
+
+$("#set").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  run(async () => {
+    const addr = $("#set-addr").value;
+    const text = $("#set-value").value.trim();
+    let body;
+    if ($("#set-raw").checked) body = { raw: Number(text) };
+    else if (text !== "" && !Number.isNaN(Number(text))) body = { value: Number(text) };
+    else body = { value: text };
+    await api("PUT", `/api/registers/${addr}`, body);
+    message(`register ${addr} set`, true);
+    await refreshRegisters();
+  });
+});
+
+$("#fault").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  run(async () => {
+    const kind = $("#fault-kind").value;
+    const spec = { kind };
+    const fc = $("#fault-function").value;
+    if (fc) spec.function = Number(fc);
+    const count = $("#fault-count").value;
+    if (count) spec.count = Number(count);
+    if (kind === "exception") spec.code = Number($("#fault-code").value);
+    if (kind === "delay") spec.delay_ms = Number($("#fault-delay").value);
+    if (kind === "split") { spec.split_at = Number($("#fault-split-at").value); spec.pause_ms = Number($("#fault-pause").value); }
+    const f = await api("POST", "/api/faults", spec);
+    message(`fault ${f.id} injected`, true);
+    await refreshFaults();
+  });
+});
+
+$("#faults-clear").addEventListener("click", () => run(async () => { await api("DELETE", "/api/faults"); await refreshFaults(); }));
+$("#calls-clear").addEventListener("click", () => run(async () => { await api("DELETE", "/api/calls"); await refreshCalls(); }));
+$("#calls-function").addEventListener("change", () => run(refreshCalls));
+$("#range").addEventListener("submit", (ev) => { ev.preventDefault(); run(refreshRegisters); });
+$("#reg-start").addEventListener("change", () => run(refreshRegisters));
+$("#reg-count").addEventListener("change", () => run(refreshRegisters));
+$("#fault-kind").addEventListener("change", showFaultFields);
+for (const [id, path, done] of [["#server-stop", "stop", "Modbus server stopped"], ["#server-restart", "restart", "Modbus server restarted"], ["#server-reset", "reset", "registers reset"]]) {
+  $(id).addEventListener("click", () => run(async () => { await api("POST", `/api/server/${path}`); message(done, true); await refresh(); }));
+}
+
+showFaultFields();
+refresh();
+setInterval(refresh, 1000);

@@ -1,0 +1,740 @@
+//! The simulator's REST API end to end over real HTTP (hyper client), with
+//! a raw Modbus/TCP client checking that what the API does reaches the wire.
+
+use coilwork_sim::{DEFAULT_CONFIG, Simulator, SimulatorHandle, SimulatorOptions};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Sim {
+    sim: Simulator,
+    handle: SimulatorHandle,
+    http: SocketAddr,
+    modbus: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+async fn sim_with(options: SimulatorOptions) -> Sim {
+    let config = DEFAULT_CONFIG.replace("\"port\": 5020", "\"port\": 0");
+    let sim = Simulator::from_json(&config, options.http("127.0.0.1", 0)).unwrap();
+    let handle = sim.start().await.unwrap();
+    Sim {
+        http: handle.http_addr().unwrap(),
+        modbus: handle.local_addr().unwrap(),
+        handle,
+        sim,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+async fn sim() -> Sim {
+    sim_with(SimulatorOptions::default()).await
+}
+
+impl Sim {
+    /// Sends a request; returns the status, the content type and the body.
+    async fn raw(&self, method: &str, path: &str, body: Option<&str>, json_type: bool) -> (u16, String, String) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.http));
+        if json_type {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
+        let res = self.client.request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let ctype = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, ctype, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A JSON request; returns the status and the parsed body (`null` if empty).
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let text = body.map(|b| b.to_string());
+        let (status, _, text) = self.raw(method, path, text.as_deref(), true).await;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+        };
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, v) = self.call("GET", path, None).await;
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Asserts a 4xx answer with a JSON error containing `needle`.
+    async fn refused(&self, method: &str, path: &str, body: Option<Value>, code: u16, needle: &str) {
+        let (status, v) = self.call(method, path, body).await;
+        assert_eq!(status, code, "{method} {path}: {v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no error message: {v}"));
+        assert!(msg.contains(needle), "{method} {path}: {msg:?} lacks {needle:?}");
+    }
+}
+
+/// One Modbus/TCP request; returns the raw answer (`None` if nothing came in `wait`).
+async fn modbus(addr: SocketAddr, pdu: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let len = u16::try_from(pdu.len() + 1).unwrap().to_be_bytes();
+    let mut adu = vec![0x12, 0x34, 0, 0, len[0], len[1], 1];
+    adu.extend_from_slice(pdu);
+    s.write_all(&adu).await.unwrap();
+    read_adu(&mut s, wait).await
+}
+
+async fn read_adu(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut head = [0u8; 6];
+    tokio::time::timeout(wait, s.read_exact(&mut head)).await.ok()?.ok()?;
+    let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+    let mut rest = vec![0u8; len];
+    tokio::time::timeout(wait, s.read_exact(&mut rest)).await.ok()?.ok()?;
+    let mut out = head.to_vec();
+    out.extend(rest);
+    Some(out)
+}
+
+fn fc3(start: u16, count: u16) -> [u8; 5] {
+    let [a, b] = start.to_be_bytes();
+    let [c, d] = count.to_be_bytes();
+    [0x03, a, b, c, d]
+}
+
+/// The registers of an FC3 answer, or the exception code.
+fn regs(answer: &[u8]) -> Result<Vec<u16>, u8> {
+    if answer[7] & 0x80 != 0 {
+        return Err(answer[8]);
+    }
+    Ok(answer[9..]
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect())
+}
+
+async fn read(addr: SocketAddr, start: u16, count: u16) -> Result<Vec<u16>, u8> {
+    let answer = modbus(addr, &fc3(start, count), Duration::from_secs(5))
+        .await
+        .expect("no answer");
+    regs(&answer)
+}
+
+fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(LIMIT, f).await.expect("test took too long");
+        });
+}
+
+#[test]
+fn registers_list_and_typed_set() {
+    bounded(async {
+        let s = sim().await;
+        let v = s.get("/api/registers?start=0&count=40").await;
+        assert_eq!((v["start"].clone(), v["size"].clone()), (json!(0), json!(100)));
+        let regs_json = v["registers"].as_array().unwrap();
+        let at = |a: u64| regs_json.iter().find(|r| r["address"] == a).unwrap().clone();
+        assert_eq!(at(4)["decoded"], 17001);
+        assert_eq!(at(4)["access"], "r");
+        assert_eq!(at(5)["action"], "increment");
+        assert_eq!(at(6)["parameters"], json!({"minval": 45, "maxval": 55}));
+        assert_eq!(at(10)["type"], "uint32");
+        assert_eq!(at(10)["decoded"], 617001);
+        assert_eq!(at(11)["type"], "next");
+        assert_eq!(at(20)["decoded"], 404.17);
+        assert_eq!(at(24)["decoded"], -505.78);
+        assert_eq!(at(30)["decoded"], "coilwork  ");
+        assert!(
+            regs_json.iter().all(|r| r["address"] != 1),
+            "invalid registers are not listed"
+        );
+        // Defaults: 100 from 0.
+        assert_eq!(s.get("/api/registers").await["count"], 100);
+
+        // Typed writes, read back by a Modbus client.
+        let (st, r) = s
+            .call("PUT", "/api/registers/10", Some(json!({"value": 0x0102_0304u32})))
+            .await;
+        assert_eq!((st, r["decoded"].clone()), (200, json!(0x0102_0304u32)), "{r}");
+        assert_eq!(read(s.modbus, 10, 2).await, Ok(vec![0x0102, 0x0304]));
+        let (st, _) = s.call("POST", "/api/registers/20", Some(json!({"value": 1.5}))).await;
+        assert_eq!(st, 200);
+        assert_eq!(read(s.modbus, 20, 2).await, Ok(vec![0x3FC0, 0]));
+        let (st, r) = s.call("PUT", "/api/registers/30", Some(json!({"value": "hi"}))).await;
+        assert_eq!((st, r["decoded"].clone()), (200, json!("hi        ")));
+        let (st, _) = s.call("PUT", "/api/registers/24", Some(json!({"value": 2.0}))).await;
+        assert_eq!(st, 200);
+        assert_eq!(read(s.modbus, 24, 4).await, Ok(vec![0x4000, 0, 0, 0]));
+        // Raw 16 bits, any register (even the second of a uint32).
+        let (st, r) = s.call("PUT", "/api/registers/11", Some(json!({"raw": 0xBEEF}))).await;
+        assert_eq!((st, r["value"].clone()), (200, json!(0xBEEF)));
+        assert_eq!(read(s.modbus, 10, 2).await, Ok(vec![0x0102, 0xBEEF]));
+
+        // A Modbus client's write shows in the listing.
+        let answer = modbus(s.modbus, &[0x06, 0x00, 0x03, 0x00, 0x2A], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(&answer[7..], &[0x06, 0x00, 0x03, 0x00, 0x2A]);
+        let v = s.get("/api/registers?start=3&count=1").await;
+        assert_eq!(v["registers"][0]["value"], 42);
+        assert_eq!(v["registers"][0]["writes"], 1);
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn registers_bad_requests() {
+    bounded(async {
+        let s = sim().await;
+        s.refused(
+            "GET",
+            "/api/registers?start=100",
+            None,
+            400,
+            "start=100: outside the device (100 registers",
+        )
+        .await;
+        s.refused(
+            "GET",
+            "/api/registers?count=0",
+            None,
+            400,
+            "count=0: expected 1..=10000",
+        )
+        .await;
+        s.refused(
+            "GET",
+            "/api/registers?start=x",
+            None,
+            400,
+            "start=\"x\": expected a register address",
+        )
+        .await;
+        s.refused(
+            "GET",
+            "/api/registers?from=1",
+            None,
+            400,
+            "unknown query parameter \"from\"",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/11",
+            Some(json!({"value": 1})),
+            400,
+            "part of the uint32 at 10",
+        )
+        .await;
+        s.refused("PUT", "/api/registers/1", Some(json!({"value": 1})), 400, "not defined")
+            .await;
+        s.refused(
+            "PUT",
+            "/api/registers/100",
+            Some(json!({"value": 1})),
+            404,
+            "register 100 is outside the device",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/abc",
+            Some(json!({"value": 1})),
+            400,
+            "\"abc\" is not a register address",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/4",
+            Some(json!({"value": 70000})),
+            400,
+            "out of range 0..=65535",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/20",
+            Some(json!({"value": "x"})),
+            400,
+            "float32 needs a number",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/30",
+            Some(json!({"value": "much too long"})),
+            400,
+            "do not fit in 5 registers",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/4",
+            Some(json!({"raw": 70000})),
+            400,
+            "expected 0..=65535",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/4",
+            Some(json!({"value": 1, "raw": 1})),
+            400,
+            "exactly one of",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/4",
+            Some(json!({"val": 1})),
+            400,
+            "unknown field \"val\"",
+        )
+        .await;
+        s.refused("PUT", "/api/registers/4", Some(json!([1])), 400, "expected an object")
+            .await;
+        let (st, _, body) = s.raw("PUT", "/api/registers/4", Some("{"), true).await;
+        assert_eq!(st, 400);
+        assert!(body.contains("\"error\":\"bad JSON body"), "{body}");
+        let (st, _, body) = s.raw("PUT", "/api/registers/4", Some("{\"value\": 1}"), false).await;
+        assert_eq!(st, 415);
+        assert!(body.contains("Content-Type"), "{body}");
+        // Nothing changed.
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        s.refused(
+            "DELETE",
+            "/api/registers",
+            None,
+            405,
+            "DELETE is not allowed on /api/registers",
+        )
+        .await;
+        s.refused("GET", "/api/nothing", None, 404, "no API endpoint /api/nothing")
+            .await;
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn calls_monitor_and_filters() {
+    bounded(async {
+        let s = sim().await;
+        read(s.modbus, 4, 1).await.unwrap();
+        assert_eq!(read(s.modbus, 1, 1).await, Err(2));
+        modbus(s.modbus, &[0x06, 0x00, 0x02, 0x00, 0x01], Duration::from_secs(5))
+            .await
+            .unwrap();
+        let calls = s.get("/api/calls").await["calls"].as_array().unwrap().clone();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(
+            (
+                calls[0]["function"].clone(),
+                calls[0]["address"].clone(),
+                calls[0]["count"].clone(),
+                calls[0]["result"].clone()
+            ),
+            (json!(3), json!(4), json!(1), json!("ok"))
+        );
+        assert_eq!(
+            (calls[1]["result"].clone(), calls[1]["exception"].clone()),
+            (json!("exception"), json!(2))
+        );
+        assert_eq!(calls[2]["function"], 6);
+        assert!(calls[2]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+        let only3 = s.get("/api/calls?function=3").await["calls"].as_array().unwrap().len();
+        assert_eq!(only3, 2);
+        let range = s.get("/api/calls?start=2&end=3").await["calls"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(range.len(), 1);
+        assert_eq!(range[0]["function"], 6);
+        let last = s.get("/api/calls?limit=1").await["calls"].as_array().unwrap().clone();
+        assert_eq!(last[0]["function"], 6);
+        let seq = calls[0]["seq"].as_u64().unwrap();
+        assert_eq!(
+            s.get(&format!("/api/calls?since={seq}")).await["calls"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        s.refused(
+            "GET",
+            "/api/calls?function=0",
+            None,
+            400,
+            "function=0: expected 1..=127",
+        )
+        .await;
+        s.refused("GET", "/api/calls?function=300", None, 400, "expected a function code")
+            .await;
+        s.refused("GET", "/api/calls?start=5&end=2", None, 400, "start=5 is after end=2")
+            .await;
+        let (st, _) = s.call("DELETE", "/api/calls", None).await;
+        assert_eq!(st, 204);
+        assert_eq!(s.get("/api/calls").await["calls"], json!([]));
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn faults_reach_a_modbus_client() {
+    bounded(async {
+        let s = sim().await;
+        // Exception, once.
+        let (st, f) = s
+            .call(
+                "POST",
+                "/api/faults",
+                Some(json!({"function": 3, "kind": "exception", "code": 6, "count": 1})),
+            )
+            .await;
+        assert_eq!(st, 201, "{f}");
+        assert_eq!(
+            (f["kind"].clone(), f["code"].clone(), f["remaining"].clone()),
+            (json!("exception"), json!(6), json!(1))
+        );
+        assert_eq!(read(s.modbus, 4, 1).await, Err(6));
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        assert_eq!(s.get("/api/faults").await["faults"], json!([]));
+        let calls = s.get("/api/calls?function=3").await["calls"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (calls[0]["fault"].clone(), calls[0]["exception"].clone()),
+            (json!("exception"), json!(6))
+        );
+        assert_eq!(calls[1]["fault"], Value::Null);
+
+        // Only the function code given: FC3 swallowed, FC4 still answered.
+        let (_, f) = s
+            .call(
+                "POST",
+                "/api/faults",
+                Some(json!({"function": 3, "kind": "no_response"})),
+            )
+            .await;
+        assert_eq!(modbus(s.modbus, &fc3(4, 1), Duration::from_millis(400)).await, None);
+        let fc4 = modbus(s.modbus, &[0x04, 0, 4, 0, 1], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(regs(&fc4), Ok(vec![17001]));
+        let id = f["id"].as_u64().unwrap();
+        assert_eq!(s.get("/api/faults").await["faults"][0]["applied"], 1);
+        let (st, _) = s.call("DELETE", &format!("/api/faults/{id}"), None).await;
+        assert_eq!(st, 204);
+        s.refused(
+            "DELETE",
+            &format!("/api/faults/{id}"),
+            None,
+            404,
+            &format!("no fault {id}"),
+        )
+        .await;
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+
+        // Delay.
+        s.call(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "delay", "delay_ms": 400, "count": 1})),
+        )
+        .await;
+        let t = Instant::now();
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(350) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+
+        // Split: 4 bytes, a pause, the rest.
+        s.call(
+            "POST",
+            "/api/faults",
+            Some(json!({"function": 3, "kind": "split", "split_at": 4, "pause_ms": 300, "count": 1})),
+        )
+        .await;
+        let mut c = TcpStream::connect(s.modbus).await.unwrap();
+        c.write_all(&[0, 9, 0, 0, 0, 6, 1, 3, 0, 4, 0, 1]).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], &[0, 9, 0, 0]);
+        let t = Instant::now();
+        let mut rest = [0u8; 7];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+        assert_eq!(rest, [0, 5, 1, 3, 2, 0x42, 0x69]);
+
+        // Garbled: the protocol identifier is not 0.
+        s.call("POST", "/api/faults", Some(json!({"kind": "garble", "count": 1})))
+            .await;
+        let answer = modbus(s.modbus, &fc3(4, 1), Duration::from_secs(5)).await.unwrap();
+        assert_ne!(&answer[2..4], &[0, 0]);
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+
+        // Clear all.
+        s.call("POST", "/api/faults", Some(json!({"kind": "no_response"})))
+            .await;
+        let (st, _) = s.call("DELETE", "/api/faults", None).await;
+        assert_eq!(st, 204);
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn faults_bad_requests() {
+    bounded(async {
+        let s = sim().await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "explode"})),
+            400,
+            "unknown variant `explode`",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"function": 3})),
+            400,
+            "missing field `kind`",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "exception", "code": 9})),
+            400,
+            "exception code 9: not a Modbus exception code",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "exception"})),
+            400,
+            "missing field `code`",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "delay", "delay_ms": 100000})),
+            400,
+            "at most 60000",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "split", "split_at": 0, "pause_ms": 1})),
+            400,
+            "split_at 0",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "garble", "function": 200})),
+            400,
+            "function 200: a function code is 1..=127",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "garble", "count": 0})),
+            400,
+            "count 0",
+        )
+        .await;
+        s.refused(
+            "POST",
+            "/api/faults",
+            Some(json!({"kind": "garble", "when": 1})),
+            400,
+            "unknown field \"when\"",
+        )
+        .await;
+        s.refused("DELETE", "/api/faults/x", None, 400, "\"x\" is not a fault id")
+            .await;
+        s.refused("PUT", "/api/faults", None, 405, "PUT is not allowed").await;
+        assert_eq!(s.get("/api/faults").await["faults"], json!([]));
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn server_stop_restart_reset_and_log() {
+    bounded(async {
+        let s = sim().await;
+        let v = s.get("/api/server").await;
+        assert_eq!(v["modbus"]["running"], true);
+        assert_eq!(v["modbus"]["address"], s.modbus.to_string());
+        assert_eq!(v["http"], s.http.to_string());
+        assert_eq!(
+            (v["device"].clone(), v["server"].clone()),
+            (json!("device"), json!("server"))
+        );
+
+        s.call("PUT", "/api/registers/4", Some(json!({"value": 5}))).await;
+        let (st, v) = s.call("POST", "/api/server/reset", None).await;
+        assert_eq!((st, v["modbus"]["running"].clone()), (200, json!(true)));
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+
+        let (st, v) = s.call("POST", "/api/server/stop", None).await;
+        assert_eq!((st, v["modbus"]["running"].clone()), (200, json!(false)), "{v}");
+        assert!(TcpStream::connect(s.modbus).await.is_err(), "Modbus still listening");
+        s.refused("POST", "/api/server/stop", None, 409, "not running").await;
+        // HTTP stays up while Modbus is stopped.
+        assert_eq!(s.get("/api/server").await["modbus"]["running"], false);
+
+        let (st, v) = s.call("POST", "/api/server/restart", None).await;
+        assert_eq!((st, v["modbus"]["running"].clone()), (200, json!(true)), "{v}");
+        assert_eq!(v["modbus"]["address"], s.modbus.to_string());
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        // Restart while running.
+        let (st, _) = s.call("POST", "/api/server/restart", None).await;
+        assert_eq!(st, 200);
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        s.refused("GET", "/api/server/stop", None, 405, "GET is not allowed")
+            .await;
+
+        let log = s.get("/api/log").await["entries"].as_array().unwrap().clone();
+        let text: Vec<&str> = log.iter().map(|e| e["message"].as_str().unwrap()).collect();
+        assert!(text.iter().any(|m| m.starts_with("serving Modbus/TCP")), "{text:?}");
+        assert!(
+            text.contains(&"registers reset to the configuration's values"),
+            "{text:?}"
+        );
+        assert!(text.contains(&"Modbus server stopped"), "{text:?}");
+        let last = log.last().unwrap()["seq"].as_u64().unwrap();
+        assert_eq!(s.get(&format!("/api/log?since={last}")).await["entries"], json!([]));
+        s.refused("GET", "/api/log?since=-1", None, 400, "expected a log entry number")
+            .await;
+
+        // The whole simulator stops: HTTP too.
+        s.sim.stop();
+        tokio::time::timeout(Duration::from_secs(10), s.handle.stopped())
+            .await
+            .unwrap();
+        assert!(TcpStream::connect(s.http).await.is_err(), "HTTP still listening");
+    });
+}
+
+#[test]
+fn metrics_count_requests() {
+    bounded(async {
+        let s = sim().await;
+        for _ in 0..3 {
+            read(s.modbus, 4, 1).await.unwrap();
+        }
+        assert_eq!(read(s.modbus, 1, 1).await, Err(2));
+        modbus(s.modbus, &[0x06, 0x00, 0x02, 0x00, 0x01], Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (st, ctype, text) = s.raw("GET", "/metrics", None, false).await;
+        assert_eq!(st, 200);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        let metric = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(metric("coilwork_requests_total{function=\"3\"}"), 4);
+        assert_eq!(metric("coilwork_exceptions_total{function=\"3\"}"), 1);
+        assert_eq!(metric("coilwork_requests_total{function=\"6\"}"), 1);
+        assert_eq!(metric("coilwork_exceptions_total{function=\"6\"}"), 0);
+        assert_eq!(metric("coilwork_connections_total"), 5);
+        assert_eq!(metric("coilwork_bytes_in_total"), 5 * 12);
+        // 3 × 11 (one register) + 9 (exception) + 12 (FC6 echo).
+        assert_eq!(metric("coilwork_bytes_out_total"), 3 * 11 + 9 + 12);
+        assert_eq!(metric("coilwork_modbus_up"), 1);
+        assert!(text.contains("# TYPE coilwork_requests_total counter"));
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn web_page_built_in_and_user_directory() {
+    bounded(async {
+        let s = sim().await;
+        let (st, ctype, body) = s.raw("GET", "/", None, false).await;
+        assert_eq!(st, 200);
+        assert!(ctype.starts_with("text/html"), "{ctype}");
+        assert!(body.contains("<script src=\"app.js\"></script>"));
+        let (st, ctype, body) = s.raw("GET", "/app.js", None, false).await;
+        assert_eq!((st, ctype.starts_with("text/javascript")), (200, true));
+        assert!(body.contains("/api/registers"));
+        let (st, ctype, _) = s.raw("GET", "/style.css", None, false).await;
+        assert_eq!((st, ctype.starts_with("text/css")), (200, true));
+        s.refused("GET", "/nope.html", None, 404, "no file /nope.html").await;
+        s.handle.shutdown().await;
+
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web_app");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("index.html"), "<p>mine</p>").unwrap();
+        std::fs::write(dir.join("sub/x.js"), "let x = 1;").unwrap();
+        let mut options = SimulatorOptions::default();
+        options.web_app_path = Some(dir);
+        let s = sim_with(options).await;
+        let (st, ctype, body) = s.raw("GET", "/", None, false).await;
+        assert_eq!(
+            (st, ctype.starts_with("text/html"), body.as_str()),
+            (200, true, "<p>mine</p>")
+        );
+        let (st, ctype, body) = s.raw("GET", "/sub/x.js", None, false).await;
+        assert_eq!(
+            (st, ctype.starts_with("text/javascript"), body.as_str()),
+            (200, true, "let x = 1;")
+        );
+        s.refused("GET", "/app.js", None, 404, "no file /app.js").await;
+        s.refused(
+            "GET",
+            "/sub/../../etc/passwd",
+            None,
+            400,
+            "bad path /sub/../../etc/passwd",
+        )
+        .await;
+        // Not decoded: no such file.
+        s.refused("GET", "/sub/%2e%2e/index.html", None, 404, "no file").await;
+        // The API stays.
+        assert_eq!(s.get("/api/server").await["modbus"]["running"], true);
+        s.handle.shutdown().await;
+    });
+}
