@@ -18,6 +18,9 @@
 //! - [`UdpServer`]: one datagram is one ADU, answered to its sender.
 //! - `SerialServer` (feature `serial`, on by default, unix): RTU or ASCII on
 //!   a serial line set up with termios, t3.5 silences on async-io timers.
+//! - `TlsServer` (feature `tls`, on by default): Modbus/TCP Security
+//!   (mbaps) over rustls (futures-rustls), with client certificates and
+//!   roles, the same rules as `coilwork-tokio` (shared `coilwork-tls`).
 //! - [`ServerHandle`]: a cloneable stop switch usable from any task or thread.
 //!
 //! ```no_run
@@ -38,6 +41,8 @@ mod net;
 #[cfg(all(unix, feature = "serial"))]
 pub mod serial;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod udp;
 
 pub use error::ServerError;
@@ -45,6 +50,8 @@ pub use handle::ServerHandle;
 #[cfg(all(unix, feature = "serial"))]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};
+#[cfg(feature = "tls")]
+pub use tls::{TlsClientAuth, TlsConfig, TlsError, TlsServer, TlsServerConfig, start_tls_server};
 pub use udp::{UdpServer, UdpServerConfig, UdpStats, start_udp_server};
 
 /// Default Modbus port.

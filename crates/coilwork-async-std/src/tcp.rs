@@ -4,7 +4,9 @@
 //! future itself (in a [`FuturesUnordered`]), so it needs no executor and no
 //! spawner: any `block_on` or task of async-std, smol or `futures-lite` can
 //! drive it. Sockets and timers come from [`async_io`]; the connection loop is
-//! generic over the `futures-io` [`AsyncRead`] + [`AsyncWrite`] traits.
+//! generic over the `futures-io` [`AsyncRead`] + [`AsyncWrite`] traits, so the
+//! TLS server (`tls` module) serves its streams with the same loop after a
+//! handshake step (`Upgrade`) that plain TCP does not need.
 //!
 //! Each connection reads into a reused buffer (allocated when a large read
 //! needs it, freed again after a quiet spell), feeds the bytes to its
@@ -22,6 +24,7 @@ use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -117,6 +120,7 @@ pub struct TcpStats {
     partial_timeouts: AtomicU64,
     idle_timeouts: AtomicU64,
     active: AtomicU64,
+    handshake_failures: AtomicU64,
 }
 
 impl TcpStats {
@@ -147,6 +151,46 @@ impl TcpStats {
     /// Connections open now.
     pub fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
+    }
+    /// TLS only: connections closed before serving because the handshake
+    /// failed, timed out, or the client certificate's role was invalid.
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// The step between accept and serving: nothing for TCP, the handshake
+/// and role check for TLS.
+pub(crate) trait Upgrade: Sync {
+    /// The stream served after the step.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send;
+    /// The transport the engine is told about.
+    const TRANSPORT: Transport;
+    /// The server's name in logs.
+    const NAME: &'static str;
+    /// The served stream and the client's role, or `None` to close the
+    /// connection (counted as a handshake failure).
+    fn upgrade(
+        &self,
+        stream: Async<TcpStream>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<(Self::Stream, Option<String>)>> + Send;
+}
+
+/// Plain Modbus/TCP: served as accepted.
+struct PlainTcp;
+
+impl Upgrade for PlainTcp {
+    type Stream = Async<TcpStream>;
+    const TRANSPORT: Transport = Transport::Tcp;
+    const NAME: &'static str = "modbus tcp";
+
+    fn upgrade(
+        &self,
+        stream: Async<TcpStream>,
+        _peer: SocketAddr,
+    ) -> impl Future<Output = Option<(Self::Stream, Option<String>)>> + Send {
+        future::ready(Some((stream, None)))
     }
 }
 
@@ -232,10 +276,15 @@ impl TcpServer {
     /// `Send`, so it can also be handed to `smol::spawn` or
     /// `async_std::task::spawn` (inside an `Arc<TcpServer>`).
     pub async fn serve_forever(&self) -> Result<(), ServerError> {
+        self.serve_with(&PlainTcp).await
+    }
+
+    /// `serve_forever` with an upgrade step on each accepted connection.
+    pub(crate) async fn serve_with<U: Upgrade>(&self, upgrade: &U) -> Result<(), ServerError> {
         if self.serving.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyServing);
         }
-        let result = self.run().await;
+        let result = self.run(upgrade).await;
         self.handle.mark_stopped();
         result
     }
@@ -261,7 +310,7 @@ impl TcpServer {
         }
     }
 
-    async fn run(&self) -> Result<(), ServerError> {
+    async fn run<U: Upgrade>(&self, upgrade: &U) -> Result<(), ServerError> {
         if self.handle.is_stopping() {
             // Stopped before it started: nothing to serve.
             return Ok(());
@@ -282,7 +331,7 @@ impl TcpServer {
         // Declared after `table`, so dropped before it: the futures borrow it.
         let mut conns = FuturesUnordered::new();
         let mut next_id: u64 = 0;
-        debug!(addr = ?self.handle.local_addr(), "modbus tcp server listening");
+        debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
 
         enum Event {
             Stop,
@@ -303,7 +352,7 @@ impl TcpServer {
                 Event::Stop => break,
                 Event::Accepted(Ok((stream, peer))) => {
                     if let Some(evict) = self.admit(&table, next_id, peer) {
-                        conns.push(self.connection(&table, next_id, peer, stream, evict));
+                        conns.push(self.connection(&table, next_id, peer, stream, evict, upgrade));
                     }
                     next_id = next_id.wrapping_add(1);
                 }
@@ -340,7 +389,7 @@ impl TcpServer {
             warn!(open = conns.len(), "connections did not close in time; cutting them");
         }
         drop(conns);
-        debug!("modbus tcp server stopped");
+        debug!("{} server stopped", U::NAME);
         Ok(())
     }
 
@@ -379,13 +428,14 @@ impl TcpServer {
     }
 
     /// One accepted TCP connection, from accept to close.
-    async fn connection(
+    async fn connection<U: Upgrade>(
         &self,
         table: &ConnTable,
         id: u64,
         peer: SocketAddr,
-        mut stream: Async<TcpStream>,
+        stream: Async<TcpStream>,
         evict: Arc<Signal>,
+        upgrade: &U,
     ) {
         // Leaves the table and the `active` count however the future ends (even when cut).
         let _entry = Entry {
@@ -397,15 +447,43 @@ impl TcpServer {
         if self.config.nodelay {
             let _ = stream.get_ref().set_nodelay(true);
         }
-        let ctx = StreamCtx {
-            engine: &self.engine,
-            config: &self.config,
-            stats: &self.stats,
-            stop: self.handle.stop_signal(),
-            evict: &evict,
-            peer,
+        let stop = self.handle.stop_signal();
+        // The upgrade first: plain TCP's is ready at once, so a stop that
+        // comes now still drains (in `serve_stream`), as for any open connection.
+        let upgraded = future::or(
+            async { upgrade.upgrade(stream, peer).await.ok_or(Close::Refused) },
+            future::or(
+                async {
+                    evict.raised().await;
+                    Err(Close::Evicted)
+                },
+                async {
+                    stop.raised().await;
+                    Err(Close::Shutdown)
+                },
+            ),
+        )
+        .await;
+        let reason = match upgraded {
+            Ok((mut stream, role)) => {
+                let ctx = StreamCtx {
+                    engine: &self.engine,
+                    config: &self.config,
+                    stats: &self.stats,
+                    stop,
+                    evict: &evict,
+                    peer,
+                    transport: U::TRANSPORT,
+                };
+                serve_stream(&ctx, &mut stream, role).await
+            }
+            Err(reason) => {
+                if reason == Close::Refused {
+                    self.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                reason
+            }
         };
-        let reason = serve_stream(&ctx, &mut stream).await;
         debug!(%peer, ?reason, "connection closed");
     }
 }
@@ -445,6 +523,8 @@ enum Close {
     PartialTimeout,
     IdleTimeout,
     IoError,
+    /// The upgrade (TLS handshake, role check) refused the connection.
+    Refused,
 }
 
 /// What a connection loop needs from its server.
@@ -455,28 +535,39 @@ struct StreamCtx<'a> {
     stop: &'a Signal,
     evict: &'a Signal,
     peer: SocketAddr,
+    transport: Transport,
 }
 
 /// Reads at most this much into the stack buffer used while no heap buffer is held.
 const SMALL_READ: usize = 512;
 
-/// Serves one byte stream (TCP today, TLS later) until it closes; on a
-/// graceful stop, answers what already arrived and closes the write side.
-async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(ctx: &StreamCtx<'_>, stream: &mut S) -> Close {
-    let reason = serve_loop(ctx, stream).await;
+/// Serves one byte stream (TCP or TLS) until it closes; on a graceful
+/// stop, answers what already arrived and closes the write side (for TLS:
+/// `close_notify`, then the socket's write side).
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &StreamCtx<'_>,
+    stream: &mut S,
+    tls_role: Option<String>,
+) -> Close {
+    let reason = serve_loop(ctx, stream, tls_role).await;
     if matches!(reason, Close::Shutdown) {
         let _ = stream.close().await;
     }
     reason
 }
 
-async fn serve_loop<S: AsyncRead + AsyncWrite + Unpin>(ctx: &StreamCtx<'_>, stream: &mut S) -> Close {
+async fn serve_loop<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &StreamCtx<'_>,
+    stream: &mut S,
+    tls_role: Option<String>,
+) -> Close {
     let cfg = ctx.config;
     let mut conn = Connection::new(
         Arc::clone(ctx.engine),
         ConnectionConfig {
             max_buffered: cfg.max_buffered,
-            ..ConnectionConfig::stream(cfg.framing, Transport::Tcp, Some(ctx.peer))
+            tls_role,
+            ..ConnectionConfig::stream(cfg.framing, ctx.transport, Some(ctx.peer))
         },
     );
     // Taken once: the signals are one-shot, so these stay valid for the whole connection.

@@ -13,6 +13,10 @@
 //! - [`UdpServer`]: one datagram is one ADU, answered to its sender.
 //! - `SerialServer` (feature `serial`, on by default): RTU or ASCII on a
 //!   serial line, the t3.5 silences driven by the port's read timeout.
+//! - `TlsServer` (feature `tls`, on by default): Modbus/TCP Security
+//!   (mbaps) over rustls (`StreamOwned` on std sockets), with client
+//!   certificates and roles, the same rules as `coilwork-tokio` (shared
+//!   `coilwork-tls`). rustls is no async runtime: the promise above holds.
 //! - [`ServerHandle`]: a cloneable stop switch usable from any thread.
 //!
 //! `serve_forever` blocks the calling thread; `shutdown` (or
@@ -47,6 +51,8 @@ mod net;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod udp;
 
 pub use error::ServerError;
@@ -57,6 +63,10 @@ pub use serial::{
     start_serial_server_in_background,
 };
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server, start_tcp_server_in_background};
+#[cfg(feature = "tls")]
+pub use tls::{
+    TlsClientAuth, TlsConfig, TlsError, TlsServer, TlsServerConfig, start_tls_server, start_tls_server_in_background,
+};
 pub use udp::{UdpServer, UdpServerConfig, UdpStats, start_udp_server, start_udp_server_in_background};
 
 /// Default Modbus port.

@@ -145,6 +145,7 @@ pub struct TcpStats {
     partial_timeouts: AtomicU64,
     idle_timeouts: AtomicU64,
     active: AtomicU64,
+    handshake_failures: AtomicU64,
 }
 
 impl TcpStats {
@@ -175,6 +176,11 @@ impl TcpStats {
     /// Connections open now.
     pub fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
+    }
+    /// TLS only: connections closed before serving because the handshake
+    /// failed, timed out, or the client certificate's role was invalid.
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::Relaxed)
     }
 }
 
@@ -209,17 +215,63 @@ impl ConnTable {
     }
 }
 
-/// A byte stream a connection thread serves: a plain [`TcpStream`], or
-/// later a TLS stream over one. Timeouts, non-blocking mode and shutdown are
-/// set on the TCP socket underneath.
+/// A byte stream a connection thread serves: a plain [`TcpStream`], or a
+/// TLS stream over one. Timeouts and non-blocking mode are set on the TCP
+/// socket underneath.
 pub(crate) trait StreamSocket: Read + Write {
     /// The TCP socket carrying the stream.
     fn socket(&self) -> &TcpStream;
+    /// Closes the sending side after a graceful stop (TLS: `close_notify` first).
+    fn close_write(&mut self);
 }
 
 impl StreamSocket for TcpStream {
     fn socket(&self) -> &TcpStream {
         self
+    }
+
+    fn close_write(&mut self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// The step between accept and serving, run on the connection thread:
+/// nothing for TCP, the handshake and role check for TLS.
+pub(crate) trait Upgrade: Send + Sync + 'static {
+    /// The stream served after the step.
+    type Stream: StreamSocket;
+    /// The transport the engine is told about.
+    const TRANSPORT: Transport;
+    /// The server's name in logs.
+    const NAME: &'static str;
+    /// The served stream and the client's role, or `None` to close the
+    /// connection. `stream` is blocking, with the write timeout set; the
+    /// step polls `cancelled` at least every `poll` and gives up once it is true.
+    fn upgrade(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        cancelled: &dyn Fn() -> bool,
+        poll: Duration,
+    ) -> Option<(Self::Stream, Option<String>)>;
+}
+
+/// Plain Modbus/TCP: served as accepted.
+struct PlainTcp;
+
+impl Upgrade for PlainTcp {
+    type Stream = TcpStream;
+    const TRANSPORT: Transport = Transport::Tcp;
+    const NAME: &'static str = "modbus tcp";
+
+    fn upgrade(
+        &self,
+        stream: TcpStream,
+        _peer: SocketAddr,
+        _cancelled: &dyn Fn() -> bool,
+        _poll: Duration,
+    ) -> Option<(TcpStream, Option<String>)> {
+        Some((stream, None))
     }
 }
 
@@ -306,10 +358,15 @@ impl TcpServer {
     /// returns once every connection is closed (at once, with `Ok`, if a
     /// stop came first).
     pub fn serve_forever(&self) -> Result<(), ServerError> {
+        self.serve_with(Arc::new(PlainTcp))
+    }
+
+    /// `serve_forever` with an upgrade step on each accepted connection.
+    pub(crate) fn serve_with<U: Upgrade>(&self, upgrade: Arc<U>) -> Result<(), ServerError> {
         if self.serving.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyServing);
         }
-        let result = self.run();
+        let result = self.run(&upgrade);
         self.handle.mark_stopped();
         result
     }
@@ -336,7 +393,7 @@ impl TcpServer {
         }
     }
 
-    fn run(&self) -> Result<(), ServerError> {
+    fn run<U: Upgrade>(&self, upgrade: &Arc<U>) -> Result<(), ServerError> {
         if self.handle.is_stopping() {
             // Stopped before it started: nothing to serve.
             return Ok(());
@@ -353,11 +410,11 @@ impl TcpServer {
         };
         let table = Arc::new(ConnTable::default());
         let mut next_id: u64 = 0;
-        debug!(addr = ?self.handle.local_addr(), "modbus tcp server listening");
+        debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
         while !self.handle.is_stopping() {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    self.spawn_connection(&table, next_id, stream, peer);
+                    self.spawn_connection(&table, next_id, stream, peer, upgrade);
                     next_id = next_id.wrapping_add(1);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -387,12 +444,19 @@ impl TcpServer {
                 warn!("connection threads still writing; leaving them to end on their own");
             }
         }
-        debug!("modbus tcp server stopped");
+        debug!("{} server stopped", U::NAME);
         Ok(())
     }
 
     /// Admits (or refuses) a new client and starts its thread.
-    fn spawn_connection(&self, table: &Arc<ConnTable>, id: u64, stream: TcpStream, peer: SocketAddr) {
+    fn spawn_connection<U: Upgrade>(
+        &self,
+        table: &Arc<ConnTable>,
+        id: u64,
+        stream: TcpStream,
+        peer: SocketAddr,
+        upgrade: &Arc<U>,
+    ) {
         let Some(slot) = self.admit(table, id, peer) else {
             drop(stream);
             return;
@@ -415,7 +479,8 @@ impl TcpServer {
             builder = builder.stack_size(size);
         }
         // On failure the closure, and with it the guard, is dropped: the slot is freed.
-        if let Err(e) = builder.spawn(move || conn.run(stream)) {
+        let upgrade = Arc::clone(upgrade);
+        if let Err(e) = builder.spawn(move || conn.run(stream, &*upgrade)) {
             warn!(%peer, error = %e, "cannot start a connection thread; closing the connection");
         }
     }
@@ -497,6 +562,8 @@ enum Close {
     PartialTimeout,
     IdleTimeout,
     IoError,
+    /// The upgrade (TLS handshake, role check) refused the connection.
+    Refused,
 }
 
 /// Everything one connection thread owns.
@@ -510,7 +577,7 @@ struct ConnThread {
 }
 
 impl ConnThread {
-    fn run(self, stream: TcpStream) {
+    fn run<U: Upgrade>(self, stream: TcpStream, upgrade: &U) {
         let peer = self.peer;
         debug!(%peer, "connection opened");
         // Accepted sockets inherit non-blocking mode from the listener on some systems.
@@ -520,12 +587,23 @@ impl ConnThread {
             .and_then(|()| stream.set_write_timeout(self.config.write_timeout));
         let reason = match setup {
             Ok(()) => {
-                let mut stream = stream;
-                let reason = self.serve(&mut stream);
-                if reason == Close::Shutdown {
-                    let _ = stream.shutdown(Shutdown::Write);
+                let cancelled = || self.stop.is_stopping() || self.guard.slot.close.load(Ordering::Acquire);
+                let poll = self.config.poll_interval.max(Duration::from_millis(1));
+                match upgrade.upgrade(stream, peer, &cancelled, poll) {
+                    Some((mut stream, role)) => {
+                        let reason = self.serve(&mut stream, U::TRANSPORT, role);
+                        if reason == Close::Shutdown {
+                            stream.close_write();
+                        }
+                        reason
+                    }
+                    None if self.guard.slot.close.load(Ordering::Acquire) => Close::Evicted,
+                    None if self.stop.is_stopping() => Close::Shutdown,
+                    None => {
+                        self.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        Close::Refused
+                    }
                 }
-                reason
             }
             Err(e) => {
                 debug!(%peer, error = %e, "cannot set up the socket");
@@ -537,13 +615,14 @@ impl ConnThread {
     }
 
     /// Serves one stream until it closes; generic so a TLS stream can be served the same way.
-    fn serve<S: StreamSocket>(&self, stream: &mut S) -> Close {
+    fn serve<S: StreamSocket>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
         let cfg = &*self.config;
         let mut conn = Connection::new(
             Arc::clone(&self.engine),
             ConnectionConfig {
                 max_buffered: cfg.max_buffered,
-                ..ConnectionConfig::stream(cfg.framing, Transport::Tcp, Some(self.peer))
+                tls_role,
+                ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
             },
         );
         let poll = cfg.poll_interval.max(Duration::from_millis(1));

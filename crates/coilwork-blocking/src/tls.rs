@@ -1,0 +1,301 @@
+//! Modbus/TCP Security (mbaps): Modbus/TCP over TLS 1.2 or newer, on
+//! `std::net` and `std::thread` (rustls [`StreamOwned`], no async runtime).
+//!
+//! [`TlsServer`] is a [`TcpServer`] whose connection threads first run a
+//! TLS handshake (rustls, `ring` provider); after it, the same connection
+//! loop serves them, with the same options, limits, stop handle and
+//! graceful shutdown (requests already received are answered, then
+//! `close_notify` is sent and the write side closed). The handshake runs on
+//! the connection's own thread, bounded by
+//! [`TlsServerConfig::handshake_timeout`], and is cut by a stop or an
+//! eviction within one `poll_interval`.
+//!
+//! The rules are those of `coilwork-tokio`'s TLS server, from the shared
+//! `coilwork-tls` crate (whose types are re-exported here): by default
+//! ([`TlsClientAuth::Required`]) a client must present a certificate that
+//! chains to the configured CA, or the handshake fails and the engine never
+//! sees it; the client's role is read from its certificate (extension OID
+//! 1.3.6.1.4.1.50316.802.1, see [`coilwork_core::security`]) and reaches
+//! every request as
+//! [`RequestContext::tls_role`](coilwork_core::RequestContext::tls_role), so
+//! an [`Authorizer`](coilwork_core::engine::Authorizer) can decide; a
+//! certificate with an invalid role extension is refused. Server-only TLS
+//! only with [`TlsClientAuth::None`], with a warning when the server starts.
+
+use crate::ServerError;
+use crate::handle::ServerHandle;
+use crate::net;
+use crate::tcp::{StreamSocket, TcpServer, TcpServerConfig, TcpStats, Upgrade};
+use coilwork_core::{Engine, Transport};
+use coilwork_tls::rustls::{ServerConnection, StreamOwned};
+use std::io::{ErrorKind, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+pub use coilwork_tls::{
+    MBAPS_PORT, TlsClientAuth, TlsConfig, TlsError, load_ca_roots, load_certificates, load_private_key,
+};
+
+/// Settings of a [`TlsServer`]: those of a [`TcpServer`] plus the handshake
+/// timeout. `Default` listens on `127.0.0.1:802`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerConfig {
+    /// Socket, limits, timeouts and threads, as for TCP.
+    pub tcp: TcpServerConfig,
+    /// Close a connection whose TLS handshake has not finished within this
+    /// long (default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsServerConfig {
+    fn default() -> Self {
+        Self {
+            tcp: TcpServerConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), MBAPS_PORT)),
+            handshake_timeout: coilwork_tls::DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl TlsServerConfig {
+    /// Defaults, listening on `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        let mut config = Self::default();
+        config.tcp.address = address;
+        config
+    }
+}
+
+/// A TLS session over a blocking socket.
+type TlsStream = StreamOwned<ServerConnection, TcpStream>;
+
+impl StreamSocket for TlsStream {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn close_write(&mut self) {
+        self.conn.send_close_notify();
+        // Bounded by the socket's write timeout.
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = self.sock.flush();
+        let _ = self.sock.shutdown(Shutdown::Write);
+    }
+}
+
+/// The TLS handshake and role check, run on each connection thread.
+struct TlsUpgrade {
+    config: Arc<coilwork_tls::rustls::ServerConfig>,
+    handshake_timeout: Duration,
+}
+
+/// Why a handshake did not finish.
+#[derive(Debug)]
+enum HandshakeError {
+    TimedOut,
+    Cancelled,
+    Io(std::io::Error),
+}
+
+/// Runs the handshake to its end, bounded by `limit`, polling `cancelled`
+/// at least every `poll`.
+fn handshake(
+    conn: &mut ServerConnection,
+    sock: &mut TcpStream,
+    limit: Duration,
+    cancelled: &dyn Fn() -> bool,
+    poll: Duration,
+) -> Result<(), HandshakeError> {
+    let start = Instant::now();
+    let mut timeout_set: Option<Duration> = None;
+    while conn.is_handshaking() {
+        if cancelled() {
+            return Err(HandshakeError::Cancelled);
+        }
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(HandshakeError::TimedOut);
+        }
+        let timeout = left.min(poll).max(Duration::from_millis(1));
+        if timeout_set != Some(timeout) {
+            sock.set_read_timeout(Some(timeout)).map_err(HandshakeError::Io)?;
+            timeout_set = Some(timeout);
+        }
+        match conn.complete_io(sock) {
+            Ok(_) => {}
+            // Partial records stay buffered in rustls: go on reading.
+            Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(HandshakeError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+impl Upgrade for TlsUpgrade {
+    type Stream = TlsStream;
+    const TRANSPORT: Transport = Transport::Tls;
+    const NAME: &'static str = "modbus tls";
+
+    fn upgrade(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        cancelled: &dyn Fn() -> bool,
+        poll: Duration,
+    ) -> Option<(TlsStream, Option<String>)> {
+        let mut conn = match ServerConnection::new(Arc::clone(&self.config)) {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot start a TLS session");
+                return None;
+            }
+        };
+        match handshake(&mut conn, &mut stream, self.handshake_timeout, cancelled, poll) {
+            Ok(()) => {}
+            Err(HandshakeError::TimedOut) => {
+                debug!(%peer, "refused: TLS handshake timed out");
+                return None;
+            }
+            Err(HandshakeError::Cancelled) => {
+                debug!(%peer, "TLS handshake cut by a stop or an eviction");
+                return None;
+            }
+            Err(HandshakeError::Io(e)) => {
+                debug!(%peer, error = %e, "refused: TLS handshake failed");
+                return None;
+            }
+        }
+        let role = coilwork_tls::session_role(&conn, peer)?;
+        Some((StreamOwned::new(conn, stream), role))
+    }
+}
+
+/// A blocking Modbus/TCP Security server over an [`Engine`]: one thread per
+/// connection, like [`TcpServer`].
+///
+/// [`TlsServer::new`] does not bind: [`TlsServer::bind`] or
+/// [`TlsServer::serve_forever`] does.
+#[derive(Debug)]
+pub struct TlsServer {
+    tcp: TcpServer,
+    tls: TlsConfig,
+    handshake_timeout: Duration,
+}
+
+impl TlsServer {
+    /// A server for `engine`; nothing is bound yet.
+    pub fn new(engine: Arc<Engine>, config: TlsServerConfig, tls: TlsConfig) -> Self {
+        Self::with_handle(engine, config, tls, ServerHandle::new())
+    }
+
+    /// A server stopped by `handle` (keep a clone to stop a server that
+    /// blocks its thread). Use a fresh handle for each server.
+    pub fn with_handle(engine: Arc<Engine>, config: TlsServerConfig, tls: TlsConfig, handle: ServerHandle) -> Self {
+        Self {
+            tcp: TcpServer::with_handle(engine, config.tcp, handle),
+            tls,
+            handshake_timeout: config.handshake_timeout,
+        }
+    }
+
+    /// Binds and listens now (idempotent); returns the address bound (useful with port 0).
+    pub fn bind(&self) -> Result<SocketAddr, ServerError> {
+        self.tcp.bind()
+    }
+
+    /// The bound address, once bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// A handle to stop this server from any thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.tcp.handle()
+    }
+
+    /// The counters (TLS refusals in [`TcpStats::handshake_failures`]).
+    pub fn stats(&self) -> &Arc<TcpStats> {
+        self.tcp.stats()
+    }
+
+    /// The socket and connection settings.
+    pub fn config(&self) -> &TcpServerConfig {
+        self.tcp.config()
+    }
+
+    /// The TLS configuration.
+    pub fn tls_config(&self) -> &TlsConfig {
+        &self.tls
+    }
+
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The engine served.
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.tcp.engine()
+    }
+
+    /// Binds if needed and serves on the calling thread until stopped;
+    /// returns once every connection is closed (at once, with `Ok`, if a
+    /// stop came first).
+    pub fn serve_forever(&self) -> Result<(), ServerError> {
+        self.tls.warn_if_server_only();
+        let upgrade = TlsUpgrade {
+            config: Arc::clone(self.tls.rustls()),
+            handshake_timeout: self.handshake_timeout,
+        };
+        self.tcp.serve_with(Arc::new(upgrade))
+    }
+
+    /// Graceful stop from another thread: stops accepting, answers requests
+    /// already received, closes the connections, and returns once
+    /// `serve_forever` has returned.
+    pub fn shutdown(&self) {
+        self.tcp.shutdown();
+    }
+
+    /// Stops the server and releases the listening socket if it is not serving yet.
+    pub fn server_close(&self) {
+        self.tcp.server_close();
+    }
+}
+
+/// Binds `config.tcp.address` and serves `engine` over TLS on the calling
+/// thread until the process ends or the server fails. To stop it from
+/// elsewhere, build a [`TlsServer::with_handle`] and keep the handle, or use
+/// [`start_tls_server_in_background`].
+pub fn start_tls_server(engine: Arc<Engine>, config: TlsServerConfig, tls: TlsConfig) -> Result<(), ServerError> {
+    TlsServer::new(engine, config, tls).serve_forever()
+}
+
+/// Binds `config.tcp.address` (the bind error, if any, is returned here)
+/// and serves `engine` over TLS on a new thread; returns the handle that
+/// stops it.
+pub fn start_tls_server_in_background(
+    engine: Arc<Engine>,
+    config: TlsServerConfig,
+    tls: TlsConfig,
+) -> Result<ServerHandle, ServerError> {
+    let server = TlsServer::new(engine, config, tls);
+    server.bind()?;
+    let handle = server.handle();
+    std::thread::Builder::new()
+        .name("coilwork-tls-accept".into())
+        .spawn(move || {
+            if let Err(e) = server.serve_forever() {
+                warn!(error = %e, "modbus tls server failed");
+            }
+        })?;
+    Ok(handle)
+}
