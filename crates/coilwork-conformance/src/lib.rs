@@ -195,6 +195,11 @@ impl Running {
         }
     }
 
+    /// Asks the server to stop; never blocks. [`Running::stop`] then waits.
+    pub fn ask_stop(&self) {
+        (self.stop)();
+    }
+
     /// Asks the server to stop and waits until `serve_forever` returned;
     /// returns how long that took. Panics if it took more than
     /// [`STOP_LIMIT`] or returned an error.
