@@ -77,6 +77,7 @@ macro_rules! tcp_config {
             partial_frame_timeout: o.partial_frame_timeout,
             allow_list: o.allow_list.clone(),
             backlog: o.backlog,
+            shutdown_timeout: o.shutdown_timeout,
             ..$krate::TcpServerConfig::new(loopback())
         }
     }};

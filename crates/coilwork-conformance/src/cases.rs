@@ -252,6 +252,190 @@ pub fn request_one_byte_at_a_time<H: Harness>() {
     stop::<H>(server);
 }
 
+/// 400 requests in one write (more than a 4 KiB read buffer), with the
+/// largest FC16 and FC3: all answered in order.
+pub fn burst_beyond_the_read_buffer<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    let big: Vec<u16> = (0..123u16).map(|i| i.wrapping_mul(0x0101)).collect();
+    let mut batch = adu(1, 1, &fc16(200, &big));
+    batch.extend_from_slice(&adu(2, 1, &fc3(200, 125)));
+    for i in 0..400u16 {
+        batch.extend_from_slice(&adu(1000 + i, 1, &fc3(200 + i % 123, 1)));
+    }
+    assert!(batch.len() > 4096);
+    c.send(&batch);
+    assert_eq!(c.read_answer().pdu, pdu(0x10, &[200, 123]));
+    let mut want = big.clone();
+    want.extend_from_slice(&[0, 0]);
+    let a = c.read_answer();
+    assert_eq!((a.tid, a.pdu), (2, fc3_answer(&want)));
+    for i in 0..400u16 {
+        let a = c.read_answer();
+        assert_eq!(
+            (a.tid, a.pdu),
+            (1000 + i, fc3_answer(&[big[usize::from(i % 123)]])),
+            "answer {i}"
+        );
+    }
+    stop::<H>(server);
+}
+
+/// Requests split anywhere: header apart from PDU, and one and a half
+/// requests per write.
+pub fn requests_split_across_writes<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    c.call(1, 1, &fc16(0, &[11, 22, 33]));
+    let req = adu(2, 1, &fc3(0, 3));
+    c.send(&req[..7]);
+    std::thread::sleep(Duration::from_millis(20));
+    c.send(&req[7..]);
+    assert_eq!(c.read_answer().pdu, fc3_answer(&[11, 22, 33]));
+    let mut stream = Vec::new();
+    for i in 0..6u16 {
+        stream.extend_from_slice(&adu(10 + i, 1, &fc3(i % 3, 1)));
+    }
+    for chunk in stream.chunks(18) {
+        c.send(chunk);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..6u16 {
+        let a = c.read_answer();
+        assert_eq!(
+            (a.tid, a.pdu),
+            (10 + i, fc3_answer(&[[11, 22, 33][usize::from(i % 3)]]))
+        );
+    }
+    stop::<H>(server);
+}
+
+/// Unit ids 0, 0x11 and 0xFF are ordinary ids on TCP: answered and echoed.
+pub fn unit_ids_echoed<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    for (tid, unit) in [(1u16, 0u8), (2, 0x11), (3, 0xFF)] {
+        assert_eq!(c.call(tid, unit, &fc3(0, 1)), fc3_answer(&[0]), "unit {unit}");
+    }
+    stop::<H>(server);
+}
+
+/// An MBAP length past 254 (or under 2) closes that connection.
+pub fn bad_mbap_length_closes_the_connection<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    for (i, len) in [0x0100u16, 0x0001].into_iter().enumerate() {
+        let mut c = Client::connect(server.addr());
+        let mut req = adu(1, 1, &fc3(0, 1));
+        req[4..6].copy_from_slice(&len.to_be_bytes());
+        c.send(&req);
+        assert!(c.closed_by_server(STEP), "{}: length {len} closed", H::NAME);
+        assert!(
+            server.counters_reach(STEP, |s| s.bad_frames == i as u64 + 1),
+            "{:?}",
+            server.counters()
+        );
+    }
+    let mut c = Client::connect(server.addr());
+    expect(&mut c, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// A request followed by the client's FIN (half close) is still answered.
+pub fn request_then_half_close_is_answered<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    c.send(&adu(7, 1, &fc3(0, 2)));
+    c.shutdown_write();
+    let a = c.read_answer();
+    assert_eq!(
+        (a.tid, a.pdu),
+        (7, fc3_answer(&[0, 0])),
+        "{}: answered before closing",
+        H::NAME
+    );
+    assert!(c.closed_by_server(STEP), "{}: closed after the client's FIN", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.active == 0),
+        "{:?}",
+        server.counters()
+    );
+    stop::<H>(server);
+}
+
+/// Clients that vanish mid-stream (unread answers, reset) leave the server
+/// healthy: the table empties and the next client is served.
+pub fn clients_vanishing_mid_stream<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    for round in 0..5u16 {
+        let mut c = Client::connect(server.addr());
+        let mut batch = Vec::new();
+        for i in 0..200u16 {
+            batch.extend_from_slice(&adu(i, 1, &fc3(0, 125)));
+        }
+        c.send(&batch);
+        c.send(&adu(round, 1, &fc3(0, 1))[..4]);
+        drop(c);
+    }
+    assert!(
+        server.counters_reach(STEP, |s| s.active == 0),
+        "{:?}",
+        server.counters()
+    );
+    let mut c = Client::connect(server.addr());
+    expect(&mut c, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// RTU over TCP: two frames in one write answered in order; ASCII over TCP.
+pub fn rtu_and_ascii_over_tcp<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        framing: Framing::Rtu,
+        ..TcpOptions::default()
+    });
+    let mut c = Client::connect(server.addr());
+    let mut batch = rtu(1, &fc16(0x6B, &[0x022B, 0x0000, 0x0064]));
+    batch.extend_from_slice(&rtu(1, &fc3(0x6B, 3)));
+    c.send(&batch);
+    assert_eq!(c.read_n(8), rtu(1, &pdu(0x10, &[0x6B, 3])));
+    assert_eq!(c.read_n(11), rtu(1, &fc3_answer(&[0x022B, 0x0000, 0x0064])));
+    stop::<H>(server);
+
+    let server = start::<H>(TcpOptions {
+        framing: Framing::Ascii,
+        ..TcpOptions::default()
+    });
+    let mut c = Client::connect(server.addr());
+    let fc6 = pdu(0x06, &[0x0001, 0x0003]);
+    c.send(&ascii(1, &fc6));
+    assert_eq!(c.read_n(17), ascii(1, &fc6));
+    let want = ascii(1, &fc3_answer(&[3]));
+    c.send(&ascii(1, &fc3(1, 1)));
+    assert_eq!(c.read_n(want.len()), want);
+    stop::<H>(server);
+}
+
+/// UDP: interleaved clients each get their own answers.
+pub fn udp_answers_go_to_their_sender<H: Harness>() {
+    let server = H::start_udp(engine(), &UdpOptions::default());
+    let clients: Vec<UdpClient> = (0..4).map(|_| UdpClient::new(server.addr())).collect();
+    for (i, c) in clients.iter().enumerate() {
+        let i = i as u16;
+        c.send(&adu(100 + i, 1, &fc16(i, &[0x0100 + i])));
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let i = i as u16;
+        assert_eq!(c.recv_within(STEP), Some(adu(100 + i, 1, &pdu(0x10, &[i, 1]))));
+    }
+    for (i, c) in clients.iter().enumerate().rev() {
+        let i = i as u16;
+        assert_eq!(
+            c.call(&adu(200 + i, 1, &fc3(i, 1))),
+            adu(200 + i, 1, &fc3_answer(&[0x0100 + i]))
+        );
+    }
+    stop::<H>(server);
+}
+
 /// RTU framing over TCP: garbage is shed, the good request after it answered.
 pub fn rtu_over_tcp_garbage_then_good_request<H: Harness>() {
     let server = start::<H>(TcpOptions {
@@ -484,6 +668,39 @@ pub fn graceful_shutdown_with_a_request_in_flight<H: Harness>() {
             H::NAME
         );
     }
+}
+
+/// A stop while the server is stuck writing to a client that does not
+/// read: cut after `shutdown_timeout`, the server returns within
+/// [`STOP_WITHIN`], and another client was served meanwhile.
+pub fn stop_with_a_client_that_does_not_read<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        shutdown_timeout: Duration::from_millis(300),
+        ..TcpOptions::default()
+    });
+    let addr = server.addr();
+    let mut stuck = Client::connect(addr);
+    let mut batch = Vec::new();
+    for i in 0..60_000u16 {
+        batch.extend_from_slice(&adu(i, 1, &fc3(0, 125)));
+    }
+    // About 15 MB of answers for 720 KB of requests: more than loopback
+    // buffers hold, so the server's writes block.
+    let writer = std::thread::spawn(move || {
+        let _ = stuck.try_send(&batch);
+        stuck
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = Client::connect(addr);
+    expect(&mut other, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+    assert!(
+        took >= Duration::from_millis(250),
+        "{}: the stuck connection was given its shutdown_timeout, not cut at once ({took:?})",
+        H::NAME
+    );
+    drop(writer.join().expect("writer"));
 }
 
 /// Writes from one client are read by another.

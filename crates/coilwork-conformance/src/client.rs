@@ -164,6 +164,16 @@ impl Client {
         a.pdu
     }
 
+    /// Writes all of `bytes`, returning an error instead of panicking.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Shuts the write side (sends FIN); reads still work.
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write).expect("shutdown write");
+    }
+
     /// True if the server closes the stream (EOF or reset) within `d`;
     /// false if data arrives or nothing happens.
     pub fn closed_by_server(&mut self, d: Duration) -> bool {

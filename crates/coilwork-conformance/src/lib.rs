@@ -60,6 +60,8 @@ pub struct TcpOptions {
     pub allow_list: Option<Vec<IpAddr>>,
     /// Listen backlog.
     pub backlog: u32,
+    /// On a stop, how long connections get to finish before they are cut.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for TcpOptions {
@@ -72,6 +74,7 @@ impl Default for TcpOptions {
             partial_frame_timeout: Some(Duration::from_secs(5)),
             allow_list: None,
             backlog: 128,
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -268,6 +271,14 @@ macro_rules! conformance_suite {
             one_exception_per_class,
             pipelined_requests_in_one_write,
             request_one_byte_at_a_time,
+            burst_beyond_the_read_buffer,
+            requests_split_across_writes,
+            unit_ids_echoed,
+            bad_mbap_length_closes_the_connection,
+            request_then_half_close_is_answered,
+            clients_vanishing_mid_stream,
+            rtu_and_ascii_over_tcp,
+            udp_answers_go_to_their_sender,
             rtu_over_tcp_garbage_then_good_request,
             bad_protocol_id_closes_the_connection,
             concurrent_clients,
@@ -277,6 +288,7 @@ macro_rules! conformance_suite {
             idle_timeout,
             allow_list,
             graceful_shutdown_with_a_request_in_flight,
+            stop_with_a_client_that_does_not_read,
             writes_seen_by_another_client,
             udp_round_trip_and_malformed_datagram,
             serial_rtu_round_trip,
