@@ -594,9 +594,18 @@ pub fn idle_timeout<H: Harness>() {
     expect(&mut idle, 1, &fc3(0, 1), &fc3_answer(&[0]));
     let t0 = Instant::now();
     let mut tid = 0;
+    let mut checked_early = false;
     while t0.elapsed() < Duration::from_millis(600) {
         tid += 1;
         expect(&mut busy, tid, &fc3(0, 1), &fc3_answer(&[0]));
+        if !checked_early && t0.elapsed() >= Duration::from_millis(100) {
+            assert!(
+                idle.silent_for(Duration::from_millis(1)),
+                "{}: not closed before the timeout",
+                H::NAME
+            );
+            checked_early = true;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(idle.closed_by_server(STEP), "{}: idle client closed", H::NAME);

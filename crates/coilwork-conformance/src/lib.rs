@@ -16,6 +16,22 @@
 //!
 //! Serial cases run over a socat pty pair; without socat they are skipped
 //! with a message, unless `COILWORK_REQUIRE_CLIENTS` is set (then they fail).
+//!
+//! What the suite covers, per adapter: every public function code over MBAP
+//! with exact answer bytes (spec examples where the spec has one) and one
+//! exception per class; pipelining (8 requests, and 400 past the read
+//! buffer); requests split one byte at a time and across writes; RTU / ASCII
+//! over TCP (garbage shed); bad protocol id and bad MBAP length close the
+//! connection; unit ids echoed; half close; clients vanishing mid-stream;
+//! 50 concurrent clients × 20 requests; `max_connections` (refuse, evict);
+//! partial-frame and idle timeouts; allow-list; graceful stop with a request
+//! in flight and with a client that does not read; writes seen by another
+//! client; UDP round trip, malformed datagrams, several senders; serial RTU
+//! and ASCII round trips, broadcast, local echo.
+//!
+//! A new adapter: implement [`Harness`] (bind on the calling thread, serve
+//! on a thread, wrap the handle and counters in a [`Running`]), then add a
+//! test file with `conformance_suite!(YourHarness);`.
 #![forbid(unsafe_code)]
 
 pub mod adapters;
