@@ -1,5 +1,5 @@
 //! The cases. Each is generic over a [`Harness`], starts its own server on
-//! a fresh [`engine`](crate::fixture::engine), is bounded in time (every
+//! a fresh [`crate::fixture::engine`], is bounded in time (every
 //! client step has a timeout, every stop is bounded), and stops its server.
 //!
 //! Expected bytes come from the Modbus Application Protocol v1.1b3 examples
