@@ -1,0 +1,217 @@
+//! The four adapters behind the one [`Harness`] trait.
+//!
+//! Each start builds the adapter's own config from the common options,
+//! binds (or opens) on the calling thread so errors show at once, then
+//! serves on a thread of its own: tokio in its own multi-thread runtime,
+//! smol under `smol::block_on`, async-std under `async_std::task::block_on`,
+//! blocking on a plain thread.
+
+use crate::{Counters, Harness, Overflow, Running, SerialOptions, TcpOptions, UdpOptions, loopback, spawn_server};
+use coilwork_core::Engine;
+use std::sync::Arc;
+
+/// Tokio: `coilwork-tokio` in a two-worker runtime.
+#[derive(Debug)]
+pub struct Tokio;
+
+/// smol: `coilwork-async-std` under `smol::block_on`.
+#[derive(Debug)]
+pub struct Smol;
+
+/// async-std: `coilwork-async-std` under `async_std::task::block_on`.
+#[derive(Debug)]
+pub struct AsyncStd;
+
+/// Blocking: `coilwork-blocking` on `std::thread`.
+#[derive(Debug)]
+pub struct Blocking;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+macro_rules! tcp_stats {
+    ($stats:expr) => {{
+        let s = $stats;
+        move || Counters {
+            accepted: s.accepted(),
+            refused: s.refused(),
+            evicted: s.evicted(),
+            bad_frames: s.bad_frames(),
+            partial_timeouts: s.partial_timeouts(),
+            idle_timeouts: s.idle_timeouts(),
+            active: s.active(),
+            ..Counters::default()
+        }
+    }};
+}
+
+macro_rules! udp_stats {
+    ($stats:expr) => {{
+        let s = $stats;
+        move || Counters {
+            received: s.received(),
+            answered: s.answered(),
+            malformed: s.malformed(),
+            refused: s.refused(),
+            ..Counters::default()
+        }
+    }};
+}
+
+macro_rules! tcp_config {
+    ($krate:ident, $opts:expr) => {{
+        let o: &TcpOptions = $opts;
+        $krate::TcpServerConfig {
+            framing: o.framing,
+            max_connections: o.max_connections,
+            overflow: match o.overflow {
+                Overflow::RefuseNew => $krate::OverflowPolicy::RefuseNew,
+                Overflow::EvictOldest => $krate::OverflowPolicy::EvictOldest,
+            },
+            idle_timeout: o.idle_timeout,
+            partial_frame_timeout: o.partial_frame_timeout,
+            allow_list: o.allow_list.clone(),
+            backlog: o.backlog,
+            shutdown_timeout: o.shutdown_timeout,
+            ..$krate::TcpServerConfig::new(loopback())
+        }
+    }};
+}
+
+macro_rules! udp_config {
+    ($krate:ident, $opts:expr) => {{
+        let o: &UdpOptions = $opts;
+        $krate::UdpServerConfig {
+            framing: o.framing,
+            allow_list: o.allow_list.clone(),
+            ..$krate::UdpServerConfig::new(loopback())
+        }
+    }};
+}
+
+macro_rules! serial_config {
+    ($krate:ident, $opts:expr) => {{
+        let o: &SerialOptions = $opts;
+        $krate::SerialServerConfig {
+            framing: o.framing,
+            baud_rate: o.baud_rate,
+            parity: $krate::Parity::None,
+            local_echo: o.local_echo,
+            auto_open: false,
+            ..$krate::SerialServerConfig::new(o.port.clone())
+        }
+    }};
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Harness for Tokio {
+    const NAME: &'static str = "tokio";
+
+    fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
+        let server = coilwork_tokio::TcpServer::new(engine, tcp_config!(coilwork_tokio, opts));
+        let addr = server.bind().expect("bind");
+        let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+        let rt = runtime();
+        let done = spawn_server("tokio-tcp", move || rt.block_on(server.serve_forever()).map_err(err));
+        Running::new(Some(addr), move || handle.stop(), done, tcp_stats!(stats))
+    }
+
+    fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
+        let server = coilwork_tokio::UdpServer::new(engine, udp_config!(coilwork_tokio, opts));
+        let addr = server.bind().expect("bind");
+        let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+        let rt = runtime();
+        let done = spawn_server("tokio-udp", move || rt.block_on(server.serve_forever()).map_err(err));
+        Running::new(Some(addr), move || handle.stop(), done, udp_stats!(stats))
+    }
+
+    fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
+        let server = coilwork_tokio::SerialServer::new(engine, serial_config!(coilwork_tokio, opts));
+        let rt = runtime();
+        {
+            // tokio-serial registers the port with the runtime's reactor.
+            let _in_rt = rt.enter();
+            server.open().expect("open serial port");
+        }
+        let handle = server.handle();
+        let done = spawn_server("tokio-serial", move || rt.block_on(server.serve_forever()).map_err(err));
+        Running::new(None, move || handle.stop(), done, Counters::default)
+    }
+}
+
+macro_rules! async_io_harness {
+    ($ty:ty, $name:literal, $block_on:path) => {
+        impl Harness for $ty {
+            const NAME: &'static str = $name;
+
+            fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
+                let server = coilwork_async_std::TcpServer::new(engine, tcp_config!(coilwork_async_std, opts));
+                let addr = server.bind().expect("bind");
+                let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+                let done = spawn_server(concat!($name, "-tcp"), move || {
+                    $block_on(server.serve_forever()).map_err(err)
+                });
+                Running::new(Some(addr), move || handle.stop(), done, tcp_stats!(stats))
+            }
+
+            fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
+                let server = coilwork_async_std::UdpServer::new(engine, udp_config!(coilwork_async_std, opts));
+                let addr = server.bind().expect("bind");
+                let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+                let done = spawn_server(concat!($name, "-udp"), move || {
+                    $block_on(server.serve_forever()).map_err(err)
+                });
+                Running::new(Some(addr), move || handle.stop(), done, udp_stats!(stats))
+            }
+
+            fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
+                let server = coilwork_async_std::SerialServer::new(engine, serial_config!(coilwork_async_std, opts));
+                server.open().expect("open serial port");
+                let handle = server.handle();
+                let done = spawn_server(concat!($name, "-serial"), move || {
+                    $block_on(server.serve_forever()).map_err(err)
+                });
+                Running::new(None, move || handle.stop(), done, Counters::default)
+            }
+        }
+    };
+}
+
+async_io_harness!(Smol, "smol", smol::block_on);
+async_io_harness!(AsyncStd, "async-std", async_std::task::block_on);
+
+impl Harness for Blocking {
+    const NAME: &'static str = "blocking";
+
+    fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
+        let server = coilwork_blocking::TcpServer::new(engine, tcp_config!(coilwork_blocking, opts));
+        let addr = server.bind().expect("bind");
+        let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+        let done = spawn_server("blocking-tcp", move || server.serve_forever().map_err(err));
+        Running::new(Some(addr), move || handle.stop(), done, tcp_stats!(stats))
+    }
+
+    fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
+        let server = coilwork_blocking::UdpServer::new(engine, udp_config!(coilwork_blocking, opts));
+        let addr = server.bind().expect("bind");
+        let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+        let done = spawn_server("blocking-udp", move || server.serve_forever().map_err(err));
+        Running::new(Some(addr), move || handle.stop(), done, udp_stats!(stats))
+    }
+
+    fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
+        let server = coilwork_blocking::SerialServer::new(engine, serial_config!(coilwork_blocking, opts));
+        server.open().expect("open serial port");
+        let handle = server.handle();
+        let done = spawn_server("blocking-serial", move || server.serve_forever().map_err(err));
+        Running::new(None, move || handle.stop(), done, Counters::default)
+    }
+}

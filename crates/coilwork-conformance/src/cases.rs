@@ -1,0 +1,850 @@
+//! The cases. Each is generic over a [`Harness`], starts its own server on
+//! a fresh [`crate::fixture::engine`], is bounded in time (every
+//! client step has a timeout, every stop is bounded), and stops its server.
+//!
+//! Expected bytes come from the Modbus Application Protocol v1.1b3 examples
+//! where the spec has one.
+
+use crate::client::{Client, STEP, UdpClient, adu, adu_with_protocol, ascii, fc3, fc3_answer, fc16, pdu, rtu};
+use crate::fixture::engine;
+use crate::serial::PtyPair;
+use crate::{Harness, Overflow, Running, SerialOptions, TcpOptions, UdpOptions};
+use coilwork_core::Framing;
+use std::time::{Duration, Instant};
+
+/// How long a graceful stop may take.
+pub const STOP_WITHIN: Duration = Duration::from_secs(2);
+
+fn start<H: Harness>(opts: TcpOptions) -> Running {
+    H::start_tcp(engine(), &opts)
+}
+
+fn stop<H: Harness>(server: Running) {
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+}
+
+/// Sends `request` and asserts the exact answer PDU.
+fn expect(c: &mut Client, tid: u16, request: &[u8], answer: &[u8]) {
+    let got = c.call(tid, 1, request);
+    assert_eq!(got, answer, "request {request:02X?}");
+}
+
+/// FC1, FC2, FC5, FC15 with the spec's examples.
+pub fn bit_functions<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    // FC5 (spec): coil 173 on.
+    let fc5 = [0x05, 0x00, 0xAC, 0xFF, 0x00];
+    expect(&mut c, 1, &fc5, &fc5);
+    expect(&mut c, 2, &[0x01, 0x00, 0xAC, 0x00, 0x01], &[0x01, 0x01, 0x01]);
+    // FC15 (spec): 10 coils from 20, CD 01.
+    expect(
+        &mut c,
+        3,
+        &[0x0F, 0x00, 0x13, 0x00, 0x0A, 0x02, 0xCD, 0x01],
+        &[0x0F, 0x00, 0x13, 0x00, 0x0A],
+    );
+    expect(&mut c, 4, &[0x01, 0x00, 0x13, 0x00, 0x0A], &[0x01, 0x02, 0xCD, 0x01]);
+    // 19 coils from 20: the 10 written, then 9 zero.
+    expect(
+        &mut c,
+        5,
+        &[0x01, 0x00, 0x13, 0x00, 0x13],
+        &[0x01, 0x03, 0xCD, 0x01, 0x00],
+    );
+    // FC2 (spec): 22 inputs from 197 read AC DB 35.
+    expect(
+        &mut c,
+        6,
+        &[0x02, 0x00, 0xC4, 0x00, 0x16],
+        &[0x02, 0x03, 0xAC, 0xDB, 0x35],
+    );
+    // FC5 off, and a value that is neither FF00 nor 0000 (03).
+    let off = [0x05, 0x00, 0xAC, 0x00, 0x00];
+    expect(&mut c, 7, &off, &off);
+    expect(&mut c, 8, &[0x01, 0x00, 0xAC, 0x00, 0x01], &[0x01, 0x01, 0x00]);
+    expect(&mut c, 9, &[0x05, 0x00, 0xAC, 0x12, 0x34], &[0x85, 0x03]);
+    stop::<H>(server);
+}
+
+/// FC3, FC4, FC6, FC16, FC22, FC23, FC24 with the spec's examples.
+pub fn register_functions<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    // FC6 (spec): register 2 = 3.
+    let fc6 = [0x06, 0x00, 0x01, 0x00, 0x03];
+    expect(&mut c, 1, &fc6, &fc6);
+    // FC16 (spec): registers 2..3 = 000A 0102.
+    expect(
+        &mut c,
+        2,
+        &[0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A, 0x01, 0x02],
+        &[0x10, 0x00, 0x01, 0x00, 0x02],
+    );
+    expect(&mut c, 3, &fc3(0, 3), &[0x03, 0x06, 0x00, 0x00, 0x00, 0x0A, 0x01, 0x02]);
+    // FC4 (spec): input register 9 holds 000A.
+    expect(&mut c, 4, &[0x04, 0x00, 0x08, 0x00, 0x01], &[0x04, 0x02, 0x00, 0x0A]);
+    expect(&mut c, 5, &pdu(0x04, &[0x10, 2]), &[0x04, 0x04, 0x10, 0x10, 0x10, 0x11]);
+    // FC22 (spec): 0x12 AND 0xF2 OR (0x25 AND NOT 0xF2) = 0x17.
+    expect(&mut c, 6, &pdu(0x06, &[4, 0x0012]), &pdu(0x06, &[4, 0x0012]));
+    let fc22 = pdu(0x16, &[4, 0x00F2, 0x0025]);
+    expect(&mut c, 7, &fc22, &fc22);
+    expect(&mut c, 8, &fc3(4, 1), &fc3_answer(&[0x0017]));
+    // FC23 (spec): read 6 from 3 after writing 3 at 14.
+    c.call(9, 1, &fc16(3, &[0x00FE, 0x0ACD, 0x0001, 0x0003, 0x000D, 0x00FF]));
+    let mut fc23 = pdu(0x17, &[0x0003, 0x0006, 0x000E, 0x0003]);
+    fc23.push(0x06);
+    fc23.extend_from_slice(&[0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF]);
+    expect(
+        &mut c,
+        10,
+        &fc23,
+        &[
+            0x17, 0x0C, 0x00, 0xFE, 0x0A, 0xCD, 0x00, 0x01, 0x00, 0x03, 0x00, 0x0D, 0x00, 0xFF,
+        ],
+    );
+    expect(&mut c, 11, &fc3(0x0E, 3), &fc3_answer(&[0x00FF; 3]));
+    // FC24 (spec): the queue at 0x04DE holds 2 values, 01B8 and 1284.
+    c.call(12, 1, &fc16(0x04DE, &[2, 0x01B8, 0x1284]));
+    expect(
+        &mut c,
+        13,
+        &pdu(0x18, &[0x04DE]),
+        &[0x18, 0x00, 0x06, 0x00, 0x02, 0x01, 0xB8, 0x12, 0x84],
+    );
+    stop::<H>(server);
+}
+
+/// FC7, FC8 (echo, a counter, clear), FC11, FC12, FC17 on a fresh engine:
+/// the counters and the event log follow the exact sequence sent.
+pub fn diagnostic_functions<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    // 1: FC11 does not count itself.
+    expect(&mut c, 1, &[0x0B], &[0x0B, 0x00, 0x00, 0x00, 0x00]);
+    // 2: FC7, status 0.
+    expect(&mut c, 2, &[0x07], &[0x07, 0x00]);
+    // 3: FC8 sub 0 echoes its data.
+    let echo = pdu(0x08, &[0x0000, 0xA537]);
+    expect(&mut c, 3, &echo, &echo);
+    // 4: FC7 and FC8 completed.
+    expect(&mut c, 4, &[0x0B], &[0x0B, 0x00, 0x00, 0x00, 0x02]);
+    // 5: FC17, server id "CW", running.
+    expect(&mut c, 5, &[0x11], &[0x11, 0x03, b'C', b'W', 0xFF]);
+    // 6: server message count, this message included.
+    expect(&mut c, 6, &pdu(0x08, &[0x000E, 0]), &pdu(0x08, &[0x000E, 6]));
+    // 7: bus message count.
+    expect(&mut c, 7, &pdu(0x08, &[0x000B, 0]), &pdu(0x08, &[0x000B, 7]));
+    // 8: FC12: status 0, 5 events counted (FC7, FC8 ×3, FC17), 8 messages,
+    // the log newest first: this receive, then 7 × (send, receive).
+    let mut log = vec![0x0C, 21, 0x00, 0x00, 0x00, 0x05, 0x00, 0x08, 0x80];
+    for _ in 0..7 {
+        log.extend_from_slice(&[0x40, 0x80]);
+    }
+    expect(&mut c, 8, &[0x0C], &log);
+    // 9: clear counters; 10: the count starts again.
+    let clear = pdu(0x08, &[0x000A, 0]);
+    expect(&mut c, 9, &clear, &clear);
+    expect(&mut c, 10, &pdu(0x08, &[0x000E, 0]), &pdu(0x08, &[0x000E, 1]));
+    stop::<H>(server);
+}
+
+/// FC20 and FC21 with the spec's examples, and a missing file (02).
+pub fn file_record_functions<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    expect(
+        &mut c,
+        1,
+        &[
+            0x14, 0x0E, 0x06, 0x00, 0x04, 0x00, 0x01, 0x00, 0x02, 0x06, 0x00, 0x03, 0x00, 0x09, 0x00, 0x02,
+        ],
+        &[
+            0x14, 0x0C, 0x05, 0x06, 0x0D, 0xFE, 0x00, 0x20, 0x05, 0x06, 0x33, 0xCD, 0x00, 0x40,
+        ],
+    );
+    let fc21 = [
+        0x15, 0x0D, 0x06, 0x00, 0x04, 0x00, 0x07, 0x00, 0x03, 0x06, 0xAF, 0x04, 0xBE, 0x10, 0x0D,
+    ];
+    expect(&mut c, 2, &fc21, &fc21);
+    expect(
+        &mut c,
+        3,
+        &[0x14, 0x07, 0x06, 0x00, 0x04, 0x00, 0x07, 0x00, 0x03],
+        &[0x14, 0x08, 0x07, 0x06, 0x06, 0xAF, 0x04, 0xBE, 0x10, 0x0D],
+    );
+    expect(
+        &mut c,
+        4,
+        &[0x14, 0x07, 0x06, 0x00, 0x09, 0x00, 0x00, 0x00, 0x01],
+        &[0x94, 0x02],
+    );
+    stop::<H>(server);
+}
+
+/// FC43 / MEI 14: the basic stream and one object.
+pub fn device_identification<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    let mut basic = vec![0x2B, 0x0E, 0x01, 0x81, 0x00, 0x00, 0x03];
+    basic.extend_from_slice(&[0x00, 8]);
+    basic.extend_from_slice(b"Coilwork");
+    basic.extend_from_slice(&[0x01, 2]);
+    basic.extend_from_slice(b"CW");
+    basic.extend_from_slice(&[0x02, 3]);
+    basic.extend_from_slice(b"1.0");
+    expect(&mut c, 1, &[0x2B, 0x0E, 0x01, 0x00], &basic);
+    expect(
+        &mut c,
+        2,
+        &[0x2B, 0x0E, 0x04, 0x01],
+        &[0x2B, 0x0E, 0x04, 0x81, 0x00, 0x00, 0x01, 0x01, 0x02, b'C', b'W'],
+    );
+    expect(&mut c, 3, &[0x2B, 0x0E, 0x04, 0x05], &[0xAB, 0x02]);
+    stop::<H>(server);
+}
+
+/// Exceptions 01 (unknown function), 02 (out of range), 03 (bad
+/// quantity); the connection stays up after each.
+pub fn one_exception_per_class<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    expect(&mut c, 1, &[0x5A, 0x00, 0x00], &[0xDA, 0x01]);
+    expect(&mut c, 2, &fc3(1999, 2), &[0x83, 0x02]);
+    expect(&mut c, 3, &fc3(0, 0), &[0x83, 0x03]);
+    expect(&mut c, 4, &fc3(0, 126), &[0x83, 0x03]);
+    expect(&mut c, 5, &pdu(0x01, &[0, 2001]), &[0x81, 0x03]);
+    expect(&mut c, 6, &fc3(1999, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// 8 requests in one write are all answered, in order, with their ids.
+pub fn pipelined_requests_in_one_write<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    let values: Vec<u16> = (0..8).map(|i| 100 + i).collect();
+    c.call(1, 1, &fc16(0, &values));
+    let mut batch = Vec::new();
+    for i in 0..8u16 {
+        batch.extend_from_slice(&adu(1000 + i, 1, &fc3(i, 1)));
+    }
+    c.send(&batch);
+    for i in 0..8u16 {
+        let a = c.read_answer();
+        assert_eq!((a.tid, a.pdu), (1000 + i, fc3_answer(&[100 + i])), "answer {i}");
+    }
+    stop::<H>(server);
+}
+
+/// A request written one byte at a time is answered once, whole.
+pub fn request_one_byte_at_a_time<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    c.call(1, 1, &fc16(5, &[42, 43]));
+    for b in adu(77, 1, &fc3(5, 2)) {
+        c.send(&[b]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let a = c.read_answer();
+    assert_eq!((a.tid, a.pdu), (77, fc3_answer(&[42, 43])));
+    assert!(c.silent_for(Duration::from_millis(50)), "one answer only");
+    stop::<H>(server);
+}
+
+/// 400 requests in one write (more than a 4 KiB read buffer), with the
+/// largest FC16 and FC3: all answered in order.
+pub fn burst_beyond_the_read_buffer<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    let big: Vec<u16> = (0..123u16).map(|i| i.wrapping_mul(0x0101)).collect();
+    let mut batch = adu(1, 1, &fc16(200, &big));
+    batch.extend_from_slice(&adu(2, 1, &fc3(200, 125)));
+    for i in 0..400u16 {
+        batch.extend_from_slice(&adu(1000 + i, 1, &fc3(200 + i % 123, 1)));
+    }
+    assert!(batch.len() > 4096);
+    c.send(&batch);
+    assert_eq!(c.read_answer().pdu, pdu(0x10, &[200, 123]));
+    let mut want = big.clone();
+    want.extend_from_slice(&[0, 0]);
+    let a = c.read_answer();
+    assert_eq!((a.tid, a.pdu), (2, fc3_answer(&want)));
+    for i in 0..400u16 {
+        let a = c.read_answer();
+        assert_eq!(
+            (a.tid, a.pdu),
+            (1000 + i, fc3_answer(&[big[usize::from(i % 123)]])),
+            "answer {i}"
+        );
+    }
+    stop::<H>(server);
+}
+
+/// Requests split anywhere: header apart from PDU, and one and a half
+/// requests per write.
+pub fn requests_split_across_writes<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    c.call(1, 1, &fc16(0, &[11, 22, 33]));
+    let req = adu(2, 1, &fc3(0, 3));
+    c.send(&req[..7]);
+    std::thread::sleep(Duration::from_millis(20));
+    c.send(&req[7..]);
+    assert_eq!(c.read_answer().pdu, fc3_answer(&[11, 22, 33]));
+    let mut stream = Vec::new();
+    for i in 0..6u16 {
+        stream.extend_from_slice(&adu(10 + i, 1, &fc3(i % 3, 1)));
+    }
+    for chunk in stream.chunks(18) {
+        c.send(chunk);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..6u16 {
+        let a = c.read_answer();
+        assert_eq!(
+            (a.tid, a.pdu),
+            (10 + i, fc3_answer(&[[11, 22, 33][usize::from(i % 3)]]))
+        );
+    }
+    stop::<H>(server);
+}
+
+/// Unit ids 0, 0x11 and 0xFF are ordinary ids on TCP: answered and echoed.
+pub fn unit_ids_echoed<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    for (tid, unit) in [(1u16, 0u8), (2, 0x11), (3, 0xFF)] {
+        assert_eq!(c.call(tid, unit, &fc3(0, 1)), fc3_answer(&[0]), "unit {unit}");
+    }
+    stop::<H>(server);
+}
+
+/// An MBAP length past 254 (or under 2) closes that connection.
+pub fn bad_mbap_length_closes_the_connection<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    for (i, len) in [0x0100u16, 0x0001].into_iter().enumerate() {
+        let mut c = Client::connect(server.addr());
+        let mut req = adu(1, 1, &fc3(0, 1));
+        req[4..6].copy_from_slice(&len.to_be_bytes());
+        c.send(&req);
+        assert!(c.closed_by_server(STEP), "{}: length {len} closed", H::NAME);
+        assert!(
+            server.counters_reach(STEP, |s| s.bad_frames == i as u64 + 1),
+            "{:?}",
+            server.counters()
+        );
+    }
+    let mut c = Client::connect(server.addr());
+    expect(&mut c, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// A request followed by the client's FIN (half close) is still answered.
+pub fn request_then_half_close_is_answered<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    c.send(&adu(7, 1, &fc3(0, 2)));
+    c.shutdown_write();
+    let a = c.read_answer();
+    assert_eq!(
+        (a.tid, a.pdu),
+        (7, fc3_answer(&[0, 0])),
+        "{}: answered before closing",
+        H::NAME
+    );
+    assert!(c.closed_by_server(STEP), "{}: closed after the client's FIN", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.active == 0),
+        "{:?}",
+        server.counters()
+    );
+    stop::<H>(server);
+}
+
+/// Clients that vanish mid-stream (unread answers, reset) leave the server
+/// healthy: the table empties and the next client is served.
+pub fn clients_vanishing_mid_stream<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    for round in 0..5u16 {
+        let mut c = Client::connect(server.addr());
+        let mut batch = Vec::new();
+        for i in 0..200u16 {
+            batch.extend_from_slice(&adu(i, 1, &fc3(0, 125)));
+        }
+        c.send(&batch);
+        c.send(&adu(round, 1, &fc3(0, 1))[..4]);
+        drop(c);
+    }
+    assert!(
+        server.counters_reach(STEP, |s| s.active == 0),
+        "{:?}",
+        server.counters()
+    );
+    let mut c = Client::connect(server.addr());
+    expect(&mut c, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// RTU over TCP: two frames in one write answered in order; ASCII over TCP.
+pub fn rtu_and_ascii_over_tcp<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        framing: Framing::Rtu,
+        ..TcpOptions::default()
+    });
+    let mut c = Client::connect(server.addr());
+    let mut batch = rtu(1, &fc16(0x6B, &[0x022B, 0x0000, 0x0064]));
+    batch.extend_from_slice(&rtu(1, &fc3(0x6B, 3)));
+    c.send(&batch);
+    assert_eq!(c.read_n(8), rtu(1, &pdu(0x10, &[0x6B, 3])));
+    assert_eq!(c.read_n(11), rtu(1, &fc3_answer(&[0x022B, 0x0000, 0x0064])));
+    stop::<H>(server);
+
+    let server = start::<H>(TcpOptions {
+        framing: Framing::Ascii,
+        ..TcpOptions::default()
+    });
+    let mut c = Client::connect(server.addr());
+    let fc6 = pdu(0x06, &[0x0001, 0x0003]);
+    c.send(&ascii(1, &fc6));
+    assert_eq!(c.read_n(17), ascii(1, &fc6));
+    let want = ascii(1, &fc3_answer(&[3]));
+    c.send(&ascii(1, &fc3(1, 1)));
+    assert_eq!(c.read_n(want.len()), want);
+    stop::<H>(server);
+}
+
+/// UDP: interleaved clients each get their own answers.
+pub fn udp_answers_go_to_their_sender<H: Harness>() {
+    let server = H::start_udp(engine(), &UdpOptions::default());
+    let clients: Vec<UdpClient> = (0..4).map(|_| UdpClient::new(server.addr())).collect();
+    for (i, c) in clients.iter().enumerate() {
+        let i = i as u16;
+        c.send(&adu(100 + i, 1, &fc16(i, &[0x0100 + i])));
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let i = i as u16;
+        assert_eq!(c.recv_within(STEP), Some(adu(100 + i, 1, &pdu(0x10, &[i, 1]))));
+    }
+    for (i, c) in clients.iter().enumerate().rev() {
+        let i = i as u16;
+        assert_eq!(
+            c.call(&adu(200 + i, 1, &fc3(i, 1))),
+            adu(200 + i, 1, &fc3_answer(&[0x0100 + i]))
+        );
+    }
+    stop::<H>(server);
+}
+
+/// RTU framing over TCP: garbage is shed, the good request after it answered.
+pub fn rtu_over_tcp_garbage_then_good_request<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        framing: Framing::Rtu,
+        ..TcpOptions::default()
+    });
+    let mut c = Client::connect(server.addr());
+    // Garbage, then the spec's FC16 example (unit 0x11) in the same write.
+    let mut bytes = vec![0x07, 0x07, 0x07];
+    bytes.extend_from_slice(&rtu(
+        0x11,
+        &[0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A, 0x01, 0x02],
+    ));
+    c.send(&bytes);
+    assert_eq!(c.read_n(8), [0x11, 0x10, 0x00, 0x01, 0x00, 0x02, 0x12, 0x98]);
+    // Garbage in its own write, then the spec's FC3 request in another.
+    c.send(&[0x07, 0x07]);
+    std::thread::sleep(Duration::from_millis(20));
+    c.send(&[0x11, 0x03, 0x00, 0x00, 0x00, 0x03, 0x07, 0x5B]);
+    assert_eq!(rtu(0x11, &fc3(0, 3))[6..], [0x07, 0x5B]);
+    assert_eq!(
+        c.read_n(11),
+        rtu(0x11, &[0x03, 0x06, 0x00, 0x00, 0x00, 0x0A, 0x01, 0x02])
+    );
+    stop::<H>(server);
+}
+
+/// An MBAP protocol id other than 0 closes that connection, and only it.
+pub fn bad_protocol_id_closes_the_connection<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    let mut other = Client::connect(server.addr());
+    c.send(&adu_with_protocol(1, 0x1234, 1, &fc3(0, 1)));
+    assert!(c.closed_by_server(STEP), "{}: non-Modbus stream closed", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.bad_frames == 1),
+        "{:?}",
+        server.counters()
+    );
+    expect(&mut other, 2, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// 50 clients × 20 requests at once, every answer right.
+pub fn concurrent_clients<H: Harness>() {
+    const CLIENTS: u16 = 50;
+    const ROUNDS: u16 = 20;
+    let server = start::<H>(TcpOptions::default());
+    let addr = server.addr();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for round in 0..ROUNDS {
+                    let v = id.wrapping_mul(1000).wrapping_add(round);
+                    let tid = round.wrapping_mul(2);
+                    assert_eq!(c.call(tid, 1, &fc16(id, &[v])), pdu(0x10, &[id, 1]));
+                    assert_eq!(c.call(tid + 1, 1, &fc3(id, 1)), fc3_answer(&[v]));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let mut c = Client::connect(addr);
+    let want: Vec<u16> = (0..CLIENTS).map(|id| id * 1000 + ROUNDS - 1).collect();
+    expect(&mut c, 1, &fc3(0, CLIENTS), &fc3_answer(&want));
+    assert_eq!(server.counters().accepted, u64::from(CLIENTS) + 1);
+    stop::<H>(server);
+}
+
+/// `max_connections` = 2: a third client is closed; once one leaves, a new one is served.
+pub fn max_connections_refuses_the_next<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        max_connections: 2,
+        ..TcpOptions::default()
+    });
+    let mut a = Client::connect(server.addr());
+    let mut b = Client::connect(server.addr());
+    expect(&mut a, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    expect(&mut b, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    let mut c = Client::connect(server.addr());
+    assert!(c.closed_by_server(STEP), "{}: third client refused", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.refused == 1),
+        "{:?}",
+        server.counters()
+    );
+    expect(&mut a, 2, &fc3(0, 1), &fc3_answer(&[0]));
+    drop(b);
+    assert!(
+        server.counters_reach(STEP, |s| s.active < 2),
+        "closed connection left the table"
+    );
+    let mut d = Client::connect(server.addr());
+    expect(&mut d, 3, &fc3(0, 1), &fc3_answer(&[0]));
+    assert_eq!(server.counters().accepted, 3);
+    stop::<H>(server);
+}
+
+/// `max_connections` = 1 with `EvictOldest`: the new client is served, the old one closed.
+pub fn max_connections_evicts_the_oldest<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        max_connections: 1,
+        overflow: Overflow::EvictOldest,
+        ..TcpOptions::default()
+    });
+    let mut a = Client::connect(server.addr());
+    expect(&mut a, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    let mut b = Client::connect(server.addr());
+    expect(&mut b, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    assert!(a.closed_by_server(STEP), "{}: oldest evicted", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.evicted == 1),
+        "{:?}",
+        server.counters()
+    );
+    expect(&mut b, 2, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// A stalled half request is closed after the partial-frame timeout, not
+/// before; a quiet client with nothing pending is untouched.
+pub fn partial_frame_timeout<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        partial_frame_timeout: Some(Duration::from_millis(200)),
+        ..TcpOptions::default()
+    });
+    let mut quiet = Client::connect(server.addr());
+    expect(&mut quiet, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    let mut stalled = Client::connect(server.addr());
+    stalled.send(&adu(9, 1, &fc3(0, 1))[..5]);
+    let t0 = Instant::now();
+    assert!(stalled.closed_by_server(STEP), "{}: stalled client closed", H::NAME);
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(150), "not before the timeout: {took:?}");
+    assert!(took < Duration::from_secs(2), "soon after the timeout: {took:?}");
+    assert!(
+        server.counters_reach(STEP, |s| s.partial_timeouts == 1),
+        "{:?}",
+        server.counters()
+    );
+    expect(&mut quiet, 2, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// A silent client is closed after the idle timeout; a busy one is not.
+pub fn idle_timeout<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..TcpOptions::default()
+    });
+    let mut idle = Client::connect(server.addr());
+    let mut busy = Client::connect(server.addr());
+    expect(&mut idle, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    let t0 = Instant::now();
+    let mut tid = 0;
+    let mut checked_early = false;
+    while t0.elapsed() < Duration::from_millis(600) {
+        tid += 1;
+        expect(&mut busy, tid, &fc3(0, 1), &fc3_answer(&[0]));
+        if !checked_early && t0.elapsed() >= Duration::from_millis(100) {
+            assert!(
+                idle.silent_for(Duration::from_millis(1)),
+                "{}: not closed before the timeout",
+                H::NAME
+            );
+            checked_early = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(idle.closed_by_server(STEP), "{}: idle client closed", H::NAME);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "soon after the timeout: {took:?}");
+    assert!(
+        server.counters_reach(STEP, |s| s.idle_timeouts == 1),
+        "{:?}",
+        server.counters()
+    );
+    expect(&mut busy, 999, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// An allow-list without the client's IP closes it; one with it serves it.
+pub fn allow_list<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        allow_list: Some(vec!["10.1.2.3".parse().expect("ip")]),
+        ..TcpOptions::default()
+    });
+    let mut c = Client::connect(server.addr());
+    assert!(c.closed_by_server(STEP), "{}: client not on the list closed", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.refused == 1),
+        "{:?}",
+        server.counters()
+    );
+    assert_eq!(server.counters().accepted, 0);
+    stop::<H>(server);
+
+    let server = start::<H>(TcpOptions {
+        allow_list: Some(vec!["10.1.2.3".parse().expect("ip"), "127.0.0.1".parse().expect("ip")]),
+        ..TcpOptions::default()
+    });
+    let mut c = Client::connect(server.addr());
+    expect(&mut c, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+}
+
+/// A stop with a request in flight: the request is answered, every
+/// connection closed, the server returns within [`STOP_WITHIN`] and no
+/// longer accepts. The stop is asked right after the request is written, so
+/// it often reaches the server before the request does; three rounds make a
+/// server that drops such a request fail with high probability.
+pub fn graceful_shutdown_with_a_request_in_flight<H: Harness>() {
+    for round in 0..3u16 {
+        let server = start::<H>(TcpOptions::default());
+        let addr = server.addr();
+        let mut c = Client::connect(addr);
+        let mut idle = Client::connect(addr);
+        expect(&mut c, 1, &fc16(0, &[5 + round]), &pdu(0x10, &[0, 1]));
+        expect(&mut idle, 1, &fc3(0, 1), &fc3_answer(&[5 + round]));
+        c.send(&adu(2, 1, &fc3(0, 1)));
+        server.ask_stop();
+        let a = c.read_answer();
+        assert_eq!(
+            (a.tid, a.pdu),
+            (2, fc3_answer(&[5 + round])),
+            "{}: in-flight request answered",
+            H::NAME
+        );
+        assert!(c.closed_by_server(STEP), "{}: closed after the answer", H::NAME);
+        assert!(idle.closed_by_server(STEP), "{}: idle client closed", H::NAME);
+        let took = server.stop();
+        assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, STEP).is_err(),
+            "{}: no longer accepting",
+            H::NAME
+        );
+    }
+}
+
+/// A stop while the server is stuck writing to a client that does not
+/// read: cut after `shutdown_timeout`, the server returns within
+/// [`STOP_WITHIN`], and another client was served meanwhile.
+pub fn stop_with_a_client_that_does_not_read<H: Harness>() {
+    let server = start::<H>(TcpOptions {
+        shutdown_timeout: Duration::from_millis(300),
+        ..TcpOptions::default()
+    });
+    let addr = server.addr();
+    let mut stuck = Client::connect(addr);
+    let mut batch = Vec::new();
+    for i in 0..60_000u16 {
+        batch.extend_from_slice(&adu(i, 1, &fc3(0, 125)));
+    }
+    // About 15 MB of answers for 720 KB of requests: more than loopback
+    // buffers hold, so the server's writes block.
+    let writer = std::thread::spawn(move || {
+        let _ = stuck.try_send(&batch);
+        stuck
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = Client::connect(addr);
+    expect(&mut other, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+    assert!(
+        took >= Duration::from_millis(250),
+        "{}: the stuck connection was given its shutdown_timeout, not cut at once ({took:?})",
+        H::NAME
+    );
+    drop(writer.join().expect("writer"));
+}
+
+/// Writes from one client are read by another.
+pub fn writes_seen_by_another_client<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut a = Client::connect(server.addr());
+    let mut b = Client::connect(server.addr());
+    expect(&mut a, 1, &fc16(50, &[0xBEEF, 0xCAFE]), &pdu(0x10, &[50, 2]));
+    expect(&mut b, 1, &fc3(50, 2), &fc3_answer(&[0xBEEF, 0xCAFE]));
+    expect(
+        &mut b,
+        2,
+        &[0x0F, 0x00, 0x03, 0x00, 0x02, 0x01, 0x03],
+        &pdu(0x0F, &[3, 2]),
+    );
+    expect(&mut a, 2, &pdu(0x01, &[2, 4]), &[0x01, 0x01, 0b0110]);
+    stop::<H>(server);
+}
+
+/// UDP: a round trip, a malformed datagram dropped without an answer, the
+/// next good one answered.
+pub fn udp_round_trip_and_malformed_datagram<H: Harness>() {
+    let server = H::start_udp(engine(), &UdpOptions::default());
+    let c = UdpClient::new(server.addr());
+    assert_eq!(c.call(&adu(1, 1, &fc16(7, &[0x1234]))), adu(1, 1, &pdu(0x10, &[7, 1])));
+    assert_eq!(c.call(&adu(2, 3, &fc3(7, 1))), adu(2, 3, &fc3_answer(&[0x1234])));
+    // A bad protocol id, then a length field longer than the datagram.
+    c.send(&adu_with_protocol(3, 0x1234, 1, &fc3(7, 1)));
+    let mut short = adu(4, 1, &fc3(7, 1));
+    short[5] = 20;
+    c.send(&short);
+    assert!(
+        c.recv_within(Duration::from_millis(200)).is_none(),
+        "{}: malformed not answered",
+        H::NAME
+    );
+    assert!(
+        server.counters_reach(STEP, |s| s.malformed == 2),
+        "{:?}",
+        server.counters()
+    );
+    assert_eq!(c.call(&adu(5, 1, &fc3(7, 1))), adu(5, 1, &fc3_answer(&[0x1234])));
+    // An exception comes back as a datagram too.
+    assert_eq!(c.call(&adu(6, 1, &[0x5A])), adu(6, 1, &[0xDA, 0x01]));
+    stop::<H>(server);
+}
+
+const BAUD: u32 = 19_200;
+
+fn start_serial<H: Harness>(pair: &PtyPair, framing: Framing, local_echo: bool) -> Running {
+    H::start_serial(
+        engine(),
+        &SerialOptions {
+            port: pair.server_end().to_string_lossy().into_owned(),
+            framing,
+            baud_rate: BAUD,
+            local_echo,
+        },
+    )
+}
+
+/// Serial RTU: write then read back; a bad CRC is dropped, the line goes on.
+pub fn serial_rtu_round_trip<H: Harness>() {
+    let Some(pair) = PtyPair::new("rtu") else { return };
+    let server = start_serial::<H>(&pair, Framing::Rtu, false);
+    let mut line = pair.open_client(BAUD);
+    let values = [0x1234, 0xFFFF, 0x0000, 0x8001, 42];
+    line.send(&rtu(1, &fc16(100, &values)));
+    assert_eq!(line.read_n(8), rtu(1, &pdu(0x10, &[100, 5])));
+    let mut bad = rtu(1, &fc3(100, 1));
+    bad[6] ^= 0xFF;
+    line.send(&bad);
+    assert!(
+        line.silent_for(Duration::from_millis(100)),
+        "{}: bad CRC not answered",
+        H::NAME
+    );
+    line.send(&rtu(1, &fc3(100, 5)));
+    assert_eq!(line.read_n(15), rtu(1, &fc3_answer(&values)));
+    stop::<H>(server);
+}
+
+/// Serial ASCII: a round trip with the exact frame bytes.
+pub fn serial_ascii_round_trip<H: Harness>() {
+    let Some(pair) = PtyPair::new("ascii") else { return };
+    let server = start_serial::<H>(&pair, Framing::Ascii, false);
+    let mut line = pair.open_client(BAUD);
+    let fc6 = pdu(0x06, &[0x0001, 0x0003]);
+    // The spec-style frame for unit 1, FC6 register 2 = 3.
+    assert_eq!(ascii(1, &fc6), b":010600010003F5\r\n".to_vec());
+    line.send(&ascii(1, &fc6));
+    assert_eq!(line.read_n(17), ascii(1, &fc6));
+    line.send(&ascii(1, &fc3(1, 1)));
+    let want = ascii(1, &fc3_answer(&[3]));
+    assert_eq!(line.read_n(want.len()), want);
+    stop::<H>(server);
+}
+
+/// Serial broadcast (unit 0): executed, never answered.
+pub fn serial_broadcast_is_silent<H: Harness>() {
+    let Some(pair) = PtyPair::new("broadcast") else { return };
+    let server = start_serial::<H>(&pair, Framing::Rtu, false);
+    let mut line = pair.open_client(BAUD);
+    line.send(&rtu(0, &pdu(0x06, &[5, 0x002A])));
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: broadcast not answered",
+        H::NAME
+    );
+    line.send(&rtu(1, &fc3(5, 1)));
+    assert_eq!(
+        line.read_n(7),
+        rtu(1, &fc3_answer(&[0x002A])),
+        "the broadcast write ran"
+    );
+    stop::<H>(server);
+}
+
+/// Local echo on: the server's own answer read back from the line is not
+/// taken for a request (FC6's answer equals its request).
+pub fn serial_local_echo_is_dropped<H: Harness>() {
+    let Some(pair) = PtyPair::new("echo") else { return };
+    let server = start_serial::<H>(&pair, Framing::Rtu, true);
+    let mut line = pair.open_client(BAUD);
+    let fc6 = rtu(1, &pdu(0x06, &[1, 0x002A]));
+    line.send(&fc6);
+    let answer = line.read_n(8);
+    assert_eq!(answer, fc6);
+    line.send(&answer);
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: echo not answered",
+        H::NAME
+    );
+    line.send(&rtu(1, &fc3(1, 1)));
+    assert_eq!(line.read_n(7), rtu(1, &fc3_answer(&[0x002A])));
+    stop::<H>(server);
+}

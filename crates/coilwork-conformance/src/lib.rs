@@ -1,0 +1,324 @@
+//! # coilwork-conformance: one behaviour, proven once for every adapter
+//!
+//! A test-support library: the same cases run against the tokio, async-std,
+//! smol and blocking servers. A case that one adapter fails is a bug in that
+//! adapter, not a skip.
+//!
+//! - [`Harness`]: how to start a TCP, UDP or serial server of one adapter
+//!   from a small common set of options ([`TcpOptions`], [`UdpOptions`],
+//!   [`SerialOptions`]), returning a [`Running`] server (address, counters,
+//!   a bounded stop). [`adapters`] has the four implementations.
+//! - [`client`]: a tiny hand-written MBAP / RTU client on `std::net` with
+//!   read timeouts, so no case can hang.
+//! - [`cases`]: the cases, each generic over a [`Harness`] and bounded in time.
+//! - [`conformance_suite!`]: expands to one `#[test]` per case for a harness:
+//!   `coilwork_conformance::conformance_suite!(coilwork_conformance::adapters::Tokio);`
+//!
+//! Serial cases run over a socat pty pair; without socat they are skipped
+//! with a message, unless `COILWORK_REQUIRE_CLIENTS` is set (then they fail).
+//!
+//! What the suite covers, per adapter: every public function code over MBAP
+//! with exact answer bytes (spec examples where the spec has one) and one
+//! exception per class; pipelining (8 requests, and 400 past the read
+//! buffer); requests split one byte at a time and across writes; RTU / ASCII
+//! over TCP (garbage shed); bad protocol id and bad MBAP length close the
+//! connection; unit ids echoed; half close; clients vanishing mid-stream;
+//! 50 concurrent clients × 20 requests; `max_connections` (refuse, evict);
+//! partial-frame and idle timeouts; allow-list; graceful stop with a request
+//! in flight and with a client that does not read; writes seen by another
+//! client; UDP round trip, malformed datagrams, several senders; serial RTU
+//! and ASCII round trips, broadcast, local echo.
+//!
+//! A new adapter: implement [`Harness`] (bind on the calling thread, serve
+//! on a thread, wrap the handle and counters in a [`Running`]), then add a
+//! test file with `conformance_suite!(YourHarness);`.
+#![forbid(unsafe_code)]
+
+pub mod adapters;
+pub mod cases;
+pub mod client;
+pub mod fixture;
+pub mod serial;
+
+use coilwork_core::{Engine, Framing};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to return after a stop before the case fails.
+pub const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// What a server does with a client past `max_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Close the new connection at once.
+    #[default]
+    RefuseNew,
+    /// Close the oldest connection and take the new one.
+    EvictOldest,
+}
+
+/// The TCP settings every adapter has, as the cases use them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Framing on the stream.
+    pub framing: Framing,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// What happens past `max_connections`.
+    pub overflow: Overflow,
+    /// Close a connection quiet for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose partial frame is not completed within this long.
+    pub partial_frame_timeout: Option<Duration>,
+    /// If set, only these client IPs are served.
+    pub allow_list: Option<Vec<IpAddr>>,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// On a stop, how long connections get to finish before they are cut.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        Self {
+            framing: Framing::Mbap,
+            max_connections: 1000,
+            overflow: Overflow::RefuseNew,
+            idle_timeout: None,
+            partial_frame_timeout: Some(Duration::from_secs(5)),
+            allow_list: None,
+            backlog: 128,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The UDP settings every adapter has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// Framing of each datagram.
+    pub framing: Framing,
+    /// If set, only these client IPs are answered.
+    pub allow_list: Option<Vec<IpAddr>>,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        Self {
+            framing: Framing::Mbap,
+            allow_list: None,
+        }
+    }
+}
+
+/// The serial settings every adapter has (8N1, no reopening).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialOptions {
+    /// The port's path.
+    pub port: String,
+    /// RTU or ASCII.
+    pub framing: Framing,
+    /// Baud rate.
+    pub baud_rate: u32,
+    /// The server reads back what it sends (2-wire RS-485) and drops it.
+    pub local_echo: bool,
+}
+
+/// Counters of a running server, in one shape for every adapter and
+/// transport (a counter a server does not have reads 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// TCP: connections accepted and served.
+    pub accepted: u64,
+    /// TCP / UDP: connections or datagrams refused (allow-list, limit).
+    pub refused: u64,
+    /// TCP: connections evicted to make room.
+    pub evicted: u64,
+    /// TCP: connections closed for a stream that can never be valid again.
+    pub bad_frames: u64,
+    /// TCP: connections closed by the partial-frame timeout.
+    pub partial_timeouts: u64,
+    /// TCP: connections closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// TCP: connections open now.
+    pub active: u64,
+    /// UDP: datagrams received.
+    pub received: u64,
+    /// UDP: datagrams answered.
+    pub answered: u64,
+    /// UDP: malformed datagrams dropped.
+    pub malformed: u64,
+}
+
+/// What a server thread reports when `serve_forever` returns.
+pub type ServeResult = Result<(), String>;
+
+/// A server started by a [`Harness`]: its address, its counters, and a
+/// bounded stop. Dropping it without [`Running::stop`] asks the server to
+/// stop and does not wait.
+pub struct Running {
+    addr: Option<SocketAddr>,
+    stop: Box<dyn Fn() + Send + Sync>,
+    done: Option<Receiver<ServeResult>>,
+    counters: Box<dyn Fn() -> Counters + Send + Sync>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// A running server: `stop` asks it to stop (never blocks), `done`
+    /// receives `serve_forever`'s result, `counters` reads its counters.
+    pub fn new(
+        addr: Option<SocketAddr>,
+        stop: impl Fn() + Send + Sync + 'static,
+        done: Receiver<ServeResult>,
+        counters: impl Fn() -> Counters + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            addr,
+            stop: Box::new(stop),
+            done: Some(done),
+            counters: Box::new(counters),
+        }
+    }
+
+    /// The address it serves (TCP, UDP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("a network server has an address")
+    }
+
+    /// Its counters now.
+    pub fn counters(&self) -> Counters {
+        (self.counters)()
+    }
+
+    /// Waits up to `d` for `cond` on the counters; true if it held.
+    pub fn counters_reach(&self, d: Duration, cond: impl Fn(&Counters) -> bool) -> bool {
+        let end = Instant::now() + d;
+        loop {
+            if cond(&self.counters()) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Asks the server to stop; never blocks. [`Running::stop`] then waits.
+    pub fn ask_stop(&self) {
+        (self.stop)();
+    }
+
+    /// Asks the server to stop and waits until `serve_forever` returned;
+    /// returns how long that took. Panics if it took more than
+    /// [`STOP_LIMIT`] or returned an error.
+    pub fn stop(mut self) -> Duration {
+        let t0 = Instant::now();
+        (self.stop)();
+        let done = self.done.take().expect("stopped once");
+        match done.recv_timeout(STOP_LIMIT) {
+            Ok(Ok(())) => t0.elapsed(),
+            Ok(Err(e)) => panic!("serve_forever returned an error: {e}"),
+            Err(RecvTimeoutError::Timeout) => panic!("server did not return within {STOP_LIMIT:?} of a stop"),
+            Err(RecvTimeoutError::Disconnected) => panic!("server thread died (panicked?)"),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            (self.stop)();
+        }
+    }
+}
+
+/// Runs `serve` on a new named thread; the receiver gets its result.
+pub fn spawn_server(name: &str, serve: impl FnOnce() -> ServeResult + Send + 'static) -> Receiver<ServeResult> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let r = serve();
+            let _ = tx.send(r);
+        })
+        .expect("spawn server thread");
+    rx
+}
+
+/// How one adapter starts its servers. Each start binds (or opens) before
+/// returning, so a client may connect at once.
+pub trait Harness {
+    /// The adapter's name, for messages.
+    const NAME: &'static str;
+    /// Starts a TCP server for `engine` on `127.0.0.1:0`.
+    fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running;
+    /// Starts a UDP server for `engine` on `127.0.0.1:0`.
+    fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running;
+    /// Opens `opts.port` and starts a serial server on it.
+    fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running;
+}
+
+/// The loopback address with port 0, where every case binds.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Expands to one `#[test]` per conformance case, run on harness `$h`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($h:ty) => {
+        $crate::conformance_suite!(@cases $h;
+            bit_functions,
+            register_functions,
+            diagnostic_functions,
+            file_record_functions,
+            device_identification,
+            one_exception_per_class,
+            pipelined_requests_in_one_write,
+            request_one_byte_at_a_time,
+            burst_beyond_the_read_buffer,
+            requests_split_across_writes,
+            unit_ids_echoed,
+            bad_mbap_length_closes_the_connection,
+            request_then_half_close_is_answered,
+            clients_vanishing_mid_stream,
+            rtu_and_ascii_over_tcp,
+            udp_answers_go_to_their_sender,
+            rtu_over_tcp_garbage_then_good_request,
+            bad_protocol_id_closes_the_connection,
+            concurrent_clients,
+            max_connections_refuses_the_next,
+            max_connections_evicts_the_oldest,
+            partial_frame_timeout,
+            idle_timeout,
+            allow_list,
+            graceful_shutdown_with_a_request_in_flight,
+            stop_with_a_client_that_does_not_read,
+            writes_seen_by_another_client,
+            udp_round_trip_and_malformed_datagram,
+            serial_rtu_round_trip,
+            serial_ascii_round_trip,
+            serial_broadcast_is_silent,
+            serial_local_echo_is_dropped
+        );
+    };
+    (@cases $h:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::cases::$case::<$h>();
+            }
+        )*
+    };
+}
