@@ -4,7 +4,8 @@
 //! (default 10000) through `Connection::handle_input` and takes the answer,
 //! one request per call of `one`, so
 //! `valgrind --tool=callgrind --toggle-collect='*hotpath::one*'` counts
-//! instructions of the request path only.
+//! instructions of the request path only. With `HOTPATH_TIME=1` it then
+//! prints the fastest of 3000 batches of 200 requests, in ns per request.
 
 use coilwork_core::frame::{ascii, mbap, rtu};
 use coilwork_core::storage::{DeviceContext, ServerContext};
@@ -54,4 +55,17 @@ fn main() {
         total += one(&mut conn, now, &req);
     }
     println!("{n} requests, {total} bytes answered");
+    if std::env::var_os("HOTPATH_TIME").is_some() {
+        // The fastest of many short batches: robust against a loaded machine
+        // (preemption only ever makes a batch slower).
+        let mut best = f64::MAX;
+        for _ in 0..3000 {
+            let t = Instant::now();
+            for _ in 0..200 {
+                total += one(&mut conn, now, &req);
+            }
+            best = best.min(t.elapsed().as_secs_f64() * 1e9 / 200.0);
+        }
+        println!("best batch: {best:.1} ns/request ({total})");
+    }
 }

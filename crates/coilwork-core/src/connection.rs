@@ -17,6 +17,7 @@ use crate::error::{ConnectionError, FrameError};
 use crate::frame::rtu::RtuTiming;
 use crate::frame::{Decoded, Framing, MAX_RTU_ADU, ascii, mbap, rtu};
 use crate::pdu::PduBuf;
+use crate::storage::server::DeviceCache;
 use crate::storage::{RequestContext, Transport};
 use core::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub struct Connection {
     scratch: [u8; MAX_RTU_ADU],
     delimiter: u8,
     last_rx: Option<Instant>,
+    devices: DeviceCache,
 }
 
 impl core::fmt::Debug for Connection {
@@ -107,6 +109,7 @@ struct Exec<'c> {
     pdu: &'c mut PduBuf,
     scratch: &'c mut [u8; MAX_RTU_ADU],
     delimiter: &'c mut u8,
+    devices: &'c mut DeviceCache,
 }
 
 impl Exec<'_> {
@@ -143,6 +146,7 @@ impl Exec<'_> {
                         self.tx,
                         self.pdu,
                         self.delimiter,
+                        self.devices,
                         unit,
                         transaction_id,
                         pdu,
@@ -171,6 +175,7 @@ fn execute(
     tx: &mut Vec<u8>,
     pdu_buf: &mut PduBuf,
     delimiter: &mut u8,
+    devices: &mut DeviceCache,
     unit: u8,
     transaction_id: u16,
     pdu: &[u8],
@@ -183,7 +188,7 @@ fn execute(
         tls_role: config.tls_role.as_deref(),
     };
     pdu_buf.clear();
-    let outcome = engine.handle(&ctx, pdu, pdu_buf);
+    let outcome = engine.handle_cached(&ctx, pdu, pdu_buf, devices);
     if outcome.respond && !pdu_buf.is_empty() {
         let answer = pdu_buf.as_slice();
         match config.framing {
@@ -212,6 +217,7 @@ impl Connection {
             scratch: [0; MAX_RTU_ADU],
             delimiter: ascii::DEFAULT_DELIMITER,
             last_rx: None,
+            devices: DeviceCache::default(),
         }
     }
 
@@ -239,6 +245,7 @@ impl Connection {
                 pdu: &mut self.pdu,
                 scratch: &mut self.scratch,
                 delimiter: &mut self.delimiter,
+                devices: &mut self.devices,
             },
             &mut self.rx,
         )
@@ -407,5 +414,7 @@ impl Connection {
         if self.echo.is_empty() {
             self.echo = Vec::new();
         }
+        // Nor keep a device the context may since have dropped.
+        self.devices = DeviceCache::default();
     }
 }

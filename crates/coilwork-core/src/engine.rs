@@ -37,6 +37,7 @@ use crate::frame::PduLength;
 use crate::identity::Identity;
 use crate::pdu::response::{write_bits, write_fifo, write_registers};
 use crate::pdu::{DecodeError, DeviceIdCode, DiagnosticRequest, EncodeError, PduBuf, Request};
+use crate::storage::server::DeviceCache;
 use crate::storage::{Device, RequestContext, ServerContext, Storage, Table};
 use std::sync::Arc;
 
@@ -406,6 +407,19 @@ impl Engine {
     /// unit is not answered by default; elsewhere an unknown unit gets
     /// exception 0x0B by default (see [`EngineOptions::ignore_missing_devices`]).
     pub fn handle(&self, ctx: &RequestContext<'_>, pdu: &[u8], out: &mut PduBuf) -> Outcome {
+        self.handle_cached(ctx, pdu, out, &mut DeviceCache::default())
+    }
+
+    /// [`Engine::handle`] with the caller's device lookup cache (a
+    /// connection keeps one, so steady traffic to one unit takes no lock and
+    /// touches no shared reference count to find its device).
+    pub(crate) fn handle_cached(
+        &self,
+        ctx: &RequestContext<'_>,
+        pdu: &[u8],
+        out: &mut PduBuf,
+        devices: &mut DeviceCache,
+    ) -> Outcome {
         self.bus.increment(DiagnosticCounter::BusMessage);
         out.clear();
         let function = pdu.first().copied().unwrap_or(0) & 0x7F;
@@ -421,8 +435,8 @@ impl Engine {
             }
             return Outcome::SILENT;
         }
-        match self.context.device(ctx.unit) {
-            Some(device) => self.serve(&ctx, &device, Request::decode(pdu), out, false),
+        match devices.get(&self.context, ctx.unit) {
+            Some(device) => self.serve(&ctx, device, Request::decode(pdu), out, false),
             None => {
                 if self.options.ignore_missing_devices.unwrap_or(serial) {
                     Outcome::SILENT
