@@ -17,6 +17,7 @@ use crate::error::{ConnectionError, FrameError};
 use crate::frame::rtu::RtuTiming;
 use crate::frame::{Decoded, Framing, MAX_RTU_ADU, ascii, mbap, rtu};
 use crate::pdu::PduBuf;
+use crate::storage::server::DeviceCache;
 use crate::storage::{RequestContext, Transport};
 use core::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub struct Connection {
     scratch: [u8; MAX_RTU_ADU],
     delimiter: u8,
     last_rx: Option<Instant>,
+    devices: DeviceCache,
 }
 
 impl core::fmt::Debug for Connection {
@@ -111,6 +113,7 @@ struct Exec<'c> {
     pdu: &'c mut PduBuf,
     scratch: &'c mut [u8; MAX_RTU_ADU],
     delimiter: &'c mut u8,
+    devices: &'c mut DeviceCache,
 }
 
 impl Exec<'_> {
@@ -148,6 +151,7 @@ impl Exec<'_> {
                         self.marks,
                         self.pdu,
                         self.delimiter,
+                        self.devices,
                         unit,
                         transaction_id,
                         pdu,
@@ -177,6 +181,7 @@ fn execute(
     marks: &mut Vec<(usize, Duration)>,
     pdu_buf: &mut PduBuf,
     delimiter: &mut u8,
+    devices: &mut DeviceCache,
     unit: u8,
     transaction_id: u16,
     pdu: &[u8],
@@ -189,7 +194,7 @@ fn execute(
         tls_role: config.tls_role.as_deref(),
     };
     pdu_buf.clear();
-    let outcome = engine.handle(&ctx, pdu, pdu_buf);
+    let outcome = engine.handle_cached(&ctx, pdu, pdu_buf, devices);
     if outcome.respond && !pdu_buf.is_empty() {
         let answer = pdu_buf.as_slice();
         let start = tx.len();
@@ -261,6 +266,7 @@ impl Connection {
             scratch: [0; MAX_RTU_ADU],
             delimiter: ascii::DEFAULT_DELIMITER,
             last_rx: None,
+            devices: DeviceCache::default(),
         }
     }
 
@@ -289,6 +295,7 @@ impl Connection {
                 pdu: &mut self.pdu,
                 scratch: &mut self.scratch,
                 delimiter: &mut self.delimiter,
+                devices: &mut self.devices,
             },
             &mut self.rx,
         )
@@ -485,5 +492,7 @@ impl Connection {
         if self.echo.is_empty() {
             self.echo = Vec::new();
         }
+        // Nor keep a device the context may since have dropped.
+        self.devices = DeviceCache::default();
     }
 }

@@ -37,6 +37,7 @@ use crate::frame::PduLength;
 use crate::identity::Identity;
 use crate::pdu::response::{write_bits, write_fifo, write_registers};
 use crate::pdu::{DecodeError, DeviceIdCode, DiagnosticRequest, EncodeError, PduBuf, Request};
+use crate::storage::server::DeviceCache;
 use crate::storage::{Device, RequestContext, ServerContext, Storage, Table};
 use std::sync::Arc;
 use std::time::Duration;
@@ -435,6 +436,19 @@ impl Engine {
     /// unit is not answered by default; elsewhere an unknown unit gets
     /// exception 0x0B by default (see [`EngineOptions::ignore_missing_devices`]).
     pub fn handle(&self, ctx: &RequestContext<'_>, pdu: &[u8], out: &mut PduBuf) -> Outcome {
+        self.handle_cached(ctx, pdu, out, &mut DeviceCache::default())
+    }
+
+    /// [`Engine::handle`] with the caller's device lookup cache (a
+    /// connection keeps one, so steady traffic to one unit takes no lock and
+    /// touches no shared reference count to find its device).
+    pub(crate) fn handle_cached(
+        &self,
+        ctx: &RequestContext<'_>,
+        pdu: &[u8],
+        out: &mut PduBuf,
+        devices: &mut DeviceCache,
+    ) -> Outcome {
         self.bus.increment(DiagnosticCounter::BusMessage);
         out.clear();
         let function = pdu.first().copied().unwrap_or(0) & 0x7F;
@@ -450,8 +464,8 @@ impl Engine {
             }
             return Outcome::SILENT;
         }
-        match self.context.device(ctx.unit) {
-            Some(device) => self.serve(&ctx, &device, Request::decode(pdu), out, false),
+        match devices.get(&self.context, ctx.unit) {
+            Some(device) => self.serve(&ctx, device, Request::decode(pdu), out, false),
             None => {
                 if self.options.ignore_missing_devices.unwrap_or(serial) {
                     Outcome::SILENT
@@ -474,7 +488,6 @@ impl Engine {
         broadcast: bool,
     ) -> Outcome {
         let diag = device.diagnostics();
-        diag.increment(DiagnosticCounter::ServerMessage);
         let listen_only = diag.listen_only();
         let mut receive = event::RECEIVE;
         if broadcast {
@@ -483,7 +496,28 @@ impl Engine {
         if listen_only {
             receive |= event::RECEIVE_LISTEN_ONLY;
         }
-        diag.push_event(receive);
+        // An ordinary request records its whole exchange (server message,
+        // receive event, comm event, send event) in one atomic add once it
+        // is answered: nothing it runs reads the device's diagnostics, so
+        // the counts and the log come out as if recorded step by step.
+        // Requests that read or change them (FC8, FC11, FC12), custom
+        // functions, hooks, broadcasts and listen-only record step by step.
+        let batched = !broadcast
+            && !listen_only
+            && self.hook.is_none()
+            && decoded.is_ok_and(|r| {
+                !matches!(
+                    r,
+                    Request::Diagnostics(_)
+                        | Request::GetCommEventCounter
+                        | Request::GetCommEventLog
+                        | Request::Custom { .. }
+                )
+            });
+        if !batched {
+            diag.increment(DiagnosticCounter::ServerMessage);
+            diag.push_event(receive);
+        }
 
         let restart = match decoded {
             Ok(Request::Diagnostics(DiagnosticRequest::RestartCommunications { clear_log })) => Some(clear_log),
@@ -570,6 +604,8 @@ impl Engine {
             None
         };
         let counts_as_event = !matches!(ctx.function, 0x0B | 0x0C);
+        let mut completed = false;
+        let mut send_event = None;
         if let Some(code) = exception {
             diag.increment(DiagnosticCounter::BusExceptionError);
             match code {
@@ -577,17 +613,13 @@ impl Engine {
                 0x07 => diag.increment(DiagnosticCounter::ServerNak),
                 _ => {}
             }
-            diag.push_event(event::SEND | exception_event_bits(code));
+            send_event = Some(event::SEND | exception_event_bits(code));
         } else {
             if outcome.respond {
-                if counts_as_event {
-                    diag.increment_event_count();
-                }
+                completed = counts_as_event;
             } else {
                 diag.increment(DiagnosticCounter::ServerNoResponse);
-                if executed && counts_as_event {
-                    diag.increment_event_count();
-                }
+                completed = executed && counts_as_event;
             }
             // Force listen-only logs its own "entered listen-only" event instead.
             let forced = matches!(decoded, Ok(Request::Diagnostics(DiagnosticRequest::ForceListenOnly)));
@@ -596,6 +628,16 @@ impl Engine {
                 if listen_only {
                     send |= event::SEND_LISTEN_ONLY;
                 }
+                send_event = Some(send);
+            }
+        }
+        if batched {
+            diag.record_exchange(receive, send_event, completed);
+        } else {
+            if completed {
+                diag.increment_event_count();
+            }
+            if let Some(send) = send_event {
                 diag.push_event(send);
             }
         }

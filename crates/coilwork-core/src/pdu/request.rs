@@ -483,7 +483,7 @@ impl<'a> Request<'a> {
     /// function requires is exception 03. An empty PDU is exception 01 with
     /// function 0.
     pub fn decode(pdu: &'a [u8]) -> Result<Self, DecodeError> {
-        let Ok((data, function)) = u8p(pdu) else {
+        let Some((&function, data)) = pdu.split_first() else {
             return Err(DecodeError {
                 function: 0,
                 exception: ExceptionCode::IllegalFunction,
@@ -501,7 +501,7 @@ impl<'a> Request<'a> {
             0x03 => Self::ReadHoldingRegisters(read_range(data, MAX_READ_REGISTERS)?),
             0x04 => Self::ReadInputRegisters(read_range(data, MAX_READ_REGISTERS)?),
             0x05 => {
-                let (address, raw) = exact(data, (u16p, u16p)).ok_or(Value)?;
+                let (address, raw) = two_u16(data).ok_or(Value)?;
                 let value = match raw {
                     0xFF00 => true,
                     0x0000 => false,
@@ -510,7 +510,7 @@ impl<'a> Request<'a> {
                 Self::WriteSingleCoil { address, value }
             }
             0x06 => {
-                let (address, value) = exact(data, (u16p, u16p)).ok_or(Value)?;
+                let (address, value) = two_u16(data).ok_or(Value)?;
                 Self::WriteSingleRegister { address, value }
             }
             0x07 => no_data(data, Self::ReadExceptionStatus)?,
@@ -518,7 +518,7 @@ impl<'a> Request<'a> {
             0x0B => no_data(data, Self::GetCommEventCounter)?,
             0x0C => no_data(data, Self::GetCommEventLog)?,
             0x0F => {
-                let (start, quantity, count, values) = exact(data, (u16p, u16p, u8p, restp)).ok_or(Value)?;
+                let (start, quantity, count, values) = write_header(data).ok_or(Value)?;
                 if !(1..=MAX_WRITE_BITS).contains(&quantity)
                     || usize::from(count) != usize::from(quantity).div_ceil(8)
                     || values.len() != usize::from(count)
@@ -530,7 +530,7 @@ impl<'a> Request<'a> {
                 Self::WriteMultipleCoils { range, values }
             }
             0x10 => {
-                let (start, quantity, count, values) = exact(data, (u16p, u16p, u8p, restp)).ok_or(Value)?;
+                let (start, quantity, count, values) = write_header(data).ok_or(Value)?;
                 if !(1..=MAX_WRITE_REGISTERS).contains(&quantity)
                     || usize::from(count) != usize::from(quantity) * 2
                     || values.len() != usize::from(count)
@@ -732,9 +732,32 @@ impl<'a> Request<'a> {
     }
 }
 
+/// Exactly two big-endian u16s (the hot-path twin of `exact(data, (u16p, u16p))`,
+/// without nom's combinator overhead).
+#[inline]
+fn two_u16(data: &[u8]) -> Option<(u16, u16)> {
+    match *data {
+        [a0, a1, b0, b1] => Some((u16::from_be_bytes([a0, a1]), u16::from_be_bytes([b0, b1]))),
+        _ => None,
+    }
+}
+
+/// FC15/FC16 header: start, quantity, byte count, then every byte left (the
+/// hot-path twin of `exact(data, (u16p, u16p, u8p, restp))`).
+#[inline]
+fn write_header(data: &[u8]) -> Option<(u16, u16, u8, &[u8])> {
+    let (&[s0, s1, q0, q1, count], values) = data.split_first_chunk::<5>()?;
+    Some((
+        u16::from_be_bytes([s0, s1]),
+        u16::from_be_bytes([q0, q1]),
+        count,
+        values,
+    ))
+}
+
 /// FC1..=FC4: start and quantity, exactly; quantity 1..=`max` (03), then range (02).
 fn read_range(data: &[u8], max: u16) -> Result<AddressRange, ExceptionCode> {
-    let (start, quantity) = exact(data, (u16p, u16p)).ok_or(ExceptionCode::IllegalDataValue)?;
+    let (start, quantity) = two_u16(data).ok_or(ExceptionCode::IllegalDataValue)?;
     if !(1..=max).contains(&quantity) {
         return Err(ExceptionCode::IllegalDataValue);
     }
@@ -1585,6 +1608,12 @@ pub(super) mod tests {
             request.encode(&mut buf).unwrap();
             let bytes = buf.as_slice().to_vec();
             prop_assert_eq!(Request::decode(&bytes), Ok(request));
+        }
+
+        #[test]
+        fn fast_field_readers_match_nom(data in proptest::collection::vec(any::<u8>(), 0..12)) {
+            prop_assert_eq!(two_u16(&data), exact(&data, (u16p, u16p)));
+            prop_assert_eq!(write_header(&data), exact(&data, (u16p, u16p, u8p, restp)));
         }
 
         #[test]

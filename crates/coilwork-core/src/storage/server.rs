@@ -2,6 +2,7 @@
 
 use super::Storage;
 use crate::diagnostics::Diagnostics;
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Reads a slot, recovering from poisoning (a slot is only ever replaced whole).
@@ -80,9 +81,38 @@ enum Devices {
 /// storage replace the one device, and [`ServerContext::remove`] and
 /// `set_default(None)` do nothing, since the context always has its device.
 ///
-/// A lookup costs one read lock and one `Arc` clone.
+/// A lookup costs one read lock and one `Arc` clone. A connection's engine
+/// calls skip even that: they keep the device they last used and only look
+/// again once the context has changed (a generation counter that every
+/// change bumps, read with one plain atomic load).
 pub struct ServerContext {
     devices: Devices,
+    /// Bumped after every change of a slot, so cached lookups know to look again.
+    generation: AtomicU64,
+}
+
+/// One connection's last device lookup: the device for `unit` as of
+/// `generation` of the context.
+#[derive(Default)]
+pub(crate) struct DeviceCache {
+    entry: Option<(u64, u8, Option<Arc<Device>>)>,
+}
+
+impl DeviceCache {
+    /// The device answering `unit` in `context`, looked up again only if the
+    /// unit differs from last time or the context has changed since.
+    ///
+    /// The generation is read before the lookup, so a change racing with the
+    /// lookup at worst makes the next call look again.
+    #[inline]
+    pub(crate) fn get(&mut self, context: &ServerContext, unit: u8) -> Option<&Arc<Device>> {
+        let generation = context.generation.load(Ordering::Acquire);
+        let fresh = matches!(&self.entry, Some((g, u, _)) if *g == generation && *u == unit);
+        if !fresh {
+            self.entry = Some((generation, unit, context.device(unit)));
+        }
+        self.entry.as_ref().and_then(|(_, _, d)| d.as_ref())
+    }
 }
 
 impl core::fmt::Debug for ServerContext {
@@ -104,6 +134,7 @@ impl ServerContext {
     pub fn single(storage: impl Storage + 'static) -> Self {
         Self {
             devices: Devices::Single(RwLock::new(Arc::new(Device::new(Arc::new(storage))))),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -114,6 +145,7 @@ impl ServerContext {
                 slots: (0..=u8::MAX).map(|_| RwLock::new(None)).collect(),
                 default: RwLock::new(None),
             },
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -139,13 +171,20 @@ impl ServerContext {
     /// Like [`ServerContext::insert`] with a ready device, so several unit
     /// ids can share one device (and its diagnostics counters).
     pub fn insert_device(&self, unit: u8, device: Arc<Device>) -> Option<Arc<Device>> {
-        match &self.devices {
+        let old = match &self.devices {
             Devices::Single(one) => Some(core::mem::replace(
                 &mut *one.write().unwrap_or_else(PoisonError::into_inner),
                 device,
             )),
             Devices::Multi { slots, .. } => slots.get(usize::from(unit)).and_then(|slot| put(slot, Some(device))),
-        }
+        };
+        self.changed();
+        old
+    }
+
+    /// Tells cached lookups that a slot changed (after the change is made).
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes the device for `unit`; returns it.
@@ -154,7 +193,11 @@ impl ServerContext {
     pub fn remove(&self, unit: u8) -> Option<Arc<Device>> {
         match &self.devices {
             Devices::Single(_) => None,
-            Devices::Multi { slots, .. } => slots.get(usize::from(unit)).and_then(|slot| put(slot, None)),
+            Devices::Multi { slots, .. } => {
+                let old = slots.get(usize::from(unit)).and_then(|slot| put(slot, None));
+                self.changed();
+                old
+            }
         }
     }
 
@@ -176,6 +219,7 @@ impl ServerContext {
                 put(default, device);
             }
         }
+        self.changed();
     }
 
     /// The default device, if any (the one device in single-device mode).
@@ -395,6 +439,36 @@ mod tests {
         assert_eq!(d.diagnostics().event_count(), 0);
         assert!(Arc::strong_count(d.storage_arc()) >= 1);
         assert!(format!("{ctx:?}").contains("single: false"));
+    }
+
+    #[test]
+    fn cached_lookup_follows_every_change() {
+        let ctx = ServerContext::multi().with_device(1, tagged(10));
+        let mut cache = DeviceCache::default();
+        let tag = |cache: &mut DeviceCache, unit| cache.get(&ctx, unit).map(|d| tag_of(d));
+        assert_eq!(tag(&mut cache, 1), Some(10));
+        let first = cache.get(&ctx, 1).cloned().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, cache.get(&ctx, 1).unwrap()),
+            "unchanged context: same device"
+        );
+        assert_eq!(tag(&mut cache, 2), None);
+        ctx.insert(1, Arc::new(tagged(11)));
+        assert_eq!(tag(&mut cache, 1), Some(11));
+        ctx.set_default(Some(Arc::new(tagged(99))));
+        assert_eq!(tag(&mut cache, 2), Some(99));
+        ctx.set_default_device(None);
+        assert_eq!(tag(&mut cache, 2), None);
+        ctx.remove(1);
+        assert_eq!(tag(&mut cache, 1), None);
+
+        let single = ServerContext::single(tagged(1));
+        let mut cache = DeviceCache::default();
+        assert_eq!(cache.get(&single, 5).map(|d| tag_of(d)), Some(1));
+        single.insert(0, Arc::new(tagged(2)));
+        assert_eq!(cache.get(&single, 5).map(|d| tag_of(d)), Some(2));
+        single.set_default(Some(Arc::new(tagged(3))));
+        assert_eq!(cache.get(&single, 5).map(|d| tag_of(d)), Some(3));
     }
 
     #[test]
