@@ -105,9 +105,14 @@ pub struct ServerConfig {
     /// TLS: private key file.
     #[serde(default)]
     pub keyfile: Option<String>,
-    /// TLS: private key password.
+    /// TLS: private key password (accepted; coilwork reads unencrypted keys only).
     #[serde(default)]
     pub password: Option<String>,
+    /// TLS (coilwork extension): CA certificates (PEM) client certificates
+    /// must chain to. With it, the server is Modbus/TCP Security (mutual TLS,
+    /// roles read from client certificates); without it, server-only TLS.
+    #[serde(default)]
+    pub cafile: Option<String>,
 }
 
 /// `identity`: pymodbus's `ModbusDeviceIdentification(info_name=...)` names.
@@ -338,16 +343,18 @@ pub enum Endpoint {
         /// Frame format.
         framer: FramerName,
     },
-    /// TLS listener (not yet served by coilwork).
+    /// TLS listener (Modbus/TCP Security with `cafile`, else server-only TLS).
     Tls {
         /// Host to bind.
         host: String,
         /// Port.
         port: u16,
-        /// Certificate file.
-        certfile: Option<String>,
-        /// Key file.
-        keyfile: Option<String>,
+        /// Certificate (chain) file, as written in the configuration.
+        certfile: String,
+        /// Key file, as written in the configuration.
+        keyfile: String,
+        /// CA file for client certificates, as written (none: server-only TLS).
+        cafile: Option<String>,
     },
     /// Serial line.
     Serial {
@@ -421,11 +428,31 @@ impl ServerConfig {
                     return Err(framer_err("tls"));
                 }
                 let (host, port) = host_port()?;
+                let file = |k: &str, v: &Option<String>, what: &str| match v {
+                    Some(f) if !f.is_empty() => Ok(f.clone()),
+                    Some(f) => Err(ConfigError::new(
+                        key(k),
+                        format!("{f:?}"),
+                        format!("a TLS server needs {what}"),
+                    )),
+                    None => Err(ConfigError::new(
+                        key(k),
+                        "(missing)",
+                        format!("a TLS server needs {what}"),
+                    )),
+                };
+                let certfile = file("certfile", &self.certfile, "a certificate file (PEM)")?;
+                let keyfile = file("keyfile", &self.keyfile, "a private key file (PEM)")?;
+                let cafile = match &self.cafile {
+                    Some(_) => Some(file("cafile", &self.cafile, "a CA file (PEM) when cafile is given")?),
+                    None => None,
+                };
                 Ok(Endpoint::Tls {
                     host,
                     port,
-                    certfile: self.certfile.clone(),
-                    keyfile: self.keyfile.clone(),
+                    certfile,
+                    keyfile,
+                    cafile,
                 })
             }
             Comm::Serial => {

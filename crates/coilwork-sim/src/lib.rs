@@ -25,6 +25,7 @@ pub mod device;
 mod error;
 pub mod http;
 pub mod monitor;
+mod tls;
 
 pub use actions::{ActionContext, CustomAction};
 pub use config::{Endpoint, SimConfig};
@@ -34,7 +35,10 @@ pub use monitor::{Call, CallFilter, Fault, FaultKind, FaultSpec, LogEntry, Monit
 
 use coilwork_core::storage::ServerContext;
 use coilwork_core::{Engine, EngineOptions, ExceptionCode, Framing, Identity};
-use coilwork_tokio::{ServerHandle, TcpServer, TcpServerConfig, TcpStats, UdpServer, UdpServerConfig, UdpStats};
+use coilwork_tokio::{
+    ServerHandle, TcpServer, TcpServerConfig, TcpStats, TlsConfig, TlsServer, TlsServerConfig, UdpServer,
+    UdpServerConfig, UdpStats,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -201,6 +205,8 @@ pub(crate) struct Inner {
     pub(crate) server_name: String,
     pub(crate) device_name: String,
     pub(crate) endpoint: Endpoint,
+    /// The loaded TLS configuration of a `comm: "tls"` server.
+    tls: Option<TlsConfig>,
     pub(crate) device: Arc<SimDevice>,
     pub(crate) engine: Arc<Engine>,
     pub(crate) monitor: Arc<Monitor>,
@@ -282,25 +288,30 @@ impl Simulator {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_str_with_origin(&text, &path.display().to_string(), options)
+        Self::from_str_with_origin(&text, &path.display().to_string(), path.parent(), options)
     }
 
     /// Validates a configuration given as JSON text.
     pub fn from_json(json: &str, options: SimulatorOptions) -> Result<Self, SimError> {
-        Self::from_str_with_origin(json, "configuration", options)
+        Self::from_str_with_origin(json, "configuration", None, options)
     }
 
     /// The embedded default configuration ([`DEFAULT_CONFIG`]).
     pub fn with_default_config(options: SimulatorOptions) -> Result<Self, SimError> {
-        Self::from_str_with_origin(DEFAULT_CONFIG, "default configuration", options)
+        Self::from_str_with_origin(DEFAULT_CONFIG, "default configuration", None, options)
     }
 
-    fn from_str_with_origin(json: &str, origin: &str, options: SimulatorOptions) -> Result<Self, SimError> {
+    fn from_str_with_origin(
+        json: &str,
+        origin: &str,
+        base_dir: Option<&Path>,
+        options: SimulatorOptions,
+    ) -> Result<Self, SimError> {
         let config: SimConfig = serde_json::from_str(json).map_err(|source| SimError::Json {
             origin: origin.to_owned(),
             source,
         })?;
-        Self::from_config(config, options).map_err(|e| match e {
+        Self::build(config, options, base_dir).map_err(|e| match e {
             SimError::Config { error, .. } => SimError::Config {
                 origin: origin.to_owned(),
                 error,
@@ -310,8 +321,16 @@ impl Simulator {
     }
 
     /// Builds the simulator from a parsed configuration: every server entry
-    /// and the selected device are validated; nothing is opened.
+    /// and the selected device are validated, the selected server's TLS
+    /// files (relative paths: from the working directory) are loaded;
+    /// nothing is opened.
     pub fn from_config(config: SimConfig, options: SimulatorOptions) -> Result<Self, SimError> {
+        Self::build(config, options, None)
+    }
+
+    /// As [`Simulator::from_config`]; relative TLS file paths are looked up
+    /// in `base_dir` (the JSON file's directory) first.
+    fn build(config: SimConfig, options: SimulatorOptions, base_dir: Option<&Path>) -> Result<Self, SimError> {
         let wrap = |error: ConfigError| SimError::Config {
             origin: "configuration".to_owned(),
             error,
@@ -334,6 +353,25 @@ impl Simulator {
         )
         .map_err(wrap)?;
         let endpoint = server.endpoint(server_name).map_err(wrap)?;
+        let tls = match &endpoint {
+            Endpoint::Tls {
+                certfile,
+                keyfile,
+                cafile,
+                ..
+            } => Some(
+                tls::load(
+                    server_name,
+                    certfile,
+                    keyfile,
+                    cafile.as_deref(),
+                    server.password.is_some(),
+                    base_dir,
+                )
+                .map_err(wrap)?,
+            ),
+            _ => None,
+        };
         let device = Arc::new(SimDevice::build(device_name, device_cfg, &options.actions).map_err(wrap)?);
 
         let context = match server.device_id {
@@ -370,6 +408,7 @@ impl Simulator {
             server_name: server_name.to_owned(),
             device_name: device_name.to_owned(),
             endpoint,
+            tls,
             device,
             engine,
             monitor,
@@ -476,7 +515,13 @@ impl Inner {
         match &self.endpoint {
             Endpoint::Tcp { host, port, framer } => format!("{} on {}", kind(*framer, "TCP"), at(host, *port)),
             Endpoint::Udp { host, port, framer } => format!("{} on {}", kind(*framer, "UDP"), at(host, *port)),
-            Endpoint::Tls { host, port, .. } => format!("Modbus/TCP Security on {}", at(host, *port)),
+            Endpoint::Tls { host, port, cafile, .. } => match cafile {
+                Some(_) => format!("Modbus/TCP Security on {}", at(host, *port)),
+                None => format!(
+                    "Modbus/TCP over server-only TLS (no client certificates) on {}",
+                    at(host, *port)
+                ),
+            },
             Endpoint::Serial {
                 port,
                 framer,
@@ -546,11 +591,37 @@ impl Inner {
                 });
                 (handle, Some(local), stats)
             }
-            Endpoint::Tls { .. } => {
-                return Err(SimError::Unsupported(format!(
-                    "server_list.{}: comm \"tls\" is not yet supported by coilwork",
-                    self.server_name
-                )));
+            Endpoint::Tls { host, port, .. } => {
+                let Some(tls) = self.tls.clone() else {
+                    return Err(SimError::Unsupported(format!(
+                        "server_list.{}: TLS configuration not loaded",
+                        self.server_name
+                    )));
+                };
+                let addr = match reuse {
+                    Some(a) => a,
+                    None => Self::resolve(host, *port).await?,
+                };
+                if tls.is_server_only() {
+                    self.monitor.log(
+                        "warn",
+                        format!(
+                            "server_list.{}: TLS without client certificates (no cafile): \
+                             not Modbus/TCP Security, any client is served",
+                            self.server_name
+                        ),
+                    );
+                }
+                let server = TlsServer::new(engine, TlsServerConfig::new(addr), tls);
+                let local = server.bind()?;
+                let handle = server.handle();
+                let stats = Some(Stats::Tcp(server.stats().clone()));
+                tokio::spawn(async move {
+                    if let Err(e) = server.serve_forever().await {
+                        tracing::error!("simulator server failed: {e}");
+                    }
+                });
+                (handle, Some(local), stats)
             }
             Endpoint::Serial {
                 port,
@@ -1112,16 +1183,37 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_at_start() {
-        let mut v = base();
-        v["server_list"]["server"] =
-            json!({"comm": "tls", "host": "127.0.0.1", "port": 0, "framer": "tls", "certfile": "c", "keyfile": "k"});
-        let sim = build(&v).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let e = rt.block_on(sim.start()).unwrap_err().to_string();
-        assert!(e.contains("comm \"tls\" is not yet supported"), "{e}");
+    fn error_tls_files() {
+        let tls = |extra: Value| {
+            let mut server = json!({"comm": "tls", "host": "127.0.0.1", "port": 0, "framer": "tls"});
+            for (k, v) in extra.as_object().unwrap() {
+                server[k] = v.clone();
+            }
+            with(&["server_list", "server"], server)
+        };
+        let e = err(&tls(json!({"keyfile": "k"})));
+        assert!(
+            e.contains("server_list.server.certfile = (missing): a TLS server needs"),
+            "{e}"
+        );
+        let e = err(&tls(json!({"certfile": "c"})));
+        assert!(e.contains("server_list.server.keyfile = (missing)"), "{e}");
+        let e = err(&tls(json!({"certfile": "c", "keyfile": "k", "cafile": ""})));
+        assert!(
+            e.contains("server_list.server.cafile = \"\": a TLS server needs"),
+            "{e}"
+        );
+        // Checked before anything is opened: the file is read at load.
+        let e = err(&tls(json!({"certfile": "no-such-cert.pem", "keyfile": "k"})));
+        assert!(
+            e.contains("server_list.server.certfile = \"no-such-cert.pem\": cannot read no-such-cert.pem"),
+            "{e}"
+        );
+        // Not PEM.
+        let e = err(&tls(json!({"certfile": "Cargo.toml", "keyfile": "k"})));
+        assert!(
+            e.contains("server_list.server.certfile = \"Cargo.toml\": Cargo.toml: no PEM certificate"),
+            "{e}"
+        );
     }
 }
