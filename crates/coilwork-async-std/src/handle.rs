@@ -119,6 +119,13 @@ impl ServerHandle {
         self.stopped().await;
     }
 
+    /// Blocks the calling thread until the server has stopped serving or
+    /// `timeout` passed; true if it stopped. Not for use inside an async
+    /// task (use [`ServerHandle::stopped`] there).
+    pub fn wait_stopped_timeout(&self, timeout: Duration) -> bool {
+        self.inner.done.wait_blocking(Some(timeout))
+    }
+
     /// Asks for a graceful stop and blocks this thread until the server has
     /// returned or `timeout` passed; true if it returned. Not for use inside
     /// an async task.
@@ -142,5 +149,25 @@ impl ServerHandle {
 
     pub(crate) fn mark_stopped(&self) {
         self.inner.done.raise();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn wait_stopped_timeout_sees_mark_stopped() {
+        let h = ServerHandle::new();
+        let t0 = Instant::now();
+        assert!(!h.wait_stopped_timeout(Duration::from_millis(30)));
+        assert!(t0.elapsed() >= Duration::from_millis(30), "waited the whole timeout");
+        let h2 = h.clone();
+        let waiter = std::thread::spawn(move || h2.wait_stopped_timeout(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        h.mark_stopped();
+        assert!(waiter.join().unwrap(), "woken by mark_stopped");
+        assert!(h.wait_stopped_timeout(Duration::ZERO), "stays stopped");
     }
 }

@@ -6,7 +6,10 @@
 //! smol under `smol::block_on`, async-std under `async_std::task::block_on`,
 //! blocking on a plain thread.
 
-use crate::{Counters, Harness, Overflow, Running, SerialOptions, TcpOptions, UdpOptions, loopback, spawn_server};
+use crate::{
+    Counters, Harness, Overflow, Running, SerialOptions, StopHandle, TcpOptions, TlsConfig, UdpOptions, loopback,
+    spawn_server,
+};
 use coilwork_core::Engine;
 use std::sync::Arc;
 
@@ -45,6 +48,7 @@ macro_rules! tcp_stats {
             partial_timeouts: s.partial_timeouts(),
             idle_timeouts: s.idle_timeouts(),
             active: s.active(),
+            handshake_failures: s.handshake_failures(),
             ..Counters::default()
         }
     }};
@@ -83,6 +87,15 @@ macro_rules! tcp_config {
     }};
 }
 
+macro_rules! tls_config {
+    ($krate:ident, $opts:expr) => {
+        $krate::TlsServerConfig {
+            tcp: tcp_config!($krate, $opts),
+            ..$krate::TlsServerConfig::new(loopback())
+        }
+    };
+}
+
 macro_rules! udp_config {
     ($krate:ident, $opts:expr) => {{
         let o: &UdpOptions = $opts;
@@ -108,6 +121,21 @@ macro_rules! serial_config {
     }};
 }
 
+macro_rules! stop_handle {
+    ($($krate:ident),*) => {$(
+        impl StopHandle for $krate::ServerHandle {
+            fn stop(&self) {
+                $krate::ServerHandle::stop(self);
+            }
+            fn wait_stopped_timeout(&self, timeout: std::time::Duration) -> bool {
+                $krate::ServerHandle::wait_stopped_timeout(self, timeout)
+            }
+        }
+    )*};
+}
+
+stop_handle!(coilwork_tokio, coilwork_async_std, coilwork_blocking);
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -121,7 +149,7 @@ impl Harness for Tokio {
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let rt = runtime();
         let done = spawn_server("tokio-tcp", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(Some(addr), move || handle.stop(), done, tcp_stats!(stats))
+        Running::new(Some(addr), handle, done, tcp_stats!(stats))
     }
 
     fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
@@ -130,7 +158,7 @@ impl Harness for Tokio {
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let rt = runtime();
         let done = spawn_server("tokio-udp", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(Some(addr), move || handle.stop(), done, udp_stats!(stats))
+        Running::new(Some(addr), handle, done, udp_stats!(stats))
     }
 
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
@@ -143,7 +171,16 @@ impl Harness for Tokio {
         }
         let handle = server.handle();
         let done = spawn_server("tokio-serial", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(None, move || handle.stop(), done, Counters::default)
+        Running::new(None, handle, done, Counters::default)
+    }
+
+    fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running {
+        let server = coilwork_tokio::TlsServer::new(engine, tls_config!(coilwork_tokio, opts), tls);
+        let addr = server.bind().expect("bind");
+        let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+        let rt = runtime();
+        let done = spawn_server("tokio-tls", move || rt.block_on(server.serve_forever()).map_err(err));
+        Running::new(Some(addr), handle, done, tcp_stats!(stats))
     }
 }
 
@@ -159,7 +196,7 @@ macro_rules! async_io_harness {
                 let done = spawn_server(concat!($name, "-tcp"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(Some(addr), move || handle.stop(), done, tcp_stats!(stats))
+                Running::new(Some(addr), handle, done, tcp_stats!(stats))
             }
 
             fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
@@ -169,7 +206,7 @@ macro_rules! async_io_harness {
                 let done = spawn_server(concat!($name, "-udp"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(Some(addr), move || handle.stop(), done, udp_stats!(stats))
+                Running::new(Some(addr), handle, done, udp_stats!(stats))
             }
 
             fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
@@ -179,7 +216,17 @@ macro_rules! async_io_harness {
                 let done = spawn_server(concat!($name, "-serial"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(None, move || handle.stop(), done, Counters::default)
+                Running::new(None, handle, done, Counters::default)
+            }
+
+            fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running {
+                let server = coilwork_async_std::TlsServer::new(engine, tls_config!(coilwork_async_std, opts), tls);
+                let addr = server.bind().expect("bind");
+                let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+                let done = spawn_server(concat!($name, "-tls"), move || {
+                    $block_on(server.serve_forever()).map_err(err)
+                });
+                Running::new(Some(addr), handle, done, tcp_stats!(stats))
             }
         }
     };
@@ -196,7 +243,7 @@ impl Harness for Blocking {
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let done = spawn_server("blocking-tcp", move || server.serve_forever().map_err(err));
-        Running::new(Some(addr), move || handle.stop(), done, tcp_stats!(stats))
+        Running::new(Some(addr), handle, done, tcp_stats!(stats))
     }
 
     fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
@@ -204,7 +251,7 @@ impl Harness for Blocking {
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let done = spawn_server("blocking-udp", move || server.serve_forever().map_err(err));
-        Running::new(Some(addr), move || handle.stop(), done, udp_stats!(stats))
+        Running::new(Some(addr), handle, done, udp_stats!(stats))
     }
 
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
@@ -212,6 +259,14 @@ impl Harness for Blocking {
         server.open().expect("open serial port");
         let handle = server.handle();
         let done = spawn_server("blocking-serial", move || server.serve_forever().map_err(err));
-        Running::new(None, move || handle.stop(), done, Counters::default)
+        Running::new(None, handle, done, Counters::default)
+    }
+
+    fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running {
+        let server = coilwork_blocking::TlsServer::new(engine, tls_config!(coilwork_blocking, opts), tls);
+        let addr = server.bind().expect("bind");
+        let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
+        let done = spawn_server("blocking-tls", move || server.serve_forever().map_err(err));
+        Running::new(Some(addr), handle, done, tcp_stats!(stats))
     }
 }

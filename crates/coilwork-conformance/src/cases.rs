@@ -8,8 +8,10 @@
 use crate::client::{Client, STEP, UdpClient, adu, adu_with_protocol, ascii, fc3, fc3_answer, fc16, pdu, rtu};
 use crate::fixture::engine;
 use crate::serial::PtyPair;
+use crate::tls_common as tls;
 use crate::{Harness, Overflow, Running, SerialOptions, TcpOptions, UdpOptions};
 use coilwork_core::Framing;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// How long a graceful stop may take.
@@ -847,4 +849,143 @@ pub fn serial_local_echo_is_dropped<H: Harness>() {
     line.send(&rtu(1, &fc3(1, 1)));
     assert_eq!(line.read_n(7), rtu(1, &fc3_answer(&[0x002A])));
     stop::<H>(server);
+}
+
+// ---- Modbus/TCP Security (TLS) ----
+
+/// A mbaps server (client certificate required, test CA) on `engine`.
+fn start_tls<H: Harness>(engine: std::sync::Arc<coilwork_core::Engine>) -> Running {
+    let pki = tls::pki();
+    let config = crate::TlsConfig::new(
+        vec![tls::cert(&pki.server)],
+        tls::key(&pki.server),
+        coilwork_tls::TlsClientAuth::Required(tls::roots()),
+    )
+    .expect("server TLS config");
+    H::start_tls(engine, &TcpOptions::default(), config)
+}
+
+/// An engine whose authorizer records roles (and denies writes to "viewer").
+fn engine_with_roles() -> (std::sync::Arc<tls::Roles>, std::sync::Arc<coilwork_core::Engine>) {
+    let roles = std::sync::Arc::new(tls::Roles::default());
+    let engine = tls::engine_with(&roles);
+    (roles, engine)
+}
+
+/// A client certificate with role "operator" (signed by the CA): FC16 then
+/// FC3 over TLS, and the engine's authorizer saw the role on both.
+pub fn tls_role_reaches_the_authorizer<H: Harness>() {
+    let (roles, engine) = engine_with_roles();
+    let server = start_tls::<H>(engine);
+    let mut c = tls::tls_connect(server.addr(), tls::client_config(Some(&tls::pki().operator), tls::BOTH))
+        .unwrap_or_else(|e| panic!("{}: handshake failed: {e}", H::NAME));
+    let write = tls::call(&mut c, 1, &fc16(3, &[0x1234, 0xABCD])).expect("FC16 answer");
+    assert_eq!(write, pdu(0x10, &[3, 2]), "{}: FC16 answer", H::NAME);
+    let read = tls::call(&mut c, 2, &fc3(3, 2)).expect("FC3 answer");
+    assert_eq!(read, fc3_answer(&[0x1234, 0xABCD]), "{}: FC3 reads the write", H::NAME);
+    let op = Some("operator".to_owned());
+    assert_eq!(
+        roles.seen(),
+        vec![(op.clone(), 0x10), (op, 0x03)],
+        "{}: roles seen",
+        H::NAME
+    );
+    drop(c);
+    stop::<H>(server);
+}
+
+/// Role "viewer" is denied writes by the authorizer: FC16 gets exception 01
+/// (nothing written), FC3 still works.
+pub fn tls_role_denied_writes<H: Harness>() {
+    let (roles, engine) = engine_with_roles();
+    let server = start_tls::<H>(engine);
+    let mut c = tls::tls_connect(server.addr(), tls::client_config(Some(&tls::pki().viewer), tls::BOTH))
+        .unwrap_or_else(|e| panic!("{}: handshake failed: {e}", H::NAME));
+    let write = tls::call(&mut c, 1, &fc16(3, &[0x1234])).expect("FC16 answer");
+    assert_eq!(write, [0x90, 0x01], "{}: FC16 refused with exception 01", H::NAME);
+    let read = tls::call(&mut c, 2, &fc3(3, 1)).expect("FC3 answer");
+    assert_eq!(read, fc3_answer(&[0]), "{}: FC3 served, nothing was written", H::NAME);
+    let viewer = Some("viewer".to_owned());
+    assert_eq!(
+        roles.seen(),
+        vec![(viewer.clone(), 0x10), (viewer, 0x03)],
+        "{}: roles seen",
+        H::NAME
+    );
+    drop(c);
+    stop::<H>(server);
+}
+
+fn assert_refused<H: Harness>(client: Option<&crate::pki::Identity>, what: &str) {
+    let (roles, engine) = engine_with_roles();
+    let server = start_tls::<H>(std::sync::Arc::clone(&engine));
+    let addr = server.addr();
+    assert!(
+        tls::refused(addr, tls::client_config(client, tls::BOTH)),
+        "{}: {what} refused (TLS 1.3)",
+        H::NAME
+    );
+    assert!(
+        tls::refused(addr, tls::client_config(client, &[&rustls::version::TLS12])),
+        "{}: {what} refused (TLS 1.2)",
+        H::NAME
+    );
+    assert!(
+        server.counters_reach(STEP, |c| c.handshake_failures >= 2),
+        "{}: {what}: refusals counted ({:?})",
+        H::NAME,
+        server.counters()
+    );
+    assert_eq!(
+        tls::engine_calls(&engine),
+        0,
+        "{}: {what}: the engine never saw a request",
+        H::NAME
+    );
+    assert!(
+        roles.seen().is_empty(),
+        "{}: {what}: the authorizer was never asked",
+        H::NAME
+    );
+    // A good client is still served afterwards.
+    let mut ok = tls::tls_connect(addr, tls::client_config(Some(&tls::pki().operator), tls::BOTH))
+        .unwrap_or_else(|e| panic!("{}: handshake failed: {e}", H::NAME));
+    assert_eq!(tls::call(&mut ok, 1, &fc3(0, 1)).expect("FC3 answer"), fc3_answer(&[0]));
+    drop(ok);
+    stop::<H>(server);
+}
+
+/// A client without a certificate is refused; the engine sees nothing.
+pub fn tls_client_without_certificate_is_refused<H: Harness>() {
+    assert_refused::<H>(None, "client without a certificate");
+}
+
+/// A client whose certificate comes from another CA is refused.
+pub fn tls_certificate_from_another_ca_is_refused<H: Harness>() {
+    assert_refused::<H>(Some(&tls::pki().other_ca), "certificate of another CA");
+}
+
+/// A stop with a request in flight over TLS: the request is answered, the
+/// connection closed, and the server returns within [`STOP_WITHIN`].
+pub fn tls_graceful_shutdown_with_a_request_in_flight<H: Harness>() {
+    let (_roles, engine) = engine_with_roles();
+    let server = start_tls::<H>(engine);
+    let addr = server.addr();
+    let mut c = tls::tls_connect(addr, tls::client_config(Some(&tls::pki().operator), tls::BOTH))
+        .unwrap_or_else(|e| panic!("{}: handshake failed: {e}", H::NAME));
+    assert_eq!(tls::call(&mut c, 1, &fc16(0, &[42])).expect("FC16"), pdu(0x10, &[0, 1]));
+    c.write_all(&tls::mbap(2, 1, &fc3(0, 1)))
+        .and_then(|()| c.flush())
+        .expect("send");
+    server.ask_stop();
+    let answer = tls::read_pdu(&mut c, 2).unwrap_or_else(|e| panic!("{}: in-flight request unanswered: {e}", H::NAME));
+    assert_eq!(answer, fc3_answer(&[42]), "{}: in-flight request answered", H::NAME);
+    assert!(tls::closed_by_server(&mut c), "{}: closed after the answer", H::NAME);
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, STEP).is_err(),
+        "{}: no longer accepting",
+        H::NAME
+    );
 }

@@ -4,7 +4,7 @@
 //! smol and blocking servers. A case that one adapter fails is a bug in that
 //! adapter, not a skip.
 //!
-//! - [`Harness`]: how to start a TCP, UDP or serial server of one adapter
+//! - [`Harness`]: how to start a TCP, TLS, UDP or serial server of one adapter
 //!   from a small common set of options ([`TcpOptions`], [`UdpOptions`],
 //!   [`SerialOptions`]), returning a [`Running`] server (address, counters,
 //!   a bounded stop). [`adapters`] has the four implementations.
@@ -27,7 +27,13 @@
 //! partial-frame and idle timeouts; allow-list; graceful stop with a request
 //! in flight and with a client that does not read; writes seen by another
 //! client; UDP round trip, malformed datagrams, several senders; serial RTU
-//! and ASCII round trips, broadcast, local echo.
+//! and ASCII round trips, broadcast, local echo; Modbus/TCP Security (TLS,
+//! certificates from [`pki`], client from [`tls_common`]): a CA-signed
+//! client's role reaches the engine's `Authorizer` on FC16 + FC3, a role
+//! denied writes gets exception 01 on FC16 while FC3 works, a client
+//! without a certificate and one from another CA are refused (TLS 1.2 and
+//! 1.3) before the engine sees anything, graceful stop with a request in
+//! flight.
 //!
 //! A new adapter: implement [`Harness`] (bind on the calling thread, serve
 //! on a thread, wrap the handle and counters in a [`Running`]), then add a
@@ -40,10 +46,25 @@ pub mod client;
 pub mod fixture;
 pub mod serial;
 
+/// Test certificates made fresh with rcgen (CA, server, clients with and
+/// without a role, a client of another CA); shared with the adapters' own
+/// TLS tests, which include the same file.
+#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
+#[allow(missing_docs, clippy::new_without_default)]
+pub mod pki;
+
+/// The blocking rustls test client (std `TcpStream`), the role-recording
+/// [`Authorizer`](coilwork_core::engine::Authorizer) and helpers; shared
+/// with the blocking and async-std TLS tests, which include the same file.
+#[path = "../../coilwork-blocking/tests/tls_common/mod.rs"]
+#[allow(missing_docs)]
+pub mod tls_common;
+
 use coilwork_core::{Engine, Framing};
+pub use coilwork_tls::TlsConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long a server may take to return after a stop before the case fails.
@@ -144,6 +165,8 @@ pub struct Counters {
     pub idle_timeouts: u64,
     /// TCP: connections open now.
     pub active: u64,
+    /// TLS: connections refused by the handshake or the role check.
+    pub handshake_failures: u64,
     /// UDP: datagrams received.
     pub received: u64,
     /// UDP: datagrams answered.
@@ -155,13 +178,23 @@ pub struct Counters {
 /// What a server thread reports when `serve_forever` returns.
 pub type ServeResult = Result<(), String>;
 
+/// The stop switch of one adapter's servers (its `ServerHandle`): the only
+/// two things the suite needs to stop a server and know it has stopped.
+pub trait StopHandle: Send + Sync + 'static {
+    /// Asks the server to stop; never blocks.
+    fn stop(&self);
+    /// Blocks until the server has stopped serving or `timeout` passed;
+    /// true if it stopped.
+    fn wait_stopped_timeout(&self, timeout: Duration) -> bool;
+}
+
 /// A server started by a [`Harness`]: its address, its counters, and a
 /// bounded stop. Dropping it without [`Running::stop`] asks the server to
 /// stop and does not wait.
 pub struct Running {
     addr: Option<SocketAddr>,
-    stop: Box<dyn Fn() + Send + Sync>,
-    done: Option<Receiver<ServeResult>>,
+    handle: Box<dyn StopHandle>,
+    thread: Option<JoinHandle<ServeResult>>,
     counters: Box<dyn Fn() -> Counters + Send + Sync>,
 }
 
@@ -174,18 +207,19 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
-    /// A running server: `stop` asks it to stop (never blocks), `done`
-    /// receives `serve_forever`'s result, `counters` reads its counters.
+    /// A running server: `handle` stops it and tells when it has stopped,
+    /// `thread` is the one [`spawn_server`] started, `counters` reads its
+    /// counters.
     pub fn new(
         addr: Option<SocketAddr>,
-        stop: impl Fn() + Send + Sync + 'static,
-        done: Receiver<ServeResult>,
+        handle: impl StopHandle,
+        thread: JoinHandle<ServeResult>,
         counters: impl Fn() -> Counters + Send + Sync + 'static,
     ) -> Self {
         Self {
             addr,
-            stop: Box::new(stop),
-            done: Some(done),
+            handle: Box::new(handle),
+            thread: Some(thread),
             counters: Box::new(counters),
         }
     }
@@ -216,44 +250,53 @@ impl Running {
 
     /// Asks the server to stop; never blocks. [`Running::stop`] then waits.
     pub fn ask_stop(&self) {
-        (self.stop)();
+        self.handle.stop();
     }
 
-    /// Asks the server to stop and waits until `serve_forever` returned;
-    /// returns how long that took. Panics if it took more than
-    /// [`STOP_LIMIT`] or returned an error.
+    /// Asks the server to stop and waits (the handle's
+    /// `wait_stopped_timeout`) until it has stopped serving; returns how
+    /// long that took. Panics if it took more than [`STOP_LIMIT`], or if
+    /// its thread then returned an error or panicked.
     pub fn stop(mut self) -> Duration {
         let t0 = Instant::now();
-        (self.stop)();
-        let done = self.done.take().expect("stopped once");
-        match done.recv_timeout(STOP_LIMIT) {
-            Ok(Ok(())) => t0.elapsed(),
+        self.handle.stop();
+        assert!(
+            self.handle.wait_stopped_timeout(STOP_LIMIT),
+            "server did not stop within {STOP_LIMIT:?} of a stop"
+        );
+        let took = t0.elapsed();
+        let thread = self.thread.take().expect("stopped once");
+        // Stopped: its thread returns at once (tokio: after dropping its runtime).
+        let end = Instant::now() + STOP_LIMIT;
+        while !thread.is_finished() {
+            assert!(
+                Instant::now() < end,
+                "server thread still running {STOP_LIMIT:?} after it stopped"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        match thread.join() {
+            Ok(Ok(())) => took,
             Ok(Err(e)) => panic!("serve_forever returned an error: {e}"),
-            Err(RecvTimeoutError::Timeout) => panic!("server did not return within {STOP_LIMIT:?} of a stop"),
-            Err(RecvTimeoutError::Disconnected) => panic!("server thread died (panicked?)"),
+            Err(_) => panic!("server thread panicked"),
         }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.done.is_some() {
-            (self.stop)();
+        if self.thread.is_some() {
+            self.handle.stop();
         }
     }
 }
 
-/// Runs `serve` on a new named thread; the receiver gets its result.
-pub fn spawn_server(name: &str, serve: impl FnOnce() -> ServeResult + Send + 'static) -> Receiver<ServeResult> {
-    let (tx, rx) = std::sync::mpsc::channel();
+/// Runs `serve` on a new named thread.
+pub fn spawn_server(name: &str, serve: impl FnOnce() -> ServeResult + Send + 'static) -> JoinHandle<ServeResult> {
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || {
-            let r = serve();
-            let _ = tx.send(r);
-        })
-        .expect("spawn server thread");
-    rx
+        .spawn(serve)
+        .expect("spawn server thread")
 }
 
 /// How one adapter starts its servers. Each start binds (or opens) before
@@ -267,6 +310,9 @@ pub trait Harness {
     fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running;
     /// Opens `opts.port` and starts a serial server on it.
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running;
+    /// Starts a Modbus/TCP Security server for `engine` on `127.0.0.1:0`
+    /// with the TCP settings `opts` and the TLS side `tls`.
+    fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running;
 }
 
 /// The loopback address with port 0, where every case binds.
@@ -310,7 +356,12 @@ macro_rules! conformance_suite {
             serial_rtu_round_trip,
             serial_ascii_round_trip,
             serial_broadcast_is_silent,
-            serial_local_echo_is_dropped
+            serial_local_echo_is_dropped,
+            tls_role_reaches_the_authorizer,
+            tls_role_denied_writes,
+            tls_client_without_certificate_is_refused,
+            tls_certificate_from_another_ca_is_refused,
+            tls_graceful_shutdown_with_a_request_in_flight
         );
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {

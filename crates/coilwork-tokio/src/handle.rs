@@ -1,7 +1,8 @@
 //! The stop switch of a running server.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,8 @@ pub struct ServerHandle {
 struct Inner {
     stop: CancellationToken,
     done: watch::Sender<bool>,
+    /// The same flag as `done`, for threads that block (no runtime needed).
+    done_blocking: (Mutex<bool>, Condvar),
     addr: OnceLock<SocketAddr>,
 }
 
@@ -34,6 +37,7 @@ impl ServerHandle {
             inner: Arc::new(Inner {
                 stop: CancellationToken::new(),
                 done: watch::Sender::new(false),
+                done_blocking: (Mutex::new(false), Condvar::new()),
                 addr: OnceLock::new(),
             }),
         }
@@ -61,6 +65,29 @@ impl ServerHandle {
         let _ = rx.wait_for(|done| *done).await;
     }
 
+    /// Blocks the calling thread until the server has stopped serving or
+    /// `timeout` passed; true if it stopped. For plain threads (no runtime
+    /// needed); inside an async task use [`ServerHandle::stopped`].
+    pub fn wait_stopped_timeout(&self, timeout: Duration) -> bool {
+        let (lock, changed) = &self.inner.done_blocking;
+        let deadline = Instant::now().checked_add(timeout);
+        let mut done = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*done {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return false;
+            }
+            done = changed
+                .wait_timeout(done, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
     /// Asks for a graceful stop and waits until the server has returned
     /// (pymodbus `ServerAsyncStop`).
     pub async fn shutdown(&self) {
@@ -83,5 +110,27 @@ impl ServerHandle {
 
     pub(crate) fn mark_stopped(&self) {
         self.inner.done.send_replace(true);
+        let (lock, changed) = &self.inner.done_blocking;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_stopped_timeout_sees_mark_stopped() {
+        let h = ServerHandle::new();
+        let t0 = Instant::now();
+        assert!(!h.wait_stopped_timeout(Duration::from_millis(30)));
+        assert!(t0.elapsed() >= Duration::from_millis(30), "waited the whole timeout");
+        let h2 = h.clone();
+        let waiter = std::thread::spawn(move || h2.wait_stopped_timeout(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        h.mark_stopped();
+        assert!(waiter.join().unwrap(), "woken by mark_stopped");
+        assert!(h.wait_stopped_timeout(Duration::ZERO), "stays stopped");
     }
 }

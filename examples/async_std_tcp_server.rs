@@ -1,13 +1,13 @@
 //! A Modbus/TCP server on async-std.
 //!
 //! ```sh
-//! cargo run -p coilwork-async-std --example async_std_tcp_server -- 127.0.0.1:5020
+//! cargo run --example async_std_tcp_server -- 127.0.0.1:5020
 //! ```
 //! Stop it with Ctrl-C (or after `COILWORK_EXAMPLE_SECS` seconds, if set).
 
-use coilwork_async_std::{TcpServer, TcpServerConfig};
-use coilwork_core::Engine;
-use coilwork_core::storage::{DeviceContext, ServerContext};
+use coilwork::async_std::{TcpServer, TcpServerConfig};
+use coilwork::core::Engine;
+use coilwork::core::storage::{DeviceContext, ServerContext};
 use std::sync::Arc;
 use std::time::Duration;
 

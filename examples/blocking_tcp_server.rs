@@ -5,12 +5,12 @@
 //! number of seconds given as the second argument (default: runs until
 //! killed).
 //!
-//! Run: `cargo run -p coilwork-blocking --example tcp_server -- 127.0.0.1:5020 30`
+//! Run: `cargo run --example blocking_tcp_server -- 127.0.0.1:5020 30`
 //! Try: `mbpoll -m tcp -p 5020 -a 1 -r 1 -c 4 127.0.0.1`
 
-use coilwork_blocking::{ServerHandle, TcpServer, TcpServerConfig};
-use coilwork_core::Engine;
-use coilwork_core::storage::{DeviceContext, ServerContext};
+use coilwork::blocking::{ServerHandle, TcpServer, TcpServerConfig};
+use coilwork::core::Engine;
+use coilwork::core::storage::{DeviceContext, ServerContext};
 use std::sync::Arc;
 use std::time::Duration;
 
