@@ -139,6 +139,9 @@ struct ServeArgs {
     /// Serial: drop the line's echo of what is sent (2-wire RS-485).
     #[arg(long)]
     local_echo: bool,
+    /// TCP/TLS: most connections open at once; past it a new client is refused.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Unit ids served, each by its own device (default: every unit id served by one device).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     units: Vec<u8>,
@@ -391,7 +394,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             } else {
                 "Modbus/TCP Security"
             };
-            let server = TlsServer::new(engine, TlsServerConfig::new(args.address), tls);
+            let mut config = TlsServerConfig::new(args.address);
+            config.tcp.max_connections = args.max_connections as usize;
+            let server = TlsServer::new(engine, config, tls);
             let addr = server.bind().map_err(|e| e.to_string())?;
             announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
             stop_on_signal(server.handle());
@@ -400,6 +405,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         TransportArg::Tcp => {
             let config = TcpServerConfig {
                 framing: framer.into(),
+                max_connections: args.max_connections as usize,
                 ..TcpServerConfig::new(args.address)
             };
             let server = TcpServer::new(engine, config);

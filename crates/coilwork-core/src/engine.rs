@@ -114,6 +114,16 @@ pub trait RequestHook: Send + Sync {
         HookAction::Continue
     }
 
+    /// Called instead of [`RequestHook::on_request`] and
+    /// [`RequestHook::on_response`] for a request that failed to decode:
+    /// `response` already holds the exception the spec prescribes (`error`).
+    /// The hook may rewrite it, replace it with another exception, or drop
+    /// it, so that it sees every answer.
+    fn on_rejected(&self, ctx: &RequestContext<'_>, error: &DecodeError, response: &mut PduBuf) -> HookAction {
+        let _ = (ctx, error, response);
+        HookAction::Continue
+    }
+
     /// Called last, with the final response PDU of an answer that will be
     /// sent: how the adapter should deliver it (delayed, split in two
     /// writes, garbled). Default: `None`, at once and whole.
@@ -541,7 +551,15 @@ impl Engine {
         let mut outcome = match decoded {
             Err(e) => {
                 out.set_exception(e.function, e.exception);
-                Outcome::RESPOND
+                let mut outcome = Outcome::RESPOND;
+                if let Some(hook) = &self.hook {
+                    match hook.on_rejected(ctx, &e, out) {
+                        HookAction::Continue | HookAction::Respond => {}
+                        HookAction::Exception(x) => out.set_exception(e.function, x),
+                        HookAction::NoResponse => outcome.respond = false,
+                    }
+                }
+                outcome
             }
             Ok(mut request) => {
                 let denied = self

@@ -955,3 +955,48 @@ fn through_a_tcp_connection() {
         ]
     );
 }
+
+/// A hook sees answers to requests that failed to decode too.
+struct Rejects;
+
+impl RequestHook for Rejects {
+    fn on_rejected(
+        &self,
+        _ctx: &RequestContext<'_>,
+        error: &coilwork_core::pdu::DecodeError,
+        _response: &mut PduBuf,
+    ) -> HookAction {
+        match error.exception {
+            // Quantity 0 on FC3: replace the spec's 03 with 04.
+            ExceptionCode::IllegalDataValue if error.function == 0x03 => {
+                HookAction::Exception(ExceptionCode::ServerDeviceFailure)
+            }
+            // Function code 0 (never valid) gets no answer at all.
+            ExceptionCode::IllegalFunction => HookAction::NoResponse,
+            _ => HookAction::Continue,
+        }
+    }
+}
+
+#[test]
+fn hook_sees_rejected_requests() {
+    let engine = Engine::builder(ServerContext::single(
+        DeviceContext::with_sizes(10, 10, 10, 10).unwrap(),
+    ))
+    .hook(Arc::new(Rejects))
+    .build();
+    assert_eq!(
+        run(&engine, Transport::Tcp, 1, &[0x03, 0, 0, 0, 0]),
+        Some(vec![0x83, 0x04])
+    );
+    assert_eq!(run(&engine, Transport::Tcp, 1, &[0x00, 1, 2]), None);
+    // Other rejections pass through unchanged; good requests are untouched.
+    assert_eq!(
+        run(&engine, Transport::Tcp, 1, &[0x01, 0, 0, 0, 0]),
+        Some(vec![0x81, 0x03])
+    );
+    assert_eq!(
+        run(&engine, Transport::Tcp, 1, &[0x03, 0, 0, 0, 1]),
+        Some(vec![0x03, 0x02, 0, 0])
+    );
+}
