@@ -11,55 +11,19 @@ use std::time::{Duration, Instant};
 /// Every blocking step of a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
 
+// MBAP frame and PDU builders, shared with the conformance suite's client.
+#[allow(unused_imports)] // not every test file uses every builder
+pub use coilwork_conformance::client::{Answer, adu, adu_with_protocol, fc3, fc3_answer, fc16, pdu};
+
 /// An engine with one device of 1000 entries per table serving every unit.
 pub fn engine() -> Arc<Engine> {
     let device = DeviceContext::with_sizes(1000, 1000, 1000, 1000).expect("device");
     Arc::new(Engine::builder(ServerContext::single(device)).build())
 }
 
-/// An MBAP ADU: header (protocol id 0) + PDU.
-pub fn adu(tid: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
-    adu_with_protocol(tid, 0, unit, pdu)
-}
-
-/// An MBAP ADU with any protocol id.
-pub fn adu_with_protocol(tid: u16, protocol: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
-    let len = u16::try_from(pdu.len() + 1).expect("short pdu");
-    let mut v = Vec::with_capacity(7 + pdu.len());
-    v.extend_from_slice(&tid.to_be_bytes());
-    v.extend_from_slice(&protocol.to_be_bytes());
-    v.extend_from_slice(&len.to_be_bytes());
-    v.push(unit);
-    v.extend_from_slice(pdu);
-    v
-}
-
-/// FC3 request PDU.
-pub fn fc3(addr: u16, qty: u16) -> Vec<u8> {
-    let mut v = vec![0x03];
-    v.extend_from_slice(&addr.to_be_bytes());
-    v.extend_from_slice(&qty.to_be_bytes());
-    v
-}
-
-/// FC16 request PDU.
-pub fn fc16(addr: u16, values: &[u16]) -> Vec<u8> {
-    let mut v = vec![0x10];
-    v.extend_from_slice(&addr.to_be_bytes());
-    v.extend_from_slice(&(values.len() as u16).to_be_bytes());
-    v.push((values.len() * 2) as u8);
-    for x in values {
-        v.extend_from_slice(&x.to_be_bytes());
-    }
-    v
-}
-
 /// FC1 request PDU.
 pub fn fc1(addr: u16, qty: u16) -> Vec<u8> {
-    let mut v = vec![0x01];
-    v.extend_from_slice(&addr.to_be_bytes());
-    v.extend_from_slice(&qty.to_be_bytes());
-    v
+    pdu(0x01, &[addr, qty])
 }
 
 /// FC15 request PDU (bits packed LSB first).
@@ -82,23 +46,6 @@ pub fn pack(bits: &[bool]) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Expected FC3 response PDU.
-pub fn fc3_answer(values: &[u16]) -> Vec<u8> {
-    let mut v = vec![0x03, (values.len() * 2) as u8];
-    for x in values {
-        v.extend_from_slice(&x.to_be_bytes());
-    }
-    v
-}
-
-/// An answer: transaction id, unit, PDU.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub tid: u16,
-    pub unit: u8,
-    pub pdu: Vec<u8>,
 }
 
 /// Connects with read and write timeouts of [`STEP`].
