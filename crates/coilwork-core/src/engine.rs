@@ -697,14 +697,18 @@ impl Engine {
                 write_bits(out, function, bits).map_err(encode_failure)?;
             }
             Request::ReadHoldingRegisters(range) | Request::ReadInputRegisters(range) => {
-                let mut buf = [0u16; 125];
-                let regs = buf.get_mut(..range.len()).ok_or(ExceptionCode::IllegalDataValue)?;
-                if function == 0x03 {
-                    storage.read_holding_registers(ctx, range.start(), regs)?;
-                } else {
-                    storage.read_input_registers(ctx, range.start(), regs)?;
-                }
-                write_registers(out, function, regs).map_err(encode_failure)?;
+                // Straight into the answer, big-endian: fc, byte count, registers.
+                let n = range.len().checked_mul(2).ok_or(ExceptionCode::IllegalDataValue)?;
+                let byte_count = u8::try_from(n).map_err(|_| ExceptionCode::IllegalDataValue)?;
+                out.clear();
+                put(out, &[function, byte_count])?;
+                out.append_with(n, ExceptionCode::ServerDeviceFailure, |dst| {
+                    if function == 0x03 {
+                        storage.read_holding_registers_be(ctx, range.start(), dst)
+                    } else {
+                        storage.read_input_registers_be(ctx, range.start(), dst)
+                    }
+                })?;
             }
             Request::WriteSingleCoil { address, value } => {
                 storage.write_coils(ctx, address, &[value])?;

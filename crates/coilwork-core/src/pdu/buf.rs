@@ -75,6 +75,26 @@ impl PduBuf {
         Ok(())
     }
 
+    /// Appends `n` bytes filled in by `fill`; nothing is appended if it
+    /// fails (or if `n` bytes do not fit: `too_long`).
+    #[inline]
+    pub(crate) fn append_with<E>(
+        &mut self,
+        n: usize,
+        too_long: E,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(end) = self.len.checked_add(n) else {
+            return Err(too_long);
+        };
+        let Some(dst) = self.bytes.get_mut(self.len..end) else {
+            return Err(too_long);
+        };
+        fill(dst)?;
+        self.len = end;
+        Ok(())
+    }
+
     /// Mutable view of bytes already written (to patch a count, say).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.len;

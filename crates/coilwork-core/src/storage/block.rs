@@ -24,6 +24,12 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Number of registers in `len` big-endian bytes; `None` if `len` is odd.
+#[inline]
+pub(crate) fn be_len(len: usize) -> Option<usize> {
+    len.is_multiple_of(2).then_some(len / 2)
+}
+
 /// Copies `src` into `dst` as bits (`!= 0`).
 fn to_bits(src: &[u16], dst: &mut [bool]) {
     for (d, s) in dst.iter_mut().zip(src) {
@@ -38,10 +44,49 @@ fn from_bits(src: &[bool], dst: &mut [u16]) {
     }
 }
 
+/// Writes `values` big-endian into `out` (two bytes each; the wire format of registers).
+/// Eight at a time (one vector), then one at a time.
+#[inline]
+pub(crate) fn encode_be(values: &[u16], out: &mut [u8]) {
+    let (out, _) = out.as_chunks_mut::<2>();
+    let n = values.len().min(out.len());
+    let (Some(values), Some(out)) = (values.get(..n), out.get_mut(..n)) else {
+        return;
+    };
+    let (src8, src_rest) = values.as_chunks::<8>();
+    let (dst8, dst_rest) = out.as_chunks_mut::<8>();
+    for (d, s) in dst8.iter_mut().zip(src8) {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d = s.to_be_bytes();
+        }
+    }
+    for (d, s) in dst_rest.iter_mut().zip(src_rest) {
+        *d = s.to_be_bytes();
+    }
+}
+
+/// Most registers one request reads or writes (FC3/FC4: 125; FC16: 123).
+const MAX_REGISTERS: usize = 125;
+
 /// Storage for one table (or several sharing it). All methods are all-or-nothing.
 pub trait DataBlock: Send + Sync {
     /// Reads `out.len()` values from `start`; 02 if any address is undefined.
     fn read_registers(&self, start: u16, out: &mut [u16]) -> Result<(), ExceptionCode>;
+
+    /// Reads `out.len() / 2` values from `start` into `out` as big-endian
+    /// bytes (the wire format of an FC3/FC4 answer), at most 125 values;
+    /// 04 for an odd length or more than 125. The default reads with
+    /// [`DataBlock::read_registers`] and encodes; blocks override it to
+    /// encode straight from their storage.
+    fn read_registers_be(&self, start: u16, out: &mut [u8]) -> Result<(), ExceptionCode> {
+        let mut buf = [0u16; MAX_REGISTERS];
+        let regs = be_len(out.len())
+            .and_then(|n| buf.get_mut(..n))
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        self.read_registers(start, regs)?;
+        encode_be(regs, out);
+        Ok(())
+    }
     /// Reads `out.len()` values from `start` as bits (`!= 0`).
     fn read_bits(&self, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode>;
     /// Writes `values` from `start`; nothing is written if any address is undefined.
@@ -147,6 +192,17 @@ impl DataBlock for SequentialBlock {
         let values = read(&self.values);
         // ok: `span` has out.len() elements, so the lengths match.
         out.copy_from_slice(values.get(span).ok_or(BAD_ADDRESS)?);
+        Ok(())
+    }
+
+    #[inline]
+    fn read_registers_be(&self, start: u16, out: &mut [u8]) -> Result<(), ExceptionCode> {
+        let n = be_len(out.len())
+            .filter(|&n| n <= MAX_REGISTERS)
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        let span = self.span(start, n)?;
+        let values = read(&self.values);
+        encode_be(values.get(span).ok_or(BAD_ADDRESS)?, out);
         Ok(())
     }
 
@@ -339,6 +395,16 @@ impl DataBlock for SparseBlock {
         Ok(())
     }
 
+    fn read_registers_be(&self, start: u16, out: &mut [u8]) -> Result<(), ExceptionCode> {
+        let n = be_len(out.len())
+            .filter(|&n| n <= MAX_REGISTERS)
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        let data = read(&self.data);
+        let span = data.span(start, n)?;
+        encode_be(data.values.get(span).ok_or(BAD_ADDRESS)?, out);
+        Ok(())
+    }
+
     fn read_bits(&self, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode> {
         let data = read(&self.data);
         let span = data.span(start, out.len())?;
@@ -402,6 +468,73 @@ mod tests {
     use std::sync::Arc;
 
     const E02: Result<(), ExceptionCode> = Err(ExceptionCode::IllegalDataAddress);
+
+    /// A block that only has the required methods, so the defaults run.
+    struct Plain(SequentialBlock);
+    impl DataBlock for Plain {
+        fn read_registers(&self, start: u16, out: &mut [u16]) -> Result<(), ExceptionCode> {
+            self.0.read_registers(start, out)
+        }
+        fn read_bits(&self, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode> {
+            self.0.read_bits(start, out)
+        }
+        fn write_registers(&self, start: u16, values: &[u16]) -> Result<(), ExceptionCode> {
+            self.0.write_registers(start, values)
+        }
+        fn write_bits(&self, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
+            self.0.write_bits(start, values)
+        }
+        fn update(&self, address: u16, f: &mut dyn FnMut(u16) -> u16) -> Result<u16, ExceptionCode> {
+            self.0.update(address, f)
+        }
+        fn write_read(&self, ws: u16, values: &[u16], rs: u16, out: &mut [u16]) -> Result<(), ExceptionCode> {
+            self.0.write_read(ws, values, rs, out)
+        }
+        fn reset(&self) {
+            self.0.reset()
+        }
+    }
+
+    #[test]
+    fn big_endian_reads_match_u16_reads() {
+        let values: Vec<u16> = (0..200u16)
+            .map(|i| i.wrapping_mul(0x0101).wrapping_add(0x1234))
+            .collect();
+        let blocks: [Box<dyn DataBlock>; 3] = [
+            Box::new(SequentialBlock::new(10, values.clone()).unwrap()),
+            Box::new(SparseBlock::from_range(10, &values)),
+            Box::new(Plain(SequentialBlock::new(10, values.clone()).unwrap())),
+        ];
+        for block in &blocks {
+            for (start, n) in [
+                (10u16, 1usize),
+                (10, 7),
+                (11, 8),
+                (12, 9),
+                (20, 17),
+                (30, 125),
+                (85, 125),
+            ] {
+                let mut bytes = [0xEEu8; 252];
+                block.read_registers_be(start, &mut bytes[..2 * n]).unwrap();
+                let want: Vec<u8> = values[usize::from(start - 10)..][..n]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect();
+                assert_eq!(&bytes[..2 * n], &want[..], "{start} {n}");
+                assert!(
+                    bytes[2 * n..].iter().all(|&b| b == 0xEE),
+                    "nothing written past the end"
+                );
+            }
+            let mut bytes = [0u8; 252];
+            assert_eq!(block.read_registers_be(9, &mut bytes[..2]), E02);
+            assert_eq!(block.read_registers_be(200, &mut bytes[..22]), E02);
+            let e04 = Err(ExceptionCode::ServerDeviceFailure);
+            assert_eq!(block.read_registers_be(10, &mut bytes[..3]), e04, "odd length");
+            assert_eq!(block.read_registers_be(10, &mut bytes[..]), e04, "more than 125");
+        }
+    }
 
     #[test]
     fn sequential_new_limits() {

@@ -316,6 +316,24 @@ impl Storage for DeviceContext {
     ) -> Result<(), ExceptionCode> {
         self.get_registers(Table::InputRegisters, start, out)
     }
+    #[inline]
+    fn read_holding_registers_be(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        self.holding_registers.read_registers_be(self.map(start)?, out)
+    }
+    #[inline]
+    fn read_input_registers_be(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        self.input_registers.read_registers_be(self.map(start)?, out)
+    }
     fn write_coils(&self, _ctx: &RequestContext<'_>, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
         self.set_bits(Table::Coils, start, values)
     }

@@ -109,6 +109,43 @@ pub trait Storage: Send + Sync {
     /// Reads `out.len()` input registers from `start`.
     fn read_input_registers(&self, ctx: &RequestContext<'_>, start: u16, out: &mut [u16]) -> Result<(), ExceptionCode>;
 
+    /// Reads `out.len() / 2` holding registers from `start` into `out`,
+    /// big-endian (the bytes of an FC3 answer; at most 125 registers, 04
+    /// for an odd length or more). The engine reads FC3 through this. The
+    /// default calls [`Storage::read_holding_registers`] and encodes;
+    /// override it only to skip that copy.
+    fn read_holding_registers_be(
+        &self,
+        ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        let mut buf = [0u16; 125];
+        let regs = block::be_len(out.len())
+            .and_then(|n| buf.get_mut(..n))
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        self.read_holding_registers(ctx, start, regs)?;
+        block::encode_be(regs, out);
+        Ok(())
+    }
+
+    /// [`Storage::read_holding_registers_be`] for the input registers (FC4):
+    /// the default calls [`Storage::read_input_registers`] and encodes.
+    fn read_input_registers_be(
+        &self,
+        ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        let mut buf = [0u16; 125];
+        let regs = block::be_len(out.len())
+            .and_then(|n| buf.get_mut(..n))
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        self.read_input_registers(ctx, start, regs)?;
+        block::encode_be(regs, out);
+        Ok(())
+    }
+
     /// Writes `values` to the coils from `start`, all or nothing.
     fn write_coils(&self, ctx: &RequestContext<'_>, start: u16, values: &[bool]) -> Result<(), ExceptionCode>;
 
@@ -238,6 +275,24 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     fn read_input_registers(&self, ctx: &RequestContext<'_>, start: u16, out: &mut [u16]) -> Result<(), ExceptionCode> {
         (**self).read_input_registers(ctx, start, out)
+    }
+    #[inline]
+    fn read_holding_registers_be(
+        &self,
+        ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        (**self).read_holding_registers_be(ctx, start, out)
+    }
+    #[inline]
+    fn read_input_registers_be(
+        &self,
+        ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        (**self).read_input_registers_be(ctx, start, out)
     }
     fn write_coils(&self, ctx: &RequestContext<'_>, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
         (**self).write_coils(ctx, start, values)
