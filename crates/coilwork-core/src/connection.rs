@@ -194,7 +194,7 @@ fn execute(
         tls_role: config.tls_role.as_deref(),
     };
     pdu_buf.clear();
-    let outcome = engine.handle_cached(&ctx, pdu, pdu_buf, devices);
+    let outcome = engine.handle_cached(ctx, pdu, pdu_buf, devices);
     if outcome.respond && !pdu_buf.is_empty() {
         let answer = pdu_buf.as_slice();
         let start = tx.len();

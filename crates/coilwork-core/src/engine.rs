@@ -286,6 +286,8 @@ pub struct Engine {
     hook: Option<Arc<dyn RequestHook>>,
     listener: Option<Arc<dyn WriteListener>>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    /// No hook and no authorizer: ordinary requests take [`Engine::serve_plain`].
+    plain: bool,
     bus: Diagnostics,
 }
 
@@ -362,6 +364,7 @@ impl EngineBuilder {
             options: self.options,
             identity: self.identity,
             custom: self.custom,
+            plain: self.hook.is_none() && self.authorizer.is_none(),
             hook: self.hook,
             listener: self.listener,
             authorizer: self.authorizer,
@@ -446,7 +449,7 @@ impl Engine {
     /// unit is not answered by default; elsewhere an unknown unit gets
     /// exception 0x0B by default (see [`EngineOptions::ignore_missing_devices`]).
     pub fn handle(&self, ctx: &RequestContext<'_>, pdu: &[u8], out: &mut PduBuf) -> Outcome {
-        self.handle_cached(ctx, pdu, out, &mut DeviceCache::default())
+        self.handle_cached(*ctx, pdu, out, &mut DeviceCache::default())
     }
 
     /// [`Engine::handle`] with the caller's device lookup cache (a
@@ -454,7 +457,7 @@ impl Engine {
     /// touches no shared reference count to find its device).
     pub(crate) fn handle_cached(
         &self,
-        ctx: &RequestContext<'_>,
+        mut ctx: RequestContext<'_>,
         pdu: &[u8],
         out: &mut PduBuf,
         devices: &mut DeviceCache,
@@ -462,7 +465,7 @@ impl Engine {
         self.bus.increment(DiagnosticCounter::BusMessage);
         out.clear();
         let function = pdu.first().copied().unwrap_or(0) & 0x7F;
-        let ctx = RequestContext { function, ..*ctx };
+        ctx.function = function;
         let serial = ctx.transport.is_serial();
         if serial && ctx.unit == 0 {
             if self.options.broadcast_enable {
@@ -475,7 +478,16 @@ impl Engine {
             return Outcome::SILENT;
         }
         match devices.get(&self.context, ctx.unit) {
-            Some(device) => self.serve(&ctx, device, Request::decode(pdu), out, false),
+            Some(device) => {
+                let decoded = Request::decode(pdu);
+                if self.plain
+                    && let Ok(request) = &decoded
+                    && let Some(outcome) = self.serve_plain(&ctx, device, request, out)
+                {
+                    return outcome;
+                }
+                self.serve(&ctx, device, decoded, out, false)
+            }
             None => {
                 if self.options.ignore_missing_devices.unwrap_or(serial) {
                     Outcome::SILENT
@@ -484,6 +496,64 @@ impl Engine {
                     Outcome::RESPOND
                 }
             }
+        }
+    }
+
+    /// [`Engine::serve`] for an ordinary request (not FC8, FC11, FC12 or a
+    /// custom function) to a device not in listen-only mode, on an engine
+    /// with no hook and no authorizer: execution, then the whole exchange
+    /// recorded in one atomic add. `None`: not such a request, take
+    /// [`Engine::serve`] (nothing was done).
+    #[inline]
+    fn serve_plain(
+        &self,
+        ctx: &RequestContext<'_>,
+        device: &Device,
+        request: &Request<'_>,
+        out: &mut PduBuf,
+    ) -> Option<Outcome> {
+        if matches!(
+            request,
+            Request::Diagnostics(_) | Request::GetCommEventCounter | Request::GetCommEventLog | Request::Custom { .. }
+        ) {
+            return None;
+        }
+        let diag = device.diagnostics();
+        if diag.listen_only() {
+            return None;
+        }
+        // As `serve` records it: a decoded request's function code is
+        // `ctx.function`, and none of these is FC11/FC12 (not events).
+        let outcome = match self.execute(ctx, device, request, out) {
+            Ok(outcome) => {
+                if !outcome.respond {
+                    diag.increment(DiagnosticCounter::ServerNoResponse);
+                }
+                diag.record_exchange(event::RECEIVE, Some(event::SEND), true);
+                outcome
+            }
+            Err(code) => {
+                out.set_exception(ctx.function, code);
+                self.count_exception(diag, code.code());
+                diag.record_exchange(
+                    event::RECEIVE,
+                    Some(event::SEND | exception_event_bits(code.code())),
+                    false,
+                );
+                Outcome::RESPOND
+            }
+        };
+        Some(outcome)
+    }
+
+    /// Counts an exception answer on the device.
+    #[inline]
+    fn count_exception(&self, diag: &Diagnostics, code: u8) {
+        diag.increment(DiagnosticCounter::BusExceptionError);
+        match code {
+            0x06 => diag.increment(DiagnosticCounter::ServerBusy),
+            0x07 => diag.increment(DiagnosticCounter::ServerNak),
+            _ => {}
         }
     }
 
@@ -625,12 +695,7 @@ impl Engine {
         let mut completed = false;
         let mut send_event = None;
         if let Some(code) = exception {
-            diag.increment(DiagnosticCounter::BusExceptionError);
-            match code {
-                0x06 => diag.increment(DiagnosticCounter::ServerBusy),
-                0x07 => diag.increment(DiagnosticCounter::ServerNak),
-                _ => {}
-            }
+            self.count_exception(diag, code);
             send_event = Some(event::SEND | exception_event_bits(code));
         } else {
             if outcome.respond {

@@ -1000,3 +1000,75 @@ fn hook_sees_rejected_requests() {
         Some(vec![0x03, 0x02, 0, 0])
     );
 }
+
+// ---------------------------------------------------------------- fast path equivalence
+
+/// A hook that changes nothing: its engine takes the general path.
+struct NoopHook;
+impl RequestHook for NoopHook {}
+
+/// An engine with neither hook nor authorizer takes a shorter path for
+/// ordinary requests; it must answer and count exactly as the general path.
+#[test]
+fn plain_engine_counts_as_the_general_path() {
+    let build = |hook: bool| {
+        let block: Arc<dyn DataBlock> = Arc::new(SparseBlock::from_range(0, &[7u16; 50]));
+        let device = DeviceContext::shared(block);
+        let builder = Engine::builder(ServerContext::multi().with_device(1, device));
+        if hook {
+            builder.hook(Arc::new(NoopHook))
+        } else {
+            builder
+        }
+        .build()
+    };
+    let (plain, general) = (build(false), build(true));
+    let requests: &[&[u8]] = &[
+        &[0x03, 0x00, 0x00, 0x00, 0x0A],                               // read
+        &[0x03, 0x00, 0x30, 0x00, 0x0A],                               // 02: past the block
+        &[0x03, 0x00, 0x00, 0x00, 0x00],                               // 03: decode error
+        &[0x04, 0x00, 0x02, 0x00, 0x03],                               // input registers
+        &[0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x12, 0x34, 0x56, 0x78], // write
+        &[0x10, 0x00, 0x31, 0x00, 0x01, 0x02, 0x00, 0x01],             // 02
+        &[0x06, 0x00, 0x05, 0xAB, 0xCD],
+        &[0x05, 0x00, 0x01, 0xFF, 0x00],
+        &[0x01, 0x00, 0x00, 0x00, 0x10],
+        &[0x16, 0x00, 0x01, 0x00, 0xF0, 0x00, 0x0F], // mask write
+        &[0x17, 0x00, 0x00, 0x00, 0x02, 0x00, 0x03, 0x00, 0x01, 0x02, 0x00, 0x09],
+        &[0x07],
+        &[0x2B, 0x0E, 0x01, 0x00],
+        &[0x55], // 01: unknown function
+        &[0x03, 0x00, 0x00, 0x00, 0x02],
+    ];
+    let probes: &[&[u8]] = &[
+        &[0x0B],                         // comm event counter
+        &[0x0C],                         // event log
+        &[0x08, 0x00, 0x0B, 0x00, 0x00], // bus message count
+        &[0x08, 0x00, 0x0C, 0x00, 0x00], // bus communication errors
+        &[0x08, 0x00, 0x0D, 0x00, 0x00], // exception count
+        &[0x08, 0x00, 0x0E, 0x00, 0x00], // server message count
+        &[0x08, 0x00, 0x0F, 0x00, 0x00], // no response count
+    ];
+    for round in 0..3 {
+        for pdu in requests {
+            assert_eq!(tcp(&plain, pdu), tcp(&general, pdu), "round {round}: {pdu:02X?}");
+        }
+        for pdu in probes {
+            assert_eq!(tcp(&plain, pdu), tcp(&general, pdu), "round {round}: probe {pdu:02X?}");
+        }
+    }
+    // The counts are real: 3 rounds of 15 requests and 7 probes.
+    for engine in [&plain, &general] {
+        let count = tcp(engine, &[0x08, 0x00, 0x0E, 0x00, 0x00]);
+        assert_eq!(count, [0x08, 0x00, 0x0E, 0x00, 3 * 22 + 1]);
+    }
+    // Listen-only, then restart: both paths again.
+    for engine in [&plain, &general] {
+        assert_eq!(run(engine, Transport::Tcp, 1, &[0x08, 0x00, 0x04, 0x00, 0x00]), None);
+        assert_eq!(run(engine, Transport::Tcp, 1, &[0x03, 0x00, 0x00, 0x00, 0x01]), None);
+        assert!(run(engine, Transport::Tcp, 1, &[0x08, 0x00, 0x01, 0x00, 0x00]).is_none());
+    }
+    for pdu in requests.iter().chain(probes) {
+        assert_eq!(tcp(&plain, pdu), tcp(&general, pdu), "after restart: {pdu:02X?}");
+    }
+}
