@@ -822,13 +822,10 @@ impl Engine {
                 put_u16s(out, &[range.start(), range.count()])?;
             }
             Request::WriteMultipleRegisters { range, values } => {
-                let mut buf = [0u16; 123];
-                let regs = buf.get_mut(..range.len()).ok_or(ExceptionCode::IllegalDataValue)?;
-                if values.len() != regs.len() {
+                if values.len() != range.len() {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
-                values.copy_into(regs);
-                storage.write_holding_registers(ctx, range.start(), regs)?;
+                storage.write_holding_registers_be(ctx, range.start(), values.bytes())?;
                 self.wrote(ctx, Table::HoldingRegisters, range.start(), range.count());
                 put(out, &[function])?;
                 put_u16s(out, &[range.start(), range.count()])?;

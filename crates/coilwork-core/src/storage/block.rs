@@ -65,6 +65,15 @@ pub(crate) fn encode_be(values: &[u16], out: &mut [u8]) {
     }
 }
 
+/// Reads big-endian pairs of `bytes` into `out` (as many as both hold).
+#[inline]
+pub(crate) fn decode_be(bytes: &[u8], out: &mut [u16]) {
+    let (pairs, _) = bytes.as_chunks::<2>();
+    for (d, s) in out.iter_mut().zip(pairs) {
+        *d = u16::from_be_bytes(*s);
+    }
+}
+
 /// Most registers one request reads or writes (FC3/FC4: 125; FC16: 123).
 const MAX_REGISTERS: usize = 125;
 
@@ -87,6 +96,20 @@ pub trait DataBlock: Send + Sync {
         encode_be(regs, out);
         Ok(())
     }
+    /// Writes the big-endian values in `bytes` (the data of an FC16
+    /// request: `bytes.len() / 2` values, at most 125) from `start`, all or
+    /// nothing; 04 for an odd length or more than 125. The default decodes
+    /// and calls [`DataBlock::write_registers`]; blocks override it to
+    /// decode straight into their storage.
+    fn write_registers_be(&self, start: u16, bytes: &[u8]) -> Result<(), ExceptionCode> {
+        let mut buf = [0u16; MAX_REGISTERS];
+        let regs = be_len(bytes.len())
+            .and_then(|n| buf.get_mut(..n))
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        decode_be(bytes, regs);
+        self.write_registers(start, regs)
+    }
+
     /// Reads `out.len()` values from `start` as bits (`!= 0`).
     fn read_bits(&self, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode>;
     /// Writes `values` from `start`; nothing is written if any address is undefined.
@@ -218,6 +241,17 @@ impl DataBlock for SequentialBlock {
         let mut current = write(&self.values);
         // ok: `span` has values.len() elements, so the lengths match.
         current.get_mut(span).ok_or(BAD_ADDRESS)?.copy_from_slice(values);
+        Ok(())
+    }
+
+    #[inline]
+    fn write_registers_be(&self, start: u16, bytes: &[u8]) -> Result<(), ExceptionCode> {
+        let n = be_len(bytes.len())
+            .filter(|&n| n <= MAX_REGISTERS)
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        let span = self.span(start, n)?;
+        let mut current = write(&self.values);
+        decode_be(bytes, current.get_mut(span).ok_or(BAD_ADDRESS)?);
         Ok(())
     }
 
@@ -420,6 +454,16 @@ impl DataBlock for SparseBlock {
         Ok(())
     }
 
+    fn write_registers_be(&self, start: u16, bytes: &[u8]) -> Result<(), ExceptionCode> {
+        let n = be_len(bytes.len())
+            .filter(|&n| n <= MAX_REGISTERS)
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        let mut data = write(&self.data);
+        let span = data.span(start, n)?;
+        decode_be(bytes, data.values.get_mut(span).ok_or(BAD_ADDRESS)?);
+        Ok(())
+    }
+
     fn write_bits(&self, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
         let mut data = write(&self.data);
         let span = data.span(start, values.len())?;
@@ -533,6 +577,38 @@ mod tests {
             let e04 = Err(ExceptionCode::ServerDeviceFailure);
             assert_eq!(block.read_registers_be(10, &mut bytes[..3]), e04, "odd length");
             assert_eq!(block.read_registers_be(10, &mut bytes[..]), e04, "more than 125");
+        }
+    }
+
+    #[test]
+    fn big_endian_writes_match_u16_writes() {
+        let blocks: [Box<dyn DataBlock>; 3] = [
+            Box::new(SequentialBlock::zeroed(10, 200).unwrap()),
+            Box::new(SparseBlock::from_range(10, &[0; 200])),
+            Box::new(Plain(SequentialBlock::zeroed(10, 200).unwrap())),
+        ];
+        for block in &blocks {
+            let bytes: Vec<u8> = (0..250u8).map(|i| i.wrapping_mul(37)).collect();
+            for (start, n) in [(10u16, 1usize), (11, 9), (40, 123), (85, 125)] {
+                block.write_registers_be(start, &bytes[..2 * n]).unwrap();
+                let mut got = vec![0u16; n];
+                block.read_registers(start, &mut got).unwrap();
+                let want: Vec<u16> = bytes[..2 * n]
+                    .chunks(2)
+                    .map(|p| u16::from_be_bytes([p[0], p[1]]))
+                    .collect();
+                assert_eq!(got, want, "{start} {n}");
+            }
+            let mut before = vec![0u16; 200];
+            block.read_registers(10, &mut before).unwrap();
+            assert_eq!(block.write_registers_be(9, &[1, 2]), E02);
+            assert_eq!(block.write_registers_be(200, &[1; 22]), E02, "partly outside");
+            let e04 = Err(ExceptionCode::ServerDeviceFailure);
+            assert_eq!(block.write_registers_be(10, &[1; 3]), e04, "odd length");
+            assert_eq!(block.write_registers_be(10, &[1; 252]), e04, "more than 125");
+            let mut after = vec![0u16; 200];
+            block.read_registers(10, &mut after).unwrap();
+            assert_eq!(before, after, "failed writes change nothing");
         }
     }
 

@@ -345,6 +345,15 @@ impl Storage for DeviceContext {
     ) -> Result<(), ExceptionCode> {
         self.set_registers(Table::HoldingRegisters, start, values)
     }
+    #[inline]
+    fn write_holding_registers_be(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        bytes: &[u8],
+    ) -> Result<(), ExceptionCode> {
+        self.holding_registers.write_registers_be(self.map(start)?, bytes)
+    }
     fn mask_write_register(
         &self,
         _ctx: &RequestContext<'_>,

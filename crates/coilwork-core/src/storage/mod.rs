@@ -157,6 +157,25 @@ pub trait Storage: Send + Sync {
         values: &[u16],
     ) -> Result<(), ExceptionCode>;
 
+    /// Writes the big-endian values in `bytes` (the data of an FC16 request:
+    /// `bytes.len() / 2` registers, at most 125; 04 for an odd length or
+    /// more) to the holding registers from `start`, all or nothing. The
+    /// engine writes FC16 through this. The default decodes and calls
+    /// [`Storage::write_holding_registers`]; override it only to skip that copy.
+    fn write_holding_registers_be(
+        &self,
+        ctx: &RequestContext<'_>,
+        start: u16,
+        bytes: &[u8],
+    ) -> Result<(), ExceptionCode> {
+        let mut buf = [0u16; 125];
+        let regs = block::be_len(bytes.len())
+            .and_then(|n| buf.get_mut(..n))
+            .ok_or(ExceptionCode::ServerDeviceFailure)?;
+        block::decode_be(bytes, regs);
+        self.write_holding_registers(ctx, start, regs)
+    }
+
     /// FC22: sets register `address` to `(current & and_mask) | (or_mask & !and_mask)`
     /// and returns the new value. The default reads then writes; override it
     /// to make it atomic against concurrent writers.
@@ -304,6 +323,15 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
         values: &[u16],
     ) -> Result<(), ExceptionCode> {
         (**self).write_holding_registers(ctx, start, values)
+    }
+    #[inline]
+    fn write_holding_registers_be(
+        &self,
+        ctx: &RequestContext<'_>,
+        start: u16,
+        bytes: &[u8],
+    ) -> Result<(), ExceptionCode> {
+        (**self).write_holding_registers_be(ctx, start, bytes)
     }
     fn mask_write_register(
         &self,
