@@ -104,75 +104,6 @@ impl core::fmt::Debug for Connection {
     }
 }
 
-/// The parts of a connection that framing needs while the buffers are borrowed.
-struct Exec<'c> {
-    engine: &'c Engine,
-    config: &'c ConnectionConfig,
-    tx: &'c mut Vec<u8>,
-    marks: &'c mut Vec<(usize, Duration)>,
-    pdu: &'c mut PduBuf,
-    scratch: &'c mut [u8; MAX_RTU_ADU],
-    delimiter: &'c mut u8,
-    devices: &'c mut DeviceCache,
-}
-
-impl Exec<'_> {
-    /// Frames and answers everything complete at the front of `buf`; returns
-    /// how many bytes were used.
-    fn process(&mut self, buf: &[u8], single: bool) -> Result<usize, ConnectionError> {
-        let mut pos = 0;
-        while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
-            let decoded = match self.config.framing {
-                Framing::Mbap => mbap::decode(rest),
-                Framing::Rtu => {
-                    let engine = self.engine;
-                    rtu::decode(rest, &|pdu| engine.custom_pdu_length(pdu))
-                }
-                Framing::Ascii => ascii::decode(rest, *self.delimiter, &mut self.scratch[..]),
-            };
-            match decoded {
-                Decoded::Frame {
-                    consumed,
-                    unit,
-                    transaction_id,
-                    pdu,
-                } => {
-                    let source: &[u8] = if self.config.framing == Framing::Ascii {
-                        &self.scratch[..]
-                    } else {
-                        rest
-                    };
-                    let pdu = source.get(pdu).ok_or(FrameError::EmptyPdu)?;
-                    // Copy out of the scratch only for ASCII; the others borrow `rest`.
-                    execute(
-                        self.engine,
-                        self.config,
-                        self.tx,
-                        self.marks,
-                        self.pdu,
-                        self.delimiter,
-                        self.devices,
-                        unit,
-                        transaction_id,
-                        pdu,
-                    );
-                    pos += consumed.max(1);
-                    if single {
-                        break;
-                    }
-                }
-                Decoded::Incomplete => break,
-                Decoded::Skip { consumed, error } => {
-                    self.engine.note_frame_error(&error);
-                    pos += consumed.max(1);
-                }
-                Decoded::Fatal(e) => return Err(e.into()),
-            }
-        }
-        Ok(pos.min(buf.len()))
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn execute(
     engine: &Engine,
@@ -196,12 +127,12 @@ fn execute(
     pdu_buf.clear();
     let outcome = engine.handle_cached(ctx, pdu, pdu_buf, devices);
     if outcome.respond && !pdu_buf.is_empty() {
-        let answer = pdu_buf.as_slice();
         let start = tx.len();
+        // MBAP and RTU frame in place around the PDU: one copy into `tx`.
         match config.framing {
-            Framing::Mbap => mbap::encode(transaction_id, unit, answer, tx),
-            Framing::Rtu => rtu::encode(unit, answer, tx),
-            Framing::Ascii => ascii::encode(unit, answer, *delimiter, tx),
+            Framing::Mbap => tx.extend_from_slice(pdu_buf.mbap_adu(transaction_id, unit)),
+            Framing::Rtu => tx.extend_from_slice(pdu_buf.rtu_adu(unit)),
+            Framing::Ascii => ascii::encode(unit, pdu_buf.as_slice(), *delimiter, tx),
         }
         if let Some(delivery) = outcome.delivery {
             apply_delivery(config.framing, delivery, tx, start, marks);
@@ -285,20 +216,60 @@ impl Connection {
         self.config.peer = peer;
     }
 
-    fn split(&mut self) -> (Exec<'_>, &mut Vec<u8>) {
-        (
-            Exec {
-                engine: &self.engine,
-                config: &self.config,
-                tx: &mut self.tx,
-                marks: &mut self.marks,
-                pdu: &mut self.pdu,
-                scratch: &mut self.scratch,
-                delimiter: &mut self.delimiter,
-                devices: &mut self.devices,
-            },
-            &mut self.rx,
-        )
+    /// Frames and answers everything complete at the front of `buf`
+    /// (never `self.rx` itself: the caller moves it out first); returns how
+    /// many bytes were used. `single`: at most one frame.
+    fn process(&mut self, buf: &[u8], single: bool) -> Result<usize, ConnectionError> {
+        let mut pos = 0;
+        while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+            let decoded = match self.config.framing {
+                Framing::Mbap => mbap::decode(rest),
+                Framing::Rtu => {
+                    let engine = &self.engine;
+                    rtu::decode(rest, &|pdu| engine.custom_pdu_length(pdu))
+                }
+                Framing::Ascii => ascii::decode(rest, self.delimiter, &mut self.scratch[..]),
+            };
+            match decoded {
+                Decoded::Frame {
+                    consumed,
+                    unit,
+                    transaction_id,
+                    pdu,
+                } => {
+                    // ASCII decodes into the scratch; the others borrow `rest`.
+                    let source: &[u8] = if self.config.framing == Framing::Ascii {
+                        &self.scratch[..]
+                    } else {
+                        rest
+                    };
+                    let pdu = source.get(pdu).ok_or(FrameError::EmptyPdu)?;
+                    execute(
+                        &self.engine,
+                        &self.config,
+                        &mut self.tx,
+                        &mut self.marks,
+                        &mut self.pdu,
+                        &mut self.delimiter,
+                        &mut self.devices,
+                        unit,
+                        transaction_id,
+                        pdu,
+                    );
+                    pos += consumed.max(1);
+                    if single {
+                        break;
+                    }
+                }
+                Decoded::Incomplete => break,
+                Decoded::Skip { consumed, error } => {
+                    self.engine.note_frame_error(&error);
+                    pos += consumed.max(1);
+                }
+                Decoded::Fatal(e) => return Err(e.into()),
+            }
+        }
+        Ok(pos.min(buf.len()))
     }
 
     /// Drops the start of `bytes` that is the line's echo of what we sent.
@@ -343,19 +314,26 @@ impl Connection {
         self.flush_silence(now);
         self.last_rx = Some(now);
         let max = self.config.max_buffered;
-        let (mut exec, rx) = self.split();
-        if rx.is_empty() {
-            let used = exec.process(bytes, false)?;
+        if self.rx.is_empty() {
+            let used = self.process(bytes, false)?;
             let rest = bytes.get(used..).unwrap_or(&[]);
             if rest.len() > max {
                 return Err(ConnectionError::BufferFull(max));
             }
-            rx.extend_from_slice(rest);
+            if !rest.is_empty() {
+                self.rx.extend_from_slice(rest);
+            }
         } else {
+            // Moved out while its frames are answered (keeps its capacity).
+            let mut rx = core::mem::take(&mut self.rx);
             rx.extend_from_slice(bytes);
-            let used = exec.process(rx, false)?;
-            rx.drain(..used);
-            if rx.len() > max {
+            let used = self.process(&rx, false);
+            if let Ok(used) = used {
+                rx.drain(..used);
+            }
+            self.rx = rx;
+            used?;
+            if self.rx.len() > max {
                 return Err(ConnectionError::BufferFull(max));
             }
         }
@@ -366,20 +344,18 @@ impl Connection {
     /// whole valid frame is dropped and its error returned (count it; the
     /// socket stays open).
     pub fn handle_datagram(&mut self, datagram: &[u8]) -> Result<(), FrameError> {
-        let framing = self.config.framing;
-        let (mut exec, _) = self.split();
         // Decide first, then execute, so a datagram with trailing bytes is not half-answered.
-        let decoded = match framing {
+        let decoded = match self.config.framing {
             Framing::Mbap => mbap::decode(datagram),
             Framing::Rtu => {
-                let engine = exec.engine;
+                let engine = &self.engine;
                 rtu::decode(datagram, &|pdu| engine.custom_pdu_length(pdu))
             }
-            Framing::Ascii => ascii::decode(datagram, *exec.delimiter, &mut exec.scratch[..]),
+            Framing::Ascii => ascii::decode(datagram, self.delimiter, &mut self.scratch[..]),
         };
         match decoded {
             Decoded::Frame { consumed, .. } if consumed == datagram.len() => {
-                exec.process(datagram, true).map_err(|e| match e {
+                self.process(datagram, true).map_err(|e| match e {
                     ConnectionError::Frame(f) => f,
                     ConnectionError::BufferFull(n) => FrameError::TooLong(n),
                 })?;
@@ -388,7 +364,7 @@ impl Connection {
             Decoded::Frame { .. } => Err(FrameError::TooLong(datagram.len())),
             Decoded::Incomplete => Err(FrameError::Truncated(datagram.len())),
             Decoded::Skip { error, .. } | Decoded::Fatal(error) => {
-                exec.engine.note_frame_error(&error);
+                self.engine.note_frame_error(&error);
                 Err(error)
             }
         }
@@ -410,6 +386,7 @@ impl Connection {
 
     /// Answers waiting to be written, in request order (all of them,
     /// ignoring any [`Delivery`] pauses: see [`Connection::next_output`]).
+    #[inline]
     pub fn output(&self) -> &[u8] {
         self.tx.get(self.tx_sent..).unwrap_or(&[])
     }
@@ -435,6 +412,7 @@ impl Connection {
     }
 
     /// True if answers are waiting.
+    #[inline]
     pub fn has_output(&self) -> bool {
         self.tx_sent < self.tx.len()
     }
