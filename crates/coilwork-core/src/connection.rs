@@ -418,6 +418,7 @@ impl Connection {
     }
 
     /// Marks `n` bytes of [`Connection::output`] as written.
+    #[inline]
     pub fn consume_output(&mut self, n: usize) {
         let n = n.min(self.tx.len() - self.tx_sent);
         if self.config.local_echo

@@ -36,7 +36,7 @@ use crate::error::{ConfigError, FrameError};
 use crate::frame::PduLength;
 use crate::identity::Identity;
 use crate::pdu::response::{write_bits, write_fifo, write_registers};
-use crate::pdu::{DecodeError, DeviceIdCode, DiagnosticRequest, EncodeError, PduBuf, Request};
+use crate::pdu::{DecodeError, DeviceIdCode, DiagnosticRequest, EncodeError, PduBuf, RegisterBytes, Request};
 use crate::storage::server::DeviceCache;
 use crate::storage::{Device, RequestContext, ServerContext, Storage, Table};
 use std::sync::Arc;
@@ -524,7 +524,17 @@ impl Engine {
         }
         // As `serve` records it: a decoded request's function code is
         // `ctx.function`, and none of these is FC11/FC12 (not events).
-        let outcome = match self.execute(ctx, device, request, out) {
+        // The commonest requests inline; the rest through `execute`.
+        let result = match *request {
+            Request::ReadHoldingRegisters(range) | Request::ReadInputRegisters(range) => {
+                self.read_registers(ctx, device.storage(), range, out)
+            }
+            Request::WriteMultipleRegisters { range, values } => {
+                self.write_registers(ctx, device.storage(), range, values, out)
+            }
+            _ => self.execute(ctx, device, request, out),
+        };
+        let outcome = match result {
             Ok(outcome) => {
                 if !outcome.respond {
                     diag.increment(DiagnosticCounter::ServerNoResponse);
@@ -762,18 +772,7 @@ impl Engine {
                 write_bits(out, function, bits).map_err(encode_failure)?;
             }
             Request::ReadHoldingRegisters(range) | Request::ReadInputRegisters(range) => {
-                // Straight into the answer, big-endian: fc, byte count, registers.
-                let n = range.len().checked_mul(2).ok_or(ExceptionCode::IllegalDataValue)?;
-                let byte_count = u8::try_from(n).map_err(|_| ExceptionCode::IllegalDataValue)?;
-                out.clear();
-                put(out, &[function, byte_count])?;
-                out.append_with(n, ExceptionCode::ServerDeviceFailure, |dst| {
-                    if function == 0x03 {
-                        storage.read_holding_registers_be(ctx, range.start(), dst)
-                    } else {
-                        storage.read_input_registers_be(ctx, range.start(), dst)
-                    }
-                })?;
+                return self.read_registers(ctx, storage, range, out);
             }
             Request::WriteSingleCoil { address, value } => {
                 storage.write_coils(ctx, address, &[value])?;
@@ -822,13 +821,7 @@ impl Engine {
                 put_u16s(out, &[range.start(), range.count()])?;
             }
             Request::WriteMultipleRegisters { range, values } => {
-                if values.len() != range.len() {
-                    return Err(ExceptionCode::IllegalDataValue);
-                }
-                storage.write_holding_registers_be(ctx, range.start(), values.bytes())?;
-                self.wrote(ctx, Table::HoldingRegisters, range.start(), range.count());
-                put(out, &[function])?;
-                put_u16s(out, &[range.start(), range.count()])?;
+                return self.write_registers(ctx, storage, range, values, out);
             }
             Request::ReportServerId => {
                 let id = self.identity.server_id_bytes();
@@ -918,6 +911,53 @@ impl Engine {
                 handler.execute(ctx, storage, data, out)?;
             }
         }
+        Ok(Outcome::RESPOND)
+    }
+
+    /// FC3 / FC4 (`ctx.function`): the registers straight into the answer,
+    /// big-endian: fc, byte count, registers.
+    #[inline]
+    fn read_registers(
+        &self,
+        ctx: &RequestContext<'_>,
+        storage: &dyn Storage,
+        range: AddressRange,
+        out: &mut PduBuf,
+    ) -> Result<Outcome, ExceptionCode> {
+        let function = ctx.function;
+        // ok: the decoder allows at most 125 registers, 250 bytes.
+        let n = range.len().checked_mul(2).ok_or(ExceptionCode::IllegalDataValue)?;
+        let byte_count = u8::try_from(n).map_err(|_| ExceptionCode::IllegalDataValue)?;
+        out.clear();
+        put(out, &[function, byte_count])?;
+        out.append_with(n, ExceptionCode::ServerDeviceFailure, |dst| {
+            if function == 0x03 {
+                storage.read_holding_registers_be(ctx, range.start(), dst)
+            } else {
+                storage.read_input_registers_be(ctx, range.start(), dst)
+            }
+        })?;
+        Ok(Outcome::RESPOND)
+    }
+
+    /// FC16: the request's bytes to the storage, then the echo of start and quantity.
+    #[inline]
+    fn write_registers(
+        &self,
+        ctx: &RequestContext<'_>,
+        storage: &dyn Storage,
+        range: AddressRange,
+        values: RegisterBytes<'_>,
+        out: &mut PduBuf,
+    ) -> Result<Outcome, ExceptionCode> {
+        if values.len() != range.len() {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+        storage.write_holding_registers_be(ctx, range.start(), values.bytes())?;
+        self.wrote(ctx, Table::HoldingRegisters, range.start(), range.count());
+        let [s0, s1] = range.start().to_be_bytes();
+        let [c0, c1] = range.count().to_be_bytes();
+        put(out, &[0x10, s0, s1, c0, c1])?;
         Ok(Outcome::RESPOND)
     }
 
