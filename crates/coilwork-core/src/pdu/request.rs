@@ -482,7 +482,23 @@ impl<'a> Request<'a> {
     /// address + quantity within 65536 (02). A PDU shorter or longer than its
     /// function requires is exception 03. An empty PDU is exception 01 with
     /// function 0.
+    #[inline]
     pub fn decode(pdu: &'a [u8]) -> Result<Self, DecodeError> {
+        // The commonest requests, FC3, FC4 and FC16, checked inline.
+        let result = match *pdu {
+            [0x03, ref data @ ..] => read_range(data, MAX_READ_REGISTERS).map(Self::ReadHoldingRegisters),
+            [0x04, ref data @ ..] => read_range(data, MAX_READ_REGISTERS).map(Self::ReadInputRegisters),
+            [0x10, ref data @ ..] => write_registers(data),
+            _ => return Self::decode_any(pdu),
+        };
+        result.map_err(|exception| DecodeError {
+            function: pdu.first().copied().unwrap_or(0),
+            exception,
+        })
+    }
+
+    /// [`Request::decode`] for any function.
+    fn decode_any(pdu: &'a [u8]) -> Result<Self, DecodeError> {
         let Some((&function, data)) = pdu.split_first() else {
             return Err(DecodeError {
                 function: 0,
@@ -529,18 +545,7 @@ impl<'a> Request<'a> {
                 let range = AddressRange::new(start, quantity).ok_or(Addr)?;
                 Self::WriteMultipleCoils { range, values }
             }
-            0x10 => {
-                let (start, quantity, count, values) = write_header(data).ok_or(Value)?;
-                if !(1..=MAX_WRITE_REGISTERS).contains(&quantity)
-                    || usize::from(count) != usize::from(quantity) * 2
-                    || values.len() != usize::from(count)
-                {
-                    return Err(Value);
-                }
-                let values = RegisterBytes::new(values).ok_or(Value)?;
-                let range = AddressRange::new(start, quantity).ok_or(Addr)?;
-                Self::WriteMultipleRegisters { range, values }
-            }
+            0x10 => write_registers(data)?,
             0x11 => no_data(data, Self::ReportServerId)?,
             0x14 => {
                 let (count, raw) = exact(data, (u8p, restp)).ok_or(Value)?;
@@ -755,7 +760,25 @@ fn write_header(data: &[u8]) -> Option<(u16, u16, u8, &[u8])> {
     ))
 }
 
+/// FC16: start, quantity, byte count and values; quantity 1..=123 and a byte
+/// count of twice that, matching the values (03), then range (02).
+#[inline]
+fn write_registers(data: &[u8]) -> Result<Request<'_>, ExceptionCode> {
+    use ExceptionCode::{IllegalDataAddress as Addr, IllegalDataValue as Value};
+    let (start, quantity, count, values) = write_header(data).ok_or(Value)?;
+    if !(1..=MAX_WRITE_REGISTERS).contains(&quantity)
+        || usize::from(count) != usize::from(quantity) * 2
+        || values.len() != usize::from(count)
+    {
+        return Err(Value);
+    }
+    let values = RegisterBytes::new(values).ok_or(Value)?;
+    let range = AddressRange::new(start, quantity).ok_or(Addr)?;
+    Ok(Request::WriteMultipleRegisters { range, values })
+}
+
 /// FC1..=FC4: start and quantity, exactly; quantity 1..=`max` (03), then range (02).
+#[inline]
 fn read_range(data: &[u8], max: u16) -> Result<AddressRange, ExceptionCode> {
     let (start, quantity) = two_u16(data).ok_or(ExceptionCode::IllegalDataValue)?;
     if !(1..=max).contains(&quantity) {
