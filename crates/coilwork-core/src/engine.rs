@@ -455,6 +455,7 @@ impl Engine {
     /// [`Engine::handle`] with the caller's device lookup cache (a
     /// connection keeps one, so steady traffic to one unit takes no lock and
     /// touches no shared reference count to find its device).
+    #[inline]
     pub(crate) fn handle_cached(
         &self,
         mut ctx: RequestContext<'_>,
