@@ -455,7 +455,6 @@ impl Engine {
     /// [`Engine::handle`] with the caller's device lookup cache (a
     /// connection keeps one, so steady traffic to one unit takes no lock and
     /// touches no shared reference count to find its device).
-    #[inline]
     pub(crate) fn handle_cached(
         &self,
         mut ctx: RequestContext<'_>,
@@ -526,53 +525,35 @@ impl Engine {
         // As `serve` records it: a decoded request's function code is
         // `ctx.function`, and none of these is FC11/FC12 (not events).
         // The commonest requests inline; the rest through `execute`.
-        // Both answer (`Outcome::RESPOND`): the small `Result` stays in registers.
-        let done = match *request {
+        let result = match *request {
             Request::ReadHoldingRegisters(range) | Request::ReadInputRegisters(range) => {
                 self.read_registers(ctx, device.storage(), range, out)
             }
             Request::WriteMultipleRegisters { range, values } => {
                 self.write_registers(ctx, device.storage(), range, values, out)
             }
-            _ => {
-                return Some(match self.execute(ctx, device, request, out) {
-                    Ok(outcome) => {
-                        if !outcome.respond {
-                            diag.increment(DiagnosticCounter::ServerNoResponse);
-                        }
-                        diag.record_exchange(event::RECEIVE, Some(event::SEND), true);
-                        outcome
-                    }
-                    Err(code) => self.plain_exception(ctx, diag, code, out),
-                });
-            }
+            _ => self.execute(ctx, device, request, out),
         };
-        Some(match done {
-            Ok(()) => {
+        let outcome = match result {
+            Ok(outcome) => {
+                if !outcome.respond {
+                    diag.increment(DiagnosticCounter::ServerNoResponse);
+                }
                 diag.record_exchange(event::RECEIVE, Some(event::SEND), true);
+                outcome
+            }
+            Err(code) => {
+                out.set_exception(ctx.function, code);
+                self.count_exception(diag, code.code());
+                diag.record_exchange(
+                    event::RECEIVE,
+                    Some(event::SEND | exception_event_bits(code.code())),
+                    false,
+                );
                 Outcome::RESPOND
             }
-            Err(code) => self.plain_exception(ctx, diag, code, out),
-        })
-    }
-
-    /// [`Engine::serve_plain`]'s exception answer and its diagnostics.
-    #[cold]
-    fn plain_exception(
-        &self,
-        ctx: &RequestContext<'_>,
-        diag: &Diagnostics,
-        code: ExceptionCode,
-        out: &mut PduBuf,
-    ) -> Outcome {
-        out.set_exception(ctx.function, code);
-        self.count_exception(diag, code.code());
-        diag.record_exchange(
-            event::RECEIVE,
-            Some(event::SEND | exception_event_bits(code.code())),
-            false,
-        );
-        Outcome::RESPOND
+        };
+        Some(outcome)
     }
 
     /// Counts an exception answer on the device.
@@ -791,7 +772,7 @@ impl Engine {
                 write_bits(out, function, bits).map_err(encode_failure)?;
             }
             Request::ReadHoldingRegisters(range) | Request::ReadInputRegisters(range) => {
-                self.read_registers(ctx, storage, range, out)?;
+                return self.read_registers(ctx, storage, range, out);
             }
             Request::WriteSingleCoil { address, value } => {
                 storage.write_coils(ctx, address, &[value])?;
@@ -840,7 +821,7 @@ impl Engine {
                 put_u16s(out, &[range.start(), range.count()])?;
             }
             Request::WriteMultipleRegisters { range, values } => {
-                self.write_registers(ctx, storage, range, values, out)?;
+                return self.write_registers(ctx, storage, range, values, out);
             }
             Request::ReportServerId => {
                 let id = self.identity.server_id_bytes();
@@ -942,7 +923,7 @@ impl Engine {
         storage: &dyn Storage,
         range: AddressRange,
         out: &mut PduBuf,
-    ) -> Result<(), ExceptionCode> {
+    ) -> Result<Outcome, ExceptionCode> {
         let function = ctx.function;
         // ok: the decoder allows at most 125 registers, 250 bytes.
         let n = range.len().checked_mul(2).ok_or(ExceptionCode::IllegalDataValue)?;
@@ -955,7 +936,8 @@ impl Engine {
             } else {
                 storage.read_input_registers_be(ctx, range.start(), dst)
             }
-        })
+        })?;
+        Ok(Outcome::RESPOND)
     }
 
     /// FC16: the request's bytes to the storage, then the echo of start and quantity.
@@ -967,7 +949,7 @@ impl Engine {
         range: AddressRange,
         values: RegisterBytes<'_>,
         out: &mut PduBuf,
-    ) -> Result<(), ExceptionCode> {
+    ) -> Result<Outcome, ExceptionCode> {
         if values.len() != range.len() {
             return Err(ExceptionCode::IllegalDataValue);
         }
@@ -975,7 +957,8 @@ impl Engine {
         self.wrote(ctx, Table::HoldingRegisters, range.start(), range.count());
         let [s0, s1] = range.start().to_be_bytes();
         let [c0, c1] = range.count().to_be_bytes();
-        put(out, &[0x10, s0, s1, c0, c1])
+        put(out, &[0x10, s0, s1, c0, c1])?;
+        Ok(Outcome::RESPOND)
     }
 
     /// FC 0x08: every sub-function.
