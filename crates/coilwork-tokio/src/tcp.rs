@@ -15,14 +15,14 @@ use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -115,8 +115,37 @@ pub struct TcpStats {
     idle_timeouts: AtomicU64,
     active: AtomicU64,
     handshake_failures: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+    bytes_in: ShardedCounter,
+    bytes_out: ShardedCounter,
+}
+
+/// Shards of a [`ShardedCounter`]: connections spread over them by id.
+const SHARDS: usize = 8;
+
+/// One counter on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(AtomicU64);
+
+/// A counter that many connections add to on every read and write without
+/// all of them contending for one cache line; reading it sums the shards.
+#[derive(Debug, Default)]
+struct ShardedCounter([Shard; SHARDS]);
+
+impl ShardedCounter {
+    /// Adds `n` on the shard of connection `id`.
+    #[inline]
+    fn add(&self, id: u64, n: usize) {
+        // ok: `id % SHARDS` is below SHARDS, so the index is in bounds.
+        if let Some(shard) = self.0.get((id % SHARDS as u64) as usize) {
+            shard.0.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The total over all shards.
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 impl TcpStats {
@@ -155,20 +184,24 @@ impl TcpStats {
     }
     /// Bytes read from clients.
     pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.load(Ordering::Relaxed)
+        self.bytes_in.sum()
     }
     /// Bytes written to clients.
     pub fn bytes_out(&self) -> u64 {
-        self.bytes_out.load(Ordering::Relaxed)
+        self.bytes_out.sum()
     }
 }
 
 /// A stream one connection task serves: plain TCP, or TLS over TCP.
+///
+/// Requests are read with `AsyncRead::read`: on a socket, tokio takes a short
+/// read as proof the socket is drained, so a request costs one `recv`, not a
+/// second one that only says `EAGAIN`.
 pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Waits until a read can make progress (data, end of stream or an error).
+    /// Waits until a read can make progress (data, end of stream or an
+    /// error), without a buffer: how a connection whose buffers were released
+    /// waits.
     fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
-    /// Reads what is ready without waiting (`WouldBlock` if nothing is, after all).
-    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
     /// On graceful shutdown: reads bytes that already reached the socket,
     /// without waiting; `Ok(0)` or an error when there is nothing more.
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
@@ -177,10 +210,6 @@ pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
 impl ConnStream for TcpStream {
     fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
         TcpStream::readable(&*self)
-    }
-
-    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        TcpStream::try_read(&*self, buf)
     }
 
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -225,8 +254,9 @@ impl Upgrade for PlainTcp {
     }
 }
 
-/// Open connections, oldest first, each with the token that evicts it.
-type ConnTable = Mutex<VecDeque<(u64, CancellationToken)>>;
+/// Open connections by id (ids grow, so the first is the oldest), each with
+/// the token that evicts it.
+type ConnTable = Mutex<BTreeMap<u64, CancellationToken>>;
 
 /// A Modbus/TCP server over an [`Engine`].
 ///
@@ -354,7 +384,7 @@ impl TcpServer {
         };
         let listener = TcpListener::from_std(std_listener)?;
         let stop = self.handle.token().clone();
-        let table: Arc<ConnTable> = Arc::new(Mutex::new(VecDeque::new()));
+        let table: Arc<ConnTable> = Arc::new(Mutex::new(BTreeMap::new()));
         let mut tasks = JoinSet::new();
         let mut next_id: u64 = 0;
         debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
@@ -365,7 +395,7 @@ impl TcpServer {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if let Some(evict) = self.admit(&table, next_id, peer) {
+                        if let Some(token) = self.admit(&table, &stop, next_id, peer) {
                             let conn = ConnTask {
                                 id: next_id,
                                 peer,
@@ -374,7 +404,7 @@ impl TcpServer {
                                 stats: Arc::clone(&self.stats),
                                 table: Arc::clone(&table),
                                 stop: stop.clone(),
-                                evict,
+                                token,
                             };
                             tasks.spawn(conn.run(stream, Arc::clone(&upgrade)));
                         }
@@ -403,8 +433,15 @@ impl TcpServer {
         Ok(())
     }
 
-    /// Decides whether a new client is served; returns its eviction token if so.
-    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<CancellationToken> {
+    /// Decides whether a new client is served; returns its token if so: a
+    /// child of `stop`, cancelled by a stop or by its own eviction.
+    fn admit(
+        &self,
+        table: &ConnTable,
+        stop: &CancellationToken,
+        id: u64,
+        peer: SocketAddr,
+    ) -> Option<CancellationToken> {
         if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
             debug!(%peer, "refused: not in the allow-list");
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -419,7 +456,7 @@ impl TcpServer {
                     return None;
                 }
                 OverflowPolicy::EvictOldest => {
-                    if let Some((_, oldest)) = open.pop_front() {
+                    if let Some((_, oldest)) = open.pop_first() {
                         oldest.cancel();
                         self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -430,11 +467,11 @@ impl TcpServer {
                 }
             }
         }
-        let evict = CancellationToken::new();
-        open.push_back((id, evict.clone()));
+        let token = stop.child_token();
+        open.insert(id, token.clone());
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Some(evict)
+        Some(token)
     }
 }
 
@@ -468,8 +505,10 @@ struct ConnTask {
     config: Arc<TcpServerConfig>,
     stats: Arc<TcpStats>,
     table: Arc<ConnTable>,
+    /// The server's stop token.
     stop: CancellationToken,
-    evict: CancellationToken,
+    /// This connection's token: a child of `stop`, also cancelled to evict it.
+    token: CancellationToken,
 }
 
 impl ConnTask {
@@ -482,8 +521,7 @@ impl ConnTask {
         let upgraded = tokio::select! {
             biased;
             up = upgrade.upgrade(stream, peer) => up.ok_or(Close::Refused),
-            () = self.evict.cancelled() => Err(Close::Evicted),
-            () = self.stop.cancelled() => Err(Close::Shutdown),
+            () = self.token.cancelled() => Err(self.cancel_reason()),
         };
         let reason = match upgraded {
             Ok((mut stream, role)) => {
@@ -503,9 +541,18 @@ impl ConnTask {
         self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(id, _)| *id != self.id);
+            .remove(&self.id);
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         debug!(%peer, ?reason, "connection closed");
+    }
+
+    /// Why this connection's token was cancelled.
+    fn cancel_reason(&self) -> Close {
+        if self.stop.is_cancelled() {
+            Close::Shutdown
+        } else {
+            Close::Evicted
+        }
     }
 
     async fn serve<S: ConnStream>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
@@ -522,7 +569,24 @@ impl ConnTask {
         let mut last_rx = Instant::now();
         let mut partial_since: Option<Instant> = None;
         let mut holding = false;
+        // One timer for the whole connection, moved lazily: it stays armed at
+        // or before the earliest deadline and is re-armed when it fires early,
+        // so a busy connection touches the timer wheel about once a second,
+        // not once per request.
+        let timer = tokio::time::sleep_until(last_rx);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        // Registered once, polled only while the connection waits.
+        let cancelled = self.token.cancelled();
+        tokio::pin!(cancelled);
         loop {
+            if self.token.is_cancelled() {
+                let reason = self.cancel_reason();
+                if reason == Close::Shutdown {
+                    self.drain(stream, &mut conn, &mut buf).await;
+                }
+                return reason;
+            }
             let partial_deadline = partial_since.zip(cfg.partial_frame_timeout).map(|(t, d)| t + d);
             let idle_deadline = cfg.idle_timeout.map(|d| last_rx + d);
             let release_deadline = holding.then(|| last_rx + cfg.release_buffers_after);
@@ -530,42 +594,30 @@ impl ConnTask {
                 .into_iter()
                 .flatten()
                 .min();
-            let timer = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if let Some(d) = deadline
+                && armed.is_none_or(|a| a > d)
+            {
+                timer.as_mut().reset(d);
+                armed = Some(d);
+            }
             tokio::select! {
                 biased;
-                () = self.evict.cancelled() => return Close::Evicted,
-                () = self.stop.cancelled() => {
-                    self.drain(stream, &mut conn, &mut buf).await;
-                    return Close::Shutdown;
-                }
-                ready = stream.readable() => {
-                    if ready.is_err() {
-                        return Close::IoError;
-                    }
-                    if buf.is_empty() {
-                        buf.resize(cfg.read_buffer_size.max(1), 0);
-                    }
-                    let n = match stream.try_read(&mut buf) {
+                read = read_some(stream, &mut buf, cfg.read_buffer_size) => {
+                    let n = match read {
                         Ok(0) => return Close::PeerClosed,
                         Ok(n) => n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
                         Err(e) => {
                             debug!(peer = %self.peer, error = %e, "read failed");
                             return Close::IoError;
                         }
                     };
                     last_rx = Instant::now();
-                    self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    self.stats.bytes_in.add(self.id, n);
                     holding = true;
                     let before = conn.buffered_len();
                     let input = conn.handle_input(last_rx.into_std(), buf.get(..n).unwrap_or(&[]));
                     let answered = conn.has_output();
-                    if answered && write_output(stream, &mut conn, &self.stats).await.is_err() {
+                    if answered && write_output(stream, &mut conn, &self.stats, self.id).await.is_err() {
                         return Close::IoError;
                     }
                     if let Err(e) = input {
@@ -580,7 +632,10 @@ impl ConnTask {
                         partial_since = Some(last_rx);
                     }
                 }
-                () = timer => {
+                // Checked at the top of the loop.
+                () = &mut cancelled => {}
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     let now = Instant::now();
                     if partial_deadline.is_some_and(|d| d <= now) {
                         debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
@@ -621,7 +676,7 @@ impl ConnTask {
             }
         }
         if conn.has_output() {
-            let _ = write_output(stream, conn, &self.stats).await;
+            let _ = write_output(stream, conn, &self.stats, self.id).await;
         }
     }
 }
@@ -632,6 +687,7 @@ async fn write_output<S: AsyncWrite + Unpin>(
     stream: &mut S,
     conn: &mut Connection,
     stats: &TcpStats,
+    id: u64,
 ) -> std::io::Result<()> {
     while conn.has_output() {
         let (pause, _) = conn.next_output();
@@ -643,10 +699,20 @@ async fn write_output<S: AsyncWrite + Unpin>(
         stream.write_all(out).await?;
         // A no-op on TCP; pushes out what TLS still holds.
         stream.flush().await?;
-        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        stats.bytes_out.add(id, n);
         conn.consume_output(n);
     }
     Ok(())
+}
+
+/// Reads what has arrived into `buf`, first waiting (without a buffer) if
+/// the buffers were released; `Ok(0)` at the end of the stream.
+async fn read_some<S: ConnStream>(stream: &mut S, buf: &mut Vec<u8>, size: usize) -> std::io::Result<usize> {
+    if buf.is_empty() {
+        stream.readable().await?;
+        buf.resize(size.max(1), 0);
+    }
+    stream.read(buf).await
 }
 
 /// Binds `config.address` and serves `engine` on a spawned task; returns
