@@ -19,13 +19,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -202,6 +204,10 @@ pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
     /// error), without a buffer: how a connection whose buffers were released
     /// waits.
     fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// After `readable`: whether a read would really return something
+    /// (bytes, end of stream or an error) without taking it; `WouldBlock`
+    /// (readiness cleared) if the stream only looked readable.
+    fn has_input(&mut self) -> std::io::Result<()>;
     /// On graceful shutdown: reads bytes that already reached the socket,
     /// without waiting; `Ok(0)` or an error when there is nothing more.
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
@@ -210,6 +216,15 @@ pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
 impl ConnStream for TcpStream {
     fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
         TcpStream::readable(&*self)
+    }
+
+    fn has_input(&mut self) -> std::io::Result<()> {
+        // tokio reports a freshly registered socket readable before any byte
+        // arrived; peek one byte so an idle connection gets no buffer.
+        self.try_io(tokio::io::Interest::READABLE, || {
+            let socket = socket2::SockRef::from(&*self);
+            socket.peek(&mut [std::mem::MaybeUninit::uninit(); 1]).map(drop)
+        })
     }
 
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -557,14 +572,20 @@ impl ConnTask {
 
     async fn serve<S: ConnStream>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
         let cfg = &*self.config;
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig {
-                max_buffered: cfg.max_buffered,
-                tls_role,
-                ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
-            },
-        );
+        // The connection state is boxed and made on the first byte: a client
+        // that connects and stays silent costs only this task.
+        let mut tls_role = tls_role;
+        let new_conn = |tls_role: Option<String>| {
+            Box::new(Connection::new(
+                Arc::clone(&self.engine),
+                ConnectionConfig {
+                    max_buffered: cfg.max_buffered,
+                    tls_role,
+                    ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
+                },
+            ))
+        };
+        let mut slot: Option<Box<Connection>> = None;
         let mut buf: Vec<u8> = Vec::new();
         let mut last_rx = Instant::now();
         let mut partial_since: Option<Instant> = None;
@@ -573,8 +594,8 @@ impl ConnTask {
         // or before the earliest deadline and is re-armed when it fires early,
         // so a busy connection touches the timer wheel about once a second,
         // not once per request.
-        let timer = tokio::time::sleep_until(last_rx);
-        tokio::pin!(timer);
+        // Boxed and made when first armed, like the connection state.
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
         let mut armed: Option<Instant> = None;
         // Registered once, polled only while the connection waits.
         let cancelled = self.token.cancelled();
@@ -583,7 +604,8 @@ impl ConnTask {
             if self.token.is_cancelled() {
                 let reason = self.cancel_reason();
                 if reason == Close::Shutdown {
-                    self.drain(stream, &mut conn, &mut buf).await;
+                    let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
+                    self.drain(stream, conn, &mut buf).await;
                 }
                 return reason;
             }
@@ -597,7 +619,10 @@ impl ConnTask {
             if let Some(d) = deadline
                 && armed.is_none_or(|a| a > d)
             {
-                timer.as_mut().reset(d);
+                match timer.as_mut() {
+                    Some(t) => t.as_mut().reset(d),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+                }
                 armed = Some(d);
             }
             tokio::select! {
@@ -614,10 +639,11 @@ impl ConnTask {
                     last_rx = Instant::now();
                     self.stats.bytes_in.add(self.id, n);
                     holding = true;
+                    let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
                     let before = conn.buffered_len();
                     let input = conn.handle_input(last_rx.into_std(), buf.get(..n).unwrap_or(&[]));
                     let answered = conn.has_output();
-                    if answered && write_output(stream, &mut conn, &self.stats, self.id).await.is_err() {
+                    if answered && write_output(stream, conn, &self.stats, self.id).await.is_err() {
                         return Close::IoError;
                     }
                     if let Err(e) = input {
@@ -634,12 +660,15 @@ impl ConnTask {
                 }
                 // Checked at the top of the loop.
                 () = &mut cancelled => {}
-                () = &mut timer, if armed.is_some() => {
+                () = std::future::poll_fn(|cx| timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))),
+                    if armed.is_some() => {
                     armed = None;
                     let now = Instant::now();
                     if partial_deadline.is_some_and(|d| d <= now) {
-                        debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                        conn.discard_partial_frame();
+                        if let Some(conn) = slot.as_mut() {
+                            debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
+                            conn.discard_partial_frame();
+                        }
                         self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
                         return Close::PartialTimeout;
                     }
@@ -648,7 +677,9 @@ impl ConnTask {
                         return Close::IdleTimeout;
                     }
                     if release_deadline.is_some_and(|d| d <= now) {
-                        conn.release_idle_buffers();
+                        if let Some(conn) = slot.as_mut() {
+                            conn.release_idle_buffers();
+                        }
                         buf = Vec::new();
                         holding = false;
                     }
@@ -692,7 +723,9 @@ async fn write_output<S: AsyncWrite + Unpin>(
     while conn.has_output() {
         let (pause, _) = conn.next_output();
         if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
+            // Boxed: only fault injection pauses, and an inline timer would
+            // grow every connection's task.
+            Box::pin(tokio::time::sleep(pause)).await;
         }
         let (_, out) = conn.next_output();
         let n = out.len();
@@ -708,9 +741,13 @@ async fn write_output<S: AsyncWrite + Unpin>(
 /// Reads what has arrived into `buf`, first waiting (without a buffer) if
 /// the buffers were released; `Ok(0)` at the end of the stream.
 async fn read_some<S: ConnStream>(stream: &mut S, buf: &mut Vec<u8>, size: usize) -> std::io::Result<usize> {
-    if buf.is_empty() {
+    while buf.is_empty() {
         stream.readable().await?;
-        buf.resize(size.max(1), 0);
+        match stream.has_input() {
+            Ok(()) => buf.resize(size.max(1), 0),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
     stream.read(buf).await
 }
@@ -728,4 +765,38 @@ pub async fn start_tcp_server(engine: Arc<Engine>, config: TcpServerConfig) -> R
         }
     });
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coilwork_core::storage::{DeviceContext, ServerContext};
+
+    /// Every open connection holds its task whether it talks or not; the
+    /// connection state, buffers and timer are boxed on first use so that an
+    /// idle connection costs little more than this future (with tokio's task
+    /// header, ScheduledIo and token: under 2 KiB in all).
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
+        let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
+        let stop = CancellationToken::new();
+        let task = ConnTask {
+            id: 0,
+            peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1),
+            engine,
+            config: Arc::new(TcpServerConfig::default()),
+            stats: Arc::new(TcpStats::default()),
+            table: Arc::new(Mutex::new(BTreeMap::new())),
+            stop: stop.clone(),
+            token: stop.child_token(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let future = task.run(stream, Arc::new(PlainTcp));
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "connection task future grew to {size} bytes");
+    }
 }

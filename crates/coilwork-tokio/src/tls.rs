@@ -114,6 +114,11 @@ impl ConnStream for TlsStream<TcpStream> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_fill_buf(cx).map_ok(|_| ()))
     }
 
+    fn has_input(&mut self) -> std::io::Result<()> {
+        // `readable` returns only once rustls holds plaintext or the end.
+        Ok(())
+    }
+
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let (tcp, tls) = self.get_mut();
         // Bounded: plaintext already decrypted, then a few socket reads.
