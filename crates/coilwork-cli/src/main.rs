@@ -142,6 +142,9 @@ struct ServeArgs {
     /// TCP/TLS: most connections open at once; past it a new client is refused.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// TCP/TLS: listen backlog, connections the kernel queues before they are accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    backlog: u32,
     /// Unit ids served, each by its own device (default: every unit id served by one device).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     units: Vec<u8>,
@@ -396,6 +399,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let mut config = TlsServerConfig::new(args.address);
             config.tcp.max_connections = args.max_connections as usize;
+            config.tcp.backlog = args.backlog;
             let server = TlsServer::new(engine, config, tls);
             let addr = server.bind().map_err(|e| e.to_string())?;
             announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
@@ -406,6 +410,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let config = TcpServerConfig {
                 framing: framer.into(),
                 max_connections: args.max_connections as usize,
+                backlog: args.backlog,
                 ..TcpServerConfig::new(args.address)
             };
             let server = TcpServer::new(engine, config);

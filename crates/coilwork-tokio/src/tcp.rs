@@ -15,17 +15,19 @@ use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -115,8 +117,37 @@ pub struct TcpStats {
     idle_timeouts: AtomicU64,
     active: AtomicU64,
     handshake_failures: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+    bytes_in: ShardedCounter,
+    bytes_out: ShardedCounter,
+}
+
+/// Shards of a [`ShardedCounter`]: connections spread over them by id.
+const SHARDS: usize = 8;
+
+/// One counter on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(AtomicU64);
+
+/// A counter that many connections add to on every read and write without
+/// all of them contending for one cache line; reading it sums the shards.
+#[derive(Debug, Default)]
+struct ShardedCounter([Shard; SHARDS]);
+
+impl ShardedCounter {
+    /// Adds `n` on the shard of connection `id`.
+    #[inline]
+    fn add(&self, id: u64, n: usize) {
+        // ok: `id % SHARDS` is below SHARDS, so the index is in bounds.
+        if let Some(shard) = self.0.get((id % SHARDS as u64) as usize) {
+            shard.0.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The total over all shards.
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 impl TcpStats {
@@ -155,20 +186,28 @@ impl TcpStats {
     }
     /// Bytes read from clients.
     pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.load(Ordering::Relaxed)
+        self.bytes_in.sum()
     }
     /// Bytes written to clients.
     pub fn bytes_out(&self) -> u64 {
-        self.bytes_out.load(Ordering::Relaxed)
+        self.bytes_out.sum()
     }
 }
 
 /// A stream one connection task serves: plain TCP, or TLS over TCP.
+///
+/// Requests are read with `AsyncRead::read`: on a socket, tokio takes a short
+/// read as proof the socket is drained, so a request costs one `recv`, not a
+/// second one that only says `EAGAIN`.
 pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Waits until a read can make progress (data, end of stream or an error).
+    /// Waits until a read can make progress (data, end of stream or an
+    /// error), without a buffer: how a connection whose buffers were released
+    /// waits.
     fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
-    /// Reads what is ready without waiting (`WouldBlock` if nothing is, after all).
-    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// After `readable`: whether a read would really return something
+    /// (bytes, end of stream or an error) without taking it; `WouldBlock`
+    /// (readiness cleared) if the stream only looked readable.
+    fn has_input(&mut self) -> std::io::Result<()>;
     /// On graceful shutdown: reads bytes that already reached the socket,
     /// without waiting; `Ok(0)` or an error when there is nothing more.
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
@@ -179,8 +218,13 @@ impl ConnStream for TcpStream {
         TcpStream::readable(&*self)
     }
 
-    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        TcpStream::try_read(&*self, buf)
+    fn has_input(&mut self) -> std::io::Result<()> {
+        // tokio reports a freshly registered socket readable before any byte
+        // arrived; peek one byte so an idle connection gets no buffer.
+        self.try_io(tokio::io::Interest::READABLE, || {
+            let socket = socket2::SockRef::from(&*self);
+            socket.peek(&mut [std::mem::MaybeUninit::uninit(); 1]).map(drop)
+        })
     }
 
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -225,8 +269,9 @@ impl Upgrade for PlainTcp {
     }
 }
 
-/// Open connections, oldest first, each with the token that evicts it.
-type ConnTable = Mutex<VecDeque<(u64, CancellationToken)>>;
+/// Open connections by id (ids grow, so the first is the oldest), each with
+/// the token that evicts it.
+type ConnTable = Mutex<BTreeMap<u64, CancellationToken>>;
 
 /// A Modbus/TCP server over an [`Engine`].
 ///
@@ -354,7 +399,7 @@ impl TcpServer {
         };
         let listener = TcpListener::from_std(std_listener)?;
         let stop = self.handle.token().clone();
-        let table: Arc<ConnTable> = Arc::new(Mutex::new(VecDeque::new()));
+        let table: Arc<ConnTable> = Arc::new(Mutex::new(BTreeMap::new()));
         let mut tasks = JoinSet::new();
         let mut next_id: u64 = 0;
         debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
@@ -365,7 +410,7 @@ impl TcpServer {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if let Some(evict) = self.admit(&table, next_id, peer) {
+                        if let Some(token) = self.admit(&table, &stop, next_id, peer) {
                             let conn = ConnTask {
                                 id: next_id,
                                 peer,
@@ -374,7 +419,7 @@ impl TcpServer {
                                 stats: Arc::clone(&self.stats),
                                 table: Arc::clone(&table),
                                 stop: stop.clone(),
-                                evict,
+                                token,
                             };
                             tasks.spawn(conn.run(stream, Arc::clone(&upgrade)));
                         }
@@ -403,8 +448,15 @@ impl TcpServer {
         Ok(())
     }
 
-    /// Decides whether a new client is served; returns its eviction token if so.
-    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<CancellationToken> {
+    /// Decides whether a new client is served; returns its token if so: a
+    /// child of `stop`, cancelled by a stop or by its own eviction.
+    fn admit(
+        &self,
+        table: &ConnTable,
+        stop: &CancellationToken,
+        id: u64,
+        peer: SocketAddr,
+    ) -> Option<CancellationToken> {
         if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
             debug!(%peer, "refused: not in the allow-list");
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -419,7 +471,7 @@ impl TcpServer {
                     return None;
                 }
                 OverflowPolicy::EvictOldest => {
-                    if let Some((_, oldest)) = open.pop_front() {
+                    if let Some((_, oldest)) = open.pop_first() {
                         oldest.cancel();
                         self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -430,11 +482,11 @@ impl TcpServer {
                 }
             }
         }
-        let evict = CancellationToken::new();
-        open.push_back((id, evict.clone()));
+        let token = stop.child_token();
+        open.insert(id, token.clone());
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Some(evict)
+        Some(token)
     }
 }
 
@@ -468,8 +520,10 @@ struct ConnTask {
     config: Arc<TcpServerConfig>,
     stats: Arc<TcpStats>,
     table: Arc<ConnTable>,
+    /// The server's stop token.
     stop: CancellationToken,
-    evict: CancellationToken,
+    /// This connection's token: a child of `stop`, also cancelled to evict it.
+    token: CancellationToken,
 }
 
 impl ConnTask {
@@ -482,8 +536,7 @@ impl ConnTask {
         let upgraded = tokio::select! {
             biased;
             up = upgrade.upgrade(stream, peer) => up.ok_or(Close::Refused),
-            () = self.evict.cancelled() => Err(Close::Evicted),
-            () = self.stop.cancelled() => Err(Close::Shutdown),
+            () = self.token.cancelled() => Err(self.cancel_reason()),
         };
         let reason = match upgraded {
             Ok((mut stream, role)) => {
@@ -503,26 +556,59 @@ impl ConnTask {
         self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(id, _)| *id != self.id);
+            .remove(&self.id);
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         debug!(%peer, ?reason, "connection closed");
     }
 
+    /// Why this connection's token was cancelled.
+    fn cancel_reason(&self) -> Close {
+        if self.stop.is_cancelled() {
+            Close::Shutdown
+        } else {
+            Close::Evicted
+        }
+    }
+
     async fn serve<S: ConnStream>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
         let cfg = &*self.config;
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig {
-                max_buffered: cfg.max_buffered,
-                tls_role,
-                ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
-            },
-        );
+        // The connection state is boxed and made on the first byte: a client
+        // that connects and stays silent costs only this task.
+        let mut tls_role = tls_role;
+        let new_conn = |tls_role: Option<String>| {
+            Box::new(Connection::new(
+                Arc::clone(&self.engine),
+                ConnectionConfig {
+                    max_buffered: cfg.max_buffered,
+                    tls_role,
+                    ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
+                },
+            ))
+        };
+        let mut slot: Option<Box<Connection>> = None;
         let mut buf: Vec<u8> = Vec::new();
         let mut last_rx = Instant::now();
         let mut partial_since: Option<Instant> = None;
         let mut holding = false;
+        // One timer for the whole connection, moved lazily: it stays armed at
+        // or before the earliest deadline and is re-armed when it fires early,
+        // so a busy connection touches the timer wheel about once a second,
+        // not once per request.
+        // Boxed and made when first armed, like the connection state.
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        let mut armed: Option<Instant> = None;
+        // Registered once, polled only while the connection waits.
+        let cancelled = self.token.cancelled();
+        tokio::pin!(cancelled);
         loop {
+            if self.token.is_cancelled() {
+                let reason = self.cancel_reason();
+                if reason == Close::Shutdown {
+                    let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
+                    self.drain(stream, conn, &mut buf).await;
+                }
+                return reason;
+            }
             let partial_deadline = partial_since.zip(cfg.partial_frame_timeout).map(|(t, d)| t + d);
             let idle_deadline = cfg.idle_timeout.map(|d| last_rx + d);
             let release_deadline = holding.then(|| last_rx + cfg.release_buffers_after);
@@ -530,42 +616,34 @@ impl ConnTask {
                 .into_iter()
                 .flatten()
                 .min();
-            let timer = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+            if let Some(d) = deadline
+                && armed.is_none_or(|a| a > d)
+            {
+                match timer.as_mut() {
+                    Some(t) => t.as_mut().reset(d),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(d))),
                 }
-            };
+                armed = Some(d);
+            }
             tokio::select! {
                 biased;
-                () = self.evict.cancelled() => return Close::Evicted,
-                () = self.stop.cancelled() => {
-                    self.drain(stream, &mut conn, &mut buf).await;
-                    return Close::Shutdown;
-                }
-                ready = stream.readable() => {
-                    if ready.is_err() {
-                        return Close::IoError;
-                    }
-                    if buf.is_empty() {
-                        buf.resize(cfg.read_buffer_size.max(1), 0);
-                    }
-                    let n = match stream.try_read(&mut buf) {
+                read = read_some(stream, &mut buf, cfg.read_buffer_size) => {
+                    let n = match read {
                         Ok(0) => return Close::PeerClosed,
                         Ok(n) => n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
                         Err(e) => {
                             debug!(peer = %self.peer, error = %e, "read failed");
                             return Close::IoError;
                         }
                     };
                     last_rx = Instant::now();
-                    self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    self.stats.bytes_in.add(self.id, n);
                     holding = true;
+                    let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
                     let before = conn.buffered_len();
                     let input = conn.handle_input(last_rx.into_std(), buf.get(..n).unwrap_or(&[]));
                     let answered = conn.has_output();
-                    if answered && write_output(stream, &mut conn, &self.stats).await.is_err() {
+                    if answered && write_output(stream, conn, &self.stats, self.id).await.is_err() {
                         return Close::IoError;
                     }
                     if let Err(e) = input {
@@ -580,11 +658,17 @@ impl ConnTask {
                         partial_since = Some(last_rx);
                     }
                 }
-                () = timer => {
+                // Checked at the top of the loop.
+                () = &mut cancelled => {}
+                () = std::future::poll_fn(|cx| timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))),
+                    if armed.is_some() => {
+                    armed = None;
                     let now = Instant::now();
                     if partial_deadline.is_some_and(|d| d <= now) {
-                        debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                        conn.discard_partial_frame();
+                        if let Some(conn) = slot.as_mut() {
+                            debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
+                            conn.discard_partial_frame();
+                        }
                         self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
                         return Close::PartialTimeout;
                     }
@@ -593,7 +677,9 @@ impl ConnTask {
                         return Close::IdleTimeout;
                     }
                     if release_deadline.is_some_and(|d| d <= now) {
-                        conn.release_idle_buffers();
+                        if let Some(conn) = slot.as_mut() {
+                            conn.release_idle_buffers();
+                        }
                         buf = Vec::new();
                         holding = false;
                     }
@@ -621,7 +707,7 @@ impl ConnTask {
             }
         }
         if conn.has_output() {
-            let _ = write_output(stream, conn, &self.stats).await;
+            let _ = write_output(stream, conn, &self.stats, self.id).await;
         }
     }
 }
@@ -632,21 +718,38 @@ async fn write_output<S: AsyncWrite + Unpin>(
     stream: &mut S,
     conn: &mut Connection,
     stats: &TcpStats,
+    id: u64,
 ) -> std::io::Result<()> {
     while conn.has_output() {
         let (pause, _) = conn.next_output();
         if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
+            // Boxed: only fault injection pauses, and an inline timer would
+            // grow every connection's task.
+            Box::pin(tokio::time::sleep(pause)).await;
         }
         let (_, out) = conn.next_output();
         let n = out.len();
         stream.write_all(out).await?;
         // A no-op on TCP; pushes out what TLS still holds.
         stream.flush().await?;
-        stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        stats.bytes_out.add(id, n);
         conn.consume_output(n);
     }
     Ok(())
+}
+
+/// Reads what has arrived into `buf`, first waiting (without a buffer) if
+/// the buffers were released; `Ok(0)` at the end of the stream.
+async fn read_some<S: ConnStream>(stream: &mut S, buf: &mut Vec<u8>, size: usize) -> std::io::Result<usize> {
+    while buf.is_empty() {
+        stream.readable().await?;
+        match stream.has_input() {
+            Ok(()) => buf.resize(size.max(1), 0),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stream.read(buf).await
 }
 
 /// Binds `config.address` and serves `engine` on a spawned task; returns
@@ -662,4 +765,38 @@ pub async fn start_tcp_server(engine: Arc<Engine>, config: TcpServerConfig) -> R
         }
     });
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coilwork_core::storage::{DeviceContext, ServerContext};
+
+    /// Every open connection holds its task whether it talks or not; the
+    /// connection state, buffers and timer are boxed on first use so that an
+    /// idle connection costs little more than this future (with tokio's task
+    /// header, ScheduledIo and token: under 2 KiB in all).
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
+        let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
+        let stop = CancellationToken::new();
+        let task = ConnTask {
+            id: 0,
+            peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1),
+            engine,
+            config: Arc::new(TcpServerConfig::default()),
+            stats: Arc::new(TcpStats::default()),
+            table: Arc::new(Mutex::new(BTreeMap::new())),
+            stop: stop.clone(),
+            token: stop.child_token(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let future = task.run(stream, Arc::new(PlainTcp));
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "connection task future grew to {size} bytes");
+    }
 }

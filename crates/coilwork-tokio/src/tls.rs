@@ -31,9 +31,8 @@ use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
+use tokio::io::AsyncBufRead;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -111,18 +110,13 @@ impl Upgrade for TlsUpgrade {
 impl ConnStream for TlsStream<TcpStream> {
     fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
         // Plaintext, end of stream or an error is ready once rustls has it;
-        // it stays buffered in rustls for `try_read`.
+        // it stays buffered in rustls for the read that follows.
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_fill_buf(cx).map_ok(|_| ()))
     }
 
-    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut read = ReadBuf::new(buf);
-        match Pin::new(self).poll_read(&mut cx, &mut read) {
-            Poll::Ready(Ok(())) => Ok(read.filled().len()),
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Err(ErrorKind::WouldBlock.into()),
-        }
+    fn has_input(&mut self) -> std::io::Result<()> {
+        // `readable` returns only once rustls holds plaintext or the end.
+        Ok(())
     }
 
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
