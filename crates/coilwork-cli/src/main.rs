@@ -466,6 +466,23 @@ fn init_logging() {
         .try_init();
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: each client
+/// is a descriptor, and the usual soft limit (1024) is far below the
+/// default `--max-connections` of 10,000.
+fn raise_descriptor_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current < limit.maximum {
+            limit.current = limit.maximum;
+            if let Err(e) = setrlimit(Resource::Nofile, limit) {
+                tracing::debug!(error = %e, "could not raise the descriptor limit");
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -493,6 +510,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    raise_descriptor_limit();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

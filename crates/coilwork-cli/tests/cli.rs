@@ -281,3 +281,68 @@ fn serves_udp_and_exits_zero_on_sigint() {
     let status = wait_bounded(&mut child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "graceful exit on SIGINT");
 }
+
+/// The hard limit on open files of this process, from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn hard_nofile(pid: &str) -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next()?.parse().ok()?;
+    let hard = fields.next()?.parse().ok()?;
+    Some((soft, hard))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn serves_more_clients_than_the_inherited_descriptor_limit() {
+    let Some((_, hard)) = hard_nofile("self") else { return };
+    if hard < 1024 {
+        eprintln!("skipped: hard descriptor limit {hard} is too low to show the raise");
+        return;
+    }
+    // Started with a soft limit of 256 descriptors: 400 clients only fit if
+    // the server raises its own limit.
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -Sn 256 && exec {BIN} serve --address 127.0.0.1:0"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn coilwork");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("no listening line");
+    };
+    let addr = line
+        .trim_end()
+        .strip_prefix("coilwork: serving Modbus/TCP on ")
+        .and_then(|rest| rest.split(' ').next())
+        .expect("listening line")
+        .to_owned();
+    let (soft, _) = hard_nofile(&child.id().to_string()).expect("server limits");
+    assert_eq!(soft, hard, "soft descriptor limit raised to the hard limit");
+    let mut clients: Vec<TcpStream> = (0..400).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
+    for (i, c) in clients.iter_mut().enumerate().rev().step_by(50) {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let tid = u16::try_from(i).unwrap();
+        assert_eq!(
+            call(c, tid, &[0x03, 0, 0, 0, 1]),
+            vec![0x03, 2, 0, 0],
+            "client {i} served"
+        );
+    }
+    drop(clients);
+    let _ = child.kill();
+    let _ = child.wait();
+}
