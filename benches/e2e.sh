@@ -17,6 +17,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 shared="${SHARED_BENCH:-$root/../shared/bench}"
+# A git worktree under /work/wt/<name> sits one level deeper than /work/main.
+[ -n "${SHARED_BENCH:-}" ] || [ -d "$shared" ] || shared="$root/../../shared/bench"
 work="${BENCH_WORK:-$root/target/bench}"
 [ -d "$shared" ] || { echo "e2e.sh: no shared bench at $shared (set SHARED_BENCH)" >&2; exit 1; }
 
