@@ -25,6 +25,10 @@ struct Cli {
     /// With no subcommand, `coilwork` serves with these flags.
     #[command(flatten)]
     serve: ServeArgs,
+    /// Worker threads (default: one per CPU the process may run on); with
+    /// one, everything runs on a single thread without cross-thread wake-ups.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,7 +516,18 @@ fn main() -> ExitCode {
     init_logging();
     raise_descriptor_limit();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let threads = cli
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("coilwork: error: cannot start the runtime: {e}");
@@ -525,6 +540,10 @@ fn main() -> ExitCode {
             Command::Simulate(args) => simulate(args).await,
         }
     };
+    // On a worker: the thread in `block_on` does not drive I/O, so a server
+    // run from it (the UDP loop, the accept loop) would cost a cross-thread
+    // wake-up per event.
+    let run = async move { tokio::spawn(run).await.map_err(|e| e.to_string())? };
     match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

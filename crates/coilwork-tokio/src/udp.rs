@@ -207,10 +207,16 @@ impl UdpServer {
         // One byte more than the largest ADU read, so an oversized datagram is seen as such.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         debug!(addr = ?self.handle.local_addr(), "modbus udp server listening");
+        // Registered once and polled only while the socket has nothing: a
+        // stop future made per datagram locks the token's waiter list twice.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
+            if stop.is_cancelled() {
+                break;
+            }
             let (n, peer) = tokio::select! {
                 biased;
-                () = stop.cancelled() => break,
                 received = socket.recv_from(&mut buf) => match received {
                     Ok(r) => r,
                     Err(e) if is_transient(&e) => continue,
@@ -219,6 +225,7 @@ impl UdpServer {
                         return Err(e.into());
                     }
                 },
+                () = &mut stopped => break,
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {

@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 /// Most TCP connections open at once (the harness's memory step opens 5000).
 const MAX_CONNECTIONS: usize = 10_000;
+/// Listen backlog, as `coilwork serve` (the library's default is pymodbus's 20).
+const BACKLOG: u32 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Adapter {
@@ -72,10 +74,14 @@ fn run(args: &Args) -> Result<(), String> {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(async move {
+            let address = args.address;
+            // The server runs on a worker: the thread in `block_on` does not
+            // drive I/O, so serving from it costs a cross-thread wake-up per
+            // event.
+            let serve = async move {
                 use coilwork_tokio::{TcpServer, TcpServerConfig, UdpServer, UdpServerConfig};
                 if udp {
-                    let server = UdpServer::new(engine, UdpServerConfig::new(args.address));
+                    let server = UdpServer::new(engine, UdpServerConfig::new(address));
                     announce("tokio udp", server.bind().map_err(|e| err(&e))?);
                     let handle = server.handle();
                     tokio::spawn(async move {
@@ -86,7 +92,8 @@ fn run(args: &Args) -> Result<(), String> {
                 } else {
                     let config = TcpServerConfig {
                         max_connections: MAX_CONNECTIONS,
-                        ..TcpServerConfig::new(args.address)
+                        backlog: BACKLOG,
+                        ..TcpServerConfig::new(address)
                     };
                     let server = TcpServer::new(engine, config);
                     announce("tokio tcp", server.bind().map_err(|e| err(&e))?);
@@ -97,7 +104,8 @@ fn run(args: &Args) -> Result<(), String> {
                     });
                     server.serve_forever().await.map_err(|e| err(&e))
                 }
-            })
+            };
+            rt.block_on(async move { tokio::spawn(serve).await.map_err(|e| err(&e))? })
         }
         (Adapter::Smol | Adapter::AsyncStd, udp) => {
             use coilwork_async_std::{TcpServer, TcpServerConfig, UdpServer, UdpServerConfig};
@@ -120,6 +128,7 @@ fn run(args: &Args) -> Result<(), String> {
             } else {
                 let config = TcpServerConfig {
                     max_connections: MAX_CONNECTIONS,
+                    backlog: BACKLOG,
                     ..TcpServerConfig::new(args.address)
                 };
                 let server = TcpServer::new(engine, config);
@@ -137,6 +146,7 @@ fn run(args: &Args) -> Result<(), String> {
             use coilwork_blocking::{TcpServer, TcpServerConfig};
             let config = TcpServerConfig {
                 max_connections: MAX_CONNECTIONS,
+                backlog: BACKLOG,
                 ..TcpServerConfig::new(args.address)
             };
             let server = TcpServer::new(engine, config);
