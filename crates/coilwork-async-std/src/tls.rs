@@ -22,7 +22,7 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::tcp::{TcpServer, TcpServerConfig, TcpStats, Upgrade};
+use crate::tcp::{ServedStream, TcpServer, TcpServerConfig, TcpStats, Upgrade};
 use async_io::{Async, Timer};
 use coilwork_core::{Engine, Transport};
 use futures_lite::future;
@@ -66,6 +66,9 @@ impl TlsServerConfig {
         config
     }
 }
+
+/// TLS cannot tell from the socket whether a record is complete: the read waits.
+impl ServedStream for TlsStream<Async<TcpStream>> {}
 
 /// The TLS handshake and role check, run on each accepted connection.
 struct TlsUpgrade {

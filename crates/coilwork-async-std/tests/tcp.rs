@@ -223,6 +223,84 @@ async fn idle_timeout(rt: Rt) {
     stop(&server, task).await;
 }
 
+/// The connection timer is armed lazily (at or before the earliest
+/// deadline): a partial frame after traffic must pull it in from the
+/// 1 s buffer-release deadline to the 200 ms partial-frame one.
+async fn partial_frame_timeout_after_traffic(rt: Rt) {
+    let (server, addr, task) = start(
+        rt,
+        TcpServerConfig {
+            partial_frame_timeout: Some(Duration::from_millis(200)),
+            release_buffers_after: Duration::from_secs(3),
+            ..config()
+        },
+    );
+    let mut c = connect(addr).await;
+    call(&mut c, 1, 1, &fc3(0, 1)).await;
+    let req = adu(2, 1, &fc3(0, 1));
+    send(&mut c, &req[..7]).await;
+    let t0 = Instant::now();
+    assert!(closed_by_server(&mut c, STEP).await, "stalled client dropped");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "not before the timeout: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1500),
+        "not at the later deadline: {waited:?}"
+    );
+    assert_eq!(server.stats().partial_timeouts(), 1);
+    stop(&server, task).await;
+}
+
+/// Steady traffic moves the idle deadline past a timer armed earlier: the
+/// timer fires early, is re-armed, and the connection lives on; it closes
+/// one idle timeout after its last request.
+async fn idle_timeout_moves_with_traffic(rt: Rt) {
+    let (server, addr, task) = start(
+        rt,
+        TcpServerConfig {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..config()
+        },
+    );
+    let mut c = connect(addr).await;
+    for i in 0..6u16 {
+        assert_eq!(call(&mut c, i, 1, &fc3(0, 1)).await, fc3_answer(&[0]));
+        rt.sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.stats().idle_timeouts(),
+        0,
+        "600 ms of traffic, 300 ms idle timeout"
+    );
+    call(&mut c, 9, 1, &fc3(0, 1)).await;
+    let t0 = Instant::now();
+    assert!(closed_by_server(&mut c, STEP).await, "idle client dropped");
+    assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
+    assert_eq!(server.stats().idle_timeouts(), 1);
+    stop(&server, task).await;
+}
+
+/// A stop reaches connections that never sent a byte (no buffers, no
+/// protocol state yet) as well as busy ones.
+async fn shutdown_closes_silent_connections(rt: Rt) {
+    let (server, addr, task) = start(rt, config());
+    let mut silent = connect(addr).await;
+    let mut busy = connect(addr).await;
+    call(&mut busy, 1, 1, &fc3(0, 1)).await;
+    while server.stats().active() < 2 {
+        rt.sleep(Duration::from_millis(5)).await;
+    }
+    let t0 = Instant::now();
+    stop(&server, task).await;
+    // Not cut at the 5 s shutdown timeout: asked to close at once.
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(closed_by_server(&mut silent, STEP).await, "silent client closed");
+    assert!(closed_by_server(&mut busy, STEP).await, "busy client closed");
+}
+
 async fn buffers_released_and_reallocated(rt: Rt) {
     let (server, addr, task) = start(
         rt,
@@ -398,9 +476,11 @@ tests!(
         max_connections_refused, evict_oldest, partial_frame_timeout, idle_timeout,
         buffers_released_and_reallocated, graceful_shutdown_in_flight, writes_seen_by_another_client,
         allow_list, port_in_use, defer_start_and_stop_from_another_thread, server_close_before_serving,
-        start_tcp_server_on_its_own_thread, rtu_framing_over_tcp;
+        start_tcp_server_on_its_own_thread, rtu_framing_over_tcp, partial_frame_timeout_after_traffic,
+        idle_timeout_moves_with_traffic, shutdown_closes_silent_connections;
     async_std: round_trips, pipelining, graceful_shutdown_in_flight, one_byte_at_a_time, hundred_clients,
-        defer_start_and_stop_from_another_thread, max_connections_refused
+        defer_start_and_stop_from_another_thread, max_connections_refused, partial_frame_timeout_after_traffic,
+        idle_timeout_moves_with_traffic, shutdown_closes_silent_connections
 );
 
 /// No executor at all: `serve_forever` and the client are zipped in one `block_on`.
