@@ -491,6 +491,23 @@ fn file(path: &str, bytes: impl Into<Body>) -> Response {
         .into_response()
 }
 
+/// Decodes `%XX` escapes of a URL path; `None` for a bad escape or bytes
+/// that are not UTF-8.
+fn percent_decode(path: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut bytes = path.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = char::from(bytes.next()?).to_digit(16)?;
+            let lo = char::from(bytes.next()?).to_digit(16)?;
+            out.push(u8::try_from(hi * 16 + lo).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The web page: built in, or the files of `--web-app-path`.
 async fn static_files(State(inner): Shared, method: Method, uri: Uri) -> ApiResult {
     let path = uri.path();
@@ -513,13 +530,15 @@ async fn static_files(State(inner): Shared, method: Method, uri: Uri) -> ApiResu
             _ => Err(not_found(format!("no file {path}"))),
         },
         Some(dir) => {
+            // Checked after decoding: `%2e%2e` is `..` to the file system too.
+            let rel = percent_decode(rel).ok_or_else(|| bad(format!("bad path {path}")))?;
             if rel
                 .split('/')
-                .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\\'))
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.contains(['\\', '\0']))
             {
                 return Err(bad(format!("bad path {path}")));
             }
-            let full = dir.join(rel);
+            let full = dir.join(&rel);
             let full = if full.is_dir() { full.join("index.html") } else { full };
             let name = full.to_string_lossy().into_owned();
             match tokio::task::spawn_blocking(move || std::fs::read(full)).await {

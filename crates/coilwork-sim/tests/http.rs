@@ -710,6 +710,7 @@ fn web_page_built_in_and_user_directory() {
         std::fs::write(dir.join("index.html"), "<p>mine</p>").unwrap();
         std::fs::write(dir.join("sub/x.js"), "let x = 1;").unwrap();
         let mut options = SimulatorOptions::default();
+        let dir_copy = dir.clone();
         options.web_app_path = Some(dir);
         let s = sim_with(options).await;
         let (st, ctype, body) = s.raw("GET", "/", None, false).await;
@@ -731,8 +732,20 @@ fn web_page_built_in_and_user_directory() {
             "bad path /sub/../../etc/passwd",
         )
         .await;
-        // Not decoded: no such file.
-        s.refused("GET", "/sub/%2e%2e/index.html", None, 404, "no file").await;
+        // Decoded before the checks: an escaped `..` is refused, an escaped
+        // name is found, a bad escape is refused.
+        s.refused(
+            "GET",
+            "/sub/%2e%2e/index.html",
+            None,
+            400,
+            "bad path /sub/%2e%2e/index.html",
+        )
+        .await;
+        std::fs::write(dir_copy.join("sub/a b.js"), "let y = 2;").unwrap();
+        let (st, _, body) = s.raw("GET", "/sub/a%20b.js", None, false).await;
+        assert_eq!((st, body.as_str()), (200, "let y = 2;"));
+        s.refused("GET", "/sub/%zz.js", None, 400, "bad path /sub/%zz.js").await;
         // The API stays.
         assert_eq!(s.get("/api/server").await["modbus"]["running"], true);
         s.handle.shutdown().await;
