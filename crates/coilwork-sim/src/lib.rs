@@ -603,7 +603,8 @@ impl Inner {
                     None => Self::resolve(host, *port).await?,
                 };
                 if tls.is_server_only() {
-                    self.monitor.log(
+                    // The page's log only: the TLS server warns on stderr itself.
+                    self.monitor.remember(
                         "warn",
                         format!(
                             "server_list.{}: TLS without client certificates (no cafile): \

@@ -376,6 +376,12 @@ impl Monitor {
             "warn" => tracing::warn!("{message}"),
             _ => tracing::info!("{message}"),
         }
+        self.remember(level, message);
+    }
+
+    /// Adds an entry to the web page's log only (for what the server already
+    /// reported on stderr).
+    pub fn remember(&self, level: &'static str, message: String) {
         let entry = LogEntry {
             seq: self.log_seq.fetch_add(1, Ordering::Relaxed) + 1,
             time: now(),
