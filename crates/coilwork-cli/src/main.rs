@@ -70,6 +70,43 @@ struct SimulateArgs {
     /// Serve this directory's files as the web page instead of the built-in one (the API stays).
     #[arg(long = "web-app-path", visible_alias = "web_app_path", value_name = "DIR")]
     web_app_path: Option<std::path::PathBuf>,
+    /// Log level on stderr, as pymodbus's simulator (`RUST_LOG`, if set, wins).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    log: Option<LogLevel>,
+    /// pymodbus's Python module of custom actions: not supported (refused with a message).
+    #[arg(
+        long = "custom-actions-module",
+        visible_alias = "custom_actions_module",
+        value_name = "MODULE"
+    )]
+    custom_actions_module: Option<String>,
+}
+
+/// Log levels of pymodbus's `--log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogLevel {
+    /// Errors only (tracing has no separate critical level).
+    Critical,
+    /// Errors.
+    Error,
+    /// Warnings and errors.
+    Warning,
+    /// Informational messages too.
+    Info,
+    /// Everything, for debugging.
+    Debug,
+}
+
+impl LogLevel {
+    /// The `tracing` filter for this level.
+    fn filter(self) -> &'static str {
+        match self {
+            LogLevel::Critical | LogLevel::Error => "error",
+            LogLevel::Warning => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -431,6 +468,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
 async fn simulate(args: SimulateArgs) -> Result<(), String> {
     use coilwork_sim::{Simulator, SimulatorOptions};
+    if let Some(module) = &args.custom_actions_module {
+        return Err(format!(
+            "--custom_actions_module {module}: custom actions are Python code, which coilwork cannot load; \
+             use the built-in actions (increment, random, timestamp, reset, uptime), or register a Rust action \
+             with coilwork-sim's SimulatorOptions::action"
+        ));
+    }
     let mut options = SimulatorOptions::default();
     options.modbus_server = args.modbus_server;
     options.modbus_device = args.modbus_device;
@@ -461,9 +505,10 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn init_logging() {
+fn init_logging(level: Option<LogLevel>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let default = level.map_or("warn", LogLevel::filter);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -513,9 +558,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging();
-    raise_descriptor_limit();
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    init_logging(match &command {
+        Command::Simulate(args) => args.log,
+        Command::Serve(_) => None,
+    });
+    raise_descriptor_limit();
     let threads = cli
         .threads
         .map(usize::from)

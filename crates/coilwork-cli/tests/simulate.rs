@@ -133,3 +133,42 @@ fn simulate_without_arguments_uses_the_built_in_configuration() {
         "{page}"
     );
 }
+
+#[test]
+fn simulate_log_level_as_pymodbus() {
+    // `--log debug` shows debug lines; without it only warnings would show.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--log", "debug", "--http-port", "0"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coilwork");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let _running = Running(child);
+    let debug_line = (0..50)
+        .filter_map(|_| rx.recv_timeout(Duration::from_secs(20)).ok())
+        .find(|l| l.contains("DEBUG"));
+    assert!(debug_line.is_some(), "no DEBUG line on stderr with --log debug");
+}
+
+#[test]
+fn simulate_refuses_a_python_custom_actions_module() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--custom_actions_module", "my_actions"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("--custom_actions_module my_actions") && err.contains("Python"),
+        "{err}"
+    );
+}
