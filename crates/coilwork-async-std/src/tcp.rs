@@ -19,7 +19,9 @@ use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use async_io::{Async, Timer};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
+use coilwork_core::{
+    Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig, StreamTimeouts, Transport,
+};
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -639,19 +641,17 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
     // The last read came back short (or would block): wait for readiness
     // before the next read. A new connection starts so, without a buffer.
     let mut drained = true;
-    let mut last_rx = Instant::now();
-    let mut partial_since: Option<Instant> = None;
-    let mut holding = false;
+    let mut timeouts = StreamTimeouts::new(
+        StreamTimeoutConfig {
+            partial_frame: cfg.partial_frame_timeout,
+            idle: cfg.idle_timeout,
+            release_buffers_after: cfg.release_buffers_after,
+        },
+        Instant::now(),
+    );
 
     loop {
-        let partial_deadline = partial_since.zip(cfg.partial_frame_timeout).map(|(t, d)| t + d);
-        let idle_deadline = cfg.idle_timeout.map(|d| last_rx + d);
-        let release_deadline = holding.then(|| last_rx + cfg.release_buffers_after);
-        let deadline = [partial_deadline, idle_deadline, release_deadline]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(d) = deadline
+        if let Some(d) = timeouts.next_deadline()
             && armed.is_none_or(|a| a > d)
         {
             timer.get_or_insert_with(|| Box::new(Timer::never())).set_at(d);
@@ -705,19 +705,18 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
                 return Close::IoError;
             }
             Event::Read(Ok(n)) => {
-                last_rx = Instant::now();
-                holding = true;
+                let now = Instant::now();
                 // A short read took everything there was.
                 drained = n < buf.len();
                 let conn = conn.get_or_insert_with(|| new_connection(ctx, &mut tls_role));
                 let before = conn.buffered_len();
-                let input = conn.handle_input(last_rx, buf.get(..n).unwrap_or(&[]));
+                let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
+                timeouts.on_input(now, conn, before, n);
                 if !drained && buf.len() < cfg.read_buffer_size {
                     // The buffer filled up: more is coming, read it in bigger gulps.
                     buf.resize(cfg.read_buffer_size, 0);
                 }
-                let answered = conn.has_output();
-                if answered && write_output(stream, conn).await.is_err() {
+                if conn.has_output() && write_output(stream, conn).await.is_err() {
                     return Close::IoError;
                 }
                 if let Err(e) = input {
@@ -725,34 +724,30 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
                     ctx.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                     return Close::BadFrame;
                 }
-                if !conn.has_partial_frame() {
-                    partial_since = None;
-                } else if partial_since.is_none() || answered || conn.buffered_len() < before.saturating_add(n) {
-                    // A new partial frame starts (older frames were used up).
-                    partial_since = Some(last_rx);
-                }
             }
             Event::Timer => {
                 armed = None;
-                let now = Instant::now();
-                if partial_deadline.is_some_and(|d| d <= now) {
-                    if let Some(conn) = conn.as_mut() {
-                        debug!(peer = %ctx.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                        conn.discard_partial_frame();
+                match timeouts.on_deadline(Instant::now()) {
+                    Some(Expired::PartialFrame) => {
+                        if let Some(conn) = conn.as_mut() {
+                            debug!(peer = %ctx.peer, buffered = conn.buffered_len(), "partial frame timed out");
+                            conn.discard_partial_frame();
+                        }
+                        ctx.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Close::PartialTimeout;
                     }
-                    ctx.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Close::PartialTimeout;
-                }
-                if idle_deadline.is_some_and(|d| d <= now) {
-                    ctx.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Close::IdleTimeout;
-                }
-                if release_deadline.is_some_and(|d| d <= now) {
-                    if let Some(conn) = conn.as_mut() {
-                        conn.release_idle_buffers();
+                    Some(Expired::Idle) => {
+                        ctx.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Close::IdleTimeout;
                     }
-                    buf = Vec::new();
-                    holding = false;
+                    Some(Expired::ReleaseBuffers) => {
+                        if let Some(conn) = conn.as_mut() {
+                            conn.release_idle_buffers();
+                        }
+                        buf = Vec::new();
+                    }
+                    // Fired early (re-armed at the next deadline).
+                    None => {}
                 }
             }
         }

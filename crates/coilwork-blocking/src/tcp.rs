@@ -40,7 +40,9 @@ use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
+use coilwork_core::{
+    Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig, StreamTimeouts, Transport,
+};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -648,9 +650,14 @@ impl ConnThread {
         let poll = cfg.poll_interval.max(Duration::from_millis(1));
         let mut timeout_set: Option<Duration> = None;
         let mut buf: Vec<u8> = Vec::new();
-        let mut last_rx = Instant::now();
-        let mut partial_since: Option<Instant> = None;
-        let mut holding = false;
+        let mut timeouts = StreamTimeouts::new(
+            StreamTimeoutConfig {
+                partial_frame: cfg.partial_frame_timeout,
+                idle: cfg.idle_timeout,
+                release_buffers_after: cfg.release_buffers_after,
+            },
+            Instant::now(),
+        );
         loop {
             if self.guard.slot.close.load(Ordering::Acquire) {
                 return Close::Evicted;
@@ -660,34 +667,24 @@ impl ConnThread {
                 return Close::Shutdown;
             }
             let now = Instant::now();
-            let partial_deadline = partial_since
-                .zip(cfg.partial_frame_timeout)
-                .and_then(|(t, d)| t.checked_add(d));
-            let idle_deadline = cfg.idle_timeout.and_then(|d| last_rx.checked_add(d));
-            let release_deadline = if holding {
-                last_rx.checked_add(cfg.release_buffers_after)
-            } else {
-                None
-            };
-            if partial_deadline.is_some_and(|d| d <= now) {
-                debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                conn.discard_partial_frame();
-                self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-                return Close::PartialTimeout;
+            match timeouts.on_deadline(now) {
+                Some(Expired::PartialFrame) => {
+                    debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
+                    conn.discard_partial_frame();
+                    self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Close::PartialTimeout;
+                }
+                Some(Expired::Idle) => {
+                    self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Close::IdleTimeout;
+                }
+                Some(Expired::ReleaseBuffers) => {
+                    conn.release_idle_buffers();
+                    buf = Vec::new();
+                }
+                None => {}
             }
-            if idle_deadline.is_some_and(|d| d <= now) {
-                self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                return Close::IdleTimeout;
-            }
-            if release_deadline.is_some_and(|d| d <= now) {
-                conn.release_idle_buffers();
-                buf = Vec::new();
-                holding = false;
-            }
-            let deadline = [partial_deadline, idle_deadline, release_deadline]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = timeouts.next_deadline();
             let timeout = net::read_timeout(now, deadline, poll);
             if timeout_set != Some(timeout) {
                 if let Err(e) = stream.socket().set_read_timeout(Some(timeout)) {
@@ -708,24 +705,17 @@ impl ConnThread {
                     return Close::IoError;
                 }
             };
-            last_rx = Instant::now();
-            holding = true;
+            let now = Instant::now();
             let before = conn.buffered_len();
-            let input = conn.handle_input(last_rx, buf.get(..n).unwrap_or(&[]));
-            let answered = conn.has_output();
-            if answered && write_output(stream, &mut conn).is_err() {
+            let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
+            timeouts.on_input(now, &conn, before, n);
+            if conn.has_output() && write_output(stream, &mut conn).is_err() {
                 return Close::IoError;
             }
             if let Err(e) = input {
                 debug!(peer = %self.peer, error = %e, "closing connection: bad frame");
                 self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                 return Close::BadFrame;
-            }
-            if !conn.has_partial_frame() {
-                partial_since = None;
-            } else if partial_since.is_none() || answered || conn.buffered_len() < before.saturating_add(n) {
-                // A new partial frame starts (older frames were used up).
-                partial_since = Some(last_rx);
             }
         }
     }

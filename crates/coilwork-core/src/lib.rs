@@ -13,7 +13,9 @@
 //!   device context and server context;
 //! - [`engine`]: executes requests against storage in the spec's validation
 //!   order, with identity, diagnostics, hooks and custom function codes;
-//! - [`connection`]: the per-connection state machine an adapter drives.
+//! - [`connection`]: the per-connection state machine an adapter drives;
+//! - [`timeouts`]: a stream connection's partial-frame, idle and
+//!   buffer-release deadlines.
 //!
 //! Addresses are zero-based protocol addresses unless a device is built in
 //! one-based mode (pymodbus's `zero_mode=False`).
@@ -33,6 +35,7 @@ pub mod pdu;
 #[cfg(feature = "mbaps")]
 pub mod security;
 pub mod storage;
+pub mod timeouts;
 
 pub use address::AddressRange;
 pub use connection::{Connection, ConnectionConfig};
@@ -43,3 +46,4 @@ pub use frame::Framing;
 pub use function::FunctionCode;
 pub use identity::Identity;
 pub use storage::{RequestContext, Storage, Table, Transport};
+pub use timeouts::{Expired, StreamTimeoutConfig, StreamTimeouts};

@@ -14,7 +14,9 @@ use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
+use coilwork_core::{
+    Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig, StreamTimeouts, Transport,
+};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{ErrorKind, Read};
@@ -587,16 +589,21 @@ impl ConnTask {
         };
         let mut slot: Option<Box<Connection>> = None;
         let mut buf: Vec<u8> = Vec::new();
-        let mut last_rx = Instant::now();
-        let mut partial_since: Option<Instant> = None;
-        let mut holding = false;
+        let mut timeouts = StreamTimeouts::new(
+            StreamTimeoutConfig {
+                partial_frame: cfg.partial_frame_timeout,
+                idle: cfg.idle_timeout,
+                release_buffers_after: cfg.release_buffers_after,
+            },
+            Instant::now().into_std(),
+        );
         // One timer for the whole connection, moved lazily: it stays armed at
         // or before the earliest deadline and is re-armed when it fires early,
         // so a busy connection touches the timer wheel about once a second,
         // not once per request.
         // Boxed and made when first armed, like the connection state.
         let mut timer: Option<Pin<Box<Sleep>>> = None;
-        let mut armed: Option<Instant> = None;
+        let mut armed: Option<std::time::Instant> = None;
         // Registered once, polled only while the connection waits.
         let cancelled = self.token.cancelled();
         tokio::pin!(cancelled);
@@ -609,19 +616,13 @@ impl ConnTask {
                 }
                 return reason;
             }
-            let partial_deadline = partial_since.zip(cfg.partial_frame_timeout).map(|(t, d)| t + d);
-            let idle_deadline = cfg.idle_timeout.map(|d| last_rx + d);
-            let release_deadline = holding.then(|| last_rx + cfg.release_buffers_after);
-            let deadline = [partial_deadline, idle_deadline, release_deadline]
-                .into_iter()
-                .flatten()
-                .min();
-            if let Some(d) = deadline
+            if let Some(d) = timeouts.next_deadline()
                 && armed.is_none_or(|a| a > d)
             {
+                let at = Instant::from_std(d);
                 match timer.as_mut() {
-                    Some(t) => t.as_mut().reset(d),
-                    None => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+                    Some(t) => t.as_mut().reset(at),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(at))),
                 }
                 armed = Some(d);
             }
@@ -636,14 +637,13 @@ impl ConnTask {
                             return Close::IoError;
                         }
                     };
-                    last_rx = Instant::now();
+                    let now = Instant::now().into_std();
                     self.stats.bytes_in.add(self.id, n);
-                    holding = true;
                     let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
                     let before = conn.buffered_len();
-                    let input = conn.handle_input(last_rx.into_std(), buf.get(..n).unwrap_or(&[]));
-                    let answered = conn.has_output();
-                    if answered && write_output(stream, conn, &self.stats, self.id).await.is_err() {
+                    let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
+                    timeouts.on_input(now, conn, before, n);
+                    if conn.has_output() && write_output(stream, conn, &self.stats, self.id).await.is_err() {
                         return Close::IoError;
                     }
                     if let Err(e) = input {
@@ -651,37 +651,33 @@ impl ConnTask {
                         self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                         return Close::BadFrame;
                     }
-                    if !conn.has_partial_frame() {
-                        partial_since = None;
-                    } else if partial_since.is_none() || answered || conn.buffered_len() < before + n {
-                        // A new partial frame starts (older frames were used up).
-                        partial_since = Some(last_rx);
-                    }
                 }
                 // Checked at the top of the loop.
                 () = &mut cancelled => {}
                 () = std::future::poll_fn(|cx| timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))),
                     if armed.is_some() => {
                     armed = None;
-                    let now = Instant::now();
-                    if partial_deadline.is_some_and(|d| d <= now) {
-                        if let Some(conn) = slot.as_mut() {
-                            debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                            conn.discard_partial_frame();
+                    match timeouts.on_deadline(Instant::now().into_std()) {
+                        Some(Expired::PartialFrame) => {
+                            if let Some(conn) = slot.as_mut() {
+                                debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
+                                conn.discard_partial_frame();
+                            }
+                            self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+                            return Close::PartialTimeout;
                         }
-                        self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Close::PartialTimeout;
-                    }
-                    if idle_deadline.is_some_and(|d| d <= now) {
-                        self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Close::IdleTimeout;
-                    }
-                    if release_deadline.is_some_and(|d| d <= now) {
-                        if let Some(conn) = slot.as_mut() {
-                            conn.release_idle_buffers();
+                        Some(Expired::Idle) => {
+                            self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                            return Close::IdleTimeout;
                         }
-                        buf = Vec::new();
-                        holding = false;
+                        Some(Expired::ReleaseBuffers) => {
+                            if let Some(conn) = slot.as_mut() {
+                                conn.release_idle_buffers();
+                            }
+                            buf = Vec::new();
+                        }
+                        // Fired early (re-armed at the next deadline).
+                        None => {}
                     }
                 }
             }
@@ -797,6 +793,7 @@ mod tests {
             .expect("connect");
         let future = task.run(stream, Arc::new(PlainTcp));
         let size = std::mem::size_of_val(&future);
+        println!("connection task future: {size} bytes");
         assert!(size <= 1024, "connection task future grew to {size} bytes");
     }
 }
