@@ -77,6 +77,37 @@ pub(crate) fn decode_be(bytes: &[u8], out: &mut [u16]) {
 /// Most registers one request reads or writes (FC3/FC4: 125; FC16: 123).
 const MAX_REGISTERS: usize = 125;
 
+/// Reads `out.len() / 2` registers with `read` into a stack buffer and
+/// writes them big-endian into `out`: the default of every `*_be` read.
+/// 04 for an odd length or more than 125 registers.
+pub(crate) fn read_be_with(
+    out: &mut [u8],
+    read: impl FnOnce(&mut [u16]) -> Result<(), ExceptionCode>,
+) -> Result<(), ExceptionCode> {
+    let mut buf = [0u16; MAX_REGISTERS];
+    let regs = be_len(out.len())
+        .and_then(|n| buf.get_mut(..n))
+        .ok_or(ExceptionCode::ServerDeviceFailure)?;
+    read(regs)?;
+    encode_be(regs, out);
+    Ok(())
+}
+
+/// Decodes the big-endian registers of `bytes` into a stack buffer and
+/// hands them to `write`: the default of every `*_be` write. 04 for an odd
+/// length or more than 125 registers.
+pub(crate) fn write_be_with(
+    bytes: &[u8],
+    write: impl FnOnce(&[u16]) -> Result<(), ExceptionCode>,
+) -> Result<(), ExceptionCode> {
+    let mut buf = [0u16; MAX_REGISTERS];
+    let regs = be_len(bytes.len())
+        .and_then(|n| buf.get_mut(..n))
+        .ok_or(ExceptionCode::ServerDeviceFailure)?;
+    decode_be(bytes, regs);
+    write(regs)
+}
+
 /// Storage for one table (or several sharing it). All methods are all-or-nothing.
 pub trait DataBlock: Send + Sync {
     /// Reads `out.len()` values from `start`; 02 if any address is undefined.
@@ -88,13 +119,7 @@ pub trait DataBlock: Send + Sync {
     /// [`DataBlock::read_registers`] and encodes; blocks override it to
     /// encode straight from their storage.
     fn read_registers_be(&self, start: u16, out: &mut [u8]) -> Result<(), ExceptionCode> {
-        let mut buf = [0u16; MAX_REGISTERS];
-        let regs = be_len(out.len())
-            .and_then(|n| buf.get_mut(..n))
-            .ok_or(ExceptionCode::ServerDeviceFailure)?;
-        self.read_registers(start, regs)?;
-        encode_be(regs, out);
-        Ok(())
+        read_be_with(out, |regs| self.read_registers(start, regs))
     }
     /// Writes the big-endian values in `bytes` (the data of an FC16
     /// request: `bytes.len() / 2` values, at most 125) from `start`, all or
@@ -102,12 +127,7 @@ pub trait DataBlock: Send + Sync {
     /// and calls [`DataBlock::write_registers`]; blocks override it to
     /// decode straight into their storage.
     fn write_registers_be(&self, start: u16, bytes: &[u8]) -> Result<(), ExceptionCode> {
-        let mut buf = [0u16; MAX_REGISTERS];
-        let regs = be_len(bytes.len())
-            .and_then(|n| buf.get_mut(..n))
-            .ok_or(ExceptionCode::ServerDeviceFailure)?;
-        decode_be(bytes, regs);
-        self.write_registers(start, regs)
+        write_be_with(bytes, |regs| self.write_registers(start, regs))
     }
 
     /// Reads `out.len()` values from `start` as bits (`!= 0`).

@@ -120,13 +120,7 @@ pub trait Storage: Send + Sync {
         start: u16,
         out: &mut [u8],
     ) -> Result<(), ExceptionCode> {
-        let mut buf = [0u16; 125];
-        let regs = block::be_len(out.len())
-            .and_then(|n| buf.get_mut(..n))
-            .ok_or(ExceptionCode::ServerDeviceFailure)?;
-        self.read_holding_registers(ctx, start, regs)?;
-        block::encode_be(regs, out);
-        Ok(())
+        block::read_be_with(out, |regs| self.read_holding_registers(ctx, start, regs))
     }
 
     /// [`Storage::read_holding_registers_be`] for the input registers (FC4):
@@ -137,13 +131,7 @@ pub trait Storage: Send + Sync {
         start: u16,
         out: &mut [u8],
     ) -> Result<(), ExceptionCode> {
-        let mut buf = [0u16; 125];
-        let regs = block::be_len(out.len())
-            .and_then(|n| buf.get_mut(..n))
-            .ok_or(ExceptionCode::ServerDeviceFailure)?;
-        self.read_input_registers(ctx, start, regs)?;
-        block::encode_be(regs, out);
-        Ok(())
+        block::read_be_with(out, |regs| self.read_input_registers(ctx, start, regs))
     }
 
     /// Writes `values` to the coils from `start`, all or nothing.
@@ -168,12 +156,7 @@ pub trait Storage: Send + Sync {
         start: u16,
         bytes: &[u8],
     ) -> Result<(), ExceptionCode> {
-        let mut buf = [0u16; 125];
-        let regs = block::be_len(bytes.len())
-            .and_then(|n| buf.get_mut(..n))
-            .ok_or(ExceptionCode::ServerDeviceFailure)?;
-        block::decode_be(bytes, regs);
-        self.write_holding_registers(ctx, start, regs)
+        block::write_be_with(bytes, |regs| self.write_holding_registers(ctx, start, regs))
     }
 
     /// FC22: sets register `address` to `(current & and_mask) | (or_mask & !and_mask)`
