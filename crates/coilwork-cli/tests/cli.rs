@@ -8,6 +8,29 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_coilwork");
 
+/// Starts `command` with its stdout piped; returns it with its first stdout
+/// line (the listening line). Kills it and fails if none comes in 20 s.
+fn start_announced(command: &mut Command) -> (Child, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn coilwork");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("no listening line");
+    };
+    (child, line)
+}
+
 /// Waits for the child to exit, killing it after `limit`.
 fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     let t0 = Instant::now();
@@ -63,27 +86,8 @@ fn call(stream: &mut TcpStream, tid: u16, pdu: &[u8]) -> Vec<u8> {
 
 #[test]
 fn serves_tcp_and_exits_zero_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--address", "127.0.0.1:0", "--vendor-name", "acme"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn coilwork");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(line) => line,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("no listening line");
-        }
-    };
+    let (mut child, line) =
+        start_announced(Command::new(BIN).args(["serve", "--address", "127.0.0.1:0", "--vendor-name", "acme"]));
     let prefix = "coilwork: serving Modbus/TCP on ";
     assert!(line.starts_with(prefix), "listening line: {line:?}");
     assert!(line.trim_end().ends_with(" (units: all)"), "listening line: {line:?}");
@@ -165,24 +169,15 @@ fn serves_rtu_on_a_pty_and_exits_zero_on_sigterm() {
         .block_on(async { tokio_serial::SerialStream::pair() })
         .expect("pty pair");
     let path = slave.name().expect("pty path");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--transport", "serial", "--port", &path, "--baudrate", "9600"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn coilwork");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-        let _ = child.kill();
-        panic!("no listening line");
-    };
+    let (mut child, line) = start_announced(Command::new(BIN).args([
+        "serve",
+        "--transport",
+        "serial",
+        "--port",
+        &path,
+        "--baudrate",
+        "9600",
+    ]));
     assert_eq!(
         line.trim_end(),
         format!("coilwork: serving Modbus RTU on {path} at 9600 8E1 (units: all)")
@@ -226,32 +221,15 @@ fn no_subcommand_takes_serve_flags() {
 
 #[test]
 fn serves_udp_and_exits_zero_on_sigint() {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--transport",
-            "udp",
-            "--address",
-            "127.0.0.1:0",
-            "--units",
-            "1,2",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn coilwork");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-        let _ = child.kill();
-        panic!("no listening line");
-    };
+    let (mut child, line) = start_announced(Command::new(BIN).args([
+        "serve",
+        "--transport",
+        "udp",
+        "--address",
+        "127.0.0.1:0",
+        "--units",
+        "1,2",
+    ]));
     let prefix = "coilwork: serving Modbus/UDP on ";
     assert!(line.starts_with(prefix), "{line:?}");
     assert!(line.trim_end().ends_with(" (units: 1,2)"), "{line:?}");
@@ -303,27 +281,10 @@ fn serves_more_clients_than_the_inherited_descriptor_limit() {
     }
     // Started with a soft limit of 256 descriptors: 400 clients only fit if
     // the server raises its own limit.
-    let mut child = Command::new("bash")
-        .args([
-            "-c",
-            &format!("ulimit -Sn 256 && exec {BIN} serve --address 127.0.0.1:0"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn coilwork");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-        let _ = child.kill();
-        panic!("no listening line");
-    };
+    let (mut child, line) = start_announced(Command::new("bash").args([
+        "-c",
+        &format!("ulimit -Sn 256 && exec {BIN} serve --address 127.0.0.1:0"),
+    ]));
     let addr = line
         .trim_end()
         .strip_prefix("coilwork: serving Modbus/TCP on ")
