@@ -312,24 +312,32 @@ fn framing_label(transport: &str, framer: FramerArg) -> String {
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-async fn termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+#[cfg(unix)]
+fn termination() -> impl std::future::Future<Output = ()> + Send {
+    // Registered now, not when first polled: a signal sent right after the
+    // listening line is announced must not kill the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn termination() -> impl std::future::Future<Output = ()> + Send {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -342,8 +350,9 @@ fn announce(line: &str) {
 
 /// Stops `handle` on SIGINT or SIGTERM.
 fn stop_on_signal(handle: ServerHandle) {
+    let termination = termination();
     tokio::spawn(async move {
-        termination().await;
+        termination.await;
         tracing::debug!("signal received: shutting down");
         handle.stop();
     });
@@ -410,11 +419,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 ParityArg::Odd => 'O',
             };
             let kind = if framer == FramerArg::Ascii { "ASCII" } else { "RTU" };
+            stop_on_signal(server.handle());
             announce(&format!(
                 "coilwork: serving Modbus {kind} on {port} at {} {}{parity_char}{} (units: {units})",
                 args.baudrate, args.bytesize, args.stopbits
             ));
-            stop_on_signal(server.handle());
             server.serve_forever().await.map_err(|e| e.to_string())
         }
         TransportArg::Udp => {
@@ -424,11 +433,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let server = UdpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
+            stop_on_signal(server.handle());
             announce(&format!(
                 "coilwork: serving {} on {addr} (units: {units})",
                 framing_label(transport, framer)
             ));
-            stop_on_signal(server.handle());
             server.serve_forever().await.map_err(|e| e.to_string())
         }
         TransportArg::Tls => {
@@ -443,8 +452,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             config.tcp.backlog = args.backlog;
             let server = TlsServer::new(engine, config, tls);
             let addr = server.bind().map_err(|e| e.to_string())?;
-            announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
             stop_on_signal(server.handle());
+            announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
             server.serve_forever().await.map_err(|e| e.to_string())
         }
         TransportArg::Tcp => {
@@ -456,11 +465,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let server = TcpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
+            stop_on_signal(server.handle());
             announce(&format!(
                 "coilwork: serving {} on {addr} (units: {units})",
                 framing_label(transport, framer)
             ));
-            stop_on_signal(server.handle());
             server.serve_forever().await.map_err(|e| e.to_string())
         }
     }
@@ -487,6 +496,7 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     let handle = sim.start().await.map_err(|e| e.to_string())?;
+    let termination = termination();
     announce(&format!(
         "coilwork: simulating device {:?} (server {:?}): serving {}",
         sim.device_name(),
@@ -498,7 +508,7 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     }
     let stopper = handle.clone();
     tokio::spawn(async move {
-        termination().await;
+        termination.await;
         stopper.stop();
     });
     handle.stopped().await;
