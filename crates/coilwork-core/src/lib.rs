@@ -15,7 +15,8 @@
 //!   order, with identity, diagnostics, hooks and custom function codes;
 //! - [`connection`]: the per-connection state machine an adapter drives;
 //! - [`timeouts`]: a stream connection's partial-frame, idle and
-//!   buffer-release deadlines.
+//!   buffer-release deadlines;
+//! - [`close`]: a server's request that one connection close (stop, eviction).
 //!
 //! Addresses are zero-based protocol addresses unless a device is built in
 //! one-based mode (pymodbus's `zero_mode=False`).
@@ -23,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod address;
+pub mod close;
 pub mod connection;
 pub mod diagnostics;
 pub mod engine;
@@ -38,6 +40,7 @@ pub mod storage;
 pub mod timeouts;
 
 pub use address::AddressRange;
+pub use close::{CloseReason, CloseSignal};
 pub use connection::{Connection, ConnectionConfig};
 pub use engine::{Delivery, Engine, EngineBuilder, EngineOptions};
 pub use error::{ConfigError, ConnectionError, FrameError};
