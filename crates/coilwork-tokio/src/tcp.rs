@@ -15,7 +15,8 @@ use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{
-    Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig, StreamTimeouts, Transport,
+    CloseReason, CloseSignal, Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig,
+    StreamTimeouts, Transport,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,13 +25,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// What to do with a new client when `max_connections` are open.
@@ -202,11 +202,11 @@ impl TcpStats {
 /// read as proof the socket is drained, so a request costs one `recv`, not a
 /// second one that only says `EAGAIN`.
 pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Waits until a read can make progress (data, end of stream or an
+    /// Ready once a read can make progress (data, end of stream or an
     /// error), without a buffer: how a connection whose buffers were released
     /// waits.
-    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send;
-    /// After `readable`: whether a read would really return something
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// After `poll_readable`: whether a read would really return something
     /// (bytes, end of stream or an error) without taking it; `WouldBlock`
     /// (readiness cleared) if the stream only looked readable.
     fn has_input(&mut self) -> std::io::Result<()>;
@@ -216,8 +216,8 @@ pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
 }
 
 impl ConnStream for TcpStream {
-    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
-        TcpStream::readable(&*self)
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_read_ready(cx)
     }
 
     fn has_input(&mut self) -> std::io::Result<()> {
@@ -272,8 +272,8 @@ impl Upgrade for PlainTcp {
 }
 
 /// Open connections by id (ids grow, so the first is the oldest), each with
-/// the token that evicts it.
-type ConnTable = Mutex<BTreeMap<u64, CancellationToken>>;
+/// the signal that closes it (eviction or stop).
+type ConnTable = Mutex<BTreeMap<u64, Arc<CloseSignal>>>;
 
 /// A Modbus/TCP server over an [`Engine`].
 ///
@@ -412,7 +412,7 @@ impl TcpServer {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if let Some(token) = self.admit(&table, &stop, next_id, peer) {
+                        if let Some(signal) = self.admit(&table, next_id, peer) {
                             let conn = ConnTask {
                                 id: next_id,
                                 peer,
@@ -420,8 +420,7 @@ impl TcpServer {
                                 config: Arc::clone(&self.config),
                                 stats: Arc::clone(&self.stats),
                                 table: Arc::clone(&table),
-                                stop: stop.clone(),
-                                token,
+                                signal,
                             };
                             tasks.spawn(conn.run(stream, Arc::clone(&upgrade)));
                         }
@@ -438,6 +437,10 @@ impl TcpServer {
             }
         }
         drop(listener);
+        // Every open connection drains and closes (admitted ones only: no more accepts).
+        for signal in table.lock().unwrap_or_else(PoisonError::into_inner).values() {
+            signal.raise(CloseReason::Stop);
+        }
         let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -450,15 +453,9 @@ impl TcpServer {
         Ok(())
     }
 
-    /// Decides whether a new client is served; returns its token if so: a
-    /// child of `stop`, cancelled by a stop or by its own eviction.
-    fn admit(
-        &self,
-        table: &ConnTable,
-        stop: &CancellationToken,
-        id: u64,
-        peer: SocketAddr,
-    ) -> Option<CancellationToken> {
+    /// Decides whether a new client is served; returns its close signal if
+    /// so (raised by a stop or by its own eviction).
+    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<Arc<CloseSignal>> {
         if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
             debug!(%peer, "refused: not in the allow-list");
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -474,7 +471,7 @@ impl TcpServer {
                 }
                 OverflowPolicy::EvictOldest => {
                     if let Some((_, oldest)) = open.pop_first() {
-                        oldest.cancel();
+                        oldest.raise(CloseReason::Evict);
                         self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                     }
                     if open.len() >= self.config.max_connections {
@@ -484,11 +481,11 @@ impl TcpServer {
                 }
             }
         }
-        let token = stop.child_token();
-        open.insert(id, token.clone());
+        let signal = Arc::new(CloseSignal::new());
+        open.insert(id, Arc::clone(&signal));
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Some(token)
+        Some(signal)
     }
 }
 
@@ -522,10 +519,8 @@ struct ConnTask {
     config: Arc<TcpServerConfig>,
     stats: Arc<TcpStats>,
     table: Arc<ConnTable>,
-    /// The server's stop token.
-    stop: CancellationToken,
-    /// This connection's token: a child of `stop`, also cancelled to evict it.
-    token: CancellationToken,
+    /// Raised by the server to close this connection (stop or eviction).
+    signal: Arc<CloseSignal>,
 }
 
 impl ConnTask {
@@ -538,7 +533,7 @@ impl ConnTask {
         let upgraded = tokio::select! {
             biased;
             up = upgrade.upgrade(stream, peer) => up.ok_or(Close::Refused),
-            () = self.token.cancelled() => Err(self.cancel_reason()),
+            why = std::future::poll_fn(|cx| self.signal.poll(cx)) => Err(close_for(why)),
         };
         let reason = match upgraded {
             Ok((mut stream, role)) => {
@@ -561,15 +556,6 @@ impl ConnTask {
             .remove(&self.id);
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         debug!(%peer, ?reason, "connection closed");
-    }
-
-    /// Why this connection's token was cancelled.
-    fn cancel_reason(&self) -> Close {
-        if self.stop.is_cancelled() {
-            Close::Shutdown
-        } else {
-            Close::Evicted
-        }
     }
 
     async fn serve<S: ConnStream>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
@@ -604,18 +590,13 @@ impl ConnTask {
         // Boxed and made when first armed, like the connection state.
         let mut timer: Option<Pin<Box<Sleep>>> = None;
         let mut armed: Option<std::time::Instant> = None;
-        // Registered once, polled only while the connection waits.
-        let cancelled = self.token.cancelled();
-        tokio::pin!(cancelled);
+        // Not armed since it was last polled: it has no waker yet.
+        let mut timer_unpolled = false;
+        // The waker the close signal and the timer were last given. While a
+        // wait's waker is the same (a tokio task's always is), neither needs
+        // polling again: a pending future keeps its last waker.
+        let mut registered: Option<Waker> = None;
         loop {
-            if self.token.is_cancelled() {
-                let reason = self.cancel_reason();
-                if reason == Close::Shutdown {
-                    let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
-                    self.drain(stream, conn, &mut buf).await;
-                }
-                return reason;
-            }
             if let Some(d) = timeouts.next_deadline()
                 && armed.is_none_or(|a| a > d)
             {
@@ -625,10 +606,53 @@ impl ConnTask {
                     None => timer = Some(Box::pin(tokio::time::sleep_until(at))),
                 }
                 armed = Some(d);
+                timer_unpolled = true;
             }
-            tokio::select! {
-                biased;
-                read = read_some(stream, &mut buf, cfg.read_buffer_size) => {
+            // One wait: a read, the close signal or the timer. The read is
+            // polled first; the signal costs an atomic load. The timer is
+            // polled when it has no waker yet, when the waker changed, and on
+            // every poll of a wait but its first: a wait is polled again only
+            // after a wake, and the timer firing is one (a fire while the task
+            // ran also makes the scheduler poll it again).
+            let mut first_poll = true;
+            let event = std::future::poll_fn(|cx| {
+                if let Some(why) = self.signal.get() {
+                    return Poll::Ready(Event::Close(why));
+                }
+                if let Poll::Ready(read) = poll_read_some(stream, &mut buf, cfg.read_buffer_size, cx) {
+                    return Poll::Ready(Event::Read(read));
+                }
+                let fresh = registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker()));
+                if fresh {
+                    if let Some(why) = self.signal.register(cx.waker()) {
+                        return Poll::Ready(Event::Close(why));
+                    }
+                    registered = Some(cx.waker().clone());
+                }
+                let poll_timer = fresh || timer_unpolled || !first_poll;
+                first_poll = false;
+                if poll_timer
+                    && armed.is_some()
+                    && let Some(t) = timer.as_mut()
+                {
+                    timer_unpolled = false;
+                    if t.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Timer);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Close(why) => {
+                    let reason = close_for(why);
+                    if reason == Close::Shutdown {
+                        let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
+                        self.drain(stream, conn, &mut buf).await;
+                    }
+                    return reason;
+                }
+                Event::Read(read) => {
                     let n = match read {
                         Ok(0) => return Close::PeerClosed,
                         Ok(n) => n,
@@ -652,10 +676,7 @@ impl ConnTask {
                         return Close::BadFrame;
                     }
                 }
-                // Checked at the top of the loop.
-                () = &mut cancelled => {}
-                () = std::future::poll_fn(|cx| timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))),
-                    if armed.is_some() => {
+                Event::Timer => {
                     armed = None;
                     match timeouts.on_deadline(Instant::now().into_std()) {
                         Some(Expired::PartialFrame) => {
@@ -736,16 +757,39 @@ async fn write_output<S: AsyncWrite + Unpin>(
 
 /// Reads what has arrived into `buf`, first waiting (without a buffer) if
 /// the buffers were released; `Ok(0)` at the end of the stream.
-async fn read_some<S: ConnStream>(stream: &mut S, buf: &mut Vec<u8>, size: usize) -> std::io::Result<usize> {
+fn poll_read_some<S: ConnStream>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    size: usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
     while buf.is_empty() {
-        stream.readable().await?;
+        ready!(stream.poll_readable(cx))?;
         match stream.has_input() {
             Ok(()) => buf.resize(size.max(1), 0),
+            // Readiness cleared: poll again to wait for the next.
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
-    stream.read(buf).await
+    let mut read = ReadBuf::new(buf);
+    ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+    Poll::Ready(Ok(read.filled().len()))
+}
+
+/// What ended one wait of a connection.
+enum Event {
+    Read(std::io::Result<usize>),
+    Close(CloseReason),
+    Timer,
+}
+
+/// How a connection closed by its server's signal ends.
+fn close_for(why: CloseReason) -> Close {
+    match why {
+        CloseReason::Stop => Close::Shutdown,
+        CloseReason::Evict => Close::Evicted,
+    }
 }
 
 /// Binds `config.address` and serves `engine` on a spawned task; returns
@@ -776,7 +820,6 @@ mod tests {
     async fn an_idle_connection_task_stays_small() {
         let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
         let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
-        let stop = CancellationToken::new();
         let task = ConnTask {
             id: 0,
             peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1),
@@ -784,8 +827,7 @@ mod tests {
             config: Arc::new(TcpServerConfig::default()),
             stats: Arc::new(TcpStats::default()),
             table: Arc::new(Mutex::new(BTreeMap::new())),
-            stop: stop.clone(),
-            token: stop.child_token(),
+            signal: Arc::new(CloseSignal::new()),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let stream = TcpStream::connect(listener.local_addr().expect("addr"))

@@ -31,6 +31,7 @@ use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncBufRead;
 use tokio::net::TcpStream;
@@ -108,14 +109,14 @@ impl Upgrade for TlsUpgrade {
 }
 
 impl ConnStream for TlsStream<TcpStream> {
-    fn readable(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         // Plaintext, end of stream or an error is ready once rustls has it;
         // it stays buffered in rustls for the read that follows.
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_fill_buf(cx).map_ok(|_| ()))
+        Pin::new(&mut *self).poll_fill_buf(cx).map_ok(|_| ())
     }
 
     fn has_input(&mut self) -> std::io::Result<()> {
-        // `readable` returns only once rustls holds plaintext or the end.
+        // `poll_readable` is ready only once rustls holds plaintext or the end.
         Ok(())
     }
 

@@ -211,6 +211,25 @@ async fn partial_frame_timeout_drops_a_stalled_client() {
     stop(&server, task).await;
 }
 
+/// The partial-frame timer is armed while the connection is busy answering
+/// (a request and the start of the next arrive in one write): it must still fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_frame_after_an_answered_request_times_out() {
+    let (server, addr, task) = start(TcpServerConfig {
+        partial_frame_timeout: Some(Duration::from_millis(200)),
+        ..config()
+    });
+    let mut c = connect(addr).await;
+    let mut bytes = adu(1, 1, &fc3(0, 1));
+    bytes.extend_from_slice(&adu(2, 1, &fc3(0, 1))[..5]);
+    c.write_all(&bytes).await.unwrap();
+    let answer = read_answer(&mut c).await;
+    assert_eq!((answer.tid, answer.unit, answer.pdu), (1, 1, fc3_answer(&[0])));
+    assert!(closed_by_server(&mut c, STEP).await, "stalled client dropped");
+    assert_eq!(server.stats().partial_timeouts(), 1);
+    stop(&server, task).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_a_quiet_connection() {
     let (server, addr, task) = start(TcpServerConfig {
