@@ -590,7 +590,9 @@ impl ConnTask {
         // Boxed and made when first armed, like the connection state.
         let mut timer: Option<Pin<Box<Sleep>>> = None;
         let mut armed: Option<std::time::Instant> = None;
-        // Not armed since it was last polled: it has no waker yet.
+        // Poll the timer in the next wait even on its first poll: it was
+        // (re)armed since it was last polled, or its wake may have been taken
+        // by a read or a write.
         let mut timer_unpolled = false;
         // The waker the close signal and the timer were last given. While a
         // wait's waker is the same (a tokio task's always is), neither needs
@@ -662,13 +664,31 @@ impl ConnTask {
                         }
                     };
                     let now = Instant::now().into_std();
+                    // The timer may have fired and its wake gone to the poll
+                    // that returned this read: look at it in the next wait.
+                    if armed.is_some_and(|a| a <= now) {
+                        timer_unpolled = true;
+                    }
                     self.stats.bytes_in.add(self.id, n);
                     let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
                     let before = conn.buffered_len();
                     let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
                     timeouts.on_input(now, conn, before, n);
-                    if conn.has_output() && write_output(stream, conn, &self.stats, self.id).await.is_err() {
-                        return Close::IoError;
+                    if conn.has_output() {
+                        // A write that had to wait may have taken the timer's wake too.
+                        let mut waited = false;
+                        let write = write_output(stream, conn, &self.stats, self.id);
+                        tokio::pin!(write);
+                        let written = std::future::poll_fn(|cx| {
+                            let poll = write.as_mut().poll(cx);
+                            waited |= poll.is_pending();
+                            poll
+                        })
+                        .await;
+                        if written.is_err() {
+                            return Close::IoError;
+                        }
+                        timer_unpolled |= waited;
                     }
                     if let Err(e) = input {
                         debug!(peer = %self.peer, error = %e, "closing connection: bad frame");

@@ -230,6 +230,46 @@ async fn partial_frame_after_an_answered_request_times_out() {
     stop(&server, task).await;
 }
 
+/// The connection's timer fires while an answer waits for a client that does
+/// not read (its wake goes to the waiting write): once the client has read
+/// everything and gone quiet, the idle timeout must still close it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_after_answers_waited_for_the_client() {
+    let (server, addr, task) = start(TcpServerConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        release_buffers_after: Duration::from_millis(100),
+        ..config()
+    });
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let c = socket.connect(addr).await.unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    // 125-register answers (259 bytes each, 6 MB) fill the socket buffers while the client does not read.
+    const N: usize = 24_000;
+    let requests: Vec<u8> = (0..N).flat_map(|i| adu(i as u16, 1, &fc3(0, 125))).collect();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&requests).await.unwrap();
+        wr
+    });
+    // Past every deadline the timer had while the server's write waits.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut answers = vec![0u8; N * 259];
+    tokio::time::timeout(STEP * 4, tokio::io::AsyncReadExt::read_exact(&mut rd, &mut answers))
+        .await
+        .expect("answers in time")
+        .expect("answers");
+    assert_eq!(
+        &answers[(N - 1) * 259 + 7..][..2],
+        &[3, 250],
+        "the last answer is a whole FC3 answer"
+    );
+    let wr = writer.await.unwrap();
+    let mut c = rd.reunite(wr).unwrap();
+    assert!(closed_by_server(&mut c, STEP).await, "idle client dropped");
+    assert_eq!(server.stats().idle_timeouts(), 1);
+    stop(&server, task).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_a_quiet_connection() {
     let (server, addr, task) = start(TcpServerConfig {
