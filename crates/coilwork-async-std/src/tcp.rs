@@ -18,6 +18,7 @@ use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use async_io::{Async, Timer};
+use coilwork_core::close::{CloseReason, CloseSignal};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{
     Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig, StreamTimeouts, Transport,
@@ -25,15 +26,14 @@ use coilwork_core::{
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::task::AtomicWaker;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -216,48 +216,11 @@ impl ServedStream for Async<TcpStream> {
     }
 }
 
-/// Asks one connection to close: eviction or server stop (raised once).
-///
-/// Per connection, so a connection polls a cache line of its own (an atomic
-/// and an [`AtomicWaker`]), not a lock every connection shares.
-#[derive(Debug, Default)]
-struct Cut {
-    why: AtomicU8,
-    waker: AtomicWaker,
-}
-
-impl Cut {
-    const EVICT: u8 = 1;
-    const STOP: u8 = 2;
-
-    /// Raises the request (the first reason wins) and wakes the connection.
-    fn raise(&self, why: u8) {
-        let _ = self.why.compare_exchange(0, why, Ordering::AcqRel, Ordering::Acquire);
-        self.waker.wake();
-    }
-
-    /// The reason, once raised.
-    fn get(&self) -> Option<Close> {
-        match self.why.load(Ordering::Acquire) {
-            Self::EVICT => Some(Close::Evicted),
-            Self::STOP => Some(Close::Shutdown),
-            _ => None,
-        }
-    }
-
-    /// Ready with the reason once raised.
-    fn poll(&self, cx: &mut Context<'_>) -> Poll<Close> {
-        if let Some(why) = self.get() {
-            return Poll::Ready(why);
-        }
-        self.waker.register(cx.waker());
-        self.get().map_or(Poll::Pending, Poll::Ready)
-    }
-}
-
 /// Open connections by id (ids grow, so the first is the oldest), each with
-/// the switch that closes it. A map: a close removes in O(log n).
-type ConnTable = Mutex<BTreeMap<u64, Arc<Cut>>>;
+/// the signal that closes it. A map: a close removes in O(log n). Per
+/// connection, so a waiting connection loads an atomic of its own, not a
+/// lock every connection shares.
+type ConnTable = Mutex<BTreeMap<u64, Arc<CloseSignal>>>;
 
 /// A Modbus/TCP server over an [`Engine`], for async-std, smol or any executor.
 ///
@@ -413,14 +376,14 @@ impl TcpServer {
             match future::or(drive, future::or(stopped, accept)).await {
                 Event::Stop => {
                     // Every open connection drains and closes (admitted ones only: no more accepts).
-                    for cut in table.lock().unwrap_or_else(PoisonError::into_inner).values() {
-                        cut.raise(Cut::STOP);
+                    for signal in table.lock().unwrap_or_else(PoisonError::into_inner).values() {
+                        signal.raise(CloseReason::Stop);
                     }
                     break;
                 }
                 Event::Accepted(Ok((stream, peer))) => {
-                    if let Some(cut) = self.admit(&table, next_id, peer) {
-                        conns.push(self.connection(&table, next_id, peer, stream, cut, upgrade));
+                    if let Some(signal) = self.admit(&table, next_id, peer) {
+                        conns.push(self.connection(&table, next_id, peer, stream, signal, upgrade));
                     }
                     next_id = next_id.wrapping_add(1);
                 }
@@ -461,8 +424,8 @@ impl TcpServer {
         Ok(())
     }
 
-    /// Decides whether a new client is served; returns its close switch if so.
-    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<Arc<Cut>> {
+    /// Decides whether a new client is served; returns its close signal if so.
+    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<Arc<CloseSignal>> {
         if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
             debug!(%peer, "refused: not in the allow-list");
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -478,7 +441,7 @@ impl TcpServer {
                 }
                 OverflowPolicy::EvictOldest => {
                     if let Some((_, oldest)) = open.pop_first() {
-                        oldest.raise(Cut::EVICT);
+                        oldest.raise(CloseReason::Evict);
                         self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                     }
                     if open.len() >= self.config.max_connections {
@@ -488,11 +451,11 @@ impl TcpServer {
                 }
             }
         }
-        let cut = Arc::new(Cut::default());
-        open.insert(id, Arc::clone(&cut));
+        let signal = Arc::new(CloseSignal::new());
+        open.insert(id, Arc::clone(&signal));
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Some(cut)
+        Some(signal)
     }
 
     /// One accepted TCP connection, from accept to close.
@@ -502,7 +465,7 @@ impl TcpServer {
         id: u64,
         peer: SocketAddr,
         stream: Async<TcpStream>,
-        cut: Arc<Cut>,
+        signal: Arc<CloseSignal>,
         upgrade: &U,
     ) {
         // Leaves the table and the `active` count however the future ends (even when cut).
@@ -519,7 +482,7 @@ impl TcpServer {
         // comes now still drains (in `serve_stream`), as for any open connection.
         let upgraded = future::or(
             async { upgrade.upgrade(stream, peer).await.ok_or(Close::Refused) },
-            async { Err(future::poll_fn(|cx| cut.poll(cx)).await) },
+            async { Err(Close::from(future::poll_fn(|cx| signal.poll(cx)).await)) },
         )
         .await;
         let reason = match upgraded {
@@ -528,7 +491,7 @@ impl TcpServer {
                     engine: &self.engine,
                     config: &self.config,
                     stats: &self.stats,
-                    cut: &cut,
+                    signal: &signal,
                     peer,
                     transport: U::TRANSPORT,
                 };
@@ -584,12 +547,21 @@ enum Close {
     Refused,
 }
 
+impl From<CloseReason> for Close {
+    fn from(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::Stop => Self::Shutdown,
+            CloseReason::Evict => Self::Evicted,
+        }
+    }
+}
+
 /// What a connection loop needs from its server.
 struct StreamCtx<'a> {
     engine: &'a Arc<Engine>,
     config: &'a TcpServerConfig,
     stats: &'a TcpStats,
-    cut: &'a Cut,
+    signal: &'a CloseSignal,
     peer: SocketAddr,
     transport: Transport,
 }
@@ -624,7 +596,7 @@ fn new_connection(ctx: &StreamCtx<'_>, tls_role: &mut Option<String>) -> Box<Con
 
 /// What ended a wait of the connection loop.
 enum Event {
-    Cut(Close),
+    Close(Close),
     Read(std::io::Result<usize>),
     Timer,
 }
@@ -650,17 +622,38 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
         Instant::now(),
     );
 
+    // The task's waker as last registered with the close signal and, through
+    // a poll, with the timer: both keep it until it changes, so a wait
+    // registers only on the first wait and when the waker changes.
+    let mut registered: Option<Waker> = None;
+    // The timer must be polled at the next wait (see the rule below).
+    let mut check_timer = false;
+
     loop {
         if let Some(d) = timeouts.next_deadline()
             && armed.is_none_or(|a| a > d)
         {
             timer.get_or_insert_with(|| Box::new(Timer::never())).set_at(d);
             armed = Some(d);
+            // A fresh or fired timer is registered with no waker until polled.
+            check_timer = true;
         }
+        let mut woken = false;
         let event = future::poll_fn(|cx| {
-            if let Some(why) = ctx.cut.get() {
-                return Poll::Ready(Event::Cut(why));
+            // One atomic load per poll; the raise also wakes the waker registered below.
+            if let Some(reason) = ctx.signal.get() {
+                return Poll::Ready(Event::Close(reason.into()));
             }
+            if registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
+                // `register` also sees a raise that came since `get`.
+                if let Some(reason) = ctx.signal.register(cx.waker()) {
+                    return Poll::Ready(Event::Close(reason.into()));
+                }
+                registered = Some(cx.waker().clone());
+                check_timer = true;
+            }
+            // A second poll of this wait: something woke the task, maybe the timer.
+            let repoll = std::mem::replace(&mut woken, true);
             if drained {
                 match stream.poll_read_ready(cx) {
                     Poll::Ready(Ok(())) => drained = false,
@@ -678,27 +671,43 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
                     Poll::Pending => drained = true,
                 }
             }
-            if let Poll::Ready(why) = ctx.cut.poll(cx) {
-                return Poll::Ready(Event::Cut(why));
-            }
-            if armed.is_some()
+            // The timer rule. A timer that returned Pending keeps the waker of
+            // that poll and wakes it when it fires, so while the waker is the
+            // same it needs polling only when it may have fired and nothing
+            // else noticed. It is polled when:
+            // - it was just armed (async-io registers a fresh or fired timer
+            //   on its next poll only) or the waker changed (above);
+            // - this wait was woken and neither the signal nor the stream is
+            //   ready: the wake may be the timer's;
+            // - `check_timer` was left set by the last event: a read taken at
+            //   or past the deadline (the timer may have fired and its wake
+            //   gone to the poll that returned that read), or a write that
+            //   had to wait (its polls may have taken the timer's wake).
+            // Otherwise no poll (no clock read): a wait right after a request
+            // costs one atomic load, one waker comparison and the stream's own poll.
+            if (check_timer || repoll)
+                && armed.is_some()
                 && let Some(t) = timer.as_mut()
-                && Pin::new(&mut **t).poll(cx).is_ready()
             {
-                return Poll::Ready(Event::Timer);
+                check_timer = false;
+                if Pin::new(&mut **t).poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
             }
             Poll::Pending
         })
         .await;
         match event {
-            Event::Cut(Close::Shutdown) => {
+            Event::Close(Close::Shutdown) => {
                 drain(ctx, stream, &mut conn, &mut tls_role).await;
                 return Close::Shutdown;
             }
-            Event::Cut(why) => return why,
+            Event::Close(why) => return why,
             Event::Read(Ok(0)) => return Close::PeerClosed,
             Event::Read(Err(e)) => {
                 if e.kind() == ErrorKind::Interrupted {
+                    // The wake that returned it may have been the timer's too.
+                    check_timer = true;
                     continue;
                 }
                 debug!(peer = %ctx.peer, error = %e, "read failed");
@@ -706,6 +715,9 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
             }
             Event::Read(Ok(n)) => {
                 let now = Instant::now();
+                if armed.is_some_and(|a| a <= now) {
+                    check_timer = true;
+                }
                 // A short read took everything there was.
                 drained = n < buf.len();
                 let conn = conn.get_or_insert_with(|| new_connection(ctx, &mut tls_role));
@@ -716,8 +728,17 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
                     // The buffer filled up: more is coming, read it in bigger gulps.
                     buf.resize(cfg.read_buffer_size, 0);
                 }
-                if conn.has_output() && write_output(stream, conn).await.is_err() {
-                    return Close::IoError;
+                if conn.has_output() {
+                    let written = future::poll_fn(|cx| {
+                        let poll = poll_write_output(cx, stream, conn);
+                        // Its polls may take the timer's wake (see the timer rule).
+                        check_timer |= poll.is_pending();
+                        poll
+                    })
+                    .await;
+                    if written.is_err() {
+                        return Close::IoError;
+                    }
                 }
                 if let Err(e) = input {
                     debug!(peer = %ctx.peer, error = %e, "closing connection: bad frame");
@@ -786,14 +807,28 @@ async fn drain<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Writes everything queued in one write call.
+/// Writes everything queued (in one write call when the stream takes it all), then flushes.
 async fn write_output<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection) -> std::io::Result<()> {
-    let out = conn.output();
-    let n = out.len();
-    stream.write_all(out).await?;
-    stream.flush().await?;
-    conn.consume_output(n);
-    Ok(())
+    future::poll_fn(|cx| poll_write_output(cx, stream, conn)).await
+}
+
+/// Polls [`write_output`]'s work, marking bytes written as they go, so it
+/// needs no state of its own (the connection loop's future stays small).
+fn poll_write_output<S: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
+    conn: &mut Connection,
+) -> Poll<std::io::Result<()>> {
+    while conn.has_output() {
+        match Pin::new(&mut *stream).poll_write(cx, conn.output()) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => conn.consume_output(n),
+            Poll::Ready(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Pin::new(stream).poll_flush(cx)
 }
 
 /// Binds `config.address` now and serves `engine` on a thread of its own
@@ -828,8 +863,8 @@ mod tests {
         let (accepted, peer) = listener.accept().unwrap();
         let stream = Async::new(accepted).unwrap();
         let table: ConnTable = Mutex::new(BTreeMap::new());
-        let cut = Arc::new(Cut::default());
-        let fut = server.connection(&table, 0, peer, stream, cut, &PlainTcp);
+        let signal = Arc::new(CloseSignal::new());
+        let fut = server.connection(&table, 0, peer, stream, signal, &PlainTcp);
         let size = std::mem::size_of_val(&fut);
         println!("connection future: {size} bytes");
         assert!(size <= 1024, "connection future is {size} bytes");
@@ -837,14 +872,226 @@ mod tests {
         drop(client);
     }
 
+    /// A stream the test feeds and blocks by hand.
+    #[derive(Default)]
+    struct Pipe {
+        input: Vec<u8>,
+        write_blocked: bool,
+        written: Vec<u8>,
+        reader: Option<Waker>,
+        writer: Option<Waker>,
+    }
+
+    #[derive(Clone, Default)]
+    struct MockStream(Arc<Mutex<Pipe>>);
+
+    impl MockStream {
+        fn feed(&self, bytes: &[u8]) {
+            let mut pipe = self.0.lock().unwrap();
+            pipe.input.extend_from_slice(bytes);
+            if let Some(w) = pipe.reader.take() {
+                w.wake();
+            }
+        }
+        fn set_write_blocked(&self, blocked: bool) {
+            let mut pipe = self.0.lock().unwrap();
+            pipe.write_blocked = blocked;
+            if let Some(w) = pipe.writer.take() {
+                w.wake();
+            }
+        }
+    }
+
+    impl AsyncRead for MockStream {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+            let mut pipe = self.0.lock().unwrap();
+            if pipe.input.is_empty() {
+                pipe.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let n = pipe.input.len().min(buf.len());
+            buf[..n].copy_from_slice(&pipe.input[..n]);
+            pipe.input.drain(..n);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for MockStream {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let mut pipe = self.0.lock().unwrap();
+            if pipe.write_blocked {
+                pipe.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            pipe.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ServedStream for MockStream {}
+
+    struct ThreadWaker(std::thread::Thread, Arc<AtomicBool>);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.1.store(true, Ordering::SeqCst);
+            self.0.unpark();
+        }
+    }
+
+    /// FC3, one register at 0, unit 1.
+    const READ_ONE: [u8; 12] = [0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];
+    const IDLE: Duration = Duration::from_millis(100);
+
+    fn engine() -> Arc<Engine> {
+        let device = DeviceContext::with_sizes(10, 10, 10, 10).unwrap();
+        Arc::new(Engine::builder(ServerContext::single(device)).build())
+    }
+
+    fn idle_config() -> TcpServerConfig {
+        TcpServerConfig {
+            idle_timeout: Some(IDLE),
+            partial_frame_timeout: None,
+            release_buffers_after: Duration::from_secs(60),
+            ..TcpServerConfig::new("127.0.0.1:0".parse().unwrap())
+        }
+    }
+
+    /// Polls `fut` with one waker (the same on every poll, as an executor's
+    /// task has) until ready or `limit` passes; `between` runs after each
+    /// pending poll, with that poll's number.
+    fn run_with_one_waker<F: Future>(fut: F, limit: Duration, mut between: impl FnMut(usize)) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        let woken = Arc::new(AtomicBool::new(false));
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current(), Arc::clone(&woken))));
+        let mut cx = Context::from_waker(&waker);
+        let end = Instant::now() + limit;
+        for polls in 1.. {
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return Some(out);
+            }
+            between(polls);
+            // A poll only after a wake: `park` can return without one.
+            while !woken.swap(false, Ordering::SeqCst) {
+                let now = Instant::now();
+                if now >= end {
+                    return None;
+                }
+                std::thread::park_timeout(end - now);
+            }
+        }
+        None
+    }
+
+    /// The idle timer fires while an answer's write waits: the wake goes to
+    /// the write, and the wait after it must still see the timer.
     #[test]
-    fn a_cut_keeps_its_first_reason() {
-        let cut = Cut::default();
-        assert_eq!(cut.get(), None);
-        cut.raise(Cut::EVICT);
-        cut.raise(Cut::STOP);
-        assert_eq!(cut.get(), Some(Close::Evicted));
-        let waker = futures_util::task::noop_waker();
-        assert_eq!(cut.poll(&mut Context::from_waker(&waker)), Poll::Ready(Close::Evicted));
+    fn a_timer_that_fires_during_a_blocked_write_still_closes() {
+        let engine = engine();
+        let config = idle_config();
+        let stats = TcpStats::default();
+        let signal = CloseSignal::new();
+        let ctx = StreamCtx {
+            engine: &engine,
+            config: &config,
+            stats: &stats,
+            signal: &signal,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            transport: Transport::Tcp,
+        };
+        let stream = MockStream::default();
+        stream.set_write_blocked(true);
+        let mut served = stream.clone();
+        let out = run_with_one_waker(serve_stream(&ctx, &mut served, None), Duration::from_secs(3), |polls| {
+            match polls {
+                // The first wait found nothing and polled the timer: it holds the waker.
+                1 => stream.feed(&READ_ONE),
+                // The answer's write waits past the idle deadline; the timer's wake polls the write.
+                2 => {
+                    std::thread::sleep(3 * IDLE);
+                    stream.set_write_blocked(false);
+                }
+                _ => {}
+            }
+        });
+        assert_eq!(out, Some(Close::IdleTimeout));
+        assert_eq!(stats.idle_timeouts(), 1);
+        let written = stream.0.lock().unwrap().written.clone();
+        assert_eq!(written, [0, 1, 0, 0, 0, 5, 1, 3, 2, 0, 0]);
+    }
+
+    /// The timer fires while the connection waits, but the poll its wake
+    /// brings finds a request too and returns it: the wait after must still
+    /// look at the (fired) timer, or the idle timeout is lost.
+    #[test]
+    fn a_timer_wake_taken_by_a_read_is_not_lost() {
+        let engine = engine();
+        let config = idle_config();
+        let stats = TcpStats::default();
+        let signal = CloseSignal::new();
+        let ctx = StreamCtx {
+            engine: &engine,
+            config: &config,
+            stats: &stats,
+            signal: &signal,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            transport: Transport::Tcp,
+        };
+        let stream = MockStream::default();
+        let mut served = stream.clone();
+        let t0 = Instant::now();
+        let out = run_with_one_waker(serve_stream(&ctx, &mut served, None), Duration::from_secs(3), |polls| {
+            if polls == 1 {
+                // Past the deadline (the timer fires and wakes), then a request.
+                std::thread::sleep(IDLE + Duration::from_millis(50));
+                stream.feed(&READ_ONE);
+            }
+        });
+        assert_eq!(out, Some(Close::IdleTimeout));
+        assert!(t0.elapsed() >= 2 * IDLE, "closed {:?} after start", t0.elapsed());
+        assert_eq!(stats.idle_timeouts(), 1);
+        assert_eq!(stream.0.lock().unwrap().written.len(), 11);
+    }
+
+    #[test]
+    fn a_raise_wakes_a_waiting_connection_that_registered_once() {
+        let engine = engine();
+        let config = TcpServerConfig {
+            idle_timeout: None,
+            ..idle_config()
+        };
+        let stats = TcpStats::default();
+        let signal = CloseSignal::new();
+        let ctx = StreamCtx {
+            engine: &engine,
+            config: &config,
+            stats: &stats,
+            signal: &signal,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            transport: Transport::Tcp,
+        };
+        let stream = MockStream::default();
+        let mut served = stream.clone();
+        let out = run_with_one_waker(
+            serve_stream(&ctx, &mut served, None),
+            Duration::from_secs(3),
+            |polls| match polls {
+                1 => stream.feed(&READ_ONE),
+                _ => signal.raise(CloseReason::Evict),
+            },
+        );
+        assert_eq!(out, Some(Close::Evicted));
+        assert_eq!(stream.0.lock().unwrap().written.len(), 11);
+    }
+
+    #[test]
+    fn close_reasons_map_to_stop_and_eviction() {
+        assert_eq!(Close::from(CloseReason::Stop), Close::Shutdown);
+        assert_eq!(Close::from(CloseReason::Evict), Close::Evicted);
     }
 }
