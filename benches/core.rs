@@ -63,5 +63,43 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// FC3 of 10 on the MBAP path while another thread serves the same request
+/// on its own connection to the same device without pause: what two
+/// connections on two cores cost each other (the block's values and the
+/// device's counters are shared).
+fn contended(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let engine = engine();
+    let now = Instant::now();
+    let request = frame(Framing::Mbap, &[0x03, 0x00, 0x00, 0x00, 0x0A]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (engine, request, stop) = (engine.clone(), request.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut conn = Connection::new(engine, ConnectionConfig::stream(Framing::Mbap, Transport::Tcp, None));
+            while !stop.load(Ordering::Relaxed) {
+                conn.handle_input(now, &request).ok();
+                let n = conn.output().len();
+                conn.consume_output(n);
+            }
+        })
+    };
+    let mut conn = Connection::new(engine, ConnectionConfig::stream(Framing::Mbap, Transport::Tcp, None));
+    let mut group = c.benchmark_group("contended");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("mbap_fc3_10", |b| {
+        b.iter(|| {
+            conn.handle_input(now, black_box(&request)).ok();
+            let n = conn.output().len();
+            black_box(conn.output());
+            conn.consume_output(n);
+            n
+        })
+    });
+    group.finish();
+    stop.store(true, Ordering::Relaxed);
+    other.join().ok();
+}
+
+criterion_group!(benches, bench, contended);
 criterion_main!(benches);

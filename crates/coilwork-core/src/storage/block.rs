@@ -5,9 +5,11 @@
 //! shared block). Addresses here are block addresses: the device context maps
 //! protocol addresses onto them (zero- or one-based).
 
+use super::seqlock::{SeqCells, load, store};
 use crate::ExceptionCode;
 use crate::error::ConfigError;
 use core::ops::Range;
+use std::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Exception 02, the answer for any undefined address.
@@ -153,13 +155,13 @@ pub trait DataBlock: Send + Sync {
 
 /// A dense block of values at addresses `start .. start + len`.
 ///
-/// Reads take a shared lock, so many readers run at once; a write takes the
-/// exclusive lock for one copy, so a reader sees a multi-register write
-/// whole or not at all.
+/// Readers copy the values without taking a lock (a sequence lock: they
+/// write nothing shared, so readers on many cores do not contend); writers
+/// take turns. A reader sees a multi-register write whole or not at all.
 pub struct SequentialBlock {
     start: u16,
     initial: Box<[u16]>,
-    values: RwLock<Vec<u16>>,
+    values: SeqCells,
 }
 
 impl core::fmt::Debug for SequentialBlock {
@@ -180,8 +182,8 @@ impl SequentialBlock {
         }
         Ok(Self {
             start,
-            initial: values.clone().into_boxed_slice(),
-            values: RwLock::new(values),
+            values: SeqCells::new(&values),
+            initial: values.into_boxed_slice(),
         })
     }
 
@@ -205,24 +207,24 @@ impl SequentialBlock {
 
     /// Number of addresses in the block.
     pub fn len(&self) -> usize {
-        self.initial.len()
+        self.values.len()
     }
 
     /// True if the block holds no address.
     pub fn is_empty(&self) -> bool {
-        self.initial.is_empty()
+        self.values.len() == 0
     }
 
     /// A snapshot of the current values, from [`SequentialBlock::start`] on.
     pub fn values(&self) -> Vec<u16> {
-        read(&self.values).clone()
+        self.values.snapshot()
     }
 
     /// Indexes of `len` values from `start`, or 02 if they leave the block.
     fn span(&self, start: u16, len: usize) -> Result<Range<usize>, ExceptionCode> {
         let offset = usize::from(start.checked_sub(self.start).ok_or(BAD_ADDRESS)?);
         let end = offset.checked_add(len).ok_or(BAD_ADDRESS)?;
-        if end > self.initial.len() {
+        if end > self.values.len() {
             return Err(BAD_ADDRESS);
         }
         Ok(offset..end)
@@ -232,10 +234,7 @@ impl SequentialBlock {
 impl DataBlock for SequentialBlock {
     fn read_registers(&self, start: u16, out: &mut [u16]) -> Result<(), ExceptionCode> {
         let span = self.span(start, out.len())?;
-        let values = read(&self.values);
-        // ok: `span` has out.len() elements, so the lengths match.
-        out.copy_from_slice(values.get(span).ok_or(BAD_ADDRESS)?);
-        Ok(())
+        self.values.read(span, |cells| load(cells, out)).ok_or(BAD_ADDRESS)
     }
 
     #[inline]
@@ -244,24 +243,30 @@ impl DataBlock for SequentialBlock {
             .filter(|&n| n <= MAX_REGISTERS)
             .ok_or(ExceptionCode::ServerDeviceFailure)?;
         let span = self.span(start, n)?;
-        let values = read(&self.values);
-        encode_be(values.get(span).ok_or(BAD_ADDRESS)?, out);
-        Ok(())
+        let (pairs, _) = out.as_chunks_mut::<2>();
+        self.values
+            .read(span, |cells| {
+                for (d, c) in pairs.iter_mut().zip(cells) {
+                    *d = c.load(Ordering::Relaxed).to_be_bytes();
+                }
+            })
+            .ok_or(BAD_ADDRESS)
     }
 
     fn read_bits(&self, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode> {
         let span = self.span(start, out.len())?;
-        let values = read(&self.values);
-        to_bits(values.get(span).ok_or(BAD_ADDRESS)?, out);
-        Ok(())
+        self.values
+            .read(span, |cells| {
+                for (d, c) in out.iter_mut().zip(cells) {
+                    *d = c.load(Ordering::Relaxed) != 0;
+                }
+            })
+            .ok_or(BAD_ADDRESS)
     }
 
     fn write_registers(&self, start: u16, values: &[u16]) -> Result<(), ExceptionCode> {
         let span = self.span(start, values.len())?;
-        let mut current = write(&self.values);
-        // ok: `span` has values.len() elements, so the lengths match.
-        current.get_mut(span).ok_or(BAD_ADDRESS)?.copy_from_slice(values);
-        Ok(())
+        self.values.write(span, |cells| store(cells, values)).ok_or(BAD_ADDRESS)
     }
 
     #[inline]
@@ -270,24 +275,39 @@ impl DataBlock for SequentialBlock {
             .filter(|&n| n <= MAX_REGISTERS)
             .ok_or(ExceptionCode::ServerDeviceFailure)?;
         let span = self.span(start, n)?;
-        let mut current = write(&self.values);
-        decode_be(bytes, current.get_mut(span).ok_or(BAD_ADDRESS)?);
-        Ok(())
+        let (pairs, _) = bytes.as_chunks::<2>();
+        self.values
+            .write(span, |cells| {
+                for (c, pair) in cells.iter().zip(pairs) {
+                    c.store(u16::from_be_bytes(*pair), Ordering::Relaxed);
+                }
+            })
+            .ok_or(BAD_ADDRESS)
     }
 
     fn write_bits(&self, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
         let span = self.span(start, values.len())?;
-        let mut current = write(&self.values);
-        from_bits(values, current.get_mut(span).ok_or(BAD_ADDRESS)?);
-        Ok(())
+        self.values
+            .write(span, |cells| {
+                for (c, b) in cells.iter().zip(values) {
+                    c.store(u16::from(*b), Ordering::Relaxed);
+                }
+            })
+            .ok_or(BAD_ADDRESS)
     }
 
     fn update(&self, address: u16, f: &mut dyn FnMut(u16) -> u16) -> Result<u16, ExceptionCode> {
         let span = self.span(address, 1)?;
-        let mut current = write(&self.values);
-        let slot = current.get_mut(span.start).ok_or(BAD_ADDRESS)?;
-        *slot = f(*slot);
-        Ok(*slot)
+        self.values
+            .write(span, |cells| {
+                cells.first().map(|cell| {
+                    let new = f(cell.load(Ordering::Relaxed));
+                    cell.store(new, Ordering::Relaxed);
+                    new
+                })
+            })
+            .flatten()
+            .ok_or(BAD_ADDRESS)
     }
 
     fn write_read(
@@ -300,17 +320,18 @@ impl DataBlock for SequentialBlock {
         // Both ranges are checked before anything is written.
         let write_span = self.span(write_start, values.len())?;
         let read_span = self.span(read_start, out.len())?;
-        let mut current = write(&self.values);
-        // ok: each span has as many elements as its slice.
-        current.get_mut(write_span).ok_or(BAD_ADDRESS)?.copy_from_slice(values);
-        out.copy_from_slice(current.get(read_span).ok_or(BAD_ADDRESS)?);
-        Ok(())
+        self.values.write_all(|cells| {
+            let (Some(w), Some(r)) = (cells.get(write_span), cells.get(read_span)) else {
+                return Err(BAD_ADDRESS);
+            };
+            store(w, values);
+            load(r, out);
+            Ok(())
+        })
     }
 
     fn reset(&self) {
-        let mut current = write(&self.values);
-        current.clear();
-        current.extend_from_slice(&self.initial);
+        self.values.write_all(|cells| store(cells, &self.initial));
     }
 }
 

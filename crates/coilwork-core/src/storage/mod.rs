@@ -14,6 +14,7 @@
 
 pub mod block;
 pub mod device;
+mod seqlock;
 pub mod server;
 
 pub use block::{DataBlock, SequentialBlock, SparseBlock};
