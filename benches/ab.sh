@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Paired A/B of two Modbus/TCP servers with the shared harness's loadgen:
+# N pairs of short runs, the servers alternating (ABBA...), each pinned on
+# $SERVER_CPU with loadgen on $CLIENT_CPU; prints the median of the paired
+# ratios B/A (server CPU per request, req/s) with a bootstrap 95 % interval.
+# Pairs taken minutes apart still see the machine's drift; pairing cancels
+# the part of it that is slower than one pair.
+#
+#   bash benches/ab.sh 'CMD_A' 'CMD_B'        # {PORT} in each command
+#   PAIRS=24 CONNS=10 PIPELINE=1 LOADGEN_ARGS='--count 125' bash benches/ab.sh ...
+#
+# Example (the tokio adapter against the tokio ceiling):
+#   bash benches/ab.sh 'target/bench/harness/target/release/ceiling-tokio {PORT}' \
+#                      'target/release/coilwork serve --address 127.0.0.1:{PORT}'
+# The harness binaries exist once `bash benches/e2e.sh` (or QUICK=1) has run.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+A="$1"
+B="$2"
+PAIRS=${PAIRS:-20}
+CONNS=${CONNS:-10}
+PIPELINE=${PIPELINE:-1}
+DURATION=${DURATION:-2}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+LOADGEN=${LOADGEN:-$root/target/bench/harness/target/release/loadgen}
+[ -x "$LOADGEN" ] || { echo "no loadgen at $LOADGEN: run 'QUICK=1 bash benches/e2e.sh' first" >&2; exit 2; }
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+
+one() {
+  local port=$((20000 + RANDOM % 20000))
+  local cmd="${1//\{PORT\}/$port}"
+  (cd "$root" && exec taskset -c "$SERVER_CPU" bash -c "exec $cmd") >/dev/null 2>&1 &
+  local sp=$!
+  sleep 0.4
+  # shellcheck disable=SC2086
+  taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --conns "$CONNS" --pipeline "$PIPELINE" \
+    --duration "$DURATION" --warmup 0.5 --server-pid "$sp" ${LOADGEN_ARGS:-} --json 2>/dev/null | tr -d '\n'
+  echo
+  kill "$sp" 2>/dev/null || true
+  wait "$sp" 2>/dev/null || true
+}
+
+for i in $(seq "$PAIRS"); do
+  if ((i % 2)); then
+    a=$(one "$A"); b=$(one "$B")
+  else
+    b=$(one "$B"); a=$(one "$A")
+  fi
+  printf '%s\n%s\n' "$a" "$b" >>"$out"
+done
+
+python3 - "$out" <<'PY'
+import json, random, statistics as st, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+pairs = list(zip(rows[0::2], rows[1::2]))
+def ci(xs):
+    rnd = random.Random(1)
+    meds = sorted(st.median(rnd.choices(xs, k=len(xs))) for _ in range(2000))
+    return meds[50], meds[1949]
+cpu = [b["server_cpu_us_per_req"] / a["server_cpu_us_per_req"] for a, b in pairs]
+rps = [b["rps"] / a["rps"] for a, b in pairs]
+errors = sum(r["errors"] + r["timeouts"] for r in rows)
+print(f"pairs {len(pairs)}, errors+timeouts {errors}")
+print(f"A: {st.median(a['server_cpu_us_per_req'] for a, _ in pairs):.2f} us/req, {st.median(a['rps'] for a, _ in pairs):,.0f} req/s (medians)")
+print(f"B: {st.median(b['server_cpu_us_per_req'] for _, b in pairs):.2f} us/req, {st.median(b['rps'] for _, b in pairs):,.0f} req/s (medians)")
+lo, hi = ci(cpu)
+print(f"B/A server CPU per request: {st.median(cpu):.3f} (95% {lo:.3f}-{hi:.3f})")
+lo, hi = ci(rps)
+print(f"B/A req/s: {st.median(rps):.3f} (95% {lo:.3f}-{hi:.3f})")
+PY
