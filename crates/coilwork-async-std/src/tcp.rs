@@ -953,6 +953,36 @@ mod tests {
         Arc::new(Engine::builder(ServerContext::single(device)).build())
     }
 
+    /// What a connection loop borrows, owned by the test.
+    struct Fixture {
+        engine: Arc<Engine>,
+        config: TcpServerConfig,
+        stats: TcpStats,
+        signal: CloseSignal,
+    }
+
+    impl Fixture {
+        fn new(config: TcpServerConfig) -> Self {
+            Self {
+                engine: engine(),
+                config,
+                stats: TcpStats::default(),
+                signal: CloseSignal::new(),
+            }
+        }
+
+        fn ctx(&self) -> StreamCtx<'_> {
+            StreamCtx {
+                engine: &self.engine,
+                config: &self.config,
+                stats: &self.stats,
+                signal: &self.signal,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                transport: Transport::Tcp,
+            }
+        }
+    }
+
     fn idle_config() -> TcpServerConfig {
         TcpServerConfig {
             idle_timeout: Some(IDLE),
@@ -992,18 +1022,8 @@ mod tests {
     /// the write, and the wait after it must still see the timer.
     #[test]
     fn a_timer_that_fires_during_a_blocked_write_still_closes() {
-        let engine = engine();
-        let config = idle_config();
-        let stats = TcpStats::default();
-        let signal = CloseSignal::new();
-        let ctx = StreamCtx {
-            engine: &engine,
-            config: &config,
-            stats: &stats,
-            signal: &signal,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            transport: Transport::Tcp,
-        };
+        let fixture = Fixture::new(idle_config());
+        let (ctx, stats) = (fixture.ctx(), &fixture.stats);
         let stream = MockStream::default();
         stream.set_write_blocked(true);
         let mut served = stream.clone();
@@ -1030,18 +1050,8 @@ mod tests {
     /// look at the (fired) timer, or the idle timeout is lost.
     #[test]
     fn a_timer_wake_taken_by_a_read_is_not_lost() {
-        let engine = engine();
-        let config = idle_config();
-        let stats = TcpStats::default();
-        let signal = CloseSignal::new();
-        let ctx = StreamCtx {
-            engine: &engine,
-            config: &config,
-            stats: &stats,
-            signal: &signal,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            transport: Transport::Tcp,
-        };
+        let fixture = Fixture::new(idle_config());
+        let (ctx, stats) = (fixture.ctx(), &fixture.stats);
         let stream = MockStream::default();
         let mut served = stream.clone();
         let t0 = Instant::now();
@@ -1060,21 +1070,11 @@ mod tests {
 
     #[test]
     fn a_raise_wakes_a_waiting_connection_that_registered_once() {
-        let engine = engine();
-        let config = TcpServerConfig {
+        let fixture = Fixture::new(TcpServerConfig {
             idle_timeout: None,
             ..idle_config()
-        };
-        let stats = TcpStats::default();
-        let signal = CloseSignal::new();
-        let ctx = StreamCtx {
-            engine: &engine,
-            config: &config,
-            stats: &stats,
-            signal: &signal,
-            peer: "127.0.0.1:1".parse().unwrap(),
-            transport: Transport::Tcp,
-        };
+        });
+        let (ctx, signal) = (fixture.ctx(), &fixture.signal);
         let stream = MockStream::default();
         let mut served = stream.clone();
         let out = run_with_one_waker(
