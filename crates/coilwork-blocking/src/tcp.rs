@@ -19,22 +19,37 @@
 //! the tokio adapter.
 //!
 //! A connection thread reads into a reused buffer (allocated on the first
-//! read, freed again after a quiet spell), feeds the bytes to its
+//! read), feeds the bytes to its
 //! [`Connection`] with `Instant::now()`, and writes everything the
 //! connection queued in one write: several requests in one read are answered
-//! in one write (pipelining). Reads use a socket read timeout of at most
-//! [`TcpServerConfig::poll_interval`] (default 100 ms), so a thread notices a
-//! stop, an eviction, the idle timeout and the partial-frame timeout within
-//! that long.
+//! in one write (pipelining). Reads block with no read timeout, so a
+//! request costs no kernel timer; a thread is woken from outside by a
+//! `shutdown(Shutdown::Read)` of its socket, after which its read returns at
+//! once:
+//! - a stop or an eviction raises a flag, then shuts down the socket of a
+//!   thread that is in a read (an eviction at once, a stop once the accept
+//!   loop has seen it, within one [`TcpServerConfig::poll_interval`]); a
+//!   thread out of a read (handling input, writing) sees the flag before its
+//!   next read, so a write blocked on a client that does not read is not
+//!   disturbed;
+//! - one watchdog thread per server, awake every `poll_interval` (default
+//!   100 ms) or at the next deadline, shuts down the socket of each
+//!   connection whose partial-frame or idle deadline has passed (each thread
+//!   publishes its next such deadline before it reads); the thread then
+//!   closes with that reason. The watchdog runs only when one of those
+//!   timeouts is set.
 //!
 //! # Shutdown
 //!
 //! A stop ([`ServerHandle::stop`], [`TcpServer::shutdown`]) closes the
 //! listener; each connection then reads what is already in its socket
-//! (without waiting for more), answers it, and closes. `serve_forever`
-//! returns once every connection thread is done, normally within one
-//! `poll_interval`; connections that are still open after
-//! `shutdown_timeout` (a client that does not read its answers) are cut.
+//! (without waiting for more: the accept loop shuts the reading side of
+//! each connection's socket down, which wakes a thread blocked in its read
+//! and leaves what was already received readable), answers it, and closes.
+//! `serve_forever` returns once every connection thread is done, normally
+//! within one `poll_interval`; connections that are still open after
+//! `shutdown_timeout` (a client that does not read its answers) are cut
+//! (their socket is shut down both ways).
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
@@ -61,7 +76,7 @@ pub enum OverflowPolicy {
     /// Close the new connection at once (default).
     #[default]
     RefuseNew,
-    /// Close the oldest connection (within one `poll_interval`) and take the new one.
+    /// Close the oldest connection (its thread is woken at once) and take the new one.
     EvictOldest,
 }
 
@@ -94,11 +109,19 @@ pub struct TcpServerConfig {
     /// Size of the per-connection read buffer (default 4 KiB).
     pub read_buffer_size: usize,
     /// Free a connection's buffers after it was quiet this long (default 1 s).
+    ///
+    /// Blocking server: a connection thread sleeps in its read with no
+    /// timer, so it frees the connection's buffers when it next wakes (on
+    /// the next input, before handling it) if it was quiet this long; its
+    /// read buffer (`read_buffer_size`) stays allocated while the connection
+    /// is open.
     pub release_buffers_after: Duration,
     /// On shutdown, how long connections get to finish before they are cut (default 5 s).
     pub shutdown_timeout: Duration,
-    /// Longest socket read timeout of a connection thread: how soon it sees a
-    /// stop or an eviction (default 100 ms).
+    /// How often the accept loop checks for a stop (the listener's receive
+    /// timeout) and the timeout watchdog for passed idle and partial-frame
+    /// deadlines (default 100 ms): how late a stop or those timeouts can be
+    /// seen. Connection threads have no read timeout: they are woken.
     pub poll_interval: Duration,
     /// Socket write timeout: a client that does not read its answers for
     /// this long is disconnected (default 10 s; `None`: wait forever).
@@ -190,22 +213,115 @@ impl TcpStats {
     }
 }
 
-/// One open connection as the accept loop sees it.
+/// [`Slot::state`] while the thread is not in a read (setting up, handling input, writing).
+const BUSY: u64 = u64::MAX;
+/// [`Slot::state`] once the watchdog has shut the socket down at the thread's deadline.
+const FIRED: u64 = u64::MAX - 1;
+/// [`Slot::state`] while the thread reads, with no closing deadline.
+const NO_DEADLINE: u64 = u64::MAX - 2;
+/// The latest deadline a slot can hold.
+const LAST_DEADLINE: u64 = u64::MAX - 3;
+
+/// One open connection as the accept loop and the watchdog see it.
 #[derive(Debug)]
 struct Slot {
     id: u64,
     /// Set to make the connection's thread close it (eviction, or a cut at shutdown).
     close: AtomicBool,
+    /// The connection's socket, shared with its thread: shutting its reading
+    /// side down wakes the thread from a blocking read.
+    socket: Arc<TcpStream>,
+    /// While the thread reads: its earliest closing deadline (partial frame,
+    /// idle) in nanoseconds since [`ConnTable::epoch`], or [`NO_DEADLINE`];
+    /// [`FIRED`] once the watchdog woke it for that deadline; [`BUSY`] out of a read.
+    state: AtomicU64,
+}
+
+impl Slot {
+    /// Wakes the connection's thread from its read: the read returns what is
+    /// already queued, then end of stream.
+    fn wake(&self) {
+        let _ = self.socket.shutdown(Shutdown::Read);
+    }
+
+    /// Wakes the thread if it is in (or about to enter) a read; call after
+    /// raising the flag it checks once it has announced the read. A thread
+    /// out of a read sees the flag before its next read. (A shutdown also
+    /// wakes a write waiting for buffer space, which may then go on: a
+    /// thread stuck writing to a client that does not read is left alone.)
+    fn wake_if_reading(&self) {
+        if self.state.load(Ordering::SeqCst) != BUSY {
+            self.wake();
+        }
+    }
 }
 
 /// Open connections, oldest first; `changed` is signalled when one closes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ConnTable {
     open: Mutex<VecDeque<Arc<Slot>>>,
     changed: Condvar,
+    /// Origin of the deadlines held in the slots.
+    epoch: Instant,
+    /// Set by the accept loop once it has stopped (before it wakes the readers).
+    stopping: AtomicBool,
 }
 
 impl ConnTable {
+    fn new() -> Self {
+        Self {
+            open: Mutex::new(VecDeque::new()),
+            changed: Condvar::new(),
+            epoch: Instant::now(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// `t` as a slot deadline: nanoseconds since the epoch.
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(LAST_DEADLINE)
+            .min(LAST_DEADLINE)
+    }
+
+    /// Raises `stopping` and wakes every connection thread blocked in a read
+    /// (they see the stop).
+    fn wake_for_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for slot in self.lock().iter() {
+            slot.wake_if_reading();
+        }
+    }
+
+    /// The watchdog: until `done`, shuts down the socket of each connection
+    /// whose closing deadline passed, once; wakes every `poll` or at the next deadline.
+    fn watch(&self, poll: Duration, done: &AtomicBool) {
+        while !done.load(Ordering::Acquire) {
+            let now = self.nanos(Instant::now());
+            let mut next = NO_DEADLINE;
+            for slot in self.lock().iter() {
+                let d = slot.state.load(Ordering::Acquire);
+                if d > LAST_DEADLINE {
+                    continue;
+                }
+                if d > now {
+                    next = next.min(d);
+                } else if slot
+                    .state
+                    .compare_exchange(d, FIRED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    // Fails when the thread woke first: it then left its read (BUSY).
+                    slot.wake();
+                }
+            }
+            let sleep = Duration::from_nanos(next.saturating_sub(now))
+                .min(poll)
+                .max(Duration::from_millis(1));
+            std::thread::park_timeout(sleep);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Slot>>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -221,7 +337,7 @@ impl ConnTable {
     }
 }
 
-/// A byte stream a connection thread serves: a plain [`TcpStream`], or a
+/// A byte stream a connection thread serves: a plain TCP socket, or a
 /// TLS stream over one. Timeouts and non-blocking mode are set on the TCP
 /// socket underneath.
 pub(crate) trait StreamSocket: Read + Write {
@@ -231,13 +347,50 @@ pub(crate) trait StreamSocket: Read + Write {
     fn close_write(&mut self);
 }
 
-impl StreamSocket for TcpStream {
+/// A connection's socket, shared with its slot in the server's table (which
+/// wakes the thread by shutting its reading side down); reads and writes go
+/// through `&TcpStream`, with no second descriptor.
+#[derive(Debug)]
+pub(crate) struct SharedStream(Arc<TcpStream>);
+
+impl SharedStream {
+    /// The TCP socket.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
+        (&*self.0).read_vectored(bufs)
+    }
+}
+
+impl Write for SharedStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        (&*self.0).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+impl StreamSocket for SharedStream {
     fn socket(&self) -> &TcpStream {
-        self
+        &self.0
     }
 
     fn close_write(&mut self) {
-        let _ = self.shutdown(Shutdown::Write);
+        let _ = self.0.shutdown(Shutdown::Write);
     }
 }
 
@@ -252,10 +405,12 @@ pub(crate) trait Upgrade: Send + Sync + 'static {
     const NAME: &'static str;
     /// The served stream and the client's role, or `None` to close the
     /// connection. `stream` is blocking, with the write timeout set; the
-    /// step polls `cancelled` at least every `poll` and gives up once it is true.
+    /// step polls `cancelled` at least every `poll` and gives up once it is
+    /// true (a read of end of stream may also mean it was cancelled). It may
+    /// leave a read timeout set: the connection loop clears it.
     fn upgrade(
         &self,
-        stream: TcpStream,
+        stream: SharedStream,
         peer: SocketAddr,
         cancelled: &dyn Fn() -> bool,
         poll: Duration,
@@ -266,17 +421,17 @@ pub(crate) trait Upgrade: Send + Sync + 'static {
 struct PlainTcp;
 
 impl Upgrade for PlainTcp {
-    type Stream = TcpStream;
+    type Stream = SharedStream;
     const TRANSPORT: Transport = Transport::Tcp;
     const NAME: &'static str = "modbus tcp";
 
     fn upgrade(
         &self,
-        stream: TcpStream,
+        stream: SharedStream,
         _peer: SocketAddr,
         _cancelled: &dyn Fn() -> bool,
         _poll: Duration,
-    ) -> Option<(TcpStream, Option<String>)> {
+    ) -> Option<(SharedStream, Option<String>)> {
         Some((stream, None))
     }
 }
@@ -414,7 +569,8 @@ impl TcpServer {
             // `server_close` took it: closed before serving.
             return Ok(());
         };
-        let table = Arc::new(ConnTable::default());
+        let table = Arc::new(ConnTable::new());
+        let watchdog = self.start_watchdog(&table);
         let mut next_id: u64 = 0;
         // Linux: a blocking accept bounded by the listener's receive timeout
         // wakes only for a client or every `poll_interval`. A failed
@@ -453,11 +609,15 @@ impl TcpServer {
             }
         }
         drop(listener);
+        // Threads blocked in a read wake, see the stop, and drain.
+        table.wake_for_stop();
         if !table.wait_empty(self.config.shutdown_timeout) {
             let open = table.lock();
             warn!(open = open.len(), "connections did not close in time; cutting them");
             for slot in open.iter() {
                 slot.close.store(true, Ordering::Release);
+                // Also ends a write blocked on a client that does not read.
+                let _ = slot.socket.shutdown(Shutdown::Both);
             }
             drop(open);
             let grace = self.config.poll_interval.saturating_mul(3);
@@ -466,8 +626,35 @@ impl TcpServer {
                 warn!("connection threads still writing; leaving them to end on their own");
             }
         }
+        if let Some((done, thread)) = watchdog {
+            done.store(true, Ordering::Release);
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
         debug!("{} server stopped", U::NAME);
         Ok(())
+    }
+
+    /// Starts the thread that wakes connections at their partial-frame and
+    /// idle deadlines, if either timeout is set; stop it by raising the flag
+    /// and unparking it.
+    fn start_watchdog(&self, table: &Arc<ConnTable>) -> Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+        if self.config.partial_frame_timeout.is_none() && self.config.idle_timeout.is_none() {
+            return None;
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let (t, d) = (Arc::clone(table), Arc::clone(&done));
+        let poll = self.config.poll_interval.max(Duration::from_millis(1));
+        match std::thread::Builder::new()
+            .name("coilwork-tcp-watchdog".into())
+            .spawn(move || t.watch(poll, &d))
+        {
+            Ok(thread) => Some((done, thread)),
+            Err(e) => {
+                warn!(error = %e, "cannot start the timeout watchdog; idle and partial-frame timeouts are off");
+                None
+            }
+        }
     }
 
     /// Admits (or refuses) a new client and starts its thread.
@@ -479,7 +666,8 @@ impl TcpServer {
         peer: SocketAddr,
         upgrade: &Arc<U>,
     ) {
-        let Some(slot) = self.admit(table, id, peer) else {
+        let stream = Arc::new(stream);
+        let Some(slot) = self.admit(table, id, peer, &stream) else {
             drop(stream);
             return;
         };
@@ -502,13 +690,13 @@ impl TcpServer {
         }
         // On failure the closure, and with it the guard, is dropped: the slot is freed.
         let upgrade = Arc::clone(upgrade);
-        if let Err(e) = builder.spawn(move || conn.run(stream, &*upgrade)) {
+        if let Err(e) = builder.spawn(move || conn.run(SharedStream(stream), &*upgrade)) {
             warn!(%peer, error = %e, "cannot start a connection thread; closing the connection");
         }
     }
 
     /// Decides whether a new client is served; returns its slot if so.
-    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<Arc<Slot>> {
+    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr, socket: &Arc<TcpStream>) -> Option<Arc<Slot>> {
         if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
             debug!(%peer, "refused: not in the allow-list");
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -527,7 +715,8 @@ impl TcpServer {
                 OverflowPolicy::EvictOldest => {
                     match open.iter().find(|s| !s.close.load(Ordering::Acquire)) {
                         Some(oldest) => {
-                            oldest.close.store(true, Ordering::Release);
+                            oldest.close.store(true, Ordering::SeqCst);
+                            oldest.wake_if_reading();
                             self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
@@ -542,6 +731,8 @@ impl TcpServer {
         let slot = Arc::new(Slot {
             id,
             close: AtomicBool::new(false),
+            socket: Arc::clone(socket),
+            state: AtomicU64::new(BUSY),
         });
         open.push_back(Arc::clone(&slot));
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -599,14 +790,15 @@ struct ConnThread {
 }
 
 impl ConnThread {
-    fn run<U: Upgrade>(self, stream: TcpStream, upgrade: &U) {
+    fn run<U: Upgrade>(self, stream: SharedStream, upgrade: &U) {
         let peer = self.peer;
         debug!(%peer, "connection opened");
         // Accepted sockets inherit non-blocking mode from the listener on some systems.
-        let setup = stream
+        let tcp = stream.tcp();
+        let setup = tcp
             .set_nonblocking(false)
-            .and_then(|()| stream.set_nodelay(true))
-            .and_then(|()| stream.set_write_timeout(self.config.write_timeout));
+            .and_then(|()| tcp.set_nodelay(true))
+            .and_then(|()| tcp.set_write_timeout(self.config.write_timeout));
         let reason = match setup {
             Ok(()) => {
                 let cancelled = || self.stop.is_stopping() || self.guard.slot.close.load(Ordering::Acquire);
@@ -639,6 +831,8 @@ impl ConnThread {
     /// Serves one stream until it closes; generic so a TLS stream can be served the same way.
     fn serve<S: StreamSocket>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
         let cfg = &*self.config;
+        let slot = &*self.guard.slot;
+        let table = &*self.guard.table;
         let mut conn = Connection::new(
             Arc::clone(&self.engine),
             ConnectionConfig {
@@ -647,68 +841,77 @@ impl ConnThread {
                 ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
             },
         );
-        let poll = cfg.poll_interval.max(Duration::from_millis(1));
-        let mut timeout_set: Option<Duration> = None;
+        // Reads block until input or a wake (a TLS handshake may have left a read timeout).
+        if let Err(e) = stream.socket().set_read_timeout(None) {
+            debug!(peer = %self.peer, error = %e, "cannot clear the read timeout");
+            return Close::IoError;
+        }
         let mut buf: Vec<u8> = Vec::new();
-        let mut timeouts = StreamTimeouts::new(
+        let start = Instant::now();
+        let config = StreamTimeoutConfig {
+            partial_frame: cfg.partial_frame_timeout,
+            idle: cfg.idle_timeout,
+            release_buffers_after: cfg.release_buffers_after,
+        };
+        let mut timeouts = StreamTimeouts::new(config, start);
+        // The same state without the release deadline (one that overflows is never
+        // reached): its next deadline is the earliest that closes the connection.
+        let mut closing = StreamTimeouts::new(
             StreamTimeoutConfig {
-                partial_frame: cfg.partial_frame_timeout,
-                idle: cfg.idle_timeout,
-                release_buffers_after: cfg.release_buffers_after,
+                release_buffers_after: Duration::MAX,
+                ..config
             },
-            Instant::now(),
+            start,
         );
         loop {
-            if self.guard.slot.close.load(Ordering::Acquire) {
+            if slot.close.load(Ordering::Acquire) {
                 return Close::Evicted;
             }
             if self.stop.is_stopping() {
                 self.drain(stream, &mut conn, &mut buf);
                 return Close::Shutdown;
             }
-            let now = Instant::now();
-            match timeouts.on_deadline(now) {
-                Some(Expired::PartialFrame) => {
-                    debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                    conn.discard_partial_frame();
-                    self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Close::PartialTimeout;
-                }
-                Some(Expired::Idle) => {
-                    self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Close::IdleTimeout;
-                }
-                Some(Expired::ReleaseBuffers) => {
-                    conn.release_idle_buffers();
-                    buf = Vec::new();
-                }
-                None => {}
-            }
-            let deadline = timeouts.next_deadline();
-            let timeout = net::read_timeout(now, deadline, poll);
-            if timeout_set != Some(timeout) {
-                if let Err(e) = stream.socket().set_read_timeout(Some(timeout)) {
-                    debug!(peer = %self.peer, error = %e, "cannot set the read timeout");
-                    return Close::IoError;
-                }
-                timeout_set = Some(timeout);
-            }
             if buf.is_empty() {
                 buf.resize(cfg.read_buffer_size.max(1), 0);
             }
-            let n = match stream.read(&mut buf) {
-                Ok(0) => return Close::PeerClosed,
+            let deadline = closing.next_deadline().map_or(NO_DEADLINE, |d| table.nanos(d));
+            // Announce the read, then look at the flags again: whoever raises
+            // one after this sees the read and wakes it (SeqCst on both sides).
+            slot.state.store(deadline, Ordering::SeqCst);
+            if slot.close.load(Ordering::SeqCst) || table.stopping.load(Ordering::SeqCst) {
+                slot.state.store(BUSY, Ordering::SeqCst);
+                continue;
+            }
+            let read = stream.read(&mut buf);
+            // From here the watchdog and the wakers leave this connection alone.
+            let fired = slot.state.swap(BUSY, Ordering::SeqCst) == FIRED;
+            let n = match read {
+                Ok(0) => return self.woken(stream, &mut conn, &mut buf, &mut timeouts, fired, Close::PeerClosed),
                 Ok(n) => n,
-                Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted && !fired => continue,
                 Err(e) => {
                     debug!(peer = %self.peer, error = %e, "read failed");
-                    return Close::IoError;
+                    return self.woken(stream, &mut conn, &mut buf, &mut timeouts, fired, Close::IoError);
                 }
             };
             let now = Instant::now();
+            // A deadline that passed before this input closes the connection as
+            // the read timeout did; the buffers due for release are released
+            // now, as no timer woke the thread for it.
+            match timeouts.on_deadline(now) {
+                Some(Expired::PartialFrame) => return self.partial_timeout(&mut conn),
+                Some(Expired::Idle) => return self.idle_timeout(),
+                Some(Expired::ReleaseBuffers) => conn.release_idle_buffers(),
+                None => {}
+            }
+            if fired {
+                // The socket was shut at a deadline this clock has not seen pass (cannot happen).
+                return self.expired_fallback(&mut conn);
+            }
             let before = conn.buffered_len();
             let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
             timeouts.on_input(now, &conn, before, n);
+            closing.on_input(now, &conn, before, n);
             if conn.has_output() && write_output(stream, &mut conn).is_err() {
                 return Close::IoError;
             }
@@ -717,6 +920,57 @@ impl ConnThread {
                 self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                 return Close::BadFrame;
             }
+        }
+    }
+
+    /// A read ended with end of stream or an error: an eviction, a stop, or a
+    /// deadline may have woken the thread; else it is `otherwise`.
+    fn woken<S: StreamSocket>(
+        &self,
+        stream: &mut S,
+        conn: &mut Connection,
+        buf: &mut Vec<u8>,
+        timeouts: &mut StreamTimeouts,
+        fired: bool,
+        otherwise: Close,
+    ) -> Close {
+        if self.guard.slot.close.load(Ordering::Acquire) {
+            return Close::Evicted;
+        }
+        if self.stop.is_stopping() {
+            self.drain(stream, conn, buf);
+            return Close::Shutdown;
+        }
+        match timeouts.on_deadline(Instant::now()) {
+            Some(Expired::PartialFrame) => self.partial_timeout(conn),
+            Some(Expired::Idle) => self.idle_timeout(),
+            _ if fired => self.expired_fallback(conn),
+            _ => otherwise,
+        }
+    }
+
+    /// Closes at the partial-frame deadline.
+    fn partial_timeout(&self, conn: &mut Connection) -> Close {
+        debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
+        conn.discard_partial_frame();
+        self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+        Close::PartialTimeout
+    }
+
+    /// Closes at the idle deadline.
+    fn idle_timeout(&self) -> Close {
+        self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+        Close::IdleTimeout
+    }
+
+    /// The watchdog shut the socket at a deadline `on_deadline` does not
+    /// report (clocks out of step): the socket cannot be read again, so close
+    /// with the likelier reason.
+    fn expired_fallback(&self, conn: &mut Connection) -> Close {
+        if conn.has_partial_frame() {
+            self.partial_timeout(conn)
+        } else {
+            self.idle_timeout()
         }
     }
 
@@ -783,4 +1037,106 @@ pub fn start_tcp_server_in_background(
             }
         })?;
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair: (the server side in a slot, the client side).
+    fn slot_pair(id: u64, state: u64) -> (Arc<Slot>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let slot = Arc::new(Slot {
+            id,
+            close: AtomicBool::new(false),
+            socket: Arc::new(server),
+            state: AtomicU64::new(state),
+        });
+        (slot, client)
+    }
+
+    #[test]
+    fn watchdog_wakes_only_the_reader_whose_deadline_passed_keeping_queued_bytes() {
+        let table = Arc::new(ConnTable::new());
+        let (due, mut due_client) = slot_pair(0, 0);
+        let (later, _later_client) = slot_pair(1, table.nanos(Instant::now() + Duration::from_secs(60)));
+        let (none, _none_client) = slot_pair(2, NO_DEADLINE);
+        table
+            .lock()
+            .extend([Arc::clone(&due), Arc::clone(&later), Arc::clone(&none)]);
+        due_client.write_all(&[7, 8, 9]).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let (t, d) = (Arc::clone(&table), Arc::clone(&done));
+        let watchdog = std::thread::spawn(move || t.watch(Duration::from_millis(5), &d));
+        let mut buf = [0u8; 8];
+        // Blocks with no read timeout: the bytes queued first, then the wake's end of stream.
+        let mut got = Vec::new();
+        loop {
+            let n = (&*due.socket).read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, [7, 8, 9]);
+        assert_eq!(due.state.load(Ordering::Acquire), FIRED);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_ne!(later.state.load(Ordering::Acquire), FIRED);
+        assert_eq!(none.state.load(Ordering::Acquire), NO_DEADLINE);
+        done.store(true, Ordering::Release);
+        watchdog.thread().unpark();
+        watchdog.join().unwrap();
+        // The others were not shut down.
+        later.socket.set_nonblocking(true).unwrap();
+        let e = (&*later.socket).read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    }
+
+    /// True if the server side of `slot` was shut for reading (a read returns 0 at once).
+    fn shut_for_reading(slot: &Slot) -> bool {
+        slot.socket.set_nonblocking(true).unwrap();
+        let r = (&*slot.socket).read(&mut [0u8; 4]);
+        slot.socket.set_nonblocking(false).unwrap();
+        matches!(r, Ok(0))
+    }
+
+    #[test]
+    fn stop_and_eviction_wake_only_threads_in_a_read() {
+        let table = ConnTable::new();
+        let (reading, _c1) = slot_pair(0, NO_DEADLINE);
+        let (waiting, _c2) = slot_pair(1, table.nanos(Instant::now() + Duration::from_secs(60)));
+        let (busy, _c3) = slot_pair(2, BUSY);
+        table
+            .lock()
+            .extend([Arc::clone(&reading), Arc::clone(&waiting), Arc::clone(&busy)]);
+        table.wake_for_stop();
+        assert!(table.stopping.load(Ordering::SeqCst));
+        assert!(shut_for_reading(&reading));
+        assert!(shut_for_reading(&waiting));
+        // A thread writing (perhaps blocked on a client that does not read)
+        // is not disturbed: it sees the stop before its next read.
+        assert!(!shut_for_reading(&busy));
+        busy.state.store(NO_DEADLINE, Ordering::SeqCst);
+        busy.wake_if_reading();
+        assert!(shut_for_reading(&busy));
+    }
+
+    #[test]
+    fn slot_deadlines_never_collide_with_the_markers() {
+        let table = ConnTable::new();
+        assert_eq!(table.nanos(table.epoch), 0);
+        assert_eq!(table.nanos(table.epoch + Duration::from_nanos(1500)), 1500);
+        // 600 years: past what u64 nanoseconds hold.
+        let far = table
+            .epoch
+            .checked_add(Duration::from_secs(600 * 365 * 86_400))
+            .unwrap();
+        assert_eq!(table.nanos(far), LAST_DEADLINE);
+        let earlier = table.epoch.checked_sub(Duration::from_millis(1));
+        if let Some(t) = earlier {
+            assert_eq!(table.nanos(t), 0);
+        }
+    }
 }

@@ -25,7 +25,7 @@
 use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net;
-use crate::tcp::{StreamSocket, TcpServer, TcpServerConfig, TcpStats, Upgrade};
+use crate::tcp::{SharedStream, StreamSocket, TcpServer, TcpServerConfig, TcpStats, Upgrade};
 use coilwork_core::{Engine, Transport};
 use coilwork_tls::rustls::{ServerConnection, StreamOwned};
 use std::io::{ErrorKind, Write};
@@ -67,12 +67,13 @@ impl TlsServerConfig {
     }
 }
 
-/// A TLS session over a blocking socket.
-type TlsStream = StreamOwned<ServerConnection, TcpStream>;
+/// A TLS session over a blocking socket (shared with the server's table,
+/// which wakes the connection's thread by shutting its reading side down).
+type TlsStream = StreamOwned<ServerConnection, SharedStream>;
 
 impl StreamSocket for TlsStream {
     fn socket(&self) -> &TcpStream {
-        &self.sock
+        self.sock.tcp()
     }
 
     fn close_write(&mut self) {
@@ -87,7 +88,7 @@ impl StreamSocket for TlsStream {
             }
         }
         let _ = self.sock.flush();
-        let _ = self.sock.shutdown(Shutdown::Write);
+        let _ = self.sock.tcp().shutdown(Shutdown::Write);
     }
 }
 
@@ -109,7 +110,7 @@ enum HandshakeError {
 /// at least every `poll`.
 fn handshake(
     conn: &mut ServerConnection,
-    sock: &mut TcpStream,
+    sock: &mut SharedStream,
     limit: Duration,
     cancelled: &dyn Fn() -> bool,
     poll: Duration,
@@ -126,7 +127,7 @@ fn handshake(
         }
         let timeout = left.min(poll).max(Duration::from_millis(1));
         if timeout_set != Some(timeout) {
-            sock.set_read_timeout(Some(timeout)).map_err(HandshakeError::Io)?;
+            sock.tcp().set_read_timeout(Some(timeout)).map_err(HandshakeError::Io)?;
             timeout_set = Some(timeout);
         }
         match conn.complete_io(sock) {
@@ -146,7 +147,7 @@ impl Upgrade for TlsUpgrade {
 
     fn upgrade(
         &self,
-        mut stream: TcpStream,
+        mut stream: SharedStream,
         peer: SocketAddr,
         cancelled: &dyn Fn() -> bool,
         poll: Duration,

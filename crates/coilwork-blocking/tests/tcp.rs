@@ -204,6 +204,58 @@ fn evict_oldest_makes_room() {
 }
 
 #[test]
+fn eviction_wakes_a_thread_blocked_in_read_at_once() {
+    // A poll interval far above the bound below: only the wake can close `a` in time.
+    let (server, addr, thread) = start(TcpServerConfig {
+        max_connections: 1,
+        overflow: OverflowPolicy::EvictOldest,
+        poll_interval: Duration::from_secs(2),
+        ..config()
+    });
+    let mut a = connect(addr);
+    call(&mut a, 1, 1, &fc3(0, 1));
+    // Let `a`'s thread block in its read.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut b = connect(addr);
+    let t0 = Instant::now();
+    assert!(closed_by_server(&mut a, STEP), "oldest evicted");
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(500), "woken, not polled: {took:?}");
+    assert_eq!(server.stats().evicted(), 1);
+    assert_eq!(server.stats().idle_timeouts() + server.stats().partial_timeouts(), 0);
+    assert_eq!(call(&mut b, 2, 1, &fc3(0, 1)), fc3_answer(&[0]));
+    stop(&server, thread);
+}
+
+#[test]
+fn idle_timeout_is_pushed_back_by_input_then_closes_the_blocked_thread() {
+    let (server, addr, thread) = start(TcpServerConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        poll_interval: Duration::from_millis(20),
+        ..config()
+    });
+    let mut c = connect(addr);
+    // Twice the idle timeout of steady traffic: never closed.
+    for tid in 0..8u16 {
+        assert_eq!(call(&mut c, tid, 1, &fc3(0, 1)), fc3_answer(&[0]), "request {tid}");
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    assert_eq!(server.stats().idle_timeouts(), 0);
+    let t0 = Instant::now();
+    assert!(closed_by_server(&mut c, STEP), "idle client dropped");
+    let took = t0.elapsed();
+    // The last input was 80 ms before t0.
+    assert!(took >= Duration::from_millis(200), "not before the timeout: {took:?}");
+    assert!(took < Duration::from_secs(1), "soon after the timeout: {took:?}");
+    assert!(
+        wait_until(STEP, || server.stats().idle_timeouts() == 1),
+        "counted as idle"
+    );
+    assert_eq!(server.stats().partial_timeouts(), 0);
+    stop(&server, thread);
+}
+
+#[test]
 fn partial_frame_timeout_drops_a_stalled_client() {
     let (server, addr, thread) = start(TcpServerConfig {
         partial_frame_timeout: Some(Duration::from_millis(200)),
