@@ -847,21 +847,13 @@ impl ConnThread {
             return Close::IoError;
         }
         let mut buf: Vec<u8> = Vec::new();
-        let start = Instant::now();
-        let config = StreamTimeoutConfig {
-            partial_frame: cfg.partial_frame_timeout,
-            idle: cfg.idle_timeout,
-            release_buffers_after: cfg.release_buffers_after,
-        };
-        let mut timeouts = StreamTimeouts::new(config, start);
-        // The same state without the release deadline (one that overflows is never
-        // reached): its next deadline is the earliest that closes the connection.
-        let mut closing = StreamTimeouts::new(
+        let mut timeouts = StreamTimeouts::new(
             StreamTimeoutConfig {
-                release_buffers_after: Duration::MAX,
-                ..config
+                partial_frame: cfg.partial_frame_timeout,
+                idle: cfg.idle_timeout,
+                release_buffers_after: cfg.release_buffers_after,
             },
-            start,
+            Instant::now(),
         );
         loop {
             if slot.close.load(Ordering::Acquire) {
@@ -874,7 +866,7 @@ impl ConnThread {
             if buf.is_empty() {
                 buf.resize(cfg.read_buffer_size.max(1), 0);
             }
-            let deadline = closing.next_deadline().map_or(NO_DEADLINE, |d| table.nanos(d));
+            let deadline = timeouts.next_closing_deadline().map_or(NO_DEADLINE, |d| table.nanos(d));
             // Announce the read, then look at the flags again: whoever raises
             // one after this sees the read and wakes it (SeqCst on both sides).
             slot.state.store(deadline, Ordering::SeqCst);
@@ -911,7 +903,6 @@ impl ConnThread {
             let before = conn.buffered_len();
             let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
             timeouts.on_input(now, &conn, before, n);
-            closing.on_input(now, &conn, before, n);
             if conn.has_output() && write_output(stream, &mut conn).is_err() {
                 return Close::IoError;
             }

@@ -138,6 +138,16 @@ impl StreamTimeouts {
             .min()
     }
 
+    /// The earliest deadline that closes the connection (partial frame or
+    /// idle), leaving out the buffer release: for an adapter whose reads are
+    /// woken from outside only to close.
+    pub fn next_closing_deadline(&self) -> Option<Instant> {
+        match (self.partial_deadline(), self.idle_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The deadline that passed by `now`, if any; several passed: the partial
     /// frame first, then idle, then release. After
     /// [`Expired::ReleaseBuffers`] the buffers count as released until the
@@ -175,6 +185,33 @@ struct InputState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closing_deadline_leaves_the_release_out() {
+        let t0 = Instant::now();
+        let mut t = StreamTimeouts::new(config(), t0);
+        // Idle only (no input yet, so no buffers held).
+        assert_eq!(t.next_closing_deadline(), Some(t0 + MS * 10_000));
+        // Input that leaves a partial frame: release at +1 s, partial at +0.5 s, idle at +10 s.
+        let t1 = t0 + MS * 100;
+        t.record_input(t1, input(0, 5, false, 5));
+        assert_eq!(t.next_deadline(), Some(t1 + MS * 500));
+        assert_eq!(t.next_closing_deadline(), Some(t1 + MS * 500));
+        // Whole frames only: the release (+1 s) is next, the closing one is idle (+10 s).
+        let t2 = t1 + MS * 100;
+        t.record_input(t2, input(5, 7, true, 0));
+        assert_eq!(t.next_deadline(), Some(t2 + MS * 1000));
+        assert_eq!(t.next_closing_deadline(), Some(t2 + MS * 10_000));
+        let none = StreamTimeouts::new(
+            StreamTimeoutConfig {
+                partial_frame: None,
+                idle: None,
+                release_buffers_after: MS,
+            },
+            t0,
+        );
+        assert_eq!(none.next_closing_deadline(), None);
+    }
     use crate::storage::{DeviceContext, ServerContext};
     use crate::{ConnectionConfig, Engine, Framing, Transport};
     use std::sync::Arc;
