@@ -748,12 +748,9 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
             }
             Event::Timer => {
                 armed = None;
-                match timeouts.on_deadline(Instant::now()) {
+                match timeouts.expire(Instant::now(), conn.as_deref_mut()) {
                     Some(Expired::PartialFrame) => {
-                        if let Some(conn) = conn.as_mut() {
-                            debug!(peer = %ctx.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                            conn.discard_partial_frame();
-                        }
+                        debug!(peer = %ctx.peer, "partial frame timed out");
                         ctx.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
                         return Close::PartialTimeout;
                     }
@@ -761,12 +758,7 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
                         ctx.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
                         return Close::IdleTimeout;
                     }
-                    Some(Expired::ReleaseBuffers) => {
-                        if let Some(conn) = conn.as_mut() {
-                            conn.release_idle_buffers();
-                        }
-                        buf = Vec::new();
-                    }
+                    Some(Expired::ReleaseBuffers) => buf = Vec::new(),
                     // Fired early (re-armed at the next deadline).
                     None => {}
                 }

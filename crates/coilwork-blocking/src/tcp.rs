@@ -878,27 +878,22 @@ impl ConnThread {
             // From here the watchdog and the wakers leave this connection alone.
             let fired = slot.state.swap(BUSY, Ordering::SeqCst) == FIRED;
             let n = match read {
-                Ok(0) => return self.woken(stream, &mut conn, &mut buf, &mut timeouts, fired, Close::PeerClosed),
+                Ok(0) => return self.woken(stream, &mut conn, &mut buf, &mut timeouts, Close::PeerClosed),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted && !fired => continue,
                 Err(e) => {
                     debug!(peer = %self.peer, error = %e, "read failed");
-                    return self.woken(stream, &mut conn, &mut buf, &mut timeouts, fired, Close::IoError);
+                    return self.woken(stream, &mut conn, &mut buf, &mut timeouts, Close::IoError);
                 }
             };
             let now = Instant::now();
             // A deadline that passed before this input closes the connection as
             // the read timeout did; the buffers due for release are released
             // now, as no timer woke the thread for it.
-            match timeouts.on_deadline(now) {
-                Some(Expired::PartialFrame) => return self.partial_timeout(&mut conn),
+            match timeouts.expire(now, Some(&mut conn)) {
+                Some(Expired::PartialFrame) => return self.partial_timeout(),
                 Some(Expired::Idle) => return self.idle_timeout(),
-                Some(Expired::ReleaseBuffers) => conn.release_idle_buffers(),
-                None => {}
-            }
-            if fired {
-                // The socket was shut at a deadline this clock has not seen pass (cannot happen).
-                return self.expired_fallback(&mut conn);
+                Some(Expired::ReleaseBuffers) | None => {}
             }
             let before = conn.buffered_len();
             let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
@@ -922,7 +917,6 @@ impl ConnThread {
         conn: &mut Connection,
         buf: &mut Vec<u8>,
         timeouts: &mut StreamTimeouts,
-        fired: bool,
         otherwise: Close,
     ) -> Close {
         if self.guard.slot.close.load(Ordering::Acquire) {
@@ -932,18 +926,16 @@ impl ConnThread {
             self.drain(stream, conn, buf);
             return Close::Shutdown;
         }
-        match timeouts.on_deadline(Instant::now()) {
-            Some(Expired::PartialFrame) => self.partial_timeout(conn),
+        match timeouts.expire(Instant::now(), Some(conn)) {
+            Some(Expired::PartialFrame) => self.partial_timeout(),
             Some(Expired::Idle) => self.idle_timeout(),
-            _ if fired => self.expired_fallback(conn),
             _ => otherwise,
         }
     }
 
-    /// Closes at the partial-frame deadline.
-    fn partial_timeout(&self, conn: &mut Connection) -> Close {
-        debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
-        conn.discard_partial_frame();
+    /// Closes at the partial-frame deadline (the frame was discarded by `expire`).
+    fn partial_timeout(&self) -> Close {
+        debug!(peer = %self.peer, "partial frame timed out");
         self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
         Close::PartialTimeout
     }
@@ -952,17 +944,6 @@ impl ConnThread {
     fn idle_timeout(&self) -> Close {
         self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
         Close::IdleTimeout
-    }
-
-    /// The watchdog shut the socket at a deadline `on_deadline` does not
-    /// report (clocks out of step): the socket cannot be read again, so close
-    /// with the likelier reason.
-    fn expired_fallback(&self, conn: &mut Connection) -> Close {
-        if conn.has_partial_frame() {
-            self.partial_timeout(conn)
-        } else {
-            self.idle_timeout()
-        }
     }
 
     /// On graceful shutdown: answers what already reached the socket, without waiting for more.

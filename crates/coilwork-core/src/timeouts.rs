@@ -5,7 +5,8 @@
 //! buffers may be released. Time goes in ([`StreamTimeouts::on_input`],
 //! [`StreamTimeouts::on_deadline`]) and deadlines come out
 //! ([`StreamTimeouts::next_deadline`]); the adapter owns the clock and the
-//! timer (or the read timeout) and does what an [`Expired`] says:
+//! timer (or the read timeout) and does what an [`Expired`] says;
+//! [`StreamTimeouts::expire`] does the connection's part itself:
 //!
 //! - [`Expired::PartialFrame`]: discard the partial frame
 //!   ([`Connection::discard_partial_frame`]) and close the connection;
@@ -164,6 +165,22 @@ impl StreamTimeouts {
             return Some(Expired::ReleaseBuffers);
         }
         None
+    }
+
+    /// [`StreamTimeouts::on_deadline`], and the connection's part of what
+    /// passed done on `conn` (if the connection state exists yet): the
+    /// partial frame discarded, or its buffers released. The adapter is left
+    /// to close the connection or drop its own read buffer.
+    pub fn expire(&mut self, now: Instant, conn: Option<&mut Connection>) -> Option<Expired> {
+        let expired = self.on_deadline(now)?;
+        if let Some(conn) = conn {
+            match expired {
+                Expired::PartialFrame => conn.discard_partial_frame(),
+                Expired::ReleaseBuffers => conn.release_idle_buffers(),
+                Expired::Idle => {}
+            }
+        }
+        Some(expired)
     }
 }
 
@@ -406,5 +423,17 @@ mod tests {
         t.on_input(t1, &conn, before, more.len());
         assert_eq!(t.partial_since, Some(t1));
         assert_eq!(t.next_deadline(), Some(t1 + MS * 500));
+
+        // `expire` does the connection's part: the partial frame is dropped...
+        let n = conn.output().len();
+        conn.consume_output(n);
+        assert_eq!(t.expire(t1 + MS * 499, Some(&mut conn)), None);
+        assert!(conn.has_partial_frame());
+        assert_eq!(t.expire(t1 + MS * 500, Some(&mut conn)), Some(Expired::PartialFrame));
+        assert!(!conn.has_partial_frame());
+        assert_eq!(conn.buffered_len(), 0);
+        // ...and with no connection state yet, only the verdict comes back.
+        let mut idle = StreamTimeouts::new(config(), t0);
+        assert_eq!(idle.expire(t0 + MS * 10_000, None), Some(Expired::Idle));
     }
 }

@@ -698,12 +698,9 @@ impl ConnTask {
                 }
                 Event::Timer => {
                     armed = None;
-                    match timeouts.on_deadline(Instant::now().into_std()) {
+                    match timeouts.expire(Instant::now().into_std(), slot.as_deref_mut()) {
                         Some(Expired::PartialFrame) => {
-                            if let Some(conn) = slot.as_mut() {
-                                debug!(peer = %self.peer, buffered = conn.buffered_len(), "partial frame timed out");
-                                conn.discard_partial_frame();
-                            }
+                            debug!(peer = %self.peer, "partial frame timed out");
                             self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
                             return Close::PartialTimeout;
                         }
@@ -711,12 +708,7 @@ impl ConnTask {
                             self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
                             return Close::IdleTimeout;
                         }
-                        Some(Expired::ReleaseBuffers) => {
-                            if let Some(conn) = slot.as_mut() {
-                                conn.release_idle_buffers();
-                            }
-                            buf = Vec::new();
-                        }
+                        Some(Expired::ReleaseBuffers) => buf = Vec::new(),
                         // Fired early (re-armed at the next deadline).
                         None => {}
                     }
