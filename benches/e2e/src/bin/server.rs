@@ -56,6 +56,9 @@ struct Args {
     /// Serve Modbus/UDP instead of Modbus/TCP.
     #[arg(long)]
     udp: bool,
+    /// Blocking adapter: stack size of each connection thread in bytes (std default 2 MiB).
+    #[arg(long)]
+    thread_stack_size: Option<usize>,
 }
 
 fn announce(what: &str, addr: SocketAddr) {
@@ -147,6 +150,7 @@ fn run(args: &Args) -> Result<(), String> {
             let config = TcpServerConfig {
                 max_connections: MAX_CONNECTIONS,
                 backlog: BACKLOG,
+                thread_stack_size: args.thread_stack_size,
                 ..TcpServerConfig::new(args.address)
             };
             let server = TcpServer::new(engine, config);
