@@ -33,7 +33,10 @@
 //! denied writes gets exception 01 on FC16 while FC3 works, a client
 //! without a certificate and one from another CA are refused (TLS 1.2 and
 //! 1.3) before the engine sees anything, graceful stop with a request in
-//! flight.
+//! flight. Under full load ([`load`]: clients keeping eight requests each
+//! in flight): a graceful stop that loses no acknowledged write and cuts no
+//! answer in half; the partial-frame and idle timeouts and
+//! `max_connections` still at work, and the busy clients untouched.
 //!
 //! A new adapter: implement [`Harness`] (bind on the calling thread, serve
 //! on a thread, wrap the handle and counters in a [`Running`]), then add a
@@ -44,6 +47,7 @@ pub mod adapters;
 pub mod cases;
 pub mod client;
 pub mod fixture;
+pub mod load;
 pub mod serial;
 
 /// Test certificates made fresh with rcgen (CA, server, clients with and
@@ -363,12 +367,24 @@ macro_rules! conformance_suite {
             tls_certificate_from_another_ca_is_refused,
             tls_graceful_shutdown_with_a_request_in_flight
         );
+        $crate::conformance_suite!(@load $h;
+            stop_under_load_keeps_every_acknowledged_write,
+            timeouts_and_limits_under_load
+        );
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
                 $crate::cases::$case::<$h>();
+            }
+        )*
+    };
+    (@load $h:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::load::$case::<$h>();
             }
         )*
     };
