@@ -7,6 +7,8 @@
 //! instructions of the request path only. With `HOTPATH_TIME=1` it then
 //! prints the fastest of 3000 batches of 200 requests, in ns per request,
 //! per thread: `HOTPATH_THREADS=n` runs n connections on one engine at once.
+//! `HOTPATH_PIPELINE=k` puts k requests in each call (a pipelining client's
+//! read): divide the instructions by `n * k`.
 
 use coilwork_core::frame::{ascii, mbap, rtu};
 use coilwork_core::storage::{DeviceContext, ServerContext};
@@ -47,6 +49,12 @@ fn main() {
         Framing::Rtu => rtu::encode(1, &pdu, &mut req),
         Framing::Ascii => ascii::encode(1, &pdu, ascii::DEFAULT_DELIMITER, &mut req),
     }
+    // HOTPATH_PIPELINE=k: k requests in each input, as a pipelining client sends them.
+    let pipeline: usize = std::env::var("HOTPATH_PIPELINE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    req = req.repeat(pipeline.max(1));
     let device = DeviceContext::with_sizes(10_000, 10_000, 10_000, 10_000).unwrap_or_else(|e| panic!("{e}"));
     let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
     let mut conn = Connection::new(engine, ConnectionConfig::stream(framing, Transport::Tcp, None));

@@ -108,6 +108,7 @@ impl core::fmt::Debug for Connection {
 fn execute(
     engine: &Engine,
     config: &ConnectionConfig,
+    ctx: &mut RequestContext<'_>,
     tx: &mut Vec<u8>,
     marks: &mut Vec<(usize, Duration)>,
     pdu_buf: &mut PduBuf,
@@ -117,13 +118,8 @@ fn execute(
     transaction_id: u16,
     pdu: &[u8],
 ) {
-    let ctx = RequestContext {
-        unit,
-        function: pdu.first().copied().unwrap_or(0),
-        transport: config.transport,
-        peer: config.peer,
-        tls_role: config.tls_role.as_deref(),
-    };
+    ctx.unit = unit;
+    ctx.function = pdu.first().copied().unwrap_or(0) & 0x7F;
     pdu_buf.clear();
     let outcome = engine.handle_cached(ctx, pdu, pdu_buf, devices);
     if outcome.respond && !pdu_buf.is_empty() {
@@ -135,7 +131,7 @@ fn execute(
             Framing::Ascii => ascii::encode(unit, pdu_buf.as_slice(), *delimiter, tx),
         }
         if let Some(delivery) = outcome.delivery {
-            apply_delivery(config.framing, delivery, tx, start, marks);
+            apply_delivery(config.framing, *delivery, tx, start, marks);
         }
     }
     match outcome.effect {
@@ -221,6 +217,14 @@ impl Connection {
     /// many bytes were used. `single`: at most one frame.
     fn process(&mut self, buf: &[u8], single: bool) -> Result<usize, ConnectionError> {
         let mut pos = 0;
+        // Built once per input; each request sets its unit and function.
+        let mut ctx = RequestContext {
+            unit: 0,
+            function: 0,
+            transport: self.config.transport,
+            peer: self.config.peer,
+            tls_role: self.config.tls_role.as_deref(),
+        };
         while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
             let decoded = match self.config.framing {
                 Framing::Mbap => mbap::decode(rest),
@@ -247,6 +251,7 @@ impl Connection {
                     execute(
                         &self.engine,
                         &self.config,
+                        &mut ctx,
                         &mut self.tx,
                         &mut self.marks,
                         &mut self.pdu,

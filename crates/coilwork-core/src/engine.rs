@@ -251,15 +251,17 @@ pub enum Effect {
 }
 
 /// What came of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Outcome {
     /// True if the PDU buffer holds a response to send.
     pub respond: bool,
     /// A change for the connection to apply.
     pub effect: Option<Effect>,
-    /// How to deliver the answer (from [`RequestHook::delivery`]); `None`: at once.
-    pub delivery: Option<Delivery>,
+    /// How to deliver the answer (from [`RequestHook::delivery`]); `None`:
+    /// at once. Boxed: only fault injection sets it, and a pointer keeps an
+    /// `Outcome` two registers wide for every other answer.
+    pub delivery: Option<Box<Delivery>>,
 }
 
 impl Outcome {
@@ -449,29 +451,35 @@ impl Engine {
     /// unit is not answered by default; elsewhere an unknown unit gets
     /// exception 0x0B by default (see [`EngineOptions::ignore_missing_devices`]).
     pub fn handle(&self, ctx: &RequestContext<'_>, pdu: &[u8], out: &mut PduBuf) -> Outcome {
-        self.handle_cached(*ctx, pdu, out, &mut DeviceCache::default())
+        let ctx = RequestContext {
+            function: pdu.first().copied().unwrap_or(0) & 0x7F,
+            ..*ctx
+        };
+        self.handle_cached(&ctx, pdu, out, &mut DeviceCache::default())
     }
 
     /// [`Engine::handle`] with the caller's device lookup cache (a
     /// connection keeps one, so steady traffic to one unit takes no lock and
     /// touches no shared reference count to find its device).
+    /// `ctx.function` must be the PDU's function code without the
+    /// exception bit (the connection sets it once per request, into a
+    /// context it builds once per input).
     pub(crate) fn handle_cached(
         &self,
-        mut ctx: RequestContext<'_>,
+        ctx: &RequestContext<'_>,
         pdu: &[u8],
         out: &mut PduBuf,
         devices: &mut DeviceCache,
     ) -> Outcome {
         self.bus.increment(DiagnosticCounter::BusMessage);
         out.clear();
-        let function = pdu.first().copied().unwrap_or(0) & 0x7F;
-        ctx.function = function;
+        let function = ctx.function;
         let serial = ctx.transport.is_serial();
         if serial && ctx.unit == 0 {
             if self.options.broadcast_enable {
                 let decoded = Request::decode(pdu);
                 self.context.for_each_device(&mut |_, device| {
-                    let _ = self.serve(&ctx, device, decoded, out, true);
+                    let _ = self.serve(ctx, device, decoded, out, true);
                 });
                 out.clear();
             }
@@ -482,11 +490,11 @@ impl Engine {
                 let decoded = Request::decode(pdu);
                 if self.plain
                     && let Ok(request) = &decoded
-                    && let Some(outcome) = self.serve_plain(&ctx, device, request, out)
+                    && let Some(outcome) = self.serve_plain(ctx, device, request, out)
                 {
                     return outcome;
                 }
-                self.serve(&ctx, device, decoded, out, false)
+                self.serve(ctx, device, decoded, out, false)
             }
             None => {
                 if self.options.ignore_missing_devices.unwrap_or(serial) {
@@ -684,7 +692,7 @@ impl Engine {
                         HookAction::NoResponse => outcome.respond = false,
                     }
                     if outcome.respond {
-                        outcome.delivery = hook.delivery(ctx, &request, out.as_slice());
+                        outcome.delivery = hook.delivery(ctx, &request, out.as_slice()).map(Box::new);
                     }
                 }
                 outcome
