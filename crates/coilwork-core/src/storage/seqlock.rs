@@ -56,20 +56,36 @@ impl SeqCells {
     /// must only load cells and write into its own output.
     pub(crate) fn read<R>(&self, span: Range<usize>, mut read: impl FnMut(&[AtomicU16]) -> R) -> Option<R> {
         let cells = self.cells.get(span)?;
-        for _ in 0..OPTIMISTIC_TRIES {
+        // The first try inline; retries (a write overlapped) out of line.
+        let before = self.seq.load(Ordering::Acquire);
+        if before & 1 == 0 {
+            let result = read(cells);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == before {
+                return Some(result);
+            }
+        }
+        Some(self.read_contended(cells, read))
+    }
+
+    /// [`SeqCells::read`] after a first try that a write overlapped.
+    #[cold]
+    #[inline(never)]
+    fn read_contended<R>(&self, cells: &[AtomicU16], mut read: impl FnMut(&[AtomicU16]) -> R) -> R {
+        for _ in 1..OPTIMISTIC_TRIES {
+            std::hint::spin_loop();
             let before = self.seq.load(Ordering::Acquire);
             if before & 1 == 0 {
                 let result = read(cells);
                 fence(Ordering::Acquire);
                 if self.seq.load(Ordering::Relaxed) == before {
-                    return Some(result);
+                    return result;
                 }
             }
-            std::hint::spin_loop();
         }
         // Writers keep winning: read among them.
         let _turn = self.lock();
-        Some(read(cells))
+        read(cells)
     }
 
     /// Runs `write` on the cells of `span` with no reader seeing a part of
