@@ -300,12 +300,32 @@ impl SerialServer {
                         }
                     };
                     let input = conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[]));
-                    if conn.has_output() {
-                        let out = conn.output();
+                    // Pieces with pauses only when a hook's delivery asked for
+                    // them. A stop cuts a pause short; the rest is then written at once.
+                    let mut stopped = false;
+                    while conn.has_output() {
+                        let (pause, _) = conn.next_output();
+                        if !pause.is_zero() && !stopped {
+                            stopped = future::or(
+                                async {
+                                    (&mut stop_l).await;
+                                    true
+                                },
+                                async {
+                                    Timer::after(pause).await;
+                                    false
+                                },
+                            )
+                            .await;
+                        }
+                        let (_, out) = conn.next_output();
                         let len = out.len();
                         line.write_all(out).await?;
                         line.flush().await?;
                         conn.consume_output(len);
+                    }
+                    if stopped {
+                        return Ok(());
                     }
                     if let Err(e) = input {
                         // A line cannot be closed like a socket: drop what is held and go on.

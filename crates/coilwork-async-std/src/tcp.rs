@@ -12,7 +12,12 @@
 //! needs it, freed again after a quiet spell), feeds the bytes to its
 //! [`Connection`] with the current time, and writes everything the connection
 //! queued in one write: several requests in one read are answered in one
-//! write (pipelining).
+//! write (pipelining). Only a hook's [`Delivery`](coilwork_core::Delivery)
+//! (delay, split: fault injection) cuts the output into pieces with pauses
+//! between them, made by a boxed writer on an async-io timer while the close
+//! signal and the idle and partial-frame deadlines are still watched: a stop
+//! cuts a pause short and the drain writes the rest at once; an eviction or a
+//! timeout closes the connection and drops the rest.
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
@@ -25,6 +30,7 @@ use coilwork_core::{
 };
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -630,11 +636,7 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
     let mut check_timer = false;
 
     loop {
-        if let Some(d) = timeouts.next_deadline()
-            && armed.is_none_or(|a| a > d)
-        {
-            timer.get_or_insert_with(|| Box::new(Timer::never())).set_at(d);
-            armed = Some(d);
+        if arm(&mut timer, &mut armed, &timeouts) {
             // A fresh or fired timer is registered with no waker until polled.
             check_timer = true;
         }
@@ -720,24 +722,51 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
                 }
                 // A short read took everything there was.
                 drained = n < buf.len();
-                let conn = conn.get_or_insert_with(|| new_connection(ctx, &mut tls_role));
-                let before = conn.buffered_len();
-                let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
-                timeouts.on_input(now, conn, before, n);
+                let c = conn.get_or_insert_with(|| new_connection(ctx, &mut tls_role));
+                let before = c.buffered_len();
+                let input = c.handle_input(now, buf.get(..n).unwrap_or(&[]));
+                timeouts.on_input(now, c, before, n);
                 if !drained && buf.len() < cfg.read_buffer_size {
                     // The buffer filled up: more is coming, read it in bigger gulps.
                     buf.resize(cfg.read_buffer_size, 0);
                 }
-                if conn.has_output() {
-                    let written = future::poll_fn(|cx| {
-                        let poll = poll_write_output(cx, stream, conn);
-                        // Its polls may take the timer's wake (see the timer rule).
-                        check_timer |= poll.is_pending();
-                        poll
-                    })
-                    .await;
-                    if written.is_err() {
-                        return Close::IoError;
+                if c.has_output() {
+                    // Pauses only when a hook's delivery (fault injection)
+                    // asked for them: that writer is boxed, so every
+                    // connection's future does not grow for it.
+                    let (pause, out) = c.next_output();
+                    let plain = pause.is_zero() && out.len() == c.output().len();
+                    let written = if plain {
+                        Either::Left(future::poll_fn(|cx| {
+                            // No pause to make: one write of the whole output.
+                            let poll = poll_write_output(cx, stream, c, &mut false)
+                                .map(|r| r.map(drop).map_err(|_| Close::IoError));
+                            // Its polls may take the timer's wake (see the timer rule).
+                            check_timer |= poll.is_pending();
+                            poll
+                        }))
+                    } else {
+                        Either::Right(Box::pin(write_paused(
+                            ctx,
+                            stream,
+                            c,
+                            &mut timer,
+                            &mut armed,
+                            &mut timeouts,
+                            &mut buf,
+                        )))
+                    };
+                    match written.await {
+                        Ok(()) => {}
+                        // The next wait sees the stop and drains: the rest goes
+                        // out at once, without its pauses.
+                        Err(Close::Shutdown) => {}
+                        Err(why) => return why,
+                    }
+                    if !plain {
+                        // The signal and the timer took this task's waker meanwhile.
+                        registered = None;
+                        check_timer = true;
                     }
                 }
                 if let Err(e) = input {
@@ -748,22 +777,116 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
             }
             Event::Timer => {
                 armed = None;
-                match timeouts.expire(Instant::now(), conn.as_deref_mut()) {
-                    Some(Expired::PartialFrame) => {
-                        debug!(peer = %ctx.peer, "partial frame timed out");
-                        ctx.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Close::PartialTimeout;
-                    }
-                    Some(Expired::Idle) => {
-                        ctx.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Close::IdleTimeout;
-                    }
-                    Some(Expired::ReleaseBuffers) => buf = Vec::new(),
-                    // Fired early (re-armed at the next deadline).
-                    None => {}
+                let expired = timeouts.expire(Instant::now(), conn.as_deref_mut());
+                if let Some(close) = on_expired(ctx, expired, &mut buf) {
+                    return close;
                 }
             }
         }
+    }
+}
+
+/// Writes what `conn` queued piece by piece with the pauses a hook's
+/// delivery asked for (see [`pause_for`]); `Err` with the close that cut it
+/// short ([`Close::Shutdown`] for a stop, the rest left queued).
+async fn write_paused<S: AsyncWrite + Unpin>(
+    ctx: &StreamCtx<'_>,
+    stream: &mut S,
+    conn: &mut Connection,
+    timer: &mut Option<Box<Timer>>,
+    armed: &mut Option<Instant>,
+    timeouts: &mut StreamTimeouts,
+    buf: &mut Vec<u8>,
+) -> Result<(), Close> {
+    let mut paused = false;
+    loop {
+        let written = future::poll_fn(|cx| poll_write_output(cx, stream, conn, &mut paused)).await;
+        match written {
+            Ok(None) => return Ok(()),
+            Ok(Some(pause)) => {
+                if let Some(close) = pause_for(ctx, pause, conn, timer, armed, timeouts, buf).await {
+                    return Err(close);
+                }
+                paused = true;
+            }
+            Err(_) => return Err(Close::IoError),
+        }
+    }
+}
+
+/// Makes a pause a hook's delivery asked for, watching the close signal and
+/// the connection's deadlines meanwhile: `None` once it is over, else the
+/// close that cut it short ([`Close::Shutdown`] for a stop).
+async fn pause_for(
+    ctx: &StreamCtx<'_>,
+    pause: Duration,
+    conn: &mut Connection,
+    timer: &mut Option<Box<Timer>>,
+    armed: &mut Option<Instant>,
+    timeouts: &mut StreamTimeouts,
+    buf: &mut Vec<u8>,
+) -> Option<Close> {
+    let mut until = Timer::after(pause);
+    loop {
+        arm(timer, armed, timeouts);
+        let fired = future::poll_fn(|cx| {
+            if let Poll::Ready(reason) = ctx.signal.poll(cx) {
+                return Poll::Ready(Err(Close::from(reason)));
+            }
+            if armed.is_some()
+                && let Some(t) = timer.as_mut()
+                && Pin::new(&mut **t).poll(cx).is_ready()
+            {
+                return Poll::Ready(Ok(true));
+            }
+            Pin::new(&mut until).poll(cx).map(|_| Ok(false))
+        })
+        .await;
+        match fired {
+            Err(close) => return Some(close),
+            Ok(false) => return None,
+            Ok(true) => {
+                *armed = None;
+                let expired = timeouts.expire(Instant::now(), Some(conn));
+                if let Some(close) = on_expired(ctx, expired, buf) {
+                    return Some(close);
+                }
+            }
+        }
+    }
+}
+
+/// Arms the connection's timer at its next deadline if it is not armed at
+/// or before it (a fresh or fired timer registers on its next poll).
+fn arm(timer: &mut Option<Box<Timer>>, armed: &mut Option<Instant>, timeouts: &StreamTimeouts) -> bool {
+    if let Some(d) = timeouts.next_deadline()
+        && armed.is_none_or(|a| a > d)
+    {
+        timer.get_or_insert_with(|| Box::new(Timer::never())).set_at(d);
+        *armed = Some(d);
+        return true;
+    }
+    false
+}
+
+/// What a passed deadline does: the close it asks for, or the read buffer dropped.
+fn on_expired(ctx: &StreamCtx<'_>, expired: Option<Expired>, buf: &mut Vec<u8>) -> Option<Close> {
+    match expired {
+        Some(Expired::PartialFrame) => {
+            debug!(peer = %ctx.peer, "partial frame timed out");
+            ctx.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+            Some(Close::PartialTimeout)
+        }
+        Some(Expired::Idle) => {
+            ctx.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            Some(Close::IdleTimeout)
+        }
+        Some(Expired::ReleaseBuffers) => {
+            *buf = Vec::new();
+            None
+        }
+        // Fired early (re-armed at the next deadline).
+        None => None,
     }
 }
 
@@ -799,28 +922,50 @@ async fn drain<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Writes everything queued (in one write call when the stream takes it all), then flushes.
+/// Writes everything queued (in one write call when the stream takes it
+/// all), then flushes; a stop's drain, so a hook's delivery pauses are not made.
 async fn write_output<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection) -> std::io::Result<()> {
-    future::poll_fn(|cx| poll_write_output(cx, stream, conn)).await
+    let mut paused = false;
+    while future::poll_fn(|cx| poll_write_output(cx, stream, conn, &mut paused))
+        .await?
+        .is_some()
+    {
+        paused = true;
+    }
+    Ok(())
 }
 
-/// Polls [`write_output`]'s work, marking bytes written as they go, so it
-/// needs no state of its own (the connection loop's future stays small).
+/// Polls the writing of what `conn` queued, marking bytes written as they
+/// go, so it needs no state of its own (the connection loop's future stays
+/// small): `Ready(Ok(None))` once all is written and flushed.
+///
+/// Without a hook's delivery that is one write of the whole output. With
+/// one, it stops before a piece to be paused for, with what came before it
+/// flushed, and is `Ready(Ok(Some(pause)))`: make the pause, then poll again
+/// with `paused` set (cleared here once the piece's first bytes are written).
 fn poll_write_output<S: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     stream: &mut S,
     conn: &mut Connection,
-) -> Poll<std::io::Result<()>> {
+    paused: &mut bool,
+) -> Poll<std::io::Result<Option<Duration>>> {
     while conn.has_output() {
-        match Pin::new(&mut *stream).poll_write(cx, conn.output()) {
+        let (pause, out) = conn.next_output();
+        if !pause.is_zero() && !*paused {
+            return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| Some(pause));
+        }
+        match Pin::new(&mut *stream).poll_write(cx, out) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => conn.consume_output(n),
+            Poll::Ready(Ok(n)) => {
+                *paused = false;
+                conn.consume_output(n);
+            }
             Poll::Ready(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         }
     }
-    Pin::new(stream).poll_flush(cx)
+    Pin::new(stream).poll_flush(cx).map_ok(|()| None)
 }
 
 /// Binds `config.address` now and serves `engine` on a thread of its own

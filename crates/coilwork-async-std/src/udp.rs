@@ -6,7 +6,7 @@
 use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
-use async_io::Async;
+use async_io::{Async, Timer};
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
 use futures_lite::future;
 use std::io::ErrorKind;
@@ -235,16 +235,31 @@ impl UdpServer {
                 debug!(%peer, error = %e, "malformed datagram dropped");
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             }
-            if conn.has_output() {
-                let out = conn.output();
+            if !conn.has_output() {
+                continue;
+            }
+            // One datagram, unless a hook's delivery asked for pauses (delay,
+            // split): then one datagram per piece, after its pause. A stop
+            // cuts a pause short; the rest is then sent at once.
+            let mut sent = true;
+            while conn.has_output() {
+                let (pause, _) = conn.next_output();
+                if !pause.is_zero() {
+                    future::or(stop.raised(), async {
+                        Timer::after(pause).await;
+                    })
+                    .await;
+                }
+                let (_, out) = conn.next_output();
                 let len = out.len();
-                match socket.send_to(out, peer).await {
-                    Ok(_) => {
-                        self.stats.answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => debug!(%peer, error = %e, "udp send failed"),
+                if let Err(e) = socket.send_to(out, peer).await {
+                    debug!(%peer, error = %e, "udp send failed");
+                    sent = false;
                 }
                 conn.consume_output(len);
+            }
+            if sent {
+                self.stats.answered.fetch_add(1, Ordering::Relaxed);
             }
         }
         debug!("modbus udp server stopped");

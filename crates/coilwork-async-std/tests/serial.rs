@@ -213,8 +213,33 @@ async fn start_serial_server_on_a_pty(_rt: Rt) {
     assert!(handle.shutdown_blocking(Some(STEP)));
 }
 
+async fn delivery_split_pauses_the_line(rt: Rt) {
+    let pause = Duration::from_millis(300);
+    let (client, line) = UnixStream::pair().unwrap();
+    let (mut client, line) = (Async::new(client).unwrap(), Async::new(line).unwrap());
+    let server = Arc::new(SerialServer::new(
+        delivery_engine(Duration::ZERO, Some((3, pause))),
+        SerialServerConfig::new("pipe"),
+    ));
+    let s = Arc::clone(&server);
+    let task = rt.spawn(async move { s.serve_line(line).await });
+    send(&mut client, &rtu(1, &fc3(0, 1))).await;
+    let sent = std::time::Instant::now();
+    let want = rtu(1, &[0x03, 0x02, 0x00, 0x00]);
+    assert_eq!(read_n(&mut client, 3).await, want[..3]);
+    assert!(
+        nothing_within(&mut client, pause / 3).await,
+        "only the first piece came"
+    );
+    assert_eq!(read_n(&mut client, want.len() - 3).await, want[3..]);
+    assert!(sent.elapsed() >= pause, "rest after {:?}", sent.elapsed());
+    server.handle().stop();
+    let r = within(STEP, task).await.expect("serve_line returns");
+    assert!(r.is_ok());
+}
+
 tests!(
-    smol: rtu_on_a_pty_with_line_silence, local_echo_is_dropped, ascii_on_a_pipe, missing_port_error_or_retry,
+    smol: delivery_split_pauses_the_line, rtu_on_a_pty_with_line_silence, local_echo_is_dropped, ascii_on_a_pipe, missing_port_error_or_retry,
         start_serial_server_on_a_pty;
     async_std: rtu_on_a_pty_with_line_silence, local_echo_is_dropped
 );

@@ -6,6 +6,7 @@ mod common;
 use coilwork_async_std::{OverflowPolicy, ServerError, TcpServer, TcpServerConfig, start_tcp_server};
 use coilwork_core::Framing;
 use common::*;
+use futures_lite::io::AsyncReadExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,16 @@ fn config() -> TcpServerConfig {
 
 /// Binds, spawns `serve_forever` on the runtime, returns the server, its address and the serve task.
 fn start(rt: Rt, config: TcpServerConfig) -> (Arc<TcpServer>, SocketAddr, Join<Result<(), ServerError>>) {
-    let server = Arc::new(TcpServer::new(engine(), config));
+    start_engine(rt, engine(), config)
+}
+
+/// [`start`] serving `engine`.
+fn start_engine(
+    rt: Rt,
+    engine: Arc<coilwork_core::Engine>,
+    config: TcpServerConfig,
+) -> (Arc<TcpServer>, SocketAddr, Join<Result<(), ServerError>>) {
+    let server = Arc::new(TcpServer::new(engine, config));
     let addr = server.bind().expect("bind");
     let s = Arc::clone(&server);
     let task = rt.spawn(async move { s.serve_forever().await });
@@ -471,8 +481,89 @@ fn serve_forever_is_send() {
     assert_send(&server.shutdown());
 }
 
+const PAUSE: Duration = Duration::from_millis(300);
+
+async fn delivery_delay(rt: Rt) {
+    let (server, addr, task) = start_engine(rt, delivery_engine(PAUSE, None), config());
+    let mut c = connect(addr).await;
+    // Only FC3 is delayed by the hook.
+    let sent = Instant::now();
+    assert_eq!(call(&mut c, 1, 1, &fc16(0, &[0x1234])).await, vec![0x10, 0, 0, 0, 1]);
+    assert!(sent.elapsed() < PAUSE, "{:?}", sent.elapsed());
+    // Another connection is served during the pause.
+    let mut other = connect(addr).await;
+    let sent = Instant::now();
+    send(&mut c, &adu(2, 1, &fc3(0, 1))).await;
+    rt.sleep(PAUSE / 3).await;
+    assert_eq!(call(&mut other, 9, 1, &fc16(1, &[5])).await, vec![0x10, 0, 1, 0, 1]);
+    assert!(sent.elapsed() < PAUSE, "other served after {:?}", sent.elapsed());
+    let a = read_answer(&mut c).await;
+    let took = sent.elapsed();
+    assert_eq!((a.tid, a.pdu), (2, fc3_answer(&[0x1234])));
+    assert!(took >= PAUSE && took < PAUSE + STEP, "answered after {took:?}");
+    stop(&server, task).await;
+}
+
+async fn delivery_split(rt: Rt) {
+    let (server, addr, task) = start_engine(rt, delivery_engine(Duration::ZERO, Some((4, PAUSE))), config());
+    let mut c = connect(addr).await;
+    send(&mut c, &adu(7, 1, &fc3(0, 1))).await;
+    let sent = Instant::now();
+    let want = adu(7, 1, &fc3_answer(&[0]));
+    let mut got = vec![0u8; 4];
+    within(STEP, c.read_exact(&mut got))
+        .await
+        .expect("first piece")
+        .unwrap();
+    assert_eq!(got, want[..4]);
+    let mut more = [0u8; 16];
+    assert!(
+        within(PAUSE / 3, c.read(&mut more)).await.is_none(),
+        "only the first piece came"
+    );
+    let mut rest = vec![0u8; want.len() - 4];
+    within(STEP, c.read_exact(&mut rest)).await.expect("the rest").unwrap();
+    assert!(sent.elapsed() >= PAUSE, "rest after {:?}", sent.elapsed());
+    got.extend_from_slice(&rest);
+    assert_eq!(got, want);
+    stop(&server, task).await;
+}
+
+async fn delivery_pause_cut_by_stop(rt: Rt) {
+    let (server, addr, task) = start_engine(rt, delivery_engine(Duration::from_secs(30), None), config());
+    let mut c = connect(addr).await;
+    send(&mut c, &adu(3, 1, &fc3(0, 1))).await;
+    rt.sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    stop(&server, task).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        stopping.elapsed()
+    );
+    // A stop drains: the answer goes out at once.
+    let a = read_answer(&mut c).await;
+    assert_eq!((a.tid, a.pdu), (3, fc3_answer(&[0])));
+}
+
+async fn delivery_pause_cut_by_idle_timeout(rt: Rt) {
+    let config = TcpServerConfig {
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..config()
+    };
+    let (server, addr, task) = start_engine(rt, delivery_engine(Duration::from_secs(30), None), config);
+    let mut c = connect(addr).await;
+    send(&mut c, &adu(3, 1, &fc3(0, 1))).await;
+    assert!(
+        closed_by_server(&mut c, Duration::from_secs(5)).await,
+        "idle timeout during the pause"
+    );
+    assert!(eventually(|| server.stats().idle_timeouts() == 1).await);
+    stop(&server, task).await;
+}
+
 tests!(
-    smol: round_trips, pipelining, one_byte_at_a_time, bad_protocol_id, hundred_clients,
+    smol: delivery_delay, delivery_split, delivery_pause_cut_by_stop, delivery_pause_cut_by_idle_timeout, round_trips, pipelining, one_byte_at_a_time, bad_protocol_id, hundred_clients,
         max_connections_refused, evict_oldest, partial_frame_timeout, idle_timeout,
         buffers_released_and_reallocated, graceful_shutdown_in_flight, writes_seen_by_another_client,
         allow_list, port_in_use, defer_start_and_stop_from_another_thread, server_close_before_serving,

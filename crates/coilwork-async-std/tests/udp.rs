@@ -79,7 +79,36 @@ async fn start_udp_server_and_stop(_rt: Rt) {
     assert!(handle.is_stopped());
 }
 
+async fn delivery_split_sends_two_datagrams(rt: Rt) {
+    let pause = std::time::Duration::from_millis(300);
+    let server = Arc::new(UdpServer::new(
+        delivery_engine(std::time::Duration::ZERO, Some((4, pause))),
+        UdpServerConfig::new("127.0.0.1:0".parse().unwrap()),
+    ));
+    let addr = server.bind().unwrap();
+    let s = Arc::clone(&server);
+    let task = rt.spawn(async move { s.serve_forever().await });
+    let sock = client(addr).await;
+    sock.send(&adu(5, 1, &fc3(0, 1))).await.unwrap();
+    let sent = std::time::Instant::now();
+    let want = adu(5, 1, &fc3_answer(&[0]));
+    let mut buf = [0u8; 600];
+    let n = within(STEP, sock.recv(&mut buf))
+        .await
+        .expect("first datagram")
+        .unwrap();
+    assert_eq!(&buf[..n], &want[..4]);
+    let n = within(STEP, sock.recv(&mut buf))
+        .await
+        .expect("second datagram")
+        .unwrap();
+    assert!(sent.elapsed() >= pause, "second after {:?}", sent.elapsed());
+    assert_eq!(&buf[..n], &want[4..]);
+    server.handle().stop();
+    assert!(within(STEP, task).await.expect("serve returns").is_ok());
+}
+
 tests!(
-    smol: round_trip_and_malformed_counted, start_udp_server_and_stop;
+    smol: delivery_split_sends_two_datagrams, round_trip_and_malformed_counted, start_udp_server_and_stop;
     async_std: round_trip_and_malformed_counted
 );

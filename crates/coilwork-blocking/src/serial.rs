@@ -334,12 +334,19 @@ impl SerialServer {
                 // A serial port's timeout bounds writes too: give the answer time to go out.
                 line.set_line_timeout(WRITE_TIMEOUT).map_err(|e| self.line_failed(e))?;
                 timeout_set = None;
-                let out = conn.output();
-                let len = out.len();
-                line.write_all(out)
-                    .and_then(|()| line.flush())
-                    .map_err(|e| self.line_failed(e))?;
-                conn.consume_output(len);
+                // Pieces with pauses only when a hook's delivery asked for
+                // them. A stop cuts a pause short; the rest is then written at once.
+                while conn.has_output() {
+                    let (pause, out) = conn.next_output();
+                    if !pause.is_zero() {
+                        self.handle.sleep_unless_stopped(pause);
+                    }
+                    let len = out.len();
+                    line.write_all(out)
+                        .and_then(|()| line.flush())
+                        .map_err(|e| self.line_failed(e))?;
+                    conn.consume_output(len);
+                }
             }
             if let Err(e) = input {
                 // A line cannot be closed like a socket: drop what is held and go on.

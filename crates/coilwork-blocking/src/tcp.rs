@@ -22,10 +22,15 @@
 //! read), feeds the bytes to its
 //! [`Connection`] with `Instant::now()`, and writes everything the
 //! connection queued in one write: several requests in one read are answered
-//! in one write (pipelining). Reads block with no read timeout, so a
-//! request costs no kernel timer; a thread is woken from outside by a
-//! `shutdown(Shutdown::Read)` of its socket, after which its read returns at
-//! once:
+//! in one write (pipelining). Only a hook's [`Delivery`](coilwork_core::Delivery)
+//! (delay, split: fault injection) cuts the output into pieces with pauses
+//! between them, which the thread sleeps in slices of at most `poll_interval`:
+//! a stop cuts a pause short and the rest is written at once (the stop drains
+//! the answers), an eviction or the cut at shutdown drops the rest.
+//!
+//! Reads block with no read timeout, so a request costs no kernel timer; a
+//! thread is woken from outside by a `shutdown(Shutdown::Read)` of its
+//! socket, after which its read returns at once:
 //! - a stop or an eviction raises a flag, then shuts down the socket of a
 //!   thread that is in a read (an eviction at once, a stop once the accept
 //!   loop has seen it, within one [`TcpServerConfig::poll_interval`]); a
@@ -898,7 +903,7 @@ impl ConnThread {
             let before = conn.buffered_len();
             let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
             timeouts.on_input(now, &conn, before, n);
-            if conn.has_output() && write_output(stream, &mut conn).is_err() {
+            if conn.has_output() && write_output(stream, &mut conn, |d| self.pause(d)).is_err() {
                 return Close::IoError;
             }
             if let Err(e) = input {
@@ -968,18 +973,52 @@ impl ConnThread {
             }
         }
         if stream.socket().set_nonblocking(false).is_ok() && conn.has_output() {
-            let _ = write_output(stream, conn);
+            // Stopping: `pause` returns at once, so the answers go out without their pauses.
+            let _ = write_output(stream, conn, |d| self.pause(d));
+        }
+    }
+
+    /// Makes a pause a hook's delivery asked for, in slices of at most
+    /// `poll_interval`; true to write on. A stop cuts it short (true: a stop
+    /// drains the answers, so the rest goes out at once, without its
+    /// pauses); an eviction or a cut at shutdown too (false: the rest is
+    /// dropped, the connection closes).
+    fn pause(&self, d: Duration) -> bool {
+        let poll = self.config.poll_interval.max(Duration::from_millis(1));
+        let start = Instant::now();
+        loop {
+            if self.guard.slot.close.load(Ordering::Acquire) {
+                return false;
+            }
+            let left = d.saturating_sub(start.elapsed());
+            if left.is_zero() || self.stop.sleep_unless_stopped(left.min(poll)) {
+                return true;
+            }
         }
     }
 }
 
-/// Writes everything queued (one write call on the socket when it fits its buffer).
-fn write_output<S: Write>(stream: &mut S, conn: &mut Connection) -> std::io::Result<()> {
-    let out = conn.output();
-    let n = out.len();
-    stream.write_all(out)?;
-    stream.flush()?;
-    conn.consume_output(n);
+/// Writes everything queued: in one write call (on the socket, when it fits
+/// its buffer) unless a hook's delivery asked for pauses (delay, split);
+/// then piece by piece, `pause` making each pause first. When `pause`
+/// returns false, the rest is dropped.
+fn write_output<S: Write>(
+    stream: &mut S,
+    conn: &mut Connection,
+    mut pause: impl FnMut(Duration) -> bool,
+) -> std::io::Result<()> {
+    while conn.has_output() {
+        // Without pauses (no hook's delivery): the whole output, at once.
+        let (wait, out) = conn.next_output();
+        if !wait.is_zero() && !pause(wait) {
+            conn.consume_output(conn.output().len());
+            return Ok(());
+        }
+        let n = out.len();
+        stream.write_all(out)?;
+        stream.flush()?;
+        conn.consume_output(n);
+    }
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 //!
 //! One thread (the one calling [`UdpServer::serve_forever`]) receives with a
 //! socket read timeout of [`UdpServerConfig::poll_interval`], so it notices a
-//! stop within that long.
+//! stop within that long. A hook's [`Delivery`](coilwork_core::Delivery)
+//! pause (delay, split) is slept on that thread, so other clients wait for it
+//! (as in the tokio adapter); a stop cuts it short.
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
@@ -234,16 +236,27 @@ impl UdpServer {
                 debug!(%peer, error = %e, "malformed datagram dropped");
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             }
-            if conn.has_output() {
-                let out = conn.output();
+            if !conn.has_output() {
+                continue;
+            }
+            // One datagram, unless a hook's delivery asked for pauses (delay,
+            // split): then one datagram per piece, after its pause. A stop
+            // cuts a pause short; the rest is then sent at once.
+            let mut sent = true;
+            while conn.has_output() {
+                let (pause, out) = conn.next_output();
+                if !pause.is_zero() {
+                    self.handle.sleep_unless_stopped(pause);
+                }
                 let len = out.len();
-                match socket.send_to(out, peer) {
-                    Ok(_) => {
-                        self.stats.answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => debug!(%peer, error = %e, "udp send failed"),
+                if let Err(e) = socket.send_to(out, peer) {
+                    debug!(%peer, error = %e, "udp send failed");
+                    sent = false;
                 }
                 conn.consume_output(len);
+            }
+            if sent {
+                self.stats.answered.fetch_add(1, Ordering::Relaxed);
             }
         }
         debug!("modbus udp server stopped");

@@ -329,3 +329,25 @@ fn missing_port_error_or_retry() {
     // A stop cuts the reconnect delay short.
     stop(&server, thread);
 }
+
+#[test]
+fn a_hooks_delivery_split_pauses_the_line() {
+    let pause = Duration::from_millis(300);
+    let (mut client, line) = UnixStream::pair().unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let server = Arc::new(SerialServer::new(
+        delivery_engine(Duration::ZERO, Some((3, pause))),
+        SerialServerConfig::new("pipe"),
+    ));
+    let s = Arc::clone(&server);
+    let thread = std::thread::spawn(move || s.serve_line(line));
+    client.write_all(&rtu(1, &fc3(0, 1))).unwrap();
+    let sent = Instant::now();
+    let want = rtu(1, &[0x03, 0x02, 0x00, 0x00]);
+    assert_eq!(read_n(&mut client, 3), want[..3]);
+    assert!(nothing_within(&mut client, pause / 3), "only the first piece came");
+    assert_eq!(read_n(&mut client, want.len() - 3), want[3..]);
+    assert!(sent.elapsed() >= pause, "rest after {:?}", sent.elapsed());
+    server.handle().stop();
+    assert!(thread.join().unwrap().is_ok());
+}

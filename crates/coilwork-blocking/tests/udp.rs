@@ -79,3 +79,27 @@ fn start_udp_server_in_background_and_stop() {
     handle.stop();
     assert!(handle.wait_stopped_timeout(STEP));
 }
+
+#[test]
+fn a_hooks_delivery_split_sends_two_datagrams() {
+    let pause = Duration::from_millis(300);
+    let server = Arc::new(UdpServer::new(
+        delivery_engine(Duration::ZERO, Some((4, pause))),
+        UdpServerConfig::new("127.0.0.1:0".parse().unwrap()),
+    ));
+    let addr = server.bind().unwrap();
+    let s = Arc::clone(&server);
+    let thread = std::thread::spawn(move || s.serve_forever());
+    let sock = client(addr);
+    sock.send(&adu(5, 1, &fc3(0, 1))).unwrap();
+    let sent = Instant::now();
+    let want = adu(5, 1, &fc3_answer(&[0]));
+    let mut buf = [0u8; 600];
+    let n = sock.recv(&mut buf).expect("first datagram");
+    assert_eq!(&buf[..n], &want[..4]);
+    let n = sock.recv(&mut buf).expect("second datagram");
+    assert!(sent.elapsed() >= pause, "second after {:?}", sent.elapsed());
+    assert_eq!(&buf[..n], &want[4..]);
+    server.handle().shutdown();
+    assert!(thread.join().unwrap().is_ok());
+}
