@@ -677,7 +677,7 @@ impl ConnTask {
                     if conn.has_output() {
                         // A write that had to wait may have taken the timer's wake too.
                         let mut waited = false;
-                        let write = write_output(stream, conn, &self.stats, self.id);
+                        let write = write_output(stream, conn, &self.stats, self.id, &self.signal);
                         tokio::pin!(write);
                         let written = std::future::poll_fn(|cx| {
                             let poll = write.as_mut().poll(cx);
@@ -736,27 +736,46 @@ impl ConnTask {
             }
         }
         if conn.has_output() {
-            let _ = write_output(stream, conn, &self.stats, self.id).await;
+            let _ = write_output(stream, conn, &self.stats, self.id, &self.signal).await;
         }
     }
 }
 
 /// Writes everything queued, in one write call unless a hook's delivery
 /// asked for pauses (delay, split): then piece by piece with the pauses.
+/// A pause ends early on `signal`: on a stop the rest goes out at once,
+/// without its pauses (a stop drains the answers); on an eviction the rest
+/// is dropped (the connection's next wait sees the signal and closes).
 async fn write_output<S: AsyncWrite + Unpin>(
     stream: &mut S,
     conn: &mut Connection,
     stats: &TcpStats,
     id: u64,
+    signal: &CloseSignal,
 ) -> std::io::Result<()> {
+    let mut pauses = true;
     while conn.has_output() {
         let (pause, _) = conn.next_output();
-        if !pause.is_zero() {
+        if pauses && !pause.is_zero() {
             // Boxed: only fault injection pauses, and an inline timer would
             // grow every connection's task.
-            Box::pin(tokio::time::sleep(pause)).await;
+            let cut = Box::pin(async {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => None,
+                    why = std::future::poll_fn(|cx| signal.poll(cx)) => Some(why),
+                }
+            })
+            .await;
+            match cut {
+                None => {}
+                Some(CloseReason::Stop) => pauses = false,
+                Some(CloseReason::Evict) => {
+                    conn.consume_output(conn.output().len());
+                    return Ok(());
+                }
+            }
         }
-        let (_, out) = conn.next_output();
+        let out = if pauses { conn.next_output().1 } else { conn.output() };
         let n = out.len();
         stream.write_all(out).await?;
         // A no-op on TCP; pushes out what TLS still holds.
