@@ -33,7 +33,8 @@
 //! denied writes gets exception 01 on FC16 while FC3 works, a client
 //! without a certificate and one from another CA are refused (TLS 1.2 and
 //! 1.3) before the engine sees anything, graceful stop with a request in
-//! flight. Under full load ([`load`]: clients keeping eight requests each
+//! flight. A hook's delivery ([`delivery`]): a delay and a split are made,
+//! and a stop or an eviction during a long pause is not held up by it. Under full load ([`load`]: clients keeping eight requests each
 //! in flight): a graceful stop that loses no acknowledged write and cuts no
 //! answer in half; the partial-frame and idle timeouts and
 //! `max_connections` still at work, and the busy clients untouched.
@@ -46,6 +47,7 @@
 pub mod adapters;
 pub mod cases;
 pub mod client;
+pub mod delivery;
 pub mod fixture;
 pub mod load;
 pub mod serial;
@@ -367,6 +369,12 @@ macro_rules! conformance_suite {
             tls_certificate_from_another_ca_is_refused,
             tls_graceful_shutdown_with_a_request_in_flight
         );
+        $crate::conformance_suite!(@delivery $h;
+            delivery_delay_holds_the_answer_back,
+            delivery_split_sends_two_pieces,
+            a_stop_cuts_a_delivery_pause_short,
+            an_eviction_ends_a_delivery_pause
+        );
         $crate::conformance_suite!(@load $h;
             stop_under_load_keeps_every_acknowledged_write,
             timeouts_and_limits_under_load
@@ -377,6 +385,14 @@ macro_rules! conformance_suite {
             #[test]
             fn $case() {
                 $crate::cases::$case::<$h>();
+            }
+        )*
+    };
+    (@delivery $h:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::delivery::$case::<$h>();
             }
         )*
     };

@@ -1,0 +1,141 @@
+//! Cases for a hook's [`Delivery`] (fault injection: delay, split): every
+//! adapter makes the pauses, and a stop or an eviction during one is not
+//! held up by it.
+
+use crate::cases::STOP_WITHIN;
+use crate::client::{Client, STEP, adu, fc3, fc3_answer, fc16, pdu};
+use crate::{Harness, Overflow, TcpOptions};
+use coilwork_core::engine::RequestHook;
+use coilwork_core::pdu::Request;
+use coilwork_core::storage::{DeviceContext, ServerContext};
+use coilwork_core::{Delivery, Engine, RequestContext};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The pause the timing cases ask for.
+const PAUSE: Duration = Duration::from_millis(300);
+
+/// A pause no case waits out.
+const LONG: Duration = Duration::from_secs(30);
+
+/// A hook that delivers FC3 answers as its `Delivery` says, others at once.
+struct Fc3Delivery(Delivery);
+
+impl RequestHook for Fc3Delivery {
+    fn delivery(&self, ctx: &RequestContext<'_>, _request: &Request<'_>, _response: &[u8]) -> Option<Delivery> {
+        (ctx.function == 0x03).then_some(self.0)
+    }
+}
+
+/// An engine of zeroed tables whose FC3 answers are delayed by `delay`, then
+/// split as `split` says.
+fn engine(delay: Duration, split: Option<(u16, Duration)>) -> Arc<Engine> {
+    let device = DeviceContext::with_sizes(100, 100, 100, 100).expect("device");
+    let delivery = Delivery {
+        delay,
+        split,
+        garble: false,
+    };
+    Arc::new(
+        Engine::builder(ServerContext::single(device))
+            .hook(Arc::new(Fc3Delivery(delivery)))
+            .build(),
+    )
+}
+
+/// A delay holds the FC3 answer back by the pause; FC16 is answered at once.
+pub fn delivery_delay_holds_the_answer_back<H: Harness>() {
+    let server = H::start_tcp(engine(PAUSE, None), &TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    let sent = Instant::now();
+    assert_eq!(c.call(1, 1, &fc16(0, &[0x1234])), pdu(0x10, &[0, 1]));
+    assert!(
+        sent.elapsed() < PAUSE,
+        "{}: FC16 held back {:?}",
+        H::NAME,
+        sent.elapsed()
+    );
+    let sent = Instant::now();
+    assert_eq!(c.call(2, 1, &fc3(0, 1)), fc3_answer(&[0x1234]));
+    let took = sent.elapsed();
+    assert!(
+        took >= PAUSE && took < PAUSE + STEP,
+        "{}: FC3 answered after {took:?}",
+        H::NAME
+    );
+    server.stop();
+}
+
+/// A split sends the first four bytes, then the rest after the pause.
+pub fn delivery_split_sends_two_pieces<H: Harness>() {
+    let server = H::start_tcp(engine(Duration::ZERO, Some((4, PAUSE))), &TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    c.send(&adu(7, 1, &fc3(0, 1)));
+    let sent = Instant::now();
+    let want = adu(7, 1, &fc3_answer(&[0]));
+    let first = c.read_n(4);
+    assert_eq!(first, want[..4], "{}: first piece", H::NAME);
+    assert!(
+        c.silent_for(PAUSE / 3),
+        "{}: more than the first piece at once",
+        H::NAME
+    );
+    let rest = c.read_n(want.len() - 4);
+    assert!(sent.elapsed() >= PAUSE, "{}: rest after {:?}", H::NAME, sent.elapsed());
+    assert_eq!(rest, want[4..], "{}: the rest", H::NAME);
+    server.stop();
+}
+
+/// A stop during a long pause: the server returns within [`STOP_WITHIN`]
+/// (its `shutdown_timeout` is longer, so the cut at shutdown cannot be
+/// what ended it) and the answer still goes out (a stop drains).
+pub fn a_stop_cuts_a_delivery_pause_short<H: Harness>() {
+    let server = H::start_tcp(
+        engine(LONG, None),
+        &TcpOptions {
+            shutdown_timeout: Duration::from_secs(20),
+            ..TcpOptions::default()
+        },
+    );
+    let mut c = Client::connect(server.addr());
+    c.send(&adu(3, 1, &fc3(0, 1)));
+    // The connection is in its pause.
+    std::thread::sleep(Duration::from_millis(200));
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop during a pause took {took:?}", H::NAME);
+    let a = c.read_answer();
+    assert_eq!((a.tid, a.pdu), (3, fc3_answer(&[0])), "{}: answer drained", H::NAME);
+}
+
+/// An eviction during a long pause closes the paused connection at once,
+/// without its answer; the newcomer is served.
+pub fn an_eviction_ends_a_delivery_pause<H: Harness>() {
+    let server = H::start_tcp(
+        engine(LONG, None),
+        &TcpOptions {
+            max_connections: 1,
+            overflow: Overflow::EvictOldest,
+            ..TcpOptions::default()
+        },
+    );
+    let mut old = Client::connect(server.addr());
+    old.send(&adu(3, 1, &fc3(0, 1)));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut new = Client::connect(server.addr());
+    assert_eq!(
+        new.call(1, 1, &fc16(0, &[7])),
+        pdu(0x10, &[0, 1]),
+        "{}: newcomer",
+        H::NAME
+    );
+    let t0 = Instant::now();
+    assert!(old.closed_by_server(STEP), "{}: paused connection closed", H::NAME);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "{}: closed {:?} after the eviction",
+        H::NAME,
+        t0.elapsed()
+    );
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+}
