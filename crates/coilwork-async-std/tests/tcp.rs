@@ -6,7 +6,6 @@ mod common;
 use coilwork_async_std::{OverflowPolicy, ServerError, TcpServer, TcpServerConfig, start_tcp_server};
 use coilwork_core::Framing;
 use common::*;
-use futures_lite::io::AsyncReadExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -504,48 +503,6 @@ async fn delivery_delay(rt: Rt) {
     stop(&server, task).await;
 }
 
-async fn delivery_split(rt: Rt) {
-    let (server, addr, task) = start_engine(rt, delivery_engine(Duration::ZERO, Some((4, PAUSE))), config());
-    let mut c = connect(addr).await;
-    send(&mut c, &adu(7, 1, &fc3(0, 1))).await;
-    let sent = Instant::now();
-    let want = adu(7, 1, &fc3_answer(&[0]));
-    let mut got = vec![0u8; 4];
-    within(STEP, c.read_exact(&mut got))
-        .await
-        .expect("first piece")
-        .unwrap();
-    assert_eq!(got, want[..4]);
-    let mut more = [0u8; 16];
-    assert!(
-        within(PAUSE / 3, c.read(&mut more)).await.is_none(),
-        "only the first piece came"
-    );
-    let mut rest = vec![0u8; want.len() - 4];
-    within(STEP, c.read_exact(&mut rest)).await.expect("the rest").unwrap();
-    assert!(sent.elapsed() >= PAUSE, "rest after {:?}", sent.elapsed());
-    got.extend_from_slice(&rest);
-    assert_eq!(got, want);
-    stop(&server, task).await;
-}
-
-async fn delivery_pause_cut_by_stop(rt: Rt) {
-    let (server, addr, task) = start_engine(rt, delivery_engine(Duration::from_secs(30), None), config());
-    let mut c = connect(addr).await;
-    send(&mut c, &adu(3, 1, &fc3(0, 1))).await;
-    rt.sleep(Duration::from_millis(200)).await;
-    let stopping = Instant::now();
-    stop(&server, task).await;
-    assert!(
-        stopping.elapsed() < Duration::from_secs(5),
-        "stopped after {:?}",
-        stopping.elapsed()
-    );
-    // A stop drains: the answer goes out at once.
-    let a = read_answer(&mut c).await;
-    assert_eq!((a.tid, a.pdu), (3, fc3_answer(&[0])));
-}
-
 async fn delivery_pause_cut_by_idle_timeout(rt: Rt) {
     let config = TcpServerConfig {
         idle_timeout: Some(Duration::from_millis(200)),
@@ -563,7 +520,7 @@ async fn delivery_pause_cut_by_idle_timeout(rt: Rt) {
 }
 
 tests!(
-    smol: delivery_delay, delivery_split, delivery_pause_cut_by_stop, delivery_pause_cut_by_idle_timeout, round_trips, pipelining, one_byte_at_a_time, bad_protocol_id, hundred_clients,
+    smol: delivery_delay, delivery_pause_cut_by_idle_timeout, round_trips, pipelining, one_byte_at_a_time, bad_protocol_id, hundred_clients,
         max_connections_refused, evict_oldest, partial_frame_timeout, idle_timeout,
         buffers_released_and_reallocated, graceful_shutdown_in_flight, writes_seen_by_another_client,
         allow_list, port_in_use, defer_start_and_stop_from_another_thread, server_close_before_serving,

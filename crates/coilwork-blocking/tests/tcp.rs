@@ -6,7 +6,7 @@ use coilwork_blocking::{
     OverflowPolicy, ServerError, ServerHandle, TcpServer, TcpServerConfig, start_tcp_server_in_background,
 };
 use common::*;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -451,63 +451,3 @@ fn start_tcp_server_in_background_and_stop() {
     assert!(matches!(err, ServerError::Bind { .. }), "{err:?}");
 }
 
-const PAUSE: Duration = Duration::from_millis(300);
-
-#[test]
-fn a_hooks_delivery_delay_holds_the_answer_back() {
-    let (server, addr, thread) = start_engine(delivery_engine(PAUSE, None), config());
-    let mut c = connect(addr);
-    // Undelayed: FC16 (only FC3 is delayed by the hook).
-    let sent = Instant::now();
-    assert_eq!(call(&mut c, 1, 1, &fc16(0, &[0x1234])), vec![0x10, 0, 0, 0, 1]);
-    assert!(sent.elapsed() < PAUSE, "{:?}", sent.elapsed());
-    let sent = Instant::now();
-    assert_eq!(call(&mut c, 2, 1, &fc3(0, 1)), fc3_answer(&[0x1234]));
-    let took = sent.elapsed();
-    assert!(took >= PAUSE && took < PAUSE + STEP, "answered after {took:?}");
-    stop(&server, thread);
-}
-
-#[test]
-fn a_hooks_delivery_split_sends_the_answer_in_two_pieces() {
-    let (server, addr, thread) = start_engine(delivery_engine(Duration::ZERO, Some((4, PAUSE))), config());
-    let mut c = connect(addr);
-    c.write_all(&adu(7, 1, &fc3(0, 1))).unwrap();
-    let sent = Instant::now();
-    let want = adu(7, 1, &fc3_answer(&[0]));
-    let mut got = vec![0u8; 4];
-    c.read_exact(&mut got).expect("first piece");
-    assert_eq!(got, want[..4]);
-    // Nothing more before the pause is over.
-    c.set_read_timeout(Some(PAUSE / 3)).unwrap();
-    let mut more = [0u8; 16];
-    let e = c.read(&mut more).expect_err("only the first piece came");
-    assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e}");
-    c.set_read_timeout(Some(STEP)).unwrap();
-    let mut rest = vec![0u8; want.len() - 4];
-    c.read_exact(&mut rest).expect("the rest");
-    assert!(sent.elapsed() >= PAUSE, "rest after {:?}", sent.elapsed());
-    got.extend_from_slice(&rest);
-    assert_eq!(got, want);
-    stop(&server, thread);
-}
-
-#[test]
-fn a_stop_cuts_a_delivery_pause_short() {
-    let long = Duration::from_secs(30);
-    let (server, addr, thread) = start_engine(delivery_engine(long, None), config());
-    let mut c = connect(addr);
-    c.write_all(&adu(3, 1, &fc3(0, 1))).unwrap();
-    // The thread is in its pause.
-    std::thread::sleep(Duration::from_millis(200));
-    let stopping = Instant::now();
-    stop(&server, thread);
-    assert!(
-        stopping.elapsed() < Duration::from_secs(5),
-        "stopped after {:?}",
-        stopping.elapsed()
-    );
-    // A stop drains: the answer goes out at once.
-    let a = read_answer(&mut c);
-    assert_eq!((a.tid, a.pdu), (3, fc3_answer(&[0])));
-}
