@@ -450,4 +450,3 @@ fn start_tcp_server_in_background_and_stop() {
     .expect_err("not a local address");
     assert!(matches!(err, ServerError::Bind { .. }), "{err:?}");
 }
-
