@@ -869,4 +869,281 @@ mod tests {
         println!("connection task future: {size} bytes");
         assert!(size <= 1024, "connection task future grew to {size} bytes");
     }
+
+    // The timer rule of `ConnTask::serve`: a wait polls the timer on its first
+    // poll only when `timer_unpolled` says the timer's wake may have gone to
+    // another poll. These tests hand the timer's wake to a read and to a
+    // blocked write, on a mock stream and tokio's paused clock, and then send
+    // no wake at all: the connection must still see the deadline.
+
+    /// A stream the test feeds and blocks by hand; it records who waits on it.
+    #[derive(Default)]
+    struct Pipe {
+        input: Vec<u8>,
+        write_blocked: bool,
+        written: Vec<u8>,
+        reader: Option<Waker>,
+        writer: Option<Waker>,
+        /// Polls of `poll_readable`: a wait without a buffer (the start, or
+        /// after the buffers were released).
+        readable_polls: usize,
+        write_polls: usize,
+    }
+
+    #[derive(Clone, Default)]
+    struct MockStream(Arc<Mutex<Pipe>>);
+
+    impl MockStream {
+        fn pipe(&self) -> std::sync::MutexGuard<'_, Pipe> {
+            self.0.lock().expect("pipe")
+        }
+
+        /// Adds input and wakes the reader.
+        fn feed(&self, bytes: &[u8]) {
+            let mut pipe = self.pipe();
+            pipe.input.extend_from_slice(bytes);
+            if let Some(w) = pipe.reader.take() {
+                w.wake();
+            }
+        }
+
+        /// Adds input without waking the reader: only a poll that comes for
+        /// another reason finds it.
+        fn feed_quietly(&self, bytes: &[u8]) {
+            self.pipe().input.extend_from_slice(bytes);
+        }
+
+        fn set_write_blocked(&self, blocked: bool) {
+            let mut pipe = self.pipe();
+            pipe.write_blocked = blocked;
+            if let Some(w) = pipe.writer.take() {
+                w.wake();
+            }
+        }
+
+        fn take_input(&self, buf: &mut [u8]) -> usize {
+            let mut pipe = self.pipe();
+            let n = pipe.input.len().min(buf.len());
+            buf[..n].copy_from_slice(&pipe.input[..n]);
+            pipe.input.drain(..n);
+            n
+        }
+    }
+
+    impl AsyncRead for MockStream {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            let mut pipe = self.pipe();
+            if pipe.input.is_empty() {
+                pipe.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let n = pipe.input.len().min(buf.remaining());
+            buf.put_slice(&pipe.input[..n]);
+            pipe.input.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for MockStream {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let mut pipe = self.pipe();
+            pipe.write_polls += 1;
+            if pipe.write_blocked {
+                pipe.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            pipe.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ConnStream for MockStream {
+        fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            let mut pipe = self.pipe();
+            pipe.readable_polls += 1;
+            if pipe.input.is_empty() {
+                pipe.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn has_input(&mut self) -> std::io::Result<()> {
+            if self.pipe().input.is_empty() {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        }
+        fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            Ok(self.take_input(buf))
+        }
+    }
+
+    /// FC3, one register at 0, unit 1, and its answer.
+    const READ_ONE: [u8; 12] = [0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1];
+    const READ_ONE_ANSWER: [u8; 11] = [0, 1, 0, 0, 0, 5, 1, 3, 2, 0, 0];
+    const IDLE: Duration = Duration::from_millis(100);
+    const STEP: Duration = Duration::from_millis(10);
+
+    fn idle_config() -> TcpServerConfig {
+        TcpServerConfig {
+            idle_timeout: Some(IDLE),
+            partial_frame_timeout: None,
+            release_buffers_after: Duration::from_secs(60),
+            ..TcpServerConfig::default()
+        }
+    }
+
+    /// Spawns `serve` on `stream` as a task of its own: the task's waker is
+    /// the only one the connection sees, and nothing the test awaits wakes it.
+    fn spawn_serve(config: TcpServerConfig, stream: MockStream) -> (tokio::task::JoinHandle<Close>, Arc<TcpStats>) {
+        let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
+        let stats = Arc::new(TcpStats::default());
+        let task = ConnTask {
+            id: 0,
+            peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1),
+            engine: Arc::new(Engine::builder(ServerContext::single(device)).build()),
+            config: Arc::new(config),
+            stats: Arc::clone(&stats),
+            table: Arc::new(Mutex::new(BTreeMap::new())),
+            signal: Arc::new(CloseSignal::new()),
+        };
+        let served = tokio::spawn(async move {
+            let mut stream = stream;
+            task.serve(&mut stream, Transport::Tcp, None).await
+        });
+        (served, stats)
+    }
+
+    /// Lets the connection task run until `done` holds. Yields only: on a
+    /// paused clock a yield does not move time (time moves by `advance`, or
+    /// by itself once every task waits).
+    async fn settle(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the connection never got to: {what}");
+    }
+
+    /// The connection's end, or a failure if it is still open long after
+    /// its last deadline (the paused clock gets there at once).
+    async fn closed(served: tokio::task::JoinHandle<Close>, what: &str) -> Close {
+        tokio::time::timeout(100 * IDLE, served)
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .expect("join")
+    }
+
+    /// Flag (b): the timer fires while the connection waits, and the poll its
+    /// wake brings finds a request (which came without a wake of its own) and
+    /// returns the read. The wait after the answer must still look at the
+    /// fired timer: it re-arms at the new idle deadline, which then closes.
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_wake_taken_by_a_read_is_not_lost() {
+        let stream = MockStream::default();
+        let start = Instant::now();
+        let (served, stats) = spawn_serve(idle_config(), stream.clone());
+        // The first wait polled the read and the timer (armed at start + IDLE).
+        settle("the first wait", || stream.pipe().reader.is_some()).await;
+        stream.feed_quietly(&READ_ONE);
+        // Past the deadline: the timer's wake is the only one, and its poll returns the read.
+        tokio::time::advance(IDLE + STEP).await;
+        settle("the answer", || stream.pipe().written == READ_ONE_ANSWER).await;
+        assert_eq!(stream.pipe().write_polls, 1, "the answer's write did not wait");
+        let close = closed(
+            served,
+            "the idle timeout never fired: the timer's wake went to the read",
+        )
+        .await;
+        assert_eq!(close, Close::IdleTimeout);
+        assert_eq!(stats.idle_timeouts(), 1);
+        // The idle deadline of the request (read at IDLE + STEP), not an earlier one.
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= 2 * IDLE + STEP && elapsed <= 2 * IDLE + 2 * STEP,
+            "closed {elapsed:?} after the start"
+        );
+    }
+
+    /// Flag (b) again, with the buffer release as the deadline (no idle
+    /// timeout): after a timer wake taken by a read, the buffers must still
+    /// be released, the connection going back to waiting without a buffer.
+    #[tokio::test(start_paused = true)]
+    async fn a_buffer_release_after_a_timer_wake_taken_by_a_read_is_not_lost() {
+        const RELEASE: Duration = Duration::from_millis(100);
+        let stream = MockStream::default();
+        let (served, stats) = spawn_serve(
+            TcpServerConfig {
+                idle_timeout: None,
+                release_buffers_after: RELEASE,
+                ..idle_config()
+            },
+            stream.clone(),
+        );
+        // A first request arms the timer at its release deadline.
+        settle("the first wait", || stream.pipe().reader.is_some()).await;
+        stream.feed(&READ_ONE);
+        settle("the first answer", || stream.pipe().written.len() == 11).await;
+        // The next request comes without a wake; the release deadline's wake returns it.
+        stream.feed_quietly(&READ_ONE);
+        tokio::time::advance(RELEASE + STEP).await;
+        settle("the second answer", || stream.pipe().written.len() == 22).await;
+        let readable = stream.pipe().readable_polls;
+        // Every task waits now: the paused clock runs to the next timer, if the connection looks at it.
+        tokio::time::sleep(10 * RELEASE).await;
+        assert!(
+            stream.pipe().readable_polls > readable,
+            "the buffers were never released: the timer's wake went to the read"
+        );
+        assert!(!served.is_finished());
+        assert_eq!(stats.bytes_out(), 22);
+        served.abort();
+    }
+
+    /// Flag (c): the answer's write waits, and the timer fires meanwhile: its
+    /// wake polls the blocked write. The write then completes on its own
+    /// wake, and nothing wakes the connection after: the wait after the write
+    /// must still look at the fired timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_that_fires_during_a_blocked_write_still_closes() {
+        let stream = MockStream::default();
+        stream.set_write_blocked(true);
+        let start = Instant::now();
+        let (served, stats) = spawn_serve(idle_config(), stream.clone());
+        settle("the first wait", || stream.pipe().reader.is_some()).await;
+        // A request half-way to the first idle deadline: the timer stays armed at start + IDLE.
+        tokio::time::advance(IDLE / 2).await;
+        stream.feed(&READ_ONE);
+        settle("the blocked write", || stream.pipe().writer.is_some()).await;
+        let write_polls = stream.pipe().write_polls;
+        // The timer fires during the write: its wake polls the write, which still waits.
+        tokio::time::advance(IDLE / 2 + STEP).await;
+        settle("the write polled by the timer's wake", || {
+            stream.pipe().write_polls > write_polls
+        })
+        .await;
+        stream.set_write_blocked(false);
+        settle("the answer", || stream.pipe().written == READ_ONE_ANSWER).await;
+        let close = closed(
+            served,
+            "the idle timeout never fired: the timer's wake went to the write",
+        )
+        .await;
+        assert_eq!(close, Close::IdleTimeout);
+        assert_eq!(stats.idle_timeouts(), 1);
+        // The idle deadline of the request (read at IDLE / 2).
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= IDLE / 2 + IDLE && elapsed <= IDLE / 2 + IDLE + STEP,
+            "closed {elapsed:?} after the start"
+        );
+    }
 }
