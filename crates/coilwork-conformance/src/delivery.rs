@@ -4,12 +4,8 @@
 
 use crate::cases::STOP_WITHIN;
 use crate::client::{Client, STEP, adu, fc3, fc3_answer, fc16, pdu};
+use crate::delivery_hook::delivery_engine as engine;
 use crate::{Harness, Overflow, TcpOptions};
-use coilwork_core::engine::RequestHook;
-use coilwork_core::pdu::Request;
-use coilwork_core::storage::{DeviceContext, ServerContext};
-use coilwork_core::{Delivery, Engine, RequestContext};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The pause the timing cases ask for.
@@ -17,31 +13,6 @@ const PAUSE: Duration = Duration::from_millis(300);
 
 /// A pause no case waits out.
 const LONG: Duration = Duration::from_secs(30);
-
-/// A hook that delivers FC3 answers as its `Delivery` says, others at once.
-struct Fc3Delivery(Delivery);
-
-impl RequestHook for Fc3Delivery {
-    fn delivery(&self, ctx: &RequestContext<'_>, _request: &Request<'_>, _response: &[u8]) -> Option<Delivery> {
-        (ctx.function == 0x03).then_some(self.0)
-    }
-}
-
-/// An engine of zeroed tables whose FC3 answers are delayed by `delay`, then
-/// split as `split` says.
-fn engine(delay: Duration, split: Option<(u16, Duration)>) -> Arc<Engine> {
-    let device = DeviceContext::with_sizes(100, 100, 100, 100).expect("device");
-    let delivery = Delivery {
-        delay,
-        split,
-        garble: false,
-    };
-    Arc::new(
-        Engine::builder(ServerContext::single(device))
-            .hook(Arc::new(Fc3Delivery(delivery)))
-            .build(),
-    )
-}
 
 /// A delay holds the FC3 answer back by the pause; FC16 is answered at once.
 pub fn delivery_delay_holds_the_answer_back<H: Harness>() {

@@ -48,6 +48,7 @@ pub mod adapters;
 pub mod cases;
 pub mod client;
 pub mod delivery;
+pub mod delivery_hook;
 pub mod fixture;
 pub mod load;
 pub mod serial;

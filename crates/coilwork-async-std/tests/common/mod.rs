@@ -194,32 +194,8 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// A hook that asks FC3 answers to be delivered as `0` says (others at once).
-pub struct Fc3Delivery(pub coilwork_core::Delivery);
-
-impl coilwork_core::engine::RequestHook for Fc3Delivery {
-    fn delivery(
-        &self,
-        ctx: &coilwork_core::RequestContext<'_>,
-        _request: &coilwork_core::pdu::Request<'_>,
-        _response: &[u8],
-    ) -> Option<coilwork_core::Delivery> {
-        (ctx.function == 0x03).then_some(self.0)
-    }
-}
-
-/// [`engine`] with an [`Fc3Delivery`] hook: FC3 answers delayed by `delay`,
-/// then split after `split.0` bytes with a pause of `split.1`.
-pub fn delivery_engine(delay: Duration, split: Option<(u16, Duration)>) -> Arc<Engine> {
-    let device = DeviceContext::with_sizes(1000, 1000, 1000, 1000).expect("device");
-    let delivery = coilwork_core::Delivery {
-        delay,
-        split,
-        garble: false,
-    };
-    Arc::new(
-        Engine::builder(ServerContext::single(device))
-            .hook(Arc::new(Fc3Delivery(delivery)))
-            .build(),
-    )
-}
+/// The FC3 delivery hook and its engine, shared with the conformance suite.
+#[path = "../../../coilwork-conformance/src/delivery_hook.rs"]
+mod delivery_hook;
+#[allow(unused_imports)] // Not every test binary uses it.
+pub use delivery_hook::delivery_engine;
