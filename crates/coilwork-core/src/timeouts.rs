@@ -133,10 +133,19 @@ impl StreamTimeouts {
     /// The earliest deadline: arm a timer (or a read timeout) for it and call
     /// [`StreamTimeouts::on_deadline`] when it passes.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.partial_deadline(), self.idle_deadline(), self.release_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        // The idle and release deadlines both count from the last input: one
+        // addition for the nearer of the two (asked for on every wait).
+        let from_rx = match (self.config.idle, self.holding) {
+            (Some(idle), true) => Some(idle.min(self.config.release_buffers_after)),
+            (Some(idle), false) => Some(idle),
+            (None, true) => Some(self.config.release_buffers_after),
+            (None, false) => None,
+        }
+        .and_then(|d| self.last_rx.checked_add(d));
+        match (self.partial_deadline(), from_rx) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The earliest deadline that closes the connection (partial frame or
@@ -202,6 +211,43 @@ struct InputState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `next_deadline` (one addition for idle and release) is the earliest of
+    /// the three deadlines, for every combination of settings and state.
+    #[test]
+    fn the_next_deadline_is_the_earliest_of_the_three() {
+        let t0 = Instant::now();
+        let durations = [None, Some(MS * 200), Some(MS * 1000), Some(MS * 5000)];
+        for partial in durations {
+            for idle in durations {
+                for release in [MS * 300, MS * 1000, MS * 3000] {
+                    for holding in [false, true] {
+                        for partial_since in [None, Some(t0 + MS * 50)] {
+                            let t = StreamTimeouts {
+                                config: StreamTimeoutConfig {
+                                    partial_frame: partial,
+                                    idle,
+                                    release_buffers_after: release,
+                                },
+                                last_rx: t0 + MS * 100,
+                                partial_since,
+                                holding,
+                            };
+                            let want = [t.partial_deadline(), t.idle_deadline(), t.release_deadline()]
+                                .into_iter()
+                                .flatten()
+                                .min();
+                            assert_eq!(
+                                t.next_deadline(),
+                                want,
+                                "{partial:?} {idle:?} {release:?} {holding} {partial_since:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_closing_deadline_leaves_the_release_out() {
