@@ -120,7 +120,7 @@ fn execute(
 ) {
     ctx.unit = unit;
     ctx.function = pdu.first().copied().unwrap_or(0) & 0x7F;
-    pdu_buf.clear();
+    // `handle_cached` empties `pdu_buf` first.
     let outcome = engine.handle_cached(ctx, pdu, pdu_buf, devices);
     if outcome.respond && !pdu_buf.is_empty() {
         let start = tx.len();
