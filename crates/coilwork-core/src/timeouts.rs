@@ -142,20 +142,14 @@ impl StreamTimeouts {
             (None, false) => None,
         }
         .and_then(|d| self.last_rx.checked_add(d));
-        match (self.partial_deadline(), from_rx) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.partial_deadline(), from_rx)
     }
 
     /// The earliest deadline that closes the connection (partial frame or
     /// idle), leaving out the buffer release: for an adapter whose reads are
     /// woken from outside only to close.
     pub fn next_closing_deadline(&self) -> Option<Instant> {
-        match (self.partial_deadline(), self.idle_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.partial_deadline(), self.idle_deadline())
     }
 
     /// The deadline that passed by `now`, if any; several passed: the partial
@@ -193,6 +187,14 @@ impl StreamTimeouts {
     }
 }
 
+/// The earlier of two deadlines, either of which may be absent.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// What an input did to a connection, as [`StreamTimeouts`] needs it.
 #[derive(Debug, Clone, Copy)]
 struct InputState {
@@ -211,6 +213,9 @@ struct InputState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{DeviceContext, ServerContext};
+    use crate::{ConnectionConfig, Engine, Framing, Transport};
+    use std::sync::Arc;
 
     /// `next_deadline` (one addition for idle and release) is the earliest of
     /// the three deadlines, for every combination of settings and state.
@@ -275,9 +280,6 @@ mod tests {
         );
         assert_eq!(none.next_closing_deadline(), None);
     }
-    use crate::storage::{DeviceContext, ServerContext};
-    use crate::{ConnectionConfig, Engine, Framing, Transport};
-    use std::sync::Arc;
 
     const MS: Duration = Duration::from_millis(1);
 
