@@ -755,8 +755,12 @@ async fn write_output<S: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut pauses = true;
     while conn.has_output() {
-        let (pause, _) = conn.next_output();
-        if pauses && !pause.is_zero() {
+        // After a stop cut a pause short: the rest at once, without pauses.
+        let (pause, mut len) = match conn.next_output() {
+            (pause, piece) if pauses => (pause, piece.len()),
+            _ => (Duration::ZERO, conn.output().len()),
+        };
+        if !pause.is_zero() {
             // Boxed: only fault injection pauses, and an inline timer would
             // grow every connection's task.
             let cut = Box::pin(async {
@@ -768,14 +772,17 @@ async fn write_output<S: AsyncWrite + Unpin>(
             .await;
             match cut {
                 None => {}
-                Some(CloseReason::Stop) => pauses = false,
+                Some(CloseReason::Stop) => {
+                    pauses = false;
+                    len = conn.output().len();
+                }
                 Some(CloseReason::Evict) => {
                     conn.consume_output(conn.output().len());
                     return Ok(());
                 }
             }
         }
-        let out = if pauses { conn.next_output().1 } else { conn.output() };
+        let out = conn.output().get(..len).unwrap_or(&[]);
         let n = out.len();
         stream.write_all(out).await?;
         // A no-op on TCP; pushes out what TLS still holds.
