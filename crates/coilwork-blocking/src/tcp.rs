@@ -895,10 +895,8 @@ impl ConnThread {
             // A deadline that passed before this input closes the connection as
             // the read timeout did; the buffers due for release are released
             // now, as no timer woke the thread for it.
-            match timeouts.expire(now, Some(&mut conn)) {
-                Some(Expired::PartialFrame) => return self.partial_timeout(),
-                Some(Expired::Idle) => return self.idle_timeout(),
-                Some(Expired::ReleaseBuffers) | None => {}
+            if let Some(close) = self.closes(timeouts.expire(now, Some(&mut conn))) {
+                return close;
             }
             let before = conn.buffered_len();
             let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
@@ -931,24 +929,25 @@ impl ConnThread {
             self.drain(stream, conn, buf);
             return Close::Shutdown;
         }
-        match timeouts.expire(Instant::now(), Some(conn)) {
-            Some(Expired::PartialFrame) => self.partial_timeout(),
-            Some(Expired::Idle) => self.idle_timeout(),
-            _ => otherwise,
+        self.closes(timeouts.expire(Instant::now(), Some(conn)))
+            .unwrap_or(otherwise)
+    }
+
+    /// The close a passed deadline asks for (counted), if it asks for one
+    /// (the partial frame was discarded by `expire`; a buffer release closes nothing).
+    fn closes(&self, expired: Option<Expired>) -> Option<Close> {
+        match expired? {
+            Expired::PartialFrame => {
+                debug!(peer = %self.peer, "partial frame timed out");
+                self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
+                Some(Close::PartialTimeout)
+            }
+            Expired::Idle => {
+                self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                Some(Close::IdleTimeout)
+            }
+            Expired::ReleaseBuffers => None,
         }
-    }
-
-    /// Closes at the partial-frame deadline (the frame was discarded by `expire`).
-    fn partial_timeout(&self) -> Close {
-        debug!(peer = %self.peer, "partial frame timed out");
-        self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-        Close::PartialTimeout
-    }
-
-    /// Closes at the idle deadline.
-    fn idle_timeout(&self) -> Close {
-        self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-        Close::IdleTimeout
     }
 
     /// On graceful shutdown: answers what already reached the socket, without waiting for more.
