@@ -306,20 +306,19 @@ pub fn timeouts_and_limits_under_load<H: Harness>() {
         H::NAME
     );
 
-    assert!(stalled.closed_by_server(STEP), "{}: stalled client closed", H::NAME);
-    let took = t_stalled.elapsed();
-    assert!(
-        took >= partial - Duration::from_millis(50) && took < partial + Duration::from_secs(2),
-        "{}: partial-frame timeout of {partial:?} under load closed after {took:?}",
-        H::NAME
-    );
-    assert!(quiet.closed_by_server(STEP), "{}: quiet client closed", H::NAME);
-    let took = t_quiet.elapsed();
-    assert!(
-        took >= idle - Duration::from_millis(50) && took < idle + Duration::from_secs(2),
-        "{}: idle timeout of {idle:?} under load closed after {took:?}",
-        H::NAME
-    );
+    // Each closed at its timeout: not before it, within 2 s after.
+    for (client, since, timeout, what) in [
+        (&mut stalled, t_stalled, partial, "partial-frame"),
+        (&mut quiet, t_quiet, idle, "idle"),
+    ] {
+        assert!(client.closed_by_server(STEP), "{}: {what} client closed", H::NAME);
+        let took = since.elapsed();
+        assert!(
+            took >= timeout - Duration::from_millis(50) && took < timeout + Duration::from_secs(2),
+            "{}: {what} timeout of {timeout:?} under load closed after {took:?}",
+            H::NAME
+        );
+    }
     let before: Vec<u64> = floods.iter().map(Flood::answered).collect();
     std::thread::sleep(Duration::from_millis(100));
     for (f, b) in floods.iter().zip(&before) {
