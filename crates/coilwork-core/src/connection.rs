@@ -425,6 +425,19 @@ impl Connection {
     /// Marks `n` bytes of [`Connection::output`] as written.
     #[inline]
     pub fn consume_output(&mut self, n: usize) {
+        // The usual case, kept inline: everything went out, no pauses and no
+        // local echo to keep.
+        if self.tx_sent == 0 && n >= self.tx.len() && self.marks.is_empty() && !self.config.local_echo {
+            self.tx.clear();
+            return;
+        }
+        self.consume_output_general(n);
+    }
+
+    /// [`Connection::consume_output`] for a partial write, a hook's pauses or a
+    /// local echo.
+    #[inline(never)]
+    fn consume_output_general(&mut self, n: usize) {
         let n = n.min(self.tx.len() - self.tx_sent);
         if self.config.local_echo
             && let Some(sent) = self.tx.get(self.tx_sent..self.tx_sent + n)

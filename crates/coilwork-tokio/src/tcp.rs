@@ -213,9 +213,14 @@ pub(crate) trait ConnStream: AsyncRead + AsyncWrite + Unpin + Send {
     /// On graceful shutdown: reads bytes that already reached the socket,
     /// without waiting; `Ok(0)` or an error when there is nothing more.
     fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// True when a write needs no flush after it (a plain socket): answers
+    /// are then first tried in one `poll_write` ([`write_now`]).
+    const WRITES_THROUGH: bool = false;
 }
 
 impl ConnStream for TcpStream {
+    const WRITES_THROUGH: bool = true;
+
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.poll_read_ready(cx)
     }
@@ -674,6 +679,15 @@ impl ConnTask {
                     let before = conn.buffered_len();
                     let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
                     timeouts.on_input(now, conn, before, n);
+                    if S::WRITES_THROUGH && conn.has_output() {
+                        let now_written = std::future::poll_fn(|cx| {
+                            Poll::Ready(write_now(&mut *stream, conn, &self.stats, self.id, cx))
+                        })
+                        .await;
+                        if now_written.is_err() {
+                            return Close::IoError;
+                        }
+                    }
                     if conn.has_output() {
                         // A write that had to wait may have taken the timer's wake too.
                         let mut waited = false;
@@ -738,6 +752,33 @@ impl ConnTask {
         if conn.has_output() {
             let _ = write_output(stream, conn, &self.stats, self.id, &self.signal).await;
         }
+    }
+}
+
+/// One `poll_write` of what is queued, unless a hook asked for a pause
+/// first: on a plain socket the whole answer usually goes out here, without
+/// the general write path's future. What is left (the socket's buffer was
+/// full, a pause) is for [`write_output`].
+fn write_now<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    conn: &mut Connection,
+    stats: &TcpStats,
+    id: u64,
+    cx: &mut Context<'_>,
+) -> std::io::Result<()> {
+    let (pause, out) = conn.next_output();
+    if !pause.is_zero() {
+        return Ok(());
+    }
+    match Pin::new(stream).poll_write(cx, out) {
+        Poll::Ready(Ok(0)) => Err(ErrorKind::WriteZero.into()),
+        Poll::Ready(Ok(n)) => {
+            stats.bytes_out.add(id, n);
+            conn.consume_output(n);
+            Ok(())
+        }
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Ok(()),
     }
 }
 
@@ -895,6 +936,8 @@ mod tests {
         /// after the buffers were released).
         readable_polls: usize,
         write_polls: usize,
+        /// At most this many bytes taken per `poll_write` (0: all).
+        max_write: usize,
     }
 
     #[derive(Clone, Default)]
@@ -959,8 +1002,12 @@ mod tests {
                 pipe.writer = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            pipe.written.extend_from_slice(buf);
-            Poll::Ready(Ok(buf.len()))
+            let n = match pipe.max_write {
+                0 => buf.len(),
+                max => buf.len().min(max),
+            };
+            pipe.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
         }
         fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
@@ -971,6 +1018,9 @@ mod tests {
     }
 
     impl ConnStream for MockStream {
+        // Its flush does nothing, as a socket's: answers take the `write_now` path first.
+        const WRITES_THROUGH: bool = true;
+
         fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             let mut pipe = self.pipe();
             pipe.readable_polls += 1;
@@ -1047,6 +1097,23 @@ mod tests {
             .await
             .unwrap_or_else(|_| panic!("{what}"))
             .expect("join")
+    }
+
+    /// A socket that takes an answer in part: `write_now` writes what it
+    /// takes and the general write path the rest, in order, nothing twice.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_written_in_part_goes_out_whole() {
+        let stream = MockStream::default();
+        stream.pipe().max_write = 4;
+        let (served, _stats) = spawn_serve(idle_config(), stream.clone());
+        settle("the first wait", || stream.pipe().reader.is_some()).await;
+        let two = [READ_ONE, READ_ONE].concat();
+        stream.feed(&two);
+        let answers = [READ_ONE_ANSWER, READ_ONE_ANSWER].concat();
+        settle("both answers", || stream.pipe().written == answers).await;
+        // 22 bytes, 4 at a time: one poll of `write_now`, five of the general path.
+        assert_eq!(stream.pipe().write_polls, 6);
+        assert_eq!(closed(served, "the idle timeout never fired").await, Close::IdleTimeout);
     }
 
     /// Flag (b): the timer fires while the connection waits, and the poll its
