@@ -746,15 +746,7 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
                             poll
                         }))
                     } else {
-                        Either::Right(Box::pin(write_paused(
-                            ctx,
-                            stream,
-                            c,
-                            &mut timer,
-                            &mut armed,
-                            &mut timeouts,
-                            &mut buf,
-                        )))
+                        Either::Right(Box::pin(write_paused(ctx, stream, c)))
                     };
                     match written.await {
                         Ok(()) => {}
@@ -793,10 +785,6 @@ async fn write_paused<S: AsyncWrite + Unpin>(
     ctx: &StreamCtx<'_>,
     stream: &mut S,
     conn: &mut Connection,
-    timer: &mut Option<Box<Timer>>,
-    armed: &mut Option<Instant>,
-    timeouts: &mut StreamTimeouts,
-    buf: &mut Vec<u8>,
 ) -> Result<(), Close> {
     let mut paused = false;
     loop {
@@ -804,7 +792,7 @@ async fn write_paused<S: AsyncWrite + Unpin>(
         match written {
             Ok(None) => return Ok(()),
             Ok(Some(pause)) => {
-                if let Some(close) = pause_for(ctx, pause, conn, timer, armed, timeouts, buf).await {
+                if let Some(close) = pause_for(ctx, pause).await {
                     return Err(close);
                 }
                 paused = true;
@@ -814,46 +802,20 @@ async fn write_paused<S: AsyncWrite + Unpin>(
     }
 }
 
-/// Makes a pause a hook's delivery asked for, watching the close signal and
-/// the connection's deadlines meanwhile: `None` once it is over, else the
-/// close that cut it short ([`Close::Shutdown`] for a stop).
-async fn pause_for(
-    ctx: &StreamCtx<'_>,
-    pause: Duration,
-    conn: &mut Connection,
-    timer: &mut Option<Box<Timer>>,
-    armed: &mut Option<Instant>,
-    timeouts: &mut StreamTimeouts,
-    buf: &mut Vec<u8>,
-) -> Option<Close> {
+/// Makes a pause a hook's delivery asked for: `None` once it is over, else
+/// the close that cut it short ([`Close::Shutdown`] for a stop). Only the
+/// close signal ends it early: the connection's deadlines wait for the
+/// answer (the server owes it), as in every adapter; one that passed
+/// meanwhile closes the connection right after it.
+async fn pause_for(ctx: &StreamCtx<'_>, pause: Duration) -> Option<Close> {
     let mut until = Timer::after(pause);
-    loop {
-        arm(timer, armed, timeouts);
-        let fired = future::poll_fn(|cx| {
-            if let Poll::Ready(reason) = ctx.signal.poll(cx) {
-                return Poll::Ready(Err(Close::from(reason)));
-            }
-            if armed.is_some()
-                && let Some(t) = timer.as_mut()
-                && Pin::new(&mut **t).poll(cx).is_ready()
-            {
-                return Poll::Ready(Ok(true));
-            }
-            Pin::new(&mut until).poll(cx).map(|_| Ok(false))
-        })
-        .await;
-        match fired {
-            Err(close) => return Some(close),
-            Ok(false) => return None,
-            Ok(true) => {
-                *armed = None;
-                let expired = timeouts.expire(Instant::now(), Some(conn));
-                if let Some(close) = on_expired(ctx, expired, buf) {
-                    return Some(close);
-                }
-            }
+    future::poll_fn(|cx| {
+        if let Poll::Ready(reason) = ctx.signal.poll(cx) {
+            return Poll::Ready(Some(Close::from(reason)));
         }
-    }
+        Pin::new(&mut until).poll(cx).map(|_| None)
+    })
+    .await
 }
 
 /// Arms the connection's timer at its next deadline if it is not armed at

@@ -503,24 +503,8 @@ async fn delivery_delay(rt: Rt) {
     stop(&server, task).await;
 }
 
-async fn delivery_pause_cut_by_idle_timeout(rt: Rt) {
-    let config = TcpServerConfig {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..config()
-    };
-    let (server, addr, task) = start_engine(rt, delivery_engine(Duration::from_secs(30), None), config);
-    let mut c = connect(addr).await;
-    send(&mut c, &adu(3, 1, &fc3(0, 1))).await;
-    assert!(
-        closed_by_server(&mut c, Duration::from_secs(5)).await,
-        "idle timeout during the pause"
-    );
-    assert!(eventually(|| server.stats().idle_timeouts() == 1).await);
-    stop(&server, task).await;
-}
-
 tests!(
-    smol: delivery_delay, delivery_pause_cut_by_idle_timeout, round_trips, pipelining, one_byte_at_a_time, bad_protocol_id, hundred_clients,
+    smol: delivery_delay, round_trips, pipelining, one_byte_at_a_time, bad_protocol_id, hundred_clients,
         max_connections_refused, evict_oldest, partial_frame_timeout, idle_timeout,
         buffers_released_and_reallocated, graceful_shutdown_in_flight, writes_seen_by_another_client,
         allow_list, port_in_use, defer_start_and_stop_from_another_thread, server_close_before_serving,

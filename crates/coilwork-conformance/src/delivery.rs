@@ -110,3 +110,38 @@ pub fn an_eviction_ends_a_delivery_pause<H: Harness>() {
     let took = server.stop();
     assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
 }
+
+/// An idle timeout shorter than a delay does not cut the delayed answer
+/// off: the server owes it, so it goes out whole after the pause. The
+/// connection, quiet since its request, is closed after that.
+pub fn an_idle_timeout_does_not_cut_a_delayed_answer<H: Harness>() {
+    let idle = Duration::from_millis(150);
+    let server = H::start_tcp(
+        engine(PAUSE, None),
+        &TcpOptions {
+            idle_timeout: Some(idle),
+            ..TcpOptions::default()
+        },
+    );
+    let mut c = Client::connect(server.addr());
+    c.send(&adu(5, 1, &fc3(0, 1)));
+    let sent = Instant::now();
+    let a = c.read_answer();
+    assert_eq!((a.tid, a.pdu), (5, fc3_answer(&[0])), "{}: the delayed answer", H::NAME);
+    assert!(
+        sent.elapsed() >= PAUSE,
+        "{}: answered after {:?}",
+        H::NAME,
+        sent.elapsed()
+    );
+    let answered = Instant::now();
+    assert!(c.closed_by_server(STEP), "{}: closed for idleness", H::NAME);
+    assert!(
+        answered.elapsed() < idle + Duration::from_secs(1),
+        "{}: closed {:?} after the answer",
+        H::NAME,
+        answered.elapsed()
+    );
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+}

@@ -34,7 +34,8 @@
 //! without a certificate and one from another CA are refused (TLS 1.2 and
 //! 1.3) before the engine sees anything, graceful stop with a request in
 //! flight. A hook's delivery ([`delivery`]): a delay and a split are made,
-//! and a stop or an eviction during a long pause is not held up by it. Under full load ([`load`]: clients keeping eight requests each
+//! a stop or an eviction during a long pause is not held up by it, and an
+//! idle timeout does not cut a delayed answer off. Under full load ([`load`]: clients keeping eight requests each
 //! in flight): a graceful stop that loses no acknowledged write and cuts no
 //! answer in half; the partial-frame and idle timeouts and
 //! `max_connections` still at work, and the busy clients untouched.
@@ -374,7 +375,8 @@ macro_rules! conformance_suite {
             delivery_delay_holds_the_answer_back,
             delivery_split_sends_two_pieces,
             a_stop_cuts_a_delivery_pause_short,
-            an_eviction_ends_a_delivery_pause
+            an_eviction_ends_a_delivery_pause,
+            an_idle_timeout_does_not_cut_a_delayed_answer
         );
         $crate::conformance_suite!(@load $h;
             stop_under_load_keeps_every_acknowledged_write,
