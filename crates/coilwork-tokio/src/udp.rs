@@ -244,15 +244,18 @@ impl UdpServer {
                 debug!(%peer, error = %e, "malformed datagram dropped");
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             }
-            if conn.has_output() {
-                self.stats.answered.fetch_add(1, Ordering::Relaxed);
-            }
             // One datagram, unless a hook's delivery asked for pauses (delay,
-            // split): then one datagram per piece, after its pause.
+            // split): then one datagram per piece, after its pause. A stop
+            // ends a pause: the rest goes out at once.
+            let answer = conn.has_output();
+            let mut sent = true;
             while conn.has_output() {
                 let (pause, _) = conn.next_output();
-                if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
+                if !pause.is_zero() && !stop.is_cancelled() {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut stopped => {}
+                    }
                 }
                 let (_, out) = conn.next_output();
                 let len = out.len();
@@ -260,9 +263,15 @@ impl UdpServer {
                     Ok(_) => {
                         self.stats.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
                     }
-                    Err(e) => debug!(%peer, error = %e, "udp send failed"),
+                    Err(e) => {
+                        debug!(%peer, error = %e, "udp send failed");
+                        sent = false;
+                    }
                 }
                 conn.consume_output(len);
+            }
+            if answer && sent {
+                self.stats.answered.fetch_add(1, Ordering::Relaxed);
             }
         }
         debug!("modbus udp server stopped");
