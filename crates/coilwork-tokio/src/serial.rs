@@ -286,11 +286,15 @@ impl SerialServer {
                         }
                     };
                     let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));
-                    // Pieces with pauses only when a hook's delivery asked for them.
+                    // Pieces with pauses only when a hook's delivery asked for
+                    // them. A stop ends a pause: the rest goes out at once.
                     while conn.has_output() {
                         let (pause, _) = conn.next_output();
-                        if !pause.is_zero() {
-                            tokio::time::sleep(pause).await;
+                        if !pause.is_zero() && !stop.is_cancelled() {
+                            tokio::select! {
+                                () = tokio::time::sleep(pause) => {}
+                                () = stop.cancelled() => {}
+                            }
                         }
                         let (_, out) = conn.next_output();
                         let len = out.len();

@@ -3,10 +3,11 @@
 
 mod common;
 
+use coilwork_conformance::delivery_hook::delivery_engine;
 use coilwork_tokio::{SerialServer, SerialServerConfig, ServerError};
 use common::*;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_serial::SerialPort;
 
@@ -184,4 +185,60 @@ async fn missing_port_error_or_retry() {
     assert!(retried, "auto_open keeps trying");
     server.handle().stop();
     assert!(tokio::time::timeout(STEP, task).await.unwrap().unwrap().is_ok());
+}
+
+/// A hook's split on a line: the first three bytes, silence, the rest
+/// after the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_split_pauses_the_line() {
+    let pause = Duration::from_millis(300);
+    let (mut client, line) = tokio::io::duplex(1024);
+    let server = Arc::new(SerialServer::new(
+        delivery_engine(Duration::ZERO, Some((3, pause))),
+        SerialServerConfig::new("pipe"),
+    ));
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move { s.serve_line(line).await });
+    send(&mut client, &rtu(1, &fc3(0, 1))).await;
+    let sent = Instant::now();
+    let want = rtu(1, &[0x03, 0x02, 0x00, 0x00]);
+    assert_eq!(read_n(&mut client, 3).await, want[..3]);
+    assert!(
+        nothing_within(&mut client, pause / 3).await,
+        "more than the first piece at once"
+    );
+    assert_eq!(read_n(&mut client, want.len() - 3).await, want[3..]);
+    assert!(sent.elapsed() >= pause, "rest after {:?}", sent.elapsed());
+    server.handle().stop();
+    assert!(tokio::time::timeout(STEP, task).await.unwrap().unwrap().is_ok());
+}
+
+/// A stop during a hook's long delay is not held up by it: the answer goes
+/// out at once and the line is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_cuts_a_delivery_delay_short() {
+    let (mut client, line) = tokio::io::duplex(1024);
+    let server = Arc::new(SerialServer::new(
+        delivery_engine(Duration::from_secs(30), None),
+        SerialServerConfig::new("pipe"),
+    ));
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move { s.serve_line(line).await });
+    send(&mut client, &rtu(1, &fc3(0, 1))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    server.handle().stop();
+    assert!(
+        tokio::time::timeout(STEP, task)
+            .await
+            .expect("stopped")
+            .unwrap()
+            .is_ok()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(read_n(&mut client, 7).await, rtu(1, &[0x03, 0x02, 0x00, 0x00]));
 }
