@@ -2,7 +2,8 @@
 # Paired A/B of two Modbus/TCP servers with the shared harness's loadgen:
 # N pairs of short runs, the servers alternating (ABBA...), each pinned on
 # $SERVER_CPU with loadgen on $CLIENT_CPU; prints the median of the paired
-# ratios B/A (server CPU per request, req/s) with a bootstrap 95 % interval.
+# ratios B/A (server CPU per request, req/s) with a bootstrap 95 % interval,
+# and the server's user and system CPU per request (from /proc/PID/stat).
 # Pairs taken minutes apart still see the machine's drift; pairing cancels
 # the part of it that is slower than one pair.
 #
@@ -28,16 +29,29 @@ LOADGEN=${LOADGEN:-$root/target/bench/harness/target/release/loadgen}
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 
+tck=$(getconf CLK_TCK)
+# utime and stime of a process, in clock ticks.
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
 one() {
   local port=$((20000 + RANDOM % 20000))
   local cmd="${1//\{PORT\}/$port}"
   (cd "$root" && exec taskset -c "$SERVER_CPU" bash -c "exec $cmd") >/dev/null 2>&1 &
   local sp=$!
   sleep 0.4
+  # Setup and warm-up in a run of their own, so that the server's user and
+  # system time can be read around the measured run alone.
   # shellcheck disable=SC2086
   taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --conns "$CONNS" --pipeline "$PIPELINE" \
-    --duration "$DURATION" --warmup 0.5 --server-pid "$sp" ${LOADGEN_ARGS:-} --json 2>/dev/null | tr -d '\n'
-  echo
+    --duration 0.5 --warmup 0 ${LOADGEN_ARGS:-} --json >/dev/null 2>&1 || true
+  local t0 t1 run
+  t0=$(ticks "$sp")
+  # shellcheck disable=SC2086
+  run=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --addr "127.0.0.1:$port" --conns "$CONNS" --pipeline "$PIPELINE" \
+    --duration "$DURATION" --warmup 0 --no-setup --server-pid "$sp" ${LOADGEN_ARGS:-} --json 2>/dev/null | tr -d '\n')
+  t1=$(ticks "$sp")
+  # The loadgen record with the server's user and system ticks of the run added.
+  echo "${run%\}}, \"user_ticks\": $(( ${t1% *} - ${t0% *} )), \"sys_ticks\": $(( ${t1#* } - ${t0#* } ))}"
   kill "$sp" 2>/dev/null || true
   wait "$sp" 2>/dev/null || true
 }
@@ -51,9 +65,10 @@ for i in $(seq "$PAIRS"); do
   printf '%s\n%s\n' "$a" "$b" >>"$out"
 done
 
-python3 - "$out" <<'PY'
+python3 - "$out" "$tck" <<'PY'
 import json, random, statistics as st, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+tick_us = 1e6 / int(sys.argv[2])
 pairs = list(zip(rows[0::2], rows[1::2]))
 def ci(xs):
     rnd = random.Random(1)
@@ -69,4 +84,14 @@ lo, hi = ci(cpu)
 print(f"B/A server CPU per request: {st.median(cpu):.3f} (95% {lo:.3f}-{hi:.3f})")
 lo, hi = ci(rps)
 print(f"B/A req/s: {st.median(rps):.3f} (95% {lo:.3f}-{hi:.3f})")
+# Where the CPU goes: user space (the server's own code) and the kernel
+# (system calls, the same for two servers making the same calls).
+def per_req(r, k):
+    return r[k] * tick_us / max(r["ok"], 1)
+for k, name in (("user_ticks", "user"), ("sys_ticks", "system")):
+    da = st.median(per_req(a, k) for a, _ in pairs)
+    db = st.median(per_req(b, k) for _, b in pairs)
+    diff = [per_req(b, k) - per_req(a, k) for a, b in pairs]
+    lo, hi = ci(diff)
+    print(f"{name} CPU per request: A {da:.3f} us, B {db:.3f} us, B-A {st.median(diff):+.3f} us (95% {lo:+.3f}-{hi:+.3f})")
 PY

@@ -19,18 +19,30 @@ async fn exchange(sock: &UdpSocket, req: &[u8]) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_round_trip_and_malformed_datagram_counted() {
+/// A server on a loopback port, served on a task, and a client socket connected to it.
+async fn start(
+    engine: Arc<coilwork_core::Engine>,
+) -> (
+    Arc<UdpServer>,
+    UdpSocket,
+    tokio::task::JoinHandle<Result<(), coilwork_tokio::ServerError>>,
+) {
     let server = Arc::new(UdpServer::new(
-        engine(),
+        engine,
         UdpServerConfig::new("127.0.0.1:0".parse().unwrap()),
     ));
     let addr = server.bind().unwrap();
     let s = Arc::clone(&server);
     let task = tokio::spawn(async move { s.serve_forever().await });
-
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.connect(addr).await.unwrap();
+    (server, sock, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_round_trip_and_malformed_datagram_counted() {
+    let (server, sock, task) = start(engine()).await;
+    let addr = sock.peer_addr().unwrap();
     assert_eq!(
         exchange(&sock, &adu(7, 1, &fc16(4, &[11, 22]))).await,
         adu(7, 1, &[0x10, 0, 4, 0, 2])
@@ -73,25 +85,6 @@ async fn udp_round_trip_and_malformed_datagram_counted() {
         .unwrap()
         .unwrap();
     assert!(r.is_ok());
-}
-
-async fn start(
-    engine: Arc<coilwork_core::Engine>,
-) -> (
-    Arc<UdpServer>,
-    UdpSocket,
-    tokio::task::JoinHandle<Result<(), coilwork_tokio::ServerError>>,
-) {
-    let server = Arc::new(UdpServer::new(
-        engine,
-        UdpServerConfig::new("127.0.0.1:0".parse().unwrap()),
-    ));
-    let addr = server.bind().unwrap();
-    let s = Arc::clone(&server);
-    let task = tokio::spawn(async move { s.serve_forever().await });
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.connect(addr).await.unwrap();
-    (server, sock, task)
 }
 
 /// A hook's split: the first four bytes in one datagram, the rest in a
