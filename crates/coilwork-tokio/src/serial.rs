@@ -8,7 +8,7 @@
 //! `reconnect_delay`.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::handle::{ServerHandle, pause_unless_stopped};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -290,12 +290,7 @@ impl SerialServer {
                     // them. A stop ends a pause: the rest goes out at once.
                     while conn.has_output() {
                         let (pause, _) = conn.next_output();
-                        if !pause.is_zero() && !stop.is_cancelled() {
-                            tokio::select! {
-                                () = tokio::time::sleep(pause) => {}
-                                () = stop.cancelled() => {}
-                            }
-                        }
+                        pause_unless_stopped(pause, &stop).await;
                         let (_, out) = conn.next_output();
                         let len = out.len();
                         line.write_all(out).await?;

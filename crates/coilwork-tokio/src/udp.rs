@@ -1,7 +1,7 @@
 //! Modbus over UDP: each datagram is one ADU, answered to its sender.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::handle::{ServerHandle, pause_unless_stopped};
 use crate::net::{self, SocketOptions};
 use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
 use std::io::ErrorKind;
@@ -251,12 +251,7 @@ impl UdpServer {
             let mut sent = true;
             while conn.has_output() {
                 let (pause, _) = conn.next_output();
-                if !pause.is_zero() && !stop.is_cancelled() {
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = &mut stopped => {}
-                    }
-                }
+                pause_unless_stopped(pause, &stop).await;
                 let (_, out) = conn.next_output();
                 let len = out.len();
                 match socket.send_to(out, peer).await {
