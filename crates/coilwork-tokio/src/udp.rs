@@ -244,10 +244,12 @@ impl UdpServer {
                 debug!(%peer, error = %e, "malformed datagram dropped");
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             }
+            if !conn.has_output() {
+                continue;
+            }
             // One datagram, unless a hook's delivery asked for pauses (delay,
             // split): then one datagram per piece, after its pause. A stop
             // ends a pause: the rest goes out at once.
-            let answer = conn.has_output();
             let mut sent = true;
             while conn.has_output() {
                 let (pause, _) = conn.next_output();
@@ -265,7 +267,7 @@ impl UdpServer {
                 }
                 conn.consume_output(len);
             }
-            if answer && sent {
+            if sent {
                 self.stats.answered.fetch_add(1, Ordering::Relaxed);
             }
         }
