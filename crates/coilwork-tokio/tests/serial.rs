@@ -50,6 +50,23 @@ async fn send<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) {
     s.flush().await.unwrap();
 }
 
+/// A server on an in-memory line (as on a pipe), served on a task; the
+/// client's end of the line.
+fn serve_pipe(
+    engine: Arc<coilwork_core::Engine>,
+    config: SerialServerConfig,
+) -> (
+    tokio::io::DuplexStream,
+    Arc<SerialServer>,
+    tokio::task::JoinHandle<Result<(), ServerError>>,
+) {
+    let (client, line) = tokio::io::duplex(1024);
+    let server = Arc::new(SerialServer::new(engine, config));
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move { s.serve_line(line).await });
+    (client, server, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtu_on_a_pty_with_line_silence() {
     let (mut master, slave) = tokio_serial::SerialStream::pair().expect("pty pair");
@@ -105,14 +122,11 @@ async fn rtu_on_a_pty_with_line_silence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_echo_is_dropped() {
-    let (mut client, line) = tokio::io::duplex(1024);
     let config = SerialServerConfig {
         local_echo: true,
         ..SerialServerConfig::new("pipe")
     };
-    let server = Arc::new(SerialServer::new(engine(), config));
-    let s = Arc::clone(&server);
-    let task = tokio::spawn(async move { s.serve_line(line).await });
+    let (mut client, server, task) = serve_pipe(engine(), config);
 
     // FC6's answer equals its request: if the echo were not dropped it
     // would run again and be answered twice.
@@ -131,14 +145,11 @@ async fn local_echo_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ascii_on_a_pipe() {
-    let (mut client, line) = tokio::io::duplex(1024);
     let config = SerialServerConfig {
         framing: coilwork_core::Framing::Ascii,
         ..SerialServerConfig::new("pipe")
     };
-    let server = Arc::new(SerialServer::new(engine(), config));
-    let s = Arc::clone(&server);
-    let task = tokio::spawn(async move { s.serve_line(line).await });
+    let (mut client, server, task) = serve_pipe(engine(), config);
     // FC3, unit 0x11, 3 registers from 0x6B: LRC = -(0x11+0x03+0x6B+0x03) = 0x7E.
     send(&mut client, b":1103006B00037E\r\n").await;
     // Answer: 11 03 06 00 00 00 00 00 00, LRC = -(0x11+0x03+0x06) = 0xE6.
@@ -192,13 +203,10 @@ async fn missing_port_error_or_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_split_pauses_the_line() {
     let pause = Duration::from_millis(300);
-    let (mut client, line) = tokio::io::duplex(1024);
-    let server = Arc::new(SerialServer::new(
+    let (mut client, server, task) = serve_pipe(
         delivery_engine(Duration::ZERO, Some((3, pause))),
         SerialServerConfig::new("pipe"),
-    ));
-    let s = Arc::clone(&server);
-    let task = tokio::spawn(async move { s.serve_line(line).await });
+    );
     send(&mut client, &rtu(1, &fc3(0, 1))).await;
     let sent = Instant::now();
     let want = rtu(1, &[0x03, 0x02, 0x00, 0x00]);
@@ -217,13 +225,10 @@ async fn delivery_split_pauses_the_line() {
 /// out at once and the line is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_cuts_a_delivery_delay_short() {
-    let (mut client, line) = tokio::io::duplex(1024);
-    let server = Arc::new(SerialServer::new(
+    let (mut client, server, task) = serve_pipe(
         delivery_engine(Duration::from_secs(30), None),
         SerialServerConfig::new("pipe"),
-    ));
-    let s = Arc::clone(&server);
-    let task = tokio::spawn(async move { s.serve_line(line).await });
+    );
     send(&mut client, &rtu(1, &fc3(0, 1))).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopping = Instant::now();
