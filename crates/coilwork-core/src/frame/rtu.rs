@@ -91,9 +91,14 @@ pub fn request_pdu_length(pdu: &[u8]) -> PduLength {
 ///   [`MAX_RTU_ADU`] skips 1 byte ([`FrameError::TooLong`]);
 /// - unknown length: the shortest prefix (from 4 bytes up to 256) whose CRC
 ///   matches is the frame; with no match in 256 buffered bytes skip 1 byte
-///   ([`FrameError::TooLong`]), with fewer wait. A CRC coincidence inside a
-///   longer frame (about 1 in 65536 per candidate end) frames it short; the
-///   spec's silence-based framing is what disambiguates on a real line.
+///   ([`FrameError::TooLong`]), with fewer wait. A request of known length
+///   with a good CRC that starts further on and ends no later wins, and the
+///   bytes before it are skipped ([`FrameError::Garbage`]); among those the
+///   first to start is taken, once every earlier one has arrived whole
+///   (it may reach past the first 256 bytes, so up to 510 may wait). A
+///   CRC coincidence inside a longer frame (about 1 in 65536 per candidate
+///   end) frames it short; the spec's silence-based framing is what
+///   disambiguates on a real line.
 pub fn decode(buf: &[u8], custom_length: &dyn Fn(&[u8]) -> PduLength) -> Decoded {
     let Some((&unit, pdu)) = buf.split_first() else {
         return Decoded::Incomplete;
@@ -143,34 +148,37 @@ fn decode_exact(buf: &[u8], unit: u8, pdu_len: usize) -> Decoded {
 
 /// A frame of unknown length: the shortest prefix whose trailing 2 bytes are
 /// the CRC of what precedes them — unless a frame of known length with a
-/// good CRC ends earlier further on, in which case the bytes before it are
-/// garbage (so garbage that starts like an unknown code does not hold a good
-/// request back until 256 bytes have arrived on a stream with no line
-/// timing). Candidates are compared by where they end, so the decision only
-/// depends on bytes up to that end and any split of the stream gives the
-/// same result.
+/// good CRC starts further on and ends no later, in which case the bytes
+/// before it are garbage (so garbage that starts like an unknown code does
+/// not hold a good request back until 256 bytes have arrived on a stream with
+/// no line timing).
+///
+/// Known-length candidates are taken in the order they start, as the
+/// byte-by-byte resynchronisation of [`decode_exact`] would: a good frame is
+/// chosen only once every candidate starting before it has shown a bad CRC.
+/// Choosing the one that ends first instead would take a request nested in
+/// the data of a longer good frame (say a write inside a file record) for the
+/// frame itself. The answer depends only on bytes that have arrived and
+/// never changes when more do, so any split of the stream decodes the same.
 fn decode_by_scan(buf: &[u8], unit: u8, custom_length: &dyn Fn(&[u8]) -> PduLength) -> Decoded {
     let window = buf.get(..MAX_RTU_ADU).unwrap_or(buf);
     let front = front_crc_end(window);
-    let limit = front.unwrap_or(window.len());
-    if let Some((start, _)) = first_known_frame(window, limit, custom_length) {
-        return Decoded::Skip {
+    match first_known_frame(buf, window.len(), front, custom_length) {
+        Candidate::Good(start) => Decoded::Skip {
             consumed: start,
             error: FrameError::Garbage(start),
-        };
-    }
-    if let Some(end) = front {
-        return Decoded::Frame {
-            consumed: end,
-            unit,
-            transaction_id: 0,
-            pdu: 1..end - 2, // ok: end >= MIN_ADU
-        };
-    }
-    if window.len() >= MAX_RTU_ADU {
-        skip_one(FrameError::TooLong(MAX_RTU_ADU))
-    } else {
-        Decoded::Incomplete
+        },
+        Candidate::Pending => Decoded::Incomplete,
+        Candidate::None => match front {
+            Some(end) => Decoded::Frame {
+                consumed: end,
+                unit,
+                transaction_id: 0,
+                pdu: 1..end - 2, // ok: end >= MIN_ADU
+            },
+            None if window.len() >= MAX_RTU_ADU => skip_one(FrameError::TooLong(MAX_RTU_ADU)),
+            None => Decoded::Incomplete,
+        },
     }
 }
 
@@ -189,32 +197,57 @@ fn front_crc_end(window: &[u8]) -> Option<usize> {
     None
 }
 
-/// The frame of known length with a good CRC, starting after the front of
-/// `window`, that ends first and no later than `limit`: (start, end).
+/// What the known-length frames starting after the front of a window say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Candidate {
+    /// The first one that counts has a good CRC and starts here.
+    Good(usize),
+    /// One that counts has not fully arrived and every one before it has a
+    /// bad CRC: wait.
+    Pending,
+    /// None that counts has a good CRC.
+    None,
+}
+
+/// Looks at the frames of known length that start in `buf` after its front
+/// and before `window` bytes, in order. With a front frame that ends at
+/// `front_end`, those that would end after it are left out. A frame may
+/// reach past the window: skipping up to its start would bring it in.
 fn first_known_frame(
-    window: &[u8],
-    limit: usize,
+    buf: &[u8],
+    window: usize,
+    front_end: Option<usize>,
     custom_length: &dyn Fn(&[u8]) -> PduLength,
-) -> Option<(usize, usize)> {
-    let mut best: Option<(usize, usize)> = None;
-    for start in 1..window.len() {
-        let Some(candidate) = window.get(start..) else { break };
+) -> Candidate {
+    for start in 1..window {
+        let Some(candidate) = buf.get(start..) else { break };
         let Some(pdu) = candidate.get(1..) else { break };
         let len = match request_pdu_length(pdu) {
             PduLength::Unknown => custom_length(pdu),
             known => known,
         };
-        let PduLength::Exact(pdu_len) = len else { continue };
-        let total = pdu_len.saturating_add(OVERHEAD);
-        let end = start.saturating_add(total);
-        if pdu_len == 0 || end > limit || best.is_some_and(|(_, e)| e <= end) {
-            continue;
-        }
-        if matches!(decode_exact(candidate, 0, pdu_len), Decoded::Frame { .. }) {
-            best = Some((start, end));
+        match len {
+            // Its length byte is still to come (unless the front frame ends
+            // first, or a custom rule keeps asking past the largest frame).
+            PduLength::NeedMore if front_end.is_none() && candidate.len() < MAX_RTU_ADU => {
+                return Candidate::Pending;
+            }
+            PduLength::Exact(pdu_len) if pdu_len > 0 => {
+                let end = start.saturating_add(pdu_len.saturating_add(OVERHEAD));
+                if front_end.is_some_and(|front| end > front) {
+                    continue;
+                }
+                // Too long a frame skips; an incomplete one is waited for.
+                match decode_exact(candidate, 0, pdu_len) {
+                    Decoded::Frame { .. } => return Candidate::Good(start),
+                    Decoded::Incomplete => return Candidate::Pending,
+                    _ => {}
+                }
+            }
+            _ => {}
         }
     }
-    best
+    Candidate::None
 }
 
 /// Appends the ADU for `pdu` to `out`.
@@ -480,14 +513,16 @@ mod tests {
 
     #[test]
     fn unknown_code_without_crc_match_in_256_bytes_skips() {
-        // Find a 256-byte buffer with an unknown code where no prefix has a
-        // matching CRC (checked independently), then decode it.
-        let buf: Vec<u8> = (0..=255u8).map(|b| b.wrapping_mul(37)).collect::<Vec<_>>();
-        let mut buf = buf;
-        buf[1] = 0x64;
+        // 256 bytes that are all unknown function codes (so no request of
+        // known length starts anywhere) and where no prefix has a matching
+        // CRC (checked independently).
+        let mut buf: Vec<u8> = (0..256usize).map(|i| 0x64 + (i * 7 % 11) as u8).collect();
         let any_match = (4..=256).any(|end| crc16(&buf[..end]) == 0);
         assert!(!any_match, "pick another test buffer");
         assert_eq!(decode(&buf[..255], &no_custom), Decoded::Incomplete);
+        // The last byte could start a request until its function code is seen.
+        assert_eq!(decode(&buf, &no_custom), Decoded::Incomplete);
+        buf.push(0x64);
         assert_eq!(
             decode(&buf, &no_custom),
             Decoded::Skip {
@@ -497,6 +532,38 @@ mod tests {
         );
         // More bytes do not change the answer: the scan stops at 256.
         buf.extend_from_slice(&READ_10);
+        assert_eq!(
+            decode(&buf, &no_custom),
+            Decoded::Skip {
+                consumed: 1,
+                error: FrameError::TooLong(256)
+            }
+        );
+    }
+
+    #[test]
+    fn a_request_reaching_past_the_scan_window_is_waited_for() {
+        // The same unknown-code bytes, with READ_10 starting at byte 250: it
+        // ends at 258, past the 256 the front's CRC scan looks at.
+        let mut buf: Vec<u8> = (0..250usize).map(|i| 0x64 + (i * 7 % 11) as u8).collect();
+        assert!(
+            !(4..=250).any(|end| crc16(&buf[..end]) == 0),
+            "pick another test buffer"
+        );
+        buf.extend_from_slice(&READ_10);
+        for n in 250..buf.len() {
+            assert_eq!(decode(&buf[..n], &no_custom), Decoded::Incomplete, "{n} bytes");
+        }
+        assert_eq!(
+            decode(&buf, &no_custom),
+            Decoded::Skip {
+                consumed: 250,
+                error: FrameError::Garbage(250)
+            }
+        );
+        // With a bad CRC it is not a request, and the front is dropped.
+        let last = buf.len() - 1;
+        buf[last] ^= 1;
         assert_eq!(
             decode(&buf, &no_custom),
             Decoded::Skip {
@@ -624,6 +691,43 @@ mod tests {
     }
 
     #[test]
+    fn a_request_nested_in_a_longer_frame_after_garbage_is_not_taken_for_it() {
+        // A write file record whose record data carries a whole RTU write
+        // (unit 1, FC6, good CRC), sent to unit 30 after one noise byte. The
+        // noise reads as unit 0 with function code 30 (unknown), so the
+        // decoder scans; the nested write ends first but the file record
+        // starts first, and the file record is the frame.
+        let nested = rtu(0x01, &[0x06, 0x00, 0x01, 0x12, 0x34]);
+        let mut record = vec![0x06, 0x00, 0x01, 0x00, 0x02, 0x00, 0x05];
+        record.extend_from_slice(&nested);
+        record.extend_from_slice(&[0x00, 0x00]); // 5 registers of record data
+        assert_eq!(record.len(), 7 + 10);
+        let mut pdu = vec![0x15, u8::try_from(record.len()).unwrap()];
+        pdu.extend_from_slice(&record);
+        let frame = rtu(30, &pdu);
+        let mut stream = vec![0x00];
+        stream.extend_from_slice(&frame);
+        let want = vec![
+            Event::Skip {
+                at: 0,
+                consumed: 1,
+                error: FrameError::Garbage(1),
+            },
+            Event::Frame {
+                at: 1,
+                consumed: frame.len(),
+                unit: 30,
+                pdu,
+            },
+        ];
+        assert_eq!(feed(&no_custom, [&stream[..]]), (want.clone(), Vec::new()));
+        assert_eq!(feed(&no_custom, stream.chunks(1)), (want, Vec::new()));
+        // While the file record is still arriving, the decoder waits.
+        let cut = 1 + 2 + 7 + nested.len();
+        assert_eq!(decode(&stream[..cut], &no_custom), Decoded::Incomplete);
+    }
+
+    #[test]
     fn timing() {
         let t = RtuTiming::new(9600, 11);
         assert_eq!(t.t1_5, Duration::from_nanos(1_718_750));
@@ -702,7 +806,8 @@ mod tests {
                         at += consumed;
                     }
                     Decoded::Incomplete => {
-                        assert!(buf.len() < MAX_RTU_ADU);
+                        // A frame starting at the 256th byte ends by the 511th.
+                        assert!(buf.len() < 2 * MAX_RTU_ADU - 1, "{}", buf.len());
                         break;
                     }
                     Decoded::Fatal(e) => panic!("RTU is never fatal: {e}"),
@@ -760,18 +865,27 @@ mod tests {
         }
 
         /// Unknown codes are framed by CRC scan: the whole frame, unless a
-        /// shorter prefix happens to end in its own CRC (a real coincidence,
-        /// about 1 in 65536 per candidate end, checked here independently).
+        /// shorter prefix happens to end in its own CRC, or a request of
+        /// known length with a good CRC lies inside and ends no later (real
+        /// coincidences, about 1 in 65536 per candidate end, both checked
+        /// here independently of the decoder).
         #[test]
         fn round_trip_unknown_code(unit in any::<u8>(), fc in 0x64u8..=0x6E, data in proptest::collection::vec(any::<u8>(), 0..=252)) {
             let pdu = [vec![fc], data].concat();
             let frame = rtu(unit, &pdu);
             let first_match = (MIN_ADU..=frame.len()).find(|&end| crc16(&frame[..end]) == 0);
             let end = first_match.unwrap_or(0);
-            prop_assert_eq!(
-                decode(&frame, &no_custom),
-                Decoded::Frame { consumed: end, unit, transaction_id: 0, pdu: 1..end - 2 }
-            );
+            let nested = (1..frame.len()).find(|&start| {
+                let Some(PduLength::Exact(n @ 1..)) = frame.get(start + 1..).map(request_pdu_length) else {
+                    return false;
+                };
+                start + n + OVERHEAD <= end && crc16(&frame[start..start + n + OVERHEAD]) == 0
+            });
+            let want = match nested {
+                Some(start) => Decoded::Skip { consumed: start, error: FrameError::Garbage(start) },
+                None => Decoded::Frame { consumed: end, unit, transaction_id: 0, pdu: 1..end - 2 },
+            };
+            prop_assert_eq!(decode(&frame, &no_custom), want);
         }
 
         #[test]
