@@ -63,6 +63,10 @@ pub struct SerialServerConfig {
     pub reconnect_delay: Duration,
     /// Cap on unframed bytes held.
     pub max_buffered: usize,
+    /// After a stop, how long an answer still being written may take before
+    /// the line is let go (default 5 s): a line that never takes the bytes
+    /// (held by flow control, say) does not hold the stop.
+    pub shutdown_timeout: Duration,
 }
 
 impl SerialServerConfig {
@@ -79,6 +83,7 @@ impl SerialServerConfig {
             auto_open: true,
             reconnect_delay: Duration::from_secs(2),
             max_buffered: DEFAULT_MAX_BUFFERED,
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 
@@ -301,30 +306,44 @@ impl SerialServer {
                     };
                     let input = conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[]));
                     // Pieces with pauses only when a hook's delivery asked for
-                    // them. A stop cuts a pause short; the rest is then written at once.
-                    let mut stopped = false;
+                    // them. A stop cuts a pause short; the rest is then written at
+                    // once, each piece given at most `shutdown_timeout` once stopped.
+                    // Once raised, the one-shot listener is not awaited again.
+                    let stop_raised = || self.handle.stop_signal().is_raised();
                     while conn.has_output() {
                         let (pause, _) = conn.next_output();
-                        if !pause.is_zero() && !stopped {
-                            stopped = future::or(
+                        if !pause.is_zero() && !stop_raised() {
+                            future::or(
                                 async {
                                     (&mut stop_l).await;
-                                    true
                                 },
                                 async {
                                     Timer::after(pause).await;
-                                    false
                                 },
                             )
                             .await;
                         }
                         let (_, out) = conn.next_output();
                         let len = out.len();
-                        line.write_all(out).await?;
-                        line.flush().await?;
+                        let write = async {
+                            line.write_all(out).await?;
+                            line.flush().await?;
+                            Ok::<bool, std::io::Error>(true)
+                        };
+                        let given_up = async {
+                            if !stop_raised() {
+                                (&mut stop_l).await;
+                            }
+                            Timer::after(c.shutdown_timeout).await;
+                            Ok(false)
+                        };
+                        if !future::or(write, given_up).await? {
+                            warn!(port = %c.port, "the line took no answer within the shutdown timeout; letting it go");
+                            return Ok(());
+                        }
                         conn.consume_output(len);
                     }
-                    if stopped {
+                    if stop_raised() {
                         return Ok(());
                     }
                     if let Err(e) = input {

@@ -238,8 +238,72 @@ async fn delivery_split_pauses_the_line(rt: Rt) {
     assert!(r.is_ok());
 }
 
+/// A line that reads from a socket but never takes a byte written to it
+/// (as one held by flow control).
+struct StuckLine(Async<UnixStream>);
+
+impl AsyncRead for StuckLine {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StuckLine {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Pending
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A stop is not held by a line that never takes the answer: after
+/// `shutdown_timeout` the line is let go.
+async fn a_stop_is_not_held_by_a_line_that_takes_no_bytes(rt: Rt) {
+    let grace = Duration::from_millis(300);
+    let (client, line) = UnixStream::pair().unwrap();
+    let (mut client, line) = (Async::new(client).unwrap(), StuckLine(Async::new(line).unwrap()));
+    let config = SerialServerConfig {
+        shutdown_timeout: grace,
+        ..SerialServerConfig::new("pipe")
+    };
+    let server = Arc::new(SerialServer::new(engine(), config));
+    let s = Arc::clone(&server);
+    let task = rt.spawn(async move { s.serve_line(line).await });
+    send(&mut client, &rtu(1, &fc3(0, 1))).await;
+    async_io::Timer::after(Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
+    server.handle().stop();
+    let r = within(STEP, task)
+        .await
+        .expect("the stop is not held by the stuck write");
+    assert!(r.is_ok(), "{r:?}");
+    assert!(
+        stopping.elapsed() >= grace,
+        "the answer had its shutdown timeout: {:?}",
+        stopping.elapsed()
+    );
+}
+
 tests!(
-    smol: delivery_split_pauses_the_line, rtu_on_a_pty_with_line_silence, local_echo_is_dropped, ascii_on_a_pipe, missing_port_error_or_retry,
+    smol: delivery_split_pauses_the_line, a_stop_is_not_held_by_a_line_that_takes_no_bytes, rtu_on_a_pty_with_line_silence, local_echo_is_dropped, ascii_on_a_pipe, missing_port_error_or_retry,
         start_serial_server_on_a_pty;
-    async_std: rtu_on_a_pty_with_line_silence, local_echo_is_dropped
+    async_std: rtu_on_a_pty_with_line_silence, local_echo_is_dropped, a_stop_is_not_held_by_a_line_that_takes_no_bytes
 );

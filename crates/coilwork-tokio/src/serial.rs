@@ -53,6 +53,10 @@ pub struct SerialServerConfig {
     pub reconnect_delay: Duration,
     /// Cap on unframed bytes held.
     pub max_buffered: usize,
+    /// After a stop, how long an answer still being written may take before
+    /// the line is let go (default 5 s): a line that never takes the bytes
+    /// (held by flow control, say) does not hold the stop.
+    pub shutdown_timeout: Duration,
 }
 
 impl SerialServerConfig {
@@ -69,6 +73,7 @@ impl SerialServerConfig {
             auto_open: true,
             reconnect_delay: Duration::from_secs(2),
             max_buffered: DEFAULT_MAX_BUFFERED,
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 
@@ -287,14 +292,29 @@ impl SerialServer {
                     };
                     let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));
                     // Pieces with pauses only when a hook's delivery asked for
-                    // them. A stop ends a pause: the rest goes out at once.
+                    // them. A stop ends a pause: the rest goes out at once, each
+                    // piece given at most `shutdown_timeout` once stopped.
                     while conn.has_output() {
                         let (pause, _) = conn.next_output();
                         pause_unless_stopped(pause, &stop).await;
                         let (_, out) = conn.next_output();
                         let len = out.len();
-                        line.write_all(out).await?;
-                        line.flush().await?;
+                        let write = async {
+                            line.write_all(out).await?;
+                            line.flush().await
+                        };
+                        let given_up = async {
+                            stop.cancelled().await;
+                            tokio::time::sleep(c.shutdown_timeout).await;
+                        };
+                        tokio::select! {
+                            biased;
+                            written = write => written?,
+                            () = given_up => {
+                                warn!(port = %c.port, "the line took no answer within the shutdown timeout; letting it go");
+                                return Ok(());
+                            }
+                        }
                         conn.consume_output(len);
                     }
                     if let Err(e) = input {

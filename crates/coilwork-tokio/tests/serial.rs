@@ -247,3 +247,32 @@ async fn a_stop_cuts_a_delivery_delay_short() {
     );
     assert_eq!(read_n(&mut client, 7).await, rtu(1, &[0x03, 0x02, 0x00, 0x00]));
 }
+
+/// A stop is not held by a line that never takes the answer (as one held by
+/// flow control): after `shutdown_timeout` the line is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_is_not_held_by_a_line_that_takes_no_bytes() {
+    let grace = Duration::from_millis(300);
+    // Room for 4 bytes and a client that never reads: the 7-byte answer sticks.
+    let (mut client, line) = tokio::io::duplex(4);
+    let config = SerialServerConfig {
+        shutdown_timeout: grace,
+        ..SerialServerConfig::new("pipe")
+    };
+    let server = Arc::new(SerialServer::new(engine(), config));
+    let s = Arc::clone(&server);
+    let task = tokio::spawn(async move { s.serve_line(line).await });
+    send(&mut client, &rtu(1, &fc3(0, 1))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    server.handle().stop();
+    let served = tokio::time::timeout(STEP, task)
+        .await
+        .expect("the stop is not held by the stuck write");
+    assert!(served.unwrap().is_ok());
+    assert!(
+        stopping.elapsed() >= grace,
+        "the answer had its shutdown timeout: {:?}",
+        stopping.elapsed()
+    );
+}
