@@ -67,6 +67,18 @@ fn pty() -> (Async<File>, String, File) {
     (Async::new(File::from(master)).unwrap(), path, slave)
 }
 
+/// A server on `line` (a pipe standing in for a port), served on a task.
+fn serve_line<L: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    rt: Rt,
+    engine: Arc<coilwork_core::Engine>,
+    config: SerialServerConfig,
+    line: L,
+) -> (Arc<SerialServer>, Join<Result<(), ServerError>>) {
+    let server = Arc::new(SerialServer::new(engine, config));
+    let s = Arc::clone(&server);
+    (server, rt.spawn(async move { s.serve_line(line).await }))
+}
+
 async fn rtu_on_a_pty_with_line_silence(rt: Rt) {
     let (mut master, path, slave) = pty();
     let config = SerialServerConfig {
@@ -120,9 +132,7 @@ async fn local_echo_is_dropped(rt: Rt) {
         local_echo: true,
         ..SerialServerConfig::new("pipe")
     };
-    let server = Arc::new(SerialServer::new(engine(), config));
-    let s = Arc::clone(&server);
-    let task = rt.spawn(async move { s.serve_line(line).await });
+    let (server, task) = serve_line(rt, engine(), config, line);
 
     // FC6's answer equals its request: if the echo were not dropped it
     // would run again and be answered twice.
@@ -146,9 +156,7 @@ async fn ascii_on_a_pipe(rt: Rt) {
         framing: coilwork_core::Framing::Ascii,
         ..SerialServerConfig::new("pipe")
     };
-    let server = Arc::new(SerialServer::new(engine(), config));
-    let s = Arc::clone(&server);
-    let task = rt.spawn(async move { s.serve_line(line).await });
+    let (server, task) = serve_line(rt, engine(), config, line);
     // FC3, unit 0x11, 3 registers from 0x6B: LRC = -(0x11+0x03+0x6B+0x03) = 0x7E.
     send(&mut client, b":1103006B00037E\r\n").await;
     // Answer: 11 03 06 00 00 00 00 00 00, LRC = -(0x11+0x03+0x06) = 0xE6.
@@ -217,12 +225,12 @@ async fn delivery_split_pauses_the_line(rt: Rt) {
     let pause = Duration::from_millis(300);
     let (client, line) = UnixStream::pair().unwrap();
     let (mut client, line) = (Async::new(client).unwrap(), Async::new(line).unwrap());
-    let server = Arc::new(SerialServer::new(
+    let (server, task) = serve_line(
+        rt,
         delivery_engine(Duration::ZERO, Some((3, pause))),
         SerialServerConfig::new("pipe"),
-    ));
-    let s = Arc::clone(&server);
-    let task = rt.spawn(async move { s.serve_line(line).await });
+        line,
+    );
     send(&mut client, &rtu(1, &fc3(0, 1))).await;
     let sent = std::time::Instant::now();
     let want = rtu(1, &[0x03, 0x02, 0x00, 0x00]);
@@ -284,9 +292,7 @@ async fn a_stop_is_not_held_by_a_line_that_takes_no_bytes(rt: Rt) {
         shutdown_timeout: grace,
         ..SerialServerConfig::new("pipe")
     };
-    let server = Arc::new(SerialServer::new(engine(), config));
-    let s = Arc::clone(&server);
-    let task = rt.spawn(async move { s.serve_line(line).await });
+    let (server, task) = serve_line(rt, engine(), config, line);
     send(&mut client, &rtu(1, &fc3(0, 1))).await;
     async_io::Timer::after(Duration::from_millis(200)).await;
     let stopping = std::time::Instant::now();

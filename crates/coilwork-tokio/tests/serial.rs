@@ -61,10 +61,19 @@ fn serve_pipe(
     tokio::task::JoinHandle<Result<(), ServerError>>,
 ) {
     let (client, line) = tokio::io::duplex(1024);
+    let (server, task) = serve_line(engine, config, line);
+    (client, server, task)
+}
+
+/// A server on `line`, served on a task.
+fn serve_line(
+    engine: Arc<coilwork_core::Engine>,
+    config: SerialServerConfig,
+    line: tokio::io::DuplexStream,
+) -> (Arc<SerialServer>, tokio::task::JoinHandle<Result<(), ServerError>>) {
     let server = Arc::new(SerialServer::new(engine, config));
     let s = Arc::clone(&server);
-    let task = tokio::spawn(async move { s.serve_line(line).await });
-    (client, server, task)
+    (server, tokio::spawn(async move { s.serve_line(line).await }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,9 +268,7 @@ async fn a_stop_is_not_held_by_a_line_that_takes_no_bytes() {
         shutdown_timeout: grace,
         ..SerialServerConfig::new("pipe")
     };
-    let server = Arc::new(SerialServer::new(engine(), config));
-    let s = Arc::clone(&server);
-    let task = tokio::spawn(async move { s.serve_line(line).await });
+    let (server, task) = serve_line(engine(), config, line);
     send(&mut client, &rtu(1, &fc3(0, 1))).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopping = Instant::now();
