@@ -867,8 +867,9 @@ mod tests {
         /// Unknown codes are framed by CRC scan: the whole frame, unless a
         /// shorter prefix happens to end in its own CRC, or a request of
         /// known length with a good CRC lies inside and ends no later (real
-        /// coincidences, about 1 in 65536 per candidate end, both checked
-        /// here independently of the decoder).
+        /// coincidences, about 1 in 65536 per candidate end). Both CRCs are
+        /// checked here without the decoder; the length rules are the ones
+        /// `length_rules` pins.
         #[test]
         fn round_trip_unknown_code(unit in any::<u8>(), fc in 0x64u8..=0x6E, data in proptest::collection::vec(any::<u8>(), 0..=252)) {
             let pdu = [vec![fc], data].concat();
