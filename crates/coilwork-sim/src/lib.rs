@@ -262,6 +262,7 @@ fn pick<'a, T>(
             let mut it = list.iter();
             match (it.next(), it.next()) {
                 (Some((k, v)), None) => Ok((k.as_str(), v)),
+                (None, _) => Err(ConfigError::new(what, "(none given)", "the list has no entries")),
                 _ => Err(ConfigError::new(
                     what,
                     "(none given)",
@@ -1181,6 +1182,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("modbus_device = \"nope\""), "{e}");
+        let e = Simulator::from_json(r#"{"server_list": {}, "device_list": {}}"#, SimulatorOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("modbus_server = (none given): the list has no entries"),
+            "{e}"
+        );
     }
 
     #[test]
