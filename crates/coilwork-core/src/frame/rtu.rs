@@ -511,14 +511,18 @@ mod tests {
         );
     }
 
+    /// `n` bytes that are all unknown function codes (so no request of known
+    /// length starts anywhere) and where no prefix has a matching CRC
+    /// (checked independently of the decoder).
+    fn unknown_codes(n: usize) -> Vec<u8> {
+        let buf: Vec<u8> = (0..n).map(|i| 0x64 + (i * 7 % 11) as u8).collect();
+        assert!(!(4..=n).any(|end| crc16(&buf[..end]) == 0), "pick another test buffer");
+        buf
+    }
+
     #[test]
     fn unknown_code_without_crc_match_in_256_bytes_skips() {
-        // 256 bytes that are all unknown function codes (so no request of
-        // known length starts anywhere) and where no prefix has a matching
-        // CRC (checked independently).
-        let mut buf: Vec<u8> = (0..256usize).map(|i| 0x64 + (i * 7 % 11) as u8).collect();
-        let any_match = (4..=256).any(|end| crc16(&buf[..end]) == 0);
-        assert!(!any_match, "pick another test buffer");
+        let mut buf = unknown_codes(256);
         assert_eq!(decode(&buf[..255], &no_custom), Decoded::Incomplete);
         // The last byte could start a request until its function code is seen.
         assert_eq!(decode(&buf, &no_custom), Decoded::Incomplete);
@@ -545,11 +549,7 @@ mod tests {
     fn a_request_reaching_past_the_scan_window_is_waited_for() {
         // The same unknown-code bytes, with READ_10 starting at byte 250: it
         // ends at 258, past the 256 the front's CRC scan looks at.
-        let mut buf: Vec<u8> = (0..250usize).map(|i| 0x64 + (i * 7 % 11) as u8).collect();
-        assert!(
-            !(4..=250).any(|end| crc16(&buf[..end]) == 0),
-            "pick another test buffer"
-        );
+        let mut buf = unknown_codes(250);
         buf.extend_from_slice(&READ_10);
         for n in 250..buf.len() {
             assert_eq!(decode(&buf[..n], &no_custom), Decoded::Incomplete, "{n} bytes");
