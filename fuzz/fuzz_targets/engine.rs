@@ -7,7 +7,7 @@
 
 use coilwork_core::engine::EngineOptions;
 use coilwork_core::frame::{Decoded, Framing, ascii, mbap};
-use coilwork_core::storage::{DeviceContext, FileStore, SparseBlock, ServerContext};
+use coilwork_core::storage::{DeviceContext, FileStore, ServerContext, SparseBlock};
 use coilwork_core::{Connection, ConnectionConfig, Engine, Identity, Transport};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +17,13 @@ fn engine(options: EngineOptions) -> Arc<Engine> {
     let files = FileStore::new();
     let _ = files.add_file(1, vec![7; 100]);
     let seq = DeviceContext::with_sizes(300, 300, 300, 300).map(|d| d.with_files(files));
-    let Ok(seq) = seq else { return Arc::new(Engine::builder(ServerContext::multi()).build()) };
-    let context = ServerContext::multi()
-        .with_device(1, seq)
-        .with_device(2, DeviceContext::new(sparse.clone(), sparse.clone(), sparse.clone(), sparse));
+    let Ok(seq) = seq else {
+        return Arc::new(Engine::builder(ServerContext::multi()).build());
+    };
+    let context = ServerContext::multi().with_device(1, seq).with_device(
+        2,
+        DeviceContext::new(sparse.clone(), sparse.clone(), sparse.clone(), sparse),
+    );
     let identity = Identity::new()
         .vendor_name(&"v".repeat(120))
         .product_code(&"p".repeat(120))
@@ -73,9 +76,15 @@ fn check_answers(framing: Framing, mut out: &[u8]) {
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((&mode, stream)) = data.split_first() else { return };
+    let Some((&mode, stream)) = data.split_first() else {
+        return;
+    };
     let framing = [Framing::Mbap, Framing::Rtu, Framing::Ascii, Framing::Rtu][usize::from(mode & 3)];
-    let transport = if mode & 4 != 0 { Transport::Serial } else { Transport::Tcp };
+    let transport = if mode & 4 != 0 {
+        Transport::Serial
+    } else {
+        Transport::Tcp
+    };
     let options = EngineOptions {
         ignore_missing_devices: None,
         broadcast_enable: mode & 8 != 0,
@@ -93,7 +102,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     // Diagnostics answers count frame errors, which may differ by split for
     // garbage; everything else must not.
-    if !stream.windows(2).any(|w| w[0] == 0x08 || w[1] == 0x08 || w[0] == 0x0C || w[1] == 0x0C) {
+    if !stream
+        .windows(2)
+        .any(|w| w[0] == 0x08 || w[1] == 0x08 || w[0] == 0x0C || w[1] == 0x0C)
+    {
         assert_eq!(whole, split, "output depends on how the stream was split");
     }
 });

@@ -8,7 +8,7 @@
 //!
 //! The three values every request moves (server message count, comm event
 //! counter, event log head) share one 64-bit word, so an ordinary request
-//! updates its device with a single atomic add (see [`Diagnostics::record_exchange`]):
+//! updates its device with a single atomic add (see `Diagnostics::record_exchange`):
 //! every atomic read-modify-write on a line shared by all connections costs
 //! tens of cycles, more when cores contend for it.
 

@@ -2,8 +2,8 @@
 //!
 //! Decoders are pure functions over a byte slice: they look at the bytes
 //! buffered so far and say whether a whole frame sits at the front, how many
-//! bytes to drop, or that more bytes are needed. The [`Connection`]
-//! (crate::Connection) owns the buffer, so any split of the byte stream gives
+//! bytes to drop, or that more bytes are needed. The
+//! [`Connection`](crate::Connection) owns the buffer, so any split of the byte stream gives
 //! the same frames as the stream fed whole. Encoders append a whole ADU to a
 //! caller's `Vec<u8>` (which keeps its capacity, so steady state allocates
 //! nothing).
