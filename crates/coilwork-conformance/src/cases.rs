@@ -465,6 +465,60 @@ pub fn rtu_over_tcp_garbage_then_good_request<H: Harness>() {
     stop::<H>(server);
 }
 
+/// Requests whose quantity breaks the spec limit and whose PDU is past 253
+/// bytes: FC16 writing 124 registers (MBAP length 255), FC23 writing 122
+/// (255) and FC16 with byte count 255 (262). Each with the exception 03 the
+/// spec prescribes, and the connection goes on.
+fn oversized_requests() -> Vec<Vec<u8>> {
+    let fc = |head: &[u8], count: usize| [head, &vec![0x5A; count]].concat();
+    vec![
+        fc(&[0x10, 0x00, 0x00, 0x00, 124, 248], 248),
+        fc(&[0x17, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 122, 244], 244),
+        fc(&[0x10, 0x00, 0x00, 0x00, 124, 255], 255),
+    ]
+}
+
+/// Oversized byte-counted requests get exception 03 over MBAP, RTU and
+/// ASCII on TCP and over UDP; the next request on the stream is answered.
+pub fn oversized_quantity_gets_exception_03<H: Harness>() {
+    let server = start::<H>(TcpOptions::default());
+    let mut c = Client::connect(server.addr());
+    for (i, req) in oversized_requests().iter().enumerate() {
+        expect(&mut c, i as u16, req, &[req[0] | 0x80, 0x03]);
+    }
+    expect(&mut c, 9, &fc3(0, 1), &fc3_answer(&[0]));
+    stop::<H>(server);
+    for (framing, frame) in [(Framing::Rtu, rtu as fn(u8, &[u8]) -> Vec<u8>), (Framing::Ascii, ascii)] {
+        let server = start::<H>(TcpOptions {
+            framing,
+            ..TcpOptions::default()
+        });
+        let mut c = Client::connect(server.addr());
+        for req in oversized_requests() {
+            let mut bytes = frame(1, &req);
+            bytes.extend_from_slice(&frame(1, &fc3(0, 1)));
+            c.send(&bytes);
+            let want = frame(1, &[req[0] | 0x80, 0x03]);
+            assert_eq!(c.read_n(want.len()), want, "{}: {framing:?} FC{}", H::NAME, req[0]);
+            let want = frame(1, &fc3_answer(&[0]));
+            assert_eq!(c.read_n(want.len()), want, "{}: {framing:?} then FC3", H::NAME);
+        }
+        stop::<H>(server);
+    }
+    let server = H::start_udp(engine(), &UdpOptions::default());
+    let u = UdpClient::new(server.addr());
+    for (i, req) in oversized_requests().iter().enumerate() {
+        let tid = i as u16;
+        assert_eq!(
+            u.call(&adu(tid, 1, req)),
+            adu(tid, 1, &[req[0] | 0x80, 0x03]),
+            "{}: UDP",
+            H::NAME
+        );
+    }
+    stop::<H>(server);
+}
+
 /// An MBAP protocol id other than 0 closes that connection, and only it.
 pub fn bad_protocol_id_closes_the_connection<H: Harness>() {
     let server = start::<H>(TcpOptions::default());
@@ -808,6 +862,25 @@ pub fn serial_ascii_round_trip<H: Harness>() {
     let want = ascii(1, &fc3_answer(&[3]));
     assert_eq!(line.read_n(want.len()), want);
     stop::<H>(server);
+}
+
+/// Serial RTU and ASCII: an oversized byte-counted request (ADU up to 264
+/// bytes, past the 256-byte RTU limit) gets exception 03.
+pub fn serial_oversized_quantity_gets_exception_03<H: Harness>() {
+    for (framing, frame) in [(Framing::Rtu, rtu as fn(u8, &[u8]) -> Vec<u8>), (Framing::Ascii, ascii)] {
+        let Some(pair) = PtyPair::new("oversized") else { return };
+        let server = start_serial::<H>(&pair, framing, false);
+        let mut line = pair.open_client(BAUD);
+        for req in oversized_requests() {
+            line.send(&frame(1, &req));
+            let want = frame(1, &[req[0] | 0x80, 0x03]);
+            assert_eq!(line.read_n(want.len()), want, "{}: {framing:?} FC{}", H::NAME, req[0]);
+        }
+        line.send(&frame(1, &fc3(0, 1)));
+        let want = frame(1, &fc3_answer(&[0]));
+        assert_eq!(line.read_n(want.len()), want, "{}: {framing:?} then FC3", H::NAME);
+        stop::<H>(server);
+    }
 }
 
 /// Serial broadcast (unit 0): executed, never answered.

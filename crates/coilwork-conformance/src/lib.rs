@@ -19,7 +19,9 @@
 //!
 //! What the suite covers, per adapter: every public function code over MBAP
 //! with exact answer bytes (spec examples where the spec has one) and one
-//! exception per class; pipelining (8 requests, and 400 past the read
+//! exception per class; a byte-counted request past the PDU limit (FC16 of
+//! 124 registers, FC23 writing 122) answered with exception 03 over MBAP,
+//! RTU, ASCII, UDP and serial lines; pipelining (8 requests, and 400 past the read
 //! buffer); requests split one byte at a time and across writes; RTU / ASCII
 //! over TCP (garbage shed); bad protocol id and bad MBAP length close the
 //! connection; unit ids echoed; half close; clients vanishing mid-stream;
@@ -345,6 +347,7 @@ macro_rules! conformance_suite {
             requests_split_across_writes,
             unit_ids_echoed,
             bad_mbap_length_closes_the_connection,
+            oversized_quantity_gets_exception_03,
             request_then_half_close_is_answered,
             clients_vanishing_mid_stream,
             rtu_and_ascii_over_tcp,
@@ -363,6 +366,7 @@ macro_rules! conformance_suite {
             udp_round_trip_and_malformed_datagram,
             serial_rtu_round_trip,
             serial_ascii_round_trip,
+            serial_oversized_quantity_gets_exception_03,
             serial_broadcast_is_silent,
             serial_local_echo_is_dropped,
             tls_role_reaches_the_authorizer,

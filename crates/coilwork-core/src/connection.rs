@@ -15,7 +15,7 @@
 use crate::engine::{Delivery, Effect, Engine};
 use crate::error::{ConnectionError, FrameError};
 use crate::frame::rtu::RtuTiming;
-use crate::frame::{Decoded, Framing, MAX_RTU_ADU, ascii, mbap, rtu};
+use crate::frame::{Decoded, Framing, MAX_COUNTED_RTU_ADU, ascii, mbap, rtu};
 use crate::pdu::PduBuf;
 use crate::storage::server::DeviceCache;
 use crate::storage::{RequestContext, Transport};
@@ -88,7 +88,7 @@ pub struct Connection {
     marks: Vec<(usize, Duration)>,
     echo: Vec<u8>,
     pdu: PduBuf,
-    scratch: [u8; MAX_RTU_ADU],
+    scratch: [u8; MAX_COUNTED_RTU_ADU],
     delimiter: u8,
     last_rx: Option<Instant>,
     devices: DeviceCache,
@@ -190,7 +190,7 @@ impl Connection {
             marks: Vec::new(),
             echo: Vec::new(),
             pdu: PduBuf::new(),
-            scratch: [0; MAX_RTU_ADU],
+            scratch: [0; MAX_COUNTED_RTU_ADU],
             delimiter: ascii::DEFAULT_DELIMITER,
             last_rx: None,
             devices: DeviceCache::default(),

@@ -145,8 +145,13 @@ fn mbap_bad_protocol_id_closes_the_connection() {
         .unwrap_err();
     assert_eq!(err, ConnectionError::Frame(FrameError::BadProtocolId(9)));
     let mut conn = Connection::new(engine(), config(Framing::Mbap));
-    let err = conn.handle_input(Instant::now(), &[0, 1, 0, 0, 1, 0, 1]).unwrap_err();
+    // Length 256 could be a byte-counted request: refused once the function code says it is not.
+    assert_eq!(conn.handle_input(Instant::now(), &[0, 1, 0, 0, 1, 0, 1]), Ok(()));
+    let err = conn.handle_input(Instant::now(), &[3]).unwrap_err();
     assert_eq!(err, ConnectionError::Frame(FrameError::BadLength(256)));
+    let mut conn = Connection::new(engine(), config(Framing::Mbap));
+    let err = conn.handle_input(Instant::now(), &[0, 1, 0, 0, 1, 11]).unwrap_err();
+    assert_eq!(err, ConnectionError::Frame(FrameError::BadLength(267)));
 }
 
 #[test]
@@ -333,5 +338,73 @@ fn delivery_garbles_each_framing() {
             }
         };
         assert!(expected, "{framing:?}: {got:02X?} still decodes");
+    }
+}
+
+/// Byte-counted requests whose quantity breaks the spec limit and whose PDU
+/// is past 253 bytes (MBAP length 255..=266): the request with exception 03.
+fn oversized_requests() -> Vec<Vec<u8>> {
+    let fc = |head: &[u8], count: usize| [head, &vec![0x5A; count]].concat();
+    vec![
+        // FC16 writing 124 registers (MBAP length 255).
+        fc(&[0x10, 0x00, 0x00, 0x00, 124, 248], 248),
+        // FC16 with byte count 255 (length 262).
+        fc(&[0x10, 0x00, 0x00, 0x00, 124, 255], 255),
+        // FC15 writing 2040 coils (length 262).
+        fc(&[0x0F, 0x00, 0x00, 0x07, 0xF8, 255], 255),
+        // FC23 writing 122 registers (length 255), and with count 255 (266).
+        fc(&[0x17, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 122, 244], 244),
+        fc(&[0x17, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 122, 255], 255),
+        // FC20 and FC21 with byte count 255 (length 258).
+        fc(&[0x14, 255], 255),
+        fc(&[0x15, 255], 255),
+    ]
+}
+
+#[test]
+fn oversized_byte_counted_requests_get_exception_03() {
+    for framing in [Framing::Mbap, Framing::Rtu, Framing::Ascii] {
+        for pdu in oversized_requests() {
+            let mut req = Vec::new();
+            encode(framing, 9, 1, &pdu, &mut req);
+            // Then an ordinary request on the same stream: still served.
+            encode(framing, 10, 1, &[0x03, 0x00, 0x00, 0x00, 0x01], &mut req);
+            let mut want = Vec::new();
+            encode(framing, 9, 1, &[pdu[0] | 0x80, 0x03], &mut want);
+            encode(framing, 10, 1, &[0x03, 0x02, 0x00, 0x00], &mut want);
+            let fc = pdu[0];
+            assert_eq!(run(framing, &[&req]), want, "{framing:?} FC{fc}: whole");
+            // Split one byte at a time, the answer is the same.
+            let bytes: Vec<&[u8]> = req.chunks(1).collect();
+            assert_eq!(run(framing, &bytes), want, "{framing:?} FC{fc}: byte by byte");
+        }
+    }
+}
+
+#[test]
+fn oversized_byte_counted_request_in_a_datagram_gets_exception_03() {
+    let mut conn = Connection::new(engine(), ConnectionConfig::stream(Framing::Mbap, Transport::Udp, None));
+    for pdu in oversized_requests() {
+        let mut req = Vec::new();
+        mbap::encode(3, 1, &pdu, &mut req);
+        conn.handle_datagram(&req).unwrap();
+        let mut want = Vec::new();
+        mbap::encode(3, 1, &[pdu[0] | 0x80, 0x03], &mut want);
+        assert_eq!(conn.output(), &want[..]);
+        let n = conn.output().len();
+        conn.consume_output(n);
+    }
+}
+
+#[test]
+fn mbap_length_past_the_largest_byte_counted_request_still_closes() {
+    // FC3 with length 255, and FC16 whose byte count disagrees with length 255.
+    for pdu in [vec![0x03; 254], [&[0x10, 0, 0, 0, 124, 247][..], &[0; 248]].concat()] {
+        let mut req = Vec::new();
+        mbap::encode(1, 1, &pdu, &mut req);
+        let mut conn = Connection::new(engine(), config(Framing::Mbap));
+        let err = conn.handle_input(Instant::now(), &req).unwrap_err();
+        assert_eq!(err, ConnectionError::Frame(FrameError::BadLength(255)));
+        assert!(!conn.has_output());
     }
 }

@@ -2,7 +2,7 @@
 //! a delimiter (LF by default, changeable by diagnostics sub-function 0x03).
 
 use super::checksum::lrc;
-use super::{Decoded, MAX_ASCII_ADU};
+use super::{Decoded, MAX_ASCII_ADU, MAX_COUNTED_ASCII_ADU, byte_counted};
 use crate::error::FrameError;
 
 /// Default end-of-message delimiter after CR.
@@ -18,14 +18,18 @@ const CR: u8 = b'\r';
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Looks at the front of `buf` for one ASCII frame ending in CR `delimiter`.
-/// The binary address + PDU is written into `scratch` (at least 256 bytes);
+/// The binary address + PDU + LRC is written into `scratch` (at least
+/// [`MAX_COUNTED_RTU_ADU`](super::MAX_COUNTED_RTU_ADU) bytes);
 /// in a returned [`Decoded::Frame`] the `pdu` range indexes `scratch`.
 ///
 /// - bytes before the first ':' are skipped as [`FrameError::Garbage`];
 /// - a ':' before the end restarts the frame: the bytes before it are
 ///   skipped as [`FrameError::Truncated`];
 /// - no CR `delimiter` within [`MAX_ASCII_ADU`] characters skips those
-///   characters as [`FrameError::TooLong`]; fewer buffered: wait;
+///   characters as [`FrameError::TooLong`]; fewer buffered: wait. A
+///   byte-counted request (FC15/16/20/21/23) may take up to
+///   [`MAX_COUNTED_ASCII_ADU`] characters, so that one past the spec's PDU
+///   limit is read whole and answered with exception 03;
 /// - a whole frame with a non-hex character or an odd number of hex digits
 ///   is skipped as [`FrameError::BadHex`], one whose LRC does not match as
 ///   [`FrameError::BadLrc`], one without a function code as
@@ -40,7 +44,8 @@ pub fn decode(buf: &[u8], delimiter: u8, scratch: &mut [u8]) -> Decoded {
         None if buf.is_empty() => return Decoded::Incomplete,
         None => return skip(buf.len(), FrameError::Garbage(buf.len())),
     }
-    let window = buf.get(..MAX_ASCII_ADU).unwrap_or(buf);
+    let limit = max_adu(buf);
+    let window = buf.get(..limit).unwrap_or(buf);
     let mut end = None;
     for (i, &c) in window.iter().enumerate().skip(1) {
         if c == CR && window.get(i + 1) == Some(&delimiter) {
@@ -52,19 +57,19 @@ pub fn decode(buf: &[u8], delimiter: u8, scratch: &mut [u8]) -> Decoded {
         }
     }
     let Some(cr) = end else {
-        return if window.len() >= MAX_ASCII_ADU {
-            skip(MAX_ASCII_ADU, FrameError::TooLong(MAX_ASCII_ADU))
+        return if window.len() >= limit {
+            skip(limit, FrameError::TooLong(limit))
         } else {
             Decoded::Incomplete
         };
     };
-    let consumed = cr + 2; // ok: cr + 1 < window.len() <= 513
+    let consumed = cr + 2; // ok: cr + 1 < window.len() <= 537
     let hex = buf.get(1..cr).unwrap_or(&[]);
     if hex.len() % 2 != 0 || !hex.iter().all(u8::is_ascii_hexdigit) {
         return skip(consumed, FrameError::BadHex);
     }
     let Some(binary) = decode_hex(hex, scratch) else {
-        // Only with a scratch smaller than the documented 256 bytes.
+        // Only with a scratch smaller than documented.
         return skip(consumed, FrameError::TooLong(consumed));
     };
     let binary: &[u8] = binary;
@@ -83,6 +88,22 @@ pub fn decode(buf: &[u8], delimiter: u8, scratch: &mut [u8]) -> Decoded {
             pdu: 1..body.len(),
         },
         _ => skip(consumed, FrameError::EmptyPdu),
+    }
+}
+
+/// Longest frame, in characters, that may start `buf`: [`MAX_ASCII_ADU`],
+/// or [`MAX_COUNTED_ASCII_ADU`] for a byte-counted request (FC15/16/20/21/23)
+/// so that one past the spec's PDU limit is read whole and answered with
+/// exception 03.
+#[inline]
+fn max_adu(buf: &[u8]) -> usize {
+    let function = match buf.get(3..5) {
+        Some(&[hi, lo]) => hex_value(hi).zip(hex_value(lo)).map(|(h, l)| (h << 4) | l),
+        _ => None,
+    };
+    match function.and_then(byte_counted) {
+        Some(_) => MAX_COUNTED_ASCII_ADU,
+        None => MAX_ASCII_ADU,
     }
 }
 
@@ -143,8 +164,8 @@ mod tests {
     /// Modicon guide: unit 17 reads 3 holding registers from 40108.
     const MODICON: &[u8] = b":1103006B00037E\r\n";
 
-    fn dec(buf: &[u8]) -> (Decoded, [u8; 256]) {
-        let mut scratch = [0u8; 256];
+    fn dec(buf: &[u8]) -> (Decoded, [u8; crate::frame::MAX_COUNTED_RTU_ADU]) {
+        let mut scratch = [0u8; crate::frame::MAX_COUNTED_RTU_ADU];
         let d = decode(buf, DEFAULT_DELIMITER, &mut scratch);
         (d, scratch)
     }
@@ -368,6 +389,36 @@ mod tests {
     }
 
     #[test]
+    fn byte_counted_request_past_the_pdu_limit_is_framed_whole() {
+        // FC23 with byte count 255: the longest byte-counted request.
+        let pdu = [&[0x17, 0, 0, 0, 1, 0, 0, 0, 122, 255][..], &[0x5A; 255]].concat();
+        let frame = ascii(0x01, &pdu, b'\n');
+        assert_eq!(frame.len(), MAX_COUNTED_ASCII_ADU);
+        assert_eq!(dec(&frame[..frame.len() - 1]).0, Decoded::Incomplete);
+        let (d, scratch) = dec(&frame);
+        assert_eq!(
+            d,
+            Decoded::Frame {
+                consumed: MAX_COUNTED_ASCII_ADU,
+                unit: 1,
+                transaction_id: 0,
+                pdu: 1..266
+            }
+        );
+        assert_eq!(&scratch[1..266], &pdu[..]);
+        // Any other function code is still cut at 513 characters.
+        let mut other = frame.clone();
+        other[3..5].copy_from_slice(b"41");
+        assert_eq!(
+            dec(&other).0,
+            Decoded::Skip {
+                consumed: MAX_ASCII_ADU,
+                error: FrameError::TooLong(MAX_ASCII_ADU)
+            }
+        );
+    }
+
+    #[test]
     fn small_scratch_skips() {
         let mut scratch = [0u8; 4];
         assert_eq!(
@@ -381,7 +432,7 @@ mod tests {
 
     #[test]
     fn other_delimiters() {
-        let mut scratch = [0u8; 256];
+        let mut scratch = [0u8; crate::frame::MAX_COUNTED_RTU_ADU];
         let frame = b":1103006B00037E\r!";
         assert_eq!(
             decode(frame, b'!', &mut scratch),
@@ -419,7 +470,7 @@ mod tests {
     fn feed<'a>(delimiter: u8, chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Frame>, Vec<u8>) {
         let mut buf = Vec::new();
         let mut frames = Vec::new();
-        let mut scratch = [0u8; 256];
+        let mut scratch = [0u8; crate::frame::MAX_COUNTED_RTU_ADU];
         let mut at = 0;
         for chunk in chunks {
             buf.extend_from_slice(chunk);
@@ -432,7 +483,7 @@ mod tests {
                         pdu,
                     } => {
                         assert_eq!(transaction_id, 0);
-                        assert!(consumed <= buf.len().min(MAX_ASCII_ADU));
+                        assert!(consumed <= buf.len().min(MAX_COUNTED_ASCII_ADU));
                         assert_eq!(pdu.start, 1);
                         assert!(pdu.end > 1);
                         let pdu = scratch[pdu].to_vec();
@@ -449,7 +500,7 @@ mod tests {
                     }
                     Decoded::Incomplete => {
                         assert_eq!(buf[0], START);
-                        assert!(buf.len() < MAX_ASCII_ADU);
+                        assert!(buf.len() < MAX_COUNTED_ASCII_ADU);
                         break;
                     }
                     Decoded::Fatal(e) => panic!("ASCII is never fatal: {e}"),
@@ -490,7 +541,7 @@ mod tests {
         fn round_trip((unit, pdu) in frame_strategy(), delimiter in any::<u8>()) {
             let frame = ascii(unit, &pdu, delimiter);
             prop_assert_eq!(frame.len(), 2 * pdu.len() + 7);
-            let mut scratch = [0u8; 256];
+            let mut scratch = [0u8; crate::frame::MAX_COUNTED_RTU_ADU];
             prop_assert_eq!(
                 decode(&frame, delimiter, &mut scratch),
                 Decoded::Frame { consumed: frame.len(), unit, transaction_id: 0, pdu: 1..pdu.len() + 1 }

@@ -1,6 +1,6 @@
 //! MBAP framing: transaction id, protocol id 0, length, unit id, PDU.
 
-use super::Decoded;
+use super::{Decoded, MAX_COUNTED_PDU, byte_counted};
 use crate::error::FrameError;
 
 /// Size of the MBAP header (transaction id, protocol id, length, unit id).
@@ -15,11 +15,18 @@ const MIN_LENGTH: u16 = 2;
 /// Largest valid length field: unit id + a 253-byte PDU.
 const MAX_LENGTH: u16 = 254;
 
+/// Largest length field of a byte-counted request: unit id + [`MAX_COUNTED_PDU`].
+const MAX_COUNTED_LENGTH: u16 = 1 + MAX_COUNTED_PDU as u16;
+
 /// Looks at the front of `buf` for one MBAP frame.
 ///
-/// A protocol id other than 0 or a length field outside 2..=254 is reported
+/// A protocol id other than 0 or a length field outside 2..=266 is reported
 /// as [`Decoded::Fatal`] as soon as the first 6 bytes are buffered: a stream
-/// that carries one can never be resynchronised.
+/// that carries one can never be resynchronised. A length of 255..=266 is
+/// taken only for a byte-counted request (FC15/16/20/21/23) whose byte
+/// count agrees with it, so that a request with too large a quantity is
+/// read whole and answered with exception 03; any other is fatal once its
+/// function code and byte count are buffered.
 pub fn decode(buf: &[u8]) -> Decoded {
     let Some(&[t0, t1, p0, p1, l0, l1]) = buf.first_chunk::<PREFIX_LEN>() else {
         return Decoded::Incomplete;
@@ -30,9 +37,13 @@ pub fn decode(buf: &[u8]) -> Decoded {
     }
     let length = u16::from_be_bytes([l0, l1]);
     if !(MIN_LENGTH..=MAX_LENGTH).contains(&length) {
-        return Decoded::Fatal(FrameError::BadLength(length));
+        match oversized(buf, length) {
+            Some(true) => {}
+            Some(false) => return Decoded::Fatal(FrameError::BadLength(length)),
+            None => return Decoded::Incomplete,
+        }
     }
-    let total = PREFIX_LEN + usize::from(length); // ok: at most 6 + 254
+    let total = PREFIX_LEN + usize::from(length); // ok: at most 6 + 266
     let Some(&unit) = buf.get(PREFIX_LEN) else {
         return Decoded::Incomplete;
     };
@@ -45,6 +56,23 @@ pub fn decode(buf: &[u8]) -> Decoded {
         transaction_id: u16::from_be_bytes([t0, t1]),
         pdu: HEADER_LEN..total,
     }
+}
+
+/// Whether a length field outside 2..=254 frames a byte-counted request:
+/// `Some(true)` if the function code is byte-counted and its byte count
+/// makes the PDU exactly `length - 1` bytes, `None` until both are
+/// buffered, `Some(false)` otherwise.
+#[cold]
+#[inline(never)]
+fn oversized(buf: &[u8], length: u16) -> Option<bool> {
+    if !(MAX_LENGTH + 1..=MAX_COUNTED_LENGTH).contains(&length) {
+        return Some(false);
+    }
+    let Some((base, at)) = byte_counted(*buf.get(HEADER_LEN)?) else {
+        return Some(false);
+    };
+    let count = *buf.get(HEADER_LEN + at)?;
+    Some(base + usize::from(count) + 1 == usize::from(length))
 }
 
 /// Appends the ADU for `pdu` to `out`.
@@ -63,7 +91,7 @@ pub fn encode(transaction_id: u16, unit: u8, pdu: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::MAX_MBAP_ADU;
+    use crate::frame::{MAX_COUNTED_MBAP_ADU, MAX_MBAP_ADU};
     use proptest::prelude::*;
 
     /// A request from the spec's FC3 example (read 3 registers from 107)
@@ -119,7 +147,9 @@ mod tests {
             (1, true),
             (2, false),
             (254, false),
-            (255, true),
+            (255, false),
+            (266, false),
+            (267, true),
             (0xFFFF, true),
         ] {
             let [l0, l1] = length.to_be_bytes();
@@ -157,6 +187,59 @@ mod tests {
                 pdu: 7..260
             }
         );
+    }
+
+    /// An MBAP ADU of `pdu` with its length field computed.
+    fn adu(pdu: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(0x0102, 1, pdu, &mut out);
+        out
+    }
+
+    #[test]
+    fn byte_counted_request_past_the_pdu_limit_is_framed_whole() {
+        // FC16 writing 124 registers: length 255; FC23 writing 122: 255;
+        // FC16 with byte count 255: 262; FC23 with byte count 255: 266.
+        let fc16 = |count: u8| [&[0x10, 0, 0, 0, 124, count][..], &vec![0xA5; count.into()]].concat();
+        let fc23 = |count: u8| [&[0x17, 0, 0, 0, 1, 0, 0, 0, 122, count][..], &vec![0x5A; count.into()]].concat();
+        for pdu in [fc16(248), fc16(255), fc23(244), fc23(255)] {
+            let buf = adu(&pdu);
+            assert!(buf.len() > MAX_MBAP_ADU && buf.len() <= MAX_COUNTED_MBAP_ADU);
+            for n in 0..buf.len() {
+                assert_eq!(decode(&buf[..n]), Decoded::Incomplete, "{} of {}", n, buf.len());
+            }
+            let total = buf.len();
+            assert_eq!(
+                decode(&buf),
+                Decoded::Frame {
+                    consumed: total,
+                    unit: 1,
+                    transaction_id: 0x0102,
+                    pdu: 7..total
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_length_that_is_not_a_byte_counted_request_is_fatal() {
+        let fatal = |buf: &[u8]| {
+            let length = u16::from_be_bytes([buf[4], buf[5]]);
+            assert_eq!(decode(buf), Decoded::Fatal(FrameError::BadLength(length)), "{buf:02X?}");
+        };
+        // FC3 and a custom code with length 255: fatal once the function code is in.
+        for pdu in [vec![0x03; 254], vec![0x41; 254]] {
+            let buf = adu(&pdu);
+            assert_eq!(decode(&buf[..7]), Decoded::Incomplete);
+            fatal(&buf[..8]);
+        }
+        // FC16 whose byte count disagrees with the length: fatal once the count is in.
+        let mut buf = adu(&[&[0x10, 0, 0, 0, 124, 247][..], &[0; 248]].concat());
+        assert_eq!(decode(&buf[..12]), Decoded::Incomplete);
+        fatal(&buf[..13]);
+        // Length 267 (one past FC23 with byte count 255): fatal at once.
+        buf[4..6].copy_from_slice(&267u16.to_be_bytes());
+        fatal(&buf[..6]);
     }
 
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,7 +370,7 @@ mod tests {
                     prop_assert!(consumed <= bytes.len() && pdu.end == consumed && pdu.start == 7);
                 }
                 Decoded::Skip { .. } => prop_assert!(false, "MBAP never skips"),
-                Decoded::Incomplete => prop_assert!(bytes.len() < MAX_MBAP_ADU),
+                Decoded::Incomplete => prop_assert!(bytes.len() < MAX_COUNTED_MBAP_ADU),
                 Decoded::Fatal(e) => prop_assert!(e.is_fatal()),
             }
         }

@@ -75,3 +75,29 @@ pub const MAX_RTU_ADU: usize = 256;
 pub const MAX_MBAP_ADU: usize = 260;
 /// Largest ASCII ADU in characters: ':' + 2 × (address + PDU + LRC) + CR LF.
 pub const MAX_ASCII_ADU: usize = 513;
+
+/// Largest request PDU a byte-counted request can carry: FC23's 10 bytes
+/// before its data plus a byte count of 255. Such a request is past
+/// [`MAX_PDU`] and always gets exception 03, but it is framed whole so the
+/// client gets that answer instead of a dropped connection.
+pub const MAX_COUNTED_PDU: usize = 265;
+/// Largest RTU ADU of a byte-counted request: address + PDU + CRC.
+pub const MAX_COUNTED_RTU_ADU: usize = MAX_COUNTED_PDU + 3;
+/// Largest MBAP ADU of a byte-counted request: 7-byte header + PDU.
+pub const MAX_COUNTED_MBAP_ADU: usize = MAX_COUNTED_PDU + 7;
+/// Largest ASCII ADU of a byte-counted request, in characters.
+pub const MAX_COUNTED_ASCII_ADU: usize = 1 + 2 * (MAX_COUNTED_PDU + 2) + 2;
+
+/// For a request that carries a byte count (FC15, FC16, FC20, FC21, FC23):
+/// `(base, at)`, the PDU is `base` bytes plus the count found at `pdu[at]`.
+pub(crate) fn byte_counted(function: u8) -> Option<(usize, usize)> {
+    match function {
+        // Write multiple coils / registers: address, quantity, byte count, values.
+        0x0F | 0x10 => Some((6, 5)),
+        // Read / write file record: byte count, sub-requests.
+        0x14 | 0x15 => Some((2, 1)),
+        // Read/write multiple registers: read addr/qty, write addr/qty, byte count, values.
+        0x17 => Some((10, 9)),
+        _ => None,
+    }
+}

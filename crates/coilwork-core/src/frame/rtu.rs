@@ -11,7 +11,7 @@
 //! discards a partial frame after t3.5 of silence.
 
 use super::checksum::{crc16, crc16_continue, crc16_update};
-use super::{Decoded, MAX_RTU_ADU, PduLength};
+use super::{Decoded, MAX_COUNTED_RTU_ADU, MAX_RTU_ADU, PduLength, byte_counted};
 use crate::error::FrameError;
 use core::time::Duration;
 
@@ -56,14 +56,14 @@ pub fn request_pdu_length(pdu: &[u8]) -> PduLength {
             Some([0x00, 0x00]) => PduLength::Unknown,
             Some(_) => PduLength::Exact(5),
         },
-        // Write multiple coils / registers: address, quantity, byte count, values.
-        0x0F | 0x10 => counted(6, 5),
-        // Read / write file record: byte count, sub-requests.
-        0x14 | 0x15 => counted(2, 1),
+        // Write multiple coils / registers, read / write file record,
+        // read/write multiple registers: a header, a byte count, the data.
+        0x0F | 0x10 | 0x14 | 0x15 | 0x17 => match byte_counted(function) {
+            Some((base, at)) => counted(base, at),
+            None => PduLength::Unknown,
+        },
         // Mask write register: address, AND mask, OR mask.
         0x16 => PduLength::Exact(7),
-        // Read/write multiple registers: read addr/qty, write addr/qty, byte count, values.
-        0x17 => counted(10, 9),
         // Read FIFO queue: pointer address.
         0x18 => PduLength::Exact(3),
         // Encapsulated interface transport.
@@ -88,14 +88,16 @@ pub fn request_pdu_length(pdu: &[u8]) -> PduLength {
 /// - known length: [`Decoded::Incomplete`] until address + PDU + CRC are
 ///   buffered, then a frame if the CRC matches, else skip 1 byte
 ///   ([`FrameError::BadCrc`]) to resynchronise; a length past
-///   [`MAX_RTU_ADU`] skips 1 byte ([`FrameError::TooLong`]);
+///   [`MAX_RTU_ADU`] skips 1 byte ([`FrameError::TooLong`]), except for a
+///   byte-counted request (FC15/16/20/21/23, up to [`MAX_COUNTED_RTU_ADU`]),
+///   which is framed whole so the engine can answer exception 03;
 /// - unknown length: the shortest prefix (from 4 bytes up to 256) whose CRC
 ///   matches is the frame; with no match in 256 buffered bytes skip 1 byte
 ///   ([`FrameError::TooLong`]), with fewer wait. A request of known length
 ///   with a good CRC that starts further on and ends no later wins, and the
 ///   bytes before it are skipped ([`FrameError::Garbage`]); among those the
 ///   first to start is taken, once every earlier one has arrived whole
-///   (it may reach past the first 256 bytes, so up to 510 may wait). A
+///   (it may reach past the first 256 bytes, so up to 522 may wait). A
 ///   CRC coincidence inside a longer frame (about 1 in 65536 per candidate
 ///   end) frames it short; the spec's silence-based framing is what
 ///   disambiguates on a real line.
@@ -123,9 +125,13 @@ fn skip_one(error: FrameError) -> Decoded {
 }
 
 /// A frame of known PDU length `pdu_len` at the front of `buf`.
+///
+/// A byte-counted request (FC15/16/20/21/23) may be up to
+/// [`MAX_COUNTED_RTU_ADU`] long: one past the spec's PDU limit is framed
+/// whole so that it is answered with exception 03.
 fn decode_exact(buf: &[u8], unit: u8, pdu_len: usize) -> Decoded {
     let total = pdu_len.saturating_add(OVERHEAD);
-    if total > MAX_RTU_ADU {
+    if total > MAX_RTU_ADU && (total > MAX_COUNTED_RTU_ADU || buf.get(1).copied().and_then(byte_counted).is_none()) {
         return skip_one(FrameError::TooLong(total));
     }
     let crc_at = total - 2; // ok: total >= 4 since pdu_len >= 1
@@ -447,22 +453,13 @@ mod tests {
 
     #[test]
     fn length_past_max_adu_skips() {
-        // FC16 with byte count 255: PDU 261 bytes, ADU 264 > 256.
-        let buf = [0x01, 0x10, 0x00, 0x00, 0x00, 0x7B, 0xFF];
+        // A custom rule past 256 bytes: skipped at once.
+        let long = |_: &[u8]| PduLength::Exact(254);
         assert_eq!(
-            decode(&buf, &no_custom),
+            decode(&[0x01, 0x41], &long),
             Decoded::Skip {
                 consumed: 1,
-                error: FrameError::TooLong(264)
-            }
-        );
-        // FC16 with byte count 250: ADU 259 > 256 too.
-        let buf = [0x01, 0x10, 0x00, 0x00, 0x00, 0x7B, 0xFA];
-        assert_eq!(
-            decode(&buf, &no_custom),
-            Decoded::Skip {
-                consumed: 1,
-                error: FrameError::TooLong(259)
+                error: FrameError::TooLong(257)
             }
         );
         // FC16 with byte count 247: ADU exactly 256, allowed.
@@ -479,6 +476,31 @@ mod tests {
                 pdu: 1..254
             }
         );
+    }
+
+    #[test]
+    fn byte_counted_request_past_the_pdu_limit_is_framed_whole() {
+        // FC16 writing 124 registers (ADU 257), FC16 with byte count 255
+        // (264), FC23 with byte count 255 (268, the longest).
+        let fc16 = |count: u8| [&[0x10, 0, 0, 0, 124, count][..], &vec![0xA5; count.into()]].concat();
+        let fc23 = [&[0x17, 0, 0, 0, 1, 0, 0, 0, 122, 255][..], &[0x5A; 255]].concat();
+        for pdu in [fc16(248), fc16(255), fc23] {
+            let frame = rtu(0x01, &pdu);
+            assert!(frame.len() > MAX_RTU_ADU && frame.len() <= MAX_COUNTED_RTU_ADU);
+            for n in 0..frame.len() {
+                assert_eq!(decode(&frame[..n], &no_custom), Decoded::Incomplete, "{n} bytes");
+            }
+            let total = frame.len();
+            assert_eq!(
+                decode(&frame, &no_custom),
+                Decoded::Frame {
+                    consumed: total,
+                    unit: 1,
+                    transaction_id: 0,
+                    pdu: 1..total - 2
+                }
+            );
+        }
     }
 
     #[test]
@@ -787,7 +809,7 @@ mod tests {
                         pdu,
                     } => {
                         assert_eq!(transaction_id, 0);
-                        assert!(consumed >= MIN_ADU && consumed <= buf.len().min(MAX_RTU_ADU));
+                        assert!(consumed >= MIN_ADU && consumed <= buf.len().min(MAX_COUNTED_RTU_ADU));
                         assert_eq!(pdu, 1..consumed - 2);
                         assert_eq!(crc16(&buf[..consumed]), 0, "frame CRC really matches");
                         events.push(Event::Frame {
@@ -806,8 +828,8 @@ mod tests {
                         at += consumed;
                     }
                     Decoded::Incomplete => {
-                        // A frame starting at the 256th byte ends by the 511th.
-                        assert!(buf.len() < 2 * MAX_RTU_ADU - 1, "{}", buf.len());
+                        // A frame starting at the 256th byte ends by the 523rd.
+                        assert!(buf.len() < MAX_RTU_ADU + MAX_COUNTED_RTU_ADU - 1, "{}", buf.len());
                         break;
                     }
                     Decoded::Fatal(e) => panic!("RTU is never fatal: {e}"),
