@@ -512,7 +512,7 @@ impl<'a> Request<'a> {
 
     /// Decodes the data of a request for `function`.
     fn decode_data(function: u8, data: &'a [u8]) -> Result<Self, ExceptionCode> {
-        use ExceptionCode::{IllegalDataAddress as Addr, IllegalDataValue as Value, IllegalFunction};
+        use ExceptionCode::{IllegalDataValue as Value, IllegalFunction};
         Ok(match function {
             0x01 => Self::ReadCoils(read_range(data, MAX_READ_BITS)?),
             0x02 => Self::ReadDiscreteInputs(read_range(data, MAX_READ_BITS)?),
@@ -535,36 +535,11 @@ impl<'a> Request<'a> {
             0x08 => Self::Diagnostics(diagnostic(data)?),
             0x0B => no_data(data, Self::GetCommEventCounter)?,
             0x0C => no_data(data, Self::GetCommEventLog)?,
-            0x0F => {
-                let (start, quantity, count, values) = write_header(data).ok_or(Value)?;
-                if !(1..=MAX_WRITE_BITS).contains(&quantity)
-                    || usize::from(count) != usize::from(quantity).div_ceil(8)
-                    || values.len() != usize::from(count)
-                {
-                    return Err(Value);
-                }
-                let values = PackedBits::new(values, quantity).ok_or(Value)?;
-                let range = AddressRange::new(start, quantity).ok_or(Addr)?;
-                Self::WriteMultipleCoils { range, values }
-            }
+            0x0F => write_coils(data)?,
             0x10 => write_registers(data)?,
             0x11 => no_data(data, Self::ReportServerId)?,
-            0x14 => {
-                let (count, raw) = exact(data, (u8p, restp)).ok_or(Value)?;
-                if usize::from(count) != raw.len() {
-                    return Err(Value);
-                }
-                check_reads(raw)?;
-                Self::ReadFileRecord(FileRecordReads::from_validated(raw))
-            }
-            0x15 => {
-                let (count, raw) = exact(data, (u8p, restp)).ok_or(Value)?;
-                if usize::from(count) != raw.len() {
-                    return Err(Value);
-                }
-                check_writes(raw)?;
-                Self::WriteFileRecord(FileRecordWrites::from_validated(raw))
-            }
+            0x14 => file_reads(data)?,
+            0x15 => file_writes(data)?,
             0x16 => {
                 let (address, and_mask, or_mask) = exact(data, (u16p, u16p, u16p)).ok_or(Value)?;
                 Self::MaskWriteRegister {
@@ -573,40 +548,12 @@ impl<'a> Request<'a> {
                     or_mask,
                 }
             }
-            0x17 => {
-                let (read_start, read_qty, write_start, write_qty, count, values) =
-                    exact(data, (u16p, u16p, u16p, u16p, u8p, restp)).ok_or(Value)?;
-                if !(1..=MAX_READ_REGISTERS).contains(&read_qty)
-                    || !(1..=MAX_READ_WRITE_REGISTERS).contains(&write_qty)
-                    || usize::from(count) != usize::from(write_qty) * 2
-                    || values.len() != usize::from(count)
-                {
-                    return Err(Value);
-                }
-                let values = RegisterBytes::new(values).ok_or(Value)?;
-                let read = AddressRange::new(read_start, read_qty).ok_or(Addr)?;
-                let write = AddressRange::new(write_start, write_qty).ok_or(Addr)?;
-                Self::ReadWriteMultipleRegisters { read, write, values }
-            }
+            0x17 => read_write_registers(data)?,
             0x18 => {
                 let address = exact(data, u16p).ok_or(Value)?;
                 Self::ReadFifoQueue { address }
             }
-            0x2B => {
-                let (rest, mei) = u8p(data).map_err(|_| Value)?;
-                if mei != 0x0E {
-                    return Err(IllegalFunction);
-                }
-                let (code, object_id) = exact(rest, (u8p, u8p)).ok_or(Value)?;
-                let code = match code {
-                    1 => DeviceIdCode::Basic,
-                    2 => DeviceIdCode::Regular,
-                    3 => DeviceIdCode::Extended,
-                    4 => DeviceIdCode::Individual,
-                    _ => return Err(Value),
-                };
-                Self::ReadDeviceIdentification { code, object_id }
-            }
+            0x2B => device_identification(data)?,
             0x00 | 0x80..=0xFF => return Err(IllegalFunction),
             // Exactly the codes `FunctionCode::is_standard` rejects (tested).
             _ => Self::Custom { function, data },
@@ -777,6 +724,81 @@ fn write_registers(data: &[u8]) -> Result<Request<'_>, ExceptionCode> {
     let values = RegisterBytes::new(values).ok_or(Value)?;
     let range = AddressRange::new(start, quantity).ok_or(Addr)?;
     Ok(Request::WriteMultipleRegisters { range, values })
+}
+
+/// FC15: start, quantity 1..=1968, byte count, packed values.
+fn write_coils(data: &[u8]) -> Result<Request<'_>, ExceptionCode> {
+    use ExceptionCode::{IllegalDataAddress as Addr, IllegalDataValue as Value};
+    let (start, quantity, count, values) = write_header(data).ok_or(Value)?;
+    if !(1..=MAX_WRITE_BITS).contains(&quantity)
+        || usize::from(count) != usize::from(quantity).div_ceil(8)
+        || values.len() != usize::from(count)
+    {
+        return Err(Value);
+    }
+    let values = PackedBits::new(values, quantity).ok_or(Value)?;
+    let range = AddressRange::new(start, quantity).ok_or(Addr)?;
+    Ok(Request::WriteMultipleCoils { range, values })
+}
+
+/// FC20 and FC21: a byte count and exactly that many bytes of sub-requests.
+fn file_data(data: &[u8]) -> Result<&[u8], ExceptionCode> {
+    let (count, raw) = exact(data, (u8p, restp)).ok_or(ExceptionCode::IllegalDataValue)?;
+    if usize::from(count) != raw.len() {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
+    Ok(raw)
+}
+
+/// FC20: byte count, 7-byte sub-requests.
+fn file_reads(data: &[u8]) -> Result<Request<'_>, ExceptionCode> {
+    let raw = file_data(data)?;
+    check_reads(raw)?;
+    Ok(Request::ReadFileRecord(FileRecordReads::from_validated(raw)))
+}
+
+/// FC21: request data length, sub-requests with their records.
+fn file_writes(data: &[u8]) -> Result<Request<'_>, ExceptionCode> {
+    let raw = file_data(data)?;
+    check_writes(raw)?;
+    Ok(Request::WriteFileRecord(FileRecordWrites::from_validated(raw)))
+}
+
+/// FC23: read start and quantity, write start and quantity, byte count,
+/// values; 03 checks on both quantities first, then the read range's 02.
+fn read_write_registers(data: &[u8]) -> Result<Request<'_>, ExceptionCode> {
+    use ExceptionCode::{IllegalDataAddress as Addr, IllegalDataValue as Value};
+    let (read_start, read_qty, write_start, write_qty, count, values) =
+        exact(data, (u16p, u16p, u16p, u16p, u8p, restp)).ok_or(Value)?;
+    if !(1..=MAX_READ_REGISTERS).contains(&read_qty)
+        || !(1..=MAX_READ_WRITE_REGISTERS).contains(&write_qty)
+        || usize::from(count) != usize::from(write_qty) * 2
+        || values.len() != usize::from(count)
+    {
+        return Err(Value);
+    }
+    let values = RegisterBytes::new(values).ok_or(Value)?;
+    let read = AddressRange::new(read_start, read_qty).ok_or(Addr)?;
+    let write = AddressRange::new(write_start, write_qty).ok_or(Addr)?;
+    Ok(Request::ReadWriteMultipleRegisters { read, write, values })
+}
+
+/// FC43: MEI type 0x0E (else 01), read code 1..=4, object id.
+fn device_identification(data: &[u8]) -> Result<Request<'_>, ExceptionCode> {
+    use ExceptionCode::IllegalDataValue as Value;
+    let (rest, mei) = u8p(data).map_err(|_| Value)?;
+    if mei != 0x0E {
+        return Err(ExceptionCode::IllegalFunction);
+    }
+    let (code, object_id) = exact(rest, (u8p, u8p)).ok_or(Value)?;
+    let code = match code {
+        1 => DeviceIdCode::Basic,
+        2 => DeviceIdCode::Regular,
+        3 => DeviceIdCode::Extended,
+        4 => DeviceIdCode::Individual,
+        _ => return Err(Value),
+    };
+    Ok(Request::ReadDeviceIdentification { code, object_id })
 }
 
 /// FC1..=FC4: start and quantity, exactly; quantity 1..=`max` (03), then range (02).

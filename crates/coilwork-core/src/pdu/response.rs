@@ -213,20 +213,13 @@ impl<'a> Response<'a> {
         if !crate::FunctionCode(function).is_standard() {
             return Some(Self::Custom { function, data });
         }
+        Self::decode_standard(function, data)
+    }
+
+    /// The data of a response to a public function code.
+    fn decode_standard(function: u8, data: &'a [u8]) -> Option<Self> {
         Some(match function {
-            0x01 | 0x02 => {
-                let bytes = counted(data)?;
-                if bytes.is_empty() || bytes.len() > MAX_BIT_BYTES {
-                    return None;
-                }
-                // ok: len <= 250, so 8 * len <= 2000.
-                let bits = PackedBits::new(bytes, u16::try_from(bytes.len() * 8).ok()?)?;
-                if function == 0x01 {
-                    Self::ReadCoils(bits)
-                } else {
-                    Self::ReadDiscreteInputs(bits)
-                }
-            }
+            0x01 | 0x02 => decode_bits(function, data)?,
             0x03 => Self::ReadHoldingRegisters(registers(data)?),
             0x04 => Self::ReadInputRegisters(registers(data)?),
             0x05 => {
@@ -251,50 +244,13 @@ impl<'a> Response<'a> {
                 let (status, event_count) = exact(data, (u16p, u16p))?;
                 Self::GetCommEventCounter { status, event_count }
             }
-            0x0C => {
-                let (count, status, event_count, message_count, events) = exact(data, (u8p, u16p, u16p, u16p, restp))?;
-                if usize::from(count) != 6 + events.len() || events.len() > MAX_EVENTS {
-                    return None;
-                }
-                Self::GetCommEventLog {
-                    status,
-                    event_count,
-                    message_count,
-                    events,
-                }
-            }
-            0x0F | 0x10 => {
-                let (start, quantity) = exact(data, (u16p, u16p))?;
-                let max = if function == 0x0F {
-                    MAX_WRITE_BITS
-                } else {
-                    MAX_WRITE_REGISTERS
-                };
-                if quantity > max {
-                    return None;
-                }
-                let range = AddressRange::new(start, quantity)?;
-                if function == 0x0F {
-                    Self::WriteMultipleCoils(range)
-                } else {
-                    Self::WriteMultipleRegisters(range)
-                }
-            }
+            0x0C => decode_event_log(data)?,
+            0x0F | 0x10 => decode_write_echo(function, data)?,
             0x11 => Self::ReportServerId(counted(data)?),
-            0x14 => {
-                let raw = counted(data)?;
-                if raw.is_empty() || !file_reads_ok(raw) {
-                    return None;
-                }
-                Self::ReadFileRecord(raw)
-            }
-            0x15 => {
-                let raw = counted(data)?;
-                if raw.is_empty() || scan_writes_shape(raw) != Some(true) {
-                    return None;
-                }
-                Self::WriteFileRecord(raw)
-            }
+            0x14 => Self::ReadFileRecord(counted(data).filter(|raw| !raw.is_empty() && file_reads_ok(raw))?),
+            0x15 => Self::WriteFileRecord(
+                counted(data).filter(|raw| !raw.is_empty() && scan_writes_shape(raw) == Some(true))?,
+            ),
             0x16 => {
                 let (address, and_mask, or_mask) = exact(data, (u16p, u16p, u16p))?;
                 Self::MaskWriteRegister {
@@ -304,42 +260,8 @@ impl<'a> Response<'a> {
                 }
             }
             0x17 => Self::ReadWriteMultipleRegisters(registers(data)?),
-            0x18 => {
-                let (byte_count, fifo_count, values) = exact(data, (u16p, u16p, restp))?;
-                if fifo_count > MAX_FIFO_COUNT
-                    || u32::from(byte_count) != 2 + 2 * u32::from(fifo_count)
-                    || values.len() != 2 * usize::from(fifo_count)
-                {
-                    return None;
-                }
-                Self::ReadFifoQueue(RegisterBytes::new(values)?)
-            }
-            0x2B => {
-                let (mei, code, conformity, more, next_object_id, count, raw) =
-                    exact(data, (u8p, u8p, u8p, u8p, u8p, u8p, restp))?;
-                let code = match (mei, code) {
-                    (0x0E, 1) => DeviceIdCode::Basic,
-                    (0x0E, 2) => DeviceIdCode::Regular,
-                    (0x0E, 3) => DeviceIdCode::Extended,
-                    (0x0E, 4) => DeviceIdCode::Individual,
-                    _ => return None,
-                };
-                let more_follows = match more {
-                    0x00 => false,
-                    0xFF => true,
-                    _ => return None,
-                };
-                if !conformity_ok(conformity) {
-                    return None;
-                }
-                Self::ReadDeviceIdentification {
-                    code,
-                    conformity,
-                    more_follows,
-                    next_object_id,
-                    objects: DeviceIdObjects::new(raw, count)?,
-                }
-            }
+            0x18 => decode_fifo(data)?,
+            0x2B => decode_device_id(data)?,
             // is_standard() lists exactly the codes above.
             _ => Self::Custom { function, data },
         })
@@ -381,132 +303,56 @@ impl<'a> Response<'a> {
         out.clear();
         match *self {
             Self::ReadCoils(bits) | Self::ReadDiscreteInputs(bits) => {
-                let bytes = bits.bytes();
-                if bytes.is_empty() || bytes.len() > MAX_BIT_BYTES {
-                    return Err(OutOfRange("bit count"));
-                }
-                out.push(self.function())?;
-                push_counted(out, bytes)
+                let n = bits.bytes().len();
+                encode_counted(
+                    out,
+                    self.function(),
+                    bits.bytes(),
+                    (1..=MAX_BIT_BYTES).contains(&n),
+                    "bit count",
+                )
             }
             Self::ReadHoldingRegisters(values)
             | Self::ReadInputRegisters(values)
             | Self::ReadWriteMultipleRegisters(values) => {
-                if values.is_empty() || values.len() > usize::from(MAX_READ_REGISTERS) {
-                    return Err(OutOfRange("register count"));
-                }
-                out.push(self.function())?;
-                push_counted(out, values.bytes())
+                let ok = (1..=usize::from(MAX_READ_REGISTERS)).contains(&values.len());
+                encode_counted(out, self.function(), values.bytes(), ok, "register count")
             }
             Self::WriteSingleCoil { address, value } => {
-                out.push(0x05)?;
-                out.push_u16(address)?;
-                out.push_u16(if value { 0xFF00 } else { 0x0000 })
+                encode_words(out, 0x05, &[address, if value { 0xFF00 } else { 0x0000 }])
             }
-            Self::WriteSingleRegister { address, value } => {
-                out.push(0x06)?;
-                out.push_u16(address)?;
-                out.push_u16(value)
-            }
+            Self::WriteSingleRegister { address, value } => encode_words(out, 0x06, &[address, value]),
             Self::ReadExceptionStatus(status) => out.extend(&[0x07, status]),
             Self::Diagnostics { sub_function, data } => {
-                out.push(0x08)?;
-                out.push_u16(sub_function)?;
+                encode_words(out, 0x08, &[sub_function])?;
                 out.extend(data)
             }
-            Self::GetCommEventCounter { status, event_count } => {
-                out.push(0x0B)?;
-                out.push_u16(status)?;
-                out.push_u16(event_count)
-            }
+            Self::GetCommEventCounter { status, event_count } => encode_words(out, 0x0B, &[status, event_count]),
             Self::GetCommEventLog {
                 status,
                 event_count,
                 message_count,
                 events,
-            } => {
-                if events.len() > MAX_EVENTS {
-                    return Err(OutOfRange("more than 64 events"));
-                }
-                out.push(0x0C)?;
-                // ok: events.len() <= 64.
-                out.push(6 + events.len() as u8)?;
-                out.push_u16(status)?;
-                out.push_u16(event_count)?;
-                out.push_u16(message_count)?;
-                out.extend(events)
-            }
+            } => encode_event_log(out, [status, event_count, message_count], events),
             Self::WriteMultipleCoils(range) | Self::WriteMultipleRegisters(range) => {
-                let max = if matches!(self, Self::WriteMultipleCoils(_)) {
-                    MAX_WRITE_BITS
-                } else {
-                    MAX_WRITE_REGISTERS
-                };
-                if range.count() > max {
-                    return Err(OutOfRange("quantity"));
-                }
-                out.push(self.function())?;
-                out.push_u16(range.start())?;
-                out.push_u16(range.count())
+                encode_write_echo(out, self.function(), range)
             }
-            Self::ReportServerId(data) => {
-                out.push(0x11)?;
-                push_counted(out, data)
-            }
+            Self::ReportServerId(data) => encode_counted(out, 0x11, data, true, "server id"),
             Self::ReadFileRecord(raw) => {
-                if raw.is_empty() || !file_reads_ok(raw) {
-                    return Err(OutOfRange("file sub-responses"));
-                }
-                out.push(0x14)?;
-                push_counted(out, raw)
+                let ok = !raw.is_empty() && file_reads_ok(raw);
+                encode_counted(out, 0x14, raw, ok, "file sub-responses")
             }
             Self::WriteFileRecord(raw) => {
-                if raw.is_empty() || scan_writes_shape(raw) != Some(true) {
-                    return Err(OutOfRange("file sub-requests"));
-                }
-                out.push(0x15)?;
-                push_counted(out, raw)
+                let ok = !raw.is_empty() && scan_writes_shape(raw) == Some(true);
+                encode_counted(out, 0x15, raw, ok, "file sub-requests")
             }
             Self::MaskWriteRegister {
                 address,
                 and_mask,
                 or_mask,
-            } => {
-                out.push(0x16)?;
-                out.push_u16(address)?;
-                out.push_u16(and_mask)?;
-                out.push_u16(or_mask)
-            }
-            Self::ReadFifoQueue(values) => {
-                let n = u16::try_from(values.len()).map_err(|_| OutOfRange("fifo count"))?;
-                if n > MAX_FIFO_COUNT {
-                    return Err(OutOfRange("fifo count"));
-                }
-                out.push(0x18)?;
-                out.push_u16(2 + 2 * n)?;
-                out.push_u16(n)?;
-                out.extend(values.bytes())
-            }
-            Self::ReadDeviceIdentification {
-                code,
-                conformity,
-                more_follows,
-                next_object_id,
-                objects,
-            } => {
-                if !conformity_ok(conformity) {
-                    return Err(OutOfRange("conformity level"));
-                }
-                out.extend(&[
-                    0x2B,
-                    0x0E,
-                    code as u8,
-                    conformity,
-                    if more_follows { 0xFF } else { 0x00 },
-                    next_object_id,
-                    objects.count(),
-                ])?;
-                out.extend(objects.raw())
-            }
+            } => encode_words(out, 0x16, &[address, and_mask, or_mask]),
+            Self::ReadFifoQueue(values) => encode_fifo(out, values),
+            Self::ReadDeviceIdentification { .. } => self.encode_device_id(out),
             Self::Exception { function, exception } => {
                 if function >= 0x80 {
                     return Err(OutOfRange("exception function code"));
@@ -522,6 +368,183 @@ impl<'a> Response<'a> {
             }
         }
     }
+
+    /// FC43 / MEI 14: header, then the objects as they are.
+    fn encode_device_id(&self, out: &mut PduBuf) -> Result<(), EncodeError> {
+        let Self::ReadDeviceIdentification {
+            code,
+            conformity,
+            more_follows,
+            next_object_id,
+            objects,
+        } = *self
+        else {
+            return Err(EncodeError::OutOfRange("not a device identification"));
+        };
+        if !conformity_ok(conformity) {
+            return Err(EncodeError::OutOfRange("conformity level"));
+        }
+        let more = if more_follows { 0xFF } else { 0x00 };
+        out.extend(&[
+            0x2B,
+            0x0E,
+            code as u8,
+            conformity,
+            more,
+            next_object_id,
+            objects.count(),
+        ])?;
+        out.extend(objects.raw())
+    }
+}
+
+/// `function`, then big-endian `words`.
+fn encode_words(out: &mut PduBuf, function: u8, words: &[u16]) -> Result<(), EncodeError> {
+    out.push(function)?;
+    for w in words {
+        out.push_u16(*w)?;
+    }
+    Ok(())
+}
+
+/// `function`, a one-byte count and `bytes`; `ok` false refuses them as `what`.
+fn encode_counted(
+    out: &mut PduBuf,
+    function: u8,
+    bytes: &[u8],
+    ok: bool,
+    what: &'static str,
+) -> Result<(), EncodeError> {
+    if !ok {
+        return Err(EncodeError::OutOfRange(what));
+    }
+    out.push(function)?;
+    push_counted(out, bytes)
+}
+
+/// FC24: byte count (2 + 2 × count), FIFO count (at most 31), values.
+fn encode_fifo(out: &mut PduBuf, values: RegisterBytes<'_>) -> Result<(), EncodeError> {
+    let n = u16::try_from(values.len()).map_err(|_| EncodeError::OutOfRange("fifo count"))?;
+    if n > MAX_FIFO_COUNT {
+        return Err(EncodeError::OutOfRange("fifo count"));
+    }
+    encode_words(out, 0x18, &[2 + 2 * n, n])?;
+    out.extend(values.bytes())
+}
+
+/// FC12: byte count, status, event count, message count, events (at most 64).
+fn encode_event_log(out: &mut PduBuf, words: [u16; 3], events: &[u8]) -> Result<(), EncodeError> {
+    if events.len() > MAX_EVENTS {
+        return Err(EncodeError::OutOfRange("more than 64 events"));
+    }
+    // ok: events.len() <= 64.
+    out.extend(&[0x0C, 6 + events.len() as u8])?;
+    for w in words {
+        out.push_u16(w)?;
+    }
+    out.extend(events)
+}
+
+/// FC15 / FC16 (`function`): the echo of start and quantity.
+fn encode_write_echo(out: &mut PduBuf, function: u8, range: AddressRange) -> Result<(), EncodeError> {
+    let max = if function == 0x0F {
+        MAX_WRITE_BITS
+    } else {
+        MAX_WRITE_REGISTERS
+    };
+    if range.count() > max {
+        return Err(EncodeError::OutOfRange("quantity"));
+    }
+    out.push(function)?;
+    out.push_u16(range.start())?;
+    out.push_u16(range.count())
+}
+
+/// FC1 / FC2: a byte count of 1..=250 and the packed bits (padding included).
+fn decode_bits(function: u8, data: &[u8]) -> Option<Response<'_>> {
+    let bytes = counted(data)?;
+    if bytes.is_empty() || bytes.len() > MAX_BIT_BYTES {
+        return None;
+    }
+    // ok: len <= 250, so 8 * len <= 2000.
+    let bits = PackedBits::new(bytes, u16::try_from(bytes.len() * 8).ok()?)?;
+    Some(if function == 0x01 {
+        Response::ReadCoils(bits)
+    } else {
+        Response::ReadDiscreteInputs(bits)
+    })
+}
+
+/// FC12: byte count, status, event count, message count, up to 64 events.
+fn decode_event_log(data: &[u8]) -> Option<Response<'_>> {
+    let (count, status, event_count, message_count, events) = exact(data, (u8p, u16p, u16p, u16p, restp))?;
+    if usize::from(count) != 6 + events.len() || events.len() > MAX_EVENTS {
+        return None;
+    }
+    Some(Response::GetCommEventLog {
+        status,
+        event_count,
+        message_count,
+        events,
+    })
+}
+
+/// FC15 / FC16: the echo of start and quantity.
+fn decode_write_echo(function: u8, data: &[u8]) -> Option<Response<'_>> {
+    let (start, quantity) = exact(data, (u16p, u16p))?;
+    let max = if function == 0x0F {
+        MAX_WRITE_BITS
+    } else {
+        MAX_WRITE_REGISTERS
+    };
+    if quantity > max {
+        return None;
+    }
+    let range = AddressRange::new(start, quantity)?;
+    Some(if function == 0x0F {
+        Response::WriteMultipleCoils(range)
+    } else {
+        Response::WriteMultipleRegisters(range)
+    })
+}
+
+/// FC24: byte count, FIFO count (at most 31) and the values.
+fn decode_fifo(data: &[u8]) -> Option<Response<'_>> {
+    let (byte_count, fifo_count, values) = exact(data, (u16p, u16p, restp))?;
+    if fifo_count > MAX_FIFO_COUNT
+        || u32::from(byte_count) != 2 + 2 * u32::from(fifo_count)
+        || values.len() != 2 * usize::from(fifo_count)
+    {
+        return None;
+    }
+    Some(Response::ReadFifoQueue(RegisterBytes::new(values)?))
+}
+
+/// FC43 / MEI 14: read device identification.
+fn decode_device_id(data: &[u8]) -> Option<Response<'_>> {
+    let (mei, code, conformity, more, next_object_id, count, raw) = exact(data, (u8p, u8p, u8p, u8p, u8p, u8p, restp))?;
+    let code = match (mei, code) {
+        (0x0E, 1) => DeviceIdCode::Basic,
+        (0x0E, 2) => DeviceIdCode::Regular,
+        (0x0E, 3) => DeviceIdCode::Extended,
+        (0x0E, 4) => DeviceIdCode::Individual,
+        _ => return None,
+    };
+    let more_follows = match more {
+        0x00 => false,
+        0xFF => true,
+        _ => return None,
+    };
+    if !conformity_ok(conformity) {
+        return None;
+    }
+    Some(Response::ReadDeviceIdentification {
+        code,
+        conformity,
+        more_follows,
+        next_object_id,
+        objects: DeviceIdObjects::new(raw, count)?,
+    })
 }
 
 /// A one-byte count and exactly that many bytes.
