@@ -177,6 +177,13 @@ def _():
     exception(client.read_file_record([FileRecord(file_number=1, record_number=0, record_length=2)], device_id=1), 2)
 
 
+@check("exception 03 for fc16 of 124 registers (a PDU past 253 bytes), then served on")
+def _():
+    exception(client.write_registers(0, [1] * 124, device_id=1), 3)
+    ok(client.write_register(2, 78, device_id=1))
+    assert ok(client.read_holding_registers(2, count=1, device_id=1)).registers == [78]
+
+
 @check("another unit id is served too")
 def _():
     ok(client.write_register(1, 77, device_id=5))

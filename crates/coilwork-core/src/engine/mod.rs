@@ -9,6 +9,16 @@
 //! response PDU into a caller's [`PduBuf`]. It holds no connection state and
 //! is shared by every connection of a server (`Arc<Engine>`).
 //!
+//! One request is a pipeline: [`Engine::handle`] finds the device (or the
+//! broadcast), the PDU is decoded ([`Request::decode`]), `serve` runs the
+//! listen-only and broadcast gates, the authorizer and the hooks, one
+//! private module per function-code family executes it and encodes the
+//! answer (bits; registers; serial-line diagnostics; file records and FIFO;
+//! device identification; custom functions), and `serve` then records the
+//! exchange in the diagnostics, in one place for every path. What users
+//! plug in ([`RequestHook`], [`CustomFunction`], [`Authorizer`],
+//! [`WriteListener`]) is defined here too.
+//!
 //! Diagnostics follow the serial line spec, counted on every transport:
 //! - bus message count: every PDU handed to [`Engine::handle`] (any unit)
 //!   plus frames dropped for CRC/LRC/hex/truncation (which also count as

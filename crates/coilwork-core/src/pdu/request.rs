@@ -368,6 +368,26 @@ pub enum DiagnosticRequest<'a> {
 }
 
 impl DiagnosticRequest<'_> {
+    /// Appends the sub-function code and its data (after the function code).
+    fn encode(&self, out: &mut PduBuf) -> Result<(), EncodeError> {
+        out.push_u16(self.sub_function())?;
+        match *self {
+            Self::ReturnQueryData(data) => {
+                if data.len() > MAX_PDU - 3 {
+                    return Err(EncodeError::TooLong);
+                }
+                out.extend(data)
+            }
+            Self::RestartCommunications { clear_log } => out.push_u16(if clear_log { 0xFF00 } else { 0x0000 }),
+            Self::ChangeAsciiDelimiter(c) => out.extend(&[c, 0x00]),
+            Self::ReturnDiagnosticRegister
+            | Self::ForceListenOnly
+            | Self::ClearCounters
+            | Self::ReturnCounter(_)
+            | Self::ClearOverrunCounter => out.push_u16(0x0000),
+        }
+    }
+
     /// The sub-function code.
     pub fn sub_function(&self) -> u16 {
         match self {
@@ -621,26 +641,7 @@ impl<'a> Request<'a> {
             Self::ReadExceptionStatus | Self::GetCommEventCounter | Self::GetCommEventLog | Self::ReportServerId => {
                 Ok(())
             }
-            Self::Diagnostics(d) => {
-                out.push_u16(d.sub_function())?;
-                match d {
-                    DiagnosticRequest::ReturnQueryData(data) => {
-                        if data.len() > MAX_PDU - 3 {
-                            return Err(EncodeError::TooLong);
-                        }
-                        out.extend(data)
-                    }
-                    DiagnosticRequest::RestartCommunications { clear_log } => {
-                        out.push_u16(if clear_log { 0xFF00 } else { 0x0000 })
-                    }
-                    DiagnosticRequest::ChangeAsciiDelimiter(c) => out.extend(&[c, 0x00]),
-                    DiagnosticRequest::ReturnDiagnosticRegister
-                    | DiagnosticRequest::ForceListenOnly
-                    | DiagnosticRequest::ClearCounters
-                    | DiagnosticRequest::ReturnCounter(_)
-                    | DiagnosticRequest::ClearOverrunCounter => out.push_u16(0x0000),
-                }
-            }
+            Self::Diagnostics(d) => d.encode(out),
             Self::WriteMultipleCoils { range, values } => {
                 if values.len() != range.len() {
                     return Err(EncodeError::OutOfRange("coil count differs from range"));
