@@ -46,10 +46,15 @@ impl Default for AdmissionOptions {
 impl AdmissionOptions {
     /// True if `ip` may be served (an IPv4-mapped IPv6 peer matches its IPv4 entry).
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let Some(list) = &self.allow_list else { return true };
-        let ip = ip.to_canonical();
-        list.iter().any(|a| a.to_canonical() == ip)
+        allowed(self.allow_list.as_deref(), ip)
     }
+}
+
+/// True if `ip` is in `list` or there is no list (an IPv4-mapped IPv6 peer matches its IPv4 entry).
+pub fn allowed(list: Option<&[IpAddr]>, ip: IpAddr) -> bool {
+    let Some(list) = list else { return true };
+    let ip = ip.to_canonical();
+    list.iter().any(|a| a.to_canonical() == ip)
 }
 
 /// How a listening or datagram socket is opened and its connections set up.

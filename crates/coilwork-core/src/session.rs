@@ -18,6 +18,8 @@
 //!                                     Input::Bytes(..) if any, else Input::Eof
 //!         Output::Wait(deadline)   => read (or receive) until input arrives or `deadline` passes:
 //!                                     Input::Bytes / Input::Datagram / Input::Eof, or Input::Timeout
+//!         Output::Pause(until)     => a hook's delivery pause: sleep until then without reading,
+//!                                     cut short by Input::Stop or Input::Evict
 //!         Output::Close(reason)    => close the socket and stop (every later poll says the same)
 //!     }
 //! }
@@ -44,10 +46,11 @@ use crate::connection::{Connection, ConnectionConfig};
 use crate::engine::Engine;
 use crate::frame::Framing;
 use crate::frame::rtu::RtuTiming;
+use crate::options::{MAX_DATAGRAM, allowed};
 use crate::server::ServerStats;
 use crate::storage::Transport;
 use crate::timeouts::{Expired, StreamTimeoutConfig, StreamTimeouts};
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,6 +109,9 @@ pub struct SessionConfig {
     pub local_echo: bool,
     /// Most reads a drain on stop may take.
     pub drain_reads: u16,
+    /// Datagram sockets: if set, only datagrams from these IPs are served
+    /// (others are counted as refused and dropped).
+    pub allow_list: Option<Vec<IpAddr>>,
     /// The server's counters.
     pub stats: Arc<ServerStats>,
 }
@@ -130,6 +136,7 @@ impl SessionConfig {
             rtu_timing: None,
             local_echo: false,
             drain_reads: DEFAULT_DRAIN_READS,
+            allow_list: None,
             stats: Arc::new(ServerStats::default()),
         }
     }
@@ -188,6 +195,9 @@ pub enum Output<'a> {
     ReadQueued,
     /// Wait for input until the deadline (`None`: no deadline).
     Wait(Option<Instant>),
+    /// A hook's delivery pause: read nothing until then, then poll again.
+    /// A stop or an eviction raised meanwhile ends it at once.
+    Pause(Instant),
     /// Close; final.
     Close(CloseCause),
 }
@@ -249,6 +259,11 @@ impl Session {
     /// The shared settings.
     pub fn config(&self) -> &Arc<SessionConfig> {
         &self.shared
+    }
+
+    /// Where [`Output::Transmit`] goes on a datagram socket: the last sender.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.conn.config().peer
     }
 
     /// The cause, once the session is closed or closing.
@@ -340,7 +355,7 @@ impl Session {
         if now >= until {
             return Output::Transmit(self.output_piece(true));
         }
-        Output::Wait(Some(earliest(Some(until), self.next_deadline()).unwrap_or(until)))
+        Output::Pause(until)
     }
 
     /// The next piece (honouring the cuts) or everything left.
@@ -395,7 +410,19 @@ impl Session {
         if !matches!(self.phase, Phase::Open | Phase::Draining(_)) {
             return;
         }
-        self.shared.stats.count_received();
+        let stats = &self.shared.stats;
+        stats.count_received();
+        if from.is_some_and(|f| !allowed(self.shared.allow_list.as_deref(), f.ip())) {
+            stats.count_refused();
+            self.discarded = true;
+            return;
+        }
+        if bytes.len() > MAX_DATAGRAM {
+            // No Modbus ADU is this long (an ASCII one is at most 513 bytes).
+            stats.count_malformed();
+            self.discarded = true;
+            return;
+        }
         self.conn.set_peer(from);
         if self.conn.handle_datagram(bytes).is_err() {
             self.shared.stats.count_malformed();
@@ -404,9 +431,12 @@ impl Session {
     }
 
     fn on_sent(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
         self.pause_until = None;
         self.conn.consume_output(n);
-        if self.shared.kind == SessionKind::Datagram && n > 0 && !self.conn.has_output() {
+        if self.shared.kind == SessionKind::Datagram && !self.conn.has_output() {
             self.shared.stats.count_answered();
         }
     }

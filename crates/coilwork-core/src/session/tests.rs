@@ -76,6 +76,7 @@ fn run(s: &mut Session, now: Instant) -> (Vec<u8>, Output<'static>) {
             Output::Discarded => return (written, Output::Discarded),
             Output::ReadQueued => return (written, Output::ReadQueued),
             Output::Wait(d) => return (written, Output::Wait(d)),
+            Output::Pause(d) => return (written, Output::Pause(d)),
             Output::Close(c) => return (written, Output::Close(c)),
         }
     }
@@ -173,11 +174,11 @@ fn delivery_pauses_are_waited_for_in_pieces() {
     // The FC1 answer at once, then the 50 ms delay.
     let (out, next) = run(&mut s, t0);
     assert_eq!(out.len(), 10);
-    assert_eq!(next, Output::Wait(Some(t0 + MS * 50)));
-    assert_eq!(s.poll(t0 + MS * 49), Output::Wait(Some(t0 + MS * 50)));
+    assert_eq!(next, Output::Pause(t0 + MS * 50));
+    assert_eq!(s.poll(t0 + MS * 49), Output::Pause(t0 + MS * 50));
     let (out, next) = run(&mut s, t0 + MS * 50);
     assert_eq!(out, [0, 2, 0]);
-    assert_eq!(next, Output::Wait(Some(t0 + MS * 70)));
+    assert_eq!(next, Output::Pause(t0 + MS * 70));
     let (out, next) = run(&mut s, t0 + MS * 70);
     assert_eq!(out.len(), 8);
     // The release counts from the last input.
@@ -188,7 +189,7 @@ fn delivery_pauses_are_waited_for_in_pieces() {
 fn a_stop_cuts_the_pauses_short_and_sends_the_rest_at_once() {
     let (mut s, t0) = tcp(true);
     s.handle(t0, Input::Bytes(&mbap(2, 3)));
-    assert_eq!(s.poll(t0), Output::Wait(Some(t0 + MS * 50)));
+    assert_eq!(s.poll(t0), Output::Pause(t0 + MS * 50));
     s.handle(t0 + MS, Input::Stop);
     let (out, next) = run(&mut s, t0 + MS);
     assert_eq!((out.len(), next), (11, Output::ReadQueued));
@@ -200,7 +201,7 @@ fn a_stop_cuts_the_pauses_short_and_sends_the_rest_at_once() {
 fn an_eviction_drops_the_rest_and_closes_at_once() {
     let (mut s, t0) = tcp(true);
     s.handle(t0, Input::Bytes(&mbap(2, 3)));
-    assert_eq!(s.poll(t0), Output::Wait(Some(t0 + MS * 50)));
+    assert_eq!(s.poll(t0), Output::Pause(t0 + MS * 50));
     let (out, _) = run(&mut s, t0 + MS * 50);
     assert_eq!(out, [0, 2, 0]);
     s.handle(t0 + MS * 51, Input::Evict);
@@ -369,6 +370,11 @@ proptest! {
                     Output::Wait(d) => {
                         prop_assert!(closed.is_none());
                         prop_assert!(d.is_none_or(|d| d > now), "a wait in the past");
+                        break;
+                    }
+                    Output::Pause(d) => {
+                        prop_assert!(closed.is_none());
+                        prop_assert!(d > now, "a pause in the past");
                         break;
                     }
                     Output::Close(c) => {
