@@ -102,7 +102,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some(config) = shared(mode) else { return };
     let t0 = Instant::now();
     let mut now = t0;
-    let mut s = Session::new(Arc::new(config), t0, None, None);
+    let mut s = Session::new(Arc::new(config), t0, 0, None, None);
     let mut closed = None;
     let mut last_wait = None;
     while let Some((&op, tail)) = rest.split_first() {

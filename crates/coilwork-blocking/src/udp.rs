@@ -188,7 +188,7 @@ impl UdpServer {
                 Transport::Udp,
             )
         };
-        let mut session = Session::new(Arc::new(shared), Instant::now(), None, None);
+        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         // One byte more than the largest ADU read, so an oversized datagram is seen as such.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         debug!(addr = ?self.handle.local_addr(), "modbus udp server listening");

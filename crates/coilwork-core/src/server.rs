@@ -27,6 +27,37 @@ pub struct ServerStats {
     received: AtomicU64,
     answered: AtomicU64,
     malformed: AtomicU64,
+    bytes_in: ShardedCounter,
+    bytes_out: ShardedCounter,
+}
+
+/// Shards of a [`ShardedCounter`]: sessions spread over them by id.
+const SHARDS: usize = 8;
+
+/// One counter on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(AtomicU64);
+
+/// A counter that many sessions add to on every read and write without all
+/// of them contending for one cache line; reading it sums the shards.
+#[derive(Debug, Default)]
+struct ShardedCounter([Shard; SHARDS]);
+
+impl ShardedCounter {
+    /// Adds `n` on the shard of session `id`.
+    #[inline]
+    fn add(&self, id: u64, n: usize) {
+        // ok: `id % SHARDS` is below SHARDS, so the index is in bounds.
+        if let Some(shard) = self.0.get((id % SHARDS as u64) as usize) {
+            shard.0.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The total over all shards.
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// Adds one to a counter.
@@ -78,6 +109,25 @@ impl ServerStats {
     /// Datagrams dropped because they were not exactly one valid ADU.
     pub fn malformed(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from clients.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.sum()
+    }
+    /// Bytes written to clients.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.sum()
+    }
+    /// Counts `n` bytes read by session `id`.
+    #[inline]
+    pub(crate) fn count_in(&self, id: u64, n: usize) {
+        self.bytes_in.add(id, n);
+    }
+    /// Counts `n` bytes written by session `id`.
+    #[inline]
+    pub(crate) fn count_out(&self, id: u64, n: usize) {
+        self.bytes_out.add(id, n);
     }
 
     /// Counts a connection or datagram refused.

@@ -218,6 +218,8 @@ enum Phase {
 /// The whole life of one connection, datagram socket or serial line.
 pub struct Session {
     shared: Arc<SessionConfig>,
+    /// Spreads the byte counters over their shards.
+    id: u64,
     conn: Box<Connection>,
     timeouts: StreamTimeouts,
     phase: Phase,
@@ -238,8 +240,15 @@ impl core::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session opened at `now` with the client at `peer` (TLS: its role).
-    pub fn new(shared: Arc<SessionConfig>, now: Instant, peer: Option<SocketAddr>, tls_role: Option<String>) -> Self {
+    /// Session `id` (any number; it spreads the byte counters), opened at
+    /// `now` with the client at `peer` (TLS: its role).
+    pub fn new(
+        shared: Arc<SessionConfig>,
+        now: Instant,
+        id: u64,
+        peer: Option<SocketAddr>,
+        tls_role: Option<String>,
+    ) -> Self {
         let conn = Box::new(Connection::new(
             Arc::clone(&shared.engine),
             shared.connection(peer, tls_role),
@@ -247,6 +256,7 @@ impl Session {
         let timeouts = StreamTimeouts::new(shared.timeouts, now);
         Self {
             shared,
+            id,
             conn,
             timeouts,
             phase: Phase::Open,
@@ -389,6 +399,7 @@ impl Session {
                 return;
             }
         }
+        self.shared.stats.count_in(self.id, bytes.len());
         let before = self.conn.buffered_len();
         let result = self.conn.handle_input(now, bytes);
         self.timeouts.on_input(now, &self.conn, before, bytes.len());
@@ -423,6 +434,7 @@ impl Session {
             self.discarded = true;
             return;
         }
+        stats.count_in(self.id, bytes.len());
         self.conn.set_peer(from);
         if self.conn.handle_datagram(bytes).is_err() {
             self.shared.stats.count_malformed();
@@ -435,6 +447,7 @@ impl Session {
             return;
         }
         self.pause_until = None;
+        self.shared.stats.count_out(self.id, n);
         self.conn.consume_output(n);
         if self.shared.kind == SessionKind::Datagram && !self.conn.has_output() {
             self.shared.stats.count_answered();

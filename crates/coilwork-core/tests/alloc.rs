@@ -93,7 +93,7 @@ fn a_session_serving_requests_allocates_nothing_after_warm_up() {
         Transport::Tcp,
     ));
     let now = Instant::now();
-    let mut session = Session::new(shared, now, None, None);
+    let mut session = Session::new(shared, now, 0, None, None);
     let serve = |session: &mut Session, request: &[u8]| -> usize {
         session.handle(now, Input::Bytes(request));
         let mut written = 0;

@@ -54,7 +54,7 @@ fn config(kind: SessionKind, framing: Framing, hooked: bool) -> SessionConfig {
 fn tcp(hooked: bool) -> (Session, Instant) {
     let t0 = Instant::now();
     let shared = Arc::new(config(SessionKind::Stream, Framing::Mbap, hooked));
-    (Session::new(shared, t0, None, None), t0)
+    (Session::new(shared, t0, 0, None, None), t0)
 }
 
 /// FC3 (read 1 holding register) or FC1 (read 1 coil), MBAP, transaction `tid`.
@@ -239,7 +239,7 @@ fn rtu_line() -> (Session, Instant) {
     c.rtu_timing = Some(RtuTiming::new(9600, 11));
     c.max_buffered = 16;
     let t0 = Instant::now();
-    (Session::new(Arc::new(c), t0, None, None), t0)
+    (Session::new(Arc::new(c), t0, 0, None, None), t0)
 }
 
 /// FC3 read 1 register from 0 at unit 1, RTU with its CRC.
@@ -280,7 +280,7 @@ fn a_line_drops_bad_input_and_never_closes_itself() {
 fn datagrams_are_answered_one_each_and_malformed_ones_counted() {
     let t0 = Instant::now();
     let shared = Arc::new(config(SessionKind::Datagram, Framing::Mbap, false));
-    let mut s = Session::new(Arc::clone(&shared), t0, None, None);
+    let mut s = Session::new(Arc::clone(&shared), t0, 0, None, None);
     let from = Some(SocketAddr::from(([127, 0, 0, 1], 5020)));
     s.handle(
         t0,
@@ -307,6 +307,34 @@ fn datagrams_are_answered_one_each_and_malformed_ones_counted() {
         ),
         (2, 1, 1)
     );
+}
+
+#[test]
+fn datagrams_from_outside_the_allow_list_are_refused() {
+    let t0 = Instant::now();
+    let mut c = config(SessionKind::Datagram, Framing::Mbap, false);
+    c.allow_list = Some(vec![core::net::IpAddr::from([10, 0, 0, 1])]);
+    let shared = Arc::new(c);
+    let mut s = Session::new(Arc::clone(&shared), t0, 0, None, None);
+    let from = Some(SocketAddr::from(([127, 0, 0, 1], 5020)));
+    s.handle(
+        t0,
+        Input::Datagram {
+            bytes: &mbap(1, 3),
+            from,
+        },
+    );
+    assert_eq!(run(&mut s, t0), (vec![], Output::Discarded));
+    let from = Some(SocketAddr::from(([10, 0, 0, 1], 5020)));
+    s.handle(
+        t0,
+        Input::Datagram {
+            bytes: &mbap(1, 3),
+            from,
+        },
+    );
+    assert_eq!(run(&mut s, t0).0.len(), 11);
+    assert_eq!((shared.stats.refused(), shared.stats.answered()), (1, 1));
 }
 
 #[test]
