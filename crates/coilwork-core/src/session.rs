@@ -141,6 +141,15 @@ impl SessionConfig {
         }
     }
 
+    /// A serial line's settings: `framing` (RTU or ASCII) at `baud_rate`
+    /// with `bits_per_char` bits per character (RTU: the t1.5/t3.5 silences).
+    pub fn serial(engine: Arc<Engine>, framing: Framing, baud_rate: u32, bits_per_char: u32) -> Self {
+        Self {
+            rtu_timing: (framing == Framing::Rtu).then(|| RtuTiming::new(baud_rate, bits_per_char)),
+            ..Self::new(engine, SessionKind::Line, framing, Transport::Serial)
+        }
+    }
+
     /// The connection settings of one session from `peer`.
     fn connection(&self, peer: Option<SocketAddr>, tls_role: Option<String>) -> ConnectionConfig {
         ConnectionConfig {
