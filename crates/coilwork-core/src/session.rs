@@ -229,7 +229,12 @@ pub struct Session {
     shared: Arc<SessionConfig>,
     /// Spreads the byte counters over their shards.
     id: u64,
-    conn: Box<Connection>,
+    /// Made on the first input: a client that connects and stays silent
+    /// costs no connection state.
+    conn: Option<Box<Connection>>,
+    /// Who is on the other end, until the connection is made.
+    peer: Option<SocketAddr>,
+    tls_role: Option<String>,
     timeouts: StreamTimeouts,
     phase: Phase,
     /// The end of the delivery pause before the next piece of output, once started.
@@ -258,15 +263,13 @@ impl Session {
         peer: Option<SocketAddr>,
         tls_role: Option<String>,
     ) -> Self {
-        let conn = Box::new(Connection::new(
-            Arc::clone(&shared.engine),
-            shared.connection(peer, tls_role),
-        ));
         let timeouts = StreamTimeouts::new(shared.timeouts, now);
         Self {
             shared,
             id,
-            conn,
+            conn: None,
+            peer,
+            tls_role,
             timeouts,
             phase: Phase::Open,
             pause_until: None,
@@ -282,7 +285,7 @@ impl Session {
 
     /// Where [`Output::Transmit`] goes on a datagram socket: the last sender.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.conn.config().peer
+        self.conn.as_ref().map_or(self.peer, |c| c.config().peer)
     }
 
     /// The cause, once the session is closed or closing.
@@ -327,7 +330,7 @@ impl Session {
         if core::mem::take(&mut self.discarded) {
             return Output::Discarded;
         }
-        if self.conn.has_output() {
+        if self.has_output() {
             return self.transmit(now);
         }
         match self.phase {
@@ -343,7 +346,8 @@ impl Session {
         if self.phase != Phase::Open {
             return None;
         }
-        earliest(self.timeouts.next_deadline(), self.conn.poll_timeout())
+        let silence = self.conn.as_ref().and_then(|c| c.poll_timeout());
+        earliest(self.timeouts.next_deadline(), silence)
     }
 
     /// The earliest deadline that closes the session (partial frame, idle),
@@ -356,6 +360,21 @@ impl Session {
         self.timeouts.next_closing_deadline()
     }
 
+    /// The connection, made on first use.
+    fn connection(&mut self) -> &mut Connection {
+        let (shared, peer, role) = (&self.shared, self.peer, &mut self.tls_role);
+        self.conn.get_or_insert_with(|| {
+            Box::new(Connection::new(
+                Arc::clone(&shared.engine),
+                shared.connection(peer, role.take()),
+            ))
+        })
+    }
+
+    fn has_output(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.has_output())
+    }
+
     fn close(&mut self, cause: CloseCause) -> Output<'static> {
         self.phase = Phase::Closed(cause);
         Output::Close(cause)
@@ -363,7 +382,7 @@ impl Session {
 
     /// Pauses are made only while open; stopping, the rest goes out at once.
     fn transmit(&mut self, now: Instant) -> Output<'_> {
-        let (pause, _) = self.conn.next_output();
+        let pause = self.conn.as_ref().map_or(Duration::ZERO, |c| c.next_output().0);
         if pause.is_zero() || !matches!(self.phase, Phase::Open) {
             self.pause_until = None;
             return Output::Transmit(self.output_piece(pause.is_zero()));
@@ -379,10 +398,10 @@ impl Session {
 
     /// The next piece (honouring the cuts) or everything left.
     fn output_piece(&self, piece: bool) -> &[u8] {
-        if piece {
-            self.conn.next_output().1
-        } else {
-            self.conn.output()
+        match &self.conn {
+            Some(c) if piece => c.next_output().1,
+            Some(c) => c.output(),
+            None => &[],
         }
     }
 
@@ -409,15 +428,17 @@ impl Session {
             }
         }
         self.shared.stats.count_in(self.id, bytes.len());
-        let before = self.conn.buffered_len();
-        let result = self.conn.handle_input(now, bytes);
-        self.timeouts.on_input(now, &self.conn, before, bytes.len());
+        self.connection();
+        let Some(conn) = self.conn.as_deref_mut() else { return };
+        let before = conn.buffered_len();
+        let result = conn.handle_input(now, bytes);
+        self.timeouts.on_input(now, conn, before, bytes.len());
         if let Phase::Draining(left) = self.phase {
             self.phase = Phase::Draining(left.saturating_sub(1));
         }
         if result.is_err() {
             if self.shared.kind == SessionKind::Line {
-                self.conn.discard_partial_frame();
+                self.connection().discard_partial_frame();
                 self.discarded = true;
             } else {
                 self.shared.stats.count_bad_frame();
@@ -444,8 +465,9 @@ impl Session {
             return;
         }
         stats.count_in(self.id, bytes.len());
-        self.conn.set_peer(from);
-        if self.conn.handle_datagram(bytes).is_err() {
+        let conn = self.connection();
+        conn.set_peer(from);
+        if conn.handle_datagram(bytes).is_err() {
             self.shared.stats.count_malformed();
             self.discarded = true;
         }
@@ -457,8 +479,10 @@ impl Session {
         }
         self.pause_until = None;
         self.shared.stats.count_out(self.id, n);
-        self.conn.consume_output(n);
-        if self.shared.kind == SessionKind::Datagram && !self.conn.has_output() {
+        if let Some(c) = &mut self.conn {
+            c.consume_output(n);
+        }
+        if self.shared.kind == SessionKind::Datagram && !self.has_output() {
             self.shared.stats.count_answered();
         }
     }
@@ -467,8 +491,10 @@ impl Session {
         if self.phase != Phase::Open {
             return;
         }
-        self.conn.handle_timeout(now);
-        match self.timeouts.expire(now, Some(&mut self.conn)) {
+        if let Some(c) = &mut self.conn {
+            c.handle_timeout(now);
+        }
+        match self.timeouts.expire(now, self.conn.as_deref_mut()) {
             Some(Expired::PartialFrame) => {
                 self.shared.stats.count_partial_timeout();
                 self.phase = Phase::Closed(CloseCause::PartialTimeout);

@@ -339,9 +339,10 @@ fn datagrams_from_outside_the_allow_list_are_refused() {
 
 #[test]
 fn a_session_is_small() {
-    // Everything per server is behind one Arc: the tokio future stays small.
+    // Everything per server is behind one Arc and the connection state is
+    // boxed on the first input: an idle connection's task stays small.
     assert!(
-        core::mem::size_of::<Session>() <= 160,
+        core::mem::size_of::<Session>() <= 200,
         "{}",
         core::mem::size_of::<Session>()
     );
