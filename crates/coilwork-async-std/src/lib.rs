@@ -35,7 +35,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod error;
 mod handle;
 mod net;
 #[cfg(all(unix, feature = "serial"))]
@@ -45,7 +44,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
-pub use error::ServerError;
+pub use coilwork_core::ServerError;
 pub use handle::ServerHandle;
 #[cfg(all(unix, feature = "serial"))]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};

@@ -5,10 +5,10 @@
 //! access), and its file descriptor is driven by [`async_io::Async`], so the
 //! server runs under async-std, smol or any `block_on`.
 //!
-//! One line, one [`Connection`] built with [`ConnectionConfig::serial`]: the
-//! connection knows the line's RTU silences (t3.5) and asks for a timer with
-//! [`Connection::poll_timeout`]; this adapter sets an `async-io` timer to
-//! then and calls [`Connection::handle_timeout`]. With `auto_open`, a port
+//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
+//! the session knows the line's RTU silences (t3.5) and its deadlines; this
+//! adapter reads, sets an `async-io` timer and writes as [`Session::poll`]
+//! says. With `auto_open`, a port
 //! that cannot be opened, or that fails while serving, is opened again after
 //! `reconnect_delay`.
 
@@ -16,7 +16,7 @@ use crate::ServerError;
 use crate::handle::ServerHandle;
 use async_io::{Async, Timer};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing};
+use coilwork_core::{Engine, Framing, Input, Output, Session, SessionConfig};
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::fs::File;
@@ -28,17 +28,7 @@ use tracing::{debug, warn};
 /// An open serial port, driven by the async-io reactor.
 pub type SerialPort = Async<File>;
 
-/// Parity of a serial line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Parity {
-    /// No parity bit (the spec then asks for 2 stop bits).
-    None,
-    /// Even parity (the Modbus default).
-    #[default]
-    Even,
-    /// Odd parity.
-    Odd,
-}
+pub use coilwork_core::Parity;
 
 /// Settings of a [`SerialServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +79,7 @@ impl SerialServerConfig {
 
     /// Bits per character on the wire: start + data + parity + stop.
     pub fn bits_per_char(&self) -> u32 {
-        1 + u32::from(self.data_bits) + u32::from(self.parity != Parity::None) + u32::from(self.stop_bits)
+        coilwork_core::options::bits_per_char(self.data_bits, self.parity, self.stop_bits)
     }
 }
 
@@ -248,18 +238,18 @@ impl SerialServer {
     /// until stopped (`Ok`) or until the line fails or closes (`Err`).
     pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin>(&self, mut line: S) -> Result<(), ServerError> {
         let c = &self.config;
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig {
-                local_echo: c.local_echo,
-                max_buffered: c.max_buffered,
-                ..ConnectionConfig::serial(c.framing, c.baud_rate, c.bits_per_char())
-            },
-        );
+        let shared = SessionConfig {
+            local_echo: c.local_echo,
+            max_buffered: c.max_buffered,
+            ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
+        };
+        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         // Taken once: the stop signal is one-shot, so it stays valid while the line is served.
         let Some(mut stop_l) = self.handle.stop_signal().listener() else {
             return Ok(());
         };
+        // Once raised, the one-shot listener is not awaited again.
+        let stop_raised = || self.handle.stop_signal().is_raised();
         let mut timer = Timer::never();
         // One buffer per line, reused for every read.
         let mut buf = vec![0u8; 512];
@@ -269,91 +259,78 @@ impl SerialServer {
             Timeout,
         }
         loop {
-            let deadline = conn.poll_timeout();
-            if let Some(d) = deadline {
-                timer.set_at(d);
-            }
-            let event = future::or(
-                async {
-                    (&mut stop_l).await;
-                    Event::Stop
-                },
-                future::or(async { Event::Read(line.read(&mut buf).await) }, async {
-                    if deadline.is_some() {
-                        (&mut timer).await;
-                        Event::Timeout
-                    } else {
-                        future::pending().await
-                    }
-                }),
-            )
-            .await;
-            match event {
-                Event::Stop => return Ok(()),
-                Event::Timeout => conn.handle_timeout(Instant::now()),
-                Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Event::Read(read) => {
-                    let n = match read {
-                        Ok(0) => {
-                            self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
-                            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-                        }
-                        Ok(n) => n,
-                        Err(e) => {
-                            self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
-                            return Err(e.into());
-                        }
+            let now = Instant::now();
+            match session.poll(now) {
+                Output::Transmit(out) => {
+                    let n = out.len();
+                    let write = async {
+                        line.write_all(out).await?;
+                        line.flush().await?;
+                        Ok::<bool, std::io::Error>(true)
                     };
-                    let input = conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[]));
-                    // Pieces with pauses only when a hook's delivery asked for
-                    // them. A stop cuts a pause short; the rest is then written at
-                    // once, each piece given at most `shutdown_timeout` once stopped.
-                    // Once raised, the one-shot listener is not awaited again.
-                    let stop_raised = || self.handle.stop_signal().is_raised();
-                    while conn.has_output() {
-                        let (pause, _) = conn.next_output();
-                        if !pause.is_zero() && !stop_raised() {
-                            future::or(
-                                async {
-                                    (&mut stop_l).await;
-                                },
-                                async {
-                                    Timer::after(pause).await;
-                                },
-                            )
-                            .await;
+                    let given_up = async {
+                        if !stop_raised() {
+                            (&mut stop_l).await;
                         }
-                        let (_, out) = conn.next_output();
-                        let len = out.len();
-                        let write = async {
-                            line.write_all(out).await?;
-                            line.flush().await?;
-                            Ok::<bool, std::io::Error>(true)
-                        };
-                        let given_up = async {
-                            if !stop_raised() {
-                                (&mut stop_l).await;
-                            }
-                            Timer::after(c.shutdown_timeout).await;
-                            Ok(false)
-                        };
-                        if !future::or(write, given_up).await? {
-                            warn!(port = %c.port, "the line took no answer within the shutdown timeout; letting it go");
-                            return Ok(());
-                        }
-                        conn.consume_output(len);
-                    }
-                    if stop_raised() {
+                        Timer::after(c.shutdown_timeout).await;
+                        Ok(false)
+                    };
+                    if !future::or(write, given_up).await? {
+                        warn!(port = %c.port, "the line took no answer within the shutdown timeout; letting it go");
                         return Ok(());
                     }
-                    if let Err(e) = input {
-                        // A line cannot be closed like a socket: drop what is held and go on.
-                        debug!(port = %c.port, error = %e, "serial input discarded");
-                        conn.discard_partial_frame();
+                    session.handle(Instant::now(), Input::Sent(n));
+                }
+                Output::Pause(until) => {
+                    if !stop_raised() {
+                        future::or(async { (&mut stop_l).await }, async {
+                            Timer::at(until).await;
+                        })
+                        .await;
+                    }
+                    if stop_raised() {
+                        session.handle(Instant::now(), Input::Stop);
                     }
                 }
+                Output::Wait(deadline) => {
+                    if let Some(d) = deadline {
+                        timer.set_at(d);
+                    }
+                    let event = future::or(
+                        async {
+                            (&mut stop_l).await;
+                            Event::Stop
+                        },
+                        future::or(async { Event::Read(line.read(&mut buf).await) }, async {
+                            if deadline.is_some() {
+                                (&mut timer).await;
+                                Event::Timeout
+                            } else {
+                                future::pending().await
+                            }
+                        }),
+                    )
+                    .await;
+                    let input = match event {
+                        Event::Stop => Input::Stop,
+                        Event::Timeout => Input::Timeout,
+                        Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Event::Read(Ok(0)) => return Err(self.line_failed(std::io::ErrorKind::UnexpectedEof.into())),
+                        Event::Read(Ok(n)) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
+                        Event::Read(Err(e)) => return Err(self.line_failed(e)),
+                    };
+                    session.handle(Instant::now(), input);
+                }
+                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
+                Output::ReleaseBuffers => {}
+                Output::ReadQueued | Output::Close(_) => return Ok(()),
             }
         }
+    }
+
+    fn line_failed(&self, e: std::io::Error) -> ServerError {
+        self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
+        e.into()
     }
 }
 

@@ -45,7 +45,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod error;
 mod handle;
 mod net;
 #[cfg(feature = "serial")]
@@ -55,7 +54,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
-pub use error::ServerError;
+pub use coilwork_core::ServerError;
 pub use handle::ServerHandle;
 #[cfg(feature = "serial")]
 pub use serial::{

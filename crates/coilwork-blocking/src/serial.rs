@@ -1,11 +1,10 @@
 //! Modbus RTU / ASCII server on a serial line (feature `serial`).
 //!
-//! One line, one [`Connection`] built with [`ConnectionConfig::serial`]: the
-//! connection knows the line's RTU silences (t3.5) and asks for a timer with
-//! [`Connection::poll_timeout`]; this adapter turns that deadline into the
-//! port's read timeout (at most [`SerialServerConfig::poll_interval`], so a
-//! stop is seen within that long) and calls [`Connection::handle_timeout`]
-//! once it has passed. With `auto_open`, a port that cannot be opened, or
+//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
+//! the session knows the line's RTU silences (t3.5) and its deadlines; this
+//! adapter turns [`Output::Wait`]'s deadline into the port's read timeout
+//! (at most [`SerialServerConfig::poll_interval`], so a stop is seen within
+//! that long) and reports [`Input::Timeout`] when it passes. With `auto_open`, a port that cannot be opened, or
 //! that fails while serving, is opened again after `reconnect_delay`.
 //!
 //! The port is opened with the `serialport` crate, built without libudev.
@@ -14,7 +13,7 @@ use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net;
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing};
+use coilwork_core::{Engine, Framing, Input, Output, Session, SessionConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,17 +23,7 @@ use tracing::{debug, warn};
 /// How long writing one answer to the line may take before the line counts as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Parity of a serial line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Parity {
-    /// No parity bit (the spec then asks for 2 stop bits).
-    None,
-    /// Even parity (the Modbus default).
-    #[default]
-    Even,
-    /// Odd parity.
-    Odd,
-}
+pub use coilwork_core::Parity;
 
 /// Settings of a [`SerialServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +72,7 @@ impl SerialServerConfig {
 
     /// Bits per character on the wire: start + data + parity + stop.
     pub fn bits_per_char(&self) -> u32 {
-        1 + u32::from(self.data_bits) + u32::from(self.parity != Parity::None) + u32::from(self.stop_bits)
+        coilwork_core::options::bits_per_char(self.data_bits, self.parity, self.stop_bits)
     }
 }
 
@@ -299,62 +288,57 @@ impl SerialServer {
     /// the line fails or closes (`Err`).
     pub fn serve_line<S: SerialLine>(&self, mut line: S) -> Result<(), ServerError> {
         let c = &self.config;
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig {
-                local_echo: c.local_echo,
-                max_buffered: c.max_buffered,
-                ..ConnectionConfig::serial(c.framing, c.baud_rate, c.bits_per_char())
-            },
-        );
+        let shared = SessionConfig {
+            local_echo: c.local_echo,
+            max_buffered: c.max_buffered,
+            ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
+        };
+        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         let poll = c.poll_interval.max(Duration::from_millis(1));
         let mut timeout_set: Option<Duration> = None;
         // One buffer per line, reused for every read.
         let mut buf = vec![0u8; 512];
-        while !self.handle.is_stopping() {
+        loop {
             let now = Instant::now();
-            let deadline = conn.poll_timeout();
-            if deadline.is_some_and(|d| d <= now) {
-                conn.handle_timeout(now);
-                continue;
-            }
-            let timeout = net::read_timeout(now, deadline, poll);
-            if timeout_set != Some(timeout) {
-                line.set_line_timeout(timeout).map_err(|e| self.line_failed(e))?;
-                timeout_set = Some(timeout);
-            }
-            let n = match line.read(&mut buf) {
-                Ok(0) => return Err(self.line_failed(ErrorKind::UnexpectedEof.into())),
-                Ok(n) => n,
-                Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.line_failed(e)),
-            };
-            let input = conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[]));
-            if conn.has_output() {
-                // A serial port's timeout bounds writes too: give the answer time to go out.
-                line.set_line_timeout(WRITE_TIMEOUT).map_err(|e| self.line_failed(e))?;
-                timeout_set = None;
-                // Pieces with pauses only when a hook's delivery asked for
-                // them. A stop cuts a pause short; the rest is then written at once.
-                while conn.has_output() {
-                    let (pause, out) = conn.next_output();
-                    if !pause.is_zero() {
-                        self.handle.sleep_unless_stopped(pause);
+            match session.poll(now) {
+                Output::Transmit(out) => {
+                    // A serial port's timeout bounds writes too: give the answer time to go out.
+                    if timeout_set != Some(WRITE_TIMEOUT) {
+                        line.set_line_timeout(WRITE_TIMEOUT).map_err(|e| self.line_failed(e))?;
+                        timeout_set = Some(WRITE_TIMEOUT);
                     }
-                    let len = out.len();
+                    let n = out.len();
                     line.write_all(out)
                         .and_then(|()| line.flush())
                         .map_err(|e| self.line_failed(e))?;
-                    conn.consume_output(len);
+                    session.handle(Instant::now(), Input::Sent(n));
                 }
-            }
-            if let Err(e) = input {
-                // A line cannot be closed like a socket: drop what is held and go on.
-                debug!(port = %c.port, error = %e, "serial input discarded");
-                conn.discard_partial_frame();
+                Output::Pause(until) => {
+                    // A stop cuts a pause short; the rest is then written at once.
+                    if self.handle.sleep_unless_stopped(until.saturating_duration_since(now)) {
+                        session.handle(Instant::now(), Input::Stop);
+                    }
+                }
+                Output::Wait(_) if self.handle.is_stopping() => session.handle(now, Input::Stop),
+                Output::Wait(deadline) => {
+                    let timeout = net::read_timeout(now, deadline, poll);
+                    if timeout_set != Some(timeout) {
+                        line.set_line_timeout(timeout).map_err(|e| self.line_failed(e))?;
+                        timeout_set = Some(timeout);
+                    }
+                    let input = match line.read(&mut buf) {
+                        Ok(0) => return Err(self.line_failed(ErrorKind::UnexpectedEof.into())),
+                        Ok(n) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
+                        Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => Input::Timeout,
+                        Err(e) => return Err(self.line_failed(e)),
+                    };
+                    session.handle(Instant::now(), input);
+                }
+                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
+                Output::ReleaseBuffers => {}
+                Output::ReadQueued | Output::Close(_) => return Ok(()),
             }
         }
-        Ok(())
     }
 
     fn line_failed(&self, e: std::io::Error) -> ServerError {

@@ -9,12 +9,13 @@
 use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
+use coilwork_core::options::MAX_DATAGRAM;
+use coilwork_core::{Engine, Framing, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// Settings of a [`UdpServer`].
@@ -57,36 +58,9 @@ impl UdpServerConfig {
     }
 }
 
-/// Counters of a [`UdpServer`].
-#[derive(Debug, Default)]
-pub struct UdpStats {
-    received: AtomicU64,
-    answered: AtomicU64,
-    malformed: AtomicU64,
-    refused: AtomicU64,
-}
-
-impl UdpStats {
-    /// Datagrams received.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-    /// Answers sent.
-    pub fn answered(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
-    }
-    /// Datagrams dropped because they were not exactly one valid ADU.
-    pub fn malformed(&self) -> u64 {
-        self.malformed.load(Ordering::Relaxed)
-    }
-    /// Datagrams dropped by the allow-list.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-}
-
-/// Largest datagram read; anything longer is no Modbus ADU (an ASCII ADU is at most 513 bytes).
-const MAX_DATAGRAM: usize = 1024;
+/// Counters of a [`UdpServer`]: datagrams received, answered, malformed
+/// (not exactly one valid ADU) and refused (allow-list).
+pub type UdpStats = ServerStats;
 
 /// A blocking Modbus/UDP server over an [`Engine`]. [`UdpServer::new`] does not bind.
 #[derive(Debug)]
@@ -204,10 +178,17 @@ impl UdpServer {
             return Ok(());
         };
         socket.set_read_timeout(Some(self.config.poll_interval.max(Duration::from_millis(1))))?;
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig::stream(self.config.framing, Transport::Udp, None),
-        );
+        let shared = SessionConfig {
+            allow_list: self.config.allow_list.clone(),
+            stats: Arc::clone(&self.stats),
+            ..SessionConfig::new(
+                Arc::clone(&self.engine),
+                SessionKind::Datagram,
+                self.config.framing,
+                Transport::Udp,
+            )
+        };
+        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         // One byte more than the largest ADU read, so an oversized datagram is seen as such.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         debug!(addr = ?self.handle.local_addr(), "modbus udp server listening");
@@ -220,47 +201,44 @@ impl UdpServer {
                     return Err(e.into());
                 }
             };
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
-                debug!(%peer, "datagram dropped: not in the allow-list");
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if n > MAX_DATAGRAM {
-                debug!(%peer, "datagram dropped: too long");
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            conn.set_peer(Some(peer));
-            if let Err(e) = conn.handle_datagram(buf.get(..n).unwrap_or(&[])) {
-                debug!(%peer, error = %e, "malformed datagram dropped");
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            }
-            if !conn.has_output() {
-                continue;
-            }
-            // One datagram, unless a hook's delivery asked for pauses (delay,
-            // split): then one datagram per piece, after its pause. A stop
-            // cuts a pause short; the rest is then sent at once.
-            let mut sent = true;
-            while conn.has_output() {
-                let (pause, out) = conn.next_output();
-                if !pause.is_zero() {
-                    self.handle.sleep_unless_stopped(pause);
-                }
-                let len = out.len();
-                if let Err(e) = socket.send_to(out, peer) {
-                    debug!(%peer, error = %e, "udp send failed");
-                    sent = false;
-                }
-                conn.consume_output(len);
-            }
-            if sent {
-                self.stats.answered.fetch_add(1, Ordering::Relaxed);
-            }
+            let bytes = buf.get(..n).unwrap_or(&[]);
+            session.handle(
+                Instant::now(),
+                Input::Datagram {
+                    bytes,
+                    from: Some(peer),
+                },
+            );
+            self.answer(&socket, &mut session, peer);
         }
         debug!("modbus udp server stopped");
         Ok(())
+    }
+
+    /// Sends what the session answered to `peer`: one datagram, or one per
+    /// piece when a hook's delivery asked for pauses (slept here; a stop cuts
+    /// a pause short and the rest is sent at once).
+    fn answer(&self, socket: &UdpSocket, session: &mut Session, peer: SocketAddr) {
+        loop {
+            let now = Instant::now();
+            match session.poll(now) {
+                Output::Transmit(out) => {
+                    if let Err(e) = socket.send_to(out, peer) {
+                        debug!(%peer, error = %e, "udp send failed");
+                    }
+                    let n = out.len();
+                    session.handle(Instant::now(), Input::Sent(n));
+                }
+                Output::Pause(until) => {
+                    if self.handle.sleep_unless_stopped(until.saturating_duration_since(now)) {
+                        session.handle(Instant::now(), Input::Stop);
+                    }
+                }
+                Output::Discarded => debug!(%peer, "datagram dropped"),
+                Output::ReleaseBuffers => {}
+                Output::Wait(_) | Output::ReadQueued | Output::Close(_) => return,
+            }
+        }
     }
 }
 

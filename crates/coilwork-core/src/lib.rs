@@ -2,8 +2,8 @@
 //!
 //! No sockets, no runtime, no clock of its own: bytes and time go in, bytes
 //! and deadlines come out. Adapters (tokio, async-std/smol, blocking threads)
-//! move bytes between a transport and a [`Connection`]; every protocol
-//! decision lives here.
+//! move bytes between a transport and a [`Session`]; every protocol
+//! and lifecycle decision lives here.
 //!
 //! The pieces, one module per concept:
 //! - [`frame`]: MBAP, RTU and ASCII stream decoders and encoders;
@@ -13,9 +13,14 @@
 //!   device context and server context;
 //! - [`engine`]: executes requests against storage in the spec's validation
 //!   order, with identity, diagnostics, hooks and custom function codes;
-//! - [`connection`]: the per-connection state machine an adapter drives;
+//! - [`session`]: the whole life of one connection, datagram socket or
+//!   serial line: the one thing an adapter drives (its module rustdoc is the
+//!   adapter contract);
+//! - [`server`]: server-level policy: admission, counters, the server error;
+//! - [`options`]: the settings shared by every transport and adapter;
+//! - [`connection`]: framing and execution of one byte stream (inside a session);
 //! - [`timeouts`]: a stream connection's partial-frame, idle and
-//!   buffer-release deadlines;
+//!   buffer-release deadlines (inside a session);
 //! - [`close`]: a server's request that one connection close (stop, eviction).
 //!
 //! Addresses are zero-based protocol addresses unless a device is built in
@@ -33,9 +38,12 @@ pub mod exception;
 pub mod frame;
 pub mod function;
 pub mod identity;
+pub mod options;
 pub mod pdu;
 #[cfg(feature = "mbaps")]
 pub mod security;
+pub mod server;
+pub mod session;
 pub mod storage;
 pub mod timeouts;
 
@@ -48,5 +56,8 @@ pub use exception::ExceptionCode;
 pub use frame::Framing;
 pub use function::FunctionCode;
 pub use identity::Identity;
+pub use options::{AdmissionOptions, Overflow, Parity, SocketOptions, StreamOptions};
+pub use server::{Admission, ServerError, ServerStats, Verdict};
+pub use session::{CloseCause, Input, Output, Session, SessionConfig, SessionKind};
 pub use storage::{RequestContext, Storage, Table, Transport};
 pub use timeouts::{Expired, StreamTimeoutConfig, StreamTimeouts};

@@ -78,3 +78,50 @@ fn split_request_allocates_nothing_after_warm_up() {
     });
     assert_eq!(info.count_total, 0, "allocations on a split request: {info:?}");
 }
+
+/// The session around the connection adds no allocation per request: its
+/// deadlines are instants, its outputs borrow the connection's buffer.
+#[test]
+fn a_session_serving_requests_allocates_nothing_after_warm_up() {
+    use coilwork_core::{Framing, Input, Output, Session, SessionConfig, SessionKind, Transport};
+    let device = DeviceContext::with_sizes(100, 100, 100, 100).expect("device");
+    let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
+    let shared = Arc::new(SessionConfig::new(
+        engine,
+        SessionKind::Stream,
+        Framing::Mbap,
+        Transport::Tcp,
+    ));
+    let now = Instant::now();
+    let mut session = Session::new(shared, now, 0, None, None);
+    let serve = |session: &mut Session, request: &[u8]| -> usize {
+        session.handle(now, Input::Bytes(request));
+        let mut written = 0;
+        loop {
+            match session.poll(now) {
+                Output::Transmit(bytes) => {
+                    let n = bytes.len();
+                    written += n;
+                    session.handle(now, Input::Sent(n));
+                }
+                Output::Wait(_) => return written,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    for tid in 0..4 {
+        serve(&mut session, &fc3(tid));
+        serve(&mut session, &fc16(tid));
+    }
+    let reqs: Vec<[u8; 12]> = (0..100).map(fc3).collect();
+    let writes: Vec<[u8; 33]> = (0..100).map(fc16).collect();
+    let mut answered = 0;
+    let info = allocation_counter::measure(|| {
+        for (r, w) in reqs.iter().zip(&writes) {
+            answered += serve(&mut session, r);
+            answered += serve(&mut session, w);
+        }
+    });
+    assert_eq!(answered, 100 * 29 + 100 * 12);
+    assert_eq!(info.count_total, 0, "allocations on the session path: {info:?}");
+}

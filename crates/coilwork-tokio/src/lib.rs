@@ -19,7 +19,6 @@
 //! mirror pymodbus's `StartAsyncTcpServer` / `ServerAsyncStop`.
 #![forbid(unsafe_code)]
 
-mod error;
 mod handle;
 mod net;
 #[cfg(feature = "serial")]
@@ -29,7 +28,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
-pub use error::ServerError;
+pub use coilwork_core::ServerError;
 pub use handle::ServerHandle;
 #[cfg(feature = "serial")]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};

@@ -1,34 +1,24 @@
 //! Modbus RTU / ASCII server on a serial line (feature `serial`).
 //!
-//! One line, one [`Connection`] built with [`ConnectionConfig::serial`]: the
-//! connection knows the line's RTU silences (t3.5) and asks for a timer with
-//! [`Connection::poll_timeout`]; this adapter sleeps until then and calls
-//! [`Connection::handle_timeout`]. With `auto_open`, a port that cannot be
+//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
+//! the session knows the line's RTU silences (t3.5) and its deadlines; this
+//! adapter reads, sleeps and writes as [`Session::poll`] says. With `auto_open`, a port that cannot be
 //! opened, or that fails while serving, is opened again after
 //! `reconnect_delay`.
 
 use crate::ServerError;
 use crate::handle::{ServerHandle, pause_unless_stopped};
 use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing};
+use coilwork_core::{Engine, Framing, Input, Output, Session, SessionConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// Parity of a serial line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Parity {
-    /// No parity bit (the spec then asks for 2 stop bits).
-    None,
-    /// Even parity (the Modbus default).
-    #[default]
-    Even,
-    /// Odd parity.
-    Odd,
-}
+pub use coilwork_core::Parity;
 
 /// Settings of a [`SerialServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +69,7 @@ impl SerialServerConfig {
 
     /// Bits per character on the wire: start + data + parity + stop.
     pub fn bits_per_char(&self) -> u32 {
-        1 + u32::from(self.data_bits) + u32::from(self.parity != Parity::None) + u32::from(self.stop_bits)
+        coilwork_core::options::bits_per_char(self.data_bits, self.parity, self.stop_bits)
     }
 }
 
@@ -256,76 +246,86 @@ impl SerialServer {
     /// until stopped (`Ok`) or until the line fails or closes (`Err`).
     pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin>(&self, mut line: S) -> Result<(), ServerError> {
         let c = &self.config;
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig {
-                local_echo: c.local_echo,
-                max_buffered: c.max_buffered,
-                ..ConnectionConfig::serial(c.framing, c.baud_rate, c.bits_per_char())
-            },
-        );
+        let shared = SessionConfig {
+            local_echo: c.local_echo,
+            max_buffered: c.max_buffered,
+            ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
+        };
+        let mut session = Session::new(Arc::new(shared), std::time::Instant::now(), 0, None, None);
         let stop = self.handle.token().clone();
         // One buffer per line, reused for every read.
         let mut buf = vec![0u8; 512];
         loop {
-            let deadline = conn.poll_timeout().map(Instant::from_std);
-            let timer = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+            let now = std::time::Instant::now();
+            match session.poll(now) {
+                Output::Transmit(out) => {
+                    let n = out.len();
+                    if !self.write(&mut line, out, &stop).await? {
+                        return Ok(());
+                    }
+                    session.handle(std::time::Instant::now(), Input::Sent(n));
                 }
-            };
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return Ok(()),
-                read = line.read(&mut buf) => {
-                    let n = match read {
-                        Ok(0) => {
-                            self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
-                            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-                        }
-                        Ok(n) => n,
-                        Err(e) => {
-                            self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
-                            return Err(e.into());
+                Output::Pause(until) => {
+                    pause_unless_stopped(until.saturating_duration_since(now), &stop).await;
+                    if stop.is_cancelled() {
+                        session.handle(std::time::Instant::now(), Input::Stop);
+                    }
+                }
+                Output::Wait(deadline) => {
+                    let timer = async move {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+                            None => std::future::pending().await,
                         }
                     };
-                    let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));
-                    // Pieces with pauses only when a hook's delivery asked for
-                    // them. A stop ends a pause: the rest goes out at once, each
-                    // piece given at most `shutdown_timeout` once stopped.
-                    while conn.has_output() {
-                        let (pause, _) = conn.next_output();
-                        pause_unless_stopped(pause, &stop).await;
-                        let (_, out) = conn.next_output();
-                        let len = out.len();
-                        let write = async {
-                            line.write_all(out).await?;
-                            line.flush().await
-                        };
-                        let given_up = async {
-                            stop.cancelled().await;
-                            tokio::time::sleep(c.shutdown_timeout).await;
-                        };
-                        tokio::select! {
-                            biased;
-                            written = write => written?,
-                            () = given_up => {
-                                warn!(port = %c.port, "the line took no answer within the shutdown timeout; letting it go");
-                                return Ok(());
-                            }
-                        }
-                        conn.consume_output(len);
-                    }
-                    if let Err(e) = input {
-                        // A line cannot be closed like a socket: drop what is held and go on.
-                        debug!(port = %c.port, error = %e, "serial input discarded");
-                        conn.discard_partial_frame();
-                    }
+                    let input = tokio::select! {
+                        biased;
+                        () = stop.cancelled() => Input::Stop,
+                        read = line.read(&mut buf) => match read {
+                            Ok(0) => return Err(self.line_failed(std::io::ErrorKind::UnexpectedEof.into())),
+                            Ok(n) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
+                            Err(e) => return Err(self.line_failed(e)),
+                        },
+                        () = timer => Input::Timeout,
+                    };
+                    session.handle(std::time::Instant::now(), input);
                 }
-                () = timer => conn.handle_timeout(std::time::Instant::now()),
+                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
+                Output::ReleaseBuffers => {}
+                Output::ReadQueued | Output::Close(_) => return Ok(()),
             }
         }
+    }
+
+    /// Writes one piece of an answer; once stopped, the line gets at most
+    /// `shutdown_timeout` to take it (false: given up).
+    async fn write<S: AsyncWrite + Unpin>(
+        &self,
+        line: &mut S,
+        out: &[u8],
+        stop: &CancellationToken,
+    ) -> Result<bool, ServerError> {
+        let write = async {
+            line.write_all(out).await?;
+            line.flush().await
+        };
+        let given_up = async {
+            stop.cancelled().await;
+            tokio::time::sleep(self.config.shutdown_timeout).await;
+        };
+        tokio::select! {
+            biased;
+            written = write => written.map(|()| true).map_err(ServerError::from),
+            () = given_up => {
+                warn!(port = %self.config.port, "the line took no answer within the shutdown timeout; letting it go");
+                Ok(false)
+            }
+        }
+    }
+
+    fn line_failed(&self, e: std::io::Error) -> ServerError {
+        self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
+        e.into()
     }
 }
 

@@ -3,12 +3,15 @@
 use crate::ServerError;
 use crate::handle::{ServerHandle, pause_unless_stopped};
 use crate::net::{self, SocketOptions};
-use coilwork_core::{Connection, ConnectionConfig, Engine, Framing, Transport};
+use coilwork_core::options::MAX_DATAGRAM;
+use coilwork_core::{Engine, Framing, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// Settings of a [`UdpServer`].
@@ -48,46 +51,9 @@ impl UdpServerConfig {
     }
 }
 
-/// Counters of a [`UdpServer`].
-#[derive(Debug, Default)]
-pub struct UdpStats {
-    received: AtomicU64,
-    answered: AtomicU64,
-    malformed: AtomicU64,
-    refused: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-}
-
-impl UdpStats {
-    /// Datagrams received.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-    /// Answers sent.
-    pub fn answered(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
-    }
-    /// Datagrams dropped because they were not exactly one valid ADU.
-    pub fn malformed(&self) -> u64 {
-        self.malformed.load(Ordering::Relaxed)
-    }
-    /// Datagrams dropped by the allow-list.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-    /// Bytes received.
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.load(Ordering::Relaxed)
-    }
-    /// Bytes sent.
-    pub fn bytes_out(&self) -> u64 {
-        self.bytes_out.load(Ordering::Relaxed)
-    }
-}
-
-/// Largest datagram read; anything longer is no Modbus ADU (an ASCII ADU is at most 513 bytes).
-const MAX_DATAGRAM: usize = 1024;
+/// Counters of a [`UdpServer`]: datagrams received, answered, malformed
+/// (not exactly one valid ADU) and refused (allow-list), bytes in and out.
+pub type UdpStats = ServerStats;
 
 /// A Modbus/UDP server over an [`Engine`]. [`UdpServer::new`] does not bind.
 #[derive(Debug)]
@@ -200,10 +166,17 @@ impl UdpServer {
         };
         let socket = UdpSocket::from_std(std_socket)?;
         let stop = self.handle.token().clone();
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig::stream(self.config.framing, Transport::Udp, None),
-        );
+        let shared = SessionConfig {
+            allow_list: self.config.allow_list.clone(),
+            stats: Arc::clone(&self.stats),
+            ..SessionConfig::new(
+                Arc::clone(&self.engine),
+                SessionKind::Datagram,
+                self.config.framing,
+                Transport::Udp,
+            )
+        };
+        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         // One byte more than the largest ADU read, so an oversized datagram is seen as such.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         debug!(addr = ?self.handle.local_addr(), "modbus udp server listening");
@@ -227,52 +200,45 @@ impl UdpServer {
                 },
                 () = &mut stopped => break,
             };
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
-                debug!(%peer, "datagram dropped: not in the allow-list");
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if n > MAX_DATAGRAM {
-                debug!(%peer, "datagram dropped: too long");
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            self.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-            conn.set_peer(Some(peer));
-            if let Err(e) = conn.handle_datagram(buf.get(..n).unwrap_or(&[])) {
-                debug!(%peer, error = %e, "malformed datagram dropped");
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            }
-            if !conn.has_output() {
-                continue;
-            }
-            // One datagram, unless a hook's delivery asked for pauses (delay,
-            // split): then one datagram per piece, after its pause. A stop
-            // ends a pause: the rest goes out at once.
-            let mut sent = true;
-            while conn.has_output() {
-                let (pause, _) = conn.next_output();
-                pause_unless_stopped(pause, &stop).await;
-                let (_, out) = conn.next_output();
-                let len = out.len();
-                match socket.send_to(out, peer).await {
-                    Ok(_) => {
-                        self.stats.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        debug!(%peer, error = %e, "udp send failed");
-                        sent = false;
-                    }
-                }
-                conn.consume_output(len);
-            }
-            if sent {
-                self.stats.answered.fetch_add(1, Ordering::Relaxed);
-            }
+            let bytes = buf.get(..n).unwrap_or(&[]);
+            session.handle(
+                Instant::now(),
+                Input::Datagram {
+                    bytes,
+                    from: Some(peer),
+                },
+            );
+            answer(&socket, &mut session, peer, &stop).await;
         }
         debug!("modbus udp server stopped");
         Ok(())
+    }
+}
+
+/// Sends what the session answered to `peer`: one datagram, or one per
+/// piece when a hook's delivery asked for pauses (a stop ends a pause: the
+/// rest goes out at once).
+async fn answer(socket: &UdpSocket, session: &mut Session, peer: SocketAddr, stop: &CancellationToken) {
+    loop {
+        let now = Instant::now();
+        match session.poll(now) {
+            Output::Transmit(out) => {
+                if let Err(e) = socket.send_to(out, peer).await {
+                    debug!(%peer, error = %e, "udp send failed");
+                }
+                let n = out.len();
+                session.handle(Instant::now(), Input::Sent(n));
+            }
+            Output::Pause(until) => {
+                pause_unless_stopped(until.saturating_duration_since(now), stop).await;
+                if stop.is_cancelled() {
+                    session.handle(Instant::now(), Input::Stop);
+                }
+            }
+            Output::Discarded => debug!(%peer, "datagram dropped"),
+            Output::ReleaseBuffers => {}
+            Output::Wait(_) | Output::ReadQueued | Output::Close(_) => return,
+        }
     }
 }
 

@@ -1,0 +1,168 @@
+//! Settings shared by every transport and adapter, defined once: socket
+//! options ([`SocketOptions`], `nodelay` included), admission
+//! ([`AdmissionOptions`]), a stream connection's limits and timeouts
+//! ([`StreamOptions`]), serial line framing ([`Parity`], [`bits_per_char`])
+//! and the datagram size limit ([`MAX_DATAGRAM`]).
+
+use crate::connection::DEFAULT_MAX_BUFFERED;
+use crate::timeouts::StreamTimeoutConfig;
+use core::net::IpAddr;
+use std::time::Duration;
+
+/// Largest datagram a UDP server reads; a longer one is dropped as malformed.
+pub const MAX_DATAGRAM: usize = 1024;
+
+/// What to do with a new client when `max_connections` are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Close the new connection at once (default).
+    #[default]
+    RefuseNew,
+    /// Evict the oldest connection not already being evicted, and take the new one.
+    EvictOldest,
+}
+
+/// Which connections a server admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionOptions {
+    /// Most connections open at once (default 1000).
+    pub max_connections: usize,
+    /// What happens to a client past `max_connections`.
+    pub overflow: Overflow,
+    /// If set, only these client IPs are served; others are closed at once.
+    pub allow_list: Option<Vec<IpAddr>>,
+}
+
+impl Default for AdmissionOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            overflow: Overflow::RefuseNew,
+            allow_list: None,
+        }
+    }
+}
+
+impl AdmissionOptions {
+    /// True if `ip` may be served (an IPv4-mapped IPv6 peer matches its IPv4 entry).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        allowed(self.allow_list.as_deref(), ip)
+    }
+}
+
+/// True if `ip` is in `list` or there is no list (an IPv4-mapped IPv6 peer matches its IPv4 entry).
+pub fn allowed(list: Option<&[IpAddr]>, ip: IpAddr) -> bool {
+    let Some(list) = list else { return true };
+    let ip = ip.to_canonical();
+    list.iter().any(|a| a.to_canonical() == ip)
+}
+
+/// How a listening or datagram socket is opened and its connections set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Listen backlog (default 20).
+    pub backlog: u32,
+    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
+    pub reuse_address: bool,
+    /// Set `SO_REUSEPORT` where the OS has it (default off).
+    pub reuse_port: bool,
+    /// Set `TCP_NODELAY` on each connection (default on).
+    pub nodelay: bool,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            backlog: 20,
+            reuse_address: true,
+            reuse_port: false,
+            nodelay: true,
+        }
+    }
+}
+
+/// A stream connection's limits and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Close a connection that sent nothing for this long (default: never).
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose partial frame is not completed within this long of its first byte (default 5 s).
+    pub partial_frame_timeout: Option<Duration>,
+    /// Cap on unframed bytes held per connection; past it the connection is closed.
+    pub max_buffered: usize,
+    /// Size of the per-connection read buffer (default 4 KiB).
+    pub read_buffer_size: usize,
+    /// Free a connection's buffers after it was quiet this long (default 1 s).
+    pub release_buffers_after: Duration,
+    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
+    pub shutdown_timeout: Duration,
+    /// A client that does not read its answers for this long is disconnected (default 10 s).
+    pub write_timeout: Option<Duration>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: None,
+            partial_frame_timeout: Some(Duration::from_secs(5)),
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            read_buffer_size: 4096,
+            release_buffers_after: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(5),
+            write_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl StreamOptions {
+    /// The deadlines a session keeps for these options.
+    pub fn timeouts(&self) -> StreamTimeoutConfig {
+        StreamTimeoutConfig {
+            partial_frame: self.partial_frame_timeout,
+            idle: self.idle_timeout,
+            release_buffers_after: self.release_buffers_after,
+        }
+    }
+}
+
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parity {
+    /// No parity bit (the spec then asks for 2 stop bits).
+    None,
+    /// Even parity (the Modbus default).
+    #[default]
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// Bits per character on a serial line: start + data + parity + stop.
+pub fn bits_per_char(data_bits: u8, parity: Parity, stop_bits: u8) -> u32 {
+    1 + u32::from(data_bits) + u32::from(parity != Parity::None) + u32::from(stop_bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn bits_per_char_counts_start_data_parity_and_stop() {
+        assert_eq!(bits_per_char(8, Parity::Even, 1), 11);
+        assert_eq!(bits_per_char(8, Parity::None, 2), 11);
+        assert_eq!(bits_per_char(7, Parity::Odd, 1), 10);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_matches_its_ipv4_entry() {
+        let v4 = Ipv4Addr::new(192, 0, 2, 1);
+        let options = AdmissionOptions {
+            allow_list: Some(vec![IpAddr::V4(v4)]),
+            ..AdmissionOptions::default()
+        };
+        assert!(options.allows(IpAddr::V6(v4.to_ipv6_mapped())));
+        assert!(!options.allows(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert!(AdmissionOptions::default().allows(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    }
+}
