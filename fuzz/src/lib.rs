@@ -5,6 +5,8 @@
 //! used), once whole and once split into chunks, and checks that both give
 //! the same frames and that every answer is well formed.
 
+pub mod policy;
+
 use coilwork_core::frame::{Decoded, PduLength, ascii, checksum, mbap, rtu};
 use coilwork_core::frame::{MAX_ASCII_ADU, MAX_MBAP_ADU, MAX_RTU_ADU};
 

@@ -3,6 +3,8 @@
 //! `coilwork` with no subcommand is `coilwork serve` with its defaults.
 #![forbid(unsafe_code)]
 
+mod roles;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coilwork_core::storage::{DeviceContext, ServerContext};
 use coilwork_core::{Engine, EngineOptions, Framing, Identity};
@@ -236,6 +238,10 @@ struct ServeArgs {
     /// to serve TLS without --ca.
     #[arg(long)]
     tls_server_only: bool,
+    /// TLS: a TOML role policy (what each certificate role may do; deny by
+    /// default, exception 01). See docs/roles.md.
+    #[arg(long, value_name = "FILE")]
+    roles: Option<PathBuf>,
 }
 
 /// The TLS configuration from --cert, --key and --ca / --tls-server-only,
@@ -292,7 +298,13 @@ fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
         ignore_missing_devices: args.ignore_missing_devices.then_some(true),
         broadcast_enable: args.broadcast,
     };
-    Ok(Engine::builder(context).identity(identity).options(options).build())
+    let mut builder = Engine::builder(context).identity(identity).options(options);
+    if let Some(path) = &args.roles {
+        let policy = roles::load(path)?;
+        tracing::info!("{}", roles::summary(&policy));
+        builder = builder.authorizer(policy);
+    }
+    Ok(builder.build())
 }
 
 fn units_label(units: &[u8]) -> String {
@@ -369,6 +381,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             (args.key.is_some(), "--key"),
             (args.ca.is_some(), "--ca"),
             (args.tls_server_only, "--tls-server-only"),
+            (args.roles.is_some(), "--roles"),
         ]
         .into_iter()
         .find_map(|(set, name)| set.then_some(name));

@@ -257,3 +257,44 @@ fn server_only_mode_starts_with_a_warning() {
         "{warned}"
     );
 }
+
+#[test]
+fn bad_role_policy_is_refused_at_start_with_file_line_and_reason() {
+    let f = Files::new("roles");
+    let (_held, addr) = held_port();
+    let with_roles = |roles: &str| {
+        run(&[
+            "serve",
+            "--transport",
+            "tls",
+            "--address",
+            &addr,
+            "--cert",
+            &f.path("server.pem"),
+            "--key",
+            &f.path("server.key"),
+            "--ca",
+            &f.path("ca.pem"),
+            "--roles",
+            roles,
+        ])
+    };
+    let head = "[[role]]\nname = \"operator\"\nunits = [1]\n";
+    f.write("unknown.toml", &format!("{head}acess = [\"read\"]\n"));
+    let (s, e) = with_roles(&f.path("unknown.toml"));
+    assert_one_line_error(s, &e, &["unknown.toml:4:", "acess"]);
+    f.write("overlap.toml", &format!("{head}coils = [\"0-9\",\n  \"5-20\"]\n"));
+    let (s, e) = with_roles(&f.path("overlap.toml"));
+    assert_one_line_error(s, &e, &["overlap.toml:5:", "overlaps"]);
+    f.write("empty.toml", &format!("{head}coils = [\"9-0\"]\n"));
+    let (s, e) = with_roles(&f.path("empty.toml"));
+    assert_one_line_error(s, &e, &["empty.toml:4:", "empty"]);
+    f.write("twice.toml", &format!("{head}{head}"));
+    let (s, e) = with_roles(&f.path("twice.toml"));
+    assert_one_line_error(s, &e, &["twice.toml:5:", "operator", "listed twice"]);
+    let (s, e) = with_roles(&f.path("missing.toml"));
+    assert_one_line_error(s, &e, &["missing.toml", "cannot read"]);
+    // --roles needs TLS: roles come from client certificates.
+    let (s, e) = run(&["serve", "--address", &addr, "--roles", &f.path("twice.toml")]);
+    assert_one_line_error(s, &e, &["--roles", "--transport tls"]);
+}

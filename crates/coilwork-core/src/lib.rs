@@ -21,7 +21,10 @@
 //! - [`connection`]: framing and execution of one byte stream (inside a session);
 //! - [`timeouts`]: a stream connection's partial-frame, idle and
 //!   buffer-release deadlines (inside a session);
-//! - [`close`]: a server's request that one connection close (stop, eviction).
+//! - [`close`]: a server's request that one connection close (stop, eviction);
+//! - `security` and `role_policy` (features `mbaps`, `role-policy`): a client
+//!   certificate's Modbus/TCP Security role, and a TOML policy of what each
+//!   role may do.
 //!
 //! Addresses are zero-based protocol addresses unless a device is built in
 //! one-based mode (pymodbus's `zero_mode=False`).
@@ -40,6 +43,8 @@ pub mod function;
 pub mod identity;
 pub mod options;
 pub mod pdu;
+#[cfg(feature = "role-policy")]
+pub mod role_policy;
 #[cfg(feature = "mbaps")]
 pub mod security;
 pub mod server;
