@@ -67,6 +67,14 @@ struct SimulateArgs {
         default_value_t = 8080
     )]
     http_port: u16,
+    /// Bearer token every REST API call must carry (default: $COILWORK_HTTP_TOKEN); open the page as
+    /// http://HOST:PORT/#token=TOKEN.
+    #[arg(long = "http-token", value_name = "TOKEN")]
+    http_token: Option<String>,
+    /// Another host name the web page and REST API answer to (repeatable; loopback names and the bound
+    /// address always work).
+    #[arg(long = "http-allow-host", value_name = "NAME")]
+    http_allow_host: Vec<String>,
     /// Serve this directory's files as the web page instead of the built-in one (the API stays).
     #[arg(long = "web-app-path", visible_alias = "web_app_path", value_name = "DIR")]
     web_app_path: Option<std::path::PathBuf>,
@@ -490,6 +498,8 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     options.http_host = Some(args.http_host);
     options.http_port = Some(args.http_port);
     options.web_app_path = args.web_app_path;
+    options.http_token = http_token(args.http_token)?;
+    options.http_allow_hosts = args.http_allow_host;
     let sim = match &args.json_file {
         Some(path) => Simulator::from_file(path, options),
         None => Simulator::with_default_config(options),
@@ -504,7 +514,12 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
         sim.describe(handle.local_addr())
     ));
     if let Some(http) = handle.http_addr() {
-        announce(&format!("coilwork: web page and REST API on http://{http}/"));
+        let note = if sim.options().http_token.is_some() {
+            " (open the page as http://HOST:PORT/#token=TOKEN)"
+        } else {
+            ""
+        };
+        announce(&format!("coilwork: web page and REST API on http://{http}/{note}"));
     }
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -513,6 +528,24 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     });
     handle.stopped().await;
     Ok(())
+}
+
+/// `--http-token`, else `COILWORK_HTTP_TOKEN`; an empty one is refused.
+fn http_token(flag: Option<String>) -> Result<Option<String>, String> {
+    let (token, source) = match flag {
+        Some(t) => (t, "--http-token"),
+        None => match std::env::var("COILWORK_HTTP_TOKEN") {
+            Ok(t) => (t, "COILWORK_HTTP_TOKEN"),
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => return Err("COILWORK_HTTP_TOKEN: not valid UTF-8".into()),
+        },
+    };
+    if token.trim().is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{source}: the token must be non-empty, without spaces or control characters"
+        ));
+    }
+    Ok(Some(token))
 }
 
 fn init_logging(level: Option<LogLevel>) {

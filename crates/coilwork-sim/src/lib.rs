@@ -65,6 +65,11 @@ pub struct SimulatorOptions {
     /// Serve the files of this directory as the web page instead of the
     /// built-in one (the API stays).
     pub web_app_path: Option<PathBuf>,
+    /// Bearer token every API call (and `/metrics`) must carry.
+    pub http_token: Option<String>,
+    /// Host names the HTTP server answers to besides loopback names and its
+    /// bound address (other `Host` headers get 421).
+    pub http_allow_hosts: Vec<String>,
     actions: Vec<(String, CustomAction)>,
 }
 
@@ -76,6 +81,8 @@ impl std::fmt::Debug for SimulatorOptions {
             .field("http_host", &self.http_host)
             .field("http_port", &self.http_port)
             .field("web_app_path", &self.web_app_path)
+            .field("http_token", &self.http_token.as_ref().map(|_| "<set>"))
+            .field("http_allow_hosts", &self.http_allow_hosts)
             .field("actions", &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>())
             .finish()
     }

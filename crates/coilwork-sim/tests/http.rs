@@ -61,6 +61,30 @@ impl Sim {
         (status, ctype, String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// A request with exactly these extra headers; returns the status, the
+    /// `WWW-Authenticate` header and the body.
+    async fn with_headers(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.http));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self
+            .client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let auth = res
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, auth, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// A JSON request; returns the status and the parsed body (`null` if empty).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let text = body.map(|b| b.to_string());
@@ -651,6 +675,136 @@ fn server_stop_restart_reset_and_log() {
             .await
             .unwrap();
         assert!(TcpStream::connect(s.http).await.is_err(), "HTTP still listening");
+    });
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[test]
+fn cross_site_requests_change_nothing() {
+    bounded(async {
+        let mut options = SimulatorOptions::default();
+        options.http_allow_hosts = vec!["plant.lan".into()];
+        let s = sim_with(options).await;
+        let port = s.http.port();
+        let evil = [JSON, ("origin", "http://evil.example")];
+        let (st, _, body) = s.with_headers("POST", "/api/server/stop", &evil).await;
+        assert_eq!(st, 403, "{body}");
+        assert!(body.contains("evil.example"), "{body}");
+        let (st, _, body) = s
+            .with_headers("POST", "/api/server/stop", &[JSON, ("origin", "null")])
+            .await;
+        assert_eq!(st, 403, "{body}");
+        let cross = [JSON, ("sec-fetch-site", "cross-site")];
+        assert_eq!(s.with_headers("POST", "/api/server/stop", &cross).await.0, 403);
+        // Bodiless state changes need the JSON type too (a form cannot send it without a preflight).
+        for ctype in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+            let headers: Vec<(&str, &str)> = ctype.map(|c| ("content-type", c)).into_iter().collect();
+            for (method, path) in [
+                ("POST", "/api/server/stop"),
+                ("DELETE", "/api/faults"),
+                ("PUT", "/api/registers/4"),
+            ] {
+                let (st, _, body) = s.with_headers(method, path, &headers).await;
+                assert_eq!(st, 415, "{method} {path} {ctype:?}: {body}");
+                assert!(body.contains("Content-Type: application/json"), "{body}");
+            }
+        }
+        // DNS rebinding: a foreign name for this address.
+        for host in ["attacker.example", &format!("attacker.example:{port}"), "10.9.9.9"] {
+            for path in ["/api/server", "/", "/metrics"] {
+                let (st, _, body) = s.with_headers("GET", path, &[("host", host)]).await;
+                assert_eq!(st, 421, "{host} {path}: {body}");
+            }
+        }
+        let (st, _, body) = s
+            .with_headers("POST", "/api/server/stop", &[JSON, ("host", "attacker.example")])
+            .await;
+        assert_eq!(st, 421, "{body}");
+        // Nothing stopped.
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        assert_eq!(s.get("/api/server").await["modbus"]["running"], true);
+        // The simulator's own names and page pass.
+        let localhost = format!("localhost:{port}");
+        let own_origin = format!("http://localhost:{port}");
+        for host in [
+            localhost.as_str(),
+            "plant.lan",
+            "PLANT.LAN.",
+            &format!("127.0.0.1:{port}"),
+        ] {
+            assert_eq!(
+                s.with_headers("GET", "/api/server", &[("host", host)]).await.0,
+                200,
+                "{host}"
+            );
+        }
+        let page = [
+            JSON,
+            ("host", localhost.as_str()),
+            ("origin", own_origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ];
+        let (st, _, body) = s.with_headers("POST", "/api/server/stop", &page).await;
+        assert_eq!(st, 200, "{body}");
+        assert!(TcpStream::connect(s.modbus).await.is_err(), "Modbus still listening");
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn token_needed_on_every_api_call() {
+    bounded(async {
+        let mut options = SimulatorOptions::default();
+        options.http_token = Some("s3cret".into());
+        let s = sim_with(options).await;
+        for (method, path, headers) in [
+            ("GET", "/api/server", vec![]),
+            ("GET", "/metrics", vec![]),
+            ("POST", "/api/server/stop", vec![JSON]),
+            (
+                "POST",
+                "/api/server/stop",
+                vec![JSON, ("authorization", "Bearer s3cre")],
+            ),
+            ("GET", "/api/registers", vec![("authorization", "Basic s3cret")]),
+        ] {
+            let (st, auth, body) = s.with_headers(method, path, &headers).await;
+            assert_eq!(
+                (st, auth.as_str()),
+                (401, "Bearer"),
+                "{method} {path} {headers:?}: {body}"
+            );
+            assert!(body.contains("Authorization: Bearer"), "{body}");
+        }
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]), "stopped without the token");
+        let good = [("authorization", "Bearer s3cret")];
+        let (st, _, body) = s.with_headers("GET", "/api/server", &good).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(s.with_headers("GET", "/metrics", &good).await.0, 200);
+        // The page itself loads without it (it asks for the token in its address).
+        assert_eq!(s.with_headers("GET", "/", &[]).await.0, 200);
+        let (st, _, body) = s.with_headers("POST", "/api/server/stop", &[JSON, good[0]]).await;
+        assert_eq!(st, 200, "{body}");
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn open_http_without_token_warns() {
+    bounded(async {
+        let config = DEFAULT_CONFIG.replace("\"port\": 5020", "\"port\": 0");
+        for (host, warns) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+            let sim = Simulator::from_json(&config, SimulatorOptions::default().http(host, 0)).unwrap();
+            let handle = sim.start().await.unwrap();
+            let warned = sim
+                .monitor()
+                .log_entries(0)
+                .iter()
+                .any(|e| e.level == "warn" && e.message.contains("without a token"));
+            assert_eq!(warned, warns, "{host}");
+            handle.shutdown().await;
+        }
     });
 }
 

@@ -3,12 +3,22 @@
 const $ = (sel) => document.querySelector(sel);
 const state = { lastValues: new Map(), logSince: 0, messageTimer: null };
 
+// With --http-token, open the page as http://HOST:PORT/#token=TOKEN: the
+// token moves to this tab's session storage and leaves the address bar.
+(function takeToken() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]*)/);
+  if (!m) return;
+  sessionStorage.setItem("coilworkToken", decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+
 async function api(method, path, body) {
   const init = { method, headers: {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
+  const token = sessionStorage.getItem("coilworkToken");
+  if (token) init.headers["Authorization"] = "Bearer " + token;
+  // The server refuses state changes without a JSON content type, bodiless ones too.
+  if (method !== "GET") init.headers["Content-Type"] = "application/json";
+  if (body !== undefined) init.body = JSON.stringify(body);
   const res = await fetch(path, init);
   if (res.status === 204) return null;
   const data = await res.json().catch(() => ({ error: res.statusText }));

@@ -18,6 +18,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod guard;
+
 /// Default HTTP host when only the port is given.
 pub const DEFAULT_HTTP_HOST: &str = "127.0.0.1";
 /// Default HTTP port when only the host is given (pymodbus's default too).
@@ -55,8 +57,17 @@ pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<So
     let addr = listener.local_addr().map_err(err)?;
     *lock(&inner.http_addr) = Some(addr);
     inner.set_http_running(true);
+    if !addr.ip().is_loopback() && inner.options.http_token.is_none() {
+        inner.monitor.log(
+            "warn",
+            format!(
+                "HTTP on {addr} is reachable beyond this machine without a token: anyone who can reach it can \
+                 change registers and stop the server (set --http-token or COILWORK_HTTP_TOKEN)"
+            ),
+        );
+    }
     let mut shutdown = inner.shutdown_signal();
-    let app = router(inner.clone());
+    let app = build(inner.clone());
     let task_inner = inner.clone();
     tokio::spawn(async move {
         let stop = async move {
@@ -71,7 +82,19 @@ pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<So
     Ok(addr)
 }
 
-fn router(inner: Arc<Inner>) -> Router {
+/// The REST API and the web page as an axum `Router`, with the same
+/// checks as the served one (usable in-process, e.g. by fuzz targets).
+pub fn router(sim: &crate::Simulator) -> Router {
+    build(sim.inner.clone())
+}
+
+fn build(inner: Arc<Inner>) -> Router {
+    let guard = Arc::new(guard::Guard::new(
+        *lock(&inner.http_addr),
+        inner.options.http_host.as_deref(),
+        &inner.options.http_allow_hosts,
+        inner.options.http_token.clone(),
+    ));
     Router::new()
         .route("/api/registers", get(get_registers))
         .route("/api/registers/{addr}", put(set_register).post(set_register))
@@ -87,6 +110,7 @@ fn router(inner: Arc<Inner>) -> Router {
         .fallback(static_files)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(inner)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::middleware))
 }
 
 /// A 4xx/5xx answer with `{"error": message}`.
