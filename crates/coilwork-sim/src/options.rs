@@ -1,0 +1,77 @@
+//! What a simulator runs: the server and device chosen, custom actions and
+//! the HTTP settings.
+
+use crate::actions::{ActionContext, CustomAction};
+use coilwork_core::ExceptionCode;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which server and device to run, custom actions, and the HTTP settings.
+#[derive(Clone, Default)]
+pub struct SimulatorOptions {
+    /// Name in `server_list` (default `server`, or the only one).
+    pub modbus_server: Option<String>,
+    /// Name in `device_list` (default `device`, or the only one).
+    pub modbus_device: Option<String>,
+    /// HTTP host: with it or `http_port`, the REST API and the web page are
+    /// served (default host 127.0.0.1).
+    pub http_host: Option<String>,
+    /// HTTP port: with it or `http_host`, the REST API and the web page are
+    /// served (default port 8080; 0 picks a free one).
+    pub http_port: Option<u16>,
+    /// Serve the files of this directory as the web page instead of the
+    /// built-in one (the API stays).
+    pub web_app_path: Option<PathBuf>,
+    /// Bearer token every API call (and `/metrics`) must carry.
+    pub http_token: Option<String>,
+    /// Host names the HTTP server answers to besides loopback names and its
+    /// bound address (other `Host` headers get 421).
+    pub http_allow_hosts: Vec<String>,
+    pub(crate) actions: Vec<(String, CustomAction)>,
+}
+
+impl std::fmt::Debug for SimulatorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorOptions")
+            .field("modbus_server", &self.modbus_server)
+            .field("modbus_device", &self.modbus_device)
+            .field("http_host", &self.http_host)
+            .field("http_port", &self.http_port)
+            .field("web_app_path", &self.web_app_path)
+            .field("http_token", &self.http_token.as_ref().map(|_| "<set>"))
+            .field("http_allow_hosts", &self.http_allow_hosts)
+            .field("actions", &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SimulatorOptions {
+    /// Selects the server by name.
+    pub fn server(mut self, name: impl Into<String>) -> Self {
+        self.modbus_server = Some(name.into());
+        self
+    }
+
+    /// Selects the device by name.
+    pub fn device(mut self, name: impl Into<String>) -> Self {
+        self.modbus_device = Some(name.into());
+        self
+    }
+
+    /// Serves HTTP on `host:port` (port 0: a free one).
+    pub fn http(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.http_host = Some(host.into());
+        self.http_port = Some(port);
+        self
+    }
+
+    /// Registers a custom action usable as `"action": name` in the configuration.
+    pub fn action(
+        mut self,
+        name: impl Into<String>,
+        f: impl Fn(&mut ActionContext<'_>) -> Result<(), ExceptionCode> + Send + Sync + 'static,
+    ) -> Self {
+        self.actions.push((name.into(), Arc::new(f)));
+        self
+    }
+}
