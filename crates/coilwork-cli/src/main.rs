@@ -67,6 +67,9 @@ struct SimulateArgs {
         default_value_t = 8080
     )]
     http_port: u16,
+    /// Simulated seconds per real second for time-based actions (sine, ramp, ...; 0 stops time).
+    #[arg(long = "time-scale", value_name = "FACTOR", default_value_t = 1.0, value_parser = time_scale, allow_negative_numbers = true)]
+    time_scale: f64,
     /// Bearer token every REST API call must carry (default: $COILWORK_HTTP_TOKEN); open the page as
     /// http://HOST:PORT/#token=TOKEN.
     #[arg(long = "http-token", value_name = "TOKEN")]
@@ -500,6 +503,7 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     options.web_app_path = args.web_app_path;
     options.http_token = http_token(args.http_token)?;
     options.http_allow_hosts = args.http_allow_host;
+    options.time_scale = Some(args.time_scale);
     let sim = match &args.json_file {
         Some(path) => Simulator::from_file(path, options),
         None => Simulator::with_default_config(options),
@@ -528,6 +532,14 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     });
     handle.stopped().await;
     Ok(())
+}
+
+/// A `--time-scale`: a finite number, 0 or more.
+fn time_scale(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{s:?} is not a factor of 0 or more (1: real time, 10: ten times as fast)"))
 }
 
 /// `--http-token`, else `COILWORK_HTTP_TOKEN`; an empty one is refused.

@@ -237,3 +237,15 @@ fn simulate_refuses_an_empty_token() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("--http-token: the token must be non-empty"), "{err}");
 }
+
+#[test]
+fn simulate_refuses_a_negative_time_scale() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--http-port", "0", "--time-scale", "-2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--time-scale") && err.contains("0 or more"), "{err}");
+}

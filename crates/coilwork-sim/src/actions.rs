@@ -3,7 +3,8 @@
 //! Built-ins, as pymodbus's `ModbusSimulatorContext` defines them:
 //! `increment`, `random`, `reset`, `timestamp`, `uptime`. Custom actions are
 //! registered by name (a custom action with a built-in's name replaces it,
-//! as pymodbus's `custom_actions` dict does).
+//! as pymodbus's `custom_actions` dict does). coilwork's time-based actions
+//! (`sine`, `ramp`, ...) are named here and evaluated by `generators`.
 
 use crate::model::{Cell, CellType, read_float, read_int, write_float, write_int};
 use coilwork_core::ExceptionCode;
@@ -36,6 +37,8 @@ pub(crate) enum ActionKind {
     Reset,
     Timestamp,
     Uptime,
+    /// A time-based value (`sine`, `ramp`, ...): the device evaluates it, see `generators`.
+    Generator,
     Custom(CustomAction),
 }
 
@@ -54,6 +57,7 @@ impl ActionTable {
             ("timestamp".into(), ActionKind::Timestamp),
             ("uptime".into(), ActionKind::Uptime),
         ];
+        entries.extend(crate::generators::NAMES.map(|n| (n.to_owned(), ActionKind::Generator)));
         for (name, f) in custom {
             match entries.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = ActionKind::Custom(f.clone()),
@@ -122,6 +126,7 @@ pub(crate) fn check(
             }
             Ok(())
         }
+        ActionKind::Generator => Ok(()),
         ActionKind::Uptime if cell == CellType::String => Err(format!("action {name:?} cannot run on a string")),
         _ => Ok(()),
     }
@@ -191,6 +196,7 @@ pub(crate) fn run(
             Ok(Effect::None)
         }
         ActionKind::Reset => Ok(Effect::Reset),
+        ActionKind::Generator => Ok(Effect::None),
         ActionKind::Timestamp => {
             use chrono::{Datelike, Timelike};
             let now = chrono::Local::now();

@@ -4,6 +4,7 @@
 use crate::actions::{self, ActionTable, CustomAction, Effect};
 use crate::config::DeviceConfig;
 use crate::error::ConfigError;
+use crate::generators::Generator;
 use crate::layout::{self, Layout};
 use crate::model::{self, encode};
 pub use crate::model::{Cell, CellType, DecodedValue, RegisterInfo};
@@ -27,6 +28,10 @@ pub struct SimDevice {
     type_exception: bool,
     /// (offset, size in cells) per table: coils, discrete inputs, holding, input.
     tables: [(usize, usize); 4],
+    /// Time-based values, indexed by `Cell::generator`.
+    generators: Vec<Generator>,
+    /// Simulated seconds per real second.
+    time_scale: f64,
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -42,8 +47,29 @@ impl std::fmt::Debug for SimDevice {
 impl SimDevice {
     /// Builds the device named `name` from its configuration, with `custom` actions.
     pub fn build(name: &str, cfg: &DeviceConfig, custom: &[(String, CustomAction)]) -> Result<Self, ConfigError> {
+        Self::build_in(name, cfg, custom, None, 1.0)
+    }
+
+    /// As [`SimDevice::build`], with files named in parameters looked up in
+    /// `base_dir` first, and simulated time running `time_scale` times as
+    /// fast as real time.
+    pub(crate) fn build_in(
+        name: &str,
+        cfg: &DeviceConfig,
+        custom: &[(String, CustomAction)],
+        base_dir: Option<&std::path::Path>,
+        time_scale: f64,
+    ) -> Result<Self, ConfigError> {
         let actions = ActionTable::new(custom);
-        let Layout { cells, tables } = layout::build(&format!("device_list.{name}"), cfg, &actions)?;
+        let env = layout::Env {
+            actions: &actions,
+            base_dir,
+        };
+        let Layout {
+            cells,
+            tables,
+            generators,
+        } = layout::build(&format!("device_list.{name}"), cfg, env)?;
         let total = cells.len();
         let counts = (0..total).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect();
         Ok(Self {
@@ -56,6 +82,8 @@ impl SimDevice {
             actions,
             type_exception: cfg.setup.type_exception,
             tables,
+            generators,
+            time_scale,
         })
     }
 
@@ -79,9 +107,34 @@ impl SimDevice {
 
     /// A snapshot of register `address`.
     pub fn register(&self, address: usize) -> Option<RegisterInfo> {
+        self.evaluate(address..address.saturating_add(1));
         let st = self.read_state();
         let cell = st.cells.get(address)?;
         Some(self.info(address, cell))
+    }
+
+    /// Brings the time-based values in `range` to now (a listing is a read too).
+    fn evaluate(&self, range: std::ops::Range<usize>) {
+        let has = |cells: &[Cell]| {
+            cells
+                .get(range.clone())
+                .is_some_and(|c| c.iter().any(|c| c.generator.is_some()))
+        };
+        if !has(&self.read_state().cells) {
+            return;
+        }
+        let mut st = self.write_state();
+        let t = st.started.elapsed().as_secs_f64() * self.time_scale;
+        for i in range.clone() {
+            if let Some(g) = st
+                .cells
+                .get(i)
+                .and_then(|c| c.generator)
+                .and_then(|g| self.generators.get(g as usize))
+            {
+                g.apply(&mut st.cells, i, t);
+            }
+        }
     }
 
     fn info(&self, address: usize, cell: &Cell) -> RegisterInfo {
@@ -103,6 +156,7 @@ impl SimDevice {
 
     /// Snapshots of the defined registers (not `invalid`) in `range`.
     pub fn registers(&self, range: std::ops::Range<usize>) -> Vec<RegisterInfo> {
+        self.evaluate(range.clone());
         let st = self.read_state();
         st.cells
             .iter()
@@ -275,13 +329,16 @@ impl SimDevice {
         let mut st = self.write_state();
         self.validate(&st.cells, first, end, false)?;
         let uptime = st.started.elapsed();
+        let t = uptime.as_secs_f64() * self.time_scale;
         let empty = Map::new();
         for i in first..end {
-            let (action, params) = match st.cells.get(i) {
-                Some(c) => (c.action, c.parameters.clone()),
+            let (action, params, generator) = match st.cells.get(i) {
+                Some(c) => (c.action, c.parameters.clone(), c.generator),
                 None => return Err(ExceptionCode::IllegalDataAddress),
             };
-            if let Some(kind) = action.and_then(|a| self.actions.kind(a)).cloned() {
+            if let Some(g) = generator.and_then(|g| self.generators.get(g as usize)) {
+                g.apply(&mut st.cells, i, t);
+            } else if let Some(kind) = action.and_then(|a| self.actions.kind(a)).cloned() {
                 let params = params.as_deref().unwrap_or(&empty);
                 match actions::run(&kind, &mut st.cells, i, params, uptime) {
                     Ok(Effect::None) => {}

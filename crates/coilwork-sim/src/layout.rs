@@ -6,8 +6,10 @@
 use crate::actions::{self, ActionTable};
 use crate::config::{AddrSpec, DeviceConfig, SetupConfig, TypeEntry};
 use crate::error::ConfigError;
+use crate::generators::{self, Generator, Origin};
 use crate::model::{Cell, CellType, encode};
 use serde_json::Map;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The registers of a device and where its four tables lie in them.
@@ -17,6 +19,17 @@ pub(crate) struct Layout {
     pub(crate) cells: Vec<Cell>,
     /// (offset, size in cells) per table: coils, discrete inputs, holding, input.
     pub(crate) tables: [(usize, usize); 4],
+    /// The time-based values, indexed by `Cell::generator`.
+    pub(crate) generators: Vec<Generator>,
+}
+
+/// What laying out a device needs besides its configuration.
+#[derive(Clone, Copy)]
+pub(crate) struct Env<'a> {
+    /// Names and kinds of the actions.
+    pub(crate) actions: &'a ActionTable,
+    /// Directory of the configuration file (relative file names in parameters).
+    pub(crate) base_dir: Option<&'a Path>,
 }
 
 const TYPE_SECTIONS: [(&str, CellType); 7] = [
@@ -51,8 +64,9 @@ pub(crate) fn out_of_range(key: String, spec: AddrSpec, size: usize) -> ConfigEr
 }
 
 /// Lays out the device `dev` (`device_list.NAME`) of `cfg`.
-pub(crate) fn build(dev: &str, cfg: &DeviceConfig, actions: &ActionTable) -> Result<Layout, ConfigError> {
+pub(crate) fn build(dev: &str, cfg: &DeviceConfig, env: Env<'_>) -> Result<Layout, ConfigError> {
     let s = &cfg.setup;
+    let actions = env.actions;
     let (total, tables) = tables(dev, s)?;
     // Defaults: pymodbus checks every default action name.
     for (ty_name, action) in &s.defaults.action {
@@ -71,17 +85,21 @@ pub(crate) fn build(dev: &str, cfg: &DeviceConfig, actions: &ActionTable) -> Res
             return Err(out_of_range(format!("{dev}.invalid[{i}]"), *spec, total));
         }
     }
-    let mut cells = vec![Cell::INVALID; total];
+    let mut layout = Layout {
+        cells: vec![Cell::INVALID; total],
+        tables,
+        generators: Vec::new(),
+    };
     for (sec, ty) in TYPE_SECTIONS {
         let Some(entries) = section(cfg, sec) else { continue };
         for (i, entry) in entries.iter().enumerate() {
             let key = format!("{dev}.{sec}[{i}]");
-            place(&mut cells, &key, sec, ty, entry, s, actions)?;
+            place(&mut layout, &key, (sec, ty), entry, s, env)?;
         }
     }
-    writable(dev, cfg, &mut cells)?;
-    repeat(dev, cfg, &mut cells)?;
-    Ok(Layout { cells, tables })
+    writable(dev, cfg, &mut layout.cells)?;
+    repeat(dev, cfg, &mut layout)?;
+    Ok(layout)
 }
 
 /// The number of registers and the four tables' places.
@@ -142,15 +160,14 @@ fn action_of(
 
 /// Places one entry of a typed section (`key`, e.g. `device_list.d.uint16[3]`).
 fn place(
-    cells: &mut [Cell],
+    layout: &mut Layout,
     key: &str,
-    sec: &str,
-    ty: CellType,
+    (sec, ty): (&str, CellType),
     entry: &TypeEntry,
     s: &SetupConfig,
-    actions: &ActionTable,
+    env: Env<'_>,
 ) -> Result<(), ConfigError> {
-    let total = cells.len();
+    let total = layout.cells.len();
     let spec = entry.addr;
     if spec.last as usize >= total {
         return Err(out_of_range(format!("{key}.addr"), spec, total));
@@ -181,19 +198,60 @@ fn place(
     let words_per_value = if ty == CellType::String { len } else { per };
     let words =
         encode(ty, &value, words_per_value).map_err(|why| ConfigError::new(format!("{key}.value"), &value, why))?;
-    let head = Cell {
+    let action = action_of(key, sec, ty, entry, s, env.actions)?;
+    let mut head = Cell {
         kind: ty,
         writable: false,
         value: 0,
-        action: action_of(key, sec, ty, entry, s, actions)?,
+        action,
         parameters: entry.parameters.clone().map(Arc::new),
+        generator: None,
     };
+    let generator = generator_of(key, ty, entry, &value, &head, env)?;
     let mut start = first;
     while start <= last {
-        define(cells, start, &words, &head).map_err(|why| ConfigError::new(format!("{key}.addr"), spec, why))?;
+        if let Some(g) = &generator {
+            head.generator = Some(push(&mut layout.generators, g.fresh_copy()));
+        }
+        define(&mut layout.cells, start, &words, &head)
+            .map_err(|why| ConfigError::new(format!("{key}.addr"), spec, why))?;
         start += words_per_value;
     }
     Ok(())
+}
+
+/// Adds a generator; its index.
+fn push(generators: &mut Vec<Generator>, g: Generator) -> u32 {
+    generators.push(g);
+    u32::try_from(generators.len() - 1).unwrap_or(u32::MAX)
+}
+
+/// The parsed generator of an entry whose action is time-based.
+fn generator_of(
+    key: &str,
+    ty: CellType,
+    entry: &TypeEntry,
+    value: &serde_json::Value,
+    head: &Cell,
+    env: Env<'_>,
+) -> Result<Option<Generator>, ConfigError> {
+    let Some(id) = head.action else { return Ok(None) };
+    if !matches!(env.actions.kind(id), Some(actions::ActionKind::Generator)) {
+        return Ok(None);
+    }
+    let empty = Map::new();
+    let origin = Origin {
+        base_dir: env.base_dir,
+        initial: value.as_f64().unwrap_or(0.0),
+    };
+    generators::parse(
+        env.actions.name(id),
+        ty,
+        entry.parameters.as_ref().unwrap_or(&empty),
+        origin,
+    )
+    .map(Some)
+    .map_err(|(field, value, why)| ConfigError::new(format!("{key}.{field}"), value, why))
 }
 
 /// Defines one value at `start`: `head` with the first word, `next` cells after.
@@ -245,7 +303,8 @@ fn writable(dev: &str, cfg: &DeviceConfig, cells: &mut [Cell]) -> Result<(), Con
 }
 
 /// Copies the `repeat` ranges cyclically.
-fn repeat(dev: &str, cfg: &DeviceConfig, cells: &mut [Cell]) -> Result<(), ConfigError> {
+fn repeat(dev: &str, cfg: &DeviceConfig, layout: &mut Layout) -> Result<(), ConfigError> {
+    let Layout { cells, generators, .. } = layout;
     let total = cells.len();
     for (i, r) in cfg.repeat.iter().enumerate() {
         let key = format!("{dev}.repeat[{i}]");
@@ -258,7 +317,15 @@ fn repeat(dev: &str, cfg: &DeviceConfig, cells: &mut [Cell]) -> Result<(), Confi
         let (cs, ce) = (r.addr.first as usize, r.addr.last as usize);
         let mut copy = cs;
         for to in r.to.first as usize..=r.to.last as usize {
-            let src = cells.get(copy).cloned().unwrap_or(Cell::INVALID);
+            let mut src = cells.get(copy).cloned().unwrap_or(Cell::INVALID);
+            // A copy moves on its own (a random walk of its own).
+            if let Some(fresh) = src
+                .generator
+                .and_then(|g| generators.get(g as usize))
+                .map(Generator::fresh_copy)
+            {
+                src.generator = Some(push(generators, fresh));
+            }
             if let Some(dst) = cells.get_mut(to) {
                 *dst = src;
             }

@@ -30,6 +30,7 @@ pub mod actions;
 pub mod config;
 pub mod device;
 mod error;
+mod generators;
 pub mod http;
 mod layout;
 pub mod model;
@@ -239,7 +240,15 @@ impl Simulator {
             ),
             _ => None,
         };
-        let device = Arc::new(SimDevice::build(device_name, device_cfg, &options.actions).map_err(wrap)?);
+        let time_scale = options.time_scale.unwrap_or(1.0);
+        if !time_scale.is_finite() || time_scale < 0.0 {
+            return Err(SimError::Unsupported(format!(
+                "time_scale = {time_scale}: must be a number, 0 or more (1: real time)"
+            )));
+        }
+        let device = Arc::new(
+            SimDevice::build_in(device_name, device_cfg, &options.actions, base_dir, time_scale).map_err(wrap)?,
+        );
 
         let monitor = Arc::new(Monitor::new());
         let engine = engine(server, device.clone(), monitor.clone());

@@ -79,6 +79,8 @@ pub struct Cell {
     pub value: u16,
     pub(crate) action: Option<u16>,
     pub(crate) parameters: Option<Arc<Map<String, Value>>>,
+    /// Index of the value's generator in the device's list (time-based actions).
+    pub(crate) generator: Option<u32>,
 }
 
 impl Cell {
@@ -88,6 +90,7 @@ impl Cell {
         value: 0,
         action: None,
         parameters: None,
+        generator: None,
     };
 }
 

@@ -27,6 +27,9 @@ pub struct SimulatorOptions {
     /// Host names the HTTP server answers to besides loopback names and its
     /// bound address (other `Host` headers get 421).
     pub http_allow_hosts: Vec<String>,
+    /// Simulated seconds per real second for time-based actions (`None`: 1;
+    /// 0 stops simulated time).
+    pub time_scale: Option<f64>,
     pub(crate) actions: Vec<(String, CustomAction)>,
 }
 
@@ -38,6 +41,7 @@ impl std::fmt::Debug for SimulatorOptions {
             .field("http_host", &self.http_host)
             .field("http_port", &self.http_port)
             .field("web_app_path", &self.web_app_path)
+            .field("time_scale", &self.time_scale)
             .field("http_token", &self.http_token.as_ref().map(|_| "<set>"))
             .field("http_allow_hosts", &self.http_allow_hosts)
             .field("actions", &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>())
@@ -62,6 +66,12 @@ impl SimulatorOptions {
     pub fn http(mut self, host: impl Into<String>, port: u16) -> Self {
         self.http_host = Some(host.into());
         self.http_port = Some(port);
+        self
+    }
+
+    /// Runs simulated time `scale` times as fast as real time (0: stopped).
+    pub fn time_scale(mut self, scale: f64) -> Self {
+        self.time_scale = Some(scale);
         self
     }
 
