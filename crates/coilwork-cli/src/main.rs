@@ -67,6 +67,10 @@ struct SimulateArgs {
         default_value_t = 8080
     )]
     http_port: u16,
+    /// Read the device from a CSV register map (columns address,type,access,value,action,parameters,name)
+    /// instead of `device_list`.
+    #[arg(long = "register-map", value_name = "CSV")]
+    register_map: Option<std::path::PathBuf>,
     /// Simulated seconds per real second for time-based actions (sine, ramp, ...; 0 stops time).
     #[arg(long = "time-scale", value_name = "FACTOR", default_value_t = 1.0, value_parser = time_scale, allow_negative_numbers = true)]
     time_scale: f64,
@@ -504,6 +508,7 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     options.http_token = http_token(args.http_token)?;
     options.http_allow_hosts = args.http_allow_host;
     options.time_scale = Some(args.time_scale);
+    options.register_map = args.register_map;
     let sim = match &args.json_file {
         Some(path) => Simulator::from_file(path, options),
         None => Simulator::with_default_config(options),

@@ -249,3 +249,36 @@ fn simulate_refuses_a_negative_time_scale() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("--time-scale") && err.contains("0 or more"), "{err}");
 }
+
+#[test]
+fn simulate_register_map_errors_name_file_line_and_column() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for (name, text, needle) in [
+        (
+            "bad_type.csv",
+            "address,type,value\n0,uint16,1\n1,uint8,2\n",
+            "bad_type.csv line 3, column type: \"uint8\": not a type",
+        ),
+        (
+            "overlap.csv",
+            "address,type\n0,uint32\n1,uint16\n",
+            "overlap.csv line 2, column address: [0, 1]: register 1 is already defined as uint16",
+        ),
+        (
+            "bad_param.csv",
+            "address,type,action,parameters\n0,uint16,ramp,\"{\"\"period_s\"\": 0, \"\"min\"\": 0, \"\"max\"\": 1}\"\n",
+            "bad_param.csv line 2, column parameters.period_s: 0:",
+        ),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+            .args(["simulate", "--http-port", "0", "--register-map", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    }
+}

@@ -32,6 +32,8 @@ pub struct SimDevice {
     generators: Vec<Generator>,
     /// Simulated seconds per real second.
     time_scale: f64,
+    /// Names of values (CSV register maps), by address.
+    names: std::collections::BTreeMap<usize, String>,
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -84,7 +86,29 @@ impl SimDevice {
             tables,
             generators,
             time_scale,
+            names: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// Gives the values at these addresses names (shown and usable in the REST API).
+    pub fn with_names(mut self, names: impl IntoIterator<Item = (usize, String)>) -> Self {
+        self.names.extend(names);
+        self
+    }
+
+    /// True when some value has a name.
+    pub fn has_names(&self) -> bool {
+        !self.names.is_empty()
+    }
+
+    /// The address of the value named `name`.
+    pub fn address_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(a, _)| *a)
+    }
+
+    /// The name of the value at `address`, if it has one.
+    pub fn name_of(&self, address: usize) -> Option<&str> {
+        self.names.get(&address).map(String::as_str)
     }
 
     /// Number of registers (cells) of the device.
@@ -148,6 +172,7 @@ impl SimDevice {
             writable: cell.writable,
             value: cell.value,
             action: cell.action.map(|a| self.actions.name(a).to_owned()),
+            name: self.names.get(&address).cloned(),
             parameters: cell.parameters.as_deref().cloned(),
             count_read: r,
             count_write: w,

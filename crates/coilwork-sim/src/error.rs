@@ -69,6 +69,9 @@ pub enum SimError {
         /// Why the value is refused.
         reason: String,
     },
+    /// A CSV register map was refused (the message names file, line and column).
+    #[error("{0}")]
+    RegisterMap(String),
     /// The HTTP server failed (bind).
     #[error("HTTP server on {addr}: {source}")]
     Http {

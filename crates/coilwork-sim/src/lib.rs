@@ -19,8 +19,8 @@
 //! spec instead of pymodbus are described in the crate's README.md.
 //!
 //! Modules, each importing only those listed before it: `error`, `sync`;
-//! `config` (the JSON format); `model` (register types and value
-//! encoding); `actions`; `layout` (configuration to registers); `device`
+//! `config` (the JSON format); `csv` (register maps in CSV); `model` (register types and value
+//! encoding); `generators` (time-based values); `actions`; `layout` (configuration to registers); `device`
 //! (the `Storage` the engine serves); `monitor` (calls, faults, log);
 //! `options`; `runtime` (the Modbus server's lifecycle); `http` (REST API
 //! and page); this file ties them into a [`Simulator`].
@@ -28,6 +28,7 @@
 
 pub mod actions;
 pub mod config;
+pub mod csv;
 pub mod device;
 mod error;
 mod generators;
@@ -148,6 +149,34 @@ fn engine(server: &config::ServerConfig, device: Arc<SimDevice>, monitor: Arc<Mo
     )
 }
 
+/// The checked `time_scale` option.
+fn time_scale(options: &SimulatorOptions) -> Result<f64, SimError> {
+    let time_scale = options.time_scale.unwrap_or(1.0);
+    if !time_scale.is_finite() || time_scale < 0.0 {
+        return Err(SimError::Unsupported(format!(
+            "time_scale = {time_scale}: must be a number, 0 or more (1: real time)"
+        )));
+    }
+    Ok(time_scale)
+}
+
+/// The device of a CSV register map, named after the file.
+fn csv_device(path: &Path, options: &SimulatorOptions) -> Result<(String, SimDevice), SimError> {
+    let map = csv::RegisterMap::read(path).map_err(SimError::RegisterMap)?;
+    let name = path
+        .file_stem()
+        .map_or_else(|| "device".to_owned(), |s| s.to_string_lossy().into_owned());
+    let device = SimDevice::build_in(
+        &name,
+        &map.device,
+        &options.actions,
+        path.parent(),
+        time_scale(options)?,
+    )
+    .map_err(|e| SimError::RegisterMap(map.locate(path, &e)))?;
+    Ok((name, device.with_names(map.names)))
+}
+
 impl Simulator {
     /// Reads and validates the configuration file at `path`.
     pub fn from_file(path: impl AsRef<Path>, options: SimulatorOptions) -> Result<Self, SimError> {
@@ -213,13 +242,22 @@ impl Simulator {
             "modbus_server",
         )
         .map_err(wrap)?;
-        let (device_name, device_cfg) = pick(
-            &config.device_list,
-            options.modbus_device.as_deref(),
-            "device",
-            "modbus_device",
-        )
-        .map_err(wrap)?;
+        let (device_name, device) = match &options.register_map {
+            Some(path) => csv_device(path, &options)?,
+            None => {
+                let (name, cfg) = pick(
+                    &config.device_list,
+                    options.modbus_device.as_deref(),
+                    "device",
+                    "modbus_device",
+                )
+                .map_err(wrap)?;
+                let device =
+                    SimDevice::build_in(name, cfg, &options.actions, base_dir, time_scale(&options)?).map_err(wrap)?;
+                (name.to_owned(), device)
+            }
+        };
+        let device = Arc::new(device);
         let endpoint = server.endpoint(server_name).map_err(wrap)?;
         let tls = match &endpoint {
             Endpoint::Tls {
@@ -240,21 +278,12 @@ impl Simulator {
             ),
             _ => None,
         };
-        let time_scale = options.time_scale.unwrap_or(1.0);
-        if !time_scale.is_finite() || time_scale < 0.0 {
-            return Err(SimError::Unsupported(format!(
-                "time_scale = {time_scale}: must be a number, 0 or more (1: real time)"
-            )));
-        }
-        let device = Arc::new(
-            SimDevice::build_in(device_name, device_cfg, &options.actions, base_dir, time_scale).map_err(wrap)?,
-        );
 
         let monitor = Arc::new(Monitor::new());
         let engine = engine(server, device.clone(), monitor.clone());
         let inner = Arc::new(Inner {
             server_name: server_name.to_owned(),
-            device_name: device_name.to_owned(),
+            device_name,
             endpoint,
             tls,
             device,

@@ -107,6 +107,8 @@ pub struct RegisterInfo {
     pub value: u16,
     /// Action name, if any.
     pub action: Option<String>,
+    /// The value's name (CSV register maps), if any.
+    pub name: Option<String>,
     /// Action parameters, if any.
     pub parameters: Option<Map<String, Value>>,
     /// Reads by clients.

@@ -809,6 +809,59 @@ fn open_http_without_token_warns() {
 }
 
 #[test]
+fn register_map_names_in_the_api() {
+    bounded(async {
+        let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("http_plant.csv");
+        std::fs::write(
+            &file,
+            "address,type,access,value,action,parameters,name\n\
+             0,uint16,rw,7,,,setpoint\n\
+             2,float32,rw,1.5,,,limit\n\
+             4,int16,r,-3\n",
+        )
+        .unwrap();
+        let mut options = SimulatorOptions::default();
+        options.register_map = Some(file);
+        let s = sim_with(options).await;
+        let list = s.get("/api/registers").await;
+        assert_eq!(list["size"], 5);
+        let regs = list["registers"].as_array().unwrap();
+        let names: Vec<(u64, Value)> = regs
+            .iter()
+            .map(|r| (r["address"].as_u64().unwrap(), r["name"].clone()))
+            .collect();
+        assert_eq!(names[0], (0, json!("setpoint")));
+        assert_eq!(names[1], (2, json!("limit")));
+        assert!(names.contains(&(4, Value::Null)), "{names:?}");
+        let r = s.get("/api/registers/setpoint").await;
+        assert_eq!((r["address"].clone(), r["value"].clone()), (json!(0), json!(7)));
+        let (st, v) = s
+            .call("PUT", "/api/registers/limit", Some(json!({"value": 22.5})))
+            .await;
+        assert_eq!((st, v["decoded"].clone()), (200, json!(22.5)), "{v}");
+        assert_eq!(read(s.modbus, 2, 2).await, Ok(vec![0x41B4, 0x0000]));
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![0xFFFD]));
+        s.refused(
+            "GET",
+            "/api/registers/nothing",
+            None,
+            404,
+            "no register named \"nothing\"",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/-1",
+            Some(json!({"raw": 1})),
+            404,
+            "no register named",
+        )
+        .await;
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
 fn metrics_count_requests() {
     bounded(async {
         let s = sim().await;

@@ -11,7 +11,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -97,7 +97,10 @@ fn build(inner: Arc<Inner>) -> Router {
     ));
     Router::new()
         .route("/api/registers", get(get_registers))
-        .route("/api/registers/{addr}", put(set_register).post(set_register))
+        .route(
+            "/api/registers/{addr}",
+            get(get_register).put(set_register).post(set_register),
+        )
         .route("/api/calls", get(get_calls).delete(clear_calls))
         .route("/api/faults", get(get_faults).post(add_fault).delete(clear_faults))
         .route("/api/faults/{id}", axum::routing::delete(delete_fault))
@@ -201,6 +204,7 @@ fn decoded_json(d: Option<DecodedValue>) -> Value {
 fn register_json(inner: &Inner, r: &RegisterInfo) -> Value {
     json!({
         "address": r.address,
+        "name": r.name,
         "type": r.kind.name(),
         "access": if r.writable { "rw" } else { "r" },
         "value": r.value,
@@ -242,13 +246,21 @@ async fn get_registers(State(inner): Shared, q: Result<Query<HashMap<String, Str
     }))
 }
 
-fn parse_address(s: &str, size: usize) -> Result<usize, ApiError> {
-    let a: usize = s.parse().map_err(|_| {
-        bad(format!(
-            "{s:?} is not a register address (0..={})",
-            size.saturating_sub(1)
-        ))
-    })?;
+/// A register address, or the name of a value (CSV register maps).
+fn parse_address(s: &str, device: &crate::SimDevice) -> Result<usize, ApiError> {
+    let size = device.size();
+    let a: usize = match s.parse() {
+        Ok(a) => a,
+        Err(_) if device.has_names() && !s.bytes().all(|b| b.is_ascii_digit()) => device
+            .address_of(s)
+            .ok_or_else(|| not_found(format!("no register named {s:?}")))?,
+        Err(_) => {
+            return Err(bad(format!(
+                "{s:?} is not a register address (0..={})",
+                size.saturating_sub(1)
+            )));
+        }
+    };
     if a >= size {
         return Err(not_found(format!(
             "register {a} is outside the device ({size} registers: 0..={})",
@@ -258,12 +270,21 @@ fn parse_address(s: &str, size: usize) -> Result<usize, ApiError> {
     Ok(a)
 }
 
+async fn get_register(State(inner): Shared, Path(addr): Path<String>) -> ApiResult {
+    let address = parse_address(&addr, &inner.device)?;
+    let info = inner
+        .device
+        .register(address)
+        .ok_or_else(|| not_found(format!("register {address} is outside the device")))?;
+    ok(register_json(&inner, &info))
+}
+
 async fn set_register(
     State(inner): Shared,
     Path(addr): Path<String>,
     b: Result<axum::Json<Value>, JsonRejection>,
 ) -> ApiResult {
-    let address = parse_address(&addr, inner.device.size())?;
+    let address = parse_address(&addr, &inner.device)?;
     let b = body(b)?;
     let Some(obj) = b.as_object() else {
         return Err(bad(r#"expected an object: {"value": ...} or {"raw": 0..65535}"#));

@@ -66,6 +66,7 @@ async function refreshRegisters() {
     tr.dataset.addr = r.address;
     tr.className = (r.type === "next" ? "next " : "") + (r.access === "rw" ? "rw" : "");
     cell(tr, r.address);
+    cell(tr, r.name, "name");
     cell(tr, r.type);
     cell(tr, r.access, "access");
     cell(tr, r.action || "");
