@@ -30,6 +30,8 @@ pub const MAX_REGISTERS_PER_REQUEST: usize = 10_000;
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
+/// The OpenAPI 3 description of the REST API (`GET /api/openapi.json`).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 type Shared = State<Arc<Inner>>;
 
@@ -109,6 +111,10 @@ fn build(inner: Arc<Inner>) -> Router {
         .route("/api/server/restart", post(server_restart))
         .route("/api/server/reset", post(server_reset))
         .route("/api/log", get(get_log))
+        .route(
+            "/api/openapi.json",
+            get(|| async { file("openapi.json", OPENAPI_JSON) }),
+        )
         .route("/metrics", get(metrics))
         .fallback(static_files)
         .method_not_allowed_fallback(method_not_allowed)
