@@ -67,6 +67,10 @@ struct SimulateArgs {
         default_value_t = 8080
     )]
     http_port: u16,
+    /// Save register values to FILE when they change (at most 4 times a second) and at stop; restore them
+    /// at start.
+    #[arg(long = "state-file", value_name = "FILE")]
+    state_file: Option<std::path::PathBuf>,
     /// Read the device from a CSV register map (columns address,type,access,value,action,parameters,name)
     /// instead of `device_list`.
     #[arg(long = "register-map", value_name = "CSV")]
@@ -509,6 +513,7 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     options.http_allow_hosts = args.http_allow_host;
     options.time_scale = Some(args.time_scale);
     options.register_map = args.register_map;
+    options.state_file = args.state_file;
     let sim = match &args.json_file {
         Some(path) => Simulator::from_file(path, options),
         None => Simulator::with_default_config(options),

@@ -282,3 +282,23 @@ fn simulate_register_map_errors_name_file_line_and_column() {
         assert!(err.contains(needle), "{err:?} lacks {needle:?}");
     }
 }
+
+#[test]
+fn simulate_refuses_a_corrupt_state_file_before_serving() {
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corrupt.state");
+    std::fs::write(&file, "{\"format\": \"coilwork-sim-state 1\", \"dev").unwrap();
+    let json = device_on_port_0("corrupt_state.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--json-file", json.to_str().unwrap(), "--http-port", "0"])
+        .args(["--state-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("corrupt.state: not a coilwork state file") && err.contains("line 1"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it started serving");
+}

@@ -34,6 +34,8 @@ pub struct SimDevice {
     time_scale: f64,
     /// Names of values (CSV register maps), by address.
     names: std::collections::BTreeMap<usize, String>,
+    /// Count of changes by writes (clients, API) and resets: what `--state-file` saves.
+    changes: AtomicU64,
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -87,6 +89,7 @@ impl SimDevice {
             generators,
             time_scale,
             names: std::collections::BTreeMap::new(),
+            changes: AtomicU64::new(0),
         })
     }
 
@@ -94,6 +97,36 @@ impl SimDevice {
     pub fn with_names(mut self, names: impl IntoIterator<Item = (usize, String)>) -> Self {
         self.names.extend(names);
         self
+    }
+
+    /// How many writes and resets changed the registers so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(address, type, raw value)` of every defined register, in address order.
+    pub fn snapshot(&self) -> Vec<(usize, CellType, u16)> {
+        let st = self.read_state();
+        st.cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind != CellType::Invalid)
+            .map(|(i, c)| (i, c.kind, c.value))
+            .collect()
+    }
+
+    /// Sets the raw values of registers (a saved state); addresses outside are skipped.
+    pub(crate) fn restore(&self, values: impl IntoIterator<Item = (usize, u16)>) {
+        let mut st = self.write_state();
+        for (a, v) in values {
+            if let Some(c) = st.cells.get_mut(a) {
+                c.value = v;
+            }
+        }
     }
 
     /// True when some value has a name.
@@ -202,6 +235,7 @@ impl SimDevice {
             .get_mut(address)
             .ok_or(crate::SimError::NoSuchRegister(address))?;
         cell.value = value;
+        self.changed();
         Ok(())
     }
 
@@ -239,6 +273,7 @@ impl SimDevice {
         for (c, w) in cells.iter_mut().skip(address).zip(words) {
             c.value = w;
         }
+        self.changed();
         Ok(())
     }
 
@@ -370,6 +405,7 @@ impl SimDevice {
                     Ok(Effect::Reset) => {
                         st.cells.clone_from(&self.initial);
                         st.started = Instant::now();
+                        self.changed();
                         return Err(ExceptionCode::ServerDeviceFailure);
                     }
                     Err(e) => return Err(e),
@@ -427,6 +463,7 @@ impl SimDevice {
         {
             c.value = *v;
         }
+        self.changed();
         self.count(first, end, true);
         Ok(())
     }
@@ -482,6 +519,7 @@ impl Storage for SimDevice {
                 cell.value &= !mask;
             }
         }
+        self.changed();
         self.count(first, end, true);
         Ok(())
     }
@@ -534,5 +572,6 @@ impl Storage for SimDevice {
         let mut st = self.write_state();
         st.cells.clone_from(&self.initial);
         st.started = Instant::now();
+        self.changed();
     }
 }

@@ -22,7 +22,7 @@
 //! `config` (the JSON format); `csv` (register maps in CSV); `model` (register types and value
 //! encoding); `generators` (time-based values); `actions`; `layout` (configuration to registers); `device`
 //! (the `Storage` the engine serves); `monitor` (calls, faults, log);
-//! `options`; `runtime` (the Modbus server's lifecycle); `http` (REST API
+//! `options`; `state` (`--state-file`); `runtime` (the Modbus server's lifecycle); `http` (REST API
 //! and page); this file ties them into a [`Simulator`].
 #![forbid(unsafe_code)]
 
@@ -38,6 +38,7 @@ pub mod model;
 pub mod monitor;
 mod options;
 mod runtime;
+mod state;
 mod sync;
 mod tls;
 
@@ -257,6 +258,9 @@ impl Simulator {
                 (name.to_owned(), device)
             }
         };
+        if let Some(path) = &options.state_file {
+            state::restore(path, &device_name, &device)?;
+        }
         let device = Arc::new(device);
         let endpoint = server.endpoint(server_name).map_err(wrap)?;
         let tls = match &endpoint {
@@ -295,6 +299,7 @@ impl Simulator {
             http_running: watch::Sender::new(false),
             http_addr: Mutex::new(None),
             created: Instant::now(),
+            saver: Mutex::new(None),
         });
         Ok(Self { config, inner })
     }
@@ -350,6 +355,16 @@ impl Simulator {
     pub async fn start(&self) -> Result<SimulatorHandle, SimError> {
         self.inner.shutdown.send_replace(false);
         let local_addr = self.inner.start_modbus(None).await?;
+        if let Some(path) = &self.inner.options.state_file {
+            let saver = state::keep_saved(
+                path.clone(),
+                self.inner.device_name.clone(),
+                self.inner.device.clone(),
+                self.inner.monitor.clone(),
+                self.inner.shutdown_signal(),
+            );
+            *lock(&self.inner.saver) = Some(tokio::spawn(saver));
+        }
         let http_addr = match http::address(&self.inner.options) {
             Some((host, port)) => match http::start(self.inner.clone(), &host, port).await {
                 Ok(addr) => Some(addr),

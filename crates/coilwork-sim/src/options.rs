@@ -27,6 +27,8 @@ pub struct SimulatorOptions {
     /// Host names the HTTP server answers to besides loopback names and its
     /// bound address (other `Host` headers get 421).
     pub http_allow_hosts: Vec<String>,
+    /// Save register values here when they change and at stop; restore them at start.
+    pub state_file: Option<PathBuf>,
     /// Read the device from this CSV register map instead of `device_list`.
     pub register_map: Option<PathBuf>,
     /// Simulated seconds per real second for time-based actions (`None`: 1;
@@ -45,6 +47,7 @@ impl std::fmt::Debug for SimulatorOptions {
             .field("web_app_path", &self.web_app_path)
             .field("time_scale", &self.time_scale)
             .field("register_map", &self.register_map)
+            .field("state_file", &self.state_file)
             .field("http_token", &self.http_token.as_ref().map(|_| "<set>"))
             .field("http_allow_hosts", &self.http_allow_hosts)
             .field("actions", &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>())

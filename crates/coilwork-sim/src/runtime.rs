@@ -133,6 +133,8 @@ pub(crate) struct Inner {
     pub(crate) http_running: watch::Sender<bool>,
     pub(crate) http_addr: Mutex<Option<SocketAddr>>,
     pub(crate) created: Instant,
+    /// The `--state-file` saver, awaited at stop for its last save.
+    pub(crate) saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn framing(f: config::FramerName) -> Framing {
@@ -387,6 +389,12 @@ impl Inner {
             if let Some(h) = handle {
                 h.stopped().await;
             }
+        }
+        // Nothing serves any more: the state saver saves a last time and ends.
+        self.shutdown.send_replace(true);
+        let saver = lock(&self.saver).take();
+        if let Some(saver) = saver {
+            let _ = saver.await;
         }
     }
 }
