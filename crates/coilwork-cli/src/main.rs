@@ -46,8 +46,12 @@ struct SimulateArgs {
     #[arg(long = "json-file", visible_alias = "json_file", value_name = "FILE")]
     json_file: Option<std::path::PathBuf>,
     /// Server entry of `server_list` to run (default: "server", or the only one).
+    /// Give it several times to serve several entries at once.
     #[arg(long = "modbus-server", visible_alias = "modbus_server", value_name = "NAME")]
-    modbus_server: Option<String>,
+    modbus_server: Vec<String>,
+    /// Serve every entry of `server_list` at once (each with its `"device"`).
+    #[arg(long, conflicts_with = "modbus_server")]
+    all: bool,
     /// Device entry of `device_list` to simulate (default: "device", or the only one).
     #[arg(long = "modbus-device", visible_alias = "modbus_device", value_name = "NAME")]
     modbus_device: Option<String>,
@@ -504,7 +508,9 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
         ));
     }
     let mut options = SimulatorOptions::default();
-    options.modbus_server = args.modbus_server;
+    options.modbus_server = args.modbus_server.first().cloned();
+    options.servers = args.modbus_server;
+    options.all_servers = args.all;
     options.modbus_device = args.modbus_device;
     options.http_host = Some(args.http_host);
     options.http_port = Some(args.http_port);
@@ -521,12 +527,11 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let handle = sim.start().await.map_err(|e| e.to_string())?;
     let termination = termination();
-    announce(&format!(
-        "coilwork: simulating device {:?} (server {:?}): serving {}",
-        sim.device_name(),
-        sim.server_name(),
-        sim.describe(handle.local_addr())
-    ));
+    for ((server, device, _), (_, endpoint)) in sim.servers().iter().zip(handle.describe_all()) {
+        announce(&format!(
+            "coilwork: simulating device {device:?} (server {server:?}): serving {endpoint}"
+        ));
+    }
     if let Some(http) = handle.http_addr() {
         let note = if sim.options().http_token.is_some() {
             " (open the page as http://HOST:PORT/#token=TOKEN)"

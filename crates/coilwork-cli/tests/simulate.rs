@@ -302,3 +302,31 @@ fn simulate_refuses_a_corrupt_state_file_before_serving() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it started serving");
 }
+
+#[test]
+fn simulate_all_servers_of_the_file() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let config = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"port\": 5020", "\"port\": 0")
+        .replace(
+            "\"server_list\": {",
+            "\"server_list\": {\"second\": {\"comm\": \"tcp\", \"host\": \"127.0.0.1\", \"port\": 0, \"framer\": \"socket\"},",
+        );
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simulate_all.json");
+    std::fs::write(&file, config).unwrap();
+    let (_child, lines) = start_lines(&["--json-file", file.to_str().unwrap(), "--all", "--http-port", "0"], 3);
+    for (line, server) in lines.iter().zip(["second", "server"]) {
+        assert!(
+            line.contains(&format!("(server {server:?}): serving Modbus/TCP on 127.0.0.1:")),
+            "{line}"
+        );
+        let addr = line.rsplit(' ').next().unwrap();
+        assert_eq!(read_hr(addr, 4, 2), Ok(vec![0x0009, 0x6A29]), "{server}");
+    }
+    assert!(
+        lines[2].starts_with("coilwork: web page and REST API on http://"),
+        "{}",
+        lines[2]
+    );
+}

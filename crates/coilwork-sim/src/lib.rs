@@ -68,7 +68,10 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.json");
 /// A device from `device_list` served by a server from `server_list`.
 pub struct Simulator {
     config: SimConfig,
+    /// The first server (what the single-server accessors show).
     inner: Arc<Inner>,
+    /// Every server served, the first included.
+    servers: Vec<Arc<Inner>>,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -150,6 +153,45 @@ fn engine(server: &config::ServerConfig, device: Arc<SimDevice>, monitor: Arc<Mo
     )
 }
 
+fn wrap(error: ConfigError) -> SimError {
+    SimError::Config {
+        origin: "configuration".to_owned(),
+        error,
+    }
+}
+
+/// The server entries to serve: every one with `all`, else those of
+/// `servers`, else the one of `modbus_server` (default `server`, or the only one).
+fn server_names(config: &SimConfig, options: &SimulatorOptions) -> Result<Vec<String>, SimError> {
+    if options.all_servers {
+        return Ok(config.server_list.keys().cloned().collect());
+    }
+    let mut wanted: Vec<&str> = options.servers.iter().map(String::as_str).collect();
+    if wanted.is_empty() {
+        let (name, _) = pick(
+            &config.server_list,
+            options.modbus_server.as_deref(),
+            "server",
+            "modbus_server",
+        )
+        .map_err(wrap)?;
+        wanted.push(name);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for w in wanted {
+        let (name, _) = pick(&config.server_list, Some(w), "server", "modbus_server").map_err(wrap)?;
+        if names.iter().any(|n| n == name) {
+            return Err(wrap(ConfigError::new(
+                "modbus_server",
+                format!("{name:?}"),
+                "chosen twice",
+            )));
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
+}
+
 /// The checked `time_scale` option.
 fn time_scale(options: &SimulatorOptions) -> Result<f64, SimError> {
     let time_scale = options.time_scale.unwrap_or(1.0);
@@ -229,32 +271,53 @@ impl Simulator {
     /// As [`Simulator::from_config`]; relative TLS file paths are looked up
     /// in `base_dir` (the JSON file's directory) first.
     fn build(config: SimConfig, options: SimulatorOptions, base_dir: Option<&Path>) -> Result<Self, SimError> {
-        let wrap = |error: ConfigError| SimError::Config {
-            origin: "configuration".to_owned(),
-            error,
-        };
         for (name, server) in &config.server_list {
             server.endpoint(name).map_err(wrap)?;
         }
-        let (server_name, server) = pick(
-            &config.server_list,
-            options.modbus_server.as_deref(),
-            "server",
-            "modbus_server",
-        )
-        .map_err(wrap)?;
+        let names = server_names(&config, &options)?;
+        if names.len() > 1 && options.state_file.is_some() {
+            return Err(SimError::Unsupported(format!(
+                "--state-file keeps the state of one server; {} servers were chosen",
+                names.len()
+            )));
+        }
+        let mut servers = Vec::with_capacity(names.len());
+        for name in &names {
+            servers.push(Self::build_server(&config, name, &options, base_dir)?);
+        }
+        let inner = servers
+            .first()
+            .cloned()
+            .ok_or_else(|| wrap(ConfigError::new("server_list", "(none chosen)", "no server to serve")))?;
+        Ok(Self { config, inner, servers })
+    }
+
+    /// The server entry `server_name` with its device, ready to start.
+    fn build_server(
+        config: &SimConfig,
+        server_name: &str,
+        options: &SimulatorOptions,
+        base_dir: Option<&Path>,
+    ) -> Result<Arc<Inner>, SimError> {
+        let server = config.server_list.get(server_name).ok_or_else(|| {
+            wrap(ConfigError::new(
+                "modbus_server",
+                format!("{server_name:?}"),
+                "no such entry",
+            ))
+        })?;
         let (device_name, device) = match &options.register_map {
-            Some(path) => csv_device(path, &options)?,
+            Some(path) => csv_device(path, options)?,
             None => {
-                let (name, cfg) = pick(
-                    &config.device_list,
-                    options.modbus_device.as_deref(),
-                    "device",
-                    "modbus_device",
-                )
-                .map_err(wrap)?;
+                let wanted = server.device.as_deref().or(options.modbus_device.as_deref());
+                let key = if server.device.is_some() {
+                    format!("server_list.{server_name}.device")
+                } else {
+                    "modbus_device".to_owned()
+                };
+                let (name, cfg) = pick(&config.device_list, wanted, "device", &key).map_err(wrap)?;
                 let device =
-                    SimDevice::build_in(name, cfg, &options.actions, base_dir, time_scale(&options)?).map_err(wrap)?;
+                    SimDevice::build_in(name, cfg, &options.actions, base_dir, time_scale(options)?).map_err(wrap)?;
                 (name.to_owned(), device)
             }
         };
@@ -282,10 +345,9 @@ impl Simulator {
             ),
             _ => None,
         };
-
         let monitor = Arc::new(Monitor::new());
         let engine = engine(server, device.clone(), monitor.clone());
-        let inner = Arc::new(Inner {
+        Ok(Arc::new(Inner {
             server_name: server_name.to_owned(),
             device_name,
             endpoint,
@@ -293,15 +355,14 @@ impl Simulator {
             device,
             engine,
             monitor,
-            options,
+            options: options.clone(),
             modbus: Mutex::new(Modbus::default()),
             shutdown: watch::Sender::new(false),
             http_running: watch::Sender::new(false),
             http_addr: Mutex::new(None),
             created: Instant::now(),
             saver: Mutex::new(None),
-        });
-        Ok(Self { config, inner })
+        }))
     }
 
     /// The whole parsed configuration.
@@ -353,8 +414,18 @@ impl Simulator {
     /// configured) and serves in spawned tasks; returns at once with a
     /// handle. Needs a tokio runtime.
     pub async fn start(&self) -> Result<SimulatorHandle, SimError> {
-        self.inner.shutdown.send_replace(false);
-        let local_addr = self.inner.start_modbus(None).await?;
+        let mut local_addrs = Vec::with_capacity(self.servers.len());
+        for inner in &self.servers {
+            inner.shutdown.send_replace(false);
+            match inner.start_modbus(None).await {
+                Ok(addr) => local_addrs.push(addr),
+                Err(e) => {
+                    // Never a partial start.
+                    self.servers.iter().for_each(|s| s.stop_all());
+                    return Err(e);
+                }
+            }
+        }
         if let Some(path) = &self.inner.options.state_file {
             let saver = state::keep_saved(
                 path.clone(),
@@ -366,18 +437,19 @@ impl Simulator {
             *lock(&self.inner.saver) = Some(tokio::spawn(saver));
         }
         let http_addr = match http::address(&self.inner.options) {
-            Some((host, port)) => match http::start(self.inner.clone(), &host, port).await {
+            Some((host, port)) => match http::start(self.servers.clone(), &host, port).await {
                 Ok(addr) => Some(addr),
                 Err(e) => {
-                    self.inner.stop_all();
+                    self.servers.iter().for_each(|s| s.stop_all());
                     return Err(e);
                 }
             },
             None => None,
         };
         Ok(SimulatorHandle {
-            inner: self.inner.clone(),
-            local_addr,
+            servers: self.servers.clone(),
+            local_addr: local_addrs.first().copied().flatten(),
+            local_addrs,
             http_addr,
         })
     }
@@ -391,7 +463,16 @@ impl Simulator {
 
     /// Stops the simulator (Modbus and HTTP), if running; returns at once.
     pub fn stop(&self) {
-        self.inner.stop_all();
+        self.servers.iter().for_each(|s| s.stop_all());
+    }
+
+    /// `(server, device, description)` of every server served, the first
+    /// being the one [`Simulator::server_name`] and the others accessors show.
+    pub fn servers(&self) -> Vec<(String, String, Arc<SimDevice>)> {
+        self.servers
+            .iter()
+            .map(|s| (s.server_name.clone(), s.device_name.clone(), s.device.clone()))
+            .collect()
     }
 }
 

@@ -11,6 +11,11 @@ use std::sync::Arc;
 pub struct SimulatorOptions {
     /// Name in `server_list` (default `server`, or the only one).
     pub modbus_server: Option<String>,
+    /// More entries of `server_list` to serve at once (with `modbus_server`'s
+    /// place taken by the first); empty: just `modbus_server`.
+    pub servers: Vec<String>,
+    /// Serve every entry of `server_list` at once.
+    pub all_servers: bool,
     /// Name in `device_list` (default `device`, or the only one).
     pub modbus_device: Option<String>,
     /// HTTP host: with it or `http_port`, the REST API and the web page are
@@ -41,6 +46,8 @@ impl std::fmt::Debug for SimulatorOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimulatorOptions")
             .field("modbus_server", &self.modbus_server)
+            .field("servers", &self.servers)
+            .field("all_servers", &self.all_servers)
             .field("modbus_device", &self.modbus_device)
             .field("http_host", &self.http_host)
             .field("http_port", &self.http_port)

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 /// A running simulator: its addresses and its stop switch.
 #[derive(Debug, Clone)]
 pub struct SimulatorHandle {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) servers: Vec<Arc<Inner>>,
     pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) local_addrs: Vec<Option<SocketAddr>>,
     pub(crate) http_addr: Option<SocketAddr>,
 }
 
@@ -32,6 +33,24 @@ impl SimulatorHandle {
         self.local_addr
     }
 
+    /// `(server name, bound address)` of every server served, in order.
+    pub fn local_addrs(&self) -> Vec<(String, Option<SocketAddr>)> {
+        self.servers
+            .iter()
+            .zip(&self.local_addrs)
+            .map(|(s, a)| (s.server_name.clone(), *a))
+            .collect()
+    }
+
+    /// `(server name, description of its endpoint)` of every server served, in order.
+    pub fn describe_all(&self) -> Vec<(String, String)> {
+        self.servers
+            .iter()
+            .zip(&self.local_addrs)
+            .map(|(s, a)| (s.server_name.clone(), s.describe(*a)))
+            .collect()
+    }
+
     /// The HTTP server's bound address, when HTTP is served.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
@@ -39,14 +58,16 @@ impl SimulatorHandle {
 
     /// Asks the simulator (Modbus and HTTP) to stop; returns at once.
     pub fn stop(&self) {
-        self.inner.stop_all();
+        self.servers.iter().for_each(|s| s.stop_all());
     }
 
     /// Waits until the simulator has stopped: without HTTP, when the Modbus
     /// server stops; with HTTP, after a stop of the whole simulator (a
     /// Modbus stop from the API leaves the HTTP server up for a restart).
     pub async fn stopped(&self) {
-        self.inner.stopped().await;
+        for s in &self.servers {
+            s.stopped().await;
+        }
     }
 
     /// Stops and waits.

@@ -958,3 +958,93 @@ fn web_page_built_in_and_user_directory() {
         s.handle.shutdown().await;
     });
 }
+
+#[test]
+fn several_servers_each_with_its_device() {
+    bounded(async {
+        let mut config: Value = serde_json::from_str(DEFAULT_CONFIG).unwrap();
+        config["server_list"]["server"]["port"] = json!(0);
+        let mut pump = config["server_list"]["server"].clone();
+        pump["device"] = json!("pump");
+        config["server_list"]["pump_server"] = pump;
+        let mut device = config["device_list"]["device"].clone();
+        device["uint16"][0]["value"] = json!(4242);
+        config["device_list"]["pump"] = device;
+        let mut options = SimulatorOptions::default();
+        options.all_servers = true;
+        let sim = Simulator::from_json(&config.to_string(), options.http("127.0.0.1", 0)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let addrs = handle.local_addrs();
+        let names: Vec<&str> = addrs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["pump_server", "server"]);
+        let pump_addr = addrs[0].1.unwrap();
+        let main_addr = addrs[1].1.unwrap();
+        assert_eq!(read(pump_addr, 4, 1).await, Ok(vec![4242]));
+        assert_eq!(read(main_addr, 4, 1).await, Ok(vec![17001]));
+        let s = Sim {
+            http: handle.http_addr().unwrap(),
+            modbus: main_addr,
+            handle,
+            sim,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        let list = s.get("/api/servers").await;
+        assert_eq!(list["servers"][0]["device"], "pump");
+        assert_eq!(list["servers"][1]["device"], "device");
+        // The API acts on the server chosen.
+        let (st, v) = s
+            .call("PUT", "/api/registers/4?server=server", Some(json!({"value": 7})))
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(read(main_addr, 4, 1).await, Ok(vec![7]));
+        assert_eq!(read(pump_addr, 4, 1).await, Ok(vec![4242]));
+        assert_eq!(s.get("/api/server?server=pump_server").await["device"], "pump");
+        s.refused("GET", "/api/registers?server=boiler", None, 404, "no server \"boiler\"")
+            .await;
+        let (st, _) = s.call("POST", "/api/server/stop?server=pump_server", None).await;
+        assert_eq!(st, 200);
+        assert!(TcpStream::connect(pump_addr).await.is_err(), "pump still serves");
+        assert_eq!(read(main_addr, 4, 1).await, Ok(vec![7]), "the other server stopped too");
+        s.handle.shutdown().await;
+        assert!(TcpStream::connect(main_addr).await.is_err());
+    });
+}
+
+#[test]
+fn several_servers_start_all_or_none() {
+    bounded(async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config: Value = serde_json::from_str(DEFAULT_CONFIG).unwrap();
+        config["server_list"]["server"]["port"] = json!(0);
+        let mut second = config["server_list"]["server"].clone();
+        second["port"] = json!(taken.local_addr().unwrap().port());
+        config["server_list"]["second"] = second.clone();
+        let mut options = SimulatorOptions::default();
+        options.servers = vec!["server".into(), "second".into()];
+        let sim = Simulator::from_json(&config.to_string(), options).unwrap();
+        assert!(sim.start().await.is_err(), "started with a port taken");
+        // The first server, started before the failure, was stopped.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = sim.monitor().log_entries(0);
+        let served = log
+            .iter()
+            .find_map(|e| e.message.strip_prefix("serving Modbus/TCP on "))
+            .expect("the first server never started");
+        assert!(
+            TcpStream::connect(served).await.is_err(),
+            "{served} still serves after a failed start"
+        );
+        // An unknown device named by a server entry is refused at build.
+        second["device"] = json!("boiler");
+        config["server_list"]["second"] = second;
+        let mut options = SimulatorOptions::default();
+        options.all_servers = true;
+        let err = Simulator::from_json(&config.to_string(), options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server_list.second.device = \"boiler\": no such entry"),
+            "{err}"
+        );
+    });
+}

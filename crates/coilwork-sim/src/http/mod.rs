@@ -33,7 +33,43 @@ const STYLE_CSS: &str = include_str!("web/style.css");
 /// The OpenAPI 3 description of the REST API (`GET /api/openapi.json`).
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-type Shared = State<Arc<Inner>>;
+/// Every server of the simulator; requests choose one with `?server=NAME`
+/// (default: the first).
+#[derive(Debug)]
+pub(crate) struct Fleet {
+    servers: Vec<Arc<Inner>>,
+}
+
+/// The server a request is about (its `server` query parameter).
+struct Sel(Arc<Inner>);
+
+impl axum::extract::FromRequestParts<Arc<Fleet>> for Sel {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        fleet: &Arc<Fleet>,
+    ) -> Result<Self, Self::Rejection> {
+        let wanted = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "server")
+                .map(|(_, v)| percent_decode(&v.replace('+', " ")).unwrap_or_default())
+        });
+        let found = match &wanted {
+            None => fleet.servers.first(),
+            Some(name) => fleet.servers.iter().find(|s| &s.server_name == name),
+        };
+        found.cloned().map(Sel).ok_or_else(|| {
+            let names: Vec<&str> = fleet.servers.iter().map(|s| s.server_name.as_str()).collect();
+            not_found(format!(
+                "no server {:?} (servers: {})",
+                wanted.unwrap_or_default(),
+                names.join(", ")
+            ))
+        })
+    }
+}
 
 /// The HTTP host and port to serve, if HTTP is configured.
 pub(crate) fn address(options: &SimulatorOptions) -> Option<(String, u16)> {
@@ -50,7 +86,13 @@ pub(crate) fn address(options: &SimulatorOptions) -> Option<(String, u16)> {
 }
 
 /// Binds `host:port` and serves the API and page in a spawned task until the simulator stops.
-pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<SocketAddr, SimError> {
+pub(crate) async fn start(servers: Vec<Arc<Inner>>, host: &str, port: u16) -> Result<SocketAddr, SimError> {
+    let fleet = Arc::new(Fleet { servers });
+    let inner = fleet
+        .servers
+        .first()
+        .cloned()
+        .ok_or_else(|| SimError::Unsupported("no server to serve over HTTP".into()))?;
     let err = |source| SimError::Http {
         addr: format!("{host}:{port}"),
         source,
@@ -69,7 +111,7 @@ pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<So
         );
     }
     let mut shutdown = inner.shutdown_signal();
-    let app = build(inner.clone());
+    let app = build(fleet);
     let task_inner = inner.clone();
     tokio::spawn(async move {
         let stop = async move {
@@ -87,10 +129,15 @@ pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<So
 /// The REST API and the web page as an axum `Router`, with the same
 /// checks as the served one (usable in-process, e.g. by fuzz targets).
 pub fn router(sim: &crate::Simulator) -> Router {
-    build(sim.inner.clone())
+    build(Arc::new(Fleet {
+        servers: sim.servers.clone(),
+    }))
 }
 
-fn build(inner: Arc<Inner>) -> Router {
+fn build(fleet: Arc<Fleet>) -> Router {
+    let Some(inner) = fleet.servers.first().cloned() else {
+        return Router::new();
+    };
     let guard = Arc::new(guard::Guard::new(
         *lock(&inner.http_addr),
         inner.options.http_host.as_deref(),
@@ -106,6 +153,7 @@ fn build(inner: Arc<Inner>) -> Router {
         .route("/api/calls", get(get_calls).delete(clear_calls))
         .route("/api/faults", get(get_faults).post(add_fault).delete(clear_faults))
         .route("/api/faults/{id}", axum::routing::delete(delete_fault))
+        .route("/api/servers", get(get_servers))
         .route("/api/server", get(get_server))
         .route("/api/server/stop", post(server_stop))
         .route("/api/server/restart", post(server_restart))
@@ -118,7 +166,7 @@ fn build(inner: Arc<Inner>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(static_files)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(inner)
+        .with_state(fleet)
         .layer(axum::middleware::from_fn_with_state(guard, guard::middleware))
 }
 
@@ -158,7 +206,7 @@ fn query(
     allowed: &[&str],
 ) -> Result<HashMap<String, String>, ApiError> {
     let Query(q) = q.map_err(|e| bad(format!("bad query string: {}", e.body_text())))?;
-    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+    if let Some(k) = q.keys().find(|k| *k != "server" && !allowed.contains(&k.as_str())) {
         return Err(bad(format!(
             "unknown query parameter {k:?} (allowed: {})",
             allowed.join(", ")
@@ -222,7 +270,7 @@ fn register_json(inner: &Inner, r: &RegisterInfo) -> Value {
     })
 }
 
-async fn get_registers(State(inner): Shared, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
+async fn get_registers(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let q = query(q, &["start", "count"])?;
     let size = inner.device.size();
     let start: usize = number(&q, "start", "a register address")?.unwrap_or(0);
@@ -276,7 +324,7 @@ fn parse_address(s: &str, device: &crate::SimDevice) -> Result<usize, ApiError> 
     Ok(a)
 }
 
-async fn get_register(State(inner): Shared, Path(addr): Path<String>) -> ApiResult {
+async fn get_register(Sel(inner): Sel, Path(addr): Path<String>) -> ApiResult {
     let address = parse_address(&addr, &inner.device)?;
     let info = inner
         .device
@@ -286,7 +334,7 @@ async fn get_register(State(inner): Shared, Path(addr): Path<String>) -> ApiResu
 }
 
 async fn set_register(
-    State(inner): Shared,
+    Sel(inner): Sel,
     Path(addr): Path<String>,
     b: Result<axum::Json<Value>, JsonRejection>,
 ) -> ApiResult {
@@ -322,7 +370,7 @@ async fn set_register(
     ok(register_json(&inner, &info))
 }
 
-async fn get_calls(State(inner): Shared, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
+async fn get_calls(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let q = query(q, &["function", "start", "end", "since", "limit"])?;
     let function: Option<u8> = number(&q, "function", "a function code 1..=127")?;
     if function.is_some_and(|f| f == 0 || f >= 0x80) {
@@ -343,16 +391,16 @@ async fn get_calls(State(inner): Shared, q: Result<Query<HashMap<String, String>
     ok(json!({ "calls": inner.monitor.calls(&filter) }))
 }
 
-async fn clear_calls(State(inner): Shared) -> StatusCode {
+async fn clear_calls(Sel(inner): Sel) -> StatusCode {
     inner.monitor.clear_calls();
     StatusCode::NO_CONTENT
 }
 
-async fn get_faults(State(inner): Shared) -> ApiResult {
+async fn get_faults(Sel(inner): Sel) -> ApiResult {
     ok(json!({ "faults": inner.monitor.faults() }))
 }
 
-async fn add_fault(State(inner): Shared, b: Result<axum::Json<Value>, JsonRejection>) -> ApiResult {
+async fn add_fault(Sel(inner): Sel, b: Result<axum::Json<Value>, JsonRejection>) -> ApiResult {
     let b = body(b)?;
     if let Some(k) = b
         .as_object()
@@ -373,12 +421,12 @@ async fn add_fault(State(inner): Shared, b: Result<axum::Json<Value>, JsonReject
     Ok((StatusCode::CREATED, axum::Json(json!(fault))).into_response())
 }
 
-async fn clear_faults(State(inner): Shared) -> StatusCode {
+async fn clear_faults(Sel(inner): Sel) -> StatusCode {
     inner.monitor.clear_faults();
     StatusCode::NO_CONTENT
 }
 
-async fn delete_fault(State(inner): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_fault(Sel(inner): Sel, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id: u64 = id.parse().map_err(|_| bad(format!("{id:?} is not a fault id")))?;
     if inner.monitor.remove_fault(id) {
         Ok(StatusCode::NO_CONTENT)
@@ -411,11 +459,28 @@ fn server_json(inner: &Inner) -> Value {
     })
 }
 
-async fn get_server(State(inner): Shared) -> ApiResult {
+async fn get_servers(State(fleet): State<Arc<Fleet>>) -> ApiResult {
+    let servers: Vec<Value> = fleet
+        .servers
+        .iter()
+        .map(|s| {
+            let local = lock(&s.modbus).local_addr;
+            json!({
+                "server": s.server_name,
+                "device": s.device_name,
+                "endpoint": s.describe(local),
+                "running": s.modbus_running(),
+            })
+        })
+        .collect();
+    ok(json!({ "servers": servers }))
+}
+
+async fn get_server(Sel(inner): Sel) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn server_stop(State(inner): Shared) -> ApiResult {
+async fn server_stop(Sel(inner): Sel) -> ApiResult {
     if !inner.stop_modbus().await {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -425,7 +490,7 @@ async fn server_stop(State(inner): Shared) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn server_restart(State(inner): Shared) -> ApiResult {
+async fn server_restart(Sel(inner): Sel) -> ApiResult {
     if let Err(e) = inner.restart_modbus().await {
         inner.monitor.log("error", format!("restart failed: {e}"));
         return Err(ApiError(
@@ -436,7 +501,7 @@ async fn server_restart(State(inner): Shared) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn server_reset(State(inner): Shared) -> ApiResult {
+async fn server_reset(Sel(inner): Sel) -> ApiResult {
     coilwork_core::Storage::reset(&*inner.device);
     inner
         .monitor
@@ -444,13 +509,13 @@ async fn server_reset(State(inner): Shared) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn get_log(State(inner): Shared, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
+async fn get_log(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let q = query(q, &["since"])?;
     let since: u64 = number(&q, "since", "a log entry number")?.unwrap_or(0);
     ok(json!({ "entries": inner.monitor.log_entries(since) }))
 }
 
-async fn metrics(State(inner): Shared) -> Response {
+async fn metrics(Sel(inner): Sel) -> Response {
     let mut out = String::new();
     let counters = inner.monitor.counters();
     let _ = writeln!(out, "# HELP coilwork_requests_total Modbus requests by function code.");
@@ -560,7 +625,7 @@ fn percent_decode(path: &str) -> Option<String> {
 }
 
 /// The web page: built in, or the files of `--web-app-path`.
-async fn static_files(State(inner): Shared, method: Method, uri: Uri) -> ApiResult {
+async fn static_files(Sel(inner): Sel, method: Method, uri: Uri) -> ApiResult {
     let path = uri.path();
     if path.starts_with("/api/") || path == "/api" {
         return Err(not_found(format!("no API endpoint {path}")));

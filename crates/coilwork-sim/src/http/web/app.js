@@ -1,7 +1,7 @@
 "use strict";
 // The coilwork simulator page: polls the REST API (see the crate's README).
 const $ = (sel) => document.querySelector(sel);
-const state = { lastValues: new Map(), logSince: 0, messageTimer: null };
+const state = { lastValues: new Map(), logSince: 0, messageTimer: null, server: null };
 
 // With --http-token, open the page as http://HOST:PORT/#token=TOKEN: the
 // token moves to this tab's session storage and leaves the address bar.
@@ -19,6 +19,10 @@ async function api(method, path, body) {
   // The server refuses state changes without a JSON content type, bodiless ones too.
   if (method !== "GET") init.headers["Content-Type"] = "application/json";
   if (body !== undefined) init.body = JSON.stringify(body);
+  // With several servers, every call is about the one chosen.
+  if (state.server !== null && path.startsWith("/api/") && path !== "/api/servers") {
+    path += (path.includes("?") ? "&" : "?") + "server=" + encodeURIComponent(state.server);
+  }
   const res = await fetch(path, init);
   if (res.status === 204) return null;
   const data = await res.json().catch(() => ({ error: res.statusText }));
@@ -215,6 +219,28 @@ for (const [id, path, done] of [["#server-stop", "stop", "Modbus server stopped"
   $(id).addEventListener("click", () => run(async () => { await api("POST", `/api/server/${path}`); message(done, true); await refresh(); }));
 }
 
+async function loadServers() {
+  const { servers } = await api("GET", "/api/servers");
+  if (servers.length < 2) return;
+  const select = $("#server-select");
+  for (const s of servers) {
+    const o = document.createElement("option");
+    o.value = s.server;
+    o.textContent = `${s.server} (${s.device})`;
+    select.appendChild(o);
+  }
+  state.server = servers[0].server;
+  $("#server-choice").hidden = false;
+  select.addEventListener("change", () => {
+    state.server = select.value;
+    state.lastValues.clear();
+    state.logSince = 0;
+    $("#log").textContent = "";
+    run(refresh);
+  });
+}
+
 showFaultFields();
+run(loadServers);
 refresh();
 setInterval(refresh, 1000);
