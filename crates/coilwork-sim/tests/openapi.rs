@@ -190,6 +190,7 @@ fn every_operation_answers_as_described() {
                 ("get", "/api/server", "/api/server?server=server".into(), None),
                 ("get", "/api/server", "/api/server?server=nope".into(), None),
                 ("get", "/api/servers", "/api/servers".into(), None),
+                ("get", "/api/clients", "/api/clients".into(), None),
                 ("post", "/api/server/reset", "/api/server/reset".into(), None),
                 ("post", "/api/server/stop", "/api/server/stop".into(), None),
                 ("post", "/api/server/stop", "/api/server/stop".into(), None),

@@ -159,6 +159,7 @@ fn build(fleet: Arc<Fleet>) -> Router {
         .route("/api/server/restart", post(server_restart))
         .route("/api/server/reset", post(server_reset))
         .route("/api/log", get(get_log))
+        .route("/api/clients", get(get_clients))
         .route(
             "/api/openapi.json",
             get(|| async { file("openapi.json", OPENAPI_JSON) }),
@@ -456,6 +457,7 @@ fn server_json(inner: &Inner) -> Value {
         "size": inner.device.size(),
         "type_exception": inner.device.type_exception(),
         "faults": inner.monitor.faults().len(),
+        "requests_total": inner.monitor.counters().iter().map(|(_, r, _)| r).sum::<u64>(),
     })
 }
 
@@ -507,6 +509,25 @@ async fn server_reset(Sel(inner): Sel) -> ApiResult {
         .monitor
         .log("info", "registers reset to the configuration's values".into());
     ok(server_json(&inner))
+}
+
+/// Clients seen in the recent calls (the last 500), newest first, and the
+/// number of open connections.
+async fn get_clients(Sel(inner): Sel) -> ApiResult {
+    let calls = inner.monitor.calls(&CallFilter::default());
+    let mut clients: Vec<(String, u64, String)> = Vec::new();
+    for c in calls.iter().rev() {
+        let peer = c.peer.clone().unwrap_or_else(|| "(serial line)".to_owned());
+        match clients.iter_mut().find(|(p, _, _)| *p == peer) {
+            Some(entry) => entry.1 += 1,
+            None => clients.push((peer, 1, c.time.clone())),
+        }
+    }
+    let list: Vec<Value> = clients
+        .into_iter()
+        .map(|(peer, calls, last)| json!({"peer": peer, "recent_calls": calls, "last_seen": last}))
+        .collect();
+    ok(json!({ "connections_active": inner.traffic().connections_active, "clients": list }))
 }
 
 async fn get_log(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
