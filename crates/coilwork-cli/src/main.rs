@@ -48,8 +48,12 @@ struct SimulateArgs {
     #[arg(long = "json-file", visible_alias = "json_file", value_name = "FILE")]
     json_file: Option<std::path::PathBuf>,
     /// Server entry of `server_list` to run (default: "server", or the only one).
+    /// Give it several times to serve several entries at once.
     #[arg(long = "modbus-server", visible_alias = "modbus_server", value_name = "NAME")]
-    modbus_server: Option<String>,
+    modbus_server: Vec<String>,
+    /// Serve every entry of `server_list` at once (each with its `"device"`).
+    #[arg(long, conflicts_with = "modbus_server")]
+    all: bool,
     /// Device entry of `device_list` to simulate (default: "device", or the only one).
     #[arg(long = "modbus-device", visible_alias = "modbus_device", value_name = "NAME")]
     modbus_device: Option<String>,
@@ -69,6 +73,25 @@ struct SimulateArgs {
         default_value_t = 8080
     )]
     http_port: u16,
+    /// Save register values to FILE when they change (at most 4 times a second) and at stop; restore them
+    /// at start.
+    #[arg(long = "state-file", value_name = "FILE")]
+    state_file: Option<std::path::PathBuf>,
+    /// Read the device from a CSV register map (columns address,type,access,value,action,parameters,name)
+    /// instead of `device_list`.
+    #[arg(long = "register-map", value_name = "CSV")]
+    register_map: Option<std::path::PathBuf>,
+    /// Simulated seconds per real second for time-based actions (sine, ramp, ...; 0 stops time).
+    #[arg(long = "time-scale", value_name = "FACTOR", default_value_t = 1.0, value_parser = time_scale, allow_negative_numbers = true)]
+    time_scale: f64,
+    /// Bearer token every REST API call must carry (default: $COILWORK_HTTP_TOKEN); open the page as
+    /// http://HOST:PORT/#token=TOKEN.
+    #[arg(long = "http-token", value_name = "TOKEN")]
+    http_token: Option<String>,
+    /// Another host name the web page and REST API answer to (repeatable; loopback names and the bound
+    /// address always work).
+    #[arg(long = "http-allow-host", value_name = "NAME")]
+    http_allow_host: Vec<String>,
     /// Serve this directory's files as the web page instead of the built-in one (the API stays).
     #[arg(long = "web-app-path", visible_alias = "web_app_path", value_name = "DIR")]
     web_app_path: Option<std::path::PathBuf>,
@@ -498,11 +521,18 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
         ));
     }
     let mut options = SimulatorOptions::default();
-    options.modbus_server = args.modbus_server;
+    options.modbus_server = args.modbus_server.first().cloned();
+    options.servers = args.modbus_server;
+    options.all_servers = args.all;
     options.modbus_device = args.modbus_device;
     options.http_host = Some(args.http_host);
     options.http_port = Some(args.http_port);
     options.web_app_path = args.web_app_path;
+    options.http_token = http_token(args.http_token)?;
+    options.http_allow_hosts = args.http_allow_host;
+    options.time_scale = Some(args.time_scale);
+    options.register_map = args.register_map;
+    options.state_file = args.state_file;
     let sim = match &args.json_file {
         Some(path) => Simulator::from_file(path, options),
         None => Simulator::with_default_config(options),
@@ -510,14 +540,18 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let handle = sim.start().await.map_err(|e| e.to_string())?;
     let termination = termination();
-    announce(&format!(
-        "coilwork: simulating device {:?} (server {:?}): serving {}",
-        sim.device_name(),
-        sim.server_name(),
-        sim.describe(handle.local_addr())
-    ));
+    for ((server, device, _), (_, endpoint)) in sim.servers().iter().zip(handle.describe_all()) {
+        announce(&format!(
+            "coilwork: simulating device {device:?} (server {server:?}): serving {endpoint}"
+        ));
+    }
     if let Some(http) = handle.http_addr() {
-        announce(&format!("coilwork: web page and REST API on http://{http}/"));
+        let note = if sim.options().http_token.is_some() {
+            " (open the page as http://HOST:PORT/#token=TOKEN)"
+        } else {
+            ""
+        };
+        announce(&format!("coilwork: web page and REST API on http://{http}/{note}"));
     }
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -526,6 +560,32 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     });
     handle.stopped().await;
     Ok(())
+}
+
+/// A `--time-scale`: a finite number, 0 or more.
+fn time_scale(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{s:?} is not a factor of 0 or more (1: real time, 10: ten times as fast)"))
+}
+
+/// `--http-token`, else `COILWORK_HTTP_TOKEN`; an empty one is refused.
+fn http_token(flag: Option<String>) -> Result<Option<String>, String> {
+    let (token, source) = match flag {
+        Some(t) => (t, "--http-token"),
+        None => match std::env::var("COILWORK_HTTP_TOKEN") {
+            Ok(t) => (t, "COILWORK_HTTP_TOKEN"),
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => return Err("COILWORK_HTTP_TOKEN: not valid UTF-8".into()),
+        },
+    };
+    if token.trim().is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{source}: the token must be non-empty, without spaces or control characters"
+        ));
+    }
+    Ok(Some(token))
 }
 
 fn init_logging(level: Option<LogLevel>) {

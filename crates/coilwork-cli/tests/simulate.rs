@@ -17,9 +17,15 @@ impl Drop for Running {
 
 /// Starts `coilwork simulate` and returns its first `n` stdout lines.
 fn start_lines(args: &[&str], n: usize) -> (Running, Vec<String>) {
+    start_lines_env(args, &[], n)
+}
+
+/// As `start_lines`, with these environment variables.
+fn start_lines_env(args: &[&str], env: &[(&str, &str)], n: usize) -> (Running, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .arg("simulate")
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -40,9 +46,14 @@ fn start_lines(args: &[&str], n: usize) -> (Running, Vec<String>) {
 
 /// A plain HTTP/1.1 GET; returns the whole answer (status line, headers, body).
 fn http_get(addr: &str, path: &str) -> String {
+    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n"))
+}
+
+/// Sends `head` (request line and headers) closing the connection; returns the whole answer.
+fn http_request(addr: &str, head: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{head}Connection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -170,5 +181,152 @@ fn simulate_refuses_a_python_custom_actions_module() {
     assert!(
         err.contains("--custom_actions_module my_actions") && err.contains("Python"),
         "{err}"
+    );
+}
+
+/// The test device's configuration on a free Modbus port, written to a file named `name`.
+fn device_on_port_0(name: &str) -> std::path::PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let text = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"port\": 5020", "\"port\": 0");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn simulate_http_token_from_the_environment_and_allowed_hosts() {
+    let file = device_on_port_0("simulate_token.json");
+    let args = [
+        "--json-file",
+        file.to_str().unwrap(),
+        "--http-port",
+        "0",
+        "--http-allow-host",
+        "plant.lan",
+    ];
+    let (_child, lines) = start_lines_env(&args, &[("COILWORK_HTTP_TOKEN", "t0ken")], 2);
+    assert!(
+        lines[1].ends_with("(open the page as http://HOST:PORT/#token=TOKEN)"),
+        "{}",
+        lines[1]
+    );
+    let http = lines[1]
+        .strip_prefix("coilwork: web page and REST API on http://")
+        .and_then(|a| a.split_once('/'))
+        .map(|(a, _)| a.to_owned())
+        .unwrap_or_else(|| panic!("{}", lines[1]));
+    let answer = http_get(&http, "/api/server");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let with = |host: &str| format!("GET /api/server HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer t0ken\r\n");
+    let answer = http_request(&http, &with(&http));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(http_request(&http, &with("plant.lan")).starts_with("HTTP/1.1 200"));
+    assert!(http_request(&http, &with("other.lan")).starts_with("HTTP/1.1 421"));
+}
+
+#[test]
+fn simulate_refuses_an_empty_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--http-port", "0", "--http-token", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--http-token: the token must be non-empty"), "{err}");
+}
+
+#[test]
+fn simulate_refuses_a_negative_time_scale() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--http-port", "0", "--time-scale", "-2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--time-scale") && err.contains("0 or more"), "{err}");
+}
+
+#[test]
+fn simulate_register_map_errors_name_file_line_and_column() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for (name, text, needle) in [
+        (
+            "bad_type.csv",
+            "address,type,value\n0,uint16,1\n1,uint8,2\n",
+            "bad_type.csv line 3, column type: \"uint8\": not a type",
+        ),
+        (
+            "overlap.csv",
+            "address,type\n0,uint32\n1,uint16\n",
+            "overlap.csv line 2, column address: [0, 1]: register 1 is already defined as uint16",
+        ),
+        (
+            "bad_param.csv",
+            "address,type,action,parameters\n0,uint16,ramp,\"{\"\"period_s\"\": 0, \"\"min\"\": 0, \"\"max\"\": 1}\"\n",
+            "bad_param.csv line 2, column parameters.period_s: 0:",
+        ),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+            .args(["simulate", "--http-port", "0", "--register-map", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn simulate_refuses_a_corrupt_state_file_before_serving() {
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("corrupt.state");
+    std::fs::write(&file, "{\"format\": \"coilwork-sim-state 1\", \"dev").unwrap();
+    let json = device_on_port_0("corrupt_state.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--json-file", json.to_str().unwrap(), "--http-port", "0"])
+        .args(["--state-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("corrupt.state: not a coilwork state file") && err.contains("line 1"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "it started serving");
+}
+
+#[test]
+fn simulate_all_servers_of_the_file() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let config = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"port\": 5020", "\"port\": 0")
+        .replace(
+            "\"server_list\": {",
+            "\"server_list\": {\"second\": {\"comm\": \"tcp\", \"host\": \"127.0.0.1\", \"port\": 0, \"framer\": \"socket\"},",
+        );
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simulate_all.json");
+    std::fs::write(&file, config).unwrap();
+    let (_child, lines) = start_lines(&["--json-file", file.to_str().unwrap(), "--all", "--http-port", "0"], 3);
+    for (line, server) in lines.iter().zip(["second", "server"]) {
+        assert!(
+            line.contains(&format!("(server {server:?}): serving Modbus/TCP on 127.0.0.1:")),
+            "{line}"
+        );
+        let addr = line.rsplit(' ').next().unwrap();
+        assert_eq!(read_hr(addr, 4, 2), Ok(vec![0x0009, 0x6A29]), "{server}");
+    }
+    assert!(
+        lines[2].starts_with("coilwork: web page and REST API on http://"),
+        "{}",
+        lines[2]
     );
 }

@@ -3,9 +3,10 @@
 //! Built-ins, as pymodbus's `ModbusSimulatorContext` defines them:
 //! `increment`, `random`, `reset`, `timestamp`, `uptime`. Custom actions are
 //! registered by name (a custom action with a built-in's name replaces it,
-//! as pymodbus's `custom_actions` dict does).
+//! as pymodbus's `custom_actions` dict does). coilwork's time-based actions
+//! (`sine`, `ramp`, ...) are named here and evaluated by `generators`.
 
-use crate::device::{Cell, CellType};
+use crate::model::{Cell, CellType, read_float, read_int, write_float, write_int};
 use coilwork_core::ExceptionCode;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub(crate) enum ActionKind {
     Reset,
     Timestamp,
     Uptime,
+    /// A time-based value (`sine`, `ramp`, ...): the device evaluates it, see `generators`.
+    Generator,
     Custom(CustomAction),
 }
 
@@ -54,6 +57,7 @@ impl ActionTable {
             ("timestamp".into(), ActionKind::Timestamp),
             ("uptime".into(), ActionKind::Uptime),
         ];
+        entries.extend(crate::generators::NAMES.map(|n| (n.to_owned(), ActionKind::Generator)));
         for (name, f) in custom {
             match entries.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = ActionKind::Custom(f.clone()),
@@ -122,6 +126,7 @@ pub(crate) fn check(
             }
             Ok(())
         }
+        ActionKind::Generator => Ok(()),
         ActionKind::Uptime if cell == CellType::String => Err(format!("action {name:?} cannot run on a string")),
         _ => Ok(()),
     }
@@ -191,6 +196,7 @@ pub(crate) fn run(
             Ok(Effect::None)
         }
         ActionKind::Reset => Ok(Effect::Reset),
+        ActionKind::Generator => Ok(Effect::None),
         ActionKind::Timestamp => {
             use chrono::{Datelike, Timelike};
             let now = chrono::Local::now();
@@ -226,64 +232,5 @@ pub(crate) fn run(
             };
             f(&mut ctx).map(|()| Effect::None)
         }
-    }
-}
-
-/// Reads the value starting at `index` as an integer (big-endian words).
-pub(crate) fn read_int(cells: &[Cell], index: usize, ty: CellType) -> i64 {
-    let n = ty.register_count();
-    let raw = cells
-        .iter()
-        .skip(index)
-        .take(n)
-        .fold(0u64, |acc, c| (acc << 16) | u64::from(c.value));
-    if ty == CellType::Int16 {
-        i64::from(raw as u16 as i16)
-    } else {
-        raw as i64
-    }
-}
-
-/// Writes `v` (wrapped to the type's width) from `index`, high word first.
-pub(crate) fn write_int(cells: &mut [Cell], index: usize, ty: CellType, v: i64) {
-    let n = ty.register_count();
-    let bits = 16 * n as u32;
-    let raw = (v as u64) & (u64::MAX >> (64 - bits));
-    for (i, cell) in cells.iter_mut().skip(index).take(n).enumerate() {
-        let shift = 16 * (n - 1 - i) as u32;
-        cell.value = (raw >> shift) as u16;
-    }
-}
-
-/// Reads the float starting at `index` (big-endian words).
-pub(crate) fn read_float(cells: &[Cell], index: usize, ty: CellType) -> f64 {
-    let raw = cells
-        .iter()
-        .skip(index)
-        .take(ty.register_count())
-        .fold(0u64, |acc, c| (acc << 16) | u64::from(c.value));
-    if ty == CellType::Float64 {
-        f64::from_bits(raw)
-    } else {
-        f64::from(f32::from_bits(raw as u32))
-    }
-}
-
-/// Writes a float from `index`, high word first.
-pub(crate) fn write_float(cells: &mut [Cell], index: usize, ty: CellType, v: f64) {
-    let words = float_words(ty, v);
-    for (cell, w) in cells.iter_mut().skip(index).zip(words) {
-        cell.value = w;
-    }
-}
-
-/// The registers of a float of type `ty`, high word first.
-pub(crate) fn float_words(ty: CellType, v: f64) -> Vec<u16> {
-    if ty == CellType::Float64 {
-        let b = v.to_bits();
-        (0..4).map(|i| (b >> (48 - 16 * i)) as u16).collect()
-    } else {
-        let b = (v as f32).to_bits();
-        vec![(b >> 16) as u16, b as u16]
     }
 }

@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// Serial unit 0 is a broadcast.
     #[serde(default)]
     pub broadcast_enable: Option<bool>,
+    /// The `device_list` entry this server serves (a coilwork extension;
+    /// default: `--modbus-device`, else `device` or the only one).
+    #[serde(default)]
+    pub device: Option<String>,
     /// Serve only this unit id (default: every unit id).
     #[serde(default)]
     pub device_id: Option<u8>,

@@ -2,139 +2,17 @@
 //! and the [`Storage`] implementation the engine serves.
 
 use crate::actions::{self, ActionTable, CustomAction, Effect};
-use crate::config::{AddrSpec, DeviceConfig, TypeEntry};
+use crate::config::DeviceConfig;
 use crate::error::ConfigError;
+use crate::generators::Generator;
+use crate::layout::{self, Layout};
+use crate::model::{self, encode};
+pub use crate::model::{Cell, CellType, DecodedValue, RegisterInfo};
 use coilwork_core::{ExceptionCode, RequestContext, Storage, Table};
 use serde_json::{Map, Value};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-
-/// What a register holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CellType {
-    /// Not defined: exception 02.
-    Invalid,
-    /// 16 bits (coils or discrete inputs).
-    Bits,
-    /// Signed 16-bit integer.
-    Int16,
-    /// Unsigned 16-bit integer.
-    Uint16,
-    /// Unsigned 32-bit integer, first of two registers.
-    Uint32,
-    /// IEEE 754 single, first of two registers.
-    Float32,
-    /// IEEE 754 double, first of four registers.
-    Float64,
-    /// First register of a string.
-    String,
-    /// A following register of a multi-register value.
-    Next,
-}
-
-impl CellType {
-    /// Registers per value (strings: 1 here; their length is their range).
-    pub fn register_count(self) -> usize {
-        match self {
-            Self::Uint32 | Self::Float32 => 2,
-            Self::Float64 => 4,
-            _ => 1,
-        }
-    }
-
-    /// True for float32 and float64.
-    pub fn is_float(self) -> bool {
-        matches!(self, Self::Float32 | Self::Float64)
-    }
-
-    /// Range of an integer type.
-    pub(crate) fn int_range(self) -> (i64, i64) {
-        match self {
-            Self::Int16 => (-32768, 32767),
-            Self::Uint32 => (0, 0xFFFF_FFFF),
-            _ => (0, 0xFFFF),
-        }
-    }
-
-    /// The name used in the configuration and by pymodbus's web page.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Invalid => "invalid",
-            Self::Bits => "bits",
-            Self::Int16 => "int16",
-            Self::Uint16 => "uint16",
-            Self::Uint32 => "uint32",
-            Self::Float32 => "float32",
-            Self::Float64 => "float64",
-            Self::String => "string",
-            Self::Next => "next",
-        }
-    }
-}
-
-/// One register of the device (pymodbus's `Cell`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cell {
-    /// What the register holds.
-    pub kind: CellType,
-    /// Clients may write it.
-    pub writable: bool,
-    /// Current value.
-    pub value: u16,
-    pub(crate) action: Option<u16>,
-    pub(crate) parameters: Option<Arc<Map<String, Value>>>,
-}
-
-impl Cell {
-    const INVALID: Cell = Cell {
-        kind: CellType::Invalid,
-        writable: false,
-        value: 0,
-        action: None,
-        parameters: None,
-    };
-}
-
-/// A snapshot of one register, for listings (the HTTP page of a later slice).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegisterInfo {
-    /// Index in the flat register array (the configuration's address).
-    pub address: usize,
-    /// What it holds.
-    pub kind: CellType,
-    /// Clients may write it.
-    pub writable: bool,
-    /// Current raw value.
-    pub value: u16,
-    /// Action name, if any.
-    pub action: Option<String>,
-    /// Action parameters, if any.
-    pub parameters: Option<Map<String, Value>>,
-    /// Reads by clients.
-    pub count_read: u64,
-    /// Writes by clients.
-    pub count_write: u64,
-}
-
-/// A decoded value at the first register of a definition.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DecodedValue {
-    /// Bits register.
-    Bits(u16),
-    /// int16.
-    Int16(i16),
-    /// uint16.
-    Uint16(u16),
-    /// uint32.
-    Uint32(u32),
-    /// float32.
-    Float32(f32),
-    /// float64.
-    Float64(f64),
-    /// The string's bytes, trailing padding included.
-    String(String),
-}
 
 struct State {
     cells: Vec<Cell>,
@@ -150,6 +28,14 @@ pub struct SimDevice {
     type_exception: bool,
     /// (offset, size in cells) per table: coils, discrete inputs, holding, input.
     tables: [(usize, usize); 4],
+    /// Time-based values, indexed by `Cell::generator`.
+    generators: Vec<Generator>,
+    /// Simulated seconds per real second.
+    time_scale: f64,
+    /// Names of values (CSV register maps), by address.
+    names: std::collections::BTreeMap<usize, String>,
+    /// Count of changes by writes (clients, API) and resets: what `--state-file` saves.
+    changes: AtomicU64,
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -162,249 +48,33 @@ impl std::fmt::Debug for SimDevice {
     }
 }
 
-const TYPE_SECTIONS: [(&str, CellType); 7] = [
-    ("bits", CellType::Bits),
-    ("int16", CellType::Int16),
-    ("uint16", CellType::Uint16),
-    ("uint32", CellType::Uint32),
-    ("float32", CellType::Float32),
-    ("float64", CellType::Float64),
-    ("string", CellType::String),
-];
-
-fn section<'a>(cfg: &'a DeviceConfig, name: &str) -> Option<&'a Vec<TypeEntry>> {
-    match name {
-        "bits" => cfg.bits.as_ref(),
-        "int16" => cfg.int16.as_ref(),
-        "uint16" => cfg.uint16.as_ref(),
-        "uint32" => cfg.uint32.as_ref(),
-        "float32" => cfg.float32.as_ref(),
-        "float64" => cfg.float64.as_ref(),
-        "string" => cfg.string.as_ref(),
-        _ => None,
-    }
-}
-
-/// The registers of `value` for a type, or why it does not fit.
-fn encode(ty: CellType, value: &Value, registers: usize) -> Result<Vec<u16>, String> {
-    match ty {
-        CellType::String => {
-            let Value::String(s) = value else {
-                return Err("a string needs a string value".into());
-            };
-            let bytes = s.as_bytes();
-            let room = registers * 2;
-            if bytes.len() > room {
-                return Err(format!("{} bytes do not fit in {registers} registers", bytes.len()));
-            }
-            let mut padded = bytes.to_vec();
-            padded.resize(room, b' ');
-            Ok(padded
-                .chunks(2)
-                .map(|c| u16::from_be_bytes([c.first().copied().unwrap_or(b' '), c.get(1).copied().unwrap_or(b' ')]))
-                .collect())
-        }
-        CellType::Float32 | CellType::Float64 => {
-            let v = value.as_f64().ok_or_else(|| format!("{} needs a number", ty.name()))?;
-            if ty == CellType::Float32 && v.is_finite() && (v as f32).is_infinite() {
-                return Err("out of range for float32".into());
-            }
-            Ok(actions::float_words(ty, v))
-        }
-        _ => {
-            let v = value
-                .as_i64()
-                .ok_or_else(|| format!("{} needs an integer", ty.name()))?;
-            let (lo, hi) = ty.int_range();
-            if v < lo || v > hi {
-                return Err(format!("out of range {lo}..={hi} for {}", ty.name()));
-            }
-            let n = ty.register_count();
-            let raw = v as u64;
-            Ok((0..n).map(|i| (raw >> (16 * (n - 1 - i))) as u16).collect())
-        }
-    }
-}
-
-fn out_of_range(key: String, spec: AddrSpec, size: usize) -> ConfigError {
-    ConfigError::new(
-        key,
-        spec,
-        format!("outside the device ({size} registers: 0..={})", size.saturating_sub(1)),
-    )
-}
-
 impl SimDevice {
     /// Builds the device named `name` from its configuration, with `custom` actions.
     pub fn build(name: &str, cfg: &DeviceConfig, custom: &[(String, CustomAction)]) -> Result<Self, ConfigError> {
-        let dev = format!("device_list.{name}");
+        Self::build_in(name, cfg, custom, None, 1.0)
+    }
+
+    /// As [`SimDevice::build`], with files named in parameters looked up in
+    /// `base_dir` first, and simulated time running `time_scale` times as
+    /// fast as real time.
+    pub(crate) fn build_in(
+        name: &str,
+        cfg: &DeviceConfig,
+        custom: &[(String, CustomAction)],
+        base_dir: Option<&std::path::Path>,
+        time_scale: f64,
+    ) -> Result<Self, ConfigError> {
         let actions = ActionTable::new(custom);
-        let s = &cfg.setup;
-        let too_big = |k: &str, v: usize| ConfigError::new(format!("{dev}.setup.{k}"), v, "more than 65536 registers");
-        for (k, v) in [
-            ("co size", s.co_size),
-            ("di size", s.di_size),
-            ("hr size", s.hr_size),
-            ("ir size", s.ir_size),
-        ] {
-            if v > 0x1_0000 {
-                return Err(too_big(k, v));
-            }
-        }
-        let (total, tables) = if s.shared_blocks {
-            let total = s.co_size.max(s.di_size).max(s.hr_size).max(s.ir_size);
-            (total, [(0, total); 4])
-        } else {
-            let di = s.co_size;
-            let ir = di + s.di_size;
-            let hr = ir + s.ir_size;
-            (
-                hr + s.hr_size,
-                [(0, s.co_size), (di, s.di_size), (hr, s.hr_size), (ir, s.ir_size)],
-            )
+        let env = layout::Env {
+            actions: &actions,
+            base_dir,
         };
-
-        // Defaults: pymodbus checks every default action name.
-        for (ty_name, action) in &s.defaults.action {
-            if let Some(a) = action
-                && actions.id(a).is_none()
-            {
-                return Err(ConfigError::new(
-                    format!("{dev}.setup.defaults.action.{ty_name}"),
-                    format!("{a:?}"),
-                    "unknown action",
-                ));
-            }
-        }
-
-        let mut cells = vec![Cell::INVALID; total];
-
-        for (i, spec) in cfg.invalid.iter().enumerate() {
-            if spec.last as usize >= total {
-                return Err(out_of_range(format!("{dev}.invalid[{i}]"), *spec, total));
-            }
-        }
-
-        for (sec, ty) in TYPE_SECTIONS {
-            let Some(entries) = section(cfg, sec) else { continue };
-            for (i, entry) in entries.iter().enumerate() {
-                let key = format!("{dev}.{sec}[{i}]");
-                let spec = entry.addr;
-                if spec.last as usize >= total {
-                    return Err(out_of_range(format!("{key}.addr"), spec, total));
-                }
-                let (first, last) = (spec.first as usize, spec.last as usize);
-                let len = last - first + 1;
-                let per = ty.register_count();
-                if ty != CellType::String && len % per != 0 {
-                    return Err(ConfigError::new(
-                        format!("{key}.addr"),
-                        spec,
-                        format!("{len} registers are not a whole number of {sec} values ({per} registers each)"),
-                    ));
-                }
-                let value = match &entry.value {
-                    Some(v) => v.clone(),
-                    None => s.defaults.value.get(sec).cloned().ok_or_else(|| {
-                        ConfigError::new(
-                            format!("{dev}.setup.defaults.value.{sec}"),
-                            "(missing)",
-                            format!("{key} has no value and there is no default"),
-                        )
-                    })?,
-                };
-                let words_per_value = if ty == CellType::String { len } else { per };
-                let words = encode(ty, &value, words_per_value)
-                    .map_err(|why| ConfigError::new(format!("{key}.value"), &value, why))?;
-                let action_name = match &entry.action {
-                    Some(a) => a.clone(),
-                    None => s.defaults.action.get(sec).cloned().flatten(),
-                };
-                let action = match &action_name {
-                    None => None,
-                    Some(a) => {
-                        let id = actions.id(a).ok_or_else(|| {
-                            ConfigError::new(format!("{key}.action"), format!("{a:?}"), "unknown action")
-                        })?;
-                        let empty = Map::new();
-                        if let Some(kind) = actions.kind(id) {
-                            actions::check(kind, a, ty, entry.parameters.as_ref().unwrap_or(&empty))
-                                .map_err(|why| ConfigError::new(format!("{key}.action"), format!("{a:?}"), why))?;
-                        }
-                        Some(id)
-                    }
-                };
-                let parameters = entry.parameters.clone().map(Arc::new);
-                let mut start = first;
-                while start <= last {
-                    for (j, w) in words.iter().enumerate() {
-                        let at = start + j;
-                        let cell = cells
-                            .get_mut(at)
-                            .ok_or_else(|| out_of_range(format!("{key}.addr"), spec, total))?;
-                        if cell.kind != CellType::Invalid {
-                            return Err(ConfigError::new(
-                                format!("{key}.addr"),
-                                spec,
-                                format!("register {at} is already defined as {}", cell.kind.name()),
-                            ));
-                        }
-                        *cell = if j == 0 {
-                            Cell {
-                                kind: ty,
-                                writable: false,
-                                value: *w,
-                                action,
-                                parameters: parameters.clone(),
-                            }
-                        } else {
-                            Cell {
-                                kind: CellType::Next,
-                                value: *w,
-                                ..Cell::INVALID
-                            }
-                        };
-                    }
-                    start += words_per_value;
-                }
-            }
-        }
-
-        for (i, spec) in cfg.write.iter().enumerate() {
-            let key = format!("{dev}.write[{i}]");
-            if spec.last as usize >= total {
-                return Err(out_of_range(key, *spec, total));
-            }
-            for at in spec.first as usize..=spec.last as usize {
-                let Some(cell) = cells.get_mut(at) else {
-                    return Err(out_of_range(key, *spec, total));
-                };
-                if cell.kind == CellType::Invalid {
-                    return Err(ConfigError::new(key, spec, format!("register {at} is not defined")));
-                }
-                cell.writable = true;
-            }
-        }
-
-        for (i, r) in cfg.repeat.iter().enumerate() {
-            let key = format!("{dev}.repeat[{i}]");
-            if r.addr.last as usize >= total {
-                return Err(out_of_range(format!("{key}.addr"), r.addr, total));
-            }
-            if r.to.last as usize >= total {
-                return Err(out_of_range(format!("{key}.to"), r.to, total));
-            }
-            let (cs, ce) = (r.addr.first as usize, r.addr.last as usize);
-            let mut copy = cs;
-            for to in r.to.first as usize..=r.to.last as usize {
-                let src = cells.get(copy).cloned().unwrap_or(Cell::INVALID);
-                if let Some(dst) = cells.get_mut(to) {
-                    *dst = src;
-                }
-                copy = if copy >= ce { cs } else { copy + 1 };
-            }
-        }
-
+        let Layout {
+            cells,
+            tables,
+            generators,
+        } = layout::build(&format!("device_list.{name}"), cfg, env)?;
+        let total = cells.len();
         let counts = (0..total).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect();
         Ok(Self {
             state: RwLock::new(State {
@@ -414,9 +84,64 @@ impl SimDevice {
             initial: cells,
             counts,
             actions,
-            type_exception: s.type_exception,
+            type_exception: cfg.setup.type_exception,
             tables,
+            generators,
+            time_scale,
+            names: std::collections::BTreeMap::new(),
+            changes: AtomicU64::new(0),
         })
+    }
+
+    /// Gives the values at these addresses names (shown and usable in the REST API).
+    pub fn with_names(mut self, names: impl IntoIterator<Item = (usize, String)>) -> Self {
+        self.names.extend(names);
+        self
+    }
+
+    /// How many writes and resets changed the registers so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(address, type, raw value)` of every defined register, in address order.
+    pub fn snapshot(&self) -> Vec<(usize, CellType, u16)> {
+        let st = self.read_state();
+        st.cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind != CellType::Invalid)
+            .map(|(i, c)| (i, c.kind, c.value))
+            .collect()
+    }
+
+    /// Sets the raw values of registers (a saved state); addresses outside are skipped.
+    pub(crate) fn restore(&self, values: impl IntoIterator<Item = (usize, u16)>) {
+        let mut st = self.write_state();
+        for (a, v) in values {
+            if let Some(c) = st.cells.get_mut(a) {
+                c.value = v;
+            }
+        }
+    }
+
+    /// True when some value has a name.
+    pub fn has_names(&self) -> bool {
+        !self.names.is_empty()
+    }
+
+    /// The address of the value named `name`.
+    pub fn address_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(a, _)| *a)
+    }
+
+    /// The name of the value at `address`, if it has one.
+    pub fn name_of(&self, address: usize) -> Option<&str> {
+        self.names.get(&address).map(String::as_str)
     }
 
     /// Number of registers (cells) of the device.
@@ -439,9 +164,34 @@ impl SimDevice {
 
     /// A snapshot of register `address`.
     pub fn register(&self, address: usize) -> Option<RegisterInfo> {
+        self.evaluate(address..address.saturating_add(1));
         let st = self.read_state();
         let cell = st.cells.get(address)?;
         Some(self.info(address, cell))
+    }
+
+    /// Brings the time-based values in `range` to now (a listing is a read too).
+    fn evaluate(&self, range: std::ops::Range<usize>) {
+        let has = |cells: &[Cell]| {
+            cells
+                .get(range.clone())
+                .is_some_and(|c| c.iter().any(|c| c.generator.is_some()))
+        };
+        if !has(&self.read_state().cells) {
+            return;
+        }
+        let mut st = self.write_state();
+        let t = st.started.elapsed().as_secs_f64() * self.time_scale;
+        for i in range.clone() {
+            if let Some(g) = st
+                .cells
+                .get(i)
+                .and_then(|c| c.generator)
+                .and_then(|g| self.generators.get(g as usize))
+            {
+                g.apply(&mut st.cells, i, t);
+            }
+        }
     }
 
     fn info(&self, address: usize, cell: &Cell) -> RegisterInfo {
@@ -455,6 +205,7 @@ impl SimDevice {
             writable: cell.writable,
             value: cell.value,
             action: cell.action.map(|a| self.actions.name(a).to_owned()),
+            name: self.names.get(&address).cloned(),
             parameters: cell.parameters.as_deref().cloned(),
             count_read: r,
             count_write: w,
@@ -463,6 +214,7 @@ impl SimDevice {
 
     /// Snapshots of the defined registers (not `invalid`) in `range`.
     pub fn registers(&self, range: std::ops::Range<usize>) -> Vec<RegisterInfo> {
+        self.evaluate(range.clone());
         let st = self.read_state();
         st.cells
             .iter()
@@ -483,6 +235,7 @@ impl SimDevice {
             .get_mut(address)
             .ok_or(crate::SimError::NoSuchRegister(address))?;
         cell.value = value;
+        self.changed();
         Ok(())
     }
 
@@ -520,6 +273,7 @@ impl SimDevice {
         for (c, w) in cells.iter_mut().skip(address).zip(words) {
             c.value = w;
         }
+        self.changed();
         Ok(())
     }
 
@@ -532,9 +286,9 @@ impl SimDevice {
             CellType::Bits => DecodedValue::Bits(cell.value),
             CellType::Int16 => DecodedValue::Int16(cell.value as i16),
             CellType::Uint16 => DecodedValue::Uint16(cell.value),
-            CellType::Uint32 => DecodedValue::Uint32(actions::read_int(cells, address, CellType::Uint32) as u32),
-            CellType::Float32 => DecodedValue::Float32(actions::read_float(cells, address, CellType::Float32) as f32),
-            CellType::Float64 => DecodedValue::Float64(actions::read_float(cells, address, CellType::Float64)),
+            CellType::Uint32 => DecodedValue::Uint32(model::read_int(cells, address, CellType::Uint32) as u32),
+            CellType::Float32 => DecodedValue::Float32(model::read_float(cells, address, CellType::Float32) as f32),
+            CellType::Float64 => DecodedValue::Float64(model::read_float(cells, address, CellType::Float64)),
             CellType::String => {
                 let mut bytes = cell.value.to_be_bytes().to_vec();
                 for c in cells.iter().skip(address + 1).take_while(|c| c.kind == CellType::Next) {
@@ -635,19 +389,23 @@ impl SimDevice {
         let mut st = self.write_state();
         self.validate(&st.cells, first, end, false)?;
         let uptime = st.started.elapsed();
+        let t = uptime.as_secs_f64() * self.time_scale;
         let empty = Map::new();
         for i in first..end {
-            let (action, params) = match st.cells.get(i) {
-                Some(c) => (c.action, c.parameters.clone()),
+            let (action, params, generator) = match st.cells.get(i) {
+                Some(c) => (c.action, c.parameters.clone(), c.generator),
                 None => return Err(ExceptionCode::IllegalDataAddress),
             };
-            if let Some(kind) = action.and_then(|a| self.actions.kind(a)).cloned() {
+            if let Some(g) = generator.and_then(|g| self.generators.get(g as usize)) {
+                g.apply(&mut st.cells, i, t);
+            } else if let Some(kind) = action.and_then(|a| self.actions.kind(a)).cloned() {
                 let params = params.as_deref().unwrap_or(&empty);
                 match actions::run(&kind, &mut st.cells, i, params, uptime) {
                     Ok(Effect::None) => {}
                     Ok(Effect::Reset) => {
                         st.cells.clone_from(&self.initial);
                         st.started = Instant::now();
+                        self.changed();
                         return Err(ExceptionCode::ServerDeviceFailure);
                     }
                     Err(e) => return Err(e),
@@ -705,6 +463,7 @@ impl SimDevice {
         {
             c.value = *v;
         }
+        self.changed();
         self.count(first, end, true);
         Ok(())
     }
@@ -760,6 +519,7 @@ impl Storage for SimDevice {
                 cell.value &= !mask;
             }
         }
+        self.changed();
         self.count(first, end, true);
         Ok(())
     }
@@ -812,5 +572,6 @@ impl Storage for SimDevice {
         let mut st = self.write_state();
         st.cells.clone_from(&self.initial);
         st.started = Instant::now();
+        self.changed();
     }
 }

@@ -69,6 +69,12 @@ pub enum SimError {
         /// Why the value is refused.
         reason: String,
     },
+    /// A `--state-file` was refused (the message names the file and the first mismatch).
+    #[error("{0}")]
+    State(String),
+    /// A CSV register map was refused (the message names file, line and column).
+    #[error("{0}")]
+    RegisterMap(String),
     /// The HTTP server failed (bind).
     #[error("HTTP server on {addr}: {source}")]
     Http {

@@ -1,7 +1,8 @@
 //! The built-in web page in headless Chromium, driven over WebDriver
 //! (chromedriver's HTTP protocol by hand): the page loads, a register edited
 //! on the page reaches a Modbus client, a client's write appears on the
-//! page, and a fault injected from the page reaches the client.
+//! page, a fault injected from the page reaches the client, and the trend
+//! plot, request-rate sparkline and client list draw.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; skipped with a message
 //! when they are missing, unless `COILWORK_REQUIRE_CLIENTS` is set.
@@ -258,6 +259,32 @@ async fn run(chromium: &str, driver: &str) {
     assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
     d.wait_for(
         "document.querySelector('#log').textContent.includes('fault 2 added: delay 300 ms on function 3')",
+        json!(true),
+    )
+    .await;
+
+    // The trend plot draws a chosen register (5 counts up at each read),
+    // the sparkline shows the request rate, and the client list our client.
+    d.type_into("#trend-addrs", "5").await;
+    d.wait_for(
+        "document.querySelector('#trend-legend').textContent.startsWith('■ 5:')",
+        json!(true),
+    )
+    .await;
+    d.wait_for(
+        "(() => { const c = document.querySelector('#trend'); \
+         const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; \
+         for (let i = 0; i < px.length; i += 4) if (px[i] < 100 && px[i + 2] > 150) n++; return n > 8; })()",
+        json!(true),
+    )
+    .await;
+    d.wait_for(
+        "document.querySelector('#rate-now').textContent.endsWith('req/s')",
+        json!(true),
+    )
+    .await;
+    d.wait_for(
+        "[...document.querySelectorAll('#clients tbody td')].some(td => td.textContent.startsWith('127.0.0.1:'))",
         json!(true),
     )
     .await;

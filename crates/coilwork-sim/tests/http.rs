@@ -61,6 +61,30 @@ impl Sim {
         (status, ctype, String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// A request with exactly these extra headers; returns the status, the
+    /// `WWW-Authenticate` header and the body.
+    async fn with_headers(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.http));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = self
+            .client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let auth = res
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, auth, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// A JSON request; returns the status and the parsed body (`null` if empty).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let text = body.map(|b| b.to_string());
@@ -654,6 +678,189 @@ fn server_stop_restart_reset_and_log() {
     });
 }
 
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[test]
+fn cross_site_requests_change_nothing() {
+    bounded(async {
+        let mut options = SimulatorOptions::default();
+        options.http_allow_hosts = vec!["plant.lan".into()];
+        let s = sim_with(options).await;
+        let port = s.http.port();
+        let evil = [JSON, ("origin", "http://evil.example")];
+        let (st, _, body) = s.with_headers("POST", "/api/server/stop", &evil).await;
+        assert_eq!(st, 403, "{body}");
+        assert!(body.contains("evil.example"), "{body}");
+        let (st, _, body) = s
+            .with_headers("POST", "/api/server/stop", &[JSON, ("origin", "null")])
+            .await;
+        assert_eq!(st, 403, "{body}");
+        let cross = [JSON, ("sec-fetch-site", "cross-site")];
+        assert_eq!(s.with_headers("POST", "/api/server/stop", &cross).await.0, 403);
+        // Bodiless state changes need the JSON type too (a form cannot send it without a preflight).
+        for ctype in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+            let headers: Vec<(&str, &str)> = ctype.map(|c| ("content-type", c)).into_iter().collect();
+            for (method, path) in [
+                ("POST", "/api/server/stop"),
+                ("DELETE", "/api/faults"),
+                ("PUT", "/api/registers/4"),
+            ] {
+                let (st, _, body) = s.with_headers(method, path, &headers).await;
+                assert_eq!(st, 415, "{method} {path} {ctype:?}: {body}");
+                assert!(body.contains("Content-Type: application/json"), "{body}");
+            }
+        }
+        // DNS rebinding: a foreign name for this address.
+        for host in ["attacker.example", &format!("attacker.example:{port}"), "10.9.9.9"] {
+            for path in ["/api/server", "/", "/metrics"] {
+                let (st, _, body) = s.with_headers("GET", path, &[("host", host)]).await;
+                assert_eq!(st, 421, "{host} {path}: {body}");
+            }
+        }
+        let (st, _, body) = s
+            .with_headers("POST", "/api/server/stop", &[JSON, ("host", "attacker.example")])
+            .await;
+        assert_eq!(st, 421, "{body}");
+        // Nothing stopped.
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]));
+        assert_eq!(s.get("/api/server").await["modbus"]["running"], true);
+        // The simulator's own names and page pass.
+        let localhost = format!("localhost:{port}");
+        let own_origin = format!("http://localhost:{port}");
+        for host in [
+            localhost.as_str(),
+            "plant.lan",
+            "PLANT.LAN.",
+            &format!("127.0.0.1:{port}"),
+        ] {
+            assert_eq!(
+                s.with_headers("GET", "/api/server", &[("host", host)]).await.0,
+                200,
+                "{host}"
+            );
+        }
+        let page = [
+            JSON,
+            ("host", localhost.as_str()),
+            ("origin", own_origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ];
+        let (st, _, body) = s.with_headers("POST", "/api/server/stop", &page).await;
+        assert_eq!(st, 200, "{body}");
+        assert!(TcpStream::connect(s.modbus).await.is_err(), "Modbus still listening");
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn token_needed_on_every_api_call() {
+    bounded(async {
+        let mut options = SimulatorOptions::default();
+        options.http_token = Some("s3cret".into());
+        let s = sim_with(options).await;
+        for (method, path, headers) in [
+            ("GET", "/api/server", vec![]),
+            ("GET", "/metrics", vec![]),
+            ("POST", "/api/server/stop", vec![JSON]),
+            (
+                "POST",
+                "/api/server/stop",
+                vec![JSON, ("authorization", "Bearer s3cre")],
+            ),
+            ("GET", "/api/registers", vec![("authorization", "Basic s3cret")]),
+        ] {
+            let (st, auth, body) = s.with_headers(method, path, &headers).await;
+            assert_eq!(
+                (st, auth.as_str()),
+                (401, "Bearer"),
+                "{method} {path} {headers:?}: {body}"
+            );
+            assert!(body.contains("Authorization: Bearer"), "{body}");
+        }
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![17001]), "stopped without the token");
+        let good = [("authorization", "Bearer s3cret")];
+        let (st, _, body) = s.with_headers("GET", "/api/server", &good).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(s.with_headers("GET", "/metrics", &good).await.0, 200);
+        // The page itself loads without it (it asks for the token in its address).
+        assert_eq!(s.with_headers("GET", "/", &[]).await.0, 200);
+        let (st, _, body) = s.with_headers("POST", "/api/server/stop", &[JSON, good[0]]).await;
+        assert_eq!(st, 200, "{body}");
+        s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn open_http_without_token_warns() {
+    bounded(async {
+        let config = DEFAULT_CONFIG.replace("\"port\": 5020", "\"port\": 0");
+        for (host, warns) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+            let sim = Simulator::from_json(&config, SimulatorOptions::default().http(host, 0)).unwrap();
+            let handle = sim.start().await.unwrap();
+            let warned = sim
+                .monitor()
+                .log_entries(0)
+                .iter()
+                .any(|e| e.level == "warn" && e.message.contains("without a token"));
+            assert_eq!(warned, warns, "{host}");
+            handle.shutdown().await;
+        }
+    });
+}
+
+#[test]
+fn register_map_names_in_the_api() {
+    bounded(async {
+        let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("http_plant.csv");
+        std::fs::write(
+            &file,
+            "address,type,access,value,action,parameters,name\n\
+             0,uint16,rw,7,,,setpoint\n\
+             2,float32,rw,1.5,,,limit\n\
+             4,int16,r,-3\n",
+        )
+        .unwrap();
+        let mut options = SimulatorOptions::default();
+        options.register_map = Some(file);
+        let s = sim_with(options).await;
+        let list = s.get("/api/registers").await;
+        assert_eq!(list["size"], 5);
+        let regs = list["registers"].as_array().unwrap();
+        let names: Vec<(u64, Value)> = regs
+            .iter()
+            .map(|r| (r["address"].as_u64().unwrap(), r["name"].clone()))
+            .collect();
+        assert_eq!(names[0], (0, json!("setpoint")));
+        assert_eq!(names[1], (2, json!("limit")));
+        assert!(names.contains(&(4, Value::Null)), "{names:?}");
+        let r = s.get("/api/registers/setpoint").await;
+        assert_eq!((r["address"].clone(), r["value"].clone()), (json!(0), json!(7)));
+        let (st, v) = s
+            .call("PUT", "/api/registers/limit", Some(json!({"value": 22.5})))
+            .await;
+        assert_eq!((st, v["decoded"].clone()), (200, json!(22.5)), "{v}");
+        assert_eq!(read(s.modbus, 2, 2).await, Ok(vec![0x41B4, 0x0000]));
+        assert_eq!(read(s.modbus, 4, 1).await, Ok(vec![0xFFFD]));
+        s.refused(
+            "GET",
+            "/api/registers/nothing",
+            None,
+            404,
+            "no register named \"nothing\"",
+        )
+        .await;
+        s.refused(
+            "PUT",
+            "/api/registers/-1",
+            Some(json!({"raw": 1})),
+            404,
+            "no register named",
+        )
+        .await;
+        s.handle.shutdown().await;
+    });
+}
+
 #[test]
 fn metrics_count_requests() {
     bounded(async {
@@ -749,5 +956,95 @@ fn web_page_built_in_and_user_directory() {
         // The API stays.
         assert_eq!(s.get("/api/server").await["modbus"]["running"], true);
         s.handle.shutdown().await;
+    });
+}
+
+#[test]
+fn several_servers_each_with_its_device() {
+    bounded(async {
+        let mut config: Value = serde_json::from_str(DEFAULT_CONFIG).unwrap();
+        config["server_list"]["server"]["port"] = json!(0);
+        let mut pump = config["server_list"]["server"].clone();
+        pump["device"] = json!("pump");
+        config["server_list"]["pump_server"] = pump;
+        let mut device = config["device_list"]["device"].clone();
+        device["uint16"][0]["value"] = json!(4242);
+        config["device_list"]["pump"] = device;
+        let mut options = SimulatorOptions::default();
+        options.all_servers = true;
+        let sim = Simulator::from_json(&config.to_string(), options.http("127.0.0.1", 0)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let addrs = handle.local_addrs();
+        let names: Vec<&str> = addrs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["pump_server", "server"]);
+        let pump_addr = addrs[0].1.unwrap();
+        let main_addr = addrs[1].1.unwrap();
+        assert_eq!(read(pump_addr, 4, 1).await, Ok(vec![4242]));
+        assert_eq!(read(main_addr, 4, 1).await, Ok(vec![17001]));
+        let s = Sim {
+            http: handle.http_addr().unwrap(),
+            modbus: main_addr,
+            handle,
+            sim,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        let list = s.get("/api/servers").await;
+        assert_eq!(list["servers"][0]["device"], "pump");
+        assert_eq!(list["servers"][1]["device"], "device");
+        // The API acts on the server chosen.
+        let (st, v) = s
+            .call("PUT", "/api/registers/4?server=server", Some(json!({"value": 7})))
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(read(main_addr, 4, 1).await, Ok(vec![7]));
+        assert_eq!(read(pump_addr, 4, 1).await, Ok(vec![4242]));
+        assert_eq!(s.get("/api/server?server=pump_server").await["device"], "pump");
+        s.refused("GET", "/api/registers?server=boiler", None, 404, "no server \"boiler\"")
+            .await;
+        let (st, _) = s.call("POST", "/api/server/stop?server=pump_server", None).await;
+        assert_eq!(st, 200);
+        assert!(TcpStream::connect(pump_addr).await.is_err(), "pump still serves");
+        assert_eq!(read(main_addr, 4, 1).await, Ok(vec![7]), "the other server stopped too");
+        s.handle.shutdown().await;
+        assert!(TcpStream::connect(main_addr).await.is_err());
+    });
+}
+
+#[test]
+fn several_servers_start_all_or_none() {
+    bounded(async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config: Value = serde_json::from_str(DEFAULT_CONFIG).unwrap();
+        config["server_list"]["server"]["port"] = json!(0);
+        let mut second = config["server_list"]["server"].clone();
+        second["port"] = json!(taken.local_addr().unwrap().port());
+        config["server_list"]["second"] = second.clone();
+        let mut options = SimulatorOptions::default();
+        options.servers = vec!["server".into(), "second".into()];
+        let sim = Simulator::from_json(&config.to_string(), options).unwrap();
+        assert!(sim.start().await.is_err(), "started with a port taken");
+        // The first server, started before the failure, was stopped.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = sim.monitor().log_entries(0);
+        let served = log
+            .iter()
+            .find_map(|e| e.message.strip_prefix("serving Modbus/TCP on "))
+            .expect("the first server never started");
+        assert!(
+            TcpStream::connect(served).await.is_err(),
+            "{served} still serves after a failed start"
+        );
+        // An unknown device named by a server entry is refused at build.
+        second["device"] = json!("boiler");
+        config["server_list"]["second"] = second;
+        let mut options = SimulatorOptions::default();
+        options.all_servers = true;
+        let err = Simulator::from_json(&config.to_string(), options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server_list.second.device = \"boiler\": no such entry"),
+            "{err}"
+        );
     });
 }

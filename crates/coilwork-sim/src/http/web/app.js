@@ -1,13 +1,30 @@
 "use strict";
 // The coilwork simulator page: polls the REST API (see the crate's README).
 const $ = (sel) => document.querySelector(sel);
-const state = { lastValues: new Map(), logSince: 0, messageTimer: null };
+const state = { lastValues: new Map(), logSince: 0, messageTimer: null, server: null,
+  trend: new Map(), rates: [], lastTotal: null, lastTime: null };
+const TREND_SECONDS = 300;
+const TREND_COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+
+// With --http-token, open the page as http://HOST:PORT/#token=TOKEN: the
+// token moves to this tab's session storage and leaves the address bar.
+(function takeToken() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]*)/);
+  if (!m) return;
+  sessionStorage.setItem("coilworkToken", decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+})();
 
 async function api(method, path, body) {
   const init = { method, headers: {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
+  const token = sessionStorage.getItem("coilworkToken");
+  if (token) init.headers["Authorization"] = "Bearer " + token;
+  // The server refuses state changes without a JSON content type, bodiless ones too.
+  if (method !== "GET") init.headers["Content-Type"] = "application/json";
+  if (body !== undefined) init.body = JSON.stringify(body);
+  // With several servers, every call is about the one chosen.
+  if (state.server !== null && path.startsWith("/api/") && path !== "/api/servers") {
+    path += (path.includes("?") ? "&" : "?") + "server=" + encodeURIComponent(state.server);
   }
   const res = await fetch(path, init);
   if (res.status === 204) return null;
@@ -42,6 +59,108 @@ async function refreshStatus() {
   span.className = m.running ? "up" : "down";
   span.textContent = m.running ? "● running" : "● stopped";
   st.append(span, ` ${m.endpoint} · device "${s.device}" · ${s.size} registers · faults: ${s.faults}`);
+  sampleRate(s.requests_total);
+}
+
+// Requests per second from the total's growth between polls.
+function sampleRate(total) {
+  const now = Date.now() / 1000;
+  if (state.lastTotal !== null && total >= state.lastTotal && now > state.lastTime) {
+    state.rates.push((total - state.lastTotal) / (now - state.lastTime));
+    if (state.rates.length > 120) state.rates.shift();
+  }
+  state.lastTotal = total;
+  state.lastTime = now;
+  drawSparkline();
+}
+
+function drawSparkline() {
+  const c = $("#rate");
+  const ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, c.width, c.height);
+  const r = state.rates;
+  if (r.length < 2) return;
+  const max = Math.max(1, ...r);
+  ctx.strokeStyle = "#2563eb";
+  ctx.beginPath();
+  r.forEach((v, i) => {
+    const x = (i / (r.length - 1)) * (c.width - 2) + 1;
+    const y = c.height - 2 - (v / max) * (c.height - 4);
+    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+  $("#rate-now").textContent = `${Math.round(r[r.length - 1])} req/s`;
+}
+
+// The addresses typed in the trend field.
+function trendAddresses() {
+  return $("#trend-addrs").value.split(/[\s,]+/).filter((a) => a !== "").map(Number).filter(Number.isInteger);
+}
+
+function sampleTrend(registers) {
+  const now = Date.now() / 1000;
+  const wanted = trendAddresses();
+  for (const key of [...state.trend.keys()]) if (!wanted.includes(key)) state.trend.delete(key);
+  for (const r of registers) {
+    if (!wanted.includes(r.address) || typeof r.decoded !== "number") continue;
+    const points = state.trend.get(r.address) || [];
+    points.push([now, r.decoded]);
+    while (points.length && points[0][0] < now - TREND_SECONDS) points.shift();
+    state.trend.set(r.address, points);
+  }
+  drawTrend(now);
+}
+
+function drawTrend(now) {
+  const c = $("#trend");
+  const ctx = c.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, c.width, c.height);
+  const series = [...state.trend.entries()].filter(([, p]) => p.length > 0);
+  const legend = $("#trend-legend");
+  legend.innerHTML = "";
+  if (!series.length) return;
+  const values = series.flatMap(([, p]) => p.map((q) => q[1]));
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const pad = 30;
+  const x = (t) => pad + ((t - (now - TREND_SECONDS)) / TREND_SECONDS) * (c.width - pad - 4);
+  const y = (v) => c.height - 14 - ((v - lo) / (hi - lo)) * (c.height - 24);
+  ctx.strokeStyle = "#ddd";
+  ctx.strokeRect(pad, 6, c.width - pad - 4, c.height - 20);
+  ctx.fillStyle = "#666";
+  ctx.font = "10px sans-serif";
+  ctx.fillText(String(+hi.toPrecision(4)), 2, 14);
+  ctx.fillText(String(+lo.toPrecision(4)), 2, c.height - 14);
+  ctx.fillText("−5 min", pad, c.height - 2);
+  ctx.fillText("now", c.width - 24, c.height - 2);
+  series.forEach(([addr, points], i) => {
+    const color = TREND_COLORS[i % TREND_COLORS.length];
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    points.forEach(([t, v], j) => { if (j === 0) ctx.moveTo(x(t), y(v)); else ctx.lineTo(x(t), y(v)); });
+    if (points.length === 1) ctx.arc(x(points[0][0]), y(points[0][1]), 2, 0, 2 * Math.PI);
+    ctx.stroke();
+    const item = document.createElement("span");
+    item.style.color = color;
+    item.textContent = `■ ${addr}: ${points[points.length - 1][1]}`;
+    legend.appendChild(item);
+  });
+}
+
+async function refreshClients() {
+  const data = await api("GET", "/api/clients");
+  const body = $("#clients tbody");
+  body.innerHTML = "";
+  for (const c of data.clients) {
+    const tr = document.createElement("tr");
+    cell(tr, c.peer);
+    cell(tr, c.recent_calls);
+    cell(tr, c.last_seen.replace(/^.*T/, "").replace(/\+.*$/, ""));
+    body.appendChild(tr);
+  }
+  $("#connections").textContent = `open connections: ${data.connections_active}`;
 }
 
 async function refreshRegisters() {
@@ -49,6 +168,7 @@ async function refreshRegisters() {
   const start = Number($("#reg-start").value) || 0;
   const count = Number($("#reg-count").value) || 100;
   const data = await api("GET", `/api/registers?start=${start}&count=${count}`);
+  sampleTrend(data.registers);
   const body = $("#registers tbody");
   const rows = document.createDocumentFragment();
   for (const r of data.registers) {
@@ -56,6 +176,7 @@ async function refreshRegisters() {
     tr.dataset.addr = r.address;
     tr.className = (r.type === "next" ? "next " : "") + (r.access === "rw" ? "rw" : "");
     cell(tr, r.address);
+    cell(tr, r.name, "name");
     cell(tr, r.type);
     cell(tr, r.access, "access");
     cell(tr, r.action || "");
@@ -152,7 +273,7 @@ async function run(f) {
 }
 
 async function refresh() {
-  await run(() => Promise.all([refreshStatus(), refreshRegisters(), refreshFaults(), refreshCalls(), refreshLog()]));
+  await run(() => Promise.all([refreshStatus(), refreshRegisters(), refreshFaults(), refreshCalls(), refreshLog(), refreshClients()]));
 }
 
 function showFaultFields() {
@@ -204,6 +325,31 @@ for (const [id, path, done] of [["#server-stop", "stop", "Modbus server stopped"
   $(id).addEventListener("click", () => run(async () => { await api("POST", `/api/server/${path}`); message(done, true); await refresh(); }));
 }
 
+async function loadServers() {
+  const { servers } = await api("GET", "/api/servers");
+  if (servers.length < 2) return;
+  const select = $("#server-select");
+  for (const s of servers) {
+    const o = document.createElement("option");
+    o.value = s.server;
+    o.textContent = `${s.server} (${s.device})`;
+    select.appendChild(o);
+  }
+  state.server = servers[0].server;
+  $("#server-choice").hidden = false;
+  select.addEventListener("change", () => {
+    state.server = select.value;
+    state.lastValues.clear();
+    state.logSince = 0;
+    state.trend.clear();
+    state.rates = [];
+    state.lastTotal = null;
+    $("#log").textContent = "";
+    run(refresh);
+  });
+}
+
 showFaultFields();
+run(loadServers);
 refresh();
 setInterval(refresh, 1000);

@@ -11,12 +11,14 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+mod guard;
 
 /// Default HTTP host when only the port is given.
 pub const DEFAULT_HTTP_HOST: &str = "127.0.0.1";
@@ -28,8 +30,46 @@ pub const MAX_REGISTERS_PER_REQUEST: usize = 10_000;
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
+/// The OpenAPI 3 description of the REST API (`GET /api/openapi.json`).
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-type Shared = State<Arc<Inner>>;
+/// Every server of the simulator; requests choose one with `?server=NAME`
+/// (default: the first).
+#[derive(Debug)]
+pub(crate) struct Fleet {
+    servers: Vec<Arc<Inner>>,
+}
+
+/// The server a request is about (its `server` query parameter).
+struct Sel(Arc<Inner>);
+
+impl axum::extract::FromRequestParts<Arc<Fleet>> for Sel {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        fleet: &Arc<Fleet>,
+    ) -> Result<Self, Self::Rejection> {
+        let wanted = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "server")
+                .map(|(_, v)| percent_decode(&v.replace('+', " ")).unwrap_or_default())
+        });
+        let found = match &wanted {
+            None => fleet.servers.first(),
+            Some(name) => fleet.servers.iter().find(|s| &s.server_name == name),
+        };
+        found.cloned().map(Sel).ok_or_else(|| {
+            let names: Vec<&str> = fleet.servers.iter().map(|s| s.server_name.as_str()).collect();
+            not_found(format!(
+                "no server {:?} (servers: {})",
+                wanted.unwrap_or_default(),
+                names.join(", ")
+            ))
+        })
+    }
+}
 
 /// The HTTP host and port to serve, if HTTP is configured.
 pub(crate) fn address(options: &SimulatorOptions) -> Option<(String, u16)> {
@@ -46,7 +86,13 @@ pub(crate) fn address(options: &SimulatorOptions) -> Option<(String, u16)> {
 }
 
 /// Binds `host:port` and serves the API and page in a spawned task until the simulator stops.
-pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<SocketAddr, SimError> {
+pub(crate) async fn start(servers: Vec<Arc<Inner>>, host: &str, port: u16) -> Result<SocketAddr, SimError> {
+    let fleet = Arc::new(Fleet { servers });
+    let inner = fleet
+        .servers
+        .first()
+        .cloned()
+        .ok_or_else(|| SimError::Unsupported("no server to serve over HTTP".into()))?;
     let err = |source| SimError::Http {
         addr: format!("{host}:{port}"),
         source,
@@ -55,8 +101,17 @@ pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<So
     let addr = listener.local_addr().map_err(err)?;
     *lock(&inner.http_addr) = Some(addr);
     inner.set_http_running(true);
+    if !addr.ip().is_loopback() && inner.options.http_token.is_none() {
+        inner.monitor.log(
+            "warn",
+            format!(
+                "HTTP on {addr} is reachable beyond this machine without a token: anyone who can reach it can \
+                 change registers and stop the server (set --http-token or COILWORK_HTTP_TOKEN)"
+            ),
+        );
+    }
     let mut shutdown = inner.shutdown_signal();
-    let app = router(inner.clone());
+    let app = build(fleet);
     let task_inner = inner.clone();
     tokio::spawn(async move {
         let stop = async move {
@@ -71,22 +126,49 @@ pub(crate) async fn start(inner: Arc<Inner>, host: &str, port: u16) -> Result<So
     Ok(addr)
 }
 
-fn router(inner: Arc<Inner>) -> Router {
+/// The REST API and the web page as an axum `Router`, with the same
+/// checks as the served one (usable in-process, e.g. by fuzz targets).
+pub fn router(sim: &crate::Simulator) -> Router {
+    build(Arc::new(Fleet {
+        servers: sim.servers.clone(),
+    }))
+}
+
+fn build(fleet: Arc<Fleet>) -> Router {
+    let Some(inner) = fleet.servers.first().cloned() else {
+        return Router::new();
+    };
+    let guard = Arc::new(guard::Guard::new(
+        *lock(&inner.http_addr),
+        inner.options.http_host.as_deref(),
+        &inner.options.http_allow_hosts,
+        inner.options.http_token.clone(),
+    ));
     Router::new()
         .route("/api/registers", get(get_registers))
-        .route("/api/registers/{addr}", put(set_register).post(set_register))
+        .route(
+            "/api/registers/{addr}",
+            get(get_register).put(set_register).post(set_register),
+        )
         .route("/api/calls", get(get_calls).delete(clear_calls))
         .route("/api/faults", get(get_faults).post(add_fault).delete(clear_faults))
         .route("/api/faults/{id}", axum::routing::delete(delete_fault))
+        .route("/api/servers", get(get_servers))
         .route("/api/server", get(get_server))
         .route("/api/server/stop", post(server_stop))
         .route("/api/server/restart", post(server_restart))
         .route("/api/server/reset", post(server_reset))
         .route("/api/log", get(get_log))
+        .route("/api/clients", get(get_clients))
+        .route(
+            "/api/openapi.json",
+            get(|| async { file("openapi.json", OPENAPI_JSON) }),
+        )
         .route("/metrics", get(metrics))
         .fallback(static_files)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(inner)
+        .with_state(fleet)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::middleware))
 }
 
 /// A 4xx/5xx answer with `{"error": message}`.
@@ -125,7 +207,7 @@ fn query(
     allowed: &[&str],
 ) -> Result<HashMap<String, String>, ApiError> {
     let Query(q) = q.map_err(|e| bad(format!("bad query string: {}", e.body_text())))?;
-    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+    if let Some(k) = q.keys().find(|k| *k != "server" && !allowed.contains(&k.as_str())) {
         return Err(bad(format!(
             "unknown query parameter {k:?} (allowed: {})",
             allowed.join(", ")
@@ -177,6 +259,7 @@ fn decoded_json(d: Option<DecodedValue>) -> Value {
 fn register_json(inner: &Inner, r: &RegisterInfo) -> Value {
     json!({
         "address": r.address,
+        "name": r.name,
         "type": r.kind.name(),
         "access": if r.writable { "rw" } else { "r" },
         "value": r.value,
@@ -188,7 +271,7 @@ fn register_json(inner: &Inner, r: &RegisterInfo) -> Value {
     })
 }
 
-async fn get_registers(State(inner): Shared, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
+async fn get_registers(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let q = query(q, &["start", "count"])?;
     let size = inner.device.size();
     let start: usize = number(&q, "start", "a register address")?.unwrap_or(0);
@@ -218,13 +301,21 @@ async fn get_registers(State(inner): Shared, q: Result<Query<HashMap<String, Str
     }))
 }
 
-fn parse_address(s: &str, size: usize) -> Result<usize, ApiError> {
-    let a: usize = s.parse().map_err(|_| {
-        bad(format!(
-            "{s:?} is not a register address (0..={})",
-            size.saturating_sub(1)
-        ))
-    })?;
+/// A register address, or the name of a value (CSV register maps).
+fn parse_address(s: &str, device: &crate::SimDevice) -> Result<usize, ApiError> {
+    let size = device.size();
+    let a: usize = match s.parse() {
+        Ok(a) => a,
+        Err(_) if device.has_names() && !s.bytes().all(|b| b.is_ascii_digit()) => device
+            .address_of(s)
+            .ok_or_else(|| not_found(format!("no register named {s:?}")))?,
+        Err(_) => {
+            return Err(bad(format!(
+                "{s:?} is not a register address (0..={})",
+                size.saturating_sub(1)
+            )));
+        }
+    };
     if a >= size {
         return Err(not_found(format!(
             "register {a} is outside the device ({size} registers: 0..={})",
@@ -234,12 +325,21 @@ fn parse_address(s: &str, size: usize) -> Result<usize, ApiError> {
     Ok(a)
 }
 
+async fn get_register(Sel(inner): Sel, Path(addr): Path<String>) -> ApiResult {
+    let address = parse_address(&addr, &inner.device)?;
+    let info = inner
+        .device
+        .register(address)
+        .ok_or_else(|| not_found(format!("register {address} is outside the device")))?;
+    ok(register_json(&inner, &info))
+}
+
 async fn set_register(
-    State(inner): Shared,
+    Sel(inner): Sel,
     Path(addr): Path<String>,
     b: Result<axum::Json<Value>, JsonRejection>,
 ) -> ApiResult {
-    let address = parse_address(&addr, inner.device.size())?;
+    let address = parse_address(&addr, &inner.device)?;
     let b = body(b)?;
     let Some(obj) = b.as_object() else {
         return Err(bad(r#"expected an object: {"value": ...} or {"raw": 0..65535}"#));
@@ -271,7 +371,7 @@ async fn set_register(
     ok(register_json(&inner, &info))
 }
 
-async fn get_calls(State(inner): Shared, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
+async fn get_calls(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let q = query(q, &["function", "start", "end", "since", "limit"])?;
     let function: Option<u8> = number(&q, "function", "a function code 1..=127")?;
     if function.is_some_and(|f| f == 0 || f >= 0x80) {
@@ -292,16 +392,16 @@ async fn get_calls(State(inner): Shared, q: Result<Query<HashMap<String, String>
     ok(json!({ "calls": inner.monitor.calls(&filter) }))
 }
 
-async fn clear_calls(State(inner): Shared) -> StatusCode {
+async fn clear_calls(Sel(inner): Sel) -> StatusCode {
     inner.monitor.clear_calls();
     StatusCode::NO_CONTENT
 }
 
-async fn get_faults(State(inner): Shared) -> ApiResult {
+async fn get_faults(Sel(inner): Sel) -> ApiResult {
     ok(json!({ "faults": inner.monitor.faults() }))
 }
 
-async fn add_fault(State(inner): Shared, b: Result<axum::Json<Value>, JsonRejection>) -> ApiResult {
+async fn add_fault(Sel(inner): Sel, b: Result<axum::Json<Value>, JsonRejection>) -> ApiResult {
     let b = body(b)?;
     if let Some(k) = b
         .as_object()
@@ -322,12 +422,12 @@ async fn add_fault(State(inner): Shared, b: Result<axum::Json<Value>, JsonReject
     Ok((StatusCode::CREATED, axum::Json(json!(fault))).into_response())
 }
 
-async fn clear_faults(State(inner): Shared) -> StatusCode {
+async fn clear_faults(Sel(inner): Sel) -> StatusCode {
     inner.monitor.clear_faults();
     StatusCode::NO_CONTENT
 }
 
-async fn delete_fault(State(inner): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_fault(Sel(inner): Sel, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id: u64 = id.parse().map_err(|_| bad(format!("{id:?} is not a fault id")))?;
     if inner.monitor.remove_fault(id) {
         Ok(StatusCode::NO_CONTENT)
@@ -357,14 +457,32 @@ fn server_json(inner: &Inner) -> Value {
         "size": inner.device.size(),
         "type_exception": inner.device.type_exception(),
         "faults": inner.monitor.faults().len(),
+        "requests_total": inner.monitor.counters().iter().map(|(_, r, _)| r).sum::<u64>(),
     })
 }
 
-async fn get_server(State(inner): Shared) -> ApiResult {
+async fn get_servers(State(fleet): State<Arc<Fleet>>) -> ApiResult {
+    let servers: Vec<Value> = fleet
+        .servers
+        .iter()
+        .map(|s| {
+            let local = lock(&s.modbus).local_addr;
+            json!({
+                "server": s.server_name,
+                "device": s.device_name,
+                "endpoint": s.describe(local),
+                "running": s.modbus_running(),
+            })
+        })
+        .collect();
+    ok(json!({ "servers": servers }))
+}
+
+async fn get_server(Sel(inner): Sel) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn server_stop(State(inner): Shared) -> ApiResult {
+async fn server_stop(Sel(inner): Sel) -> ApiResult {
     if !inner.stop_modbus().await {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -374,7 +492,7 @@ async fn server_stop(State(inner): Shared) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn server_restart(State(inner): Shared) -> ApiResult {
+async fn server_restart(Sel(inner): Sel) -> ApiResult {
     if let Err(e) = inner.restart_modbus().await {
         inner.monitor.log("error", format!("restart failed: {e}"));
         return Err(ApiError(
@@ -385,7 +503,7 @@ async fn server_restart(State(inner): Shared) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn server_reset(State(inner): Shared) -> ApiResult {
+async fn server_reset(Sel(inner): Sel) -> ApiResult {
     coilwork_core::Storage::reset(&*inner.device);
     inner
         .monitor
@@ -393,13 +511,32 @@ async fn server_reset(State(inner): Shared) -> ApiResult {
     ok(server_json(&inner))
 }
 
-async fn get_log(State(inner): Shared, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
+/// Clients seen in the recent calls (the last 500), newest first, and the
+/// number of open connections.
+async fn get_clients(Sel(inner): Sel) -> ApiResult {
+    let calls = inner.monitor.calls(&CallFilter::default());
+    let mut clients: Vec<(String, u64, String)> = Vec::new();
+    for c in calls.iter().rev() {
+        let peer = c.peer.clone().unwrap_or_else(|| "(serial line)".to_owned());
+        match clients.iter_mut().find(|(p, _, _)| *p == peer) {
+            Some(entry) => entry.1 += 1,
+            None => clients.push((peer, 1, c.time.clone())),
+        }
+    }
+    let list: Vec<Value> = clients
+        .into_iter()
+        .map(|(peer, calls, last)| json!({"peer": peer, "recent_calls": calls, "last_seen": last}))
+        .collect();
+    ok(json!({ "connections_active": inner.traffic().connections_active, "clients": list }))
+}
+
+async fn get_log(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> ApiResult {
     let q = query(q, &["since"])?;
     let since: u64 = number(&q, "since", "a log entry number")?.unwrap_or(0);
     ok(json!({ "entries": inner.monitor.log_entries(since) }))
 }
 
-async fn metrics(State(inner): Shared) -> Response {
+async fn metrics(Sel(inner): Sel) -> Response {
     let mut out = String::new();
     let counters = inner.monitor.counters();
     let _ = writeln!(out, "# HELP coilwork_requests_total Modbus requests by function code.");
@@ -509,7 +646,7 @@ fn percent_decode(path: &str) -> Option<String> {
 }
 
 /// The web page: built in, or the files of `--web-app-path`.
-async fn static_files(State(inner): Shared, method: Method, uri: Uri) -> ApiResult {
+async fn static_files(Sel(inner): Sel, method: Method, uri: Uri) -> ApiResult {
     let path = uri.path();
     if path.starts_with("/api/") || path == "/api" {
         return Err(not_found(format!("no API endpoint {path}")));
