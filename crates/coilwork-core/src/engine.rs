@@ -189,8 +189,9 @@ pub trait Authorizer: Send + Sync {
     fn authorize(&self, request: &AccessRequest<'_>) -> bool;
 }
 
-/// Asks `auth` about every access of `request`; true if all are allowed.
-fn authorized(auth: &dyn Authorizer, ctx: &RequestContext<'_>, request: &Request<'_>) -> bool {
+/// Asks `auth` about every access of `request`; true if all are allowed
+/// (the engine's check, also used by the gateway before forwarding).
+pub fn authorized(auth: &dyn Authorizer, ctx: &RequestContext<'_>, request: &Request<'_>) -> bool {
     let function = request.function();
     let ask = |access: Access, data: Option<(Table, AddressRange)>| {
         auth.authorize(&AccessRequest {
