@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod gateway;
 mod handle;
 mod net;
 #[cfg(feature = "serial")]
