@@ -267,12 +267,15 @@ async fn serve(
             }
             upstream.consume_output(n);
         }
-        let waiting = lane.with_queue(|q| !q.is_empty());
-        let wake_at = match (upstream.poll_timeout(), upstream.ready_at().filter(|_| waiting)) {
+        let now = std::time::Instant::now();
+        // A line still in its silence wakes us when it ends, or a request
+        // queued meanwhile would wait for the next event.
+        let quiet_at = upstream.ready_at().filter(|&t| t > now);
+        let wake_at = match (upstream.poll_timeout(), quiet_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let can_take = upstream.can_start(std::time::Instant::now());
+        let can_take = upstream.can_start(now);
         tokio::select! {
             r = link.read(&mut buf) => {
                 let n = r?;
