@@ -3,6 +3,7 @@
 //! `coilwork` with no subcommand is `coilwork serve` with its defaults.
 #![forbid(unsafe_code)]
 
+mod gateway;
 mod roles;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -39,6 +40,8 @@ enum Command {
     Serve(ServeArgs),
     /// Simulate a device from a pymodbus simulator JSON file (default: a built-in one).
     Simulate(SimulateArgs),
+    /// Forward Modbus clients to serial buses and remote devices (a gateway).
+    Gateway(gateway::GatewayArgs),
 }
 
 /// Flags of pymodbus's simulator (`--json_file` etc. are accepted too).
@@ -644,6 +647,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     init_logging(match &command {
         Command::Simulate(args) => args.log,
+        Command::Gateway(args) => Some(args.log),
         Command::Serve(_) => None,
     });
     raise_descriptor_limit();
@@ -669,6 +673,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve(args) => serve(args).await,
             Command::Simulate(args) => simulate(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
         }
     };
     // On a worker: the thread in `block_on` does not drive I/O, so a server

@@ -32,6 +32,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod address;
+pub mod client;
 pub mod close;
 pub mod connection;
 pub mod diagnostics;
@@ -40,6 +41,7 @@ pub mod error;
 pub mod exception;
 pub mod frame;
 pub mod function;
+pub mod gateway;
 pub mod identity;
 pub mod options;
 pub mod pdu;

@@ -19,6 +19,7 @@
 //! mirror pymodbus's `StartAsyncTcpServer` / `ServerAsyncStop`.
 #![forbid(unsafe_code)]
 
+pub mod gateway;
 mod handle;
 mod net;
 #[cfg(feature = "serial")]

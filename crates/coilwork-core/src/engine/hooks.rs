@@ -142,7 +142,8 @@ pub trait Authorizer: Send + Sync {
 }
 
 /// Asks `auth` about every access of `request`; true if all are allowed.
-pub(super) fn authorized(auth: &dyn Authorizer, ctx: &RequestContext<'_>, request: &Request<'_>) -> bool {
+/// (also the gateway's check before it forwards a request)
+pub fn authorized(auth: &dyn Authorizer, ctx: &RequestContext<'_>, request: &Request<'_>) -> bool {
     let function = request.function();
     let ask = |access: Access, data: Option<(Table, AddressRange)>| {
         auth.authorize(&AccessRequest {

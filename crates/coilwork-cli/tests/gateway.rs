@@ -1,0 +1,372 @@
+//! `coilwork gateway` end to end, with devices and clients nobody here
+//! wrote: pymodbus's serial server (RTU and ASCII) on a socat pty pair and
+//! its TCP server as upstreams; pymodbus's client and mbpoll through the
+//! gateway; `coilwork serve` as a pipelining upstream.
+//!
+//! `.ci/test` installs socat, mbpoll and pymodbus and sets
+//! `COILWORK_REQUIRE_CLIENTS=1`; without it a missing tool skips a test.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Any one step (start, one client run) is bounded by this.
+const STEP: Duration = Duration::from_secs(60);
+
+/// A child process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A socat pty pair in a fresh temp dir (removed on drop).
+struct Line {
+    socat: Guard,
+    dir: PathBuf,
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let _ = self.socat.0.kill();
+        let _ = self.socat.0.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn require_clients() -> bool {
+    std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_some()
+}
+
+/// The pymodbus python, `socat` and `mbpoll` if present; else skip (or fail when required).
+fn tools(need_socat: bool) -> Option<PathBuf> {
+    let py = std::env::var_os("COILWORK_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    let socat = !need_socat || Command::new("socat").arg("-V").stdout(Stdio::null()).status().is_ok();
+    match py {
+        Some(py) if socat => Some(py),
+        _ => {
+            assert!(!require_clients(), "pymodbus (COILWORK_PYTHON) and socat are required");
+            eprintln!("skipped: needs COILWORK_PYTHON with pymodbus and socat (bash .ci/test sets them up)");
+            None
+        }
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name)
+}
+
+fn line() -> Line {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "coilwork-gateway-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let child = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start socat");
+    let line = Line {
+        socat: Guard(child),
+        dir,
+    };
+    let start = Instant::now();
+    while !(a.exists() && b.exists()) {
+        assert!(start.elapsed() < STEP, "socat made no ptys");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    line
+}
+
+/// Reads `child`'s stdout until a line containing `marker`; returns that line.
+fn wait_line(out: &mut BufReader<ChildStdout>, marker: &str) -> String {
+    let mut l = String::new();
+    loop {
+        l.clear();
+        let n = out.read_line(&mut l).expect("read stdout");
+        assert!(n > 0, "process ended before printing {marker:?}");
+        if l.contains(marker) {
+            return l.trim().to_owned();
+        }
+    }
+}
+
+/// pymodbus's server: `comm` tcp (`where_` a port) or serial (a pty path).
+fn pymodbus_server(py: &Path, comm: &str, where_: &str, framer: &str, delay_ms: u32) -> Guard {
+    let mut child = Command::new(py)
+        .arg(script("pymodbus_server.py"))
+        .args([comm, where_, framer, &delay_ms.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pymodbus server");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    wait_line(&mut out, "ready");
+    let guard = Guard(child);
+    if comm == "tcp" {
+        let addr: SocketAddr = format!("127.0.0.1:{where_}").parse().expect("addr");
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < STEP, "pymodbus TCP server not listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    } else {
+        // The serial server opens its port after printing 'ready'.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    guard
+}
+
+/// Starts `coilwork gateway` with `args`; returns it and its client port.
+fn gateway(args: &[&str]) -> (Guard, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .arg("gateway")
+        .args(["--listen", "127.0.0.1:0", "--log", "warning"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gateway");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let l = wait_line(&mut out, "gateway on Modbus/TCP");
+    let port = l
+        .split_whitespace()
+        .find_map(|w| w.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .expect("gateway port");
+    (Guard(child), port)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A probe's outcome without its timing: "ok", "exception N" or "error ...".
+fn probe(py: &Path, port: u16, unit: &str) -> (String, Duration) {
+    let out = client(py, port, &["probe", unit]).1;
+    let mut words: Vec<&str> = out.split_whitespace().collect();
+    let ms = words.pop().and_then(|w| w.parse::<u64>().ok()).unwrap_or(u64::MAX);
+    (words.join(" "), Duration::from_millis(ms))
+}
+
+/// Runs the pymodbus client script; returns (success, stdout).
+fn client(py: &Path, port: u16, mode: &[&str]) -> (bool, String) {
+    let out = Command::new(py)
+        .arg(script("gateway_client.py"))
+        .arg(port.to_string())
+        .args(mode)
+        .output()
+        .expect("run client");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn serial_round_trips(framer: &str, crowd: bool) {
+    let Some(py) = tools(true) else { return };
+    let line = line();
+    let _server = pymodbus_server(&py, "serial", &line.dir.join("a").to_string_lossy(), framer, 0);
+    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let (_gw, port) = gateway(&[
+        "--upstream",
+        &upstream,
+        "--baudrate",
+        "19200",
+        "--parity",
+        "none",
+        "--framer",
+        framer,
+    ]);
+    let (ok, out) = client(&py, port, &["fcs"]);
+    assert!(ok, "every FC to units 1 and 2 over {framer}:\n{out}");
+    if crowd {
+        let (ok, out) = client(&py, port, &["crowd"]);
+        assert!(ok, "22 concurrent clients on one bus:\n{out}");
+        assert!(out.contains("22 passed, 0 failed"), "{out}");
+    }
+}
+
+#[test]
+fn serial_rtu_every_fc_to_two_units_and_22_clients() {
+    serial_round_trips("rtu", true);
+}
+
+#[test]
+fn serial_ascii_every_fc_to_two_units() {
+    serial_round_trips("ascii", false);
+}
+
+#[test]
+fn mbpoll_through_gateway_to_serial_rtu() {
+    let Some(py) = tools(true) else { return };
+    if Command::new("mbpoll")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        assert!(!require_clients(), "mbpoll is required");
+        return;
+    }
+    let line = line();
+    let _server = pymodbus_server(&py, "serial", &line.dir.join("a").to_string_lossy(), "rtu", 0);
+    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let (_gw, port) = gateway(&["--upstream", &upstream, "--parity", "none"]);
+    let port = port.to_string();
+    let mbpoll = |extra: &[&str]| {
+        let out = Command::new("mbpoll")
+            .args(["-m", "tcp", "-p", &port, "-0", "-1", "-q"])
+            .args(extra)
+            .output()
+            .expect("mbpoll");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = mbpoll(&["-a", "2", "-r", "4", "127.0.0.1", "321", "654"]);
+    assert!(ok, "mbpoll write: {out}");
+    let (ok, out) = mbpoll(&["-a", "2", "-r", "4", "-c", "2", "127.0.0.1"]);
+    assert!(
+        ok && out.contains("321") && out.contains("654"),
+        "mbpoll read back: {out}"
+    );
+}
+
+#[test]
+fn tcp_upstream_killed_under_load_then_restarted() {
+    let Some(py) = tools(false) else { return };
+    let up = free_port().to_string();
+    let server = pymodbus_server(&py, "tcp", &up, "socket", 0);
+    let upstream = format!("tcp:127.0.0.1:{up}");
+    let (_gw, port) = gateway(&[
+        "--upstream",
+        &upstream,
+        "--response-timeout-ms",
+        "500",
+        "--max-backoff-ms",
+        "200",
+    ]);
+    assert_eq!(probe(&py, port, "1").0, "ok");
+    // Load while the upstream dies: every answer is served or 0x0A/0x0B, never a hang.
+    let load = {
+        let py = py.clone();
+        std::thread::spawn(move || (0..20).map(|_| probe(&py, port, "1").0).collect::<Vec<_>>())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    drop(server);
+    let seen = load.join().expect("load thread");
+    assert!(
+        seen.iter()
+            .all(|s| s == "ok" || s == "exception 10" || s == "exception 11"),
+        "{seen:?}"
+    );
+    let down = probe(&py, port, "1").0;
+    assert!(
+        ["exception 10", "exception 11"].contains(&down.as_str()),
+        "while down: {down}"
+    );
+    let _server = pymodbus_server(&py, "tcp", &up, "socket", 0);
+    let start = Instant::now();
+    loop {
+        let s = probe(&py, port, "1").0;
+        if s == "ok" {
+            break;
+        }
+        assert!(start.elapsed() < STEP, "not served again after restart: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn slow_unit_does_not_hold_another_upstream_and_full_queue_is_busy() {
+    let Some(py) = tools(false) else { return };
+    let (slow_port, fast_port) = (free_port().to_string(), free_port().to_string());
+    let _slow = pymodbus_server(&py, "tcp", &slow_port, "socket", 1500);
+    let _fast = pymodbus_server(&py, "tcp", &fast_port, "socket", 0);
+    let slow = format!("1=tcp:127.0.0.1:{slow_port}");
+    let fast = format!("2=tcp:127.0.0.1:{fast_port}");
+    let (_gw, port) = gateway(&[
+        "--route",
+        &slow,
+        "--route",
+        &fast,
+        "--response-timeout-ms",
+        "3000",
+        "--queue-depth",
+        "2",
+    ]);
+    // Fill the slow upstream: one in flight, two queued, the rest refused with 06.
+    let waiting: Vec<_> = (0..6)
+        .map(|_| {
+            let py = py.clone();
+            std::thread::spawn(move || probe(&py, port, "1").0)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (fast, took) = probe(&py, port, "2");
+    assert_eq!(fast, "ok");
+    // The slow upstream holds each answer 1.5 s; the other one is not behind it.
+    assert!(took < Duration::from_millis(700), "fast upstream held: {took:?}");
+    let seen: Vec<String> = waiting.into_iter().map(|t| t.join().expect("join")).collect();
+    assert!(
+        seen.iter().any(|s| s == "exception 6"),
+        "a full queue answers 06: {seen:?}"
+    );
+    assert!(seen.iter().any(|s| s == "ok"), "the slow unit still answers: {seen:?}");
+}
+
+#[test]
+fn two_pipelined_requests_in_one_write_answered_with_their_ids() {
+    // coilwork serve as the upstream (pymodbus's TCP server answers one at a time).
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--address", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut out = BufReader::new(serve.stdout.take().expect("stdout"));
+    let l = wait_line(&mut out, "serving");
+    let _serve = Guard(serve);
+    let up = l
+        .split_whitespace()
+        .find_map(|w| w.parse::<SocketAddr>().ok())
+        .expect("serve address");
+    let upstream = format!("tcp:{up}");
+    let (_gw, port) = gateway(&["--upstream", &upstream, "--max-in-flight", "8"]);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(STEP)).expect("timeout");
+    // FC6 unit 1 tid 0x0101 and FC3 unit 2 tid 0x0202, in one write.
+    let mut both = vec![1, 1, 0, 0, 0, 6, 1, 6, 0, 7, 0x12, 0x34];
+    both.extend([2, 2, 0, 0, 0, 6, 2, 3, 0, 7, 0, 1]);
+    c.write_all(&both).expect("write");
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let mut head = [0u8; 7];
+        c.read_exact(&mut head).expect("header");
+        let mut pdu = vec![0u8; usize::from(u16::from_be_bytes([head[4], head[5]])) - 1];
+        c.read_exact(&mut pdu).expect("pdu");
+        answers.push((u16::from_be_bytes([head[0], head[1]]), head[6], pdu));
+    }
+    answers.sort();
+    assert_eq!(answers[0], (0x0101, 1, vec![6, 0, 7, 0x12, 0x34]));
+    // Unit 2 is the same device in `coilwork serve` (one device, every unit).
+    assert_eq!(answers[1], (0x0202, 2, vec![3, 2, 0x12, 0x34]));
+}

@@ -1,0 +1,227 @@
+//! The client side: Modbus/TCP (and TLS) connections and UDP datagrams,
+//! each request dispatched to a local answer or an upstream queue.
+
+use super::{Answer, Shared, Tag};
+use coilwork_core::frame::{Decoded, mbap};
+use coilwork_core::{RequestContext, Transport};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// Accepts TCP clients until the gateway stops.
+pub(crate) async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shared.handle.stopped() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { serve_stream(shared, stream, Some(peer), Transport::Tcp, None).await });
+            }
+            Err(e) => debug!(error = %e, "gateway accept failed"),
+        }
+    }
+}
+
+/// Accepts TLS clients until the gateway stops; the role of each client's
+/// certificate goes into its requests' context.
+#[cfg(feature = "tls")]
+pub(crate) async fn serve_tls(shared: Arc<Shared>, listener: TcpListener, tls: coilwork_tls::TlsConfig) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls.rustls()));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shared.handle.stopped() => return,
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        let shared = Arc::clone(&shared);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let limit = coilwork_tls::DEFAULT_HANDSHAKE_TIMEOUT;
+            let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await else {
+                debug!(%peer, "gateway TLS handshake failed");
+                return;
+            };
+            let Some(role) = coilwork_tls::session_role(tls.get_ref().1, peer) else {
+                return;
+            };
+            serve_stream(shared, tls, Some(peer), Transport::Tls, role).await;
+        });
+    }
+}
+
+/// Serves one MBAP stream: requests in, answers out in whatever order the
+/// upstreams give them (each carries its own transaction id).
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: Option<SocketAddr>,
+    transport: Transport,
+    role: Option<String>,
+) {
+    let client = shared.client_id();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+    let mut rbuf: Vec<u8> = Vec::with_capacity(1024);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        tokio::select! {
+            r = rd.read(&mut chunk) => {
+                let n = match r { Ok(0) | Err(_) => break, Ok(n) => n };
+                rbuf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                let ctx = RequestContext {
+                    unit: 0,
+                    function: 0,
+                    transport,
+                    peer,
+                    tls_role: role.as_deref(),
+                };
+                let Some(used) = frames(&shared, client, &ctx, &rbuf, &tx, &mut out) else { break };
+                rbuf.drain(..used);
+            }
+            Some(answer) = rx.recv() => {
+                mbap::encode(answer.tag.transaction_id, answer.tag.unit, answer.pdu.as_slice(), &mut out);
+                while let Ok(more) = rx.try_recv() {
+                    mbap::encode(more.tag.transaction_id, more.tag.unit, more.pdu.as_slice(), &mut out);
+                }
+            }
+            () = shared.handle.stopped() => break,
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+    }
+    shared.client_gone(client);
+}
+
+/// Dispatches every whole MBAP frame at the front of `buf`; immediate
+/// answers are framed into `out`. Returns the bytes used, `None` if the
+/// stream is broken (close it).
+fn frames(
+    shared: &Shared,
+    client: u64,
+    ctx: &RequestContext<'_>,
+    buf: &[u8],
+    tx: &mpsc::UnboundedSender<Answer>,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let mut pos = 0;
+    while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+        match mbap::decode(rest) {
+            Decoded::Frame {
+                consumed,
+                unit,
+                transaction_id,
+                pdu,
+            } => {
+                let pdu = rest.get(pdu).unwrap_or(&[]);
+                let tag = Tag {
+                    transaction_id,
+                    unit,
+                    peer: ctx.peer,
+                };
+                let ctx = RequestContext {
+                    unit,
+                    function: pdu.first().copied().unwrap_or(0),
+                    ..*ctx
+                };
+                if let Some(answer) = shared.dispatch(client, &ctx, tag, pdu, tx) {
+                    mbap::encode(transaction_id, unit, answer.as_slice(), out);
+                }
+                pos += consumed.max(1);
+            }
+            Decoded::Incomplete => break,
+            Decoded::Skip { consumed, .. } => pos += consumed.max(1),
+            Decoded::Fatal(e) => {
+                debug!(error = %e, "gateway client stream broken");
+                return None;
+            }
+        }
+    }
+    Some(pos.min(buf.len()))
+}
+
+/// Serves UDP datagrams (one ADU each) until the gateway stops.
+pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+    let mut buf = [0u8; 512];
+    let mut out = Vec::with_capacity(300);
+    loop {
+        out.clear();
+        let target = tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, peer)) = r else { continue };
+                let datagram = buf.get(..n).unwrap_or(&[]);
+                udp_request(&shared, peer, datagram, &tx, &mut out);
+                peer
+            }
+            Some(answer) = rx.recv() => {
+                mbap::encode(answer.tag.transaction_id, answer.tag.unit, answer.pdu.as_slice(), &mut out);
+                let Some(peer) = answer.tag.peer else { continue };
+                peer
+            }
+            () = shared.handle.stopped() => return,
+        };
+        if !out.is_empty() {
+            let _ = socket.send_to(&out, target).await;
+        }
+    }
+}
+
+/// Dispatches one datagram; an immediate answer is framed into `out`.
+fn udp_request(
+    shared: &Shared,
+    peer: SocketAddr,
+    datagram: &[u8],
+    tx: &mpsc::UnboundedSender<Answer>,
+    out: &mut Vec<u8>,
+) {
+    let Decoded::Frame {
+        consumed,
+        unit,
+        transaction_id,
+        pdu,
+    } = mbap::decode(datagram)
+    else {
+        return;
+    };
+    if consumed != datagram.len() {
+        return;
+    }
+    let pdu = datagram.get(pdu).unwrap_or(&[]);
+    let ctx = RequestContext {
+        unit,
+        function: pdu.first().copied().unwrap_or(0),
+        transport: Transport::Udp,
+        peer: Some(peer),
+        tls_role: None,
+    };
+    let tag = Tag {
+        transaction_id,
+        unit,
+        peer: Some(peer),
+    };
+    // One fairness key per peer: a busy sender does not starve the others.
+    let client = peer_key(peer);
+    if let Some(answer) = shared.dispatch(client, &ctx, tag, pdu, tx) {
+        mbap::encode(transaction_id, unit, answer.as_slice(), out);
+    }
+}
+
+/// A queue key for a UDP peer (high bit set: never a stream client's id).
+fn peer_key(peer: SocketAddr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    peer.hash(&mut h);
+    h.finish() | (1 << 63)
+}

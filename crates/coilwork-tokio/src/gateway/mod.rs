@@ -1,0 +1,289 @@
+//! A Modbus gateway: TCP, UDP and TLS clients onto upstream Modbus servers
+//! (TCP, RTU over TCP, serial RTU/ASCII) and an optional local device.
+//!
+//! Every decision is the core's: [`coilwork_core::gateway::Router`] picks
+//! the upstream, [`coilwork_core::gateway::Policy`] refuses writes or
+//! roles, each upstream has a [`coilwork_core::gateway::FairQueue`]
+//! (full: exception 06) drained by one task that drives a
+//! [`coilwork_core::client::Upstream`] (no answer in time: 0x0B; upstream
+//! unreachable: 0x0A, reconnected with backoff). One slow or dead upstream
+//! holds only its own queue.
+
+mod client;
+mod upstream;
+
+pub use upstream::{SerialUpstream, UpstreamConfig, UpstreamTarget};
+
+use crate::ServerHandle;
+use coilwork_core::gateway::{FairQueue, Policy, Route, RouteError, Router, Target, UpstreamStats, exception_pdu};
+use coilwork_core::pdu::PduBuf;
+use coilwork_core::{Engine, ExceptionCode, RequestContext};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{Notify, mpsc};
+
+/// Everything a [`Gateway`] is built from.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    /// The upstreams; routes name them by index.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Unit id → upstream (or local) rules.
+    pub routes: Vec<Route>,
+    /// Where units no route names go (`None`: exception 0x0A).
+    pub fallback: Option<Target>,
+    /// The local device behind [`Target::Local`].
+    pub local: Option<Arc<Engine>>,
+    /// Read-only mode and mbaps roles.
+    pub policy: Policy,
+}
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The routes are inconsistent.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// A route names an upstream that does not exist, or a local device with none configured.
+    #[error("route target {0:?} is not configured")]
+    NoTarget(Target),
+    /// Binding a listener failed.
+    #[error("bind failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An answer on its way back to a client.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) tag: Tag,
+    pub(crate) pdu: PduBuf,
+}
+
+/// Which client request an answer belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tag {
+    pub(crate) transaction_id: u16,
+    pub(crate) unit: u8,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+/// A request waiting for its upstream.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) unit: u8,
+    pub(crate) pdu: PduBuf,
+    pub(crate) tag: Tag,
+    pub(crate) reply: mpsc::UnboundedSender<Answer>,
+}
+
+impl Job {
+    /// Answers the client with exception `code`.
+    pub(crate) fn fail(self, code: ExceptionCode) {
+        let function = self.pdu.as_slice().first().copied().unwrap_or(0);
+        let mut pdu = PduBuf::new();
+        pdu.set_exception(function, code);
+        let _ = self.reply.send(Answer { tag: self.tag, pdu });
+    }
+}
+
+/// The shared side of one upstream: its queue and its counters.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub(crate) name: String,
+    pub(crate) queue: Mutex<FairQueue<Job>>,
+    pub(crate) wake: Notify,
+    pub(crate) stats: Arc<UpstreamStats>,
+    /// False while the upstream is down: requests get 0x0A at once.
+    pub(crate) reachable: AtomicBool,
+}
+
+impl Lane {
+    /// Runs `f` on the queue (a poisoned lock is still a valid queue).
+    pub(crate) fn with_queue<R>(&self, f: impl FnOnce(&mut FairQueue<Job>) -> R) -> R {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = f(&mut q);
+        self.stats.queue_depth.store(q.len() as u64, Relaxed);
+        r
+    }
+}
+
+/// State shared by the listeners and upstream tasks of one gateway.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    router: Router,
+    lanes: Vec<Arc<Lane>>,
+    local: Option<Arc<Engine>>,
+    policy: Policy,
+    next_client: AtomicU64,
+    pub(crate) handle: ServerHandle,
+}
+
+/// A running gateway: upstream tasks started, listeners added with
+/// [`Gateway::serve_tcp`], [`Gateway::serve_udp`] and `serve_tls`.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    /// Checks the routes and starts one task per upstream (call inside a tokio runtime).
+    pub fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
+        let router = Router::new(&config.routes, config.fallback)?;
+        for target in config.routes.iter().map(|r| r.target).chain(config.fallback) {
+            let ok = match target {
+                Target::Upstream(i) => i < config.upstreams.len(),
+                Target::Local => config.local.is_some(),
+            };
+            if !ok {
+                return Err(GatewayError::NoTarget(target));
+            }
+        }
+        let handle = ServerHandle::new();
+        let lanes: Vec<_> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                Arc::new(Lane {
+                    name: u.name.clone(),
+                    queue: Mutex::new(FairQueue::new(u.queue_depth)),
+                    wake: Notify::new(),
+                    stats: Arc::new(UpstreamStats::default()),
+                    reachable: AtomicBool::new(true),
+                })
+            })
+            .collect();
+        for (u, lane) in config.upstreams.into_iter().zip(&lanes) {
+            tokio::spawn(upstream::run(u, Arc::clone(lane), handle.clone()));
+        }
+        let shared = Shared {
+            router,
+            lanes,
+            local: config.local,
+            policy: config.policy,
+            next_client: AtomicU64::new(1),
+            handle,
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Serves Modbus/TCP clients accepted on `listener` until the gateway stops.
+    pub async fn serve_tcp(&self, listener: tokio::net::TcpListener) {
+        client::serve_tcp(Arc::clone(&self.shared), listener).await;
+    }
+
+    /// Serves Modbus/UDP datagrams on `socket` until the gateway stops.
+    pub async fn serve_udp(&self, socket: tokio::net::UdpSocket) {
+        client::serve_udp(Arc::clone(&self.shared), socket).await;
+    }
+
+    /// Serves Modbus/TCP Security (mbaps) clients on `listener` until the
+    /// gateway stops; roles from client certificates reach the policy's
+    /// `Authorizer`.
+    #[cfg(feature = "tls")]
+    pub async fn serve_tls(&self, listener: tokio::net::TcpListener, tls: coilwork_tls::TlsConfig) {
+        client::serve_tls(Arc::clone(&self.shared), listener, tls).await;
+    }
+
+    /// Per-upstream statistics, by upstream name.
+    pub fn stats(&self) -> Vec<(String, Arc<UpstreamStats>)> {
+        self.shared
+            .lanes
+            .iter()
+            .map(|l| (l.name.clone(), Arc::clone(&l.stats)))
+            .collect()
+    }
+
+    /// The statistics in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        UpstreamStats::write_help(&mut out);
+        for lane in &self.shared.lanes {
+            lane.stats.write_prometheus(&lane.name, &mut out);
+        }
+        out
+    }
+
+    /// The stop switch: stopping it ends listeners and upstream tasks.
+    pub fn handle(&self) -> ServerHandle {
+        self.shared.handle.clone()
+    }
+}
+
+impl Shared {
+    /// A fresh client id (fairness key of the queues).
+    pub(crate) fn client_id(&self) -> u64 {
+        self.next_client.fetch_add(1, Relaxed)
+    }
+
+    /// Forgets a client that left, in every queue.
+    pub(crate) fn client_gone(&self, client: u64) {
+        for lane in &self.lanes {
+            lane.with_queue(|q| q.remove_client(client));
+        }
+    }
+
+    /// Routes one request: `Some(pdu)` is an answer to send now (local
+    /// device, policy refusal, busy, unreachable); `None` means queued (the
+    /// answer comes through `reply`) or deliberately unanswered.
+    pub(crate) fn dispatch(
+        &self,
+        client: u64,
+        ctx: &RequestContext<'_>,
+        tag: Tag,
+        pdu: &[u8],
+        reply: &mpsc::UnboundedSender<Answer>,
+    ) -> Option<PduBuf> {
+        let function = pdu.first().copied().unwrap_or(0);
+        let exception = |code| {
+            let mut out = PduBuf::new();
+            let [f, c] = exception_pdu(function, code);
+            let _ = out.set(&[f, c]);
+            Some(out)
+        };
+        let Some((target, unit)) = self.router.resolve(tag.unit) else {
+            return exception(ExceptionCode::GatewayPathUnavailable);
+        };
+        if let Err(code) = self.policy.check(ctx, pdu) {
+            return exception(code);
+        }
+        let lane = match target {
+            Target::Local => return self.local_answer(ctx, unit, pdu),
+            Target::Upstream(i) => self.lanes.get(i)?,
+        };
+        lane.stats.requests.fetch_add(1, Relaxed);
+        if !lane.reachable.load(Relaxed) {
+            lane.stats.unavailable.fetch_add(1, Relaxed);
+            return exception(ExceptionCode::GatewayPathUnavailable);
+        }
+        let mut buf = PduBuf::new();
+        if buf.set(pdu).is_err() {
+            return exception(ExceptionCode::IllegalDataValue);
+        }
+        let job = Job {
+            unit,
+            pdu: buf,
+            tag,
+            reply: reply.clone(),
+        };
+        if lane.with_queue(|q| q.push(client, job).is_ok()) {
+            lane.wake.notify_one();
+            None
+        } else {
+            {
+                lane.stats.busy.fetch_add(1, Relaxed);
+                exception(ExceptionCode::ServerDeviceBusy)
+            }
+        }
+    }
+
+    /// Executes a request on the local device.
+    fn local_answer(&self, ctx: &RequestContext<'_>, unit: u8, pdu: &[u8]) -> Option<PduBuf> {
+        let engine = self.local.as_ref()?;
+        let ctx = RequestContext { unit, ..*ctx };
+        let mut out = PduBuf::new();
+        let outcome = engine.handle(&ctx, pdu, &mut out);
+        (outcome.respond && !out.is_empty()).then_some(out)
+    }
+}
