@@ -6,7 +6,7 @@ use coilwork_core::ExceptionCode;
 use coilwork_core::storage::{DataBlock, SequentialBlock, SparseBlock};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyType};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use std::sync::Arc;
 
 /// Methods a subclass may override; any override sends the block through Python.
@@ -59,7 +59,7 @@ fn valid(block: &dyn DataBlock, address: i64, count: usize) -> bool {
 }
 
 /// A dense block of values from `address` (pymodbus's sequential block).
-#[pyclass(subclass, module = "coilwork.datastore", name = "ModbusSequentialDataBlock")]
+#[pyclass(subclass, module = "coilwork._coilwork", name = "SequentialDataBlock")]
 pub struct SequentialDataBlock {
     /// The storage the server reads and writes.
     pub(crate) block: Arc<SequentialBlock>,
@@ -67,22 +67,23 @@ pub struct SequentialDataBlock {
 
 #[pymethods]
 impl SequentialDataBlock {
+    /// An empty block; `__init__` (in Python) fills it, so subclasses may
+    /// take arguments of their own before calling `super().__init__`.
     #[new]
-    #[pyo3(signature = (address=0, values=None, *_args, **_kwargs))]
-    fn new(
-        address: i64,
-        values: Option<&Bound<'_, PyAny>>,
-        _args: &Bound<'_, pyo3::types::PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
-        let start = to_address(address)?;
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        Self::build(0, Vec::new())
+    }
+
+    /// Sets the block's start address and values (called by `__init__`).
+    #[pyo3(signature = (address=0, values=None))]
+    fn _init(&mut self, address: i64, values: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let values = match values {
             Some(v) => to_registers(v)?,
             None => vec![0],
         };
-        let block =
-            SequentialBlock::new(start, values).map_err(|e| PyValueError::new_err(format!("block at {start}: {e}")))?;
-        Ok(Self { block: Arc::new(block) })
+        *self = Self::build(to_address(address)?, values)?;
+        Ok(())
     }
 
     /// A block of 65536 zeros at address 0 (pymodbus's `create`).
@@ -135,13 +136,19 @@ impl SequentialDataBlock {
 impl SequentialDataBlock {
     /// 65536 zeros at address 0 (the block of a table not given).
     pub(crate) fn zeroed() -> PyResult<Self> {
-        let block = SequentialBlock::zeroed(0, 0x1_0000).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Self::build(0, vec![0; 0x1_0000])
+    }
+
+    /// A block of `values` from `start`.
+    fn build(start: u16, values: Vec<u16>) -> PyResult<Self> {
+        let block =
+            SequentialBlock::new(start, values).map_err(|e| PyValueError::new_err(format!("block at {start}: {e}")))?;
         Ok(Self { block: Arc::new(block) })
     }
 }
 
 /// A block of listed addresses only (pymodbus's sparse block).
-#[pyclass(subclass, module = "coilwork.datastore", name = "ModbusSparseDataBlock")]
+#[pyclass(subclass, module = "coilwork._coilwork", name = "SparseDataBlock")]
 pub struct SparseDataBlock {
     /// The storage the server reads and writes.
     pub(crate) block: Arc<SparseBlock>,
@@ -183,18 +190,22 @@ impl SparseDataBlock {
 
 #[pymethods]
 impl SparseDataBlock {
+    /// An empty block; `__init__` (in Python) fills it.
     #[new]
-    #[pyo3(signature = (values=None, mutable=true, *_args, **_kwargs))]
-    fn new(
-        values: Option<&Bound<'_, PyAny>>,
-        mutable: bool,
-        _args: &Bound<'_, pyo3::types::PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
-        Ok(Self {
-            block: Arc::new(SparseBlock::new(sparse_pairs(values)?)),
-            mutable,
-        })
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Self {
+            block: Arc::new(SparseBlock::new([])),
+            mutable: true,
+        }
+    }
+
+    /// Sets the block's values and mutability (called by `__init__`).
+    #[pyo3(signature = (values=None, mutable=true))]
+    fn _init(&mut self, values: Option<&Bound<'_, PyAny>>, mutable: bool) -> PyResult<()> {
+        self.block = Arc::new(SparseBlock::new(sparse_pairs(values)?));
+        self.mutable = mutable;
+        Ok(())
     }
 
     /// A snapshot of the block as a dict of address to value.

@@ -25,7 +25,7 @@ fn table_of(fx: u8) -> PyResult<usize> {
 /// The four tables of one device (pymodbus's `ModbusDeviceContext`).
 ///
 /// With `zero_mode=False` (the default) a request's address is 1 more in the block.
-#[pyclass(subclass, module = "coilwork.datastore", name = "ModbusDeviceContext")]
+#[pyclass(subclass, module = "coilwork._coilwork", name = "DeviceContext")]
 pub struct DeviceContextPy {
     /// The storage the server serves.
     pub(crate) storage: Arc<DeviceContext>,
@@ -142,7 +142,7 @@ impl DeviceContextPy {
 }
 
 /// Which device answers which device id (pymodbus's `ModbusServerContext`).
-#[pyclass(subclass, module = "coilwork.datastore", name = "ModbusServerContext")]
+#[pyclass(subclass, module = "coilwork._coilwork", name = "ServerContext")]
 pub struct ServerContextPy {
     /// The context the engine serves.
     pub(crate) core: Arc<ServerContext>,

@@ -114,9 +114,7 @@ fn engine(
 ) -> PyResult<Engine> {
     let mut id = Identity::new();
     for (object, value) in identity {
-        id = id
-            .object(object, value)
-            .map_err(|e| PyValueError::new_err(format!("identity: {e}")))?;
+        id = identity_object(id, object, &value)?;
     }
     let mut builder = Engine::builder(context.borrow().fresh()?).options(options).identity(id);
     for class in custom {
@@ -133,6 +131,22 @@ fn engine(
         })?;
     }
     Ok(builder.build())
+}
+
+/// `identity` with object `object` set to `value`.
+fn identity_object(identity: Identity, object: u8, value: &str) -> PyResult<Identity> {
+    Ok(match object {
+        0 => identity.vendor_name(value),
+        1 => identity.product_code(value),
+        2 => identity.major_minor_revision(value),
+        3 => identity.vendor_url(value),
+        4 => identity.product_name(value),
+        5 => identity.model_name(value),
+        6 => identity.user_application_name(value),
+        _ => identity
+            .object(object, value)
+            .map_err(|e| PyValueError::new_err(format!("identity: {e}")))?,
+    })
 }
 
 /// A serial configuration from Python's settings.
