@@ -268,41 +268,41 @@ impl SparseDataBlock {
     }
 }
 
-/// True if `obj`'s class overrides none of the block methods of `base`.
-fn plain<T: pyo3::PyTypeInfo>(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// Which of the block methods `obj`'s class overrides, against `base`.
+fn overrides<T: pyo3::PyTypeInfo>(obj: &Bound<'_, PyAny>) -> PyResult<[bool; 3]> {
     let ty = obj.get_type();
     let base = obj.py().get_type::<T>();
-    if ty.is(&base) {
-        return Ok(true);
+    let mut out = [false; 3];
+    for (flag, name) in out.iter_mut().zip(OVERRIDABLE) {
+        *flag = !ty.getattr(name)?.is(&base.getattr(name)?);
     }
-    for name in OVERRIDABLE {
-        if !ty.getattr(name)?.is(&base.getattr(name)?) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(out)
 }
 
 /// The storage the server uses for a Python block: the Rust block itself
-/// for a plain block, or a bridge into Python for a subclass that overrides
-/// `getValues` / `setValues` / `validate`, or a block written in Python.
+/// for a plain block; for a subclass, a bridge that calls Python for what
+/// the subclass overrides (reads stay in Rust when only `setValues` is
+/// overridden); a block written wholly in Python is all Python.
 pub fn storage_of(obj: &Bound<'_, PyAny>) -> PyResult<Arc<dyn DataBlock>> {
-    if let Ok(b) = obj.downcast::<SequentialDataBlock>() {
-        if plain::<SequentialDataBlock>(obj)? {
-            return Ok(b.borrow().block.clone());
-        }
+    let (inner, [get, set, validate]): (Arc<dyn DataBlock>, _) = if let Ok(b) = obj.downcast::<SequentialDataBlock>() {
+        (b.borrow().block.clone(), overrides::<SequentialDataBlock>(obj)?)
     } else if let Ok(b) = obj.downcast::<SparseDataBlock>() {
-        if plain::<SparseDataBlock>(obj)? {
-            return Ok(b.borrow().block.clone());
-        }
-    } else if OVERRIDABLE.iter().any(|m| !obj.hasattr(*m).unwrap_or(false)) {
+        (b.borrow().block.clone(), overrides::<SparseDataBlock>(obj)?)
+    } else if OVERRIDABLE.iter().all(|m| obj.hasattr(*m).unwrap_or(false)) {
+        return Ok(Arc::new(PyBlock::python(obj)));
+    } else {
         return Err(PyTypeError::new_err(format!(
             "{} is not a data block (it needs getValues, setValues and validate)",
             obj.get_type().name()?
         )));
+    };
+    if !(get || set || validate) {
+        return Ok(inner);
     }
     Ok(Arc::new(PyBlock {
         obj: obj.clone().unbind(),
+        reads: if get || validate { None } else { Some(inner.clone()) },
+        writes: if set || validate { None } else { Some(inner) },
     }))
 }
 
@@ -310,12 +310,25 @@ pub fn storage_of(obj: &Bound<'_, PyAny>) -> PyResult<Arc<dyn DataBlock>> {
 struct PyBlock {
     /// The Python block object.
     obj: Py<PyAny>,
+    /// The Rust block that serves reads, when the subclass leaves them alone.
+    reads: Option<Arc<dyn DataBlock>>,
+    /// The Rust block that serves writes, when the subclass leaves them alone.
+    writes: Option<Arc<dyn DataBlock>>,
 }
 
 /// Exception 04 (server device failure): what a Python error answers.
 const FAILURE: ExceptionCode = ExceptionCode::ServerDeviceFailure;
 
 impl PyBlock {
+    /// A block written wholly in Python.
+    fn python(obj: &Bound<'_, PyAny>) -> Self {
+        Self {
+            obj: obj.clone().unbind(),
+            reads: None,
+            writes: None,
+        }
+    }
+
     /// Runs `f` with the GIL; a Python error is logged and answers 04.
     fn call<T>(
         &self,
@@ -359,12 +372,18 @@ impl PyBlock {
 
 impl DataBlock for PyBlock {
     fn read_registers(&self, start: u16, out: &mut [u16]) -> Result<(), ExceptionCode> {
+        if let Some(block) = &self.reads {
+            return block.read_registers(start, out);
+        }
         let values = self.call("getValues", |obj| Self::get(obj, start, out.len()))?;
         out.copy_from_slice(&values);
         Ok(())
     }
 
     fn read_bits(&self, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode> {
+        if let Some(block) = &self.reads {
+            return block.read_bits(start, out);
+        }
         let values = self.call("getValues", |obj| Self::get(obj, start, out.len()))?;
         for (o, v) in out.iter_mut().zip(values) {
             *o = v != 0;
@@ -373,10 +392,16 @@ impl DataBlock for PyBlock {
     }
 
     fn write_registers(&self, start: u16, values: &[u16]) -> Result<(), ExceptionCode> {
+        if let Some(block) = &self.writes {
+            return block.write_registers(start, values);
+        }
         self.call("setValues", |obj| Self::set(obj, start, PyList::new(obj.py(), values)?))
     }
 
     fn write_bits(&self, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
+        if let Some(block) = &self.writes {
+            return block.write_bits(start, values);
+        }
         self.call("setValues", |obj| Self::set(obj, start, PyList::new(obj.py(), values)?))
     }
 

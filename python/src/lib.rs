@@ -17,12 +17,14 @@ mod log;
 mod server;
 mod session;
 mod sim;
+mod trace;
 
 use pyo3::prelude::*;
 
 /// The extension module `coilwork._coilwork`.
 #[pymodule]
 fn _coilwork(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    trace::install();
     m.add_class::<blocks::SequentialDataBlock>()?;
     m.add_class::<blocks::SparseDataBlock>()?;
     m.add_class::<context::DeviceContextPy>()?;

@@ -151,6 +151,23 @@ def test_tls_with_certfile_and_keyfile(pki):
             client.close()
 
 
+def test_rust_warnings_reach_python_logging(pki, caplog):
+    import logging
+
+    _, context = single_context()
+    server = ModbusTlsServer(
+        context, address=("127.0.0.1", 0), certfile=str(pki / "server.crt"), keyfile=str(pki / "server.key")
+    )
+    with caplog.at_level(logging.WARNING, logger="coilwork"):
+        with running(server):
+            deadline = time.monotonic() + 5
+            while not any("not Modbus/TCP Security" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+                time.sleep(0.02)
+    record = next(r for r in caplog.records if "not Modbus/TCP Security" in r.getMessage())
+    assert record.name == "coilwork" and record.levelno == logging.WARNING
+
+
 def test_mbaps_client_certificate_required(pki):
     _, context = single_context()
     server = ModbusTlsServer(
