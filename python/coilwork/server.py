@@ -51,6 +51,10 @@ def _in_event_loop():
     return True
 
 
+async def _done():
+    """An awaitable that has nothing left to do."""
+
+
 def _framer_name(framer, default):
     """A framer argument (FramerType, its value or name) as the Rust name."""
     if framer is None:
@@ -194,8 +198,12 @@ class ModbusBaseServer:
         self._start()
         await self._wait_async()
 
-    def serve_forever(self):
-        """Serves until stopped (a coroutine when called in an event loop)."""
+    def serve_forever(self, *, background=False):
+        """Serves until stopped (a coroutine when called in an event loop);
+        with ``background=True`` (pymodbus 3.x) it returns once listening."""
+        if background:
+            self._start()
+            return _done() if _in_event_loop() else None
         if _in_event_loop():
             return self._serve_async()
         self._start()

@@ -364,6 +364,22 @@ def test_await_serve_forever_and_shutdown():
     asyncio.run(main())
 
 
+def test_serve_forever_background():
+    async def main():
+        _, context = single_context()
+        server = ModbusTcpServer(context, address=("127.0.0.1", 0))
+        await server.serve_forever(background=True)
+        assert server.address is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(bytes([0, 9, 0, 0, 0, 6, 1, 4, 0, 4, 0, 1]))
+        answer = await asyncio.wait_for(reader.readexactly(11), 5)
+        writer.close()
+        await server.shutdown()
+        return answer
+
+    assert asyncio.run(main())[7:] == bytes([4, 2, 0, 5])
+
+
 def test_pymodbus_async_client_many_connections(shared):
     from pymodbus.client import AsyncModbusTcpClient
 
