@@ -8,8 +8,10 @@ server.serve_forever()``), so both of pymodbus's styles work.
 """
 
 import asyncio
+import atexit
 import logging
 import threading
+import weakref
 
 from coilwork import FramerType, ModbusDeviceIdentification
 from coilwork._coilwork import Server as _Server
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("coilwork")
+#: Every server started and not yet collected, stopped at interpreter exit.
+_running = weakref.WeakSet()
 #: How often a blocking wait looks up for Ctrl-C (seconds).
 _TICK = 0.1
 
@@ -171,6 +175,7 @@ class ModbusBaseServer:
             self._bound = self._core.bind()
             self._core.start()
             self._started = True
+            _running.add(self)
             _log.info("coilwork %s server listening on %s", self._kind, self.address or self._options.get("port"))
 
     def _wait_blocking(self):
@@ -348,6 +353,7 @@ class ModbusTlsServer(_NetworkServer):
         if not self._started:
             self._front.start(self._core)
             self._started = True
+            _running.add(self)
         return None
 
     def _shutdown_blocking(self):
@@ -525,6 +531,16 @@ def _pop(server):
 def _last():
     with _active_lock:
         return _active[-1] if _active else None
+
+
+@atexit.register
+def _stop_all():
+    """At exit, stops the servers still running (their threads must not call into a finished interpreter)."""
+    servers = list(_running)
+    for server in servers:
+        server._core.stop()
+    for server in servers:
+        server._core.wait(5.0)
 
 
 def _run_blocking(server):

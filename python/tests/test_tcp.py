@@ -416,3 +416,31 @@ def test_validate_device_id():
     server = ModbusTcpServer(context, address=("127.0.0.1", 0))
     assert server.validate_device_id(7)
     assert os.environ is not None
+
+
+def test_interpreter_exits_with_a_server_still_running(tmp_path):
+    script = tmp_path / "leave.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from coilwork.server import StartAsyncTcpServer
+            from coilwork.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+
+            class Hooked(ModbusSequentialDataBlock):
+                def setValues(self, address, values):
+                    super().setValues(address, values)
+
+            async def main():
+                device = ModbusDeviceContext(hr=Hooked(0, [0] * 10))
+                await StartAsyncTcpServer(context=ModbusServerContext(device_default=device, single=True),
+                                          address=("127.0.0.1", 0))
+
+            asyncio.run(main())
+            print("leaving", flush=True)
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "leaving" in result.stdout
