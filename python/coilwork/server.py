@@ -636,15 +636,18 @@ async def ServerAsyncStop():
 
 class ModbusSimulatorServer:
     """pymodbus's simulator on coilwork-sim: the same JSON files, the Modbus
-    server they describe, and the HTTP page and API."""
+    server they describe, and the HTTP page and API. ``modbus_server`` /
+    ``modbus_device`` pick entries of ``server_list`` / ``device_list``
+    (default ``server`` / ``device``, or the only one); without
+    ``json_file`` the built-in default configuration is served."""
 
     def __init__(
         self,
-        modbus_server="server",
-        modbus_device="device",
+        modbus_server=None,
+        modbus_device=None,
         http_host="localhost",
         http_port=8080,
-        json_file="setup.json",
+        json_file=None,
         custom_actions_module=None,
         web_app_path=None,
     ):

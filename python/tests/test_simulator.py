@@ -61,3 +61,9 @@ def test_bad_json_file_raises(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError):
         ModbusSimulatorServer(json_file=str(bad))
+
+
+def test_named_server_and_device_and_bad_name(config):
+    ModbusSimulatorServer(modbus_server="server", modbus_device="device", json_file=str(config), http_port=0)
+    with pytest.raises(ValueError, match="nosuch"):
+        ModbusSimulatorServer(modbus_server="nosuch", json_file=str(config))
