@@ -301,19 +301,23 @@ pub fn storage_of(obj: &Bound<'_, PyAny>) -> PyResult<Arc<dyn DataBlock>> {
     }
     Ok(Arc::new(PyBlock {
         obj: obj.clone().unbind(),
+        fx: None,
         reads: if get || validate { None } else { Some(inner.clone()) },
         writes: if set || validate { None } else { Some(inner) },
     }))
 }
 
 /// A block served by calling its Python methods with the GIL held.
-struct PyBlock {
+pub(crate) struct PyBlock {
     /// The Python block object.
     obj: Py<PyAny>,
     /// The Rust block that serves reads, when the subclass leaves them alone.
     reads: Option<Arc<dyn DataBlock>>,
     /// The Rust block that serves writes, when the subclass leaves them alone.
     writes: Option<Arc<dyn DataBlock>>,
+    /// For a device context's table: the function codes (read, write) passed
+    /// first to its `validate` / `getValues` / `setValues`.
+    fx: Option<(u8, u8)>,
 }
 
 /// Exception 04 (server device failure): what a Python error answers.
@@ -326,6 +330,34 @@ impl PyBlock {
             obj: obj.clone().unbind(),
             reads: None,
             writes: None,
+            fx: None,
+        }
+    }
+
+    /// One table of a Python device context, read with function code
+    /// `read` and written with `write` (addresses as the context takes them).
+    pub(crate) fn table(context: &Bound<'_, PyAny>, read: u8, write: u8) -> Self {
+        Self {
+            fx: Some((read, write)),
+            ..Self::python(context)
+        }
+    }
+
+    /// Calls `method(address, arg)`, or `method(fx, address, arg)` on a device context.
+    fn invoke<'py, A>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        method: &str,
+        write: bool,
+        address: u16,
+        arg: A,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        A: IntoPyObject<'py>,
+    {
+        match self.fx {
+            Some((read, written)) => obj.call_method1(method, (if write { written } else { read }, address, arg)),
+            None => obj.call_method1(method, (address, arg)),
         }
     }
 
@@ -345,11 +377,11 @@ impl PyBlock {
     }
 
     /// `validate` then `getValues`, as pymodbus's server does.
-    fn get(obj: &Bound<'_, PyAny>, start: u16, count: usize) -> PyResult<Result<Vec<u16>, ExceptionCode>> {
-        if !obj.call_method1("validate", (start, count))?.is_truthy()? {
+    fn get(&self, obj: &Bound<'_, PyAny>, start: u16, count: usize) -> PyResult<Result<Vec<u16>, ExceptionCode>> {
+        if !self.invoke(obj, "validate", false, start, count)?.is_truthy()? {
             return Ok(Err(ExceptionCode::IllegalDataAddress));
         }
-        let values = obj.call_method1("getValues", (start, count))?;
+        let values = self.invoke(obj, "getValues", false, start, count)?;
         let values: Vec<u16> = values.try_iter()?.map(|v| to_u16(&v?)).collect::<PyResult<_>>()?;
         if values.len() != count {
             return Err(PyValueError::new_err(format!(
@@ -361,11 +393,16 @@ impl PyBlock {
     }
 
     /// `validate` then `setValues` with `values`.
-    fn set(obj: &Bound<'_, PyAny>, start: u16, values: Bound<'_, PyList>) -> PyResult<Result<(), ExceptionCode>> {
-        if !obj.call_method1("validate", (start, values.len()))?.is_truthy()? {
+    fn set(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        start: u16,
+        values: Bound<'_, PyList>,
+    ) -> PyResult<Result<(), ExceptionCode>> {
+        if !self.invoke(obj, "validate", true, start, values.len())?.is_truthy()? {
             return Ok(Err(ExceptionCode::IllegalDataAddress));
         }
-        obj.call_method1("setValues", (start, values))?;
+        self.invoke(obj, "setValues", true, start, values)?;
         Ok(Ok(()))
     }
 }
@@ -375,7 +412,7 @@ impl DataBlock for PyBlock {
         if let Some(block) = &self.reads {
             return block.read_registers(start, out);
         }
-        let values = self.call("getValues", |obj| Self::get(obj, start, out.len()))?;
+        let values = self.call("getValues", |obj| self.get(obj, start, out.len()))?;
         out.copy_from_slice(&values);
         Ok(())
     }
@@ -384,7 +421,7 @@ impl DataBlock for PyBlock {
         if let Some(block) = &self.reads {
             return block.read_bits(start, out);
         }
-        let values = self.call("getValues", |obj| Self::get(obj, start, out.len()))?;
+        let values = self.call("getValues", |obj| self.get(obj, start, out.len()))?;
         for (o, v) in out.iter_mut().zip(values) {
             *o = v != 0;
         }
@@ -395,24 +432,24 @@ impl DataBlock for PyBlock {
         if let Some(block) = &self.writes {
             return block.write_registers(start, values);
         }
-        self.call("setValues", |obj| Self::set(obj, start, PyList::new(obj.py(), values)?))
+        self.call("setValues", |obj| self.set(obj, start, PyList::new(obj.py(), values)?))
     }
 
     fn write_bits(&self, start: u16, values: &[bool]) -> Result<(), ExceptionCode> {
         if let Some(block) = &self.writes {
             return block.write_bits(start, values);
         }
-        self.call("setValues", |obj| Self::set(obj, start, PyList::new(obj.py(), values)?))
+        self.call("setValues", |obj| self.set(obj, start, PyList::new(obj.py(), values)?))
     }
 
     fn update(&self, address: u16, f: &mut dyn FnMut(u16) -> u16) -> Result<u16, ExceptionCode> {
         self.call("getValues/setValues", |obj| {
-            let old = match Self::get(obj, address, 1)? {
+            let old = match self.get(obj, address, 1)? {
                 Ok(v) => v.first().copied().unwrap_or_default(),
                 Err(code) => return Ok(Err(code)),
             };
             let new = f(old);
-            Ok(Self::set(obj, address, PyList::new(obj.py(), [new])?)?.map(|()| new))
+            Ok(self.set(obj, address, PyList::new(obj.py(), [new])?)?.map(|()| new))
         })
     }
 
@@ -424,13 +461,16 @@ impl DataBlock for PyBlock {
         out: &mut [u16],
     ) -> Result<(), ExceptionCode> {
         let read = self.call("setValues/getValues", |obj| {
-            if !obj.call_method1("validate", (read_start, out.len()))?.is_truthy()? {
+            if !self
+                .invoke(obj, "validate", false, read_start, out.len())?
+                .is_truthy()?
+            {
                 return Ok(Err(ExceptionCode::IllegalDataAddress));
             }
-            if let Err(code) = Self::set(obj, write_start, PyList::new(obj.py(), values)?)? {
+            if let Err(code) = self.set(obj, write_start, PyList::new(obj.py(), values)?)? {
                 return Ok(Err(code));
             }
-            Self::get(obj, read_start, out.len())
+            self.get(obj, read_start, out.len())
         })?;
         out.copy_from_slice(&read);
         Ok(())

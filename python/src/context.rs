@@ -1,7 +1,7 @@
 //! `ModbusDeviceContext` (four tables of one device) and
 //! `ModbusServerContext` (which device answers which device id).
 
-use crate::blocks::{SequentialDataBlock, storage_of};
+use crate::blocks::{PyBlock, SequentialDataBlock, storage_of};
 use coilwork_core::Engine;
 use coilwork_core::storage::{AddressMode, DataBlock, DeviceContext, ServerContext, Storage};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -201,9 +201,31 @@ fn device_id(id: i64) -> PyResult<u8> {
     u8::try_from(id).map_err(|_| PyValueError::new_err(format!("device id {id} is not in 0..=255")))
 }
 
-/// A device's storage for the engine.
-fn storage(device: &Bound<'_, DeviceContextPy>) -> Arc<dyn Storage> {
-    device.borrow().storage.clone()
+/// Context methods a subclass may override; any override sends the device through Python.
+const OVERRIDABLE: [&str; 3] = ["getValues", "setValues", "validate"];
+
+/// A device's storage for the engine: its Rust tables, or, for a subclass
+/// that overrides `getValues` / `setValues` / `validate`, tables that call
+/// those methods with the request's function code (GIL held).
+fn storage(device: &Bound<'_, DeviceContextPy>) -> PyResult<Arc<dyn Storage>> {
+    let base = device.py().get_type::<DeviceContextPy>();
+    let ty = device.get_type();
+    let mut overridden = false;
+    for name in OVERRIDABLE {
+        overridden |= !ty.getattr(name)?.is(&base.getattr(name)?);
+    }
+    if !overridden {
+        return Ok(device.borrow().storage.clone());
+    }
+    let obj = device.as_any();
+    let table = |read, write| -> Arc<dyn DataBlock> { Arc::new(PyBlock::table(obj, read, write)) };
+    // The context adds its own offset: block addresses here are protocol addresses.
+    Ok(Arc::new(DeviceContext::new(
+        table(1, 15),
+        table(2, 2),
+        table(3, 16),
+        table(4, 4),
+    )))
 }
 
 #[pymethods]
@@ -241,12 +263,12 @@ impl ServerContextPy {
         let core = match (&default, single) {
             (Some(d), true) => {
                 let ctx = ServerContext::single(DeviceContext::with_sizes(0, 0, 0, 0).map_err(to_value_error)?);
-                ctx.insert(0, storage(d));
+                ctx.insert(0, storage(d)?);
                 ctx
             }
             (d, _) => {
                 let ctx = ServerContext::multi();
-                ctx.set_default(d.as_ref().map(storage));
+                ctx.set_default(d.as_ref().map(storage).transpose()?);
                 ctx
             }
         };
@@ -290,7 +312,7 @@ impl ServerContextPy {
         let device = device
             .downcast_into::<DeviceContextPy>()
             .map_err(|e| PyTypeError::new_err(format!("a device must be a ModbusDeviceContext: {e}")))?;
-        self.core.insert(id, storage(&device));
+        self.core.insert(id, storage(&device)?);
         self.propagate(id);
         if self.single {
             self.default = Some(device.unbind());

@@ -444,3 +444,32 @@ def test_interpreter_exits_with_a_server_still_running(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "leaving" in result.stdout
+
+
+class RecordingDevice(ModbusDeviceContext):
+    """A device context subclass that sees every request (pymodbus's other callback pattern)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def getValues(self, fx, address, count=1):
+        self.calls.append(("get", fx, address, count))
+        return super().getValues(fx, address, count)
+
+    def setValues(self, fx, address, values):
+        self.calls.append(("set", fx, address, list(values)))
+        super().setValues(fx, address, values)
+
+
+def test_device_context_subclass_is_called_with_function_codes():
+    hr = ModbusSequentialDataBlock(0, [0, 1, 2, 3, 4])
+    device = RecordingDevice(hr=hr)
+    context = ModbusServerContext(device_default=device, single=True)
+    with tcp_server(context) as server, tcp_client(server.address[1]) as client:
+        assert client.read_holding_registers(1, count=2).registers == [2, 3]
+        assert not client.write_registers(0, [9, 8]).isError()
+        # Coils not given: a zeroed 65536-value block of their own.
+        assert client.read_coils(0, count=1).bits[0] is False
+    assert device.calls == [("get", 3, 1, 2), ("set", 16, 0, [9, 8]), ("get", 1, 0, 1)]
+    assert hr.getValues(1, 2) == [9, 8]
