@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end server benchmark: coilwork with each adapter (coilwork-tokio =
 # `coilwork serve`, coilwork-smol, coilwork-async-std, coilwork-blocking =
-# `coilwork-bench-server --adapter ...`) beside the peer servers (pymodbus,
+# `coilwork-bench-server --adapter ...`, the Python package's server =
+# benches/python_server.py, plain and with a Python setValues override) beside the peer servers (pymodbus,
 # tokio-modbus, libmodbus) and the no-work ceiling servers, in one run of
 # the shared harness (../shared/bench, copied to a scratch directory so its
 # build products stay out of shared/).
@@ -34,12 +35,19 @@ done
 (cd "$root" && cargo build --release -p coilwork-cli -p coilwork-bench --quiet)
 coilwork="$root/target/release/coilwork"
 bench="$root/target/release/coilwork-bench-server"
+# The Python package (issue 14): a release wheel in a venv of its own.
+pyvenv="$work/pyvenv"
+[ -x "$pyvenv/bin/python" ] || python3 -m venv "$pyvenv"
+"$pyvenv/bin/pip" install -q "$root/python"
+pyserver="$pyvenv/bin/python $root/benches/python_server.py"
 
 export OUT="${OUT:-$work/RESULTS.md}"
 default_extra="coilwork-tokio | $coilwork serve --address 127.0.0.1:{PORT}
 coilwork-smol | $bench --adapter smol --address 127.0.0.1:{PORT}
 coilwork-async-std | $bench --adapter async-std --address 127.0.0.1:{PORT}
-coilwork-blocking | $bench --adapter blocking --address 127.0.0.1:{PORT}"
+coilwork-blocking | $bench --adapter blocking --address 127.0.0.1:{PORT}
+coilwork-python | $pyserver {PORT}
+coilwork-python-setvalues | $pyserver {PORT} --setvalues"
 export EXTRA="${EXTRA:-$default_extra}"
 cd "$work/harness"
 bash run.sh

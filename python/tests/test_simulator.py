@@ -1,0 +1,69 @@
+"""ModbusSimulatorServer on coilwork-sim, with pymodbus's simulator JSON."""
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import tcp_client
+
+from coilwork.server import ModbusSimulatorServer
+
+DEFAULT = Path(__file__).parent / ".." / ".." / "crates" / "coilwork-sim" / "src" / "default.json"
+
+
+@pytest.fixture
+def config(tmp_path):
+    setup = json.loads(DEFAULT.read_text())
+    setup["server_list"]["server"]["port"] = 0
+    path = tmp_path / "setup.json"
+    path.write_text(json.dumps(setup))
+    return path
+
+
+def test_run_forever_only_start_and_stop(config):
+    async def main():
+        simulator = ModbusSimulatorServer(http_host="127.0.0.1", http_port=0, json_file=str(config))
+        await simulator.run_forever(only_start=True)
+        port, http = simulator.address[1], simulator.http_address[1]
+        with tcp_client(port) as client:
+            assert not client.read_holding_registers(20, count=2).isError()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/", timeout=5) as page:
+            assert page.status == 200
+        simulator.stop()
+        return port
+
+    port = asyncio.run(main())
+    import socket
+
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_run_forever_returns_after_stop(config):
+    async def main():
+        simulator = ModbusSimulatorServer(http_host="127.0.0.1", http_port=0, json_file=str(config))
+        task = asyncio.ensure_future(simulator.run_forever())
+        while simulator.address is None:
+            await asyncio.sleep(0.01)
+        assert not task.done()
+        simulator.stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+
+
+def test_bad_json_file_raises(tmp_path):
+    with pytest.raises(ValueError):
+        ModbusSimulatorServer(json_file=str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError):
+        ModbusSimulatorServer(json_file=str(bad))
+
+
+def test_named_server_and_device_and_bad_name(config):
+    ModbusSimulatorServer(modbus_server="server", modbus_device="device", json_file=str(config), http_port=0)
+    with pytest.raises(ValueError, match="nosuch"):
+        ModbusSimulatorServer(modbus_server="nosuch", json_file=str(config))
