@@ -43,7 +43,9 @@ mod family;
 mod hooks;
 mod serve;
 
-pub use hooks::{Access, AccessRequest, Authorizer, authorized, CustomFunction, Delivery, HookAction, RequestHook, WriteListener};
+pub use hooks::{
+    Access, AccessRequest, Authorizer, CustomFunction, Delivery, HookAction, RequestHook, WriteListener, authorized,
+};
 
 use crate::ExceptionCode;
 use crate::diagnostics::{DiagnosticCounter, Diagnostics};
