@@ -9,6 +9,7 @@ pub mod policy;
 
 use coilwork_core::frame::{Decoded, PduLength, ascii, checksum, mbap, rtu};
 use coilwork_core::frame::{MAX_ASCII_ADU, MAX_MBAP_ADU, MAX_RTU_ADU};
+use coilwork_core::frame::{MAX_COUNTED_ASCII_ADU, MAX_COUNTED_MBAP_ADU, MAX_COUNTED_RTU_ADU};
 
 use coilwork_core::FrameError;
 
@@ -20,6 +21,20 @@ pub type Skip = (usize, usize, FrameError);
 
 /// What a stream decoded to: frames, skips, and what is left buffered.
 pub type Outcome = (Vec<Frame>, Vec<Skip>, Vec<u8>);
+
+/// Checks a frame's length: at most `plain`, or for a byte-counted request
+/// (FC15/16/20/21/23, framed whole past the PDU limit so it gets exception
+/// 03) at most `counted`.
+pub fn check_len(raw: &[u8], pdu: &[u8], plain: usize, counted: usize) {
+    let byte_counted = matches!(pdu.first(), Some(0x0F | 0x10 | 0x14 | 0x15 | 0x17));
+    let max = if byte_counted { counted } else { plain };
+    assert!(
+        raw.len() <= max,
+        "frame of {} bytes, PDU {:02X?}",
+        raw.len(),
+        pdu.first()
+    );
+}
 
 /// Splits the input: the first byte's low 7 bits give the chunk size (0: the
 /// whole stream in one push), its top bit a flag for the target; the rest is
@@ -46,7 +61,7 @@ pub fn feed<'a>(
 ) -> Outcome {
     let mut buf = Vec::new();
     let mut skips = Vec::new();
-    let mut scratch = [0u8; MAX_RTU_ADU];
+    let mut scratch = [0u8; MAX_COUNTED_RTU_ADU];
     let mut frames = Vec::new();
     let mut at = 0;
     for chunk in chunks {
@@ -130,7 +145,7 @@ pub fn fuzz_mbap(data: &[u8]) {
         |buf, _| mbap::decode(buf),
         false,
         |raw, unit, tid, pdu| {
-            assert!(raw.len() <= MAX_MBAP_ADU);
+            check_len(raw, pdu, MAX_MBAP_ADU, MAX_COUNTED_MBAP_ADU);
             out.clear();
             mbap::encode(tid, unit, pdu, &mut out);
             assert_eq!(out, raw, "MBAP re-encode differs");
@@ -168,7 +183,8 @@ pub fn fuzz_rtu(data: &[u8]) {
         |buf, _| rtu::decode(buf, custom),
         false,
         |raw, unit, tid, pdu| {
-            assert!(raw.len() <= MAX_RTU_ADU && tid == 0);
+            check_len(raw, pdu, MAX_RTU_ADU, MAX_COUNTED_RTU_ADU);
+            assert_eq!(tid, 0);
             assert_eq!(checksum::crc16(raw), 0, "RTU frame with a bad CRC");
             out.clear();
             rtu::encode(unit, pdu, &mut out);
@@ -192,7 +208,8 @@ pub fn fuzz_ascii(data: &[u8]) {
         |buf, scratch| ascii::decode(buf, delimiter, scratch),
         true,
         |raw, unit, tid, pdu| {
-            assert!(raw.len() <= MAX_ASCII_ADU && tid == 0);
+            check_len(raw, pdu, MAX_ASCII_ADU, MAX_COUNTED_ASCII_ADU);
+            assert_eq!(tid, 0);
             out.clear();
             ascii::encode(unit, pdu, delimiter, &mut out);
             assert_eq!(out, raw.to_ascii_uppercase(), "ASCII re-encode differs");

@@ -482,6 +482,33 @@ fn exception_03_each_limit() {
     );
 }
 
+/// Whole requests past the 253-byte PDU limit (as the framing now hands
+/// them over for byte-counted functions): exception 03, before any address
+/// check, nothing written, and counted as an exception like any other.
+#[test]
+fn exception_03_for_pdus_past_the_limit() {
+    let (e, mem) = single(Mem::new());
+    let with_data = |head: &[u8], n: usize| [head, &vec![0xAB; n]].concat();
+    // FC16 of 124 registers at an address past the table (03 wins over 02).
+    assert_eq!(
+        tcp(&e, &with_data(&[0x10, 0xFF, 0xFF, 0x00, 124, 248], 248)),
+        [0x90, 0x03]
+    );
+    // FC23 writing 122 registers; FC15 of 2040 coils; FC21 with 255 bytes.
+    let fc23 = with_data(&[0x17, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 122, 244], 244);
+    assert_eq!(tcp(&e, &fc23), [0x97, 0x03]);
+    assert_eq!(
+        tcp(&e, &with_data(&[0x0F, 0x00, 0x00, 0x07, 0xF8, 255], 255)),
+        [0x8F, 0x03]
+    );
+    assert_eq!(tcp(&e, &with_data(&[0x15, 255], 255)), [0x95, 0x03]);
+    assert!(mem.holding.lock().unwrap().iter().all(|&v| v == 0), "nothing written");
+    assert!(mem.seen_functions.lock().unwrap().is_empty(), "the storage saw nothing");
+    let device = e.context().device(1).unwrap();
+    let exceptions = coilwork_core::diagnostics::DiagnosticCounter::BusExceptionError;
+    assert_eq!(device.diagnostics().get(exceptions), 4);
+}
+
 #[test]
 fn exception_02_overflow_and_undefined() {
     let (e, _) = single(Mem::new());

@@ -532,8 +532,16 @@ mod tests {
         )
     }
 
+    /// A unit and a PDU of 1..=253 bytes, or one of a byte-counted function
+    /// (FC15/16/20/21/23) past the PDU limit, up to 265 bytes.
     fn frame_strategy() -> impl Strategy<Value = (u8, Vec<u8>)> {
-        (any::<u8>(), proptest::collection::vec(any::<u8>(), 1..=253))
+        let counted = (
+            prop::sample::select(vec![0x0Fu8, 0x10, 0x14, 0x15, 0x17]),
+            proptest::collection::vec(any::<u8>(), 253..=264),
+        )
+            .prop_map(|(fc, rest)| [vec![fc], rest].concat());
+        let pdu = prop_oneof![4 => proptest::collection::vec(any::<u8>(), 1..=253), 1 => counted];
+        (any::<u8>(), pdu)
     }
 
     proptest! {

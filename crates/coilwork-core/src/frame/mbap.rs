@@ -305,12 +305,26 @@ mod tests {
         cuts.windows(2).map(|w| stream[w[0]..w[1]].to_vec()).collect()
     }
 
+    /// A PDU of 1..=253 bytes, or a byte-counted request past 253 bytes
+    /// (FC15/16/20/21/23 with a count that agrees with its length).
+    fn pdu_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let counted = |fc: u8, head: usize, counts: core::ops::RangeInclusive<usize>| {
+            (proptest::collection::vec(any::<u8>(), head), counts).prop_flat_map(move |(head, n)| {
+                proptest::collection::vec(any::<u8>(), n)
+                    .prop_map(move |d| [vec![fc], head.clone(), vec![n as u8], d].concat())
+            })
+        };
+        prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 1..=253),
+            1 => counted(0x10, 4, 248..=255),
+            1 => counted(0x0F, 4, 248..=255),
+            1 => counted(0x17, 8, 244..=255),
+            1 => counted(0x15, 0, 252..=255),
+        ]
+    }
+
     fn frame_strategy() -> impl Strategy<Value = (u16, u8, Vec<u8>)> {
-        (
-            any::<u16>(),
-            any::<u8>(),
-            proptest::collection::vec(any::<u8>(), 1..=253),
-        )
+        (any::<u16>(), any::<u8>(), pdu_strategy())
     }
 
     proptest! {

@@ -307,6 +307,7 @@ impl RtuTiming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::MAX_COUNTED_PDU;
     use proptest::prelude::*;
 
     /// Spec-style request: unit 1 reads 10 holding registers from 0.
@@ -852,19 +853,20 @@ mod tests {
     }
 
     /// A request PDU that follows a known length rule (standard or the
-    /// tests' custom 0x41), 1..=253 bytes.
+    /// tests' custom 0x41), 1..=265 bytes (byte-counted requests up to a
+    /// count of 255, past the 253-byte PDU limit).
     fn request_pdu() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             (1u8..=6, bytes(4)).prop_map(|(fc, d)| [vec![fc], d].concat()),
             prop::sample::select(vec![0x07u8, 0x0B, 0x0C, 0x11]).prop_map(|fc| vec![fc]),
             (1u16.., bytes(2)).prop_map(|(sub, d)| [vec![0x08], sub.to_be_bytes().to_vec(), d].concat()),
-            (prop::sample::select(vec![0x0Fu8, 0x10]), bytes(4), 0usize..=247).prop_flat_map(
+            (prop::sample::select(vec![0x0Fu8, 0x10]), bytes(4), 0usize..=255).prop_flat_map(
                 |(fc, head, n)| bytes(n).prop_map(move |d| { [vec![fc], head.clone(), vec![n as u8], d].concat() })
             ),
-            (prop::sample::select(vec![0x14u8, 0x15]), 0usize..=251)
+            (prop::sample::select(vec![0x14u8, 0x15]), 0usize..=255)
                 .prop_flat_map(|(fc, n)| bytes(n).prop_map(move |d| [vec![fc, n as u8], d].concat())),
             bytes(6).prop_map(|d| [vec![0x16], d].concat()),
-            (bytes(8), 0usize..=243).prop_flat_map(
+            (bytes(8), 0usize..=255).prop_flat_map(
                 |(head, n)| bytes(n).prop_map(move |d| { [vec![0x17], head.clone(), vec![n as u8], d].concat() })
             ),
             bytes(2).prop_map(|d| [vec![0x18], d].concat()),
@@ -876,7 +878,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(unit in any::<u8>(), pdu in request_pdu()) {
-            prop_assert!((1..=253).contains(&pdu.len()));
+            prop_assert!((1..=MAX_COUNTED_PDU).contains(&pdu.len()));
             let frame = rtu(unit, &pdu);
             prop_assert_eq!(frame.len(), pdu.len() + 3);
             prop_assert_eq!(
@@ -948,7 +950,7 @@ mod tests {
         /// A good frame after random garbage is found, unless a window
         /// starting in the garbage and reaching into the frame happens to end
         /// in its own CRC (a real, valid-looking frame: about 1 in 65536 per
-        /// candidate; `feed` checks its CRC independently). 256 bytes of
+        /// candidate; `feed` checks its CRC independently). 268 bytes of
         /// padding after the frame settle every wait for more bytes.
         #[test]
         fn good_frame_after_garbage_is_found(
@@ -960,7 +962,7 @@ mod tests {
             let frame = rtu(unit, &pdu);
             let mut stream = garbage.clone();
             stream.extend_from_slice(&frame);
-            stream.extend(std::iter::repeat_n(0x07, MAX_RTU_ADU));
+            stream.extend(std::iter::repeat_n(0x07, MAX_COUNTED_RTU_ADU));
             let chunks = split_at_points(&stream, &points);
             let (events, _) = feed(&custom, chunks.iter().map(Vec::as_slice));
             let g = garbage.len();
