@@ -4,6 +4,7 @@
 //! different threads do not fight over one cache line. Totals are prefix
 //! sums, computed only when someone looks (the REST API, the page).
 
+use crate::sync::{shard_count, thread_shard};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One shard: difference arrays of reads and writes (`size + 1` slots,
@@ -26,14 +27,6 @@ impl std::fmt::Debug for RangeCounters {
     }
 }
 
-thread_local! {
-    /// This thread's shard choice (a hash of its id, fixed for its life).
-    static THREAD_HASH: usize = {
-        use std::hash::BuildHasher;
-        std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) as usize
-    };
-}
-
 fn zeros(n: usize) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
 }
@@ -41,7 +34,7 @@ fn zeros(n: usize) -> Box<[AtomicU64]> {
 impl RangeCounters {
     /// Counters for `size` registers, sharded by the machine's parallelism (at most 8).
     pub(crate) fn new(size: usize) -> Self {
-        let shards = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let shards = shard_count();
         Self {
             shards: (0..shards)
                 .map(|_| Shard {
@@ -55,7 +48,7 @@ impl RangeCounters {
     /// Counts one read (or write) of registers `[first, end)`.
     #[inline]
     pub(crate) fn add(&self, first: usize, end: usize, write: bool) {
-        let i = THREAD_HASH.with(|h| *h) % self.shards.len().max(1);
+        let i = thread_shard(self.shards.len());
         let Some(shard) = self.shards.get(i) else { return };
         let diff = if write { &shard.writes } else { &shard.reads };
         if let (Some(a), Some(b)) = (diff.get(first), diff.get(end)) {
