@@ -380,13 +380,24 @@ impl SimDevice {
     /// Reads cells `[first, end)`, running their actions, and calls `emit` for each value.
     fn read_cells(&self, first: usize, end: usize, mut emit: impl FnMut(usize, u16)) -> Result<(), ExceptionCode> {
         {
+            // One pass for the usual case: defined registers without actions.
             let st = self.read_state();
-            self.validate(&st.cells, first, end, false)?;
             let cells = st.cells.get(first..end).ok_or(ExceptionCode::IllegalDataAddress)?;
-            if cells.iter().all(|c| c.action.is_none()) {
-                for (i, c) in cells.iter().enumerate() {
-                    emit(i, c.value);
+            if self.type_exception {
+                self.validate(&st.cells, first, end, false)?;
+            }
+            let mut plain = true;
+            for (i, c) in cells.iter().enumerate() {
+                if c.kind == CellType::Invalid {
+                    return Err(ExceptionCode::IllegalDataAddress);
                 }
+                if c.action.is_some() {
+                    plain = false;
+                    break;
+                }
+                emit(i, c.value);
+            }
+            if plain {
                 self.count(first, end, false);
                 return Ok(());
             }
