@@ -3,6 +3,7 @@
 
 use crate::actions::{self, ActionTable, CustomAction, Effect};
 use crate::config::DeviceConfig;
+use crate::counters::RangeCounters;
 use crate::error::ConfigError;
 use crate::generators::Generator;
 use crate::layout::{self, Layout};
@@ -23,7 +24,7 @@ struct State {
 pub struct SimDevice {
     state: RwLock<State>,
     initial: Vec<Cell>,
-    counts: Vec<(AtomicU64, AtomicU64)>,
+    counts: RangeCounters,
     actions: ActionTable,
     type_exception: bool,
     /// (offset, size in cells) per table: coils, discrete inputs, holding, input.
@@ -75,7 +76,7 @@ impl SimDevice {
             generators,
         } = layout::build(&format!("device_list.{name}"), cfg, env)?;
         let total = cells.len();
-        let counts = (0..total).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect();
+        let counts = RangeCounters::new(total);
         Ok(Self {
             state: RwLock::new(State {
                 cells: cells.clone(),
@@ -165,9 +166,14 @@ impl SimDevice {
     /// A snapshot of register `address`.
     pub fn register(&self, address: usize) -> Option<RegisterInfo> {
         self.evaluate(address..address.saturating_add(1));
+        let n = self
+            .counts
+            .totals(address..address.saturating_add(1))
+            .first()
+            .copied()?;
         let st = self.read_state();
         let cell = st.cells.get(address)?;
-        Some(self.info(address, cell))
+        Some(self.info(address, cell, n))
     }
 
     /// Brings the time-based values in `range` to now (a listing is a read too).
@@ -194,11 +200,7 @@ impl SimDevice {
         }
     }
 
-    fn info(&self, address: usize, cell: &Cell) -> RegisterInfo {
-        let (r, w) = self
-            .counts
-            .get(address)
-            .map_or((0, 0), |(r, w)| (r.load(Ordering::Relaxed), w.load(Ordering::Relaxed)));
+    fn info(&self, address: usize, cell: &Cell, (r, w): (u64, u64)) -> RegisterInfo {
         RegisterInfo {
             address,
             kind: cell.kind,
@@ -215,14 +217,18 @@ impl SimDevice {
     /// Snapshots of the defined registers (not `invalid`) in `range`.
     pub fn registers(&self, range: std::ops::Range<usize>) -> Vec<RegisterInfo> {
         self.evaluate(range.clone());
+        let end = range.end.min(self.size());
+        let start = range.start.min(end);
+        let counts = self.counts.totals(start..end);
         let st = self.read_state();
         st.cells
             .iter()
             .enumerate()
-            .skip(range.start)
-            .take(range.end.saturating_sub(range.start))
-            .filter(|(_, c)| c.kind != CellType::Invalid)
-            .map(|(i, c)| self.info(i, c))
+            .skip(start)
+            .take(end - start)
+            .zip(counts)
+            .filter(|((_, c), _)| c.kind != CellType::Invalid)
+            .map(|((i, c), n)| self.info(i, c, n))
             .collect()
     }
 
@@ -374,13 +380,24 @@ impl SimDevice {
     /// Reads cells `[first, end)`, running their actions, and calls `emit` for each value.
     fn read_cells(&self, first: usize, end: usize, mut emit: impl FnMut(usize, u16)) -> Result<(), ExceptionCode> {
         {
+            // One pass for the usual case: defined registers without actions.
             let st = self.read_state();
-            self.validate(&st.cells, first, end, false)?;
             let cells = st.cells.get(first..end).ok_or(ExceptionCode::IllegalDataAddress)?;
-            if cells.iter().all(|c| c.action.is_none()) {
-                for (i, c) in cells.iter().enumerate() {
-                    emit(i, c.value);
+            if self.type_exception {
+                self.validate(&st.cells, first, end, false)?;
+            }
+            let mut plain = true;
+            for (i, c) in cells.iter().enumerate() {
+                if c.kind == CellType::Invalid {
+                    return Err(ExceptionCode::IllegalDataAddress);
                 }
+                if c.action.is_some() {
+                    plain = false;
+                    break;
+                }
+                emit(i, c.value);
+            }
+            if plain {
                 self.count(first, end, false);
                 return Ok(());
             }
@@ -419,9 +436,7 @@ impl SimDevice {
     }
 
     fn count(&self, first: usize, end: usize, write: bool) {
-        for (r, w) in self.counts.iter().skip(first).take(end - first) {
-            if write { w } else { r }.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counts.add(first, end, write);
     }
 
     fn read_bits(&self, t: Table, start: u16, out: &mut [bool]) -> Result<(), ExceptionCode> {

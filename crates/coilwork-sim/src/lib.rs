@@ -28,6 +28,7 @@
 
 pub mod actions;
 pub mod config;
+mod counters;
 pub mod csv;
 pub mod device;
 mod error;

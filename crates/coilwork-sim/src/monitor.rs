@@ -5,6 +5,7 @@
 //! decide in [`RequestHook::on_request`]; `delay`, `split` and `garble`
 //! in [`RequestHook::delivery`], which hands the adapter a [`Delivery`].
 
+use crate::sync::{shard_count, thread_shard};
 use coilwork_core::engine::{HookAction, RequestHook};
 use coilwork_core::pdu::{PduBuf, Request};
 use coilwork_core::{Delivery, ExceptionCode, RequestContext};
@@ -170,12 +171,53 @@ struct Faults {
 pub struct Monitor {
     faults: Mutex<Faults>,
     any_fault: AtomicBool,
-    calls: Mutex<VecDeque<Call>>,
+    /// Recent calls, sharded by thread (each shard keeps the last `CALLS_KEPT`).
+    calls: Box<[Mutex<VecDeque<RawCall>>]>,
     call_seq: AtomicU64,
     log: Mutex<VecDeque<LogEntry>>,
     log_seq: AtomicU64,
+    /// Requests and exceptions per function code, one pair of arrays per shard.
+    counters: Box<[FunctionCounters]>,
+}
+
+/// Requests and exception answers per function code (one shard's).
+struct FunctionCounters {
     requests: [AtomicU64; 128],
     exceptions: [AtomicU64; 128],
+}
+
+/// A call as recorded on the request path: no formatting, no allocation;
+/// [`Call`] is made from it when someone asks.
+#[derive(Debug, Clone)]
+struct RawCall {
+    seq: u64,
+    time: std::time::SystemTime,
+    unit: u8,
+    function: u8,
+    address: Option<u16>,
+    count: Option<u16>,
+    result: CallResult,
+    exception: Option<u8>,
+    fault: Option<&'static str>,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl RawCall {
+    fn call(&self) -> Call {
+        let time: chrono::DateTime<chrono::Local> = self.time.into();
+        Call {
+            seq: self.seq,
+            time: time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            unit: self.unit,
+            function: self.function,
+            address: self.address,
+            count: self.count,
+            result: self.result,
+            exception: self.exception,
+            fault: self.fault,
+            peer: self.peer.map(|p| p.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Monitor {
@@ -222,12 +264,16 @@ impl Monitor {
         Self {
             faults: Mutex::new(Faults::default()),
             any_fault: AtomicBool::new(false),
-            calls: Mutex::new(VecDeque::with_capacity(CALLS_KEPT)),
+            calls: (0..shard_count()).map(|_| Mutex::new(VecDeque::new())).collect(),
             call_seq: AtomicU64::new(0),
             log: Mutex::new(VecDeque::with_capacity(LOG_KEPT)),
             log_seq: AtomicU64::new(0),
-            requests: std::array::from_fn(|_| AtomicU64::new(0)),
-            exceptions: std::array::from_fn(|_| AtomicU64::new(0)),
+            counters: (0..shard_count())
+                .map(|_| FunctionCounters {
+                    requests: std::array::from_fn(|_| AtomicU64::new(0)),
+                    exceptions: std::array::from_fn(|_| AtomicU64::new(0)),
+                })
+                .collect(),
         }
     }
 
@@ -306,8 +352,14 @@ impl Monitor {
 
     /// The recent calls, oldest first, filtered.
     pub fn calls(&self, filter: &CallFilter) -> Vec<Call> {
-        let calls = lock(&self.calls);
-        let mut out: Vec<Call> = calls.iter().filter(|c| filter.matches(c)).cloned().collect();
+        let mut all: Vec<RawCall> = self
+            .calls
+            .iter()
+            .flat_map(|s| lock(s).iter().cloned().collect::<Vec<_>>())
+            .collect();
+        all.sort_unstable_by_key(|c| c.seq);
+        let kept = all.get(all.len().saturating_sub(CALLS_KEPT)..).unwrap_or(&[]);
+        let mut out: Vec<Call> = kept.iter().map(RawCall::call).filter(|c| filter.matches(c)).collect();
         if let Some(limit) = filter.limit
             && out.len() > limit
         {
@@ -318,7 +370,9 @@ impl Monitor {
 
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
-        lock(&self.calls).clear();
+        for shard in &*self.calls {
+            lock(shard).clear();
+        }
     }
 
     fn record(
@@ -330,18 +384,21 @@ impl Monitor {
         fault: Option<&'static str>,
     ) {
         let function = ctx.function & 0x7F;
-        if let Some(c) = self.requests.get(usize::from(function)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        if exception.is_some()
-            && let Some(c) = self.exceptions.get(usize::from(function))
-        {
-            c.fetch_add(1, Ordering::Relaxed);
+        let shard = thread_shard(self.counters.len());
+        if let Some(counters) = self.counters.get(shard) {
+            if let Some(c) = counters.requests.get(usize::from(function)) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            if exception.is_some()
+                && let Some(c) = counters.exceptions.get(usize::from(function))
+            {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let (address, count) = span(request);
-        let call = Call {
+        let call = RawCall {
             seq: self.call_seq.fetch_add(1, Ordering::Relaxed) + 1,
-            time: now(),
+            time: std::time::SystemTime::now(),
             unit: ctx.unit,
             function,
             address,
@@ -349,21 +406,29 @@ impl Monitor {
             result,
             exception,
             fault,
-            peer: ctx.peer.map(|p| p.to_string()),
+            peer: ctx.peer,
         };
-        let mut calls = lock(&self.calls);
-        if calls.len() >= CALLS_KEPT {
-            calls.pop_front();
+        if let Some(shard) = self.calls.get(thread_shard(self.calls.len())) {
+            let mut calls = lock(shard);
+            if calls.len() >= CALLS_KEPT {
+                calls.pop_front();
+            }
+            calls.push_back(call);
         }
-        calls.push_back(call);
     }
 
     /// Requests and exception answers counted per function code (non-zero only).
     pub fn counters(&self) -> Vec<(u8, u64, u64)> {
         (0u8..128)
             .filter_map(|f| {
-                let r = self.requests.get(usize::from(f))?.load(Ordering::Relaxed);
-                let e = self.exceptions.get(usize::from(f))?.load(Ordering::Relaxed);
+                let sum = |pick: fn(&FunctionCounters) -> &[AtomicU64; 128]| -> u64 {
+                    self.counters
+                        .iter()
+                        .filter_map(|c| pick(c).get(usize::from(f)))
+                        .map(|a| a.load(Ordering::Relaxed))
+                        .sum()
+                };
+                let (r, e) = (sum(|c| &c.requests), sum(|c| &c.exceptions));
                 (r > 0 || e > 0).then_some((f, r, e))
             })
             .collect()
