@@ -180,6 +180,8 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), String> {
         }
         _ => None,
     };
+    // Registered before any line is announced: a signal right after it must not kill us.
+    let stop = termination();
     let gw = Gateway::start(config).map_err(|e| e.to_string())?;
     let bind = |a: SocketAddr| async move { tokio::net::TcpListener::bind(a).await.map_err(|e| format!("{a}: {e}")) };
     let listener = bind(args.listen).await?;
@@ -210,12 +212,8 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), String> {
         "coilwork: gateway on Modbus/TCP {addr} to {}",
         names.join(", ")
     ));
-    let stop = termination();
-    let handle = gw.handle();
-    tokio::select! {
-        () = stop => handle.stop(),
-        () = handle.stopped() => {}
-    }
+    stop.await;
+    gw.stop();
     Ok(())
 }
 

@@ -16,7 +16,11 @@
 //! - [`connection`]: the per-connection state machine an adapter drives;
 //! - [`timeouts`]: a stream connection's partial-frame, idle and
 //!   buffer-release deadlines;
-//! - [`close`]: a server's request that one connection close (stop, eviction).
+//! - [`close`]: a server's request that one connection close (stop, eviction);
+//! - [`client`]: the upstream side of a gateway: forwarded requests framed
+//!   and their answers matched (MBAP transaction ids, RTU/ASCII with t3.5);
+//! - [`gateway`]: a gateway's routing, fair bounded queues, backoff, policy
+//!   and per-upstream statistics.
 //!
 //! Addresses are zero-based protocol addresses unless a device is built in
 //! one-based mode (pymodbus's `zero_mode=False`).

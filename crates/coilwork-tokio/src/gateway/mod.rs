@@ -205,9 +205,16 @@ impl Gateway {
         out
     }
 
-    /// The stop switch: stopping it ends listeners and upstream tasks.
-    pub fn handle(&self) -> ServerHandle {
-        self.shared.handle.clone()
+    /// Stops the gateway: listeners, client connections and upstream tasks
+    /// end (requests in flight are dropped unanswered). Never blocks.
+    pub fn stop(&self) {
+        self.shared.handle.stop();
+        self.shared.handle.mark_stopped();
+    }
+
+    /// True once [`Gateway::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.handle.is_stopping()
     }
 }
 
