@@ -136,22 +136,61 @@ fn pymodbus_server(py: &Path, comm: &str, where_: &str, framer: &str, delay_ms: 
 
 /// Starts `coilwork gateway` with `args`; returns it and its client port.
 fn gateway(args: &[&str]) -> (Guard, u16) {
+    let (g, port, _) = gateway_logged(args, None);
+    (g, port)
+}
+
+/// [`gateway`] with its stderr (logs at info) in `log`; also returns the
+/// metrics address if `--metrics` was given.
+fn gateway_logged(args: &[&str], log: Option<&Path>) -> (Guard, u16, Option<SocketAddr>) {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .arg("gateway")
-        .args(["--listen", "127.0.0.1:0", "--log", "warning"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            if log.is_some() { "info" } else { "warning" },
+        ])
         .args(args)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start gateway");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let addr_in = |l: &str| l.split_whitespace().find_map(|w| w.parse::<SocketAddr>().ok());
+    let metrics = args
+        .contains(&"--metrics")
+        .then(|| wait_line(&mut out, "metrics on"))
+        .and_then(|l| addr_in(&l.replace("http://", "").replace("/metrics", "")));
     let l = wait_line(&mut out, "gateway on Modbus/TCP");
-    let port = l
-        .split_whitespace()
-        .find_map(|w| w.parse::<SocketAddr>().ok())
-        .map(|a| a.port())
-        .expect("gateway port");
-    (Guard(child), port)
+    let port = addr_in(&l).map(|a| a.port()).expect("gateway port");
+    (Guard(child), port, metrics)
+}
+
+/// One scrape of the gateway's metrics.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("metrics connect");
+    s.set_read_timeout(Some(STEP)).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+/// The value of metric line `name{upstream="..."}` in a scrape.
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
 }
 
 fn free_port() -> u16 {
@@ -256,14 +295,21 @@ fn tcp_upstream_killed_under_load_then_restarted() {
     let up = free_port().to_string();
     let server = pymodbus_server(&py, "tcp", &up, "socket", 0);
     let upstream = format!("tcp:127.0.0.1:{up}");
-    let (_gw, port) = gateway(&[
-        "--upstream",
-        &upstream,
-        "--response-timeout-ms",
-        "500",
-        "--max-backoff-ms",
-        "200",
-    ]);
+    let log = std::env::temp_dir().join(format!("coilwork-gateway-log-{}", std::process::id()));
+    let (gw, port, metrics) = gateway_logged(
+        &[
+            "--upstream",
+            &upstream,
+            "--response-timeout-ms",
+            "500",
+            "--max-backoff-ms",
+            "200",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        Some(&log),
+    );
+    let metrics = metrics.expect("metrics address");
     assert_eq!(probe(&py, port, "1").0, "ok");
     // Load while the upstream dies: every answer is served or 0x0A/0x0B, never a hang.
     let load = {
@@ -293,6 +339,18 @@ fn tcp_upstream_killed_under_load_then_restarted() {
         assert!(start.elapsed() < STEP, "not served again after restart: {s}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let body = scrape(metrics);
+    assert_eq!(metric(&body, "coilwork_gateway_up"), 1, "{body}");
+    assert!(metric(&body, "coilwork_gateway_unavailable_total") >= 1, "{body}");
+    assert!(metric(&body, "coilwork_gateway_answers_total") >= 2, "{body}");
+    assert!(metric(&body, "coilwork_gateway_latency_seconds_count") >= 2, "{body}");
+    drop(gw);
+    // Down for a second or more with retries every 200 ms: still one line per change.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let _ = std::fs::remove_file(&log);
+    let changes: Vec<&str> = text.lines().filter(|l| l.contains("upstream state changed")).collect();
+    assert_eq!(changes.len(), 3, "connecting->up, up->down, down->up:\n{text}");
+    assert!(changes[1].contains("down") && changes[2].contains("up"), "{changes:?}");
 }
 
 #[test]
@@ -369,4 +427,33 @@ fn two_pipelined_requests_in_one_write_answered_with_their_ids() {
     assert_eq!(answers[0], (0x0101, 1, vec![6, 0, 7, 0x12, 0x34]));
     // Unit 2 is the same device in `coilwork serve` (one device, every unit).
     assert_eq!(answers[1], (0x0202, 2, vec![3, 2, 0x12, 0x34]));
+}
+
+#[test]
+fn garbage_from_a_serial_upstream_never_reaches_a_client() {
+    let Some(py) = tools(true) else { return };
+    let line = line();
+    let mut child = Command::new(&py)
+        .arg(script("bad_device.py"))
+        .arg(line.dir.join("a"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bad device");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    wait_line(&mut out, "ready");
+    let _device = Guard(child);
+    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let (_gw, port) = gateway(&[
+        "--upstream",
+        &upstream,
+        "--parity",
+        "none",
+        "--response-timeout-ms",
+        "300",
+    ]);
+    let seen: Vec<String> = (0..5).map(|_| probe(&py, port, "1").0).collect();
+    // Bad CRC, wrong unit, truncated, wrong length: 0x0B each; then the good answer.
+    assert_eq!(seen[..4], ["exception 11"; 4], "{seen:?}");
+    assert_eq!(seen[4], "ok", "{seen:?}");
 }
