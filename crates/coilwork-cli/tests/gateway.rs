@@ -457,3 +457,36 @@ fn garbage_from_a_serial_upstream_never_reaches_a_client() {
     assert_eq!(seen[..4], ["exception 11"; 4], "{seen:?}");
     assert_eq!(seen[4], "ok", "{seen:?}");
 }
+
+#[test]
+fn libmodbus_through_gateway_to_serial_rtu() {
+    let Some(py) = tools(true) else { return };
+    let dir = std::env::temp_dir().join(format!("coilwork-gateway-libmodbus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let exe = dir.join("libmodbus_client");
+    if !Path::new("/usr/include/modbus/modbus.h").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!require_clients(), "libmodbus-dev is required");
+        eprintln!("skipped: libmodbus-dev not installed (bash .ci/test installs it)");
+        return;
+    }
+    let built = Command::new("cc")
+        .arg(script("libmodbus_client.c"))
+        .args(["-I/usr/include/modbus", "-o"])
+        .arg(&exe)
+        .arg("-lmodbus")
+        .output()
+        .expect("run cc");
+    assert!(built.status.success(), "cc: {}", String::from_utf8_lossy(&built.stderr));
+    let line = line();
+    let _server = pymodbus_server(&py, "serial", &line.dir.join("a").to_string_lossy(), "rtu", 0);
+    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let (_gw, port) = gateway(&["--upstream", &upstream, "--parity", "none"]);
+    let out = Command::new(&exe)
+        .arg(port.to_string())
+        .output()
+        .expect("run libmodbus client");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "libmodbus through the gateway:\n{text}");
+}
