@@ -260,3 +260,28 @@ fn routes_to_missing_upstreams_are_refused() {
         assert!(r.is_err());
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_idle_close_is_reopened_without_0x0a() {
+    let mut cfg = TcpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.idle_timeout = Some(Duration::from_millis(1200));
+    let up = start_tcp_server(engine(), cfg).await.unwrap().local_addr().unwrap();
+    let mut u = upstream("tcp", UpstreamTarget::Tcp(up.to_string()));
+    // A backoff long enough that a request during it would surely get 0x0A.
+    u.backoff_min = Duration::from_secs(5);
+    let (gw, addr) = gateway(GatewayConfig {
+        upstreams: vec![u],
+        fallback: Some(Target::Upstream(0)),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut c = connect(addr).await;
+    assert_eq!(call(&mut c, 1, 1, &fc3(0, 1)).await, fc3_answer(&[0]));
+    // The upstream closes the idle link; the gateway reopens it at once.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(call(&mut c, 2, 1, &fc3(0, 1)).await, fc3_answer(&[0]));
+    assert!(
+        gw.prometheus()
+            .contains("coilwork_gateway_unavailable_total{upstream=\"tcp\"} 0")
+    );
+}

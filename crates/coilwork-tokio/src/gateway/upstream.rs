@@ -150,6 +150,9 @@ fn open_serial(s: &SerialUpstream) -> std::io::Result<tokio_serial::SerialStream
         .map_err(std::io::Error::other)
 }
 
+/// A link that lived this long is reopened at once when it closes.
+const RECONNECT_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
+
 /// The upstream task: (re)connects with backoff until the gateway stops.
 pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerHandle) {
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
@@ -167,10 +170,15 @@ pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerH
             Ok(link) => {
                 set_state(&mut state, &lane, LinkState::Up, None);
                 backoff.succeeded();
+                let since = std::time::Instant::now();
                 let e = serve(link, &mut upstream, &mut pending, &lane, &handle).await;
                 upstream.reset(&mut |e| pending.settle(&lane, e));
                 match e {
                     Ok(()) => return,
+                    // A link that served a while and then closed (an idle
+                    // timeout upstream, say) is reopened at once, not marked
+                    // down; one that fails again at once backs off.
+                    Err(_) if since.elapsed() >= RECONNECT_AT_ONCE_AFTER => continue,
                     Err(e) => e,
                 }
             }
