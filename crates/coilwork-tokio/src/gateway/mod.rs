@@ -12,7 +12,9 @@
 mod client;
 mod upstream;
 
-pub use upstream::{SerialUpstream, UpstreamConfig, UpstreamTarget};
+#[cfg(feature = "serial")]
+pub use upstream::SerialUpstream;
+pub use upstream::{UpstreamConfig, UpstreamTarget};
 
 use crate::ServerHandle;
 use coilwork_core::gateway::{FairQueue, Policy, Route, RouteError, Router, Target, UpstreamStats, exception_pdu};

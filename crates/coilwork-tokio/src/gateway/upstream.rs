@@ -4,6 +4,7 @@
 use super::{Answer, Job, Lane};
 use crate::ServerHandle;
 use coilwork_core::client::{ClientConfig, Event, Started, Upstream};
+#[cfg(feature = "serial")]
 use coilwork_core::frame::rtu::RtuTiming;
 use coilwork_core::gateway::{Backoff, LinkState, StateTracker};
 use coilwork_core::pdu::PduBuf;
@@ -15,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// A serial line an upstream is on.
+/// A serial line an upstream is on (feature `serial`).
+#[cfg(feature = "serial")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialUpstream {
     /// Device path.
