@@ -271,7 +271,11 @@ async fn serve(
     loop {
         start_queued(upstream, lane, pending, &mut next_token);
         while !upstream.output().is_empty() {
-            let n = link.write(upstream.output()).await?;
+            // An upstream that stops taking bytes is as good as gone.
+            let limit = upstream.config().response_timeout;
+            let n = tokio::time::timeout(limit, link.write(upstream.output()))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
