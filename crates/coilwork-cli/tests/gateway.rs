@@ -7,6 +7,9 @@
 //! `COILWORK_REQUIRE_CLIENTS=1`; without it a missing tool skips a test.
 #![cfg(unix)]
 
+#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
+mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -489,4 +492,90 @@ fn libmodbus_through_gateway_to_serial_rtu() {
     let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "libmodbus through the gateway:\n{text}");
+}
+
+/// pymodbus's TLS client: one FC16 write to unit 1; prints "ok" or "exception N".
+const TLS_WRITE: &str = r#"
+import ssl, sys
+from pymodbus.client import ModbusTlsClient
+port, ca, cert, key = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.load_cert_chain(certfile=cert, keyfile=key)
+c = ModbusTlsClient("127.0.0.1", port=int(port), sslctx=ctx, timeout=3, retries=0)
+c.connect()
+rr = c.write_registers(5, [1, 2], device_id=1)
+print("ok" if not rr.isError() else f"exception {rr.exception_code}")
+"#;
+
+#[test]
+fn tls_write_roles_through_the_authorizer() {
+    let Some(py) = tools(false) else { return };
+    let p = pki::Pki::new();
+    let dir = std::env::temp_dir().join(format!("coilwork-gateway-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write pem");
+        path.to_string_lossy().into_owned()
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &p.ca.cert_pem),
+        write("server.pem", &p.server.cert_pem),
+        write("server.key", &p.server.key_pem),
+    );
+    let (op_cert, op_key) = (
+        write("op.pem", &p.operator.cert_pem),
+        write("op.key", &p.operator.key_pem),
+    );
+    let (vw_cert, vw_key) = (write("vw.pem", &p.viewer.cert_pem), write("vw.key", &p.viewer.key_pem));
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--address", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut out = BufReader::new(serve.stdout.take().expect("stdout"));
+    let l = wait_line(&mut out, "serving");
+    let _serve = Guard(serve);
+    let up = l
+        .split_whitespace()
+        .find_map(|w| w.parse::<SocketAddr>().ok())
+        .expect("addr");
+    let tls_port = free_port().to_string();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let upstream = format!("tcp:{up}");
+    let (_gw, port) = gateway(&[
+        "--upstream",
+        &upstream,
+        "--listen-tls",
+        &tls_addr,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--ca",
+        &ca,
+        "--write-roles",
+        "operator",
+    ]);
+    let run = |c: &str, k: &str| {
+        let o = Command::new(&py)
+            .args(["-c", TLS_WRITE, &tls_port, &ca, c, k])
+            .output()
+            .expect("python");
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let operator = run(&op_cert, &op_key);
+    let viewer = run(&vw_cert, &vw_key);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(operator, "ok");
+    assert_eq!(viewer, "exception 1");
+    // A plain TCP client has no role: it may read, not write.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(STEP)).expect("timeout");
+    c.write_all(&[0, 1, 0, 0, 0, 6, 1, 6, 0, 5, 0, 9]).expect("write");
+    let mut answer = [0u8; 9];
+    c.read_exact(&mut answer).expect("answer");
+    assert_eq!(answer[7..], [0x86, 0x01]);
 }
