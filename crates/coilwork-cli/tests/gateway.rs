@@ -579,3 +579,33 @@ fn tls_write_roles_through_the_authorizer() {
     c.read_exact(&mut answer).expect("answer");
     assert_eq!(answer[7..], [0x86, 0x01]);
 }
+
+#[test]
+fn pymodbus_udp_client_through_gateway_to_pymodbus_tcp() {
+    let Some(py) = tools(false) else { return };
+    let up = free_port().to_string();
+    let _server = pymodbus_server(&py, "tcp", &up, "socket", 0);
+    let udp = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        s.local_addr().expect("addr").port().to_string()
+    };
+    let upstream = format!("tcp:127.0.0.1:{up}");
+    let listen_udp = format!("127.0.0.1:{udp}");
+    let (_gw, _) = gateway(&["--upstream", &upstream, "--listen-udp", &listen_udp]);
+    let script = r#"
+import sys
+from pymodbus.client import ModbusUdpClient
+c = ModbusUdpClient("127.0.0.1", port=int(sys.argv[1]), timeout=3, retries=0)
+c.connect()
+w = c.write_registers(7, [70, 71], device_id=2)
+r = c.read_holding_registers(7, count=2, device_id=2)
+print("ok" if not w.isError() and r.registers == [70, 71] else f"bad {w} {r}")
+"#;
+    let out = Command::new(&py).args(["-c", script, &udp]).output().expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
