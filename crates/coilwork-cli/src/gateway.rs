@@ -82,12 +82,26 @@ pub(crate) struct GatewayArgs {
     /// Writes get exception 01 (Illegal Function).
     #[arg(long)]
     read_only: bool,
+    /// Modbus/TCP Security roles: only TLS clients whose certificate role is
+    /// one of these may write; everyone else (TCP and UDP clients too) gets
+    /// exception 01 for a write. Reads stay open.
+    #[arg(long, value_name = "ROLE", value_delimiter = ',', num_args = 1..)]
+    write_roles: Vec<String>,
     /// Serve Prometheus metrics (per upstream) over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// Log level on stderr (`RUST_LOG`, if set, wins); upstream state changes log at info.
     #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
     pub(crate) log: LogLevel,
+}
+
+/// `--write-roles`: reads for everyone, writes for the listed roles only.
+struct WriteRoles(Vec<String>);
+
+impl coilwork_core::engine::Authorizer for WriteRoles {
+    fn authorize(&self, r: &coilwork_core::engine::AccessRequest<'_>) -> bool {
+        r.access == coilwork_core::engine::Access::Read || r.role.is_some_and(|role| self.0.iter().any(|w| w == role))
+    }
 }
 
 /// Parses an upstream spec into a target.
@@ -125,7 +139,8 @@ fn config(args: &GatewayArgs) -> Result<GatewayConfig, String> {
     let mut config = GatewayConfig {
         policy: Policy {
             read_only: args.read_only,
-            authorizer: None,
+            authorizer: (!args.write_roles.is_empty())
+                .then(|| Arc::new(WriteRoles(args.write_roles.clone())) as Arc<dyn coilwork_core::engine::Authorizer>),
         },
         ..GatewayConfig::default()
     };
@@ -180,6 +195,8 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), String> {
         }
         _ => None,
     };
+    // Registered before any line is announced: a signal right after it must not kill us.
+    let stop = termination();
     let gw = Gateway::start(config).map_err(|e| e.to_string())?;
     let bind = |a: SocketAddr| async move { tokio::net::TcpListener::bind(a).await.map_err(|e| format!("{a}: {e}")) };
     let listener = bind(args.listen).await?;
@@ -210,12 +227,8 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), String> {
         "coilwork: gateway on Modbus/TCP {addr} to {}",
         names.join(", ")
     ));
-    let stop = termination();
-    let handle = gw.handle();
-    tokio::select! {
-        () = stop => handle.stop(),
-        () = handle.stopped() => {}
-    }
+    stop.await;
+    gw.stop();
     Ok(())
 }
 

@@ -7,6 +7,9 @@
 //! `COILWORK_REQUIRE_CLIENTS=1`; without it a missing tool skips a test.
 #![cfg(unix)]
 
+#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
+mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -136,22 +139,61 @@ fn pymodbus_server(py: &Path, comm: &str, where_: &str, framer: &str, delay_ms: 
 
 /// Starts `coilwork gateway` with `args`; returns it and its client port.
 fn gateway(args: &[&str]) -> (Guard, u16) {
+    let (g, port, _) = gateway_logged(args, None);
+    (g, port)
+}
+
+/// [`gateway`] with its stderr (logs at info) in `log`; also returns the
+/// metrics address if `--metrics` was given.
+fn gateway_logged(args: &[&str], log: Option<&Path>) -> (Guard, u16, Option<SocketAddr>) {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+        None => Stdio::null(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .arg("gateway")
-        .args(["--listen", "127.0.0.1:0", "--log", "warning"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            if log.is_some() { "info" } else { "warning" },
+        ])
         .args(args)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start gateway");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let addr_in = |l: &str| l.split_whitespace().find_map(|w| w.parse::<SocketAddr>().ok());
+    let metrics = args
+        .contains(&"--metrics")
+        .then(|| wait_line(&mut out, "metrics on"))
+        .and_then(|l| addr_in(&l.replace("http://", "").replace("/metrics", "")));
     let l = wait_line(&mut out, "gateway on Modbus/TCP");
-    let port = l
-        .split_whitespace()
-        .find_map(|w| w.parse::<SocketAddr>().ok())
-        .map(|a| a.port())
-        .expect("gateway port");
-    (Guard(child), port)
+    let port = addr_in(&l).map(|a| a.port()).expect("gateway port");
+    (Guard(child), port, metrics)
+}
+
+/// One scrape of the gateway's metrics.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("metrics connect");
+    s.set_read_timeout(Some(STEP)).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+/// The value of metric line `name{upstream="..."}` in a scrape.
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
 }
 
 fn free_port() -> u16 {
@@ -256,14 +298,21 @@ fn tcp_upstream_killed_under_load_then_restarted() {
     let up = free_port().to_string();
     let server = pymodbus_server(&py, "tcp", &up, "socket", 0);
     let upstream = format!("tcp:127.0.0.1:{up}");
-    let (_gw, port) = gateway(&[
-        "--upstream",
-        &upstream,
-        "--response-timeout-ms",
-        "500",
-        "--max-backoff-ms",
-        "200",
-    ]);
+    let log = std::env::temp_dir().join(format!("coilwork-gateway-log-{}", std::process::id()));
+    let (gw, port, metrics) = gateway_logged(
+        &[
+            "--upstream",
+            &upstream,
+            "--response-timeout-ms",
+            "500",
+            "--max-backoff-ms",
+            "200",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        Some(&log),
+    );
+    let metrics = metrics.expect("metrics address");
     assert_eq!(probe(&py, port, "1").0, "ok");
     // Load while the upstream dies: every answer is served or 0x0A/0x0B, never a hang.
     let load = {
@@ -293,6 +342,18 @@ fn tcp_upstream_killed_under_load_then_restarted() {
         assert!(start.elapsed() < STEP, "not served again after restart: {s}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let body = scrape(metrics);
+    assert_eq!(metric(&body, "coilwork_gateway_up"), 1, "{body}");
+    assert!(metric(&body, "coilwork_gateway_unavailable_total") >= 1, "{body}");
+    assert!(metric(&body, "coilwork_gateway_answers_total") >= 2, "{body}");
+    assert!(metric(&body, "coilwork_gateway_latency_seconds_count") >= 2, "{body}");
+    drop(gw);
+    // Down for a second or more with retries every 200 ms: still one line per change.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let _ = std::fs::remove_file(&log);
+    let changes: Vec<&str> = text.lines().filter(|l| l.contains("upstream state changed")).collect();
+    assert_eq!(changes.len(), 3, "connecting->up, up->down, down->up:\n{text}");
+    assert!(changes[1].contains("down") && changes[2].contains("up"), "{changes:?}");
 }
 
 #[test]
@@ -369,4 +430,182 @@ fn two_pipelined_requests_in_one_write_answered_with_their_ids() {
     assert_eq!(answers[0], (0x0101, 1, vec![6, 0, 7, 0x12, 0x34]));
     // Unit 2 is the same device in `coilwork serve` (one device, every unit).
     assert_eq!(answers[1], (0x0202, 2, vec![3, 2, 0x12, 0x34]));
+}
+
+#[test]
+fn garbage_from_a_serial_upstream_never_reaches_a_client() {
+    let Some(py) = tools(true) else { return };
+    let line = line();
+    let mut child = Command::new(&py)
+        .arg(script("bad_device.py"))
+        .arg(line.dir.join("a"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bad device");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    wait_line(&mut out, "ready");
+    let _device = Guard(child);
+    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let (_gw, port) = gateway(&[
+        "--upstream",
+        &upstream,
+        "--parity",
+        "none",
+        "--response-timeout-ms",
+        "300",
+    ]);
+    let seen: Vec<String> = (0..5).map(|_| probe(&py, port, "1").0).collect();
+    // Bad CRC, wrong unit, truncated, wrong length: 0x0B each; then the good answer.
+    assert_eq!(seen[..4], ["exception 11"; 4], "{seen:?}");
+    assert_eq!(seen[4], "ok", "{seen:?}");
+}
+
+#[test]
+fn libmodbus_through_gateway_to_serial_rtu() {
+    let Some(py) = tools(true) else { return };
+    let dir = std::env::temp_dir().join(format!("coilwork-gateway-libmodbus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let exe = dir.join("libmodbus_client");
+    if !Path::new("/usr/include/modbus/modbus.h").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!require_clients(), "libmodbus-dev is required");
+        eprintln!("skipped: libmodbus-dev not installed (bash .ci/test installs it)");
+        return;
+    }
+    let built = Command::new("cc")
+        .arg(script("libmodbus_client.c"))
+        .args(["-I/usr/include/modbus", "-o"])
+        .arg(&exe)
+        .arg("-lmodbus")
+        .output()
+        .expect("run cc");
+    assert!(built.status.success(), "cc: {}", String::from_utf8_lossy(&built.stderr));
+    let line = line();
+    let _server = pymodbus_server(&py, "serial", &line.dir.join("a").to_string_lossy(), "rtu", 0);
+    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let (_gw, port) = gateway(&["--upstream", &upstream, "--parity", "none"]);
+    let out = Command::new(&exe)
+        .arg(port.to_string())
+        .output()
+        .expect("run libmodbus client");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "libmodbus through the gateway:\n{text}");
+}
+
+/// pymodbus's TLS client: one FC16 write to unit 1; prints "ok" or "exception N".
+const TLS_WRITE: &str = r#"
+import ssl, sys
+from pymodbus.client import ModbusTlsClient
+port, ca, cert, key = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.load_cert_chain(certfile=cert, keyfile=key)
+c = ModbusTlsClient("127.0.0.1", port=int(port), sslctx=ctx, timeout=3, retries=0)
+c.connect()
+rr = c.write_registers(5, [1, 2], device_id=1)
+print("ok" if not rr.isError() else f"exception {rr.exception_code}")
+"#;
+
+#[test]
+fn tls_write_roles_through_the_authorizer() {
+    let Some(py) = tools(false) else { return };
+    let p = pki::Pki::new();
+    let dir = std::env::temp_dir().join(format!("coilwork-gateway-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write pem");
+        path.to_string_lossy().into_owned()
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &p.ca.cert_pem),
+        write("server.pem", &p.server.cert_pem),
+        write("server.key", &p.server.key_pem),
+    );
+    let (op_cert, op_key) = (
+        write("op.pem", &p.operator.cert_pem),
+        write("op.key", &p.operator.key_pem),
+    );
+    let (vw_cert, vw_key) = (write("vw.pem", &p.viewer.cert_pem), write("vw.key", &p.viewer.key_pem));
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--address", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut out = BufReader::new(serve.stdout.take().expect("stdout"));
+    let l = wait_line(&mut out, "serving");
+    let _serve = Guard(serve);
+    let up = l
+        .split_whitespace()
+        .find_map(|w| w.parse::<SocketAddr>().ok())
+        .expect("addr");
+    let tls_port = free_port().to_string();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let upstream = format!("tcp:{up}");
+    let (_gw, port) = gateway(&[
+        "--upstream",
+        &upstream,
+        "--listen-tls",
+        &tls_addr,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--ca",
+        &ca,
+        "--write-roles",
+        "operator",
+    ]);
+    let run = |c: &str, k: &str| {
+        let o = Command::new(&py)
+            .args(["-c", TLS_WRITE, &tls_port, &ca, c, k])
+            .output()
+            .expect("python");
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let operator = run(&op_cert, &op_key);
+    let viewer = run(&vw_cert, &vw_key);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(operator, "ok");
+    assert_eq!(viewer, "exception 1");
+    // A plain TCP client has no role: it may read, not write.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(STEP)).expect("timeout");
+    c.write_all(&[0, 1, 0, 0, 0, 6, 1, 6, 0, 5, 0, 9]).expect("write");
+    let mut answer = [0u8; 9];
+    c.read_exact(&mut answer).expect("answer");
+    assert_eq!(answer[7..], [0x86, 0x01]);
+}
+
+#[test]
+fn pymodbus_udp_client_through_gateway_to_pymodbus_tcp() {
+    let Some(py) = tools(false) else { return };
+    let up = free_port().to_string();
+    let _server = pymodbus_server(&py, "tcp", &up, "socket", 0);
+    let udp = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        s.local_addr().expect("addr").port().to_string()
+    };
+    let upstream = format!("tcp:127.0.0.1:{up}");
+    let listen_udp = format!("127.0.0.1:{udp}");
+    let (_gw, _) = gateway(&["--upstream", &upstream, "--listen-udp", &listen_udp]);
+    let script = r#"
+import sys
+from pymodbus.client import ModbusUdpClient
+c = ModbusUdpClient("127.0.0.1", port=int(sys.argv[1]), timeout=3, retries=0)
+c.connect()
+w = c.write_registers(7, [70, 71], device_id=2)
+r = c.read_holding_registers(7, count=2, device_id=2)
+print("ok" if not w.isError() and r.registers == [70, 71] else f"bad {w} {r}")
+"#;
+    let out = Command::new(&py).args(["-c", script, &udp]).output().expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

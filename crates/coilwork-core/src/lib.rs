@@ -24,7 +24,11 @@
 //! - [`close`]: a server's request that one connection close (stop, eviction);
 //! - `security` and `role_policy` (features `mbaps`, `role-policy`): a client
 //!   certificate's Modbus/TCP Security role, and a TOML policy of what each
-//!   role may do.
+//!   role may do;
+//! - [`client`]: the upstream side of a gateway: forwarded requests framed
+//!   and their answers matched (MBAP transaction ids, RTU/ASCII with t3.5);
+//! - [`gateway`]: a gateway's routing, fair bounded queues, backoff, policy
+//!   and per-upstream statistics.
 //!
 //! Addresses are zero-based protocol addresses unless a device is built in
 //! one-based mode (pymodbus's `zero_mode=False`).

@@ -260,3 +260,99 @@ fn routes_to_missing_upstreams_are_refused() {
         assert!(r.is_err());
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_idle_close_is_reopened_without_0x0a() {
+    let mut cfg = TcpServerConfig::new("127.0.0.1:0".parse().unwrap());
+    cfg.idle_timeout = Some(Duration::from_millis(1200));
+    let up = start_tcp_server(engine(), cfg).await.unwrap().local_addr().unwrap();
+    let mut u = upstream("tcp", UpstreamTarget::Tcp(up.to_string()));
+    // A backoff long enough that a request during it would surely get 0x0A.
+    u.backoff_min = Duration::from_secs(5);
+    let (gw, addr) = gateway(GatewayConfig {
+        upstreams: vec![u],
+        fallback: Some(Target::Upstream(0)),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut c = connect(addr).await;
+    assert_eq!(call(&mut c, 1, 1, &fc3(0, 1)).await, fc3_answer(&[0]));
+    // The upstream closes the idle link; the gateway reopens it at once.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(call(&mut c, 2, 1, &fc3(0, 1)).await, fc3_answer(&[0]));
+    assert!(
+        gw.prometheus()
+            .contains("coilwork_gateway_unavailable_total{upstream=\"tcp\"} 0")
+    );
+}
+
+/// An MBAP upstream that answers every FC3 after `delay`, one at a time,
+/// with the register value set to the request's (upstream) transaction id:
+/// the gateway numbers its upstream requests 1, 2, ..., so the value says
+/// in which place a request went out.
+async fn slow_echo_upstream(delay: Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 7];
+                while s.read_exact(&mut head).await.is_ok() {
+                    let mut pdu = vec![0u8; usize::from(u16::from_be_bytes([head[4], head[5]])) - 1];
+                    if s.read_exact(&mut pdu).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    let mut answer = Vec::new();
+                    coilwork_core::frame::mbap::encode(
+                        u16::from_be_bytes([head[0], head[1]]),
+                        head[6],
+                        &[3, 2, head[0], head[1]],
+                        &mut answer,
+                    );
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_is_fair_between_clients() {
+    let up = slow_echo_upstream(Duration::from_millis(30)).await;
+    let (_gw, addr) = gateway(GatewayConfig {
+        upstreams: vec![upstream("slow", UpstreamTarget::Tcp(up.to_string()))],
+        fallback: Some(Target::Upstream(0)),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let mut a = connect(addr).await;
+    let mut b = connect(addr).await;
+    // Client A queues eight requests, then client B one.
+    let mut burst = Vec::new();
+    for tid in 1..=8 {
+        burst.extend(adu(tid, 1, &fc3(0, 1)));
+    }
+    a.write_all(&burst).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = std::time::Instant::now();
+    let place = call(&mut b, 100, 1, &fc3(0, 1)).await;
+    // B goes out after A's request in flight and at most one more, not all eight.
+    assert!(place[3] <= 3, "B's request went out in place {}", place[3]);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "B waited {:?}",
+        started.elapsed()
+    );
+    let mut last = 0;
+    for tid in 1..=8 {
+        let answer = read_answer(&mut a).await;
+        assert_eq!(answer.tid, tid, "A's answers keep their ids and order");
+        assert!(answer.pdu[3] > last, "A's requests go out in A's order");
+        last = answer.pdu[3];
+    }
+    assert_eq!(last, 9, "nine requests in all");
+}

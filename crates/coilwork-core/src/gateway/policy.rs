@@ -9,10 +9,24 @@ use std::sync::Arc;
 /// Function codes that only read (as far as data goes).
 const READ_CODES: [u8; 12] = [0x01, 0x02, 0x03, 0x04, 0x07, 0x08, 0x0B, 0x0C, 0x11, 0x14, 0x18, 0x2B];
 
+/// FC8 sub-functions that change a device's state: restart, ASCII
+/// delimiter, listen-only, clear counters, clear overrun counter.
+const DIAGNOSTIC_WRITES: [u16; 5] = [0x01, 0x03, 0x04, 0x0A, 0x14];
+
+/// True if `request` changes anything upstream.
+fn changes_state(request: &Request<'_>) -> bool {
+    match request {
+        Request::Diagnostics(d) => DIAGNOSTIC_WRITES.contains(&d.sub_function()),
+        Request::Custom { .. } => true,
+        r => r.is_write(),
+    }
+}
+
 /// The checks a request passes before it is forwarded.
 #[derive(Clone, Default)]
 pub struct Policy {
-    /// Writes (and codes not known to be reads) get exception 01.
+    /// Writes, state-changing diagnostics (FC8 restart, listen-only, clear
+    /// counters) and codes not known to be reads get exception 01.
     pub read_only: bool,
     /// Modbus/TCP Security roles: a denied access gets exception 01.
     pub authorizer: Option<Arc<dyn Authorizer>>,
@@ -37,7 +51,7 @@ impl Policy {
         let decoded = Request::decode(pdu);
         if self.read_only {
             let write = match &decoded {
-                Ok(r) => r.is_write() || matches!(r, Request::Custom { .. }),
+                Ok(r) => changes_state(r),
                 Err(_) => !READ_CODES.contains(&function),
             };
             if write {
@@ -82,6 +96,10 @@ mod tests {
             Err(ExceptionCode::IllegalFunction)
         );
         assert_eq!(p.check(&ctx, &[0x41, 1]), Err(ExceptionCode::IllegalFunction));
+        // FC8: return query data passes; force listen-only would silence a bus device.
+        assert_eq!(p.check(&ctx, &[8, 0, 0, 0x12, 0x34]), Ok(()));
+        assert_eq!(p.check(&ctx, &[8, 0, 4, 0, 0]), Err(ExceptionCode::IllegalFunction));
+        assert_eq!(p.check(&ctx, &[8, 0, 1, 0, 0]), Err(ExceptionCode::IllegalFunction));
         // A malformed read is still a read: the upstream answers it.
         assert_eq!(p.check(&ctx, &[3, 0]), Ok(()));
         assert_eq!(Policy::default().check(&ctx, &[6, 0, 0, 0, 1]), Ok(()));

@@ -24,7 +24,11 @@ pub(crate) async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move { serve_stream(shared, stream, Some(peer), Transport::Tcp, None).await });
             }
-            Err(e) => debug!(error = %e, "gateway accept failed"),
+            Err(e) => {
+                // Out of descriptors, say: do not spin on it.
+                debug!(error = %e, "gateway accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
     }
 }
@@ -39,7 +43,10 @@ pub(crate) async fn serve_tls(shared: Arc<Shared>, listener: TcpListener, tls: c
             a = listener.accept() => a,
             () = shared.handle.stopped() => return,
         };
-        let Ok((stream, peer)) = accepted else { continue };
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {

@@ -12,7 +12,9 @@
 mod client;
 mod upstream;
 
-pub use upstream::{SerialUpstream, UpstreamConfig, UpstreamTarget};
+#[cfg(feature = "serial")]
+pub use upstream::SerialUpstream;
+pub use upstream::{UpstreamConfig, UpstreamTarget};
 
 use crate::ServerHandle;
 use coilwork_core::gateway::{FairQueue, Policy, Route, RouteError, Router, Target, UpstreamStats, exception_pdu};
@@ -205,9 +207,16 @@ impl Gateway {
         out
     }
 
-    /// The stop switch: stopping it ends listeners and upstream tasks.
-    pub fn handle(&self) -> ServerHandle {
-        self.shared.handle.clone()
+    /// Stops the gateway: listeners, client connections and upstream tasks
+    /// end (requests in flight are dropped unanswered). Never blocks.
+    pub fn stop(&self) {
+        self.shared.handle.stop();
+        self.shared.handle.mark_stopped();
+    }
+
+    /// True once [`Gateway::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.handle.is_stopping()
     }
 }
 

@@ -4,6 +4,7 @@
 use super::{Answer, Job, Lane};
 use crate::ServerHandle;
 use coilwork_core::client::{ClientConfig, Event, Started, Upstream};
+#[cfg(feature = "serial")]
 use coilwork_core::frame::rtu::RtuTiming;
 use coilwork_core::gateway::{Backoff, LinkState, StateTracker};
 use coilwork_core::pdu::PduBuf;
@@ -15,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// A serial line an upstream is on.
+/// A serial line an upstream is on (feature `serial`).
+#[cfg(feature = "serial")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialUpstream {
     /// Device path.
@@ -150,6 +152,9 @@ fn open_serial(s: &SerialUpstream) -> std::io::Result<tokio_serial::SerialStream
         .map_err(std::io::Error::other)
 }
 
+/// A link that lived this long is reopened at once when it closes.
+const RECONNECT_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
+
 /// The upstream task: (re)connects with backoff until the gateway stops.
 pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerHandle) {
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
@@ -167,10 +172,15 @@ pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerH
             Ok(link) => {
                 set_state(&mut state, &lane, LinkState::Up, None);
                 backoff.succeeded();
+                let since = std::time::Instant::now();
                 let e = serve(link, &mut upstream, &mut pending, &lane, &handle).await;
                 upstream.reset(&mut |e| pending.settle(&lane, e));
                 match e {
                     Ok(()) => return,
+                    // A link that served a while and then closed (an idle
+                    // timeout upstream, say) is reopened at once, not marked
+                    // down; one that fails again at once backs off.
+                    Err(_) if since.elapsed() >= RECONNECT_AT_ONCE_AFTER => continue,
                     Err(e) => e,
                 }
             }
@@ -261,7 +271,11 @@ async fn serve(
     loop {
         start_queued(upstream, lane, pending, &mut next_token);
         while !upstream.output().is_empty() {
-            let n = link.write(upstream.output()).await?;
+            // An upstream that stops taking bytes is as good as gone.
+            let limit = upstream.config().response_timeout;
+            let n = tokio::time::timeout(limit, link.write(upstream.output()))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
