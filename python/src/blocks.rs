@@ -210,8 +210,8 @@ impl SparseDataBlock {
 
     /// A snapshot of the block as a dict of address to value.
     #[getter]
-    fn values(&self) -> Vec<(u16, u16)> {
-        self.block.values()
+    fn values(&self) -> std::collections::BTreeMap<u16, u16> {
+        self.block.values().into_iter().collect()
     }
 
     /// Whether `setValues` may add addresses.

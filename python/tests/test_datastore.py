@@ -59,6 +59,7 @@ def test_sparse_is_mutable_by_default():
     assert block.getValues(10, 3) == [1, 5, 6]
     block.setValues({30: 7})
     assert block.getValues(30) == [7]
+    assert block.values == {10: 1, 11: 5, 12: 6, 20: 2, 30: 7}
 
 
 def test_sparse_immutable_refuses_new_addresses():
