@@ -3,7 +3,7 @@
 use crate::ServerError;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// How to open a listening or datagram socket.
 pub(crate) struct SocketOptions {
@@ -48,11 +48,4 @@ pub(crate) fn tcp_listener(opts: &SocketOptions, backlog: u32) -> Result<std::ne
 /// A bound, non-blocking UDP socket.
 pub(crate) fn udp_socket(opts: &SocketOptions) -> Result<std::net::UdpSocket, ServerError> {
     Ok(open(opts, Type::DGRAM, Protocol::UDP)?.into())
-}
-
-/// True if `ip` is in `allow` (an IPv4-mapped IPv6 peer matches its IPv4 entry).
-pub(crate) fn allowed(allow: Option<&[IpAddr]>, ip: IpAddr) -> bool {
-    let Some(list) = allow else { return true };
-    let ip = ip.to_canonical();
-    list.iter().any(|a| a.to_canonical() == ip)
 }
