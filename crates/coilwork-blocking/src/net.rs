@@ -3,7 +3,7 @@
 use crate::ServerError;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// How to open a listening or datagram socket.
 pub(crate) struct SocketOptions {
@@ -50,13 +50,6 @@ pub(crate) fn udp_socket(opts: &SocketOptions) -> Result<std::net::UdpSocket, Se
     Ok(open(opts, Type::DGRAM, Protocol::UDP)?.into())
 }
 
-/// True if `ip` is in `allow` (an IPv4-mapped IPv6 peer matches its IPv4 entry).
-pub(crate) fn allowed(allow: Option<&[IpAddr]>, ip: IpAddr) -> bool {
-    let Some(list) = allow else { return true };
-    let ip = ip.to_canonical();
-    list.iter().any(|a| a.to_canonical() == ip)
-}
-
 /// True for the error a read returns when its read timeout passed
 /// (`WouldBlock` on Unix, `TimedOut` on Windows and from serial ports).
 pub(crate) fn is_timeout(e: &std::io::Error) -> bool {
@@ -90,14 +83,5 @@ mod tests {
         );
         assert_eq!(read_timeout(now, Some(now + Duration::from_secs(9)), poll), poll);
         assert_eq!(read_timeout(now, Some(now), poll), Duration::from_millis(1));
-    }
-
-    #[test]
-    fn allow_list_matches_mapped_addresses() {
-        let v4: IpAddr = "127.0.0.1".parse().unwrap();
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(allowed(None, v4));
-        assert!(allowed(Some(&[v4]), mapped));
-        assert!(!allowed(Some(&["10.0.0.1".parse().unwrap()]), v4));
     }
 }
