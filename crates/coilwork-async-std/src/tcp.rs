@@ -10,7 +10,7 @@
 //!
 //! Each connection reads into a reused buffer (allocated when a large read
 //! needs it, freed again after a quiet spell), feeds the bytes to its
-//! [`Connection`] with the current time, and writes everything the connection
+//! [`Session`] with the current time, and writes everything the session
 //! queued in one write: several requests in one read are answered in one
 //! write (pipelining). Only a hook's [`Delivery`](coilwork_core::Delivery)
 //! (delay, split: fault injection) cuts the output into pieces with pauses

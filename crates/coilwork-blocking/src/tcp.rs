@@ -20,8 +20,8 @@
 //!
 //! A connection thread reads into a reused buffer (allocated on the first
 //! read), feeds the bytes to its
-//! [`Connection`] with `Instant::now()`, and writes everything the
-//! connection queued in one write: several requests in one read are answered
+//! [`Session`] with `Instant::now()`, and writes everything the
+//! session queued in one write: several requests in one read are answered
 //! in one write (pipelining). Only a hook's [`Delivery`](coilwork_core::Delivery)
 //! (delay, split: fault injection) cuts the output into pieces with pauses
 //! between them, which the thread sleeps in slices of at most `poll_interval`:
@@ -126,6 +126,8 @@ pub struct TcpServerConfig {
     pub write_timeout: Option<Duration>,
     /// Stack size of each connection thread (default: the std default).
     pub thread_stack_size: Option<usize>,
+    /// Set `TCP_NODELAY` on accepted connections (default on: answers go out at once).
+    pub nodelay: bool,
 }
 
 impl Default for TcpServerConfig {
@@ -148,6 +150,7 @@ impl Default for TcpServerConfig {
             poll_interval: Duration::from_millis(100),
             write_timeout: Some(Duration::from_secs(10)),
             thread_stack_size: None,
+            nodelay: true,
         }
     }
 }
@@ -750,7 +753,7 @@ impl ConnThread {
         let tcp = stream.tcp();
         let setup = tcp
             .set_nonblocking(false)
-            .and_then(|()| tcp.set_nodelay(true))
+            .and_then(|()| tcp.set_nodelay(self.config.nodelay))
             .and_then(|()| tcp.set_write_timeout(self.config.write_timeout));
         let reason = match setup {
             Ok(()) => {

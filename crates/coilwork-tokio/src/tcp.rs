@@ -2,7 +2,7 @@
 //!
 //! Each connection task reads into a reused buffer (allocated on the first
 //! read, freed again after a quiet spell), feeds the bytes to its
-//! [`Connection`] with the current time, and writes everything the connection
+//! [`Session`] with the current time, and writes everything the session
 //! queued in one write: several requests in one read are answered in one
 //! write (pipelining). Timeouts (partial frame, idle) run on tokio timers.
 //!
@@ -67,6 +67,8 @@ pub struct TcpServerConfig {
     pub release_buffers_after: Duration,
     /// On shutdown, how long connections get to finish before they are cut (default 5 s).
     pub shutdown_timeout: Duration,
+    /// Set `TCP_NODELAY` on accepted connections (default on: answers go out at once).
+    pub nodelay: bool,
 }
 
 impl Default for TcpServerConfig {
@@ -86,6 +88,7 @@ impl Default for TcpServerConfig {
             read_buffer_size: 4096,
             release_buffers_after: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(5),
+            nodelay: true,
         }
     }
 }
@@ -438,7 +441,7 @@ impl ConnTask {
     async fn run<U: Upgrade>(self, stream: TcpStream, upgrade: Arc<U>) {
         let peer = self.peer;
         debug!(%peer, "connection opened");
-        let _ = stream.set_nodelay(true);
+        let _ = stream.set_nodelay(self.config.nodelay);
         // The upgrade first: plain TCP's is ready at once, so a stop that
         // comes now still drains (in `serve`), as for any open connection.
         let upgraded = tokio::select! {
