@@ -5,9 +5,13 @@
 //! and the datagram size limit ([`MAX_DATAGRAM`]).
 
 use crate::connection::DEFAULT_MAX_BUFFERED;
+use crate::frame::Framing;
 use crate::timeouts::StreamTimeoutConfig;
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+/// The Modbus port.
+pub const MODBUS_PORT: u16 = 502;
 
 /// Largest datagram a UDP server reads; a longer one is dropped as malformed.
 pub const MAX_DATAGRAM: usize = 1024;
@@ -140,6 +144,104 @@ pub enum Parity {
 /// Bits per character on a serial line: start + data + parity + stop.
 pub fn bits_per_char(data_bits: u8, parity: Parity, stop_bits: u8) -> u32 {
     1 + u32::from(data_bits) + u32::from(parity != Parity::None) + u32::from(stop_bits)
+}
+
+/// Settings of a UDP server, the same for every adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpServerConfig {
+    /// Address to listen on (default `127.0.0.1:502`).
+    pub address: SocketAddr,
+    /// Framing of each datagram: MBAP (default), RTU or ASCII.
+    pub framing: Framing,
+    /// Set `SO_REUSEADDR` (default on).
+    pub allow_reuse_address: bool,
+    /// Set `SO_REUSEPORT` where the OS has it (default off).
+    pub allow_reuse_port: bool,
+    /// If set, only datagrams from these IPs are served; others are dropped.
+    pub allow_list: Option<Vec<IpAddr>>,
+    /// Blocking adapter: the socket read timeout, how soon the server sees a
+    /// stop (default 100 ms). The async adapters are woken by a stop.
+    pub poll_interval: Duration,
+}
+
+impl Default for UdpServerConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), MODBUS_PORT),
+            framing: Framing::Mbap,
+            allow_reuse_address: true,
+            allow_reuse_port: false,
+            allow_list: None,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl UdpServerConfig {
+    /// Defaults, listening on `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            ..Self::default()
+        }
+    }
+}
+
+/// Settings of a serial server, the same for every adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialServerConfig {
+    /// Device path (`/dev/ttyUSB0`, `COM3`).
+    pub port: String,
+    /// RTU (default) or ASCII.
+    pub framing: Framing,
+    /// Baud rate (default 19200, the spec's default).
+    pub baud_rate: u32,
+    /// Data bits: 7 or 8 (default 8).
+    pub data_bits: u8,
+    /// Parity (default even).
+    pub parity: Parity,
+    /// Stop bits: 1 or 2 (default 1).
+    pub stop_bits: u8,
+    /// 2-wire RS-485 adapters echo what is sent: drop that echo.
+    pub local_echo: bool,
+    /// Keep trying to open the port (and reopen it after a failure) instead of returning an error.
+    pub auto_open: bool,
+    /// Wait between open attempts (default 2 s).
+    pub reconnect_delay: Duration,
+    /// Cap on unframed bytes held.
+    pub max_buffered: usize,
+    /// Async adapters: after a stop, how long an answer still being written
+    /// may take before the line is let go (default 5 s): a line that never
+    /// takes the bytes (held by flow control, say) does not hold the stop.
+    pub shutdown_timeout: Duration,
+    /// Blocking adapter: the longest read timeout, how soon the server sees
+    /// a stop (default 100 ms).
+    pub poll_interval: Duration,
+}
+
+impl SerialServerConfig {
+    /// RTU at 19200 8E1 on `port`, reopened on failure.
+    pub fn new(port: impl Into<String>) -> Self {
+        Self {
+            port: port.into(),
+            framing: Framing::Rtu,
+            baud_rate: 19_200,
+            data_bits: 8,
+            parity: Parity::Even,
+            stop_bits: 1,
+            local_echo: false,
+            auto_open: true,
+            reconnect_delay: Duration::from_secs(2),
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            shutdown_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Bits per character on the wire: start + data + parity + stop.
+    pub fn bits_per_char(&self) -> u32 {
+        bits_per_char(self.data_bits, self.parity, self.stop_bits)
+    }
 }
 
 #[cfg(test)]
