@@ -24,17 +24,16 @@ use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
 use async_io::{Async, Timer};
 use coilwork_core::close::{CloseReason, CloseSignal};
-use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{
-    Admission, AdmissionOptions, CloseCause, Engine, Framing, Input, Output, Overflow, ServerStats, Session,
-    SessionConfig, SessionKind, StreamTimeoutConfig, Transport, Verdict,
+    Admission, AdmissionOptions, CloseCause, Engine, Input, Output, Overflow, ServerStats, Session, SessionConfig,
+    SessionKind, StreamTimeoutConfig, Transport, Verdict,
 };
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,73 +44,8 @@ use tracing::{debug, warn};
 /// What to do with a new client when `max_connections` are open.
 pub type OverflowPolicy = Overflow;
 
-/// Settings of a [`TcpServer`]; `Default` gives pymodbus-like defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpServerConfig {
-    /// Address to listen on (default `127.0.0.1:502`).
-    pub address: SocketAddr,
-    /// Framing on the stream: MBAP (default), or RTU / ASCII over TCP.
-    pub framing: Framing,
-    /// Listen backlog (default 20).
-    pub backlog: u32,
-    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
-    pub allow_reuse_address: bool,
-    /// Set `SO_REUSEPORT` where the OS has it (default off).
-    pub allow_reuse_port: bool,
-    /// Most connections open at once (default 1000).
-    pub max_connections: usize,
-    /// What happens to a client past `max_connections`.
-    pub overflow: OverflowPolicy,
-    /// If set, only these client IPs are served; others are closed at once.
-    pub allow_list: Option<Vec<IpAddr>>,
-    /// Close a connection that sent nothing for this long (default: never).
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose partial frame is not completed within this
-    /// long of its first byte (default 5 s).
-    pub partial_frame_timeout: Option<Duration>,
-    /// Cap on unframed bytes held per connection; past it the connection is closed.
-    pub max_buffered: usize,
-    /// Size of the per-connection read buffer (default 4 KiB).
-    pub read_buffer_size: usize,
-    /// Free a connection's buffers after it was quiet this long (default 1 s).
-    pub release_buffers_after: Duration,
-    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
-    pub shutdown_timeout: Duration,
-    /// Set `TCP_NODELAY` on accepted connections (default on: answers go out at once).
-    pub nodelay: bool,
-}
-
-impl Default for TcpServerConfig {
-    fn default() -> Self {
-        Self {
-            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
-            framing: Framing::Mbap,
-            backlog: 20,
-            allow_reuse_address: true,
-            allow_reuse_port: false,
-            max_connections: 1000,
-            overflow: OverflowPolicy::RefuseNew,
-            allow_list: None,
-            idle_timeout: None,
-            partial_frame_timeout: Some(Duration::from_secs(5)),
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            read_buffer_size: 4096,
-            release_buffers_after: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(5),
-            nodelay: true,
-        }
-    }
-}
-
-impl TcpServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        Self {
-            address,
-            ..Self::default()
-        }
-    }
-}
+/// Settings of a [`TcpServer`] (the core's, shared by every adapter).
+pub use coilwork_core::options::TcpServerConfig;
 
 /// Counters of a [`TcpServer`] (and of a TLS server, with its handshake failures).
 pub type TcpStats = ServerStats;

@@ -59,13 +59,12 @@
 use crate::ServerError;
 use crate::handle::ServerHandle;
 use crate::net::{self, SocketOptions};
-use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{
-    Admission, AdmissionOptions, CloseCause, Engine, Framing, Input, Output, Overflow, ServerStats, Session,
-    SessionConfig, SessionKind, StreamTimeoutConfig, Transport, Verdict,
+    Admission, AdmissionOptions, CloseCause, Engine, Input, Output, Overflow, ServerStats, Session, SessionConfig,
+    SessionKind, StreamTimeoutConfig, Transport, Verdict,
 };
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -78,92 +77,8 @@ pub const ACCEPT_POLL: Duration = Duration::from_millis(5);
 /// What to do with a new client when `max_connections` are open.
 pub type OverflowPolicy = Overflow;
 
-/// Settings of a [`TcpServer`]; `Default` gives pymodbus-like defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpServerConfig {
-    /// Address to listen on (default `127.0.0.1:502`).
-    pub address: SocketAddr,
-    /// Framing on the stream: MBAP (default), or RTU / ASCII over TCP.
-    pub framing: Framing,
-    /// Listen backlog (default 20).
-    pub backlog: u32,
-    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
-    pub allow_reuse_address: bool,
-    /// Set `SO_REUSEPORT` where the OS has it (default off).
-    pub allow_reuse_port: bool,
-    /// Most connections (and so connection threads) open at once (default 1000).
-    pub max_connections: usize,
-    /// What happens to a client past `max_connections`.
-    pub overflow: OverflowPolicy,
-    /// If set, only these client IPs are served; others are closed at once.
-    pub allow_list: Option<Vec<IpAddr>>,
-    /// Close a connection that sent nothing for this long (default: never).
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose partial frame is not completed within this
-    /// long of its first byte (default 5 s).
-    pub partial_frame_timeout: Option<Duration>,
-    /// Cap on unframed bytes held per connection; past it the connection is closed.
-    pub max_buffered: usize,
-    /// Size of the per-connection read buffer (default 4 KiB).
-    pub read_buffer_size: usize,
-    /// Free a connection's buffers after it was quiet this long (default 1 s).
-    ///
-    /// Blocking server: a connection thread sleeps in its read with no
-    /// timer, so it frees the connection's buffers when it next wakes (on
-    /// the next input, before handling it) if it was quiet this long; its
-    /// read buffer (`read_buffer_size`) stays allocated while the connection
-    /// is open.
-    pub release_buffers_after: Duration,
-    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
-    pub shutdown_timeout: Duration,
-    /// How often the accept loop checks for a stop (the listener's receive
-    /// timeout) and the timeout watchdog for passed idle and partial-frame
-    /// deadlines (default 100 ms): how late a stop or those timeouts can be
-    /// seen. Connection threads have no read timeout: they are woken.
-    pub poll_interval: Duration,
-    /// Socket write timeout: a client that does not read its answers for
-    /// this long is disconnected (default 10 s; `None`: wait forever).
-    pub write_timeout: Option<Duration>,
-    /// Stack size of each connection thread (default: the std default).
-    pub thread_stack_size: Option<usize>,
-    /// Set `TCP_NODELAY` on accepted connections (default on: answers go out at once).
-    pub nodelay: bool,
-}
-
-impl Default for TcpServerConfig {
-    fn default() -> Self {
-        Self {
-            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
-            framing: Framing::Mbap,
-            backlog: 20,
-            allow_reuse_address: true,
-            allow_reuse_port: false,
-            max_connections: 1000,
-            overflow: OverflowPolicy::RefuseNew,
-            allow_list: None,
-            idle_timeout: None,
-            partial_frame_timeout: Some(Duration::from_secs(5)),
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            read_buffer_size: 4096,
-            release_buffers_after: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(100),
-            write_timeout: Some(Duration::from_secs(10)),
-            thread_stack_size: None,
-            nodelay: true,
-        }
-    }
-}
-
-impl TcpServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        Self {
-            address,
-            ..Self::default()
-        }
-    }
-}
+/// Settings of a [`TcpServer`] (the core's, shared by every adapter).
+pub use coilwork_core::options::TcpServerConfig;
 
 /// Counters of a [`TcpServer`] (and of a TLS server, with its handshake failures).
 pub type TcpStats = ServerStats;
@@ -962,6 +877,7 @@ pub fn start_tcp_server_in_background(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
 
     /// A connected pair: (the server side in a slot, the client side).
     fn slot_pair(id: u64, state: u64) -> (Arc<Slot>, TcpStream) {
