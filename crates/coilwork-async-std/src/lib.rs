@@ -37,7 +37,6 @@
 #![forbid(unsafe_code)]
 
 mod handle;
-mod net;
 #[cfg(all(unix, feature = "serial"))]
 pub mod serial;
 pub mod tcp;

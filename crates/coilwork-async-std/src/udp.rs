@@ -5,10 +5,10 @@
 
 use crate::ServerError;
 use crate::handle::{ServerHandle, Signal};
-use crate::net::{self, SocketOptions};
 use async_io::{Async, Timer};
 use coilwork_core::options::MAX_DATAGRAM;
 use coilwork_core::{Engine, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use coilwork_net::SocketOptions;
 use futures_lite::future;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -61,7 +61,7 @@ impl UdpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let socket = net::udp_socket(&opts)?;
+        let socket = coilwork_net::udp_socket(&opts)?;
         let addr = socket.local_addr()?;
         *self.socket.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
         self.handle.set_local_addr(addr);

@@ -8,9 +8,10 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::net::{self, SocketOptions};
+use crate::net;
 use coilwork_core::options::MAX_DATAGRAM;
 use coilwork_core::{Engine, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use coilwork_net::SocketOptions;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,7 +68,9 @@ impl UdpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let socket = net::udp_socket(&opts)?;
+        let socket = coilwork_net::udp_socket(&opts)?;
+        // Blocking reads, bounded by the read timeout.
+        socket.set_nonblocking(false)?;
         let addr = socket.local_addr()?;
         *self.socket.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
         self.handle.set_local_addr(addr);

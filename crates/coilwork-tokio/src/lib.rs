@@ -20,7 +20,6 @@
 #![forbid(unsafe_code)]
 
 mod handle;
-mod net;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod tcp;

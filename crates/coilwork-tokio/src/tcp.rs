@@ -12,11 +12,11 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::net::{self, SocketOptions};
 use coilwork_core::{
     Admission, AdmissionOptions, CloseCause, CloseReason, CloseSignal, Engine, Input, Output, Overflow, ServerStats,
     Session, SessionConfig, SessionKind, StreamTimeoutConfig, Transport, Verdict,
 };
+use coilwork_net::SocketOptions;
 use std::future::Future;
 use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
@@ -164,7 +164,7 @@ impl TcpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let listener = net::tcp_listener(&opts, self.config.backlog)?;
+        let listener = coilwork_net::tcp_listener(&opts, self.config.backlog)?;
         let addr = listener.local_addr()?;
         *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
         self.handle.set_local_addr(addr);

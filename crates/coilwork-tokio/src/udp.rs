@@ -2,9 +2,9 @@
 
 use crate::ServerError;
 use crate::handle::{ServerHandle, pause_unless_stopped};
-use crate::net::{self, SocketOptions};
 use coilwork_core::options::MAX_DATAGRAM;
 use coilwork_core::{Engine, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use coilwork_net::SocketOptions;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +58,7 @@ impl UdpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let socket = net::udp_socket(&opts)?;
+        let socket = coilwork_net::udp_socket(&opts)?;
         let addr = socket.local_addr()?;
         *self.socket.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
         self.handle.set_local_addr(addr);
