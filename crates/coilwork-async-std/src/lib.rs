@@ -9,9 +9,10 @@
 //! `async_std::task::spawn`, or `futures_lite::future::block_on`.
 //!
 //! Like `coilwork-tokio`, this crate only moves bytes and time: it reads from
-//! sockets, feeds a [`coilwork_core::Connection`] with `Instant::now()`, and
-//! writes back what the connection queued. Every protocol decision (framing,
-//! function codes, exceptions) lives in `coilwork-core`.
+//! sockets, feeds a [`coilwork_core::Session`] with the current time, and
+//! does what it says (write, wait, close). Every protocol and lifecycle
+//! decision lives in `coilwork-core` (see the adapter contract in
+//! [`coilwork_core::session`]).
 //!
 //! - [`TcpServer`]: Modbus/TCP (MBAP, or RTU / ASCII framing over TCP),
 //!   pipelined requests answered in one write.
@@ -36,7 +37,6 @@
 #![forbid(unsafe_code)]
 
 mod handle;
-mod net;
 #[cfg(all(unix, feature = "serial"))]
 pub mod serial;
 pub mod tcp;

@@ -10,7 +10,7 @@
 //!
 //! Each connection reads into a reused buffer (allocated when a large read
 //! needs it, freed again after a quiet spell), feeds the bytes to its
-//! [`Connection`] with the current time, and writes everything the connection
+//! [`Session`] with the current time, and writes everything the session
 //! queued in one write: several requests in one read are answered in one
 //! write (pipelining). Only a hook's [`Delivery`](coilwork_core::Delivery)
 //! (delay, split: fault injection) cuts the output into pieces with pauses
@@ -21,154 +21,34 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::net::{self, SocketOptions};
 use async_io::{Async, Timer};
 use coilwork_core::close::{CloseReason, CloseSignal};
-use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{
-    Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig, StreamTimeouts, Transport,
+    Admission, AdmissionOptions, CloseCause, Engine, Input, Output, Overflow, ServerStats, Session, SessionConfig,
+    SessionKind, StreamTimeoutConfig, Transport, Verdict,
 };
+use coilwork_net::SocketOptions;
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// What to do with a new client when `max_connections` are open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OverflowPolicy {
-    /// Close the new connection at once (default).
-    #[default]
-    RefuseNew,
-    /// Close the oldest connection and take the new one.
-    EvictOldest,
-}
+pub type OverflowPolicy = Overflow;
 
-/// Settings of a [`TcpServer`]; `Default` gives pymodbus-like defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpServerConfig {
-    /// Address to listen on (default `127.0.0.1:502`).
-    pub address: SocketAddr,
-    /// Framing on the stream: MBAP (default), or RTU / ASCII over TCP.
-    pub framing: Framing,
-    /// Listen backlog (default 20).
-    pub backlog: u32,
-    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
-    pub allow_reuse_address: bool,
-    /// Set `SO_REUSEPORT` where the OS has it (default off).
-    pub allow_reuse_port: bool,
-    /// Most connections open at once (default 1000).
-    pub max_connections: usize,
-    /// What happens to a client past `max_connections`.
-    pub overflow: OverflowPolicy,
-    /// If set, only these client IPs are served; others are closed at once.
-    pub allow_list: Option<Vec<IpAddr>>,
-    /// Close a connection that sent nothing for this long (default: never).
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose partial frame is not completed within this
-    /// long of its first byte (default 5 s).
-    pub partial_frame_timeout: Option<Duration>,
-    /// Cap on unframed bytes held per connection; past it the connection is closed.
-    pub max_buffered: usize,
-    /// Size of the per-connection read buffer (default 4 KiB).
-    pub read_buffer_size: usize,
-    /// Free a connection's buffers after it was quiet this long (default 1 s).
-    pub release_buffers_after: Duration,
-    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
-    pub shutdown_timeout: Duration,
-    /// Set `TCP_NODELAY` on accepted connections (default on: answers go out at once).
-    pub nodelay: bool,
-}
+/// Settings of a [`TcpServer`] (the core's, shared by every adapter).
+pub use coilwork_core::options::TcpServerConfig;
 
-impl Default for TcpServerConfig {
-    fn default() -> Self {
-        Self {
-            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
-            framing: Framing::Mbap,
-            backlog: 20,
-            allow_reuse_address: true,
-            allow_reuse_port: false,
-            max_connections: 1000,
-            overflow: OverflowPolicy::RefuseNew,
-            allow_list: None,
-            idle_timeout: None,
-            partial_frame_timeout: Some(Duration::from_secs(5)),
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            read_buffer_size: 4096,
-            release_buffers_after: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(5),
-            nodelay: true,
-        }
-    }
-}
-
-impl TcpServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        Self {
-            address,
-            ..Self::default()
-        }
-    }
-}
-
-/// Counters of a [`TcpServer`].
-#[derive(Debug, Default)]
-pub struct TcpStats {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    evicted: AtomicU64,
-    bad_frames: AtomicU64,
-    partial_timeouts: AtomicU64,
-    idle_timeouts: AtomicU64,
-    active: AtomicU64,
-    handshake_failures: AtomicU64,
-}
-
-impl TcpStats {
-    /// Connections accepted and served.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-    /// Connections closed at once (allow-list, `max_connections` with `RefuseNew`).
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-    /// Connections closed to make room (`EvictOldest`).
-    pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
-    }
-    /// Connections closed because the stream could never be valid again.
-    pub fn bad_frames(&self) -> u64 {
-        self.bad_frames.load(Ordering::Relaxed)
-    }
-    /// Connections closed by the partial-frame timeout.
-    pub fn partial_timeouts(&self) -> u64 {
-        self.partial_timeouts.load(Ordering::Relaxed)
-    }
-    /// Connections closed by the idle timeout.
-    pub fn idle_timeouts(&self) -> u64 {
-        self.idle_timeouts.load(Ordering::Relaxed)
-    }
-    /// Connections open now.
-    pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
-    }
-    /// TLS only: connections closed before serving because the handshake
-    /// failed, timed out, or the client certificate's role was invalid.
-    pub fn handshake_failures(&self) -> u64 {
-        self.handshake_failures.load(Ordering::Relaxed)
-    }
-}
+/// Counters of a [`TcpServer`] (and of a TLS server, with its handshake failures).
+pub type TcpStats = ServerStats;
 
 /// The step between accept and serving: nothing for TCP, the handshake
 /// and role check for TLS.
@@ -226,7 +106,7 @@ impl ServedStream for Async<TcpStream> {
 /// the signal that closes it. A map: a close removes in O(log n). Per
 /// connection, so a waiting connection loads an atomic of its own, not a
 /// lock every connection shares.
-type ConnTable = Mutex<BTreeMap<u64, Arc<CloseSignal>>>;
+type ConnTable = Mutex<Admission<Arc<CloseSignal>>>;
 
 /// A Modbus/TCP server over an [`Engine`], for async-std, smol or any executor.
 ///
@@ -268,7 +148,7 @@ impl TcpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let listener = net::tcp_listener(&opts, self.config.backlog)?;
+        let listener = coilwork_net::tcp_listener(&opts, self.config.backlog)?;
         let addr = listener.local_addr()?;
         *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
         self.handle.set_local_addr(addr);
@@ -358,10 +238,15 @@ impl TcpServer {
         };
         let listener = Async::new(std_listener)?;
         let stop = self.handle.stop_signal();
-        let table: ConnTable = Mutex::new(BTreeMap::new());
+        let c = &*self.config;
+        let table: ConnTable = Mutex::new(Admission::new(AdmissionOptions {
+            max_connections: c.max_connections,
+            overflow: c.overflow,
+            allow_list: c.allow_list.clone(),
+        }));
+        let shared = Arc::new(self.session_config(U::TRANSPORT));
         // Declared after `table`, so dropped before it: the futures borrow it.
         let mut conns = FuturesUnordered::new();
-        let mut next_id: u64 = 0;
         debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
 
         enum Event {
@@ -382,16 +267,22 @@ impl TcpServer {
             match future::or(drive, future::or(stopped, accept)).await {
                 Event::Stop => {
                     // Every open connection drains and closes (admitted ones only: no more accepts).
-                    for signal in table.lock().unwrap_or_else(PoisonError::into_inner).values() {
+                    for signal in table.lock().unwrap_or_else(PoisonError::into_inner).open() {
                         signal.raise(CloseReason::Stop);
                     }
                     break;
                 }
                 Event::Accepted(Ok((stream, peer))) => {
-                    if let Some(signal) = self.admit(&table, next_id, peer) {
-                        conns.push(self.connection(&table, next_id, peer, stream, signal, upgrade));
+                    if let Some((id, signal)) = self.admit(&table, peer) {
+                        let ctx = ConnCtx {
+                            table: &table,
+                            shared: &shared,
+                            id,
+                            peer,
+                            signal,
+                        };
+                        conns.push(self.connection(ctx, stream, upgrade));
                     }
-                    next_id = next_id.wrapping_add(1);
                 }
                 Event::Accepted(Err(e)) => {
                     warn!(error = %e, "accept failed");
@@ -430,50 +321,52 @@ impl TcpServer {
         Ok(())
     }
 
-    /// Decides whether a new client is served; returns its close signal if so.
-    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<Arc<CloseSignal>> {
-        if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
-            debug!(%peer, "refused: not in the allow-list");
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
+    /// The settings every session of this server shares.
+    fn session_config(&self, transport: Transport) -> SessionConfig {
+        let c = &*self.config;
+        SessionConfig {
+            timeouts: StreamTimeoutConfig {
+                partial_frame: c.partial_frame_timeout,
+                idle: c.idle_timeout,
+                release_buffers_after: c.release_buffers_after,
+            },
+            max_buffered: c.max_buffered,
+            stats: Arc::clone(&self.stats),
+            ..SessionConfig::new(Arc::clone(&self.engine), SessionKind::Stream, c.framing, transport)
         }
-        let mut open = table.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.len() >= self.config.max_connections {
-            match self.config.overflow {
-                OverflowPolicy::RefuseNew => {
-                    debug!(%peer, max = self.config.max_connections, "refused: too many connections");
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    return None;
+    }
+
+    /// Asks the admission whether a new client is served; returns its id
+    /// and close signal if so (raised by a stop or by its own eviction).
+    fn admit(&self, table: &ConnTable, peer: SocketAddr) -> Option<(u64, Arc<CloseSignal>)> {
+        let signal = Arc::new(CloseSignal::new());
+        let verdict = table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(peer.ip(), &self.stats, |_| Arc::clone(&signal));
+        match verdict {
+            Verdict::Admit { id, evict } => {
+                if let Some(oldest) = evict {
+                    oldest.raise(CloseReason::Evict);
                 }
-                OverflowPolicy::EvictOldest => {
-                    if let Some((_, oldest)) = open.pop_first() {
-                        oldest.raise(CloseReason::Evict);
-                        self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if open.len() >= self.config.max_connections {
-                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                }
+                Some((id, signal))
+            }
+            Verdict::Refuse(why) => {
+                debug!(%peer, ?why, "refused");
+                None
             }
         }
-        let signal = Arc::new(CloseSignal::new());
-        open.insert(id, Arc::clone(&signal));
-        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Some(signal)
     }
 
     /// One accepted TCP connection, from accept to close.
-    async fn connection<U: Upgrade>(
-        &self,
-        table: &ConnTable,
-        id: u64,
-        peer: SocketAddr,
-        stream: Async<TcpStream>,
-        signal: Arc<CloseSignal>,
-        upgrade: &U,
-    ) {
+    async fn connection<U: Upgrade>(&self, ctx: ConnCtx<'_>, stream: Async<TcpStream>, upgrade: &U) {
+        let ConnCtx {
+            table,
+            shared,
+            id,
+            peer,
+            signal,
+        } = ctx;
         // Leaves the table and the `active` count however the future ends (even when cut).
         let _entry = Entry {
             table,
@@ -494,24 +387,32 @@ impl TcpServer {
         let reason = match upgraded {
             Ok((mut stream, role)) => {
                 let ctx = StreamCtx {
-                    engine: &self.engine,
+                    shared,
                     config: &self.config,
-                    stats: &self.stats,
                     signal: &signal,
+                    id,
                     peer,
-                    transport: U::TRANSPORT,
                 };
                 serve_stream(&ctx, &mut stream, role).await
             }
             Err(reason) => {
                 if reason == Close::Refused {
-                    self.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    self.stats.count_handshake_failure();
                 }
                 reason
             }
         };
         debug!(%peer, ?reason, "connection closed");
     }
+}
+
+/// What the accept loop hands a new connection.
+struct ConnCtx<'a> {
+    table: &'a ConnTable,
+    shared: &'a Arc<SessionConfig>,
+    id: u64,
+    peer: SocketAddr,
+    signal: Arc<CloseSignal>,
 }
 
 /// Removes a connection from the table when its future ends.
@@ -526,8 +427,7 @@ impl Drop for Entry<'_> {
         self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+            .release(self.id, self.stats);
     }
 }
 
@@ -564,12 +464,12 @@ impl From<CloseReason> for Close {
 
 /// What a connection loop needs from its server.
 struct StreamCtx<'a> {
-    engine: &'a Arc<Engine>,
+    /// The server's settings for every session, with its engine and counters.
+    shared: &'a Arc<SessionConfig>,
     config: &'a TcpServerConfig,
-    stats: &'a TcpStats,
     signal: &'a CloseSignal,
+    id: u64,
     peer: SocketAddr,
-    transport: Transport,
 }
 
 /// First size of a connection's read buffer (grown to `read_buffer_size`
@@ -587,29 +487,18 @@ async fn serve_stream<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, tls_
     reason
 }
 
-/// A connection's protocol state: made (boxed) on its first byte, so an
-/// idle connection does not carry it.
-fn new_connection(ctx: &StreamCtx<'_>, tls_role: &mut Option<String>) -> Box<Connection> {
-    Box::new(Connection::new(
-        Arc::clone(ctx.engine),
-        ConnectionConfig {
-            max_buffered: ctx.config.max_buffered,
-            tls_role: tls_role.take(),
-            ..ConnectionConfig::stream(ctx.config.framing, ctx.transport, Some(ctx.peer))
-        },
-    ))
-}
-
 /// What ended a wait of the connection loop.
 enum Event {
-    Close(Close),
+    Close(CloseReason),
     Read(std::io::Result<usize>),
     Timer,
 }
 
-async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tls_role: Option<String>) -> Close {
+async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, tls_role: Option<String>) -> Close {
     let cfg = ctx.config;
-    let mut conn: Option<Box<Connection>> = None;
+    // The session boxes its connection state on the first byte: an idle
+    // connection does not carry it.
+    let mut session = Session::new(Arc::clone(ctx.shared), Instant::now(), ctx.id, Some(ctx.peer), tls_role);
     // Boxed when first armed; `armed` is where it is set. It is kept at or
     // before the earliest deadline and re-armed only when it fires early, so
     // a request does not move it in async-io's timer queue.
@@ -619,15 +508,6 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
     // The last read came back short (or would block): wait for readiness
     // before the next read. A new connection starts so, without a buffer.
     let mut drained = true;
-    let mut timeouts = StreamTimeouts::new(
-        StreamTimeoutConfig {
-            partial_frame: cfg.partial_frame_timeout,
-            idle: cfg.idle_timeout,
-            release_buffers_after: cfg.release_buffers_after,
-        },
-        Instant::now(),
-    );
-
     // The task's waker as last registered with the close signal and, through
     // a poll, with the timer: both keep it until it changes, so a wait
     // registers only on the first wait and when the waker changes.
@@ -636,7 +516,44 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
     let mut check_timer = false;
 
     loop {
-        if arm(&mut timer, &mut armed, &timeouts) {
+        let now = Instant::now();
+        let deadline = match session.poll(now) {
+            Output::Wait(deadline) => deadline,
+            Output::Transmit(out) => {
+                let written = transmit(stream, out, &mut check_timer).await;
+                session.handle(Instant::now(), written.map_or(Input::Failed, Input::Sent));
+                continue;
+            }
+            Output::Pause(until) => {
+                // Boxed: only fault injection pauses; every connection's future does not grow for it.
+                if let Some(why) = Box::pin(pause_until(ctx, until)).await {
+                    session.handle(Instant::now(), input_for(why));
+                }
+                // The signal and the timer took this task's waker meanwhile.
+                registered = None;
+                check_timer = true;
+                continue;
+            }
+            Output::ReleaseBuffers => {
+                buf = Vec::new();
+                continue;
+            }
+            Output::Discarded => continue,
+            Output::ReadQueued => {
+                if buf.is_empty() {
+                    buf.resize(SMALL_READ, 0);
+                }
+                // `poll_once` polls the read once: async-io tries the read
+                // before waiting, so this takes what is queued and never waits.
+                match future::poll_once(stream.read(&mut buf)).await {
+                    Some(Ok(n)) if n > 0 => session.handle(now, Input::Bytes(buf.get(..n).unwrap_or(&[]))),
+                    _ => session.handle(now, Input::Eof),
+                }
+                continue;
+            }
+            Output::Close(cause) => return close_of(cause),
+        };
+        if arm(&mut timer, &mut armed, deadline) {
             // A fresh or fired timer is registered with no waker until polled.
             check_timer = true;
         }
@@ -644,12 +561,12 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
         let event = future::poll_fn(|cx| {
             // One atomic load per poll; the raise also wakes the waker registered below.
             if let Some(reason) = ctx.signal.get() {
-                return Poll::Ready(Event::Close(reason.into()));
+                return Poll::Ready(Event::Close(reason));
             }
             if registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
                 // `register` also sees a raise that came since `get`.
                 if let Some(reason) = ctx.signal.register(cx.waker()) {
-                    return Poll::Ready(Event::Close(reason.into()));
+                    return Poll::Ready(Event::Close(reason));
                 }
                 registered = Some(cx.waker().clone());
                 check_timer = true;
@@ -699,129 +616,82 @@ async fn serve_loop<S: ServedStream>(ctx: &StreamCtx<'_>, stream: &mut S, mut tl
             Poll::Pending
         })
         .await;
+        let now = Instant::now();
         match event {
-            Event::Close(Close::Shutdown) => {
-                drain(ctx, stream, &mut conn, &mut tls_role).await;
-                return Close::Shutdown;
+            Event::Close(why) => session.handle(now, input_for(why)),
+            Event::Read(Ok(0)) => session.handle(now, Input::Eof),
+            Event::Read(Err(e)) if e.kind() == ErrorKind::Interrupted => {
+                // The wake that returned it may have been the timer's too.
+                check_timer = true;
             }
-            Event::Close(why) => return why,
-            Event::Read(Ok(0)) => return Close::PeerClosed,
             Event::Read(Err(e)) => {
-                if e.kind() == ErrorKind::Interrupted {
-                    // The wake that returned it may have been the timer's too.
-                    check_timer = true;
-                    continue;
-                }
                 debug!(peer = %ctx.peer, error = %e, "read failed");
-                return Close::IoError;
+                session.handle(now, Input::Failed);
             }
             Event::Read(Ok(n)) => {
-                let now = Instant::now();
                 if armed.is_some_and(|a| a <= now) {
                     check_timer = true;
                 }
                 // A short read took everything there was.
                 drained = n < buf.len();
-                let c = conn.get_or_insert_with(|| new_connection(ctx, &mut tls_role));
-                let before = c.buffered_len();
-                let input = c.handle_input(now, buf.get(..n).unwrap_or(&[]));
-                timeouts.on_input(now, c, before, n);
+                session.handle(now, Input::Bytes(buf.get(..n).unwrap_or(&[])));
                 if !drained && buf.len() < cfg.read_buffer_size {
                     // The buffer filled up: more is coming, read it in bigger gulps.
                     buf.resize(cfg.read_buffer_size, 0);
                 }
-                if c.has_output() {
-                    // Pauses only when a hook's delivery (fault injection)
-                    // asked for them: that writer is boxed, so every
-                    // connection's future does not grow for it.
-                    let (pause, out) = c.next_output();
-                    let plain = pause.is_zero() && out.len() == c.output().len();
-                    let written = if plain {
-                        Either::Left(future::poll_fn(|cx| {
-                            // No pause to make: one write of the whole output.
-                            let poll = poll_write_output(cx, stream, c, &mut false)
-                                .map(|r| r.map(drop).map_err(|_| Close::IoError));
-                            // Its polls may take the timer's wake (see the timer rule).
-                            check_timer |= poll.is_pending();
-                            poll
-                        }))
-                    } else {
-                        Either::Right(Box::pin(write_paused(ctx, stream, c)))
-                    };
-                    match written.await {
-                        Ok(()) => {}
-                        // The next wait sees the stop and drains: the rest goes
-                        // out at once, without its pauses.
-                        Err(Close::Shutdown) => {}
-                        Err(why) => return why,
-                    }
-                    if !plain {
-                        // The signal and the timer took this task's waker meanwhile.
-                        registered = None;
-                        check_timer = true;
-                    }
-                }
-                if let Err(e) = input {
-                    debug!(peer = %ctx.peer, error = %e, "closing connection: bad frame");
-                    ctx.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    return Close::BadFrame;
-                }
             }
             Event::Timer => {
                 armed = None;
-                let expired = timeouts.expire(Instant::now(), conn.as_deref_mut());
-                if let Some(close) = on_expired(ctx, expired, &mut buf) {
-                    return close;
-                }
+                session.handle(now, Input::Timeout);
             }
         }
     }
 }
 
-/// Writes what `conn` queued piece by piece with the pauses a hook's
-/// delivery asked for (see [`pause_for`]); `Err` with the close that cut it
-/// short ([`Close::Shutdown`] for a stop, the rest left queued).
-async fn write_paused<S: AsyncWrite + Unpin>(
-    ctx: &StreamCtx<'_>,
-    stream: &mut S,
-    conn: &mut Connection,
-) -> Result<(), Close> {
-    let mut paused = false;
-    loop {
-        let written = future::poll_fn(|cx| poll_write_output(cx, stream, conn, &mut paused)).await;
-        match written {
-            Ok(None) => return Ok(()),
-            Ok(Some(pause)) => {
-                if let Some(close) = pause_for(ctx, pause).await {
-                    return Err(close);
-                }
-                paused = true;
-            }
-            Err(_) => return Err(Close::IoError),
+/// Writes one piece of output and flushes it; the bytes written. Sets
+/// `check_timer` if the write had to wait (its polls may have taken the
+/// timer's wake).
+async fn transmit<S: AsyncWrite + Unpin>(stream: &mut S, out: &[u8], check_timer: &mut bool) -> Option<usize> {
+    let written = future::poll_fn(|cx| {
+        loop {
+            let poll = match Pin::new(&mut *stream).poll_write(cx, out) {
+                Poll::Ready(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                Poll::Ready(Ok(0)) => Poll::Ready(Err(ErrorKind::WriteZero.into())),
+                other => other,
+            };
+            *check_timer |= poll.is_pending();
+            return poll;
         }
-    }
+    })
+    .await
+    .ok()?;
+    let flushed = future::poll_fn(|cx| {
+        let poll = Pin::new(&mut *stream).poll_flush(cx);
+        *check_timer |= poll.is_pending();
+        poll
+    })
+    .await;
+    flushed.ok().map(|()| written)
 }
 
 /// Makes a pause a hook's delivery asked for: `None` once it is over, else
-/// the close that cut it short ([`Close::Shutdown`] for a stop). Only the
-/// close signal ends it early: the connection's deadlines wait for the
-/// answer (the server owes it), as in every adapter; one that passed
-/// meanwhile closes the connection right after it.
-async fn pause_for(ctx: &StreamCtx<'_>, pause: Duration) -> Option<Close> {
-    let mut until = Timer::after(pause);
+/// the signal that cut it short. Only the close signal ends it early: the
+/// connection's deadlines wait for the answer (the server owes it).
+async fn pause_until(ctx: &StreamCtx<'_>, until: Instant) -> Option<CloseReason> {
+    let mut timer = Timer::at(until);
     future::poll_fn(|cx| {
         if let Poll::Ready(reason) = ctx.signal.poll(cx) {
-            return Poll::Ready(Some(Close::from(reason)));
+            return Poll::Ready(Some(reason));
         }
-        Pin::new(&mut until).poll(cx).map(|_| None)
+        Pin::new(&mut timer).poll(cx).map(|_| None)
     })
     .await
 }
 
-/// Arms the connection's timer at its next deadline if it is not armed at
-/// or before it (a fresh or fired timer registers on its next poll).
-fn arm(timer: &mut Option<Box<Timer>>, armed: &mut Option<Instant>, timeouts: &StreamTimeouts) -> bool {
-    if let Some(d) = timeouts.next_deadline()
+/// Arms the connection's timer at `deadline` if it is not armed at or
+/// before it (a fresh or fired timer registers on its next poll).
+fn arm(timer: &mut Option<Box<Timer>>, armed: &mut Option<Instant>, deadline: Option<Instant>) -> bool {
+    if let Some(d) = deadline
         && armed.is_none_or(|a| a > d)
     {
         timer.get_or_insert_with(|| Box::new(Timer::never())).set_at(d);
@@ -831,103 +701,25 @@ fn arm(timer: &mut Option<Box<Timer>>, armed: &mut Option<Instant>, timeouts: &S
     false
 }
 
-/// What a passed deadline does: the close it asks for, or the read buffer dropped.
-fn on_expired(ctx: &StreamCtx<'_>, expired: Option<Expired>, buf: &mut Vec<u8>) -> Option<Close> {
-    match expired {
-        Some(Expired::PartialFrame) => {
-            debug!(peer = %ctx.peer, "partial frame timed out");
-            ctx.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-            Some(Close::PartialTimeout)
-        }
-        Some(Expired::Idle) => {
-            ctx.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-            Some(Close::IdleTimeout)
-        }
-        Some(Expired::ReleaseBuffers) => {
-            *buf = Vec::new();
-            None
-        }
-        // Fired early (re-armed at the next deadline).
-        None => None,
+/// What the server's signal tells the session.
+fn input_for(why: CloseReason) -> Input<'static> {
+    match why {
+        CloseReason::Stop => Input::Stop,
+        CloseReason::Evict => Input::Evict,
     }
 }
 
-/// On graceful shutdown: answers what already reached the stream, without waiting for more.
-async fn drain<S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &StreamCtx<'_>,
-    stream: &mut S,
-    conn: &mut Option<Box<Connection>>,
-    tls_role: &mut Option<String>,
-) {
-    // On the heap: this future is part of every connection's.
-    let mut buf = vec![0u8; SMALL_READ];
-    // Bounded: at most this many reads of what is already there. `poll_once`
-    // polls the read once: async-io tries the read before waiting, so this
-    // takes what is queued and never waits for more.
-    for _ in 0..64 {
-        match future::poll_once(stream.read(&mut buf)).await {
-            Some(Ok(n)) if n > 0 => {
-                let conn = conn.get_or_insert_with(|| new_connection(ctx, tls_role));
-                let input = conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[]));
-                if input.is_err() {
-                    break;
-                }
-            }
-            _ => break,
-        }
+/// The adapter's name for the session's close.
+fn close_of(cause: CloseCause) -> Close {
+    match cause {
+        CloseCause::PeerClosed => Close::PeerClosed,
+        CloseCause::Stopped => Close::Shutdown,
+        CloseCause::Evicted => Close::Evicted,
+        CloseCause::BadFrame => Close::BadFrame,
+        CloseCause::PartialTimeout => Close::PartialTimeout,
+        CloseCause::IdleTimeout => Close::IdleTimeout,
+        CloseCause::IoError => Close::IoError,
     }
-    if let Some(conn) = conn.as_mut()
-        && conn.has_output()
-        && write_output(stream, conn).await.is_err()
-    {
-        debug!(peer = %ctx.peer, "could not write the last answers");
-    }
-}
-
-/// Writes everything queued (in one write call when the stream takes it
-/// all), then flushes; a stop's drain, so a hook's delivery pauses are not made.
-async fn write_output<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection) -> std::io::Result<()> {
-    let mut paused = false;
-    while future::poll_fn(|cx| poll_write_output(cx, stream, conn, &mut paused))
-        .await?
-        .is_some()
-    {
-        paused = true;
-    }
-    Ok(())
-}
-
-/// Polls the writing of what `conn` queued, marking bytes written as they
-/// go, so it needs no state of its own (the connection loop's future stays
-/// small): `Ready(Ok(None))` once all is written and flushed.
-///
-/// Without a hook's delivery that is one write of the whole output. With
-/// one, it stops before a piece to be paused for, with what came before it
-/// flushed, and is `Ready(Ok(Some(pause)))`: make the pause, then poll again
-/// with `paused` set (cleared here once the piece's first bytes are written).
-fn poll_write_output<S: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    stream: &mut S,
-    conn: &mut Connection,
-    paused: &mut bool,
-) -> Poll<std::io::Result<Option<Duration>>> {
-    while conn.has_output() {
-        let (pause, out) = conn.next_output();
-        if !pause.is_zero() && !*paused {
-            return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| Some(pause));
-        }
-        match Pin::new(&mut *stream).poll_write(cx, out) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                *paused = false;
-                conn.consume_output(n);
-            }
-            Poll::Ready(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
-    }
-    Pin::new(stream).poll_flush(cx).map_ok(|()| None)
 }
 
 /// Binds `config.address` now and serves `engine` on a thread of its own
@@ -961,9 +753,17 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, peer) = listener.accept().unwrap();
         let stream = Async::new(accepted).unwrap();
-        let table: ConnTable = Mutex::new(BTreeMap::new());
+        let table: ConnTable = Mutex::new(Admission::new(AdmissionOptions::default()));
+        let shared = Arc::new(server.session_config(Transport::Tcp));
         let signal = Arc::new(CloseSignal::new());
-        let fut = server.connection(&table, 0, peer, stream, signal, &PlainTcp);
+        let ctx = ConnCtx {
+            table: &table,
+            shared: &shared,
+            id: 0,
+            peer,
+            signal,
+        };
+        let fut = server.connection(ctx, stream, &PlainTcp);
         let size = std::mem::size_of_val(&fut);
         println!("connection future: {size} bytes");
         assert!(size <= 1024, "connection future is {size} bytes");
@@ -1054,30 +854,28 @@ mod tests {
 
     /// What a connection loop borrows, owned by the test.
     struct Fixture {
-        engine: Arc<Engine>,
+        shared: Arc<SessionConfig>,
         config: TcpServerConfig,
-        stats: TcpStats,
         signal: CloseSignal,
     }
 
     impl Fixture {
         fn new(config: TcpServerConfig) -> Self {
+            let server = TcpServer::new(engine(), config.clone());
             Self {
-                engine: engine(),
+                shared: Arc::new(server.session_config(Transport::Tcp)),
                 config,
-                stats: TcpStats::default(),
                 signal: CloseSignal::new(),
             }
         }
 
         fn ctx(&self) -> StreamCtx<'_> {
             StreamCtx {
-                engine: &self.engine,
+                shared: &self.shared,
                 config: &self.config,
-                stats: &self.stats,
                 signal: &self.signal,
+                id: 0,
                 peer: "127.0.0.1:1".parse().unwrap(),
-                transport: Transport::Tcp,
             }
         }
     }
@@ -1122,7 +920,7 @@ mod tests {
     #[test]
     fn a_timer_that_fires_during_a_blocked_write_still_closes() {
         let fixture = Fixture::new(idle_config());
-        let (ctx, stats) = (fixture.ctx(), &fixture.stats);
+        let (ctx, stats) = (fixture.ctx(), &*fixture.shared.stats);
         let stream = MockStream::default();
         stream.set_write_blocked(true);
         let mut served = stream.clone();
@@ -1150,7 +948,7 @@ mod tests {
     #[test]
     fn a_timer_wake_taken_by_a_read_is_not_lost() {
         let fixture = Fixture::new(idle_config());
-        let (ctx, stats) = (fixture.ctx(), &fixture.stats);
+        let (ctx, stats) = (fixture.ctx(), &*fixture.shared.stats);
         let stream = MockStream::default();
         let mut served = stream.clone();
         let t0 = Instant::now();

@@ -3,9 +3,10 @@
 //! The same servers as `coilwork-tokio`, with no async runtime anywhere in
 //! the dependency tree (a test, `tests/no_async_runtime.rs`, checks it with
 //! `cargo tree`). This crate only moves bytes and time: it reads from
-//! sockets, feeds a [`coilwork_core::Connection`] with `Instant::now()`, and
-//! writes back what the connection queued. Every protocol decision
-//! (framing, function codes, exceptions) lives in `coilwork-core`.
+//! sockets, feeds a [`coilwork_core::Session`] with `Instant::now()`, and
+//! does what it says (write, wait, close). Every protocol and lifecycle
+//! decision lives in `coilwork-core` (see the adapter contract in
+//! [`coilwork_core::session`]).
 //!
 //! - [`TcpServer`]: Modbus/TCP (MBAP, or RTU / ASCII framing over TCP), one
 //!   OS thread per connection up to `max_connections` (default 1000); see

@@ -1,61 +1,6 @@
-//! Socket set-up shared by the servers.
+//! Read-timeout helpers of the blocking servers (socket set-up is `coilwork-net`'s).
 
-use crate::ServerError;
-use socket2::{Domain, Protocol, Socket, Type};
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
-
-/// How to open a listening or datagram socket.
-pub(crate) struct SocketOptions {
-    pub addr: SocketAddr,
-    pub reuse_address: bool,
-    pub reuse_port: bool,
-}
-
-fn setup_err(addr: SocketAddr) -> impl Fn(std::io::Error) -> ServerError {
-    move |source| ServerError::Socket { addr, source }
-}
-
-fn bind_err(addr: SocketAddr, source: std::io::Error) -> ServerError {
-    if source.kind() == ErrorKind::AddrInUse {
-        ServerError::AddrInUse { addr, source }
-    } else {
-        ServerError::Bind { addr, source }
-    }
-}
-
-fn open(opts: &SocketOptions, ty: Type, protocol: Protocol) -> Result<Socket, ServerError> {
-    let addr = opts.addr;
-    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol)).map_err(setup_err(addr))?;
-    socket.set_reuse_address(opts.reuse_address).map_err(setup_err(addr))?;
-    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
-    if opts.reuse_port {
-        socket.set_reuse_port(true).map_err(setup_err(addr))?;
-    }
-    socket.bind(&addr.into()).map_err(|e| bind_err(addr, e))?;
-    Ok(socket)
-}
-
-/// A bound, listening TCP socket in non-blocking mode (the accept loop polls it).
-pub(crate) fn tcp_listener(opts: &SocketOptions, backlog: u32) -> Result<std::net::TcpListener, ServerError> {
-    let socket = open(opts, Type::STREAM, Protocol::TCP)?;
-    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-    socket.listen(backlog).map_err(|e| bind_err(opts.addr, e))?;
-    socket.set_nonblocking(true).map_err(setup_err(opts.addr))?;
-    Ok(socket.into())
-}
-
-/// A bound, blocking UDP socket (reads are bounded by a read timeout).
-pub(crate) fn udp_socket(opts: &SocketOptions) -> Result<std::net::UdpSocket, ServerError> {
-    Ok(open(opts, Type::DGRAM, Protocol::UDP)?.into())
-}
-
-/// True if `ip` is in `allow` (an IPv4-mapped IPv6 peer matches its IPv4 entry).
-pub(crate) fn allowed(allow: Option<&[IpAddr]>, ip: IpAddr) -> bool {
-    let Some(list) = allow else { return true };
-    let ip = ip.to_canonical();
-    list.iter().any(|a| a.to_canonical() == ip)
-}
 
 /// True for the error a read returns when its read timeout passed
 /// (`WouldBlock` on Unix, `TimedOut` on Windows and from serial ports).
@@ -90,14 +35,5 @@ mod tests {
         );
         assert_eq!(read_timeout(now, Some(now + Duration::from_secs(9)), poll), poll);
         assert_eq!(read_timeout(now, Some(now), poll), Duration::from_millis(1));
-    }
-
-    #[test]
-    fn allow_list_matches_mapped_addresses() {
-        let v4: IpAddr = "127.0.0.1".parse().unwrap();
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(allowed(None, v4));
-        assert!(allowed(Some(&[v4]), mapped));
-        assert!(!allowed(Some(&["10.0.0.1".parse().unwrap()]), v4));
     }
 }

@@ -20,8 +20,8 @@
 //!
 //! A connection thread reads into a reused buffer (allocated on the first
 //! read), feeds the bytes to its
-//! [`Connection`] with `Instant::now()`, and writes everything the
-//! connection queued in one write: several requests in one read are answered
+//! [`Session`] with `Instant::now()`, and writes everything the
+//! session queued in one write: several requests in one read are answered
 //! in one write (pipelining). Only a hook's [`Delivery`](coilwork_core::Delivery)
 //! (delay, split: fault injection) cuts the output into pieces with pauses
 //! between them, which the thread sleeps in slices of at most `poll_interval`:
@@ -58,14 +58,13 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::net::{self, SocketOptions};
-use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{
-    Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig, StreamTimeouts, Transport,
+    Admission, AdmissionOptions, CloseCause, Engine, Input, Output, Overflow, ServerStats, Session, SessionConfig,
+    SessionKind, StreamTimeoutConfig, Transport, Verdict,
 };
-use std::collections::VecDeque;
+use coilwork_net::SocketOptions;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -76,147 +75,13 @@ use tracing::{debug, warn};
 pub const ACCEPT_POLL: Duration = Duration::from_millis(5);
 
 /// What to do with a new client when `max_connections` are open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OverflowPolicy {
-    /// Close the new connection at once (default).
-    #[default]
-    RefuseNew,
-    /// Close the oldest connection (its thread is woken at once) and take the new one.
-    EvictOldest,
-}
+pub type OverflowPolicy = Overflow;
 
-/// Settings of a [`TcpServer`]; `Default` gives pymodbus-like defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpServerConfig {
-    /// Address to listen on (default `127.0.0.1:502`).
-    pub address: SocketAddr,
-    /// Framing on the stream: MBAP (default), or RTU / ASCII over TCP.
-    pub framing: Framing,
-    /// Listen backlog (default 20).
-    pub backlog: u32,
-    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
-    pub allow_reuse_address: bool,
-    /// Set `SO_REUSEPORT` where the OS has it (default off).
-    pub allow_reuse_port: bool,
-    /// Most connections (and so connection threads) open at once (default 1000).
-    pub max_connections: usize,
-    /// What happens to a client past `max_connections`.
-    pub overflow: OverflowPolicy,
-    /// If set, only these client IPs are served; others are closed at once.
-    pub allow_list: Option<Vec<IpAddr>>,
-    /// Close a connection that sent nothing for this long (default: never).
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose partial frame is not completed within this
-    /// long of its first byte (default 5 s).
-    pub partial_frame_timeout: Option<Duration>,
-    /// Cap on unframed bytes held per connection; past it the connection is closed.
-    pub max_buffered: usize,
-    /// Size of the per-connection read buffer (default 4 KiB).
-    pub read_buffer_size: usize,
-    /// Free a connection's buffers after it was quiet this long (default 1 s).
-    ///
-    /// Blocking server: a connection thread sleeps in its read with no
-    /// timer, so it frees the connection's buffers when it next wakes (on
-    /// the next input, before handling it) if it was quiet this long; its
-    /// read buffer (`read_buffer_size`) stays allocated while the connection
-    /// is open.
-    pub release_buffers_after: Duration,
-    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
-    pub shutdown_timeout: Duration,
-    /// How often the accept loop checks for a stop (the listener's receive
-    /// timeout) and the timeout watchdog for passed idle and partial-frame
-    /// deadlines (default 100 ms): how late a stop or those timeouts can be
-    /// seen. Connection threads have no read timeout: they are woken.
-    pub poll_interval: Duration,
-    /// Socket write timeout: a client that does not read its answers for
-    /// this long is disconnected (default 10 s; `None`: wait forever).
-    pub write_timeout: Option<Duration>,
-    /// Stack size of each connection thread (default: the std default).
-    pub thread_stack_size: Option<usize>,
-}
+/// Settings of a [`TcpServer`] (the core's, shared by every adapter).
+pub use coilwork_core::options::TcpServerConfig;
 
-impl Default for TcpServerConfig {
-    fn default() -> Self {
-        Self {
-            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
-            framing: Framing::Mbap,
-            backlog: 20,
-            allow_reuse_address: true,
-            allow_reuse_port: false,
-            max_connections: 1000,
-            overflow: OverflowPolicy::RefuseNew,
-            allow_list: None,
-            idle_timeout: None,
-            partial_frame_timeout: Some(Duration::from_secs(5)),
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            read_buffer_size: 4096,
-            release_buffers_after: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(100),
-            write_timeout: Some(Duration::from_secs(10)),
-            thread_stack_size: None,
-        }
-    }
-}
-
-impl TcpServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        Self {
-            address,
-            ..Self::default()
-        }
-    }
-}
-
-/// Counters of a [`TcpServer`].
-#[derive(Debug, Default)]
-pub struct TcpStats {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    evicted: AtomicU64,
-    bad_frames: AtomicU64,
-    partial_timeouts: AtomicU64,
-    idle_timeouts: AtomicU64,
-    active: AtomicU64,
-    handshake_failures: AtomicU64,
-}
-
-impl TcpStats {
-    /// Connections accepted and served.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-    /// Connections closed at once (allow-list, `max_connections` with `RefuseNew`).
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-    /// Connections closed to make room (`EvictOldest`).
-    pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
-    }
-    /// Connections closed because the stream could never be valid again.
-    pub fn bad_frames(&self) -> u64 {
-        self.bad_frames.load(Ordering::Relaxed)
-    }
-    /// Connections closed by the partial-frame timeout.
-    pub fn partial_timeouts(&self) -> u64 {
-        self.partial_timeouts.load(Ordering::Relaxed)
-    }
-    /// Connections closed by the idle timeout.
-    pub fn idle_timeouts(&self) -> u64 {
-        self.idle_timeouts.load(Ordering::Relaxed)
-    }
-    /// Connections open now.
-    pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
-    }
-    /// TLS only: connections closed before serving because the handshake
-    /// failed, timed out, or the client certificate's role was invalid.
-    pub fn handshake_failures(&self) -> u64 {
-        self.handshake_failures.load(Ordering::Relaxed)
-    }
-}
+/// Counters of a [`TcpServer`] (and of a TLS server, with its handshake failures).
+pub type TcpStats = ServerStats;
 
 /// [`Slot::state`] while the thread is not in a read (setting up, handling input, writing).
 const BUSY: u64 = u64::MAX;
@@ -264,7 +129,7 @@ impl Slot {
 /// Open connections, oldest first; `changed` is signalled when one closes.
 #[derive(Debug)]
 struct ConnTable {
-    open: Mutex<VecDeque<Arc<Slot>>>,
+    open: Mutex<Admission<Arc<Slot>>>,
     changed: Condvar,
     /// Origin of the deadlines held in the slots.
     epoch: Instant,
@@ -273,9 +138,9 @@ struct ConnTable {
 }
 
 impl ConnTable {
-    fn new() -> Self {
+    fn new(options: AdmissionOptions) -> Self {
         Self {
-            open: Mutex::new(VecDeque::new()),
+            open: Mutex::new(Admission::new(options)),
             changed: Condvar::new(),
             epoch: Instant::now(),
             stopping: AtomicBool::new(false),
@@ -293,7 +158,7 @@ impl ConnTable {
     /// (they see the stop).
     fn wake_for_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for slot in self.lock().iter() {
+        for slot in self.lock().open() {
             slot.wake_if_reading();
         }
     }
@@ -304,7 +169,7 @@ impl ConnTable {
         while !done.load(Ordering::Acquire) {
             let now = self.nanos(Instant::now());
             let mut next = NO_DEADLINE;
-            for slot in self.lock().iter() {
+            for slot in self.lock().open() {
                 let d = slot.state.load(Ordering::Acquire);
                 if d > LAST_DEADLINE {
                     continue;
@@ -327,7 +192,7 @@ impl ConnTable {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Slot>>> {
+    fn lock(&self) -> MutexGuard<'_, Admission<Arc<Slot>>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -488,7 +353,7 @@ impl TcpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let listener = net::tcp_listener(&opts, self.config.backlog)?;
+        let listener = coilwork_net::tcp_listener(&opts, self.config.backlog)?;
         let addr = listener.local_addr()?;
         *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
         self.handle.set_local_addr(addr);
@@ -574,9 +439,14 @@ impl TcpServer {
             // `server_close` took it: closed before serving.
             return Ok(());
         };
-        let table = Arc::new(ConnTable::new());
+        let c = &*self.config;
+        let table = Arc::new(ConnTable::new(AdmissionOptions {
+            max_connections: c.max_connections,
+            overflow: c.overflow,
+            allow_list: c.allow_list.clone(),
+        }));
+        let shared = Arc::new(self.session_config(U::TRANSPORT));
         let watchdog = self.start_watchdog(&table);
-        let mut next_id: u64 = 0;
         // Linux: a blocking accept bounded by the listener's receive timeout
         // wakes only for a client or every `poll_interval`. A failed
         // non-blocking accept costs a socket allocation and free in the
@@ -597,8 +467,7 @@ impl TcpServer {
                     if self.handle.is_stopping() {
                         break;
                     }
-                    self.spawn_connection(&table, next_id, stream, peer, upgrade);
-                    next_id = next_id.wrapping_add(1);
+                    self.spawn_connection(&table, &shared, stream, peer, upgrade);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if !blocking_accept && self.handle.sleep_unless_stopped(ACCEPT_POLL) {
@@ -619,7 +488,7 @@ impl TcpServer {
         if !table.wait_empty(self.config.shutdown_timeout) {
             let open = table.lock();
             warn!(open = open.len(), "connections did not close in time; cutting them");
-            for slot in open.iter() {
+            for slot in open.open() {
                 slot.close.store(true, Ordering::Release);
                 // Also ends a write blocked on a client that does not read.
                 let _ = slot.socket.shutdown(Shutdown::Both);
@@ -666,16 +535,17 @@ impl TcpServer {
     fn spawn_connection<U: Upgrade>(
         &self,
         table: &Arc<ConnTable>,
-        id: u64,
+        shared: &Arc<SessionConfig>,
         stream: TcpStream,
         peer: SocketAddr,
         upgrade: &Arc<U>,
     ) {
         let stream = Arc::new(stream);
-        let Some(slot) = self.admit(table, id, peer, &stream) else {
+        let Some(slot) = self.admit(table, peer, &stream) else {
             drop(stream);
             return;
         };
+        let id = slot.id;
         let guard = SlotGuard {
             slot,
             table: Arc::clone(table),
@@ -683,9 +553,8 @@ impl TcpServer {
         };
         let conn = ConnThread {
             peer,
-            engine: Arc::clone(&self.engine),
+            shared: Arc::clone(shared),
             config: Arc::clone(&self.config),
-            stats: Arc::clone(&self.stats),
             stop: self.handle.clone(),
             guard,
         };
@@ -700,49 +569,48 @@ impl TcpServer {
         }
     }
 
-    /// Decides whether a new client is served; returns its slot if so.
-    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr, socket: &Arc<TcpStream>) -> Option<Arc<Slot>> {
-        if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
-            debug!(%peer, "refused: not in the allow-list");
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
+    /// The settings every session of this server shares.
+    fn session_config(&self, transport: Transport) -> SessionConfig {
+        let c = &*self.config;
+        SessionConfig {
+            timeouts: StreamTimeoutConfig {
+                partial_frame: c.partial_frame_timeout,
+                idle: c.idle_timeout,
+                release_buffers_after: c.release_buffers_after,
+            },
+            max_buffered: c.max_buffered,
+            stats: Arc::clone(&self.stats),
+            ..SessionConfig::new(Arc::clone(&self.engine), SessionKind::Stream, c.framing, transport)
         }
-        let mut open = table.lock();
-        // Evicted connections still in the table are on their way out: do not count them.
-        let live = open.iter().filter(|s| !s.close.load(Ordering::Acquire)).count();
-        if live >= self.config.max_connections {
-            match self.config.overflow {
-                OverflowPolicy::RefuseNew => {
-                    debug!(%peer, max = self.config.max_connections, "refused: too many connections");
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    return None;
+    }
+
+    /// Asks the admission whether a new client is served; returns its slot
+    /// if so, after waking the connection it evicts, if any.
+    fn admit(&self, table: &ConnTable, peer: SocketAddr, socket: &Arc<TcpStream>) -> Option<Arc<Slot>> {
+        let mut slot = None;
+        let verdict = table.lock().admit(peer.ip(), &self.stats, |id| {
+            let new = Arc::new(Slot {
+                id,
+                close: AtomicBool::new(false),
+                socket: Arc::clone(socket),
+                state: AtomicU64::new(BUSY),
+            });
+            slot = Some(Arc::clone(&new));
+            new
+        });
+        match verdict {
+            Verdict::Admit { evict, .. } => {
+                if let Some(oldest) = evict {
+                    oldest.close.store(true, Ordering::SeqCst);
+                    oldest.wake_if_reading();
                 }
-                OverflowPolicy::EvictOldest => {
-                    match open.iter().find(|s| !s.close.load(Ordering::Acquire)) {
-                        Some(oldest) => {
-                            oldest.close.store(true, Ordering::SeqCst);
-                            oldest.wake_if_reading();
-                            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                        }
-                        None => {
-                            // `max_connections` is 0: nothing can be served.
-                            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                            return None;
-                        }
-                    }
-                }
+                slot
+            }
+            Verdict::Refuse(why) => {
+                debug!(%peer, ?why, "refused");
+                None
             }
         }
-        let slot = Arc::new(Slot {
-            id,
-            close: AtomicBool::new(false),
-            socket: Arc::clone(socket),
-            state: AtomicU64::new(BUSY),
-        });
-        open.push_back(Arc::clone(&slot));
-        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Some(slot)
     }
 }
 
@@ -763,9 +631,7 @@ struct SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let id = self.slot.id;
-        self.table.lock().retain(|s| s.id != id);
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.table.lock().release(self.slot.id, &self.stats);
         self.table.changed.notify_all();
     }
 }
@@ -787,9 +653,9 @@ enum Close {
 /// Everything one connection thread owns.
 struct ConnThread {
     peer: SocketAddr,
-    engine: Arc<Engine>,
+    /// The server's settings for every session, with its engine and counters.
+    shared: Arc<SessionConfig>,
     config: Arc<TcpServerConfig>,
-    stats: Arc<TcpStats>,
     stop: ServerHandle,
     guard: SlotGuard,
 }
@@ -802,7 +668,7 @@ impl ConnThread {
         let tcp = stream.tcp();
         let setup = tcp
             .set_nonblocking(false)
-            .and_then(|()| tcp.set_nodelay(true))
+            .and_then(|()| tcp.set_nodelay(self.config.nodelay))
             .and_then(|()| tcp.set_write_timeout(self.config.write_timeout));
         let reason = match setup {
             Ok(()) => {
@@ -810,7 +676,7 @@ impl ConnThread {
                 let poll = self.config.poll_interval.max(Duration::from_millis(1));
                 match upgrade.upgrade(stream, peer, &cancelled, poll) {
                     Some((mut stream, role)) => {
-                        let reason = self.serve(&mut stream, U::TRANSPORT, role);
+                        let reason = self.serve(&mut stream, role);
                         if reason == Close::Shutdown {
                             stream.close_write();
                         }
@@ -819,7 +685,7 @@ impl ConnThread {
                     None if self.guard.slot.close.load(Ordering::Acquire) => Close::Evicted,
                     None if self.stop.is_stopping() => Close::Shutdown,
                     None => {
-                        self.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        self.shared.stats.count_handshake_failure();
                         Close::Refused
                     }
                 }
@@ -834,17 +700,14 @@ impl ConnThread {
     }
 
     /// Serves one stream until it closes; generic so a TLS stream can be served the same way.
-    fn serve<S: StreamSocket>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
-        let cfg = &*self.config;
+    fn serve<S: StreamSocket>(&self, stream: &mut S, tls_role: Option<String>) -> Close {
         let slot = &*self.guard.slot;
-        let table = &*self.guard.table;
-        let mut conn = Connection::new(
-            Arc::clone(&self.engine),
-            ConnectionConfig {
-                max_buffered: cfg.max_buffered,
-                tls_role,
-                ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
-            },
+        let mut session = Session::new(
+            Arc::clone(&self.shared),
+            Instant::now(),
+            slot.id,
+            Some(self.peer),
+            tls_role,
         );
         // Reads block until input or a wake (a TLS handshake may have left a read timeout).
         if let Err(e) = stream.socket().set_read_timeout(None) {
@@ -852,173 +715,135 @@ impl ConnThread {
             return Close::IoError;
         }
         let mut buf: Vec<u8> = Vec::new();
-        let mut timeouts = StreamTimeouts::new(
-            StreamTimeoutConfig {
-                partial_frame: cfg.partial_frame_timeout,
-                idle: cfg.idle_timeout,
-                release_buffers_after: cfg.release_buffers_after,
-            },
-            Instant::now(),
-        );
+        // Set while a stop's drain reads what is already queued.
+        let mut nonblocking = false;
         loop {
-            if slot.close.load(Ordering::Acquire) {
-                return Close::Evicted;
-            }
-            if self.stop.is_stopping() {
-                self.drain(stream, &mut conn, &mut buf);
-                return Close::Shutdown;
-            }
-            if buf.is_empty() {
-                buf.resize(cfg.read_buffer_size.max(1), 0);
-            }
-            let deadline = timeouts.next_closing_deadline().map_or(NO_DEADLINE, |d| table.nanos(d));
-            // Announce the read, then look at the flags again: whoever raises
-            // one after this sees the read and wakes it (SeqCst on both sides).
-            slot.state.store(deadline, Ordering::SeqCst);
-            if slot.close.load(Ordering::SeqCst) || table.stopping.load(Ordering::SeqCst) {
-                slot.state.store(BUSY, Ordering::SeqCst);
-                continue;
-            }
-            let read = stream.read(&mut buf);
-            // From here the watchdog and the wakers leave this connection alone.
-            let fired = slot.state.swap(BUSY, Ordering::SeqCst) == FIRED;
-            let n = match read {
-                Ok(0) => return self.woken(stream, &mut conn, &mut buf, &mut timeouts, Close::PeerClosed),
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted && !fired => continue,
-                Err(e) => {
-                    debug!(peer = %self.peer, error = %e, "read failed");
-                    return self.woken(stream, &mut conn, &mut buf, &mut timeouts, Close::IoError);
-                }
-            };
             let now = Instant::now();
-            // A deadline that passed before this input closes the connection as
-            // the read timeout did; the buffers due for release are released
-            // now, as no timer woke the thread for it.
-            if let Some(close) = self.closes(timeouts.expire(now, Some(&mut conn))) {
-                return close;
-            }
-            let before = conn.buffered_len();
-            let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
-            timeouts.on_input(now, &conn, before, n);
-            if conn.has_output() && write_output(stream, &mut conn, |d| self.pause(d)).is_err() {
-                return Close::IoError;
-            }
-            if let Err(e) = input {
-                debug!(peer = %self.peer, error = %e, "closing connection: bad frame");
-                self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                return Close::BadFrame;
+            match session.poll(now) {
+                Output::Transmit(out) => {
+                    if nonblocking {
+                        nonblocking = stream.socket().set_nonblocking(false).is_err();
+                    }
+                    let n = out.len();
+                    let written = stream.write_all(out).and_then(|()| stream.flush());
+                    session.handle(Instant::now(), written.map_or(Input::Failed, |()| Input::Sent(n)));
+                }
+                Output::Pause(until) => {
+                    self.pause(until.saturating_duration_since(now));
+                    if let Some(input) = self.signalled() {
+                        session.handle(Instant::now(), input);
+                    }
+                }
+                Output::ReadQueued => {
+                    if !nonblocking {
+                        nonblocking = stream.socket().set_nonblocking(true).is_ok();
+                    }
+                    let input = match self.read(stream, &mut buf) {
+                        Ok(n) if n > 0 && nonblocking => Input::Bytes(buf.get(..n).unwrap_or(&[])),
+                        _ => Input::Eof,
+                    };
+                    session.handle(Instant::now(), input);
+                }
+                // The read buffer stays while the connection is open; the session released its own.
+                Output::ReleaseBuffers | Output::Discarded => {}
+                Output::Close(cause) => return close_of(cause),
+                Output::Wait(_) => {
+                    if let Some(input) = self.signalled() {
+                        session.handle(now, input);
+                        continue;
+                    }
+                    self.wait(stream, &mut session, &mut buf);
+                }
             }
         }
     }
 
-    /// A read ended with end of stream or an error: an eviction, a stop, or a
-    /// deadline may have woken the thread; else it is `otherwise`.
-    fn woken<S: StreamSocket>(
-        &self,
-        stream: &mut S,
-        conn: &mut Connection,
-        buf: &mut Vec<u8>,
-        timeouts: &mut StreamTimeouts,
-        otherwise: Close,
-    ) -> Close {
+    /// The server's request to this connection, if any: an eviction, or a stop.
+    fn signalled(&self) -> Option<Input<'static>> {
         if self.guard.slot.close.load(Ordering::Acquire) {
-            return Close::Evicted;
-        }
-        if self.stop.is_stopping() {
-            self.drain(stream, conn, buf);
-            return Close::Shutdown;
-        }
-        self.closes(timeouts.expire(Instant::now(), Some(conn)))
-            .unwrap_or(otherwise)
-    }
-
-    /// The close a passed deadline asks for (counted), if it asks for one
-    /// (the partial frame was discarded by `expire`; a buffer release closes nothing).
-    fn closes(&self, expired: Option<Expired>) -> Option<Close> {
-        match expired? {
-            Expired::PartialFrame => {
-                debug!(peer = %self.peer, "partial frame timed out");
-                self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-                Some(Close::PartialTimeout)
-            }
-            Expired::Idle => {
-                self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                Some(Close::IdleTimeout)
-            }
-            Expired::ReleaseBuffers => None,
+            Some(Input::Evict)
+        } else if self.stop.is_stopping() {
+            Some(Input::Stop)
+        } else {
+            None
         }
     }
 
-    /// On graceful shutdown: answers what already reached the socket, without waiting for more.
-    fn drain<S: StreamSocket>(&self, stream: &mut S, conn: &mut Connection, buf: &mut Vec<u8>) {
+    /// One blocking read, announced to the watchdog and the wakers with the
+    /// session's closing deadline; what it brought goes to the session.
+    fn wait<S: StreamSocket>(&self, stream: &mut S, session: &mut Session, buf: &mut Vec<u8>) {
+        let (slot, table) = (&*self.guard.slot, &*self.guard.table);
+        let deadline = session.next_closing_deadline().map_or(NO_DEADLINE, |d| table.nanos(d));
+        // Announce the read, then look at the flags again: whoever raises
+        // one after this sees the read and wakes it (SeqCst on both sides).
+        slot.state.store(deadline, Ordering::SeqCst);
+        if slot.close.load(Ordering::SeqCst) || table.stopping.load(Ordering::SeqCst) {
+            slot.state.store(BUSY, Ordering::SeqCst);
+            return;
+        }
+        let read = self.read(stream, buf);
+        // From here the watchdog and the wakers leave this connection alone.
+        let fired = slot.state.swap(BUSY, Ordering::SeqCst) == FIRED;
+        let now = Instant::now();
+        // No timer wakes this thread but for a closing deadline: the
+        // deadlines passed by now (a buffer release among them) count first,
+        // as the read timeout did.
+        session.handle(now, Input::Timeout);
+        match read {
+            Ok(n) if n > 0 => session.handle(now, Input::Bytes(buf.get(..n).unwrap_or(&[]))),
+            Err(e) if e.kind() == ErrorKind::Interrupted && !fired => {}
+            // End of stream or an error: an eviction, a stop or a deadline
+            // may have woken the thread; else the peer closed or the read failed.
+            other => {
+                if let Some(input) = self.signalled() {
+                    session.handle(now, input);
+                } else if session.close_cause().is_none() {
+                    if let Err(e) = &other {
+                        debug!(peer = %self.peer, error = %e, "read failed");
+                    }
+                    session.handle(now, if other.is_ok() { Input::Eof } else { Input::Failed });
+                }
+            }
+        }
+    }
+
+    /// Reads into `buf`, allocated on first use.
+    fn read<S: StreamSocket>(&self, stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         if buf.is_empty() {
             buf.resize(self.config.read_buffer_size.max(1), 0);
         }
-        if stream.socket().set_nonblocking(true).is_err() {
-            return;
-        }
-        // Bounded: at most this many reads of what is already queued.
-        for _ in 0..64 {
-            match stream.read(buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if conn.handle_input(Instant::now(), buf.get(..n).unwrap_or(&[])).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        if stream.socket().set_nonblocking(false).is_ok() && conn.has_output() {
-            // Stopping: `pause` returns at once, so the answers go out without their pauses.
-            let _ = write_output(stream, conn, |d| self.pause(d));
-        }
+        stream.read(buf)
     }
 
     /// Makes a pause a hook's delivery asked for, in slices of at most
-    /// `poll_interval`; true to write on. A stop cuts it short (true: a stop
-    /// drains the answers, so the rest goes out at once, without its
-    /// pauses); an eviction or a cut at shutdown too (false: the rest is
-    /// dropped, the connection closes).
-    fn pause(&self, d: Duration) -> bool {
+    /// `poll_interval`; a stop or an eviction cuts it short (the session
+    /// then sends the rest at once, or drops it).
+    fn pause(&self, d: Duration) {
         let poll = self.config.poll_interval.max(Duration::from_millis(1));
         let start = Instant::now();
         loop {
             if self.guard.slot.close.load(Ordering::Acquire) {
-                return false;
+                return;
             }
             let left = d.saturating_sub(start.elapsed());
             if left.is_zero() || self.stop.sleep_unless_stopped(left.min(poll)) {
-                return true;
+                return;
             }
         }
     }
 }
 
-/// Writes everything queued: in one write call (on the socket, when it fits
-/// its buffer) unless a hook's delivery asked for pauses (delay, split);
-/// then piece by piece, `pause` making each pause first. When `pause`
-/// returns false, the rest is dropped.
-fn write_output<S: Write>(
-    stream: &mut S,
-    conn: &mut Connection,
-    mut pause: impl FnMut(Duration) -> bool,
-) -> std::io::Result<()> {
-    while conn.has_output() {
-        // Without pauses (no hook's delivery): the whole output, at once.
-        let (wait, out) = conn.next_output();
-        if !wait.is_zero() && !pause(wait) {
-            conn.consume_output(conn.output().len());
-            return Ok(());
-        }
-        let n = out.len();
-        stream.write_all(out)?;
-        stream.flush()?;
-        conn.consume_output(n);
+/// The adapter's name for the session's close.
+fn close_of(cause: CloseCause) -> Close {
+    match cause {
+        CloseCause::PeerClosed => Close::PeerClosed,
+        CloseCause::Stopped => Close::Shutdown,
+        CloseCause::Evicted => Close::Evicted,
+        CloseCause::BadFrame => Close::BadFrame,
+        CloseCause::PartialTimeout => Close::PartialTimeout,
+        CloseCause::IdleTimeout => Close::IdleTimeout,
+        CloseCause::IoError => Close::IoError,
     }
-    Ok(())
 }
 
 /// Binds `config.address` and serves `engine` on the calling thread until
@@ -1052,6 +877,7 @@ pub fn start_tcp_server_in_background(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
 
     /// A connected pair: (the server side in a slot, the client side).
     fn slot_pair(id: u64, state: u64) -> (Arc<Slot>, TcpStream) {
@@ -1067,15 +893,23 @@ mod tests {
         (slot, client)
     }
 
+    /// Admits `slots` into `table`, in order.
+    fn insert(table: &ConnTable, slots: [Arc<Slot>; 3]) {
+        let stats = ServerStats::default();
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        for slot in slots {
+            let verdict = table.lock().admit(localhost, &stats, |_| slot);
+            assert!(matches!(verdict, Verdict::Admit { evict: None, .. }));
+        }
+    }
+
     #[test]
     fn watchdog_wakes_only_the_reader_whose_deadline_passed_keeping_queued_bytes() {
-        let table = Arc::new(ConnTable::new());
+        let table = Arc::new(ConnTable::new(AdmissionOptions::default()));
         let (due, mut due_client) = slot_pair(0, 0);
         let (later, _later_client) = slot_pair(1, table.nanos(Instant::now() + Duration::from_secs(60)));
         let (none, _none_client) = slot_pair(2, NO_DEADLINE);
-        table
-            .lock()
-            .extend([Arc::clone(&due), Arc::clone(&later), Arc::clone(&none)]);
+        insert(&table, [Arc::clone(&due), Arc::clone(&later), Arc::clone(&none)]);
         due_client.write_all(&[7, 8, 9]).unwrap();
         let done = Arc::new(AtomicBool::new(false));
         let (t, d) = (Arc::clone(&table), Arc::clone(&done));
@@ -1114,13 +948,11 @@ mod tests {
 
     #[test]
     fn stop_and_eviction_wake_only_threads_in_a_read() {
-        let table = ConnTable::new();
+        let table = ConnTable::new(AdmissionOptions::default());
         let (reading, _c1) = slot_pair(0, NO_DEADLINE);
         let (waiting, _c2) = slot_pair(1, table.nanos(Instant::now() + Duration::from_secs(60)));
         let (busy, _c3) = slot_pair(2, BUSY);
-        table
-            .lock()
-            .extend([Arc::clone(&reading), Arc::clone(&waiting), Arc::clone(&busy)]);
+        insert(&table, [Arc::clone(&reading), Arc::clone(&waiting), Arc::clone(&busy)]);
         table.wake_for_stop();
         assert!(table.stopping.load(Ordering::SeqCst));
         assert!(shut_for_reading(&reading));
@@ -1135,7 +967,7 @@ mod tests {
 
     #[test]
     fn slot_deadlines_never_collide_with_the_markers() {
-        let table = ConnTable::new();
+        let table = ConnTable::new(AdmissionOptions::default());
         assert_eq!(table.nanos(table.epoch), 0);
         assert_eq!(table.nanos(table.epoch + Duration::from_nanos(1500)), 1500);
         // 600 years: past what u64 nanoseconds hold.

@@ -8,55 +8,19 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::net::{self, SocketOptions};
+use crate::net;
 use coilwork_core::options::MAX_DATAGRAM;
-use coilwork_core::{Engine, Framing, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use coilwork_core::{Engine, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use coilwork_net::SocketOptions;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-/// Settings of a [`UdpServer`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UdpServerConfig {
-    /// Address to listen on (default `127.0.0.1:502`).
-    pub address: SocketAddr,
-    /// Framing of each datagram: MBAP (default), RTU or ASCII.
-    pub framing: Framing,
-    /// Set `SO_REUSEADDR` (default on).
-    pub allow_reuse_address: bool,
-    /// Set `SO_REUSEPORT` where the OS has it (default off).
-    pub allow_reuse_port: bool,
-    /// If set, only datagrams from these IPs are served; others are dropped.
-    pub allow_list: Option<Vec<IpAddr>>,
-    /// Socket read timeout: how soon the server sees a stop (default 100 ms).
-    pub poll_interval: Duration,
-}
-
-impl Default for UdpServerConfig {
-    fn default() -> Self {
-        Self {
-            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
-            framing: Framing::Mbap,
-            allow_reuse_address: true,
-            allow_reuse_port: false,
-            allow_list: None,
-            poll_interval: Duration::from_millis(100),
-        }
-    }
-}
-
-impl UdpServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        Self {
-            address,
-            ..Self::default()
-        }
-    }
-}
+/// Settings of a [`UdpServer`] (the core's, shared by every adapter).
+pub use coilwork_core::options::UdpServerConfig;
 
 /// Counters of a [`UdpServer`]: datagrams received, answered, malformed
 /// (not exactly one valid ADU) and refused (allow-list).
@@ -104,7 +68,9 @@ impl UdpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let socket = net::udp_socket(&opts)?;
+        let socket = coilwork_net::udp_socket(&opts)?;
+        // Blocking reads, bounded by the read timeout.
+        socket.set_nonblocking(false)?;
         let addr = socket.local_addr()?;
         *self.socket.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
         self.handle.set_local_addr(addr);

@@ -18,6 +18,7 @@
 //!                                     Input::Bytes(..) if any, else Input::Eof
 //!         Output::Wait(deadline)   => read (or receive) until input arrives or `deadline` passes:
 //!                                     Input::Bytes / Input::Datagram / Input::Eof, or Input::Timeout
+//!                                     (a deadline already passed: take input already there first)
 //!         Output::Pause(until)     => a hook's delivery pause: sleep until then without reading,
 //!                                     cut short by Input::Stop or Input::Evict
 //!         Output::Close(reason)    => close the socket and stop (every later poll says the same)
@@ -33,8 +34,10 @@
 //! eviction (the rest dropped), how many reads a drain may take
 //! ([`SessionConfig::drain_reads`]), which close is counted where
 //! ([`ServerStats`]). An adapter never parses a frame, knows a function code
-//! or decides a policy. A late timer is harmless: [`Session::poll`] acts on
-//! every deadline that has passed by the `now` it is given.
+//! or decides a policy. Input comes before time: what was read before a
+//! passed deadline was acted on is served (and moves the deadlines), and a
+//! late [`Input::Timeout`] acts on every deadline passed by its `now`. While
+//! answers are pending (a hook's pause) no deadline cuts them.
 //!
 //! Three kinds ([`SessionKind`]): a byte stream (TCP, TLS, RTU/ASCII over
 //! TCP) closes on a fatal frame error, a partial-frame or idle timeout; a
@@ -310,7 +313,7 @@ impl Session {
             Input::Bytes(bytes) => self.on_bytes(now, bytes),
             Input::Datagram { bytes, from } => self.on_datagram(bytes, from),
             Input::Sent(n) => self.on_sent(n),
-            Input::Timeout => self.on_timeout(now),
+            Input::Timeout => self.expire_passed(now),
             Input::Eof => self.on_eof(),
             Input::Stop => self.on_stop(),
             Input::Evict => self.phase = Phase::Closed(CloseCause::Evicted),
@@ -318,9 +321,8 @@ impl Session {
         }
     }
 
-    /// What to do next at `now` (acting first on every deadline passed by then).
+    /// What to do next at `now`.
     pub fn poll(&mut self, now: Instant) -> Output<'_> {
-        self.expire_passed(now);
         if let Phase::Closed(cause) = self.phase {
             return Output::Close(cause);
         }
@@ -405,9 +407,14 @@ impl Session {
         }
     }
 
-    /// Acts on the deadlines passed by `now`: a timer that fired late, or
-    /// none at all, loses nothing. Each expiry moves a deadline; bounded all the same.
+    /// Acts on every deadline passed by `now` (a timer that fired late loses
+    /// nothing). Each expiry moves a deadline; bounded all the same.
     fn expire_passed(&mut self, now: Instant) {
+        if self.has_output() {
+            // Answers still going out (a hook's pause): not idle, and
+            // nothing is cut before they are written.
+            return;
+        }
         for _ in 0..4 {
             if self.next_deadline().is_none_or(|d| d > now) {
                 break;
@@ -420,13 +427,8 @@ impl Session {
         if let Phase::Closing(_) = self.phase {
             return;
         }
-        if self.phase == Phase::Open {
-            // A deadline that passed before this input counts first.
-            self.on_timeout(now);
-            if self.phase != Phase::Open {
-                return;
-            }
-        }
+        // Input read before a passed deadline was acted on is served: the
+        // deadlines then count from it (a late timer closes nothing).
         self.shared.stats.count_in(self.id, bytes.len());
         self.connection();
         let Some(conn) = self.conn.as_deref_mut() else { return };
@@ -437,7 +439,10 @@ impl Session {
             self.phase = Phase::Draining(left.saturating_sub(1));
         }
         if result.is_err() {
-            if self.shared.kind == SessionKind::Line {
+            if let Phase::Draining(_) = self.phase {
+                // Stopping anyway: the drain ends, the answers so far go out.
+                self.phase = Phase::Closing(CloseCause::Stopped);
+            } else if self.shared.kind == SessionKind::Line {
                 self.connection().discard_partial_frame();
                 self.discarded = true;
             } else {

@@ -1,9 +1,9 @@
 //! # coilwork-tokio: Modbus servers on the tokio runtime
 //!
 //! This crate only moves bytes and time: it reads from sockets, feeds a
-//! [`coilwork_core::Connection`] with `Instant::now()`, and writes back what
-//! the connection queued. Every protocol decision (framing, function codes,
-//! exceptions) lives in `coilwork-core`.
+//! [`coilwork_core::Session`] with the current time, and does what it says
+//! (write, wait, close). Every protocol and lifecycle decision lives in
+//! `coilwork-core` (see the adapter contract in [`coilwork_core::session`]).
 //!
 //! - [`TcpServer`]: Modbus/TCP (MBAP, or RTU / ASCII framing over TCP), one
 //!   task per connection, pipelined requests answered in one write.
@@ -23,7 +23,6 @@
 
 pub mod gateway;
 mod handle;
-mod net;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod tcp;

@@ -8,11 +8,9 @@
 
 use crate::ServerError;
 use crate::handle::{ServerHandle, pause_unless_stopped};
-use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
-use coilwork_core::{Engine, Framing, Input, Output, Session, SessionConfig};
+use coilwork_core::{Engine, Input, Output, Session, SessionConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,58 +18,8 @@ use tracing::{debug, warn};
 
 pub use coilwork_core::Parity;
 
-/// Settings of a [`SerialServer`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SerialServerConfig {
-    /// Device path (`/dev/ttyUSB0`, `COM3`).
-    pub port: String,
-    /// RTU (default) or ASCII.
-    pub framing: Framing,
-    /// Baud rate (default 19200, the spec's default).
-    pub baud_rate: u32,
-    /// Data bits: 7 or 8 (default 8).
-    pub data_bits: u8,
-    /// Parity (default even).
-    pub parity: Parity,
-    /// Stop bits: 1 or 2 (default 1).
-    pub stop_bits: u8,
-    /// 2-wire RS-485 adapters echo what is sent: drop that echo.
-    pub local_echo: bool,
-    /// Keep trying to open the port (and reopen it after a failure) instead of returning an error.
-    pub auto_open: bool,
-    /// Wait between open attempts (default 2 s).
-    pub reconnect_delay: Duration,
-    /// Cap on unframed bytes held.
-    pub max_buffered: usize,
-    /// After a stop, how long an answer still being written may take before
-    /// the line is let go (default 5 s): a line that never takes the bytes
-    /// (held by flow control, say) does not hold the stop.
-    pub shutdown_timeout: Duration,
-}
-
-impl SerialServerConfig {
-    /// RTU at 19200 8E1 on `port`, reopened on failure.
-    pub fn new(port: impl Into<String>) -> Self {
-        Self {
-            port: port.into(),
-            framing: Framing::Rtu,
-            baud_rate: 19_200,
-            data_bits: 8,
-            parity: Parity::Even,
-            stop_bits: 1,
-            local_echo: false,
-            auto_open: true,
-            reconnect_delay: Duration::from_secs(2),
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            shutdown_timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// Bits per character on the wire: start + data + parity + stop.
-    pub fn bits_per_char(&self) -> u32 {
-        coilwork_core::options::bits_per_char(self.data_bits, self.parity, self.stop_bits)
-    }
-}
+/// Settings of a [`SerialServer`] (the core's, shared by every adapter).
+pub use coilwork_core::options::SerialServerConfig;
 
 /// Counters of a [`SerialServer`].
 #[derive(Debug, Default)]

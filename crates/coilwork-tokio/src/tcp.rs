@@ -2,7 +2,7 @@
 //!
 //! Each connection task reads into a reused buffer (allocated on the first
 //! read, freed again after a quiet spell), feeds the bytes to its
-//! [`Connection`] with the current time, and writes everything the connection
+//! [`Session`] with the current time, and writes everything the session
 //! queued in one write: several requests in one read are answered in one
 //! write (pipelining). Timeouts (partial frame, idle) run on tokio timers.
 //!
@@ -12,18 +12,16 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::net::{self, SocketOptions};
-use coilwork_core::connection::DEFAULT_MAX_BUFFERED;
 use coilwork_core::{
-    CloseReason, CloseSignal, Connection, ConnectionConfig, Engine, Expired, Framing, StreamTimeoutConfig,
-    StreamTimeouts, Transport,
+    Admission, AdmissionOptions, CloseCause, CloseReason, CloseSignal, Engine, Input, Output, Overflow, ServerStats,
+    Session, SessionConfig, SessionKind, StreamTimeoutConfig, Transport, Verdict,
 };
-use std::collections::BTreeMap;
+use coilwork_net::SocketOptions;
 use std::future::Future;
 use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
@@ -34,167 +32,13 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
 
 /// What to do with a new client when `max_connections` are open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OverflowPolicy {
-    /// Close the new connection at once (default).
-    #[default]
-    RefuseNew,
-    /// Close the oldest connection and take the new one.
-    EvictOldest,
-}
+pub type OverflowPolicy = Overflow;
 
-/// Settings of a [`TcpServer`]; `Default` gives pymodbus-like defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpServerConfig {
-    /// Address to listen on (default `127.0.0.1:502`).
-    pub address: SocketAddr,
-    /// Framing on the stream: MBAP (default), or RTU / ASCII over TCP.
-    pub framing: Framing,
-    /// Listen backlog (default 20).
-    pub backlog: u32,
-    /// Set `SO_REUSEADDR` (default on, so a restart can bind at once).
-    pub allow_reuse_address: bool,
-    /// Set `SO_REUSEPORT` where the OS has it (default off).
-    pub allow_reuse_port: bool,
-    /// Most connections open at once (default 1000).
-    pub max_connections: usize,
-    /// What happens to a client past `max_connections`.
-    pub overflow: OverflowPolicy,
-    /// If set, only these client IPs are served; others are closed at once.
-    pub allow_list: Option<Vec<IpAddr>>,
-    /// Close a connection that sent nothing for this long (default: never).
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose partial frame is not completed within this
-    /// long of its first byte (default 5 s).
-    pub partial_frame_timeout: Option<Duration>,
-    /// Cap on unframed bytes held per connection; past it the connection is closed.
-    pub max_buffered: usize,
-    /// Size of the per-connection read buffer (default 4 KiB).
-    pub read_buffer_size: usize,
-    /// Free a connection's buffers after it was quiet this long (default 1 s).
-    pub release_buffers_after: Duration,
-    /// On shutdown, how long connections get to finish before they are cut (default 5 s).
-    pub shutdown_timeout: Duration,
-}
+/// Settings of a [`TcpServer`] (the core's, shared by every adapter).
+pub use coilwork_core::options::TcpServerConfig;
 
-impl Default for TcpServerConfig {
-    fn default() -> Self {
-        Self {
-            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), crate::MODBUS_PORT),
-            framing: Framing::Mbap,
-            backlog: 20,
-            allow_reuse_address: true,
-            allow_reuse_port: false,
-            max_connections: 1000,
-            overflow: OverflowPolicy::RefuseNew,
-            allow_list: None,
-            idle_timeout: None,
-            partial_frame_timeout: Some(Duration::from_secs(5)),
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            read_buffer_size: 4096,
-            release_buffers_after: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl TcpServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        Self {
-            address,
-            ..Self::default()
-        }
-    }
-}
-
-/// Counters of a [`TcpServer`].
-#[derive(Debug, Default)]
-pub struct TcpStats {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    evicted: AtomicU64,
-    bad_frames: AtomicU64,
-    partial_timeouts: AtomicU64,
-    idle_timeouts: AtomicU64,
-    active: AtomicU64,
-    handshake_failures: AtomicU64,
-    bytes_in: ShardedCounter,
-    bytes_out: ShardedCounter,
-}
-
-/// Shards of a [`ShardedCounter`]: connections spread over them by id.
-const SHARDS: usize = 8;
-
-/// One counter on its own cache line.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Shard(AtomicU64);
-
-/// A counter that many connections add to on every read and write without
-/// all of them contending for one cache line; reading it sums the shards.
-#[derive(Debug, Default)]
-struct ShardedCounter([Shard; SHARDS]);
-
-impl ShardedCounter {
-    /// Adds `n` on the shard of connection `id`.
-    #[inline]
-    fn add(&self, id: u64, n: usize) {
-        // ok: `id % SHARDS` is below SHARDS, so the index is in bounds.
-        if let Some(shard) = self.0.get((id % SHARDS as u64) as usize) {
-            shard.0.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// The total over all shards.
-    fn sum(&self) -> u64 {
-        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
-    }
-}
-
-impl TcpStats {
-    /// Connections accepted and served.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-    /// Connections closed at once (allow-list, `max_connections` with `RefuseNew`).
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-    /// Connections closed to make room (`EvictOldest`).
-    pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
-    }
-    /// Connections closed because the stream could never be valid again.
-    pub fn bad_frames(&self) -> u64 {
-        self.bad_frames.load(Ordering::Relaxed)
-    }
-    /// Connections closed by the partial-frame timeout.
-    pub fn partial_timeouts(&self) -> u64 {
-        self.partial_timeouts.load(Ordering::Relaxed)
-    }
-    /// Connections closed by the idle timeout.
-    pub fn idle_timeouts(&self) -> u64 {
-        self.idle_timeouts.load(Ordering::Relaxed)
-    }
-    /// Connections open now.
-    pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
-    }
-    /// TLS only: connections closed before serving because the handshake
-    /// failed or timed out, or the client certificate's role was invalid.
-    pub fn handshake_failures(&self) -> u64 {
-        self.handshake_failures.load(Ordering::Relaxed)
-    }
-    /// Bytes read from clients.
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.sum()
-    }
-    /// Bytes written to clients.
-    pub fn bytes_out(&self) -> u64 {
-        self.bytes_out.sum()
-    }
-}
+/// Counters of a [`TcpServer`] (and of a TLS server, with its handshake failures).
+pub type TcpStats = ServerStats;
 
 /// A stream one connection task serves: plain TCP, or TLS over TCP.
 ///
@@ -276,9 +120,9 @@ impl Upgrade for PlainTcp {
     }
 }
 
-/// Open connections by id (ids grow, so the first is the oldest), each with
-/// the signal that closes it (eviction or stop).
-type ConnTable = Mutex<BTreeMap<u64, Arc<CloseSignal>>>;
+/// Open connections, oldest first, each with the signal that closes it
+/// (eviction or stop); the core's admission decides who is served.
+type ConnTable = Mutex<Admission<Arc<CloseSignal>>>;
 
 /// A Modbus/TCP server over an [`Engine`].
 ///
@@ -320,7 +164,7 @@ impl TcpServer {
             reuse_address: self.config.allow_reuse_address,
             reuse_port: self.config.allow_reuse_port,
         };
-        let listener = net::tcp_listener(&opts, self.config.backlog)?;
+        let listener = coilwork_net::tcp_listener(&opts, self.config.backlog)?;
         let addr = listener.local_addr()?;
         *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
         self.handle.set_local_addr(addr);
@@ -406,9 +250,23 @@ impl TcpServer {
         };
         let listener = TcpListener::from_std(std_listener)?;
         let stop = self.handle.token().clone();
-        let table: Arc<ConnTable> = Arc::new(Mutex::new(BTreeMap::new()));
+        let c = &*self.config;
+        let table: Arc<ConnTable> = Arc::new(Mutex::new(Admission::new(AdmissionOptions {
+            max_connections: c.max_connections,
+            overflow: c.overflow,
+            allow_list: c.allow_list.clone(),
+        })));
+        let shared = Arc::new(SessionConfig {
+            timeouts: StreamTimeoutConfig {
+                partial_frame: c.partial_frame_timeout,
+                idle: c.idle_timeout,
+                release_buffers_after: c.release_buffers_after,
+            },
+            max_buffered: c.max_buffered,
+            stats: Arc::clone(&self.stats),
+            ..SessionConfig::new(Arc::clone(&self.engine), SessionKind::Stream, c.framing, U::TRANSPORT)
+        });
         let mut tasks = JoinSet::new();
-        let mut next_id: u64 = 0;
         debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
         loop {
             tokio::select! {
@@ -417,19 +275,17 @@ impl TcpServer {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if let Some(signal) = self.admit(&table, next_id, peer) {
+                        if let Some((id, signal)) = self.admit(&table, peer) {
                             let conn = ConnTask {
-                                id: next_id,
+                                id,
                                 peer,
-                                engine: Arc::clone(&self.engine),
+                                shared: Arc::clone(&shared),
                                 config: Arc::clone(&self.config),
-                                stats: Arc::clone(&self.stats),
                                 table: Arc::clone(&table),
                                 signal,
                             };
                             tasks.spawn(conn.run(stream, Arc::clone(&upgrade)));
                         }
-                        next_id = next_id.wrapping_add(1);
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -443,7 +299,7 @@ impl TcpServer {
         }
         drop(listener);
         // Every open connection drains and closes (admitted ones only: no more accepts).
-        for signal in table.lock().unwrap_or_else(PoisonError::into_inner).values() {
+        for signal in table.lock().unwrap_or_else(PoisonError::into_inner).open() {
             signal.raise(CloseReason::Stop);
         }
         let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
@@ -458,39 +314,26 @@ impl TcpServer {
         Ok(())
     }
 
-    /// Decides whether a new client is served; returns its close signal if
-    /// so (raised by a stop or by its own eviction).
-    fn admit(&self, table: &ConnTable, id: u64, peer: SocketAddr) -> Option<Arc<CloseSignal>> {
-        if !net::allowed(self.config.allow_list.as_deref(), peer.ip()) {
-            debug!(%peer, "refused: not in the allow-list");
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let mut open = table.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.len() >= self.config.max_connections {
-            match self.config.overflow {
-                OverflowPolicy::RefuseNew => {
-                    debug!(%peer, max = self.config.max_connections, "refused: too many connections");
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    return None;
+    /// Asks the admission whether a new client is served; returns its id
+    /// and close signal if so (raised by a stop or by its own eviction).
+    fn admit(&self, table: &ConnTable, peer: SocketAddr) -> Option<(u64, Arc<CloseSignal>)> {
+        let signal = Arc::new(CloseSignal::new());
+        let verdict = table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(peer.ip(), &self.stats, |_| Arc::clone(&signal));
+        match verdict {
+            Verdict::Admit { id, evict } => {
+                if let Some(oldest) = evict {
+                    oldest.raise(CloseReason::Evict);
                 }
-                OverflowPolicy::EvictOldest => {
-                    if let Some((_, oldest)) = open.pop_first() {
-                        oldest.raise(CloseReason::Evict);
-                        self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if open.len() >= self.config.max_connections {
-                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                }
+                Some((id, signal))
+            }
+            Verdict::Refuse(why) => {
+                debug!(%peer, ?why, "refused");
+                None
             }
         }
-        let signal = Arc::new(CloseSignal::new());
-        open.insert(id, Arc::clone(&signal));
-        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Some(signal)
     }
 }
 
@@ -520,9 +363,9 @@ enum Close {
 struct ConnTask {
     id: u64,
     peer: SocketAddr,
-    engine: Arc<Engine>,
+    /// The server's settings for every session, with its engine and counters.
+    shared: Arc<SessionConfig>,
     config: Arc<TcpServerConfig>,
-    stats: Arc<TcpStats>,
     table: Arc<ConnTable>,
     /// Raised by the server to close this connection (stop or eviction).
     signal: Arc<CloseSignal>,
@@ -532,7 +375,7 @@ impl ConnTask {
     async fn run<U: Upgrade>(self, stream: TcpStream, upgrade: Arc<U>) {
         let peer = self.peer;
         debug!(%peer, "connection opened");
-        let _ = stream.set_nodelay(true);
+        let _ = stream.set_nodelay(self.config.nodelay);
         // The upgrade first: plain TCP's is ready at once, so a stop that
         // comes now still drains (in `serve`), as for any open connection.
         let upgraded = tokio::select! {
@@ -542,7 +385,7 @@ impl ConnTask {
         };
         let reason = match upgraded {
             Ok((mut stream, role)) => {
-                let reason = self.serve(&mut stream, U::TRANSPORT, role).await;
+                let reason = self.serve(&mut stream, role).await;
                 if matches!(reason, Close::Shutdown) {
                     let _ = stream.shutdown().await;
                 }
@@ -550,7 +393,7 @@ impl ConnTask {
             }
             Err(reason) => {
                 if reason == Close::Refused {
-                    self.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.count_handshake_failure();
                 }
                 reason
             }
@@ -558,36 +401,16 @@ impl ConnTask {
         self.table
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
-        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+            .release(self.id, &self.shared.stats);
         debug!(%peer, ?reason, "connection closed");
     }
 
-    async fn serve<S: ConnStream>(&self, stream: &mut S, transport: Transport, tls_role: Option<String>) -> Close {
-        let cfg = &*self.config;
-        // The connection state is boxed and made on the first byte: a client
+    async fn serve<S: ConnStream>(&self, stream: &mut S, tls_role: Option<String>) -> Close {
+        let now = Instant::now().into_std();
+        // The session boxes its connection state on the first byte: a client
         // that connects and stays silent costs only this task.
-        let mut tls_role = tls_role;
-        let new_conn = |tls_role: Option<String>| {
-            Box::new(Connection::new(
-                Arc::clone(&self.engine),
-                ConnectionConfig {
-                    max_buffered: cfg.max_buffered,
-                    tls_role,
-                    ..ConnectionConfig::stream(cfg.framing, transport, Some(self.peer))
-                },
-            ))
-        };
-        let mut slot: Option<Box<Connection>> = None;
+        let mut session = Session::new(Arc::clone(&self.shared), now, self.id, Some(self.peer), tls_role);
         let mut buf: Vec<u8> = Vec::new();
-        let mut timeouts = StreamTimeouts::new(
-            StreamTimeoutConfig {
-                partial_frame: cfg.partial_frame_timeout,
-                idle: cfg.idle_timeout,
-                release_buffers_after: cfg.release_buffers_after,
-            },
-            Instant::now().into_std(),
-        );
         // One timer for the whole connection, moved lazily: it stays armed at
         // or before the earliest deadline and is re-armed when it fires early,
         // so a busy connection touches the timer wheel about once a second,
@@ -604,7 +427,53 @@ impl ConnTask {
         // polling again: a pending future keeps its last waker.
         let mut registered: Option<Waker> = None;
         loop {
-            if let Some(d) = timeouts.next_deadline()
+            let now = Instant::now().into_std();
+            let deadline = match session.poll(now) {
+                Output::Wait(deadline) => deadline,
+                Output::Transmit(out) => {
+                    match self.transmit(stream, out).await {
+                        Ok((n, waited)) => {
+                            // A write that had to wait may have taken the timer's wake.
+                            timer_unpolled |= waited;
+                            session.handle(Instant::now().into_std(), Input::Sent(n));
+                        }
+                        Err(_) => session.handle(now, Input::Failed),
+                    }
+                    continue;
+                }
+                Output::Pause(until) => {
+                    // Boxed: only fault injection pauses, and an inline timer
+                    // would grow every connection's task.
+                    let cut = Box::pin(async {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(Instant::from_std(until)) => None,
+                            why = std::future::poll_fn(|cx| self.signal.poll(cx)) => Some(why),
+                        }
+                    })
+                    .await;
+                    if let Some(why) = cut {
+                        session.handle(Instant::now().into_std(), input_for(why));
+                    }
+                    continue;
+                }
+                Output::ReleaseBuffers => {
+                    buf = Vec::new();
+                    continue;
+                }
+                Output::Discarded => continue,
+                Output::ReadQueued => {
+                    if buf.is_empty() {
+                        buf.resize(self.config.read_buffer_size.max(1), 0);
+                    }
+                    match stream.read_received(&mut buf) {
+                        Ok(n) if n > 0 => session.handle(now, Input::Bytes(buf.get(..n).unwrap_or(&[]))),
+                        _ => session.handle(now, Input::Eof),
+                    }
+                    continue;
+                }
+                Output::Close(cause) => return close_of(cause),
+            };
+            if let Some(d) = deadline
                 && armed.is_none_or(|a| a > d)
             {
                 let at = Instant::from_std(d);
@@ -622,11 +491,12 @@ impl ConnTask {
             // after a wake, and the timer firing is one (a fire while the task
             // ran also makes the scheduler poll it again).
             let mut first_poll = true;
+            let size = self.config.read_buffer_size;
             let event = std::future::poll_fn(|cx| {
                 if let Some(why) = self.signal.get() {
                     return Poll::Ready(Event::Close(why));
                 }
-                if let Poll::Ready(read) = poll_read_some(stream, &mut buf, cfg.read_buffer_size, cx) {
+                if let Poll::Ready(read) = poll_read_some(stream, &mut buf, size, cx) {
                     return Poll::Ready(Event::Read(read));
                 }
                 let fresh = registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker()));
@@ -650,188 +520,59 @@ impl ConnTask {
                 Poll::Pending
             })
             .await;
+            let now = Instant::now().into_std();
             match event {
-                Event::Close(why) => {
-                    let reason = close_for(why);
-                    if reason == Close::Shutdown {
-                        let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
-                        self.drain(stream, conn, &mut buf).await;
-                    }
-                    return reason;
-                }
-                Event::Read(read) => {
-                    let n = match read {
-                        Ok(0) => return Close::PeerClosed,
-                        Ok(n) => n,
-                        Err(e) => {
-                            debug!(peer = %self.peer, error = %e, "read failed");
-                            return Close::IoError;
-                        }
-                    };
-                    let now = Instant::now().into_std();
+                Event::Close(why) => session.handle(now, input_for(why)),
+                Event::Read(Ok(0)) => session.handle(now, Input::Eof),
+                Event::Read(Ok(n)) => {
                     // The timer may have fired and its wake gone to the poll
                     // that returned this read: look at it in the next wait.
                     if armed.is_some_and(|a| a <= now) {
                         timer_unpolled = true;
                     }
-                    self.stats.bytes_in.add(self.id, n);
-                    let conn = slot.get_or_insert_with(|| new_conn(tls_role.take()));
-                    let before = conn.buffered_len();
-                    let input = conn.handle_input(now, buf.get(..n).unwrap_or(&[]));
-                    timeouts.on_input(now, conn, before, n);
-                    if S::WRITES_THROUGH && conn.has_output() {
-                        let now_written = std::future::poll_fn(|cx| {
-                            Poll::Ready(write_now(&mut *stream, conn, &self.stats, self.id, cx))
-                        })
-                        .await;
-                        if now_written.is_err() {
-                            return Close::IoError;
-                        }
-                    }
-                    if conn.has_output() {
-                        // A write that had to wait may have taken the timer's wake too.
-                        let mut waited = false;
-                        let write = write_output(stream, conn, &self.stats, self.id, &self.signal);
-                        tokio::pin!(write);
-                        let written = std::future::poll_fn(|cx| {
-                            let poll = write.as_mut().poll(cx);
-                            waited |= poll.is_pending();
-                            poll
-                        })
-                        .await;
-                        if written.is_err() {
-                            return Close::IoError;
-                        }
-                        timer_unpolled |= waited;
-                    }
-                    if let Err(e) = input {
-                        debug!(peer = %self.peer, error = %e, "closing connection: bad frame");
-                        self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        return Close::BadFrame;
-                    }
+                    session.handle(now, Input::Bytes(buf.get(..n).unwrap_or(&[])));
+                }
+                Event::Read(Err(e)) => {
+                    debug!(peer = %self.peer, error = %e, "read failed");
+                    session.handle(now, Input::Failed);
                 }
                 Event::Timer => {
                     armed = None;
-                    match timeouts.expire(Instant::now().into_std(), slot.as_deref_mut()) {
-                        Some(Expired::PartialFrame) => {
-                            debug!(peer = %self.peer, "partial frame timed out");
-                            self.stats.partial_timeouts.fetch_add(1, Ordering::Relaxed);
-                            return Close::PartialTimeout;
-                        }
-                        Some(Expired::Idle) => {
-                            self.stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                            return Close::IdleTimeout;
-                        }
-                        Some(Expired::ReleaseBuffers) => buf = Vec::new(),
-                        // Fired early (re-armed at the next deadline).
-                        None => {}
-                    }
+                    session.handle(now, Input::Timeout);
                 }
             }
         }
     }
 
-    /// On graceful shutdown: answers what already reached the socket, without waiting for more.
-    async fn drain<S: ConnStream>(&self, stream: &mut S, conn: &mut Connection, buf: &mut Vec<u8>) {
-        if buf.is_empty() {
-            buf.resize(self.config.read_buffer_size.max(1), 0);
-        }
-        // Bounded: at most this many reads of what is already queued.
-        for _ in 0..64 {
-            match stream.read_received(buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let input = conn.handle_input(std::time::Instant::now(), buf.get(..n).unwrap_or(&[]));
-                    if input.is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
+    /// Writes one piece of output: on a plain socket first in one
+    /// `poll_write` (the whole answer usually goes out there, without the
+    /// general path's future), else with `write_all` and a flush (a no-op
+    /// on TCP; pushes out what TLS still holds). Returns the bytes written
+    /// and whether the write had to wait.
+    async fn transmit<S: ConnStream>(&self, stream: &mut S, out: &[u8]) -> std::io::Result<(usize, bool)> {
+        if S::WRITES_THROUGH {
+            let now = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *stream).poll_write(cx, out))).await;
+            match now {
+                Poll::Ready(Ok(0)) => return Err(ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => return Ok((n, false)),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
             }
         }
-        if conn.has_output() {
-            let _ = write_output(stream, conn, &self.stats, self.id, &self.signal).await;
-        }
-    }
-}
-
-/// One `poll_write` of what is queued, unless a hook asked for a pause
-/// first: on a plain socket the whole answer usually goes out here, without
-/// the general write path's future. What is left (the socket's buffer was
-/// full, a pause) is for [`write_output`].
-fn write_now<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    conn: &mut Connection,
-    stats: &TcpStats,
-    id: u64,
-    cx: &mut Context<'_>,
-) -> std::io::Result<()> {
-    let (pause, out) = conn.next_output();
-    if !pause.is_zero() {
-        return Ok(());
-    }
-    match Pin::new(stream).poll_write(cx, out) {
-        Poll::Ready(Ok(0)) => Err(ErrorKind::WriteZero.into()),
-        Poll::Ready(Ok(n)) => {
-            stats.bytes_out.add(id, n);
-            conn.consume_output(n);
-            Ok(())
-        }
-        Poll::Ready(Err(e)) => Err(e),
-        Poll::Pending => Ok(()),
-    }
-}
-
-/// Writes everything queued, in one write call unless a hook's delivery
-/// asked for pauses (delay, split): then piece by piece with the pauses.
-/// A pause ends early on `signal`: on a stop the rest goes out at once,
-/// without its pauses (a stop drains the answers); on an eviction the rest
-/// is dropped (the connection's next wait sees the signal and closes).
-async fn write_output<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    conn: &mut Connection,
-    stats: &TcpStats,
-    id: u64,
-    signal: &CloseSignal,
-) -> std::io::Result<()> {
-    let mut pauses = true;
-    while conn.has_output() {
-        // After a stop cut a pause short: the rest at once, without pauses.
-        let (pause, mut len) = match conn.next_output() {
-            (pause, piece) if pauses => (pause, piece.len()),
-            _ => (Duration::ZERO, conn.output().len()),
+        let mut waited = false;
+        let write = async {
+            stream.write_all(out).await?;
+            stream.flush().await
         };
-        if !pause.is_zero() {
-            // Boxed: only fault injection pauses, and an inline timer would
-            // grow every connection's task.
-            let cut = Box::pin(async {
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => None,
-                    why = std::future::poll_fn(|cx| signal.poll(cx)) => Some(why),
-                }
-            })
-            .await;
-            match cut {
-                None => {}
-                Some(CloseReason::Stop) => {
-                    pauses = false;
-                    len = conn.output().len();
-                }
-                Some(CloseReason::Evict) => {
-                    conn.consume_output(conn.output().len());
-                    return Ok(());
-                }
-            }
-        }
-        let out = conn.output().get(..len).unwrap_or(&[]);
-        let n = out.len();
-        stream.write_all(out).await?;
-        // A no-op on TCP; pushes out what TLS still holds.
-        stream.flush().await?;
-        stats.bytes_out.add(id, n);
-        conn.consume_output(n);
+        tokio::pin!(write);
+        std::future::poll_fn(|cx| {
+            let poll = write.as_mut().poll(cx);
+            waited |= poll.is_pending();
+            poll
+        })
+        .await?;
+        Ok((out.len(), waited))
     }
-    Ok(())
 }
 
 /// Reads what has arrived into `buf`, first waiting (without a buffer) if
@@ -871,6 +612,27 @@ fn close_for(why: CloseReason) -> Close {
     }
 }
 
+/// What the server's signal tells the session.
+fn input_for(why: CloseReason) -> Input<'static> {
+    match why {
+        CloseReason::Stop => Input::Stop,
+        CloseReason::Evict => Input::Evict,
+    }
+}
+
+/// The adapter's name for the session's close.
+fn close_of(cause: CloseCause) -> Close {
+    match cause {
+        CloseCause::PeerClosed => Close::PeerClosed,
+        CloseCause::Stopped => Close::Shutdown,
+        CloseCause::Evicted => Close::Evicted,
+        CloseCause::BadFrame => Close::BadFrame,
+        CloseCause::PartialTimeout => Close::PartialTimeout,
+        CloseCause::IdleTimeout => Close::IdleTimeout,
+        CloseCause::IoError => Close::IoError,
+    }
+}
+
 /// Binds `config.address` and serves `engine` on a spawned task; returns
 /// the handle to stop it (pymodbus `StartAsyncTcpServer` with a stop
 /// handle; the bind error, if any, is returned here).
@@ -890,6 +652,29 @@ pub async fn start_tcp_server(engine: Arc<Engine>, config: TcpServerConfig) -> R
 mod tests {
     use super::*;
     use coilwork_core::storage::{DeviceContext, ServerContext};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// A connection task as the accept loop makes it, for `config`.
+    fn task(engine: Arc<Engine>, config: TcpServerConfig, stats: Arc<TcpStats>) -> ConnTask {
+        let shared = SessionConfig {
+            timeouts: StreamTimeoutConfig {
+                partial_frame: config.partial_frame_timeout,
+                idle: config.idle_timeout,
+                release_buffers_after: config.release_buffers_after,
+            },
+            max_buffered: config.max_buffered,
+            stats,
+            ..SessionConfig::new(engine, SessionKind::Stream, config.framing, Transport::Tcp)
+        };
+        ConnTask {
+            id: 0,
+            peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1),
+            shared: Arc::new(shared),
+            config: Arc::new(config),
+            table: Arc::new(Mutex::new(Admission::new(AdmissionOptions::default()))),
+            signal: Arc::new(CloseSignal::new()),
+        }
+    }
 
     /// Every open connection holds its task whether it talks or not; the
     /// connection state, buffers and timer are boxed on first use so that an
@@ -899,15 +684,7 @@ mod tests {
     async fn an_idle_connection_task_stays_small() {
         let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
         let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
-        let task = ConnTask {
-            id: 0,
-            peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1),
-            engine,
-            config: Arc::new(TcpServerConfig::default()),
-            stats: Arc::new(TcpStats::default()),
-            table: Arc::new(Mutex::new(BTreeMap::new())),
-            signal: Arc::new(CloseSignal::new()),
-        };
+        let task = task(engine, TcpServerConfig::default(), Arc::new(TcpStats::default()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let stream = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
@@ -1061,18 +838,11 @@ mod tests {
     fn spawn_serve(config: TcpServerConfig, stream: MockStream) -> (tokio::task::JoinHandle<Close>, Arc<TcpStats>) {
         let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
         let stats = Arc::new(TcpStats::default());
-        let task = ConnTask {
-            id: 0,
-            peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1),
-            engine: Arc::new(Engine::builder(ServerContext::single(device)).build()),
-            config: Arc::new(config),
-            stats: Arc::clone(&stats),
-            table: Arc::new(Mutex::new(BTreeMap::new())),
-            signal: Arc::new(CloseSignal::new()),
-        };
+        let engine = Arc::new(Engine::builder(ServerContext::single(device)).build());
+        let task = task(engine, config, Arc::clone(&stats));
         let served = tokio::spawn(async move {
             let mut stream = stream;
-            task.serve(&mut stream, Transport::Tcp, None).await
+            task.serve(&mut stream, None).await
         });
         (served, stats)
     }

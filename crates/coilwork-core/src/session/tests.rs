@@ -62,6 +62,12 @@ fn mbap(tid: u8, function: u8) -> [u8; 12] {
     [0, tid, 0, 0, 0, 6, 1, function, 0, 0, 0, 1]
 }
 
+/// The adapter's timer fired at `now`: the session hears of it, then is polled.
+fn tick(s: &mut Session, now: Instant) -> Output<'_> {
+    s.handle(now, Input::Timeout);
+    s.poll(now)
+}
+
 /// Polls until a wait or a close, writing everything; returns (bytes written, last output).
 fn run(s: &mut Session, now: Instant) -> (Vec<u8>, Output<'static>) {
     let mut written = Vec::new();
@@ -98,7 +104,7 @@ fn quiet_buffers_are_released_once_and_the_connection_stays_open() {
     let (mut s, t0) = tcp(false);
     s.handle(t0, Input::Bytes(&mbap(1, 3)));
     run(&mut s, t0);
-    assert_eq!(s.poll(t0 + MS * 1000), Output::ReleaseBuffers);
+    assert_eq!(tick(&mut s, t0 + MS * 1000), Output::ReleaseBuffers);
     assert_eq!(s.poll(t0 + MS * 1000), Output::Wait(Some(t0 + MS * 10_000)));
     s.handle(t0 + MS * 2000, Input::Bytes(&mbap(2, 3)));
     assert_eq!(run(&mut s, t0 + MS * 2000).0.len(), 11);
@@ -112,11 +118,11 @@ fn a_partial_frame_times_out_counted_and_the_close_is_final() {
     // Growing the partial frame keeps its start.
     s.handle(t0 + MS * 300, Input::Bytes(&mbap(1, 3)[5..8]));
     assert_eq!(s.poll(t0 + MS * 499), Output::Wait(Some(t0 + MS * 500)));
-    assert_eq!(s.poll(t0 + MS * 500), Output::Close(CloseCause::PartialTimeout));
+    assert_eq!(tick(&mut s, t0 + MS * 500), Output::Close(CloseCause::PartialTimeout));
     assert_eq!(s.config().stats.partial_timeouts(), 1);
     s.handle(t0 + MS * 501, Input::Bytes(&mbap(1, 3)[8..]));
     s.handle(t0 + MS * 501, Input::Stop);
-    assert_eq!(s.poll(t0 + MS * 600), Output::Close(CloseCause::PartialTimeout));
+    assert_eq!(tick(&mut s, t0 + MS * 600), Output::Close(CloseCause::PartialTimeout));
     assert_eq!(s.config().stats.partial_timeouts(), 1);
 }
 
@@ -126,22 +132,24 @@ fn an_idle_connection_is_closed_and_input_moves_the_deadline() {
     let t1 = t0 + MS * 9000;
     s.handle(t1, Input::Bytes(&mbap(1, 3)));
     run(&mut s, t1);
-    assert_eq!(s.poll(t0 + MS * 10_000), Output::ReleaseBuffers);
+    assert_eq!(tick(&mut s, t0 + MS * 10_000), Output::ReleaseBuffers);
     assert_eq!(s.poll(t0 + MS * 10_000), Output::Wait(Some(t1 + MS * 10_000)));
-    // A timer that fires late: the deadline counts at `now`, no input is lost.
-    assert_eq!(s.poll(t1 + MS * 60_000), Output::Close(CloseCause::IdleTimeout));
+    // A timer that fires late: the deadline counts at its `now`.
+    assert_eq!(tick(&mut s, t1 + MS * 60_000), Output::Close(CloseCause::IdleTimeout));
     assert_eq!(s.config().stats.idle_timeouts(), 1);
 }
 
 #[test]
-fn a_deadline_passed_before_an_input_closes_first() {
+fn input_read_before_a_late_timer_is_served_and_the_deadlines_move() {
     let (mut s, t0) = tcp(false);
     s.handle(t0, Input::Bytes(&mbap(1, 3)[..5]));
-    s.handle(t0 + MS * 700, Input::Bytes(&mbap(1, 3)[5..]));
-    assert_eq!(
-        run(&mut s, t0 + MS * 700),
-        (vec![], Output::Close(CloseCause::PartialTimeout))
-    );
+    let t1 = t0 + MS * 700;
+    s.handle(t1, Input::Bytes(&mbap(1, 3)[5..]));
+    let (out, next) = run(&mut s, t1);
+    assert_eq!((out.len(), next), (11, Output::Wait(Some(t1 + MS * 1000))));
+    // Polled at the deadline with nothing read: it closes.
+    s.handle(t1, Input::Bytes(&mbap(1, 3)[..5]));
+    assert_eq!(tick(&mut s, t1 + MS * 500), Output::Close(CloseCause::PartialTimeout));
 }
 
 #[test]
@@ -183,6 +191,21 @@ fn delivery_pauses_are_waited_for_in_pieces() {
     assert_eq!(out.len(), 8);
     // The release counts from the last input.
     assert_eq!(next, Output::Wait(Some(t0 + MS * 1000)));
+}
+
+#[test]
+fn no_deadline_cuts_an_answer_held_by_a_pause() {
+    let t0 = Instant::now();
+    let mut c = config(SessionKind::Stream, Framing::Mbap, true);
+    c.timeouts.idle = Some(MS * 10);
+    let mut s = Session::new(Arc::new(c), t0, 0, None, None);
+    s.handle(t0, Input::Bytes(&mbap(2, 3)));
+    assert_eq!(s.poll(t0), Output::Pause(t0 + MS * 50));
+    assert_eq!(run(&mut s, t0 + MS * 50).0, [0, 2, 0]);
+    let (out, next) = run(&mut s, t0 + MS * 70);
+    // The idle deadline passed during the pause: due at once, once the answer is out.
+    assert_eq!((out.len(), next), (8, Output::Wait(Some(t0 + MS * 10))));
+    assert_eq!(tick(&mut s, t0 + MS * 70), Output::Close(CloseCause::IdleTimeout));
 }
 
 #[test]
@@ -254,7 +277,7 @@ fn a_line_drops_a_partial_frame_after_t3_5_and_stays_open() {
         panic!("no t3.5 deadline")
     };
     assert!(t35 > t0 && t35 < t0 + MS * 10);
-    assert_eq!(s.poll(t35), Output::Wait(None));
+    assert_eq!(tick(&mut s, t35), Output::Wait(None));
     s.handle(t35, Input::Bytes(&RTU_FC3));
     let (out, next) = run(&mut s, t35);
     assert_eq!(out.len(), 7);
@@ -398,7 +421,11 @@ proptest! {
                     }
                     Output::Wait(d) => {
                         prop_assert!(closed.is_none());
-                        prop_assert!(d.is_none_or(|d| d > now), "a wait in the past");
+                        if d.is_some_and(|d| d <= now) {
+                            // Due already: the adapter's timer fires at once.
+                            s.handle(now, Input::Timeout);
+                            continue;
+                        }
                         break;
                     }
                     Output::Pause(d) => {

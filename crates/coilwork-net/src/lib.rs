@@ -1,21 +1,33 @@
-//! Socket set-up shared by the servers.
+//! # coilwork-net: socket set-up shared by the coilwork adapters
+//!
+//! Opens the listening TCP socket and the UDP socket every adapter serves
+//! (`SO_REUSEADDR`, `SO_REUSEPORT` where the OS has it), non-blocking, and
+//! turns a failure into the core's [`ServerError`] (address in use, bind,
+//! set-up). The adapters wrap the std sockets in their runtime's types.
+#![forbid(unsafe_code)]
 
-use crate::ServerError;
+use coilwork_core::ServerError;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// How to open a listening or datagram socket.
-pub(crate) struct SocketOptions {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// The address to bind.
     pub addr: SocketAddr,
+    /// Set `SO_REUSEADDR`.
     pub reuse_address: bool,
+    /// Set `SO_REUSEPORT` where the OS has it.
     pub reuse_port: bool,
 }
 
+/// A set-up failure on `addr`.
 fn setup_err(addr: SocketAddr) -> impl Fn(std::io::Error) -> ServerError {
     move |source| ServerError::Socket { addr, source }
 }
 
+/// A bind or listen failure on `addr`.
 fn bind_err(addr: SocketAddr, source: std::io::Error) -> ServerError {
     if source.kind() == ErrorKind::AddrInUse {
         ServerError::AddrInUse { addr, source }
@@ -24,6 +36,7 @@ fn bind_err(addr: SocketAddr, source: std::io::Error) -> ServerError {
     }
 }
 
+/// A socket of `ty` bound to `opts.addr`, non-blocking.
 fn open(opts: &SocketOptions, ty: Type, protocol: Protocol) -> Result<Socket, ServerError> {
     let addr = opts.addr;
     let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol)).map_err(setup_err(addr))?;
@@ -38,7 +51,7 @@ fn open(opts: &SocketOptions, ty: Type, protocol: Protocol) -> Result<Socket, Se
 }
 
 /// A bound, listening, non-blocking TCP socket.
-pub(crate) fn tcp_listener(opts: &SocketOptions, backlog: u32) -> Result<std::net::TcpListener, ServerError> {
+pub fn tcp_listener(opts: &SocketOptions, backlog: u32) -> Result<std::net::TcpListener, ServerError> {
     let socket = open(opts, Type::STREAM, Protocol::TCP)?;
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     socket.listen(backlog).map_err(|e| bind_err(opts.addr, e))?;
@@ -46,13 +59,6 @@ pub(crate) fn tcp_listener(opts: &SocketOptions, backlog: u32) -> Result<std::ne
 }
 
 /// A bound, non-blocking UDP socket.
-pub(crate) fn udp_socket(opts: &SocketOptions) -> Result<std::net::UdpSocket, ServerError> {
+pub fn udp_socket(opts: &SocketOptions) -> Result<std::net::UdpSocket, ServerError> {
     Ok(open(opts, Type::DGRAM, Protocol::UDP)?.into())
-}
-
-/// True if `ip` is in `allow` (an IPv4-mapped IPv6 peer matches its IPv4 entry).
-pub(crate) fn allowed(allow: Option<&[IpAddr]>, ip: IpAddr) -> bool {
-    let Some(list) = allow else { return true };
-    let ip = ip.to_canonical();
-    list.iter().any(|a| a.to_canonical() == ip)
 }
