@@ -65,6 +65,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // On shutdown, how long clients get to receive their answers before
         // their connections are cut (default 5 s).
         shutdown_timeout: Duration::from_secs(5),
+        // Blocking adapter only: how often the accept loop and the timeout
+        // watchdog look for a stop and passed deadlines (default 100 ms).
+        poll_interval: Duration::from_millis(100),
+        // Blocking adapter only: a client that does not read its answers for
+        // this long is disconnected (default 10 s).
+        write_timeout: Some(Duration::from_secs(10)),
+        // Blocking adapter only: each connection thread's stack size
+        // (default None: the standard library's default).
+        thread_stack_size: None,
+        // TCP_NODELAY on accepted connections (default on): answers go out
+        // at once instead of waiting to be coalesced.
+        nodelay: true,
     };
     // Every value above is the default except the address.
     debug_assert_eq!(
