@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod roles;
+mod trace;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coilwork_core::storage::{DeviceContext, ServerContext};
@@ -242,6 +243,13 @@ struct ServeArgs {
     /// default, exception 01). See docs/roles.md.
     #[arg(long, value_name = "FILE")]
     roles: Option<PathBuf>,
+    /// Log each request and answer: app (function and fields), frame (plus
+    /// transport, peer, lengths) or raw (plus PDU hex); target coilwork::trace.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    trace: Option<trace::TraceLevel>,
+    /// Most trace lines per second; the rest are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    trace_limit: u32,
 }
 
 /// The TLS configuration from --cert, --key and --ca / --tls-server-only,
@@ -303,6 +311,9 @@ fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
         let policy = roles::load(path)?;
         tracing::info!("{}", roles::summary(&policy));
         builder = builder.authorizer(policy);
+    }
+    if let Some(level) = args.trace {
+        builder = builder.hook(Arc::new(trace::Tracer::new(level, args.trace_limit)));
     }
     Ok(builder.build())
 }
@@ -528,10 +539,13 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn init_logging(level: Option<LogLevel>) {
+fn init_logging(level: Option<LogLevel>, trace: bool) {
     use tracing_subscriber::EnvFilter;
     let default = level.map_or("warn", LogLevel::filter);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    if trace && let Ok(directive) = format!("{}=info", trace::TARGET).parse() {
+        filter = filter.add_directive(directive);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -582,10 +596,13 @@ fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    init_logging(match &command {
-        Command::Simulate(args) => args.log,
-        Command::Serve(_) => None,
-    });
+    init_logging(
+        match &command {
+            Command::Simulate(args) => args.log,
+            Command::Serve(_) => None,
+        },
+        matches!(&command, Command::Serve(args) if args.trace.is_some()),
+    );
     raise_descriptor_limit();
     let threads = cli
         .threads
