@@ -244,7 +244,8 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     roles: Option<PathBuf>,
     /// Log each request and answer: app (function and fields), frame (plus
-    /// transport, peer, lengths) or raw (plus PDU hex); target coilwork::trace.
+    /// transport, peer, lengths) or raw (plus PDU hex); target coilwork::trace
+    /// (RUST_LOG=coilwork::trace=info|debug|trace asks for the same levels).
     #[arg(long, value_enum, value_name = "LEVEL")]
     trace: Option<trace::TraceLevel>,
     /// Most trace lines per second; the rest are dropped and counted.
@@ -312,7 +313,7 @@ fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
         tracing::info!("{}", roles::summary(&policy));
         builder = builder.authorizer(policy);
     }
-    if let Some(level) = args.trace {
+    if let Some(level) = args.trace.or_else(trace::level_from_env) {
         builder = builder.hook(Arc::new(trace::Tracer::new(level, args.trace_limit)));
     }
     Ok(builder.build())

@@ -25,6 +25,23 @@ pub enum TraceLevel {
     Raw,
 }
 
+/// The level `RUST_LOG` asks for when it names the `coilwork::trace` target:
+/// `=info` app, `=debug` frame, `=trace` raw (after logging is set up).
+pub fn level_from_env() -> Option<TraceLevel> {
+    let named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains(TARGET));
+    if !named {
+        None
+    } else if tracing::enabled!(target: TARGET, tracing::Level::TRACE) {
+        Some(TraceLevel::Raw)
+    } else if tracing::enabled!(target: TARGET, tracing::Level::DEBUG) {
+        Some(TraceLevel::Frame)
+    } else if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        Some(TraceLevel::App)
+    } else {
+        None
+    }
+}
+
 /// A [`RequestHook`] that only logs, at most `limit` lines per second.
 #[derive(Debug)]
 pub struct Tracer {

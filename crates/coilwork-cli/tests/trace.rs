@@ -89,3 +89,40 @@ fn trace_raw_logs_decoded_requests_answers_and_hex_under_a_cap() {
     assert!(traced.last().unwrap().contains("answer unit=1 function 0x03"), "{err}");
     assert!(traced.iter().any(|l| l.contains("hex=[03 00 05 00 01]")), "{err}");
 }
+
+#[test]
+fn rust_log_naming_the_trace_target_picks_the_level() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--address", &address])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn,coilwork::trace=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let mut s = TcpStream::connect(&address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        ask(&mut s, 1, &[0x06, 0x00, 0x07, 0x12, 0x34]),
+        [0x06, 0x00, 0x07, 0x12, 0x34]
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let traced: Vec<&str> = err.lines().filter(|l| l.contains("coilwork::trace")).collect();
+    // debug = frame: fields and lengths, no hex.
+    assert_eq!(traced.len(), 2, "{err}");
+    assert!(
+        traced[0].contains("WriteSingleRegister") && traced[0].contains("pdu_len=5"),
+        "{err}"
+    );
+    assert!(!traced[0].contains("hex="), "{err}");
+    assert!(traced[1].contains("function 0x06 answered"), "{err}");
+}
