@@ -4,7 +4,7 @@
 # crashes found and fixed: each run replays them first) for a while.
 #
 #   bash fuzz/smoke.sh                 # every target, 30 s each, two at a time
-#   FUZZ_SECONDS=600 FUZZ_JOBS=1 bash fuzz/smoke.sh role_policy   # a long run
+#   FUZZ_SECONDS=600 FUZZ_JOBS=1 FUZZ_SANITIZER=address bash fuzz/smoke.sh role_policy   # a long run
 #
 # The toolchain is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its
 # nightly-only flags. Installs cargo-fuzz when it is missing. The corpus a
@@ -15,30 +15,41 @@ cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-30}"
 jobs="${FUZZ_JOBS:-2}"
+# No sanitizer by default: the smoke run is for CI, where the AddressSanitizer
+# build of every dependency (tokio, axum, rustls) more than doubles the build
+# time; the code is `forbid(unsafe_code)` and panics, failed assertions,
+# timeouts and out-of-memory are caught either way. Long runs should use
+# FUZZ_SANITIZER=address (fuzz/README records them).
+sanitizer="${FUZZ_SANITIZER:-none}"
+target_dir="${FUZZ_TARGET_DIR:-target}"
 export RUSTC_BOOTSTRAP=1
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list); fi
 for t in "${targets[@]}"; do
-  [ -d "seeds/$t" ] || { echo "fuzz/seeds/$t is missing: every target needs a seed corpus" >&2; exit 1; }
+  if [ ! -d "seeds/$t" ]; then
+    echo "warning: fuzz/seeds/$t is missing (add a seed corpus); running $t from an empty one" >&2
+    mkdir -p "target/smoke/empty-seeds/$t"
+  fi
 done
 
 t0=$SECONDS
-cargo fuzz build
+cargo fuzz build -s "$sanitizer" --target-dir "$target_dir"
 echo "fuzz build: $((SECONDS - t0)) s"
 
 host="$(rustc -vV | sed -n 's/^host: //p')"
-bin_dir="target/$host/release"
+bin_dir="$target_dir/$host/release"
 out="target/smoke"
 mkdir -p "$out"
 
-# Runs one target for $seconds from a copy of its seeds; prints one line.
+# Runs one target for $seconds from its seeds (new inputs go to $out/TARGET); prints one line.
 run_one() {
   local t="$1" corpus="$out/$1"
   mkdir -p "$corpus" "artifacts/$t"
-  cp -n "seeds/$t"/* "$corpus"/ 2>/dev/null || true
-  if "$bin_dir/$t" "$corpus" "seeds/$t" -max_total_time="$seconds" -timeout=10 \
+  local seeds="seeds/$t"
+  [ -d "$seeds" ] || seeds="$out/empty-seeds/$t"
+  if "$bin_dir/$t" "$corpus" "$seeds" -max_total_time="$seconds" -timeout=10 \
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
       >"$out/$t.log" 2>&1; then
     local runs

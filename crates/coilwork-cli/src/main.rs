@@ -5,6 +5,7 @@
 
 mod gateway;
 mod roles;
+mod trace;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coilwork_core::storage::{DeviceContext, ServerContext};
@@ -268,6 +269,14 @@ struct ServeArgs {
     /// default, exception 01). See docs/roles.md.
     #[arg(long, value_name = "FILE")]
     roles: Option<PathBuf>,
+    /// Log each request and answer: app (function and fields), frame (plus
+    /// transport, peer, lengths) or raw (plus PDU hex); target coilwork::trace
+    /// (RUST_LOG=coilwork::trace=info|debug|trace asks for the same levels).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    trace: Option<trace::TraceLevel>,
+    /// Most trace lines per second; the rest are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    trace_limit: u32,
 }
 
 /// The TLS configuration from --cert, --key and --ca / --tls-server-only,
@@ -329,6 +338,9 @@ fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
         let policy = roles::load(path)?;
         tracing::info!("{}", roles::summary(&policy));
         builder = builder.authorizer(policy);
+    }
+    if let Some(level) = args.trace.or_else(trace::level_from_env) {
+        builder = builder.hook(Arc::new(trace::Tracer::new(level, args.trace_limit)));
     }
     Ok(builder.build())
 }
@@ -591,10 +603,13 @@ fn http_token(flag: Option<String>) -> Result<Option<String>, String> {
     Ok(Some(token))
 }
 
-fn init_logging(level: Option<LogLevel>) {
+fn init_logging(level: Option<LogLevel>, trace: bool) {
     use tracing_subscriber::EnvFilter;
     let default = level.map_or("warn", LogLevel::filter);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    if trace && let Ok(directive) = format!("{}=info", trace::TARGET).parse() {
+        filter = filter.add_directive(directive);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -645,11 +660,14 @@ fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
-    init_logging(match &command {
-        Command::Simulate(args) => args.log,
-        Command::Gateway(args) => Some(args.log),
-        Command::Serve(_) => None,
-    });
+    init_logging(
+        match &command {
+            Command::Simulate(args) => args.log,
+            Command::Gateway(args) => Some(args.log),
+            Command::Serve(_) => None,
+        },
+        matches!(&command, Command::Serve(args) if args.trace.is_some()),
+    );
     raise_descriptor_limit();
     let threads = cli
         .threads
