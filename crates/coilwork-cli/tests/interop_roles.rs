@@ -9,89 +9,13 @@
 
 #[path = "../../coilwork-tokio/tests/pki/mod.rs"]
 mod pki;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use support::{TempDir, python_or_skip, serve_tls};
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("coilwork-roles-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn python_or_skip() -> Option<PathBuf> {
-    let py = std::env::var_os("COILWORK_PYTHON")
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
-    if py.is_none() {
-        assert!(
-            std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_none(),
-            "COILWORK_PYTHON (a python with pymodbus) is required"
-        );
-        eprintln!("skipped: set COILWORK_PYTHON to a python with pymodbus 3.16 (bash .ci/test does)");
-    }
-    py
-}
-
-/// Starts the TLS server with `args` on a free port; waits for its listening line.
-fn serve_tls(args: &[&str]) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let address = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["serve", "--transport", "tls", "--address", &address, "--units", "1,2"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coilwork");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("coilwork printed no listening line");
-    assert!(line.contains(&address), "listening line {line:?}");
-    Server { child, port }
-}
 
 /// Runs each operation (one per line: "fc unit address value-or-count") and
 /// prints "ok" (reads: "ok v1,v2,...") or "exc N" (the exception code),
@@ -188,7 +112,9 @@ fn pymodbus_tls_roles_allowed_requests_are_served_denied_get_exception_01() {
     let cert = dir.write("server.pem", &p.server.cert_pem);
     let key = dir.write("server.key", &p.server.key_pem);
     let policy = dir.write("roles.toml", POLICY);
-    let server = serve_tls(&["--cert", &cert, "--key", &key, "--ca", &ca, "--roles", &policy]);
+    let server = serve_tls(&[
+        "--units", "1,2", "--cert", &cert, "--key", &key, "--ca", &ca, "--roles", &policy,
+    ]);
     let client = |who: &pki::Identity, name: &str, ops: &str| {
         let c = dir.write(&format!("{name}.pem"), &who.cert_pem);
         let k = dir.write(&format!("{name}.key"), &who.key_pem);
