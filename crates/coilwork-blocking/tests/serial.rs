@@ -341,8 +341,9 @@ fn a_hooks_delivery_split_pauses_the_line() {
     ));
     let s = Arc::clone(&server);
     let thread = std::thread::spawn(move || s.serve_line(line));
-    client.write_all(&rtu(1, &fc3(0, 1))).unwrap();
+    // Before the send: the server's pause cannot start before it.
     let sent = Instant::now();
+    client.write_all(&rtu(1, &fc3(0, 1))).unwrap();
     let want = rtu(1, &[0x03, 0x02, 0x00, 0x00]);
     assert_eq!(read_n(&mut client, 3), want[..3]);
     assert!(nothing_within(&mut client, pause / 3), "only the first piece came");

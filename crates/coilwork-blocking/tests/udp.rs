@@ -91,8 +91,9 @@ fn a_hooks_delivery_split_sends_two_datagrams() {
     let s = Arc::clone(&server);
     let thread = std::thread::spawn(move || s.serve_forever());
     let sock = client(addr);
-    sock.send(&adu(5, 1, &fc3(0, 1))).unwrap();
+    // Before the send: the server's pause cannot start before it.
     let sent = Instant::now();
+    sock.send(&adu(5, 1, &fc3(0, 1))).unwrap();
     let want = adu(5, 1, &fc3_answer(&[0]));
     let mut buf = [0u8; 600];
     let n = sock.recv(&mut buf).expect("first datagram");

@@ -216,8 +216,9 @@ async fn delivery_split_pauses_the_line() {
         delivery_engine(Duration::ZERO, Some((3, pause))),
         SerialServerConfig::new("pipe"),
     );
-    send(&mut client, &rtu(1, &fc3(0, 1))).await;
+    // Before the send: the server's pause cannot start before it.
     let sent = Instant::now();
+    send(&mut client, &rtu(1, &fc3(0, 1))).await;
     let want = rtu(1, &[0x03, 0x02, 0x00, 0x00]);
     assert_eq!(read_n(&mut client, 3).await, want[..3]);
     assert!(

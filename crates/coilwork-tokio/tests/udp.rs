@@ -93,8 +93,9 @@ async fn udp_round_trip_and_malformed_datagram_counted() {
 async fn a_hooks_delivery_split_sends_two_datagrams() {
     let pause = Duration::from_millis(300);
     let (server, sock, task) = start(delivery_engine(Duration::ZERO, Some((4, pause)))).await;
-    sock.send(&adu(5, 1, &fc3(0, 1))).await.unwrap();
+    // Before the send: the server's pause cannot start before it.
     let sent = Instant::now();
+    sock.send(&adu(5, 1, &fc3(0, 1))).await.unwrap();
     let want = adu(5, 1, &fc3_answer(&[0]));
     let mut buf = [0u8; 600];
     let n = tokio::time::timeout(STEP, sock.recv(&mut buf))
