@@ -4,33 +4,14 @@
 //! ClientHello records show what a peer offering old versions, the spec's
 //! RSA-key-exchange suites or compression gets.
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
+mod common;
 
-use coilwork_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use coilwork_tls::rustls::{self, ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConnection};
+use coilwork_tls::rustls::pki_types::ServerName;
+use coilwork_tls::rustls::{self, ClientConfig, ClientConnection, HandshakeKind, ServerConnection};
 use coilwork_tls::{MBAPS_PORT, TlsClientAuth, TlsConfig, peer_role};
-use pki::{Identity, Pki};
-use std::sync::{Arc, OnceLock};
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(Pki::new)
-}
-
-fn cert(id: &Identity) -> CertificateDer<'static> {
-    CertificateDer::from(id.cert_der.clone())
-}
-
-fn key(id: &Identity) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(id.key_der.clone().into())
-}
-
-fn roots() -> Arc<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert(&pki().ca)).unwrap();
-    Arc::new(roots)
-}
+use common::pki::Identity;
+use common::{cert, key, pki, roots};
+use std::sync::Arc;
 
 fn server_config() -> TlsConfig {
     TlsConfig::new(

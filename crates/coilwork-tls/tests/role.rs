@@ -1,34 +1,15 @@
 //! `TlsConfig` and `peer_role` on in-memory handshakes (no sockets), with
 //! certificates made by rcgen.
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
+mod common;
 
 use coilwork_core::security::RoleError;
-use coilwork_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use coilwork_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, ServerConnection};
+use coilwork_tls::rustls::pki_types::ServerName;
+use coilwork_tls::rustls::{self, ClientConfig, ClientConnection, ServerConnection};
 use coilwork_tls::{TlsClientAuth, TlsConfig, peer_role};
-use pki::{Identity, Pki};
-use std::sync::{Arc, OnceLock};
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(Pki::new)
-}
-
-fn cert(id: &Identity) -> CertificateDer<'static> {
-    CertificateDer::from(id.cert_der.clone())
-}
-
-fn key(id: &Identity) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(id.key_der.clone().into())
-}
-
-fn roots() -> Arc<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert(&pki().ca)).unwrap();
-    Arc::new(roots)
-}
+use common::pki::Identity;
+use common::{cert, key, pki, roots};
+use std::sync::Arc;
 
 fn server(auth: TlsClientAuth) -> ServerConnection {
     let config = TlsConfig::new(vec![cert(&pki().server)], key(&pki().server), auth).unwrap();
