@@ -13,7 +13,7 @@ use std::sync::Arc;
 const OVERRIDABLE: [&str; 3] = ["getValues", "setValues", "validate"];
 
 /// One Python value as a register (bools count as 0/1).
-fn to_u16(value: &Bound<'_, PyAny>) -> PyResult<u16> {
+pub(crate) fn to_u16(value: &Bound<'_, PyAny>) -> PyResult<u16> {
     let v: i64 = value.extract()?;
     u16::try_from(v).map_err(|_| PyValueError::new_err(format!("value {v} is not a 16-bit register (0..=65535)")))
 }
@@ -301,7 +301,6 @@ pub fn storage_of(obj: &Bound<'_, PyAny>) -> PyResult<Arc<dyn DataBlock>> {
     }
     Ok(Arc::new(PyBlock {
         obj: obj.clone().unbind(),
-        fx: None,
         reads: if get || validate { None } else { Some(inner.clone()) },
         writes: if set || validate { None } else { Some(inner) },
     }))
@@ -315,13 +314,25 @@ pub(crate) struct PyBlock {
     reads: Option<Arc<dyn DataBlock>>,
     /// The Rust block that serves writes, when the subclass leaves them alone.
     writes: Option<Arc<dyn DataBlock>>,
-    /// For a device context's table: the function codes (read, write) passed
-    /// first to its `validate` / `getValues` / `setValues`.
-    fx: Option<(u8, u8)>,
 }
 
 /// Exception 04 (server device failure): what a Python error answers.
 const FAILURE: ExceptionCode = ExceptionCode::ServerDeviceFailure;
+
+/// Runs `f` on `obj` with the GIL; a Python error is logged and answers 04.
+pub(crate) fn call_python<T>(
+    obj: &Py<PyAny>,
+    what: &str,
+    f: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<Result<T, ExceptionCode>>,
+) -> Result<T, ExceptionCode> {
+    Python::with_gil(|py| match f(obj.bind(py)) {
+        Ok(result) => result,
+        Err(err) => {
+            log::exception(py, &format!("{what} raised; answering exception 04"), &err);
+            Err(FAILURE)
+        }
+    })
+}
 
 impl PyBlock {
     /// A block written wholly in Python.
@@ -330,35 +341,15 @@ impl PyBlock {
             obj: obj.clone().unbind(),
             reads: None,
             writes: None,
-            fx: None,
         }
     }
 
-    /// One table of a Python device context, read with function code
-    /// `read` and written with `write` (addresses as the context takes them).
-    pub(crate) fn table(context: &Bound<'_, PyAny>, read: u8, write: u8) -> Self {
-        Self {
-            fx: Some((read, write)),
-            ..Self::python(context)
-        }
-    }
-
-    /// Calls `method(address, arg)`, or `method(fx, address, arg)` on a device context.
-    fn invoke<'py, A>(
-        &self,
-        obj: &Bound<'py, PyAny>,
-        method: &str,
-        write: bool,
-        address: u16,
-        arg: A,
-    ) -> PyResult<Bound<'py, PyAny>>
+    /// Calls `method(address, arg)` on the block.
+    fn invoke<'py, A>(obj: &Bound<'py, PyAny>, method: &str, address: u16, arg: A) -> PyResult<Bound<'py, PyAny>>
     where
         A: IntoPyObject<'py>,
     {
-        match self.fx {
-            Some((read, written)) => obj.call_method1(method, (if write { written } else { read }, address, arg)),
-            None => obj.call_method1(method, (address, arg)),
-        }
+        obj.call_method1(method, (address, arg))
     }
 
     /// Runs `f` with the GIL; a Python error is logged and answers 04.
@@ -367,21 +358,15 @@ impl PyBlock {
         what: &str,
         f: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<Result<T, ExceptionCode>>,
     ) -> Result<T, ExceptionCode> {
-        Python::with_gil(|py| match f(self.obj.bind(py)) {
-            Ok(result) => result,
-            Err(err) => {
-                log::exception(py, &format!("data block {what} raised; answering exception 04"), &err);
-                Err(FAILURE)
-            }
-        })
+        call_python(&self.obj, &format!("data block {what}"), f)
     }
 
     /// `validate` then `getValues`, as pymodbus's server does.
     fn get(&self, obj: &Bound<'_, PyAny>, start: u16, count: usize) -> PyResult<Result<Vec<u16>, ExceptionCode>> {
-        if !self.invoke(obj, "validate", false, start, count)?.is_truthy()? {
+        if !Self::invoke(obj, "validate", start, count)?.is_truthy()? {
             return Ok(Err(ExceptionCode::IllegalDataAddress));
         }
-        let values = self.invoke(obj, "getValues", false, start, count)?;
+        let values = Self::invoke(obj, "getValues", start, count)?;
         let values: Vec<u16> = values.try_iter()?.map(|v| to_u16(&v?)).collect::<PyResult<_>>()?;
         if values.len() != count {
             return Err(PyValueError::new_err(format!(
@@ -399,10 +384,10 @@ impl PyBlock {
         start: u16,
         values: Bound<'_, PyList>,
     ) -> PyResult<Result<(), ExceptionCode>> {
-        if !self.invoke(obj, "validate", true, start, values.len())?.is_truthy()? {
+        if !Self::invoke(obj, "validate", start, values.len())?.is_truthy()? {
             return Ok(Err(ExceptionCode::IllegalDataAddress));
         }
-        self.invoke(obj, "setValues", true, start, values)?;
+        Self::invoke(obj, "setValues", start, values)?;
         Ok(Ok(()))
     }
 }
@@ -461,10 +446,7 @@ impl DataBlock for PyBlock {
         out: &mut [u16],
     ) -> Result<(), ExceptionCode> {
         let read = self.call("setValues/getValues", |obj| {
-            if !self
-                .invoke(obj, "validate", false, read_start, out.len())?
-                .is_truthy()?
-            {
+            if !Self::invoke(obj, "validate", read_start, out.len())?.is_truthy()? {
                 return Ok(Err(ExceptionCode::IllegalDataAddress));
             }
             if let Err(code) = self.set(obj, write_start, PyList::new(obj.py(), values)?)? {

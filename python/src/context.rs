@@ -1,7 +1,8 @@
 //! `ModbusDeviceContext` (four tables of one device) and
 //! `ModbusServerContext` (which device answers which device id).
 
-use crate::blocks::{PyBlock, SequentialDataBlock, storage_of};
+use crate::blocks::{SequentialDataBlock, storage_of};
+use crate::overrides::PyDeviceStorage;
 use coilwork_core::Engine;
 use coilwork_core::storage::{AddressMode, DataBlock, DeviceContext, ServerContext, Storage};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -205,8 +206,8 @@ fn device_id(id: i64) -> PyResult<u8> {
 const OVERRIDABLE: [&str; 3] = ["getValues", "setValues", "validate"];
 
 /// A device's storage for the engine: its Rust tables, or, for a subclass
-/// that overrides `getValues` / `setValues` / `validate`, tables that call
-/// those methods with the request's function code (GIL held).
+/// that overrides `getValues` / `setValues` / `validate`, storage that calls
+/// those methods with the request's own function code (GIL held).
 fn storage(device: &Bound<'_, DeviceContextPy>) -> PyResult<Arc<dyn Storage>> {
     let base = device.py().get_type::<DeviceContextPy>();
     let ty = device.get_type();
@@ -217,15 +218,8 @@ fn storage(device: &Bound<'_, DeviceContextPy>) -> PyResult<Arc<dyn Storage>> {
     if !overridden {
         return Ok(device.borrow().storage.clone());
     }
-    let obj = device.as_any();
-    let table = |read, write| -> Arc<dyn DataBlock> { Arc::new(PyBlock::table(obj, read, write)) };
-    // The context adds its own offset: block addresses here are protocol addresses.
-    Ok(Arc::new(DeviceContext::new(
-        table(1, 15),
-        table(2, 2),
-        table(3, 16),
-        table(4, 4),
-    )))
+    // The context adds its own offset: addresses here are protocol addresses.
+    Ok(Arc::new(PyDeviceStorage::new(device.as_any())))
 }
 
 #[pymethods]

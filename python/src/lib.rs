@@ -14,6 +14,7 @@ mod blocks;
 mod context;
 mod custom;
 mod log;
+mod overrides;
 mod server;
 mod session;
 mod sim;

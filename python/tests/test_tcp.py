@@ -473,3 +473,56 @@ def test_device_context_subclass_is_called_with_function_codes():
         assert client.read_coils(0, count=1).bits[0] is False
     assert device.calls == [("get", 3, 1, 2), ("set", 16, 0, [9, 8]), ("get", 1, 0, 1)]
     assert hr.getValues(1, 2) == [9, 8]
+
+
+class FunctionCodeDevice(ModbusDeviceContext):
+    """Records the function code of every validate / getValues / setValues, as pymodbus passes it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def validate(self, fx, address, count=1):
+        self.calls.append(("validate", fx, address, count))
+        return super().validate(fx, address, count)
+
+    def getValues(self, fx, address, count=1):
+        self.calls.append(("get", fx, address, count))
+        return super().getValues(fx, address, count)
+
+    def setValues(self, fx, address, values):
+        self.calls.append(("set", fx, address, [int(v) for v in values]))
+        super().setValues(fx, address, values)
+
+
+@pytest.mark.parametrize(
+    "request_, fx, expected",
+    [
+        (lambda c: c.write_coil(3, True), 5, [("set", 5, 3, [1])]),
+        (lambda c: c.write_register(4, 77), 6, [("set", 6, 4, [77])]),
+        (lambda c: c.write_coils(5, [True, False, True]), 15, [("set", 15, 5, [1, 0, 1])]),
+        (lambda c: c.write_registers(6, [7, 8]), 16, [("set", 16, 6, [7, 8])]),
+        # FC22 reads the register, then writes (0x12 & 0xF2) | (0x25 & ~0xF2).
+        (lambda c: c.mask_write_register(address=9, and_mask=0xF2, or_mask=0x25), 22,
+         [("get", 22, 9, 1), ("set", 22, 9, [0x12 & 0xF2 | 0x25 & ~0xF2 & 0xFFFF])]),
+        # FC23 writes first, then reads.
+        (lambda c: c.readwrite_registers(read_address=20, read_count=2, write_address=10, values=[5, 6]), 23,
+         [("set", 23, 10, [5, 6]), ("get", 23, 20, 2)]),
+    ],
+    ids=["fc5", "fc6", "fc15", "fc16", "fc22", "fc23"],
+)
+def test_device_context_override_sees_the_request_function_code(request_, fx, expected):
+    # zero_mode=False: protocol address 9 is block address 10.
+    hr = ModbusSequentialDataBlock(0, [0] * 10 + [0x12] + [0] * 30)
+    device = FunctionCodeDevice(hr=hr, co=ModbusSequentialDataBlock(0, [False] * 40))
+    context = ModbusServerContext(device_default=device, single=True)
+    with tcp_server(context) as server, tcp_client(server.address[1]) as client:
+        response = request_(client)
+        assert not response.isError(), response
+    assert {call[1] for call in device.calls} == {fx}, device.calls
+    assert [c for c in device.calls if c[0] != "validate"] == expected
+    # Every access was validated just before, with the same function code and range.
+    for i, (op, code, address, arg) in enumerate(device.calls):
+        if op != "validate":
+            assert i > 0 and device.calls[i - 1] == ("validate", code, address, arg if op == "get" else len(arg))
+
