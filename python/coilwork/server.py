@@ -121,7 +121,9 @@ _IGNORED = {
     "trace_packet", "trace_pdu", "trace_connect", "auto_close", "auto_open", "device_id", "slave",
 }
 #: Keywords the subclasses pass on to the Rust server.
-_RUST_KEYS = {"host", "port", "backlog", "reuse_address", "reuse_port", "serial", "tls"}
+_RUST_KEYS = {
+    "host", "port", "backlog", "reuse_address", "reuse_port", "serial", "tls", "idle_timeout", "partial_frame_timeout",
+}
 
 
 class ModbusBaseServer:
@@ -379,29 +381,63 @@ class ModbusTlsServer(_NetworkServer):
 
 
 class _TlsProtocol(asyncio.Protocol):
-    """One TLS client: asyncio decrypts, the Rust core frames and answers."""
+    """One TLS client: asyncio decrypts, the Rust core's session frames,
+    answers and keeps the deadlines (partial frame, idle), which this
+    protocol arms as asyncio timers."""
 
     def __init__(self, core, connections):
         self._core = core
         self._connections = connections
         self._session = None
         self._transport = None
+        self._timer = None
 
     def connection_made(self, transport):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self._session = _Session(self._core, (peer[0], peer[1]) if peer else None)
         self._connections.add(transport)
+        self._act(self._session.poll())
 
     def data_received(self, data):
-        answers, broken = self._session.feed(data)
-        if answers:
-            self._transport.write(answers)
-        if broken:
-            self._transport.close()
+        self._act(self._session.feed(data))
+
+    def eof_received(self):
+        self._act(self._session.eof())
+        return False
+
+    def pause_writing(self):
+        # The client does not read its answers: stop reading its requests.
+        self._transport.pause_reading()
+
+    def resume_writing(self):
+        self._transport.resume_reading()
 
     def connection_lost(self, exc):
+        self._cancel_timer()
         self._connections.discard(self._transport)
+
+    def _on_timer(self):
+        self._timer = None
+        if not self._transport.is_closing():
+            self._act(self._session.timeout())
+
+    def _cancel_timer(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _act(self, step):
+        """Writes the session's answers, then closes or re-arms the timer as it says."""
+        answers, wake, closed = step
+        if answers:
+            self._transport.write(answers)
+        self._cancel_timer()
+        if closed is not None:
+            _log.debug("coilwork TLS connection closed: %s", closed)
+            self._transport.close()
+        elif wake is not None:
+            self._timer = asyncio.get_running_loop().call_later(wake, self._on_timer)
 
 
 class _SslFront:

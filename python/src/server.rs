@@ -2,7 +2,8 @@
 
 use crate::context::ServerContextPy;
 use crate::custom::PyCustom;
-use coilwork_core::{Engine, EngineOptions, Framing, Identity};
+use coilwork_core::storage::Transport;
+use coilwork_core::{Engine, EngineOptions, Framing, Identity, SessionConfig, SessionKind, StreamTimeoutConfig};
 use coilwork_tokio::serial::{Parity, SerialServer, SerialServerConfig};
 use coilwork_tokio::tls::{TlsClientAuth, TlsConfig, TlsServer, TlsServerConfig};
 use coilwork_tokio::{ServerError, ServerHandle, TcpServer, TcpServerConfig, UdpServer, UdpServerConfig};
@@ -40,8 +41,9 @@ pub struct Server {
     runtime: Option<Runtime>,
     /// The transport.
     kind: Kind,
-    /// The engine (also used by sessions).
-    pub(crate) engine: Arc<Engine>,
+    /// The settings of the sessions Python feeds (TLS through an `SSLContext`):
+    /// the engine and the same timeouts as the Rust servers.
+    pub(crate) sessions: Arc<SessionConfig>,
     /// The `serve_forever` task, once started.
     task: Mutex<Option<JoinHandle<Result<(), ServerError>>>>,
 }
@@ -88,6 +90,33 @@ fn address(host: &str, port: u16) -> PyResult<SocketAddr> {
         .map_err(|e| PyOSError::new_err(format!("cannot resolve {host}:{port}: {e}")))?
         .next()
         .ok_or_else(|| PyOSError::new_err(format!("{host}:{port} resolves to no address")))
+}
+
+/// A timeout in seconds from Python (None: never), checked.
+fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
+    value
+        .map(|v| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("{name} must be a positive number of seconds or None, not {v}"))
+                })
+        })
+        .transpose()
+}
+
+/// The settings of Python-fed TLS sessions: `tcp`'s timeouts and limits.
+fn session_config(engine: Arc<Engine>, tcp: &TcpServerConfig) -> SessionConfig {
+    SessionConfig {
+        timeouts: StreamTimeoutConfig {
+            partial_frame: tcp.partial_frame_timeout,
+            idle: tcp.idle_timeout,
+            release_buffers_after: tcp.release_buffers_after,
+        },
+        max_buffered: tcp.max_buffered,
+        ..SessionConfig::new(engine, SessionKind::Stream, Framing::Mbap, Transport::Tls)
+    }
 }
 
 /// A tokio runtime with `workers` threads (default: one per core).
@@ -187,7 +216,8 @@ impl Server {
     #[new]
     #[pyo3(signature = (kind, context, *, host="127.0.0.1".to_string(), port=502, framer="socket".to_string(),
         identity=Vec::new(), custom=Vec::new(), runner=None, ignore_missing=None, broadcast=false, backlog=20,
-        reuse_address=true, reuse_port=false, serial=None, tls=None, workers=None))]
+        reuse_address=true, reuse_port=false, serial=None, tls=None, workers=None, idle_timeout=None,
+        partial_frame_timeout=Some(5.0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -207,6 +237,8 @@ impl Server {
         serial: Option<SerialArgs>,
         tls: Option<TlsArgs>,
         workers: Option<usize>,
+        idle_timeout: Option<f64>,
+        partial_frame_timeout: Option<f64>,
     ) -> PyResult<Self> {
         let framer = framing(&framer)?;
         let options = EngineOptions {
@@ -218,6 +250,9 @@ impl Server {
         let mut tcp = TcpServerConfig::new(address(&host, port)?);
         (tcp.framing, tcp.backlog, tcp.allow_reuse_address, tcp.allow_reuse_port) =
             (framer, backlog, reuse_address, reuse_port);
+        tcp.idle_timeout = seconds("idle_timeout", idle_timeout)?;
+        tcp.partial_frame_timeout = seconds("partial_frame_timeout", partial_frame_timeout)?;
+        let sessions = Arc::new(session_config(engine.clone(), &tcp));
         let kind = match kind {
             "tcp" => Kind::Tcp(Arc::new(TcpServer::new(engine.clone(), tcp))),
             "udp" => {
@@ -246,7 +281,7 @@ impl Server {
         Ok(Self {
             runtime: Some(runtime(workers)?),
             kind,
-            engine,
+            sessions,
             task: Mutex::new(None),
         })
     }

@@ -229,3 +229,84 @@ def test_tls_errors(pki, tmp_path):
         server = ModbusTlsServer(context, address=("127.0.0.1", taken.getsockname()[1]), sslctx=_server_sslctx(pki))
         with pytest.raises(OSError):
             server._start()
+
+
+# -- TLS connection timeouts (the same as the Rust servers') ----------------
+
+#: FC3, address 0, count 1, as an MBAP request to unit 1 (transaction 7).
+_FC3 = bytes.fromhex("000700000006" "01" "03" "0000" "0001")
+
+
+def _raw_tls(port, pki):
+    """A TLS socket to the server, handshake done."""
+    import socket
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.crt"))
+    ctx.check_hostname = False
+    sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+    sock.settimeout(10)
+    return sock
+
+
+def _ask_fc3(sock):
+    sock.sendall(_FC3)
+    answer = b""
+    while len(answer) < 11:
+        chunk = sock.recv(64)
+        assert chunk, "closed instead of answering"
+        answer += chunk
+    assert answer == bytes.fromhex("0007000000050103020001")
+
+
+def _seconds_until_closed(sock):
+    """Waits (at most 10 s) for the server to close; returns how long that took."""
+    start = time.monotonic()
+    try:
+        data = sock.recv(64)
+    except (ssl.SSLError, ConnectionError):
+        data = b""
+    assert data == b"", f"the server sent {data!r} instead of closing"
+    return time.monotonic() - start
+
+
+def _tls_server(pki, how, **timeouts):
+    _, context = single_context()
+    if how == "sslctx":
+        keys = {"sslctx": _server_sslctx(pki)}
+    else:
+        keys = {"certfile": str(pki / "server.crt"), "keyfile": str(pki / "server.key")}
+    return ModbusTlsServer(context, address=("127.0.0.1", 0), **keys, **timeouts)
+
+
+@pytest.mark.parametrize("how", ["sslctx", "certfile"])
+def test_tls_idle_timeout_closes_a_silent_client(pki, how):
+    with running(_tls_server(pki, how, idle_timeout=1.0, partial_frame_timeout=None)) as server:
+        sock = _raw_tls(server.address[1], pki)
+        with sock:
+            # Requests more often than the idle timeout keep the connection open past it.
+            for i in range(7):
+                time.sleep(0.2 if i else 0)
+                _ask_fc3(sock)
+            waited = _seconds_until_closed(sock)
+        # Counted from the last request, never earlier; 10 s means never.
+        assert 0.8 <= waited < 9, waited
+
+
+@pytest.mark.parametrize("how", ["sslctx", "certfile"])
+def test_tls_partial_frame_timeout_drops_the_connection(pki, how):
+    with running(_tls_server(pki, how, idle_timeout=None, partial_frame_timeout=0.5)) as server:
+        sock = _raw_tls(server.address[1], pki)
+        with sock:
+            # No partial frame: quiet for longer than the timeout is fine.
+            time.sleep(0.8)
+            _ask_fc3(sock)
+            sock.sendall(_FC3[:5])
+            waited = _seconds_until_closed(sock)
+        assert 0.4 <= waited < 9, waited
+
+
+def test_tls_timeouts_are_checked(pki):
+    with pytest.raises(ValueError, match="idle_timeout"):
+        _tls_server(pki, "sslctx", idle_timeout=-1)
+    with pytest.raises(ValueError, match="partial_frame_timeout"):
+        _tls_server(pki, "certfile", partial_frame_timeout=0)
