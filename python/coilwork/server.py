@@ -10,6 +10,7 @@ server.serve_forever()``), so both of pymodbus's styles work.
 import asyncio
 import atexit
 import logging
+import struct
 import threading
 import weakref
 
@@ -18,7 +19,7 @@ from coilwork._coilwork import Server as _Server
 from coilwork._coilwork import Session as _Session
 from coilwork._coilwork import Simulator as _Simulator
 from coilwork.datastore import ModbusDeviceContext, ModbusServerContext
-from coilwork.pdu import _execute
+from coilwork.pdu import ModbusPDU, _execute
 
 __all__ = [
     "ModbusBaseServer",
@@ -162,6 +163,7 @@ class ModbusBaseServer:
             identity=_identity(identity),
             custom=_custom(custom_functions, custom_pdu),
             runner=_execute,
+            hooks=_hooks(self),
             ignore_missing=None if ignore is None else bool(ignore),
             broadcast=bool(broadcast_enable),
             workers=workers,
@@ -242,12 +244,71 @@ class ModbusBaseServer:
         return self._started and not self._core.wait(0)
 
     def validate_device_id(self, device_id):
-        """True if this server answers ``device_id``."""
+        """True if this server answers ``device_id``. A subclass may override
+        it: it is then called for every request (GIL held), and a false
+        answer treats the request as one for a missing device."""
         return self.context.single or device_id in self.context
 
     def process_request(self, request, client):
-        """Not used: requests are executed by the Rust engine."""
-        raise NotImplementedError("coilwork executes requests in its engine; override a block or add a custom PDU")
+        """Called for every request when a subclass overrides it (GIL held).
+        ``request`` is a ``ModbusPDU`` (``function_code``, ``dev_id``,
+        ``address``, ``count``, ``bits``, ``registers`` where the function
+        has them, ``pdu`` the whole request PDU); ``client`` the client's
+        ``(host, port)``, None on a serial line. Return None to have the
+        engine execute it (this default), or the response: a ``ModbusPDU``
+        or the response PDU's bytes (function code first)."""
+        return None
+
+
+def _overrides(server, name):
+    """True if ``server``'s class overrides ``ModbusBaseServer.name``."""
+    return getattr(type(server), name) is not getattr(ModbusBaseServer, name)
+
+
+def _hooks(server):
+    """The (validate_device_id, process_request) callbacks the engine calls,
+    for what a subclass overrides (None for the rest: the fast path)."""
+    ref = weakref.ref(server)
+
+    def validate(device_id):
+        live = ref()
+        return True if live is None else live.validate_device_id(device_id)
+
+    def process(device_id, pdu, client):
+        live = ref()
+        if live is None:
+            return None
+        response = live.process_request(_request(device_id, pdu), client)
+        if response is None or isinstance(response, (bytes, bytearray)):
+            return response
+        return bytes([response.function_code]) + bytes(response.encode())
+
+    return (
+        validate if _overrides(server, "validate_device_id") else None,
+        process if _overrides(server, "process_request") else None,
+    )
+
+
+def _request(device_id, pdu):
+    """A ModbusPDU for a request PDU, with pymodbus's fields for the data functions."""
+    request = ModbusPDU(dev_id=device_id)
+    request.function_code, request.pdu = pdu[0], bytes(pdu)
+    request.encode = lambda: bytes(pdu[1:])
+    fc, data = pdu[0], pdu[1:]
+    if fc in (1, 2, 3, 4, 5, 6, 15, 16) and len(data) >= 4:
+        request.address, value = struct.unpack(">HH", data[:4])
+        if fc in (1, 2, 3, 4, 15, 16):
+            request.count = value
+        elif fc == 5:
+            request.count, request.bits = 1, [value == 0xFF00]
+        else:
+            request.count, request.registers = 1, [value]
+        if fc == 15:
+            payload = data[5:]
+            request.bits = [bool(payload[i // 8] >> (i % 8) & 1) for i in range(min(value, 8 * len(payload)))]
+        elif fc == 16:
+            request.registers = list(struct.unpack(f">{len(data[5:]) // 2}H", data[5 : 5 + len(data[5:]) // 2 * 2]))
+    return request
 
 
 class _NetworkServer(ModbusBaseServer):
@@ -715,3 +776,4 @@ class ModbusSimulatorServer:
     def build_html(self, html_template, json_data):
         """Not used: the page is served by coilwork-sim."""
         raise NotImplementedError("coilwork-sim serves its own page")
+

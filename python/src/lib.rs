@@ -13,6 +13,7 @@
 mod blocks;
 mod context;
 mod custom;
+mod hook;
 mod log;
 mod overrides;
 mod server;

@@ -2,6 +2,7 @@
 
 use crate::context::ServerContextPy;
 use crate::custom::PyCustom;
+use crate::hook::PyServerHook;
 use coilwork_core::storage::Transport;
 use coilwork_core::{Engine, EngineOptions, Framing, Identity, SessionConfig, SessionKind, StreamTimeoutConfig};
 use coilwork_tokio::serial::{Parity, SerialServer, SerialServerConfig};
@@ -33,6 +34,8 @@ enum Kind {
 type SerialArgs = (String, u32, u8, String, u8, bool);
 /// TLS settings: certificate file, key file, CA file for client certificates.
 type TlsArgs = (String, String, Option<String>);
+/// A server subclass's overrides: `validate_device_id` and `process_request` callbacks.
+type Hooks = (Option<Py<PyAny>>, Option<Py<PyAny>>);
 
 /// A coilwork server driven from Python (the core of every `Modbus*Server`).
 #[pyclass(module = "coilwork._coilwork", name = "Server")]
@@ -139,6 +142,7 @@ fn engine(
     identity: Vec<(u8, String)>,
     custom: Vec<Bound<'_, PyAny>>,
     runner: Option<Py<PyAny>>,
+    hooks: Hooks,
     options: EngineOptions,
 ) -> PyResult<Engine> {
     let mut id = Identity::new();
@@ -146,6 +150,10 @@ fn engine(
         id = identity_object(id, object, &value)?;
     }
     let mut builder = Engine::builder(context.borrow().fresh()?).options(options).identity(id);
+    let (validate, process) = hooks;
+    if let Some(hook) = PyServerHook::new(validate, process, options.ignore_missing_devices) {
+        builder = builder.hook(Arc::new(hook));
+    }
     for class in custom {
         let runner = runner
             .as_ref()
@@ -215,7 +223,7 @@ fn tls_config(args: TlsArgs) -> PyResult<TlsConfig> {
 impl Server {
     #[new]
     #[pyo3(signature = (kind, context, *, host="127.0.0.1".to_string(), port=502, framer="socket".to_string(),
-        identity=Vec::new(), custom=Vec::new(), runner=None, ignore_missing=None, broadcast=false, backlog=20,
+        identity=Vec::new(), custom=Vec::new(), runner=None, hooks=(None, None), ignore_missing=None, broadcast=false, backlog=20,
         reuse_address=true, reuse_port=false, serial=None, tls=None, workers=None, idle_timeout=None,
         partial_frame_timeout=Some(5.0)))]
     #[allow(clippy::too_many_arguments)]
@@ -229,6 +237,7 @@ impl Server {
         identity: Vec<(u8, String)>,
         custom: Vec<Bound<'_, PyAny>>,
         runner: Option<Py<PyAny>>,
+        hooks: Hooks,
         ignore_missing: Option<bool>,
         broadcast: bool,
         backlog: u32,
@@ -245,7 +254,7 @@ impl Server {
             ignore_missing_devices: ignore_missing,
             broadcast_enable: broadcast,
         };
-        let engine = Arc::new(engine(py, context, identity, custom, runner, options)?);
+        let engine = Arc::new(engine(py, context, identity, custom, runner, hooks, options)?);
         context.borrow().register(&engine);
         let mut tcp = TcpServerConfig::new(address(&host, port)?);
         (tcp.framing, tcp.backlog, tcp.allow_reuse_address, tcp.allow_reuse_port) =

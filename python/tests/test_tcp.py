@@ -526,3 +526,63 @@ def test_device_context_override_sees_the_request_function_code(request_, fx, ex
         if op != "validate":
             assert i > 0 and device.calls[i - 1] == ("validate", code, address, arg if op == "get" else len(arg))
 
+
+class OnlyUnitSeven(ModbusTcpServer):
+    """A server subclass that answers device id 7 only."""
+
+    def validate_device_id(self, device_id):
+        self.asked = getattr(self, "asked", []) + [device_id]
+        return device_id == 7
+
+
+def test_validate_device_id_override_is_called_per_request():
+    _, context = single_context()
+    with running(OnlyUnitSeven(context, address=("127.0.0.1", 0))) as server:
+        port = server.address[1]
+        assert raw_request(port, 7, bytes.fromhex("0300000001")) == bytes.fromhex("03020001")
+        # Refused: what a missing device gets on TCP (exception 0x0B).
+        assert raw_request(port, 8, bytes.fromhex("0300000001")) == bytes.fromhex("830b")
+    assert server.asked == [7, 8]
+
+
+def test_validate_device_id_refusal_with_ignore_missing_devices_is_silent():
+    _, context = single_context()
+    with running(OnlyUnitSeven(context, address=("127.0.0.1", 0), ignore_missing_devices=True)) as server:
+        assert raw_request(server.address[1], 9, bytes.fromhex("0300000001"), timeout=0.5) is None
+
+
+class Intercepting(ModbusTcpServer):
+    """A server subclass that answers FC6 to address 99 itself and logs the rest."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def process_request(self, request, client):
+        self.seen.append((request.function_code, request.dev_id, request.address, request.count,
+                          list(request.registers), client[0]))
+        if request.function_code == 6 and request.address == 99:
+            return request.pdu  # echo, without touching the store
+        if request.function_code == 3 and request.address == 98:
+            raise RuntimeError("refused by process_request")
+        return super().process_request(request, client)
+
+
+def test_process_request_override_sees_and_may_answer_every_request(caplog):
+    store, context = single_context()
+    with running(Intercepting(context, address=("127.0.0.1", 0))) as server, tcp_client(server.address[1]) as client:
+        assert client.read_holding_registers(1, count=2, device_id=3).registers == [2, 3]
+        assert not client.write_registers(4, [40, 41]).isError()
+        assert not client.write_register(99, 5).isError()
+        with caplog.at_level(logging.ERROR, logger="coilwork"):
+            assert client.read_holding_registers(98, count=1).exception_code == 4
+    assert "process_request raised" in caplog.text
+    assert server.seen == [
+        (3, 3, 1, 2, [], "127.0.0.1"),
+        (16, 1, 4, 2, [40, 41], "127.0.0.1"),
+        (6, 1, 99, 1, [5], "127.0.0.1"),
+        (3, 1, 98, 1, [], "127.0.0.1"),
+    ]
+    # Executed by the engine: written; answered by the override: not.
+    assert store.getValues(5, 2) == [40, 41]
+
