@@ -9,6 +9,8 @@ server.serve_forever()``), so both of pymodbus's styles work.
 
 import asyncio
 import atexit
+import importlib
+import json
 import logging
 import struct
 import threading
@@ -748,8 +750,6 @@ class ModbusSimulatorServer:
         custom_actions_module=None,
         web_app_path=None,
     ):
-        if custom_actions_module is not None:
-            raise NotImplementedError("custom_actions_module: Python actions are not supported by coilwork's simulator")
         self._core = _Simulator(
             json_file=None if json_file is None else str(json_file),
             modbus_server=modbus_server,
@@ -757,6 +757,8 @@ class ModbusSimulatorServer:
             http_host=http_host,
             http_port=http_port,
             web_app_path=None if web_app_path is None else str(web_app_path),
+            actions=_custom_actions(custom_actions_module),
+            runner=_run_action,
         )
         self.address = None
         self.http_address = None
@@ -777,3 +779,38 @@ class ModbusSimulatorServer:
         """Not used: the page is served by coilwork-sim."""
         raise NotImplementedError("coilwork-sim serves its own page")
 
+
+def _custom_actions(module):
+    """The ``custom_actions_dict`` of a module (its import name, or the module itself), as pymodbus looks it up."""
+    if module is None:
+        return []
+    if isinstance(module, str):
+        module = importlib.import_module(module)
+    actions = getattr(module, "custom_actions_dict", None)
+    if not isinstance(actions, dict):
+        raise TypeError(f"custom_actions_module: {getattr(module, '__name__', module)!r} has no custom_actions_dict dict")
+    for name, action in actions.items():
+        if not isinstance(name, str) or not callable(action):
+            raise TypeError(f"custom_actions_dict: {name!r} must name a callable, not {action!r}")
+    return list(actions.items())
+
+
+class SimCell:
+    """One register as a custom action sees it (pymodbus's simulator ``Cell``):
+    ``type`` (its name: ``"UINT16"``, ``"BITS"``, ...), ``access`` (writable)
+    and ``value``, which the action may change."""
+
+    __slots__ = ("type", "access", "value")
+
+    def __init__(self, type_, access, value):
+        self.type, self.access, self.value = type_, access, value
+
+    def __repr__(self):
+        return f"SimCell(type={self.type!r}, access={self.access}, value={self.value})"
+
+
+def _run_action(action, values, types, writable, index, parameters):
+    """Calls a custom action as pymodbus does, ``action(registers, index, **parameters)``; the values after it."""
+    cells = [SimCell(t, w, v) for t, w, v in zip(types, writable, values)]
+    action(cells, index, **json.loads(parameters))
+    return [int(cell.value) & 0xFFFF for cell in cells]

@@ -1,7 +1,9 @@
 //! `ModbusSimulatorServer` on coilwork-sim: pymodbus's simulator JSON, the
 //! Modbus server it describes, and the HTTP page and API.
 
-use coilwork_sim::{Simulator, SimulatorHandle, SimulatorOptions};
+use crate::log;
+use coilwork_core::ExceptionCode;
+use coilwork_sim::{ActionContext, Simulator, SimulatorHandle, SimulatorOptions};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::{Mutex, PoisonError};
@@ -33,7 +35,9 @@ impl Drop for SimulatorPy {
 #[pymethods]
 impl SimulatorPy {
     #[new]
-    #[pyo3(signature = (json_file=None, modbus_server=None, modbus_device=None, http_host=None, http_port=None, web_app_path=None))]
+    #[pyo3(signature = (json_file=None, modbus_server=None, modbus_device=None, http_host=None, http_port=None,
+        web_app_path=None, actions=Vec::new(), runner=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         json_file: Option<String>,
         modbus_server: Option<String>,
@@ -41,8 +45,20 @@ impl SimulatorPy {
         http_host: Option<String>,
         http_port: Option<u16>,
         web_app_path: Option<String>,
+        actions: Vec<(String, Py<PyAny>)>,
+        runner: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let mut options = SimulatorOptions::default();
+        for (name, action) in actions {
+            let runner = runner
+                .as_ref()
+                .map(|r| Python::with_gil(|py| r.clone_ref(py)))
+                .ok_or_else(|| PyValueError::new_err("custom actions need a runner"))?;
+            let what = format!("custom action {name:?} raised; answering exception 04");
+            options = options.action(name, move |ctx: &mut ActionContext<'_>| {
+                run_action(&runner, &action, &what, ctx)
+            });
+        }
         options.modbus_server = modbus_server;
         options.modbus_device = modbus_device;
         options.http_host = http_host;
@@ -101,4 +117,38 @@ impl SimulatorPy {
         let limit = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
         Ok(py.allow_threads(|| rt.block_on(async { tokio::time::timeout(limit, handle.stopped()).await.is_ok() })))
     }
+}
+
+/// Runs a Python custom action on `ctx`'s cells with the GIL held, through
+/// `runner(action, values, types, writable, index, parameters_json)`, which
+/// returns the cells' values afterwards; changed values are written back.
+fn run_action(
+    runner: &Py<PyAny>,
+    action: &Py<PyAny>,
+    what: &str,
+    ctx: &mut ActionContext<'_>,
+) -> Result<(), ExceptionCode> {
+    let values: Vec<u16> = ctx.cells.iter().map(|c| c.value).collect();
+    let types: Vec<String> = ctx
+        .cells
+        .iter()
+        .map(|c| format!("{:?}", c.kind).to_uppercase())
+        .collect();
+    let writable: Vec<bool> = ctx.cells.iter().map(|c| c.writable).collect();
+    let parameters = serde_json::Value::Object(ctx.parameters.clone()).to_string();
+    Python::with_gil(|py| {
+        let args = (action.clone_ref(py), values, types, writable, ctx.index, parameters);
+        match runner.call1(py, args).and_then(|r| r.extract::<Vec<u16>>(py)) {
+            Ok(after) => {
+                for (cell, value) in ctx.cells.iter_mut().zip(after) {
+                    cell.value = value;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                log::exception(py, what, &err);
+                Err(ExceptionCode::ServerDeviceFailure)
+            }
+        }
+    })
 }
