@@ -554,9 +554,12 @@ fn serve_metrics(
     let Some((listener, metrics)) = metrics else {
         return Ok(());
     };
-    let render: metrics_http::Render = Arc::new(move || match &stats {
-        Some((name, stats)) => metrics.render(&[(name, stats)]),
-        None => metrics.render(&[]),
+    let render: metrics_http::Render = Arc::new(move || {
+        coilwork_core::metrics::render(&[coilwork_core::metrics::Source {
+            name: stats.as_ref().map_or("serial", |(name, _)| name),
+            metrics: Some(&metrics),
+            stats: stats.as_ref().map(|(_, s)| &**s),
+        }])
     });
     let local = metrics_http::spawn(listener, render)?;
     announce(&format!("coilwork: metrics on http://{local}/metrics"));

@@ -165,12 +165,21 @@ fn requests_exceptions_bad_frames_refusals_and_closes_are_counted() {
     let text = expect(
         &server.metrics,
         &[
-            ("coilwork_requests_total{unit=\"1\",function=\"3\"}", 3.0),
-            ("coilwork_exceptions_total{unit=\"1\",function=\"3\"}", 1.0),
-            ("coilwork_requests_total{unit=\"1\",function=\"85\"}", 1.0),
-            ("coilwork_exceptions_total{unit=\"1\",function=\"85\"}", 1.0),
-            ("coilwork_frames_dropped_total{reason=\"mbap\"}", 1.0),
-            ("coilwork_frames_dropped_total{reason=\"checksum\"}", 0.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"3\"}", 3.0),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            (
+                "coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"85\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"85\"}",
+                1.0,
+            ),
+            ("coilwork_frames_dropped_total{server=\"tcp\",reason=\"mbap\"}", 1.0),
+            ("coilwork_frames_dropped_total{server=\"tcp\",reason=\"checksum\"}", 0.0),
             ("coilwork_connections_accepted_total{server=\"tcp\"}", 2.0),
             ("coilwork_connections_open{server=\"tcp\"}", 0.0),
             (
@@ -181,8 +190,11 @@ fn requests_exceptions_bad_frames_refusals_and_closes_are_counted() {
                 "coilwork_connections_closed_total{server=\"tcp\",reason=\"peer_closed\"}",
                 1.0,
             ),
-            ("coilwork_request_duration_seconds_count", 4.0),
-            ("coilwork_request_duration_seconds_bucket{le=\"+Inf\"}", 4.0),
+            ("coilwork_request_duration_seconds_count{server=\"tcp\"}", 4.0),
+            (
+                "coilwork_request_duration_seconds_bucket{server=\"tcp\",le=\"+Inf\"}",
+                4.0,
+            ),
             // s1: 3 requests of 12, 12 and 8 bytes and the bad frame (12); s3: 12.
             ("coilwork_bytes_in_total{server=\"tcp\"}", 56.0),
             // Answers of 11, 9, 9 and 11 bytes.
@@ -256,13 +268,16 @@ fn udp_datagrams_and_malformed_ones_are_counted() {
     expect(
         &server.metrics,
         &[
-            ("coilwork_requests_total{unit=\"1\",function=\"3\"}", 2.0),
-            ("coilwork_exceptions_total{unit=\"1\",function=\"3\"}", 1.0),
+            ("coilwork_requests_total{server=\"udp\",unit=\"1\",function=\"3\"}", 2.0),
+            (
+                "coilwork_exceptions_total{server=\"udp\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
             ("coilwork_datagrams_received_total{server=\"udp\"}", 3.0),
             ("coilwork_datagrams_answered_total{server=\"udp\"}", 2.0),
             ("coilwork_datagrams_malformed_total{server=\"udp\"}", 1.0),
-            ("coilwork_frames_dropped_total{reason=\"mbap\"}", 1.0),
-            ("coilwork_request_duration_seconds_count", 2.0),
+            ("coilwork_frames_dropped_total{server=\"udp\",reason=\"mbap\"}", 1.0),
+            ("coilwork_request_duration_seconds_count{server=\"udp\"}", 2.0),
         ],
     );
 }
@@ -288,12 +303,18 @@ fn pymodbus_requests_are_counted() {
     expect(
         &server.metrics,
         &[
-            ("coilwork_requests_total{unit=\"1\",function=\"3\"}", 5.0),
-            ("coilwork_requests_total{unit=\"1\",function=\"6\"}", 1.0),
-            ("coilwork_requests_total{unit=\"1\",function=\"1\"}", 1.0),
-            ("coilwork_exceptions_total{unit=\"1\",function=\"1\"}", 1.0),
-            ("coilwork_exceptions_total{unit=\"1\",function=\"3\"}", 0.0),
-            ("coilwork_request_duration_seconds_count", 7.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"3\"}", 5.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"6\"}", 1.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"1\"}", 1.0),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"1\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"3\"}",
+                0.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"tcp\"}", 7.0),
             (
                 "coilwork_connections_closed_total{server=\"tcp\",reason=\"peer_closed\"}",
                 1.0,

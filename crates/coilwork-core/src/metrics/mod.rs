@@ -13,17 +13,16 @@
 //!   when the session closes and when it is dropped.
 //!
 //! Connections, close causes and bytes are not counted twice: the exposition
-//! ([`Metrics::render`]) reads them from each server's [`ServerStats`].
+//! ([`render`]) reads them from each server's [`ServerStats`](crate::ServerStats).
 //! Time comes in as an argument: the core has no clock.
 
 mod render;
 mod tally;
 
-pub use render::{escape_label_value, render_servers};
+pub use render::{Source, escape_label_value, render};
 pub use tally::Tally;
 
 use crate::error::{ConnectionError, FrameError};
-use crate::server::ServerStats;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -198,15 +197,6 @@ impl Metrics {
             total.merge(&shard.0.lock().unwrap_or_else(PoisonError::into_inner));
         }
         total
-    }
-
-    /// The Prometheus text exposition of these metrics and of `servers`
-    /// (each `(label, stats)`: connections, close causes, bytes, datagrams).
-    pub fn render(&self, servers: &[(&str, &ServerStats)]) -> String {
-        let mut out = String::new();
-        render::render_snapshot(&self.snapshot(), &mut out);
-        render_servers(servers, &mut out);
-        out
     }
 }
 

@@ -26,33 +26,62 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Writes the request, latency and frame families.
-pub(super) fn render_snapshot(snap: &Snapshot, out: &mut String) {
-    header(
-        out,
-        "coilwork_requests_total",
-        "counter",
-        "Modbus requests received, by unit id and function code.",
-    );
-    for ((unit, function), c) in &snap.requests {
-        let _ = writeln!(
-            out,
-            "coilwork_requests_total{{unit=\"{unit}\",function=\"{function}\"}} {}",
-            c.requests
-        );
-    }
-    header(
-        out,
-        "coilwork_exceptions_total",
-        "counter",
-        "Exception responses sent, by unit id and function code.",
-    );
-    for ((unit, function), c) in &snap.requests {
-        let _ = writeln!(
-            out,
-            "coilwork_exceptions_total{{unit=\"{unit}\",function=\"{function}\"}} {}",
-            c.exceptions
-        );
+/// One server's part of an exposition: its name (the `server` label), the
+/// metrics of its engine and its counters, either of which may be absent.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The `server` label value (escaped when written).
+    pub name: &'a str,
+    /// Requests, latency and dropped frames (the engine's [`Metrics`](super::Metrics)).
+    pub metrics: Option<&'a super::Metrics>,
+    /// Connections, closes, bytes and datagrams.
+    pub stats: Option<&'a ServerStats>,
+}
+
+/// The Prometheus text exposition of `sources`: every family once, with
+/// `# HELP` and `# TYPE`, then the samples of each source.
+pub fn render(sources: &[Source<'_>]) -> String {
+    let mut out = String::new();
+    let labels: Vec<String> = sources.iter().map(|s| escape_label_value(s.name)).collect();
+    let snaps: Vec<(&str, Snapshot)> = labels
+        .iter()
+        .zip(sources)
+        .filter_map(|(l, s)| Some((l.as_str(), s.metrics?.snapshot())))
+        .collect();
+    render_snapshots(&snaps, &mut out);
+    let stats: Vec<(&str, &ServerStats)> = labels
+        .iter()
+        .zip(sources)
+        .filter_map(|(l, s)| Some((l.as_str(), s.stats?)))
+        .collect();
+    render_servers(&stats, &mut out);
+    out
+}
+
+/// Writes the request, latency and frame families of each (escaped label, snapshot).
+fn render_snapshots(snaps: &[(&str, Snapshot)], out: &mut String) {
+    for (name, help, exceptions) in [
+        (
+            "coilwork_requests_total",
+            "Modbus requests received, by unit id and function code.",
+            false,
+        ),
+        (
+            "coilwork_exceptions_total",
+            "Exception responses sent, by unit id and function code.",
+            true,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        for (server, snap) in snaps {
+            for ((unit, function), c) in &snap.requests {
+                let v = if exceptions { c.exceptions } else { c.requests };
+                let _ = writeln!(
+                    out,
+                    "{name}{{server=\"{server}\",unit=\"{unit}\",function=\"{function}\"}} {v}"
+                );
+            }
+        }
     }
     let name = "coilwork_request_duration_seconds";
     header(
@@ -61,28 +90,37 @@ pub(super) fn render_snapshot(snap: &Snapshot, out: &mut String) {
         "histogram",
         "Time from the read that completed a request to the write that sent its answer.",
     );
-    let mut cumulative = 0u64;
-    for (bound, count) in LATENCY_BUCKETS_US.iter().zip(snap.latency.buckets) {
-        cumulative = cumulative.saturating_add(count);
-        let le = *bound as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    for (server, snap) in snaps {
+        let mut cumulative = 0u64;
+        for (bound, count) in LATENCY_BUCKETS_US.iter().zip(snap.latency.buckets) {
+            cumulative = cumulative.saturating_add(count);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{server=\"{server}\",le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{server=\"{server}\",le=\"+Inf\"}} {}",
+            snap.latency.count
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{server=\"{server}\"}} {}",
+            snap.latency.sum_nanos as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count{{server=\"{server}\"}} {}", snap.latency.count);
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", snap.latency.count);
-    let _ = writeln!(out, "{name}_sum {}", snap.latency.sum_nanos as f64 / 1e9);
-    let _ = writeln!(out, "{name}_count {}", snap.latency.count);
+    let name = "coilwork_frames_dropped_total";
     header(
         out,
-        "coilwork_frames_dropped_total",
+        name,
         "counter",
         "Frames (or bytes meant to be one) dropped, by reason.",
     );
-    for reason in DropReason::ALL {
-        let _ = writeln!(
-            out,
-            "coilwork_frames_dropped_total{{reason=\"{}\"}} {}",
-            reason.label(),
-            snap.dropped(reason)
-        );
+    for (server, snap) in snaps {
+        for reason in DropReason::ALL {
+            let (label, v) = (reason.label(), snap.dropped(reason));
+            let _ = writeln!(out, "{name}{{server=\"{server}\",reason=\"{label}\"}} {v}");
+        }
     }
 }
 
@@ -165,18 +203,17 @@ const SERVER_FAMILIES: [Family; 10] = [
 ];
 
 /// Writes the connection, byte and datagram families of `servers`, each
-/// `(label, stats)`: the label becomes the `server` label.
-pub fn render_servers(servers: &[(&str, &ServerStats)], out: &mut String) {
-    let labels: Vec<String> = servers.iter().map(|(l, _)| escape_label_value(l)).collect();
+/// `(escaped label, stats)`: the label becomes the `server` label.
+fn render_servers(servers: &[(&str, &ServerStats)], out: &mut String) {
     for (name, kind, help, read) in SERVER_FAMILIES {
         header(out, name, kind, help);
-        for (label, (_, stats)) in labels.iter().zip(servers) {
+        for (label, stats) in servers {
             let _ = writeln!(out, "{name}{{server=\"{label}\"}} {}", read(stats));
         }
     }
     let name = "coilwork_connections_closed_total";
     header(out, name, "counter", "Connections closed, by reason.");
-    for (label, (_, stats)) in labels.iter().zip(servers) {
+    for (label, stats) in servers {
         for (cause, reason) in CLOSES {
             let _ = writeln!(
                 out,

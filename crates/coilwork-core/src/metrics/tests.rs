@@ -1,4 +1,5 @@
 use super::*;
+use crate::server::ServerStats;
 use crate::session::CloseCause;
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -121,7 +122,11 @@ fn the_exposition_has_every_family_with_help_type_and_samples() {
     // Counted when decided, not again when output.
     stats.count_bad_frame();
     stats.count_close(CloseCause::BadFrame);
-    let text = metrics.render(&[("tcp", &stats)]);
+    let text = render(&[Source {
+        name: "tcp",
+        metrics: Some(&metrics),
+        stats: Some(&stats),
+    }]);
     for family in [
         "coilwork_requests_total",
         "coilwork_exceptions_total",
@@ -147,12 +152,12 @@ fn the_exposition_has_every_family_with_help_type_and_samples() {
     );
     assert!(text.contains("coilwork_connections_closed_total{server=\"tcp\",reason=\"peer_closed\"} 1\n"));
     assert!(text.contains("coilwork_connections_closed_total{server=\"tcp\",reason=\"bad_frame\"} 1\n"));
-    assert!(text.contains("coilwork_requests_total{unit=\"9\",function=\"16\"} 1\n"));
-    assert!(text.contains("coilwork_exceptions_total{unit=\"9\",function=\"16\"} 1\n"));
-    assert!(text.contains("coilwork_frames_dropped_total{reason=\"mbap\"} 1\n"));
-    assert!(text.contains("coilwork_request_duration_seconds_bucket{le=\"+Inf\"} 0\n"));
+    assert!(text.contains("coilwork_requests_total{server=\"tcp\",unit=\"9\",function=\"16\"} 1\n"));
+    assert!(text.contains("coilwork_exceptions_total{server=\"tcp\",unit=\"9\",function=\"16\"} 1\n"));
+    assert!(text.contains("coilwork_frames_dropped_total{server=\"tcp\",reason=\"mbap\"} 1\n"));
+    assert!(text.contains("coilwork_request_duration_seconds_bucket{server=\"tcp\",le=\"+Inf\"} 0\n"));
     assert!(
-        text.contains("coilwork_request_duration_seconds_bucket{le=\"0.00005\"} 0\n"),
+        text.contains("coilwork_request_duration_seconds_bucket{server=\"tcp\",le=\"0.00005\"} 0\n"),
         "{text}"
     );
 }
@@ -246,7 +251,12 @@ proptest! {
         }
         drop(tally);
         let stats = ServerStats::default();
-        let text = metrics.render(&[(label.as_str(), &stats), ("udp", &stats)]);
+        let other = Metrics::new();
+        let text = render(&[
+            Source { name: &label, metrics: Some(&metrics), stats: Some(&stats) },
+            Source { name: "udp", metrics: Some(&other), stats: None },
+            Source { name: "serial", metrics: None, stats: Some(&stats) },
+        ]);
         prop_assert!(text.ends_with('\n'));
         let mut family: Option<(String, String)> = None;
         let mut seen = std::collections::HashSet::new();
@@ -272,7 +282,7 @@ proptest! {
                 prop_assert!(ok, "{} outside its family {}", name, fam);
                 prop_assert!(value >= 0.0);
                 if let Some((_, v)) = labels.iter().find(|(k, _)| k == "server") {
-                    prop_assert!(v == &label || v == "udp");
+                    prop_assert!(v == &label || v == "udp" || v == "serial");
                 }
             }
         }
