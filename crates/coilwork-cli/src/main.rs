@@ -103,6 +103,10 @@ struct SimulateArgs {
     /// Log level on stderr, as pymodbus's simulator (`RUST_LOG`, if set, wins).
     #[arg(long, value_enum, value_name = "LEVEL")]
     log: Option<LogLevel>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (the same families as
+    /// `serve --metrics`, one `server` label per server entry).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// pymodbus's Python module of custom actions: not supported (refused with a message).
     #[arg(
         long = "custom-actions-module",
@@ -593,7 +597,14 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
         None => Simulator::with_default_config(options),
     }
     .map_err(|e| e.to_string())?;
+    // Bound first: a metrics address in use stops the start before any Modbus port opens.
+    let metrics = args.metrics.map(metrics_http::bind).transpose()?;
     let handle = sim.start().await.map_err(|e| e.to_string())?;
+    if let Some(listener) = metrics {
+        let h = handle.clone();
+        let local = metrics_http::spawn(listener, Arc::new(move || h.prometheus()))?;
+        announce(&format!("coilwork: metrics on http://{local}/metrics"));
+    }
     let termination = termination();
     for ((server, device, _), (_, endpoint)) in sim.servers().iter().zip(handle.describe_all()) {
         announce(&format!(

@@ -322,3 +322,106 @@ fn pymodbus_requests_are_counted() {
         ],
     );
 }
+
+/// The sum of every sample of `name` whose labels contain `label`.
+fn sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn simulate_serves_the_same_families_on_metrics_and_on_its_http_port() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let text = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"port\": 5020", "\"port\": 0");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics_device.json");
+    std::fs::write(&file, text).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"])
+        .args(["--metrics", &metrics])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut modbus, mut http) = (None, None);
+    let mut lines = String::new();
+    while http.is_none() {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "coilwork ended: {lines}");
+        if line.contains("serving Modbus/TCP on ") {
+            modbus = line.trim().rsplit(' ').next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("coilwork: web page and REST API on http://") {
+            http = rest.strip_suffix('/').map(str::to_owned);
+        }
+        lines.push_str(&line);
+    }
+    let child = Serve {
+        child,
+        modbus: modbus.unwrap_or_else(|| panic!("no Modbus line: {lines}")),
+        metrics,
+    };
+    assert!(
+        lines.contains(&format!("metrics on http://{}/metrics", child.metrics)),
+        "{lines}"
+    );
+    let mut s = TcpStream::connect(&child.modbus).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut s, 1, &[0x03, 0x00, 0x04, 0x00, 0x02])[0], 0x03);
+    assert_eq!(ask(&mut s, 2, &[0x03, 0xEA, 0x60, 0x00, 0x01])[0], 0x83);
+    drop(s);
+    let http = http.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let scraped = scrape(&child.metrics);
+        let answer = http_get_body(&http, "/metrics");
+        let counts = |t: &str| {
+            (
+                sum(t, "coilwork_requests_total", "function=\"3\""),
+                sum(t, "coilwork_exceptions_total", "function=\"3\""),
+                sum(t, "coilwork_connections_accepted_total", "server="),
+            )
+        };
+        if counts(&scraped) == (2.0, 1.0, 1.0) && counts(&answer) == (2.0, 1.0, 1.0) {
+            assert!(answer.contains("# TYPE coilwork_request_duration_seconds histogram"));
+            assert!(answer.contains("# TYPE coilwork_modbus_up gauge"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}\n{scraped}\n{answer}",
+            counts(&scraped),
+            counts(&answer)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The body of a GET on the simulator's HTTP port.
+fn http_get_body(addr: &str, path: &str) -> String {
+    let answer = http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn simulate_with_a_metrics_address_in_use_exits_before_serving() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--http-port", "0", "--metrics", &metrics])
+        .output()
+        .expect("run coilwork");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("address already in use"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("simulating"));
+}
