@@ -425,3 +425,108 @@ fn simulate_with_a_metrics_address_in_use_exits_before_serving() {
     assert!(err.contains("address already in use"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("simulating"));
 }
+
+/// FC3, unit 1, one register at 0, RTU framed (CRC 0x0A84, low byte first).
+const RTU_READ: [u8; 8] = [0x01, 0x03, 0x00, 0x00, 0x00, 0x01, 0x84, 0x0A];
+
+/// Sends a frame with a bad CRC, then a good one, over `io`; the good one is answered.
+fn bad_crc_then_good(io: &mut (impl Read + Write)) {
+    let mut bad = RTU_READ;
+    bad[7] ^= 0xFF;
+    io.write_all(&bad).unwrap();
+    // Longer than t3.5 at any baud rate used here: the bad frame stands alone.
+    std::thread::sleep(Duration::from_millis(50));
+    io.write_all(&RTU_READ).unwrap();
+    let mut answer = [0u8; 7];
+    io.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [0x01, 0x03, 0x02, 0x00, 0x00, 0xB8, 0x44]);
+}
+
+#[test]
+fn rtu_over_tcp_counts_a_bad_crc_as_a_dropped_frame() {
+    let server = serve(&["--framer", "rtu"]);
+    let mut s = TcpStream::connect(&server.modbus).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    bad_crc_then_good(&mut s);
+    drop(s);
+    expect(
+        &server.metrics,
+        &[
+            ("coilwork_frames_dropped_total{server=\"tcp\",reason=\"checksum\"}", 1.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"3\"}", 1.0),
+            (
+                "coilwork_connections_closed_total{server=\"tcp\",reason=\"peer_closed\"}",
+                1.0,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_serial_line_counts_requests_and_bad_crcs() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        eprintln!("skipped: no socat");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("coilwork-metrics-serial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mut socat = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start socat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.exists() && b.exists()) {
+        assert!(Instant::now() < deadline, "socat made no ptys");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args([
+            "serve",
+            "--transport",
+            "serial",
+            "--port",
+            a.to_str().unwrap(),
+            "--framer",
+            "rtu",
+        ])
+        .args(["--metrics", &metrics])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    while !lines.contains("serving") {
+        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
+    }
+    let server = Serve {
+        child,
+        modbus: String::new(),
+        metrics,
+    };
+    let mut line = std::fs::OpenOptions::new().read(true).write(true).open(&b).unwrap();
+    bad_crc_then_good(&mut line);
+    expect(
+        &server.metrics,
+        &[
+            (
+                "coilwork_frames_dropped_total{server=\"serial\",reason=\"checksum\"}",
+                1.0,
+            ),
+            (
+                "coilwork_requests_total{server=\"serial\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"serial\"}", 1.0),
+        ],
+    );
+    drop(server);
+    let _ = socat.kill();
+    let _ = socat.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
