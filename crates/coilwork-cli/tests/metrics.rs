@@ -3,7 +3,10 @@
 //! are driven with raw sockets (and pymodbus's client when `COILWORK_PYTHON`
 //! is set), `/metrics` is scraped over HTTP and the numbers are asserted.
 
-#[allow(dead_code)] // Only python_or_skip is used here.
+#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
+#[allow(dead_code)] // Only the server's certificate is used here.
+mod pki;
+#[allow(dead_code)] // Only python_or_skip and TempDir are used here.
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -529,4 +532,33 @@ fn a_serial_line_counts_requests_and_bad_crcs() {
     let _ = socat.kill();
     let _ = socat.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_handshake_failures_are_counted() {
+    let p = pki::Pki::new();
+    let dir = support::TempDir::new("metrics");
+    let cert = dir.write("server.pem", &p.server.cert_pem);
+    let key = dir.write("server.key", &p.server.key_pem);
+    let server = serve(&[
+        "--transport",
+        "tls",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--tls-server-only",
+    ]);
+    // Not a TLS client hello: the handshake fails and the connection is closed.
+    let mut s = TcpStream::connect(&server.modbus).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    wait_closed(&mut s);
+    let text = expect(
+        &server.metrics,
+        &[
+            ("coilwork_tls_handshake_failures_total{server=\"tls\"}", 1.0),
+            ("coilwork_connections_open{server=\"tls\"}", 0.0),
+        ],
+    );
+    assert_eq!(sum(&text, "coilwork_requests_total", "server=\"tls\""), 0.0);
 }
