@@ -4,7 +4,6 @@
 //! is set), `/metrics` is scraped over HTTP and the numbers are asserted.
 
 #[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-#[allow(dead_code)] // Only the server's certificate is used here.
 mod pki;
 #[allow(dead_code)] // Only python_or_skip and TempDir are used here.
 mod support;
