@@ -14,10 +14,21 @@
 #   bash benches/ab.sh 'target/bench/harness/target/release/ceiling-tokio {PORT}' \
 #                      'target/release/coilwork serve --address 127.0.0.1:{PORT}'
 # The harness binaries exist once `bash benches/e2e.sh` (or QUICK=1) has run.
+#
+# Metrics on vs off (issue 17): METRICS=1 and one command; A is the command
+# as given, B the same with `--metrics 127.0.0.1:{MPORT}` added, scraped
+# every $SCRAPE_EVERY seconds (default 1) during its runs as Prometheus would:
+#   METRICS=1 bash benches/ab.sh 'target/release/coilwork serve --address 127.0.0.1:{PORT}'
+# {MPORT} (a port next to {PORT}) may also be used in either command directly.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 A="$1"
-B="$2"
+if [ "${METRICS:-}" = 1 ]; then
+  B="${2:-$1 --metrics 127.0.0.1:{MPORT}}"
+else
+  B="$2"
+fi
+SCRAPE_EVERY=${SCRAPE_EVERY:-1}
 PAIRS=${PAIRS:-20}
 CONNS=${CONNS:-10}
 PIPELINE=${PIPELINE:-1}
@@ -27,18 +38,40 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 LOADGEN=${LOADGEN:-$root/target/bench/harness/target/release/loadgen}
 [ -x "$LOADGEN" ] || { echo "no loadgen at $LOADGEN: run 'QUICK=1 bash benches/e2e.sh' first" >&2; exit 2; }
 out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
+scrapes="$(mktemp)"
+trap 'rm -f "$out" "$scrapes"' EXIT
 
 tck=$(getconf CLK_TCK)
 # utime and stime of a process, in clock ticks.
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
+# Scrapes http://127.0.0.1:$1/metrics every $SCRAPE_EVERY s until killed;
+# appends each answer's size in bytes (0: no answer) to $2.
+scraper() {
+  while sleep "$SCRAPE_EVERY"; do
+    # shellcheck disable=SC2015
+    { printf 'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n' >&3 && wc -c <&3; } 3<>"/dev/tcp/127.0.0.1/$1" \
+      2>/dev/null >>"$2" || echo 0 >>"$2"
+  done
+}
+
 one() {
   local port=$((20000 + RANDOM % 20000))
+  local mport=$((port + 1))
   local cmd="${1//\{PORT\}/$port}"
+  local scraping=
+  if [[ "$cmd" == *"{MPORT}"* ]]; then
+    cmd="${cmd//\{MPORT\}/$mport}"
+    scraping=1
+  fi
   (cd "$root" && exec taskset -c "$SERVER_CPU" bash -c "exec $cmd") >/dev/null 2>&1 &
   local sp=$!
   sleep 0.4
+  local scr=
+  if [ -n "$scraping" ]; then
+    scraper "$mport" "$scrapes" >/dev/null &
+    scr=$!
+  fi
   # Setup and warm-up in a run of their own, so that the server's user and
   # system time can be read around the measured run alone.
   # shellcheck disable=SC2086
@@ -52,6 +85,10 @@ one() {
   t1=$(ticks "$sp")
   # The loadgen record with the server's user and system ticks of the run added.
   echo "${run%\}}, \"user_ticks\": $(( ${t1% *} - ${t0% *} )), \"sys_ticks\": $(( ${t1#* } - ${t0#* } ))}"
+  if [ -n "$scr" ]; then
+    kill "$scr" 2>/dev/null || true
+    wait "$scr" 2>/dev/null || true
+  fi
   kill "$sp" 2>/dev/null || true
   wait "$sp" 2>/dev/null || true
 }
@@ -64,6 +101,11 @@ for i in $(seq "$PAIRS"); do
   fi
   printf '%s\n%s\n' "$a" "$b" >>"$out"
 done
+
+if [ -s "$scrapes" ]; then
+  # Proof the metrics side served while measured: scrapes and how many failed.
+  awk '{ n++; if ($1 < 100) bad++ } END { printf "metrics scrapes during B: %d, failed: %d\n", n, bad }' "$scrapes"
+fi
 
 python3 - "$out" "$tck" <<'PY'
 import json, random, statistics as st, sys

@@ -4,12 +4,13 @@
 #![forbid(unsafe_code)]
 
 mod gateway;
+pub mod metrics_http;
 mod roles;
 mod trace;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coilwork_core::storage::{DeviceContext, ServerContext};
-use coilwork_core::{Engine, EngineOptions, Framing, Identity};
+use coilwork_core::{Engine, EngineOptions, Framing, Identity, Metrics, ServerStats};
 use coilwork_tokio::{
     Parity, SerialServer, SerialServerConfig, ServerHandle, TcpServer, TcpServerConfig, TlsClientAuth, TlsConfig,
     TlsServer, TlsServerConfig, UdpServer, UdpServerConfig,
@@ -102,6 +103,10 @@ struct SimulateArgs {
     /// Log level on stderr, as pymodbus's simulator (`RUST_LOG`, if set, wins).
     #[arg(long, value_enum, value_name = "LEVEL")]
     log: Option<LogLevel>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (the same families as
+    /// `serve --metrics`, one `server` label per server entry).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// pymodbus's Python module of custom actions: not supported (refused with a message).
     #[arg(
         long = "custom-actions-module",
@@ -277,6 +282,10 @@ struct ServeArgs {
     /// Most trace lines per second; the rest are dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 100)]
     trace_limit: u32,
+    /// Serve Prometheus metrics on http://ADDR/metrics (requests, exceptions,
+    /// latency, connections, bytes, dropped frames). See docs/metrics.md.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// The TLS configuration from --cert, --key and --ca / --tls-server-only,
@@ -300,7 +309,7 @@ fn tls_config(args: &ServeArgs) -> Result<TlsConfig, String> {
     TlsConfig::from_pem_files(cert, key, client_auth).map_err(|e| e.to_string())
 }
 
-fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
+fn build_engine(args: &ServeArgs, metrics: Option<&Arc<Metrics>>) -> Result<Engine, String> {
     let device = || {
         DeviceContext::with_sizes(
             args.coils as usize,
@@ -341,6 +350,9 @@ fn build_engine(args: &ServeArgs) -> Result<Engine, String> {
     }
     if let Some(level) = args.trace.or_else(trace::level_from_env) {
         builder = builder.hook(Arc::new(trace::Tracer::new(level, args.trace_limit)));
+    }
+    if let Some(metrics) = metrics {
+        builder = builder.metrics(Arc::clone(metrics));
     }
     Ok(builder.build())
 }
@@ -443,7 +455,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "serial"
         }
     };
-    let engine = Arc::new(build_engine(&args)?);
+    // Bound first: a metrics address in use stops the start before any Modbus port opens.
+    let metrics = match args.metrics {
+        Some(addr) => Some((metrics_http::bind(addr)?, Arc::new(Metrics::new()))),
+        None => None,
+    };
+    let engine = Arc::new(build_engine(&args, metrics.as_ref().map(|(_, m)| m))?);
     let units = units_label(&args.units);
     match args.transport {
         TransportArg::Serial => {
@@ -464,6 +481,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let server = SerialServer::new(engine, config);
             server.open().map_err(|e| e.to_string())?;
+            // The serial adapter keeps its session counters to itself: the
+            // request, latency and frame families only.
+            serve_metrics(metrics, None)?;
             let parity_char = match args.parity {
                 ParityArg::None => 'N',
                 ParityArg::Even => 'E',
@@ -484,6 +504,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let server = UdpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
+            serve_metrics(metrics, Some(("udp", Arc::clone(server.stats()))))?;
             stop_on_signal(server.handle());
             announce(&format!(
                 "coilwork: serving {} on {addr} (units: {units})",
@@ -503,6 +524,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             config.tcp.backlog = args.backlog;
             let server = TlsServer::new(engine, config, tls);
             let addr = server.bind().map_err(|e| e.to_string())?;
+            serve_metrics(metrics, Some(("tls", Arc::clone(server.stats()))))?;
             stop_on_signal(server.handle());
             announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
             server.serve_forever().await.map_err(|e| e.to_string())
@@ -516,6 +538,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let server = TcpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
+            serve_metrics(metrics, Some(("tcp", Arc::clone(server.stats()))))?;
             stop_on_signal(server.handle());
             announce(&format!(
                 "coilwork: serving {} on {addr} (units: {units})",
@@ -524,6 +547,27 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             server.serve_forever().await.map_err(|e| e.to_string())
         }
     }
+}
+
+/// Starts the metrics endpoint bound by `serve` (if asked for), rendering
+/// `metrics` and the server's `stats` (labelled `server="<name>"`).
+fn serve_metrics(
+    metrics: Option<(std::net::TcpListener, Arc<Metrics>)>,
+    stats: Option<(&'static str, Arc<ServerStats>)>,
+) -> Result<(), String> {
+    let Some((listener, metrics)) = metrics else {
+        return Ok(());
+    };
+    let render: metrics_http::Render = Arc::new(move || {
+        coilwork_core::metrics::render(&[coilwork_core::metrics::Source {
+            name: stats.as_ref().map_or("serial", |(name, _)| name),
+            metrics: Some(&metrics),
+            stats: stats.as_ref().map(|(_, s)| &**s),
+        }])
+    });
+    let local = metrics_http::spawn(listener, render)?;
+    announce(&format!("coilwork: metrics on http://{local}/metrics"));
+    Ok(())
 }
 
 async fn simulate(args: SimulateArgs) -> Result<(), String> {
@@ -553,7 +597,14 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
         None => Simulator::with_default_config(options),
     }
     .map_err(|e| e.to_string())?;
+    // Bound first: a metrics address in use stops the start before any Modbus port opens.
+    let metrics = args.metrics.map(metrics_http::bind).transpose()?;
     let handle = sim.start().await.map_err(|e| e.to_string())?;
+    if let Some(listener) = metrics {
+        let h = handle.clone();
+        let local = metrics_http::spawn(listener, Arc::new(move || h.prometheus()))?;
+        announce(&format!("coilwork: metrics on http://{local}/metrics"));
+    }
     let termination = termination();
     for ((server, device, _), (_, endpoint)) in sim.servers().iter().zip(handle.describe_all()) {
         announce(&format!(

@@ -16,6 +16,7 @@ use crate::engine::{Delivery, Effect, Engine};
 use crate::error::{ConnectionError, FrameError};
 use crate::frame::rtu::RtuTiming;
 use crate::frame::{Decoded, Framing, MAX_COUNTED_RTU_ADU, ascii, mbap, rtu};
+use crate::metrics::{DropReason, Tally};
 use crate::pdu::PduBuf;
 use crate::storage::server::DeviceCache;
 use crate::storage::{RequestContext, Transport};
@@ -92,6 +93,8 @@ pub struct Connection {
     delimiter: u8,
     last_rx: Option<Instant>,
     devices: DeviceCache,
+    /// Local metric counts, when the engine has metrics.
+    tally: Option<Box<Tally>>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -114,6 +117,7 @@ fn execute(
     pdu_buf: &mut PduBuf,
     delimiter: &mut u8,
     devices: &mut DeviceCache,
+    tally: Option<&mut Tally>,
     unit: u8,
     transaction_id: u16,
     pdu: &[u8],
@@ -122,6 +126,11 @@ fn execute(
     ctx.function = pdu.first().copied().unwrap_or(0) & 0x7F;
     // `handle_cached` empties `pdu_buf` first.
     let outcome = engine.handle_cached(ctx, pdu, pdu_buf, devices);
+    if let Some(tally) = tally {
+        let answered = outcome.respond && !pdu_buf.is_empty();
+        let exception = answered && pdu_buf.as_slice().first().is_some_and(|f| f & 0x80 != 0);
+        tally.request(unit, ctx.function, answered, exception);
+    }
     if outcome.respond && !pdu_buf.is_empty() {
         let start = tx.len();
         // MBAP and RTU frame in place around the PDU: one copy into `tx`.
@@ -194,7 +203,18 @@ impl Connection {
             delimiter: ascii::DEFAULT_DELIMITER,
             last_rx: None,
             devices: DeviceCache::default(),
+            tally: None,
         }
+    }
+
+    /// Counts this connection's requests, answers and dropped frames in `tally`.
+    pub fn set_tally(&mut self, tally: Tally) {
+        self.tally = Some(Box::new(tally));
+    }
+
+    /// The local metric counts, if any.
+    pub fn tally_mut(&mut self) -> Option<&mut Tally> {
+        self.tally.as_deref_mut()
     }
 
     /// The engine this connection feeds.
@@ -257,6 +277,7 @@ impl Connection {
                         &mut self.pdu,
                         &mut self.delimiter,
                         &mut self.devices,
+                        self.tally.as_deref_mut(),
                         unit,
                         transaction_id,
                         pdu,
@@ -269,6 +290,9 @@ impl Connection {
                 Decoded::Incomplete => break,
                 Decoded::Skip { consumed, error } => {
                     self.engine.note_frame_error(&error);
+                    if let Some(tally) = self.tally.as_deref_mut() {
+                        tally.dropped(DropReason::of_frame(&error));
+                    }
                     pos += consumed.max(1);
                 }
                 Decoded::Fatal(e) => return Err(e.into()),
@@ -299,6 +323,9 @@ impl Connection {
             && now.saturating_duration_since(last) >= timing.t3_5
         {
             self.engine.note_frame_error(&FrameError::Truncated(self.rx.len()));
+            if let Some(tally) = self.tally.as_deref_mut() {
+                tally.dropped(DropReason::Timeout);
+            }
             self.rx.clear();
         }
     }

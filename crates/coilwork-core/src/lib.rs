@@ -17,6 +17,8 @@
 //!   serial line: the one thing an adapter drives (its module rustdoc is the
 //!   adapter contract);
 //! - [`server`]: server-level policy: admission, counters, the server error;
+//! - [`metrics`]: requests, exceptions, latency and dropped frames counted
+//!   per session and folded in at a low rate; Prometheus text exposition;
 //! - [`options`]: the settings shared by every transport and adapter;
 //! - [`connection`]: framing and execution of one byte stream (inside a session);
 //! - [`timeouts`]: a stream connection's partial-frame, idle and
@@ -47,6 +49,7 @@ pub mod frame;
 pub mod function;
 pub mod gateway;
 pub mod identity;
+pub mod metrics;
 pub mod options;
 pub mod pdu;
 #[cfg(feature = "role-policy")]
@@ -67,6 +70,7 @@ pub use exception::ExceptionCode;
 pub use frame::Framing;
 pub use function::FunctionCode;
 pub use identity::Identity;
+pub use metrics::{Metrics, Tally};
 pub use options::{AdmissionOptions, Overflow, Parity, SocketOptions, StreamOptions};
 pub use server::{Admission, ServerError, ServerStats, Verdict};
 pub use session::{CloseCause, Input, Output, Session, SessionConfig, SessionKind};

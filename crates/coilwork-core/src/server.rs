@@ -9,6 +9,7 @@
 //! to each open connection (`T`: whatever wakes or closes it), oldest first.
 
 use crate::options::{AdmissionOptions, Overflow};
+use crate::session::CloseCause;
 use core::net::{IpAddr, SocketAddr};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,11 @@ pub struct ServerStats {
     malformed: AtomicU64,
     bytes_in: ShardedCounter,
     bytes_out: ShardedCounter,
+    /// Closes not counted above: peer closed, stopped, evicted, I/O error.
+    closed_peer: AtomicU64,
+    closed_stopped: AtomicU64,
+    closed_evicted: AtomicU64,
+    closed_io: AtomicU64,
 }
 
 /// Shards of a [`ShardedCounter`]: sessions spread over them by id.
@@ -161,6 +167,36 @@ impl ServerStats {
     /// Counts a close for an idle timeout.
     pub(crate) fn count_idle_timeout(&self) {
         bump(&self.idle_timeouts);
+    }
+
+    /// The counter of closes for `cause`.
+    fn close_counter(&self, cause: CloseCause) -> &AtomicU64 {
+        match cause {
+            CloseCause::PeerClosed => &self.closed_peer,
+            CloseCause::Stopped => &self.closed_stopped,
+            CloseCause::Evicted => &self.closed_evicted,
+            CloseCause::BadFrame => &self.bad_frames,
+            CloseCause::PartialTimeout => &self.partial_timeouts,
+            CloseCause::IdleTimeout => &self.idle_timeouts,
+            CloseCause::IoError => &self.closed_io,
+        }
+    }
+
+    /// Stream connections closed for `cause` (bad frames and timeouts are
+    /// the counters above; the others are counted when the close is output).
+    pub fn closed(&self, cause: CloseCause) -> u64 {
+        self.close_counter(cause).load(Ordering::Relaxed)
+    }
+
+    /// Counts a stream connection's close, once, when it is output; bad
+    /// frames and timeouts were counted when they were decided.
+    pub(crate) fn count_close(&self, cause: CloseCause) {
+        if !matches!(
+            cause,
+            CloseCause::BadFrame | CloseCause::PartialTimeout | CloseCause::IdleTimeout
+        ) {
+            bump(self.close_counter(cause));
+        }
     }
 }
 

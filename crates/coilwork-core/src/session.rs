@@ -49,6 +49,7 @@ use crate::connection::{Connection, ConnectionConfig};
 use crate::engine::Engine;
 use crate::frame::Framing;
 use crate::frame::rtu::RtuTiming;
+use crate::metrics::{DropReason, Tally};
 use crate::options::{MAX_DATAGRAM, allowed};
 use crate::server::ServerStats;
 use crate::storage::Transport;
@@ -244,6 +245,8 @@ pub struct Session {
     pause_until: Option<Instant>,
     release: bool,
     discarded: bool,
+    /// The close was counted (and the metrics folded in).
+    reported: bool,
 }
 
 impl core::fmt::Debug for Session {
@@ -278,6 +281,7 @@ impl Session {
             pause_until: None,
             release: false,
             discarded: false,
+            reported: false,
         }
     }
 
@@ -311,8 +315,8 @@ impl Session {
         }
         match input {
             Input::Bytes(bytes) => self.on_bytes(now, bytes),
-            Input::Datagram { bytes, from } => self.on_datagram(bytes, from),
-            Input::Sent(n) => self.on_sent(n),
+            Input::Datagram { bytes, from } => self.on_datagram(now, bytes, from),
+            Input::Sent(n) => self.on_sent(now, n),
             Input::Timeout => self.expire_passed(now),
             Input::Eof => self.on_eof(),
             Input::Stop => self.on_stop(),
@@ -324,6 +328,7 @@ impl Session {
     /// What to do next at `now`.
     pub fn poll(&mut self, now: Instant) -> Output<'_> {
         if let Phase::Closed(cause) = self.phase {
+            self.report_close(cause);
             return Output::Close(cause);
         }
         if core::mem::take(&mut self.release) {
@@ -362,15 +367,48 @@ impl Session {
         self.timeouts.next_closing_deadline()
     }
 
-    /// The connection, made on first use.
+    /// The connection, made on first use (with a metrics tally if the
+    /// engine has metrics).
     fn connection(&mut self) -> &mut Connection {
-        let (shared, peer, role) = (&self.shared, self.peer, &mut self.tls_role);
+        let (shared, peer, role, id) = (&self.shared, self.peer, &mut self.tls_role, self.id);
         self.conn.get_or_insert_with(|| {
-            Box::new(Connection::new(
-                Arc::clone(&shared.engine),
-                shared.connection(peer, role.take()),
-            ))
+            let mut conn = Connection::new(Arc::clone(&shared.engine), shared.connection(peer, role.take()));
+            if let Some(metrics) = shared.engine.metrics() {
+                conn.set_tally(Tally::new(Arc::clone(metrics), id));
+            }
+            Box::new(conn)
         })
+    }
+
+    /// The connection's metrics tally, if there are both.
+    fn tally(&mut self) -> Option<&mut Tally> {
+        self.conn.as_deref_mut().and_then(Connection::tally_mut)
+    }
+
+    /// Folds the tally in if due: a stream at most once a second; a line or
+    /// a datagram socket (one session each, no contention) at once.
+    fn fold_metrics(&mut self, now: Instant) {
+        let stream = self.shared.kind == SessionKind::Stream;
+        if let Some(tally) = self.tally() {
+            if stream {
+                tally.fold_if_due(now);
+            } else {
+                tally.fold();
+            }
+        }
+    }
+
+    /// Counts the close once (streams) and folds the metrics in.
+    fn report_close(&mut self, cause: CloseCause) {
+        if core::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        if self.shared.kind == SessionKind::Stream {
+            self.shared.stats.count_close(cause);
+        }
+        if let Some(tally) = self.tally() {
+            tally.fold();
+        }
     }
 
     fn has_output(&self) -> bool {
@@ -379,6 +417,7 @@ impl Session {
 
     fn close(&mut self, cause: CloseCause) -> Output<'static> {
         self.phase = Phase::Closed(cause);
+        self.report_close(cause);
         Output::Close(cause)
     }
 
@@ -432,9 +471,21 @@ impl Session {
         self.shared.stats.count_in(self.id, bytes.len());
         self.connection();
         let Some(conn) = self.conn.as_deref_mut() else { return };
+        if let Some(tally) = conn.tally_mut() {
+            tally.input(now);
+        }
         let before = conn.buffered_len();
         let result = conn.handle_input(now, bytes);
+        if let (Err(e), Some(tally)) = (&result, conn.tally_mut()) {
+            tally.dropped(DropReason::of_connection(e));
+        }
+        let answering = conn.has_output();
         self.timeouts.on_input(now, conn, before, bytes.len());
+        if !answering {
+            // With answers queued, the fold waits for them to be written
+            // (their latency is known then).
+            self.fold_metrics(now);
+        }
         if let Phase::Draining(left) = self.phase {
             self.phase = Phase::Draining(left.saturating_sub(1));
         }
@@ -452,7 +503,7 @@ impl Session {
         }
     }
 
-    fn on_datagram(&mut self, bytes: &[u8], from: Option<SocketAddr>) {
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>) {
         if !matches!(self.phase, Phase::Open | Phase::Draining(_)) {
             return;
         }
@@ -467,18 +518,29 @@ impl Session {
             // No Modbus ADU is this long (an ASCII one is at most 513 bytes).
             stats.count_malformed();
             self.discarded = true;
+            if let Some(tally) = self.connection().tally_mut() {
+                tally.dropped(DropReason::Oversize);
+            }
+            self.fold_metrics(now);
             return;
         }
         stats.count_in(self.id, bytes.len());
         let conn = self.connection();
         conn.set_peer(from);
-        if conn.handle_datagram(bytes).is_err() {
+        if let Some(tally) = conn.tally_mut() {
+            tally.input(now);
+        }
+        if let Err(e) = conn.handle_datagram(bytes) {
+            if let Some(tally) = conn.tally_mut() {
+                tally.dropped(DropReason::of_frame(&e));
+            }
             self.shared.stats.count_malformed();
             self.discarded = true;
         }
+        self.fold_metrics(now);
     }
 
-    fn on_sent(&mut self, n: usize) {
+    fn on_sent(&mut self, now: Instant, n: usize) {
         if n == 0 {
             return;
         }
@@ -486,6 +548,12 @@ impl Session {
         self.shared.stats.count_out(self.id, n);
         if let Some(c) = &mut self.conn {
             c.consume_output(n);
+            if !c.has_output()
+                && let Some(tally) = c.tally_mut()
+            {
+                tally.sent(now);
+                self.fold_metrics(now);
+            }
         }
         if self.shared.kind == SessionKind::Datagram && !self.has_output() {
             self.shared.stats.count_answered();
@@ -501,6 +569,9 @@ impl Session {
         }
         match self.timeouts.expire(now, self.conn.as_deref_mut()) {
             Some(Expired::PartialFrame) => {
+                if let Some(tally) = self.tally() {
+                    tally.dropped(DropReason::Timeout);
+                }
                 self.shared.stats.count_partial_timeout();
                 self.phase = Phase::Closed(CloseCause::PartialTimeout);
             }
@@ -508,7 +579,13 @@ impl Session {
                 self.shared.stats.count_idle_timeout();
                 self.phase = Phase::Closed(CloseCause::IdleTimeout);
             }
-            Some(Expired::ReleaseBuffers) => self.release = true,
+            Some(Expired::ReleaseBuffers) => {
+                // Quiet: a good moment to fold the metrics in.
+                if let Some(tally) = self.tally() {
+                    tally.fold();
+                }
+                self.release = true;
+            }
             None => {}
         }
     }

@@ -125,3 +125,43 @@ fn a_session_serving_requests_allocates_nothing_after_warm_up() {
     assert_eq!(answered, 100 * 29 + 100 * 12);
     assert_eq!(info.count_total, 0, "allocations on the session path: {info:?}");
 }
+
+/// With metrics on, a session's requests, answers and its folds into the
+/// shared metrics (once a second here) allocate nothing after warm-up.
+#[test]
+fn a_session_counting_metrics_allocates_nothing_after_warm_up() {
+    use coilwork_core::{Framing, Input, Metrics, Output, Session, SessionConfig, SessionKind, Transport};
+    let device = DeviceContext::with_sizes(100, 100, 100, 100).expect("device");
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::builder(ServerContext::single(device))
+        .metrics(Arc::clone(&metrics))
+        .build();
+    let shared = Arc::new(SessionConfig::new(
+        Arc::new(engine),
+        SessionKind::Stream,
+        Framing::Mbap,
+        Transport::Tcp,
+    ));
+    let t0 = Instant::now();
+    let mut session = Session::new(shared, t0, 1, None, None);
+    let mut step = |i: u32| {
+        // 100 ms apart: a fold every tenth request.
+        let now = t0 + std::time::Duration::from_millis(u64::from(i) * 100);
+        session.handle(now, Input::Bytes(&fc3(i as u16)));
+        while let Output::Transmit(bytes) = session.poll(now) {
+            let n = bytes.len();
+            session.handle(now, Input::Sent(n));
+        }
+    };
+    for i in 0..30 {
+        step(i);
+    }
+    let info = allocation_counter::measure(|| {
+        for i in 30..230 {
+            step(i);
+        }
+    });
+    assert_eq!(info.count_total, 0, "allocations with metrics on: {info:?}");
+    let snap = metrics.snapshot();
+    assert!(snap.requests[&(1, 3)].requests >= 220, "{snap:?}");
+}

@@ -136,7 +136,12 @@ fn identity(server: &config::ServerConfig) -> Identity {
 }
 
 /// The engine serving `device` as the server entry says, with the monitor as its hook.
-fn engine(server: &config::ServerConfig, device: Arc<SimDevice>, monitor: Arc<Monitor>) -> Arc<Engine> {
+fn engine(
+    server: &config::ServerConfig,
+    device: Arc<SimDevice>,
+    monitor: Arc<Monitor>,
+    metrics: Arc<coilwork_core::Metrics>,
+) -> Arc<Engine> {
     let context = match server.device_id {
         Some(id) => ServerContext::multi().with_device(id, device),
         None => ServerContext::single(device),
@@ -150,6 +155,7 @@ fn engine(server: &config::ServerConfig, device: Arc<SimDevice>, monitor: Arc<Mo
             .identity(identity(server))
             .options(engine_options)
             .hook(monitor)
+            .metrics(metrics)
             .build(),
     )
 }
@@ -347,7 +353,8 @@ impl Simulator {
             _ => None,
         };
         let monitor = Arc::new(Monitor::new());
-        let engine = engine(server, device.clone(), monitor.clone());
+        let metrics = Arc::new(coilwork_core::Metrics::new());
+        let engine = engine(server, device.clone(), monitor.clone(), Arc::clone(&metrics));
         Ok(Arc::new(Inner {
             server_name: server_name.to_owned(),
             device_name,
@@ -355,6 +362,7 @@ impl Simulator {
             tls,
             device,
             engine,
+            metrics,
             monitor,
             options: options.clone(),
             modbus: Mutex::new(Modbus::default()),

@@ -8,7 +8,8 @@ use crate::error::SimError;
 use crate::monitor::Monitor;
 use crate::options::SimulatorOptions;
 use crate::sync::lock;
-use coilwork_core::{Engine, Framing};
+use coilwork_core::metrics::{Metrics, Source};
+use coilwork_core::{Engine, Framing, ServerStats};
 use coilwork_tokio::{
     ServerHandle, TcpServer, TcpServerConfig, TcpStats, TlsConfig, TlsServer, TlsServerConfig, UdpServer,
     UdpServerConfig, UdpStats,
@@ -27,7 +28,28 @@ pub struct SimulatorHandle {
     pub(crate) http_addr: Option<SocketAddr>,
 }
 
+/// The Prometheus exposition of `servers` (each labelled `server="<name>"`).
+pub(crate) fn prometheus(servers: &[&Inner]) -> String {
+    let stats: Vec<Option<Arc<ServerStats>>> = servers.iter().map(|s| s.server_stats()).collect();
+    let sources: Vec<Source<'_>> = servers
+        .iter()
+        .zip(&stats)
+        .map(|(s, stats)| Source {
+            name: &s.server_name,
+            metrics: Some(&s.metrics),
+            stats: stats.as_deref(),
+        })
+        .collect();
+    coilwork_core::metrics::render(&sources)
+}
+
 impl SimulatorHandle {
+    /// The Prometheus text exposition of every server served (requests,
+    /// exceptions, latency, dropped frames, connections, bytes); see docs/metrics.md.
+    pub fn prometheus(&self) -> String {
+        prometheus(&self.servers.iter().map(|s| &**s).collect::<Vec<_>>())
+    }
+
     /// The Modbus server's bound address (network servers).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
@@ -145,6 +167,8 @@ pub(crate) struct Inner {
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) device: Arc<SimDevice>,
     pub(crate) engine: Arc<Engine>,
+    /// The engine's metrics (requests, latency, dropped frames).
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) monitor: Arc<Monitor>,
     pub(crate) options: SimulatorOptions,
     pub(crate) modbus: Mutex<Modbus>,
@@ -377,6 +401,18 @@ impl Inner {
             bytes_in: m.base.bytes_in + now.bytes_in,
             bytes_out: m.base.bytes_out + now.bytes_out,
         }
+    }
+
+    /// The running (or last) network server's counters.
+    pub(crate) fn server_stats(&self) -> Option<Arc<ServerStats>> {
+        match lock(&self.modbus).stats.as_ref()? {
+            Stats::Tcp(s) | Stats::Udp(s) => Some(Arc::clone(s)),
+        }
+    }
+
+    /// This server's families of the Prometheus exposition, labelled with its name.
+    pub(crate) fn prometheus(&self) -> String {
+        prometheus(&[self])
     }
 
     /// Asks everything to stop.

@@ -872,25 +872,53 @@ fn metrics_count_requests() {
         modbus(s.modbus, &[0x06, 0x00, 0x02, 0x00, 0x01], Duration::from_secs(5))
             .await
             .unwrap();
-        let (st, ctype, text) = s.raw("GET", "/metrics", None, false).await;
-        assert_eq!(st, 200);
-        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
-        let metric = |name: &str| -> u64 {
+        // The same families as `coilwork serve --metrics`, labelled with the
+        // server entry's name. Sessions fold their counts in when they close
+        // (the client's close reaches the server a moment later): poll.
+        let wanted: [(&str, u64); 10] = [
+            (
+                "coilwork_requests_total{server=\"server\",unit=\"1\",function=\"3\"}",
+                4,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"server\",unit=\"1\",function=\"3\"}",
+                1,
+            ),
+            (
+                "coilwork_requests_total{server=\"server\",unit=\"1\",function=\"6\"}",
+                1,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"server\",unit=\"1\",function=\"6\"}",
+                0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"server\"}", 5),
+            ("coilwork_connections_accepted_total{server=\"server\"}", 5),
+            ("coilwork_bytes_in_total{server=\"server\"}", 5 * 12),
+            // 3 × 11 (one register) + 9 (exception) + 12 (FC6 echo).
+            ("coilwork_bytes_out_total{server=\"server\"}", 3 * 11 + 9 + 12),
+            ("coilwork_connections_open{server=\"server\"}", 0),
+            ("coilwork_modbus_up", 1),
+        ];
+        let metric = |text: &str, name: &str| -> Option<u64> {
             text.lines()
                 .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-                .unwrap_or_else(|| panic!("no {name} in {text}"))
-                .parse()
-                .unwrap()
+                .and_then(|v| v.parse().ok())
         };
-        assert_eq!(metric("coilwork_requests_total{function=\"3\"}"), 4);
-        assert_eq!(metric("coilwork_exceptions_total{function=\"3\"}"), 1);
-        assert_eq!(metric("coilwork_requests_total{function=\"6\"}"), 1);
-        assert_eq!(metric("coilwork_exceptions_total{function=\"6\"}"), 0);
-        assert_eq!(metric("coilwork_connections_total"), 5);
-        assert_eq!(metric("coilwork_bytes_in_total"), 5 * 12);
-        // 3 × 11 (one register) + 9 (exception) + 12 (FC6 echo).
-        assert_eq!(metric("coilwork_bytes_out_total"), 3 * 11 + 9 + 12);
-        assert_eq!(metric("coilwork_modbus_up"), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let text = loop {
+            let (st, ctype, text) = s.raw("GET", "/metrics", None, false).await;
+            assert_eq!(st, 200);
+            assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+            if wanted.iter().all(|(name, v)| metric(&text, name) == Some(*v)) {
+                break text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not as expected: {wanted:?}\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert!(text.contains("# TYPE coilwork_requests_total counter"));
         s.handle.shutdown().await;
     });

@@ -52,6 +52,7 @@ use crate::diagnostics::{DiagnosticCounter, Diagnostics};
 use crate::error::{ConfigError, FrameError};
 use crate::frame::PduLength;
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::pdu::{PduBuf, Request};
 use crate::storage::server::DeviceCache;
 use crate::storage::{RequestContext, ServerContext};
@@ -120,6 +121,7 @@ pub struct Engine {
     hook: Option<Arc<dyn RequestHook>>,
     listener: Option<Arc<dyn WriteListener>>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    metrics: Option<Arc<Metrics>>,
     /// No hook and no authorizer: ordinary requests take [`Engine::serve_plain`].
     plain: bool,
     bus: Diagnostics,
@@ -143,6 +145,7 @@ pub struct EngineBuilder {
     hook: Option<Arc<dyn RequestHook>>,
     listener: Option<Arc<dyn WriteListener>>,
     authorizer: Option<Arc<dyn Authorizer>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl EngineBuilder {
@@ -191,6 +194,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Counts requests, exceptions, latency and dropped frames into
+    /// `metrics` (every session keeps local counts and folds them in at a
+    /// low rate; the request path itself is unchanged).
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Finishes the engine.
     pub fn build(self) -> Engine {
         Engine {
@@ -202,6 +213,7 @@ impl EngineBuilder {
             hook: self.hook,
             listener: self.listener,
             authorizer: self.authorizer,
+            metrics: self.metrics,
             bus: Diagnostics::new(),
         }
     }
@@ -218,6 +230,7 @@ impl Engine {
             hook: None,
             listener: None,
             authorizer: None,
+            metrics: None,
         }
     }
 
@@ -234,6 +247,11 @@ impl Engine {
     /// The identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The metrics sessions fold into, if installed.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// Bus-level diagnostics (bus message, communication error, overrun counts).

@@ -445,3 +445,71 @@ proptest! {
         }
     }
 }
+
+/// A TCP session whose engine counts into the returned metrics.
+fn tcp_with_metrics() -> (Session, Instant, Arc<crate::Metrics>) {
+    let t0 = Instant::now();
+    let metrics = Arc::new(crate::Metrics::new());
+    let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
+    let engine = Engine::builder(ServerContext::single(device))
+        .metrics(Arc::clone(&metrics))
+        .build();
+    let mut c = SessionConfig::new(Arc::new(engine), SessionKind::Stream, Framing::Mbap, Transport::Tcp);
+    c.timeouts.partial_frame = Some(MS * 500);
+    (Session::new(Arc::new(c), t0, 5, None, None), t0, metrics)
+}
+
+#[test]
+fn metrics_count_requests_exceptions_latency_and_the_close() {
+    use crate::metrics::{DropReason, RequestCount};
+    let (mut s, t0, metrics) = tcp_with_metrics();
+    // FC3 at address 0 is served; FC3 at address 20 is exception 02.
+    let mut two = mbap(1, 3).to_vec();
+    two.extend_from_slice(&[0, 2, 0, 0, 0, 6, 1, 3, 0, 20, 0, 1]);
+    s.handle(t0, Input::Bytes(&two));
+    // Written 3 ms after the read.
+    let (out, _) = run(&mut s, t0 + MS * 3);
+    assert_eq!(out.len(), 11 + 9);
+    // The first answer folds at once (nothing folded before).
+    let snap = metrics.snapshot();
+    assert_eq!(
+        snap.requests[&(1, 3)],
+        RequestCount {
+            requests: 2,
+            exceptions: 1
+        }
+    );
+    assert_eq!((snap.latency.count, snap.latency.sum_nanos), (2, 6_000_000));
+    // Within the second, another request stays local...
+    s.handle(t0 + MS * 10, Input::Bytes(&mbap(3, 1)));
+    run(&mut s, t0 + MS * 10);
+    assert!(!metrics.snapshot().requests.contains_key(&(1, 1)));
+    // ...until a partial frame times out and the session closes.
+    s.handle(t0 + MS * 20, Input::Bytes(&[0, 4, 0]));
+    assert_eq!(tick(&mut s, t0 + MS * 600), Output::Close(CloseCause::PartialTimeout));
+    let snap = metrics.snapshot();
+    assert_eq!(snap.requests[&(1, 1)].requests, 1);
+    assert_eq!(snap.dropped(DropReason::Timeout), 1);
+    let stats = &s.config().stats;
+    assert_eq!(stats.closed(CloseCause::PartialTimeout), 1);
+}
+
+#[test]
+fn a_bad_mbap_header_is_a_dropped_frame_and_a_bad_frame_close_counted_once() {
+    use crate::metrics::DropReason;
+    let (mut s, t0, metrics) = tcp_with_metrics();
+    s.handle(t0, Input::Bytes(&[0, 1, 0, 9, 0, 6, 1, 3, 0, 0, 0, 1]));
+    assert_eq!(run(&mut s, t0).1, Output::Close(CloseCause::BadFrame));
+    assert_eq!(s.poll(t0), Output::Close(CloseCause::BadFrame));
+    assert_eq!(metrics.snapshot().dropped(DropReason::Mbap), 1);
+    assert_eq!(s.config().stats.closed(CloseCause::BadFrame), 1);
+}
+
+#[test]
+fn peer_closes_are_counted_once_when_output() {
+    let (mut s, t0, _) = tcp_with_metrics();
+    s.handle(t0, Input::Eof);
+    assert_eq!(s.poll(t0), Output::Close(CloseCause::PeerClosed));
+    assert_eq!(s.poll(t0), Output::Close(CloseCause::PeerClosed));
+    assert_eq!(s.config().stats.closed(CloseCause::PeerClosed), 1);
+}

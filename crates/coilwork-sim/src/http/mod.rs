@@ -536,48 +536,11 @@ async fn get_log(Sel(inner): Sel, q: Result<Query<HashMap<String, String>>, Quer
     ok(json!({ "entries": inner.monitor.log_entries(since) }))
 }
 
+/// The core's families for the selected server (the same text `coilwork
+/// simulate --metrics` serves), then the simulator's own.
 async fn metrics(Sel(inner): Sel) -> Response {
-    let mut out = String::new();
-    let counters = inner.monitor.counters();
-    let _ = writeln!(out, "# HELP coilwork_requests_total Modbus requests by function code.");
-    let _ = writeln!(out, "# TYPE coilwork_requests_total counter");
-    for (f, r, _) in &counters {
-        let _ = writeln!(out, "coilwork_requests_total{{function=\"{f}\"}} {r}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP coilwork_exceptions_total Exception responses by function code."
-    );
-    let _ = writeln!(out, "# TYPE coilwork_exceptions_total counter");
-    for (f, _, e) in &counters {
-        let _ = writeln!(out, "coilwork_exceptions_total{{function=\"{f}\"}} {e}");
-    }
-    let t = inner.traffic();
+    let mut out = inner.prometheus();
     for (name, kind, help, v) in [
-        (
-            "coilwork_connections_total",
-            "counter",
-            "TCP connections accepted.",
-            t.connections_total,
-        ),
-        (
-            "coilwork_connections_active",
-            "gauge",
-            "TCP connections open now.",
-            t.connections_active,
-        ),
-        (
-            "coilwork_bytes_in_total",
-            "counter",
-            "Bytes received from Modbus clients.",
-            t.bytes_in,
-        ),
-        (
-            "coilwork_bytes_out_total",
-            "counter",
-            "Bytes sent to Modbus clients.",
-            t.bytes_out,
-        ),
         (
             "coilwork_faults_active",
             "gauge",

@@ -1,0 +1,563 @@
+//! `coilwork serve --metrics ADDR` over real loopback sockets: requests (one
+//! of them an exception), a bad frame, a refused connection and a peer close
+//! are driven with raw sockets (and pymodbus's client when `COILWORK_PYTHON`
+//! is set), `/metrics` is scraped over HTTP and the numbers are asserted.
+
+#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
+mod pki;
+#[allow(dead_code)] // Only python_or_skip and TempDir are used here.
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `coilwork serve`, killed on drop.
+struct Serve {
+    child: Child,
+    modbus: String,
+    metrics: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `coilwork serve --metrics` with `args`; waits for the serving line.
+fn serve(args: &[&str]) -> Serve {
+    let modbus = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--address", &modbus, "--metrics", &metrics])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    while !lines.contains("serving") {
+        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
+    }
+    assert!(
+        lines.contains(&format!("metrics on http://{metrics}/metrics")),
+        "{lines}"
+    );
+    Serve { child, modbus, metrics }
+}
+
+/// One HTTP request; the whole answer.
+fn http(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+fn scrape(addr: &str) -> String {
+    let answer = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("content-type: text/plain; version=0.0.4"), "{answer}");
+    answer.split("\r\n\r\n").nth(1).unwrap().to_owned()
+}
+
+/// The value of the sample `series` (name and labels as written).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrapes until every `(series, value)` holds (sessions fold in at a low
+/// rate and at close), or fails with the last text after 5 s.
+fn expect(addr: &str, wanted: &[(&str, f64)]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(addr);
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(series, v)| value(&text, series) != Some(*v))
+            .map(|(series, v)| format!("{series} = {v} (is {:?})", value(&text, series)))
+            .collect();
+        if missing.is_empty() {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "not as expected: {missing:#?}\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An MBAP request for unit 1.
+fn adu(tid: u16, pdu: &[u8]) -> Vec<u8> {
+    let mut adu = tid.to_be_bytes().to_vec();
+    adu.extend([0, 0]);
+    adu.extend(u16::try_from(pdu.len() + 1).unwrap().to_be_bytes());
+    adu.push(1);
+    adu.extend(pdu);
+    adu
+}
+
+/// Sends one request and reads its whole answer.
+fn ask(s: &mut TcpStream, tid: u16, pdu: &[u8]) -> Vec<u8> {
+    s.write_all(&adu(tid, pdu)).unwrap();
+    let mut head = [0u8; 7];
+    s.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[4], head[5]])) - 1];
+    s.read_exact(&mut body).unwrap();
+    body
+}
+
+/// Reads until the server closes the stream.
+fn wait_closed(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+const READ_ONE: [u8; 5] = [0x03, 0x00, 0x00, 0x00, 0x01];
+
+#[test]
+fn requests_exceptions_bad_frames_refusals_and_closes_are_counted() {
+    let server = serve(&["--max-connections", "1"]);
+    let mut s1 = TcpStream::connect(&server.modbus).unwrap();
+    s1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut s1, 1, &READ_ONE), [0x03, 2, 0, 0]);
+    // Address 20000 is past the 10000 registers: exception 02.
+    assert_eq!(ask(&mut s1, 2, &[0x03, 0x4E, 0x20, 0x00, 0x01]), [0x83, 0x02]);
+    // Function 0x55 is not served: exception 01.
+    assert_eq!(ask(&mut s1, 3, &[0x55]), [0xD5, 0x01]);
+    // The one slot is taken: a second client is refused (closed at once).
+    let mut s2 = TcpStream::connect(&server.modbus).unwrap();
+    wait_closed(&mut s2);
+    // A protocol id of 9 is not Modbus: the connection is closed.
+    s1.write_all(&[0, 4, 0, 9, 0, 6, 1, 3, 0, 0, 0, 1]).unwrap();
+    wait_closed(&mut s1);
+    // The slot is free again once the server has released it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s3 = loop {
+        let mut s = TcpStream::connect(&server.modbus).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if s.write_all(&adu(5, &READ_ONE)).is_ok() {
+            let mut answer = [0u8; 11];
+            if s.read_exact(&mut answer).is_ok() {
+                break s;
+            }
+        }
+        assert!(Instant::now() < deadline, "the slot was never released");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    s3.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_closed(&mut s3);
+
+    let refused = value(
+        &scrape(&server.metrics),
+        "coilwork_connections_refused_total{server=\"tcp\"}",
+    )
+    .unwrap();
+    assert!(refused >= 1.0);
+    let text = expect(
+        &server.metrics,
+        &[
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"3\"}", 3.0),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            (
+                "coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"85\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"85\"}",
+                1.0,
+            ),
+            ("coilwork_frames_dropped_total{server=\"tcp\",reason=\"mbap\"}", 1.0),
+            ("coilwork_frames_dropped_total{server=\"tcp\",reason=\"checksum\"}", 0.0),
+            ("coilwork_connections_accepted_total{server=\"tcp\"}", 2.0),
+            ("coilwork_connections_open{server=\"tcp\"}", 0.0),
+            (
+                "coilwork_connections_closed_total{server=\"tcp\",reason=\"bad_frame\"}",
+                1.0,
+            ),
+            (
+                "coilwork_connections_closed_total{server=\"tcp\",reason=\"peer_closed\"}",
+                1.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"tcp\"}", 4.0),
+            (
+                "coilwork_request_duration_seconds_bucket{server=\"tcp\",le=\"+Inf\"}",
+                4.0,
+            ),
+            // s1: 3 requests of 12, 12 and 8 bytes and the bad frame (12); s3: 12.
+            ("coilwork_bytes_in_total{server=\"tcp\"}", 56.0),
+            // Answers of 11, 9, 9 and 11 bytes.
+            ("coilwork_bytes_out_total{server=\"tcp\"}", 40.0),
+        ],
+    );
+    // Every refusal is counted (the retry loop may have been refused too).
+    assert_eq!(
+        value(&text, "coilwork_connections_refused_total{server=\"tcp\"}"),
+        Some(refused)
+    );
+    assert!(text.contains("# TYPE coilwork_request_duration_seconds histogram\n"));
+}
+
+#[test]
+fn only_get_metrics_is_served() {
+    let server = serve(&[]);
+    let not_found = http(&server.metrics, "GET / HTTP/1.1\r\n\r\n");
+    assert!(not_found.starts_with("HTTP/1.1 404 Not Found\r\n"), "{not_found}");
+    let post = http(&server.metrics, "POST /metrics HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    let garbage = http(&server.metrics, "\u{1}\u{2}\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+    // A head past the bound is refused, not buffered without end.
+    let long = format!("GET /metrics HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(20_000));
+    let mut s = TcpStream::connect(&server.metrics).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(long.as_bytes());
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The endpoint still serves afterwards.
+    assert!(scrape(&server.metrics).contains("# TYPE coilwork_requests_total counter"));
+}
+
+#[test]
+fn a_metrics_address_in_use_stops_the_start_before_the_modbus_port_opens() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap().to_string();
+    let modbus = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--address", &modbus, "--metrics", &metrics])
+        .output()
+        .expect("run coilwork");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot serve metrics on {metrics}: address already in use")),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("serving"));
+}
+
+#[test]
+fn udp_datagrams_and_malformed_ones_are_counted() {
+    let server = serve(&["--transport", "udp"]);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket.connect(&server.modbus).unwrap();
+    socket.send(&adu(1, &READ_ONE)).unwrap();
+    let mut buf = [0u8; 300];
+    assert_eq!(socket.recv(&mut buf).unwrap(), 11);
+    socket.send(&adu(2, &[0x03, 0x4E, 0x20, 0x00, 0x01])).unwrap();
+    assert_eq!(socket.recv(&mut buf).unwrap(), 9);
+    // A datagram with a bad length field is dropped.
+    socket.send(&[0, 3, 0, 0, 1, 44, 1, 3, 0, 0, 0, 1]).unwrap();
+    expect(
+        &server.metrics,
+        &[
+            ("coilwork_requests_total{server=\"udp\",unit=\"1\",function=\"3\"}", 2.0),
+            (
+                "coilwork_exceptions_total{server=\"udp\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            ("coilwork_datagrams_received_total{server=\"udp\"}", 3.0),
+            ("coilwork_datagrams_answered_total{server=\"udp\"}", 2.0),
+            ("coilwork_datagrams_malformed_total{server=\"udp\"}", 1.0),
+            ("coilwork_frames_dropped_total{server=\"udp\",reason=\"mbap\"}", 1.0),
+            ("coilwork_request_duration_seconds_count{server=\"udp\"}", 2.0),
+        ],
+    );
+}
+
+#[test]
+fn pymodbus_requests_are_counted() {
+    let Some(python) = support::python_or_skip() else {
+        return;
+    };
+    let server = serve(&[]);
+    let port = server.modbus.rsplit(':').next().unwrap();
+    let script = format!(
+        "from pymodbus.client import ModbusTcpClient\n\
+         c = ModbusTcpClient('127.0.0.1', port={port})\n\
+         assert c.connect()\n\
+         for _ in range(5):\n    assert not c.read_holding_registers(0, count=2, device_id=1).isError()\n\
+         assert not c.write_register(3, 7, device_id=1).isError()\n\
+         assert c.read_coils(60000, count=1, device_id=1).isError()\n\
+         c.close()\n"
+    );
+    let status = Command::new(python).args(["-c", &script]).status().expect("run python");
+    assert!(status.success());
+    expect(
+        &server.metrics,
+        &[
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"3\"}", 5.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"6\"}", 1.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"1\"}", 1.0),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"1\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"tcp\",unit=\"1\",function=\"3\"}",
+                0.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"tcp\"}", 7.0),
+            (
+                "coilwork_connections_closed_total{server=\"tcp\",reason=\"peer_closed\"}",
+                1.0,
+            ),
+        ],
+    );
+}
+
+/// The sum of every sample of `name` whose labels contain `label`.
+fn sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn simulate_serves_the_same_families_on_metrics_and_on_its_http_port() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let text = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"port\": 5020", "\"port\": 0");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics_device.json");
+    std::fs::write(&file, text).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"])
+        .args(["--metrics", &metrics])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut modbus, mut http) = (None, None);
+    let mut lines = String::new();
+    while http.is_none() {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "coilwork ended: {lines}");
+        if line.contains("serving Modbus/TCP on ") {
+            modbus = line.trim().rsplit(' ').next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("coilwork: web page and REST API on http://") {
+            http = rest.strip_suffix('/').map(str::to_owned);
+        }
+        lines.push_str(&line);
+    }
+    let child = Serve {
+        child,
+        modbus: modbus.unwrap_or_else(|| panic!("no Modbus line: {lines}")),
+        metrics,
+    };
+    assert!(
+        lines.contains(&format!("metrics on http://{}/metrics", child.metrics)),
+        "{lines}"
+    );
+    let mut s = TcpStream::connect(&child.modbus).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut s, 1, &[0x03, 0x00, 0x04, 0x00, 0x02])[0], 0x03);
+    assert_eq!(ask(&mut s, 2, &[0x03, 0xEA, 0x60, 0x00, 0x01])[0], 0x83);
+    drop(s);
+    let http = http.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let scraped = scrape(&child.metrics);
+        let answer = http_get_body(&http, "/metrics");
+        let counts = |t: &str| {
+            (
+                sum(t, "coilwork_requests_total", "function=\"3\""),
+                sum(t, "coilwork_exceptions_total", "function=\"3\""),
+                sum(t, "coilwork_connections_accepted_total", "server="),
+            )
+        };
+        if counts(&scraped) == (2.0, 1.0, 1.0) && counts(&answer) == (2.0, 1.0, 1.0) {
+            assert!(answer.contains("# TYPE coilwork_request_duration_seconds histogram"));
+            assert!(answer.contains("# TYPE coilwork_modbus_up gauge"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}\n{scraped}\n{answer}",
+            counts(&scraped),
+            counts(&answer)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The body of a GET on the simulator's HTTP port.
+fn http_get_body(addr: &str, path: &str) -> String {
+    let answer = http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn simulate_with_a_metrics_address_in_use_exits_before_serving() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--http-port", "0", "--metrics", &metrics])
+        .output()
+        .expect("run coilwork");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("address already in use"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("simulating"));
+}
+
+/// FC3, unit 1, one register at 0, RTU framed (CRC 0x0A84, low byte first).
+const RTU_READ: [u8; 8] = [0x01, 0x03, 0x00, 0x00, 0x00, 0x01, 0x84, 0x0A];
+
+/// Sends a frame with a bad CRC, then a good one, over `io`; the good one is answered.
+fn bad_crc_then_good(io: &mut (impl Read + Write)) {
+    let mut bad = RTU_READ;
+    bad[7] ^= 0xFF;
+    io.write_all(&bad).unwrap();
+    // Longer than t3.5 at any baud rate used here: the bad frame stands alone.
+    std::thread::sleep(Duration::from_millis(50));
+    io.write_all(&RTU_READ).unwrap();
+    let mut answer = [0u8; 7];
+    io.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [0x01, 0x03, 0x02, 0x00, 0x00, 0xB8, 0x44]);
+}
+
+#[test]
+fn rtu_over_tcp_counts_a_bad_crc_as_a_dropped_frame() {
+    let server = serve(&["--framer", "rtu"]);
+    let mut s = TcpStream::connect(&server.modbus).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    bad_crc_then_good(&mut s);
+    drop(s);
+    expect(
+        &server.metrics,
+        &[
+            ("coilwork_frames_dropped_total{server=\"tcp\",reason=\"checksum\"}", 1.0),
+            ("coilwork_requests_total{server=\"tcp\",unit=\"1\",function=\"3\"}", 1.0),
+            (
+                "coilwork_connections_closed_total{server=\"tcp\",reason=\"peer_closed\"}",
+                1.0,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_serial_line_counts_requests_and_bad_crcs() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        eprintln!("skipped: no socat");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("coilwork-metrics-serial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mut socat = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start socat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.exists() && b.exists()) {
+        assert!(Instant::now() < deadline, "socat made no ptys");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args([
+            "serve",
+            "--transport",
+            "serial",
+            "--port",
+            a.to_str().unwrap(),
+            "--framer",
+            "rtu",
+        ])
+        .args(["--metrics", &metrics])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    while !lines.contains("serving") {
+        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
+    }
+    let server = Serve {
+        child,
+        modbus: String::new(),
+        metrics,
+    };
+    let mut line = std::fs::OpenOptions::new().read(true).write(true).open(&b).unwrap();
+    bad_crc_then_good(&mut line);
+    expect(
+        &server.metrics,
+        &[
+            (
+                "coilwork_frames_dropped_total{server=\"serial\",reason=\"checksum\"}",
+                1.0,
+            ),
+            (
+                "coilwork_requests_total{server=\"serial\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"serial\"}", 1.0),
+        ],
+    );
+    drop(server);
+    let _ = socat.kill();
+    let _ = socat.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_handshake_failures_are_counted() {
+    let p = pki::Pki::new();
+    let dir = support::TempDir::new("metrics");
+    let cert = dir.write("server.pem", &p.server.cert_pem);
+    let key = dir.write("server.key", &p.server.key_pem);
+    let server = serve(&[
+        "--transport",
+        "tls",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--tls-server-only",
+    ]);
+    // Not a TLS client hello: the handshake fails and the connection is closed.
+    let mut s = TcpStream::connect(&server.modbus).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    wait_closed(&mut s);
+    let text = expect(
+        &server.metrics,
+        &[
+            ("coilwork_tls_handshake_failures_total{server=\"tls\"}", 1.0),
+            ("coilwork_connections_open{server=\"tls\"}", 0.0),
+        ],
+    );
+    assert_eq!(sum(&text, "coilwork_requests_total", "server=\"tls\""), 0.0);
+}
