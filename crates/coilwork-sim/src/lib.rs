@@ -135,8 +135,14 @@ fn identity(server: &config::ServerConfig) -> Identity {
     set(identity, Identity::user_application_name, &id.UserApplicationName)
 }
 
-/// The engine serving `device` as the server entry says, with the monitor as its hook.
-fn engine(server: &config::ServerConfig, device: Arc<SimDevice>, monitor: Arc<Monitor>) -> Arc<Engine> {
+/// The engine serving `device` as the server entry says, with the monitor as
+/// its hook and the role policy (if any) as its authorizer.
+fn engine(
+    server: &config::ServerConfig,
+    device: Arc<SimDevice>,
+    monitor: Arc<Monitor>,
+    roles: Option<&Arc<dyn coilwork_core::engine::Authorizer>>,
+) -> Arc<Engine> {
     let context = match server.device_id {
         Some(id) => ServerContext::multi().with_device(id, device),
         None => ServerContext::single(device),
@@ -145,13 +151,38 @@ fn engine(server: &config::ServerConfig, device: Arc<SimDevice>, monitor: Arc<Mo
         ignore_missing_devices: server.ignore_missing_devices.or(server.ignore_missing_slaves),
         broadcast_enable: server.broadcast_enable.unwrap_or(false),
     };
-    Arc::new(
-        Engine::builder(context)
-            .identity(identity(server))
-            .options(engine_options)
-            .hook(monitor)
-            .build(),
-    )
+    let mut builder = Engine::builder(context)
+        .identity(identity(server))
+        .options(engine_options)
+        .hook(monitor);
+    if let Some(roles) = roles {
+        builder = builder.authorizer(roles.clone());
+    }
+    Arc::new(builder.build())
+}
+
+/// A role policy is for TLS servers (roles come from client certificates;
+/// without a `cafile` every client gets the policy's "no role" entry): with
+/// one, every chosen server must be a TLS entry.
+fn check_roles(config: &SimConfig, names: &[String], options: &SimulatorOptions) -> Result<(), SimError> {
+    if options.roles.is_none() {
+        return Ok(());
+    }
+    for name in names {
+        let endpoint = config
+            .server_list
+            .get(name)
+            .map(|s| s.endpoint(name))
+            .transpose()
+            .map_err(wrap)?;
+        if !matches!(endpoint, Some(Endpoint::Tls { .. })) {
+            return Err(SimError::Unsupported(format!(
+                "--roles: server_list.{name} is not a TLS server (\"comm\": \"tls\"); \
+                 roles come from client certificates"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn wrap(error: ConfigError) -> SimError {
@@ -276,6 +307,7 @@ impl Simulator {
             server.endpoint(name).map_err(wrap)?;
         }
         let names = server_names(&config, &options)?;
+        check_roles(&config, &names, &options)?;
         if names.len() > 1 && options.state_file.is_some() {
             return Err(SimError::Unsupported(format!(
                 "--state-file keeps the state of one server; {} servers were chosen",
@@ -347,7 +379,7 @@ impl Simulator {
             _ => None,
         };
         let monitor = Arc::new(Monitor::new());
-        let engine = engine(server, device.clone(), monitor.clone());
+        let engine = engine(server, device.clone(), monitor.clone(), options.roles.as_ref());
         Ok(Arc::new(Inner {
             server_name: server_name.to_owned(),
             device_name,
