@@ -308,12 +308,6 @@ impl Simulator {
         }
         let names = server_names(&config, &options)?;
         check_roles(&config, &names, &options)?;
-        if names.len() > 1 && options.state_file.is_some() {
-            return Err(SimError::Unsupported(format!(
-                "--state-file keeps the state of one server; {} servers were chosen",
-                names.len()
-            )));
-        }
         let mut servers = Vec::with_capacity(names.len());
         for name in &names {
             servers.push(Self::build_server(&config, name, &options, base_dir)?);
@@ -322,6 +316,13 @@ impl Simulator {
             .first()
             .cloned()
             .ok_or_else(|| wrap(ConfigError::new("server_list", "(none chosen)", "no server to serve")))?;
+        if let Some(path) = &options.state_file {
+            let served: Vec<state::Served<'_>> = servers
+                .iter()
+                .map(|s| (s.server_name.as_str(), s.device_name.as_str(), &*s.device))
+                .collect();
+            state::restore(path, &served)?;
+        }
         Ok(Self { config, inner, servers })
     }
 
@@ -354,9 +355,6 @@ impl Simulator {
                 (name.to_owned(), device)
             }
         };
-        if let Some(path) = &options.state_file {
-            state::restore(path, &device_name, &device)?;
-        }
         let device = Arc::new(device);
         let endpoint = server.endpoint(server_name).map_err(wrap)?;
         let tls = match &endpoint {
@@ -460,13 +458,12 @@ impl Simulator {
             }
         }
         if let Some(path) = &self.inner.options.state_file {
-            let saver = state::keep_saved(
-                path.clone(),
-                self.inner.device_name.clone(),
-                self.inner.device.clone(),
-                self.inner.monitor.clone(),
-                self.inner.shutdown_signal(),
-            );
+            let devices = self
+                .servers
+                .iter()
+                .map(|s| (s.server_name.clone(), s.device_name.clone(), s.device.clone()))
+                .collect();
+            let saver = state::keep_saved(path.clone(), devices, self.inner.monitor.clone(), self.all_stopped());
             *lock(&self.inner.saver) = Some(tokio::spawn(saver));
         }
         let http_addr = match http::address(&self.inner.options) {
@@ -485,6 +482,22 @@ impl Simulator {
             local_addrs,
             http_addr,
         })
+    }
+
+    /// Completes once the simulator is asked to stop and every Modbus
+    /// server has stopped (no request can change a register any more).
+    fn all_stopped(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut shutdown = self.inner.shutdown_signal();
+        let servers = self.servers.clone();
+        async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+            for s in &servers {
+                let handle = lock(&s.modbus).handle.clone();
+                if let Some(h) = handle {
+                    h.stopped().await;
+                }
+            }
+        }
     }
 
     /// Serves until [`Simulator::stop`] (or the handle) stops it.
