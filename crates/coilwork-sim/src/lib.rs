@@ -140,10 +140,14 @@ fn identity(server: &config::ServerConfig) -> Identity {
 fn engine(
     server: &config::ServerConfig,
     device: Arc<SimDevice>,
+    units: &[(u8, Arc<SimDevice>)],
     monitor: Arc<Monitor>,
     roles: Option<&Arc<dyn coilwork_core::engine::Authorizer>>,
 ) -> Arc<Engine> {
     let context = match server.device_id {
+        _ if !units.is_empty() => units
+            .iter()
+            .fold(ServerContext::multi(), |c, (id, d)| c.with_device(*id, d.clone())),
         Some(id) => ServerContext::multi().with_device(id, device),
         None => ServerContext::single(device),
     };
@@ -305,6 +309,7 @@ impl Simulator {
     fn build(config: SimConfig, options: SimulatorOptions, base_dir: Option<&Path>) -> Result<Self, SimError> {
         for (name, server) in &config.server_list {
             server.endpoint(name).map_err(wrap)?;
+            server.unit_ids(name).map_err(wrap)?;
         }
         let names = server_names(&config, &options)?;
         check_roles(&config, &names, &options)?;
@@ -317,10 +322,8 @@ impl Simulator {
             .cloned()
             .ok_or_else(|| wrap(ConfigError::new("server_list", "(none chosen)", "no server to serve")))?;
         if let Some(path) = &options.state_file {
-            let served: Vec<state::Served<'_>> = servers
-                .iter()
-                .map(|s| (s.server_name.as_str(), s.device_name.as_str(), &*s.device))
-                .collect();
+            let kept: Vec<state::Kept> = servers.iter().flat_map(|s| s.kept()).collect();
+            let served: Vec<state::Served<'_>> = kept.iter().map(|(s, n, d)| (s.as_str(), n.as_str(), &**d)).collect();
             state::restore(path, &served)?;
         }
         Ok(Self { config, inner, servers })
@@ -340,8 +343,8 @@ impl Simulator {
                 "no such entry",
             ))
         })?;
-        let (device_name, device) = match &options.register_map {
-            Some(path) => csv_device(path, options)?,
+        let make_device = || match &options.register_map {
+            Some(path) => csv_device(path, options),
             None => {
                 let wanted = server.device.as_deref().or(options.modbus_device.as_deref());
                 let key = if server.device.is_some() {
@@ -352,10 +355,27 @@ impl Simulator {
                 let (name, cfg) = pick(&config.device_list, wanted, "device", &key).map_err(wrap)?;
                 let device =
                     SimDevice::build_in(name, cfg, &options.actions, base_dir, time_scale(options)?).map_err(wrap)?;
-                (name.to_owned(), device)
+                Ok((name.to_owned(), device))
             }
         };
+        let (device_name, device) = make_device()?;
         let device = Arc::new(device);
+        // `device_ids`: the first unit serves `device`, each other one a copy of its own.
+        let mut units = Vec::new();
+        for (i, id) in server
+            .unit_ids(server_name)
+            .map_err(wrap)?
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let copy = if i == 0 {
+                device.clone()
+            } else {
+                Arc::new(make_device()?.1)
+            };
+            units.push((id, copy));
+        }
         let endpoint = server.endpoint(server_name).map_err(wrap)?;
         let tls = match &endpoint {
             Endpoint::Tls {
@@ -377,13 +397,14 @@ impl Simulator {
             _ => None,
         };
         let monitor = Arc::new(Monitor::new());
-        let engine = engine(server, device.clone(), monitor.clone(), options.roles.as_ref());
+        let engine = engine(server, device.clone(), &units, monitor.clone(), options.roles.as_ref());
         Ok(Arc::new(Inner {
             server_name: server_name.to_owned(),
             device_name,
             endpoint,
             tls,
             device,
+            units,
             engine,
             monitor,
             options: options.clone(),
@@ -458,11 +479,7 @@ impl Simulator {
             }
         }
         if let Some(path) = &self.inner.options.state_file {
-            let devices = self
-                .servers
-                .iter()
-                .map(|s| (s.server_name.clone(), s.device_name.clone(), s.device.clone()))
-                .collect();
+            let devices = self.servers.iter().flat_map(|s| s.kept()).collect();
             let saver = state::keep_saved(path.clone(), devices, self.inner.monitor.clone(), self.all_stopped());
             *lock(&self.inner.saver) = Some(tokio::spawn(saver));
         }
