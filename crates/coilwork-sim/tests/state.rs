@@ -264,3 +264,54 @@ fn a_file_of_the_first_format_is_restored() {
         handle.shutdown().await;
     });
 }
+
+/// One MBAP request to `unit`; the answer's PDU.
+async fn request_unit(addr: SocketAddr, unit: u8, pdu: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let len = u16::try_from(pdu.len() + 1).unwrap().to_be_bytes();
+    let mut adu = vec![0, 1, 0, 0, len[0], len[1], unit];
+    adu.extend_from_slice(pdu);
+    s.write_all(&adu).await.unwrap();
+    let mut head = [0u8; 7];
+    s.read_exact(&mut head).await.unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[4], head[5]])) - 1];
+    s.read_exact(&mut body).await.unwrap();
+    body
+}
+
+#[test]
+fn every_unit_of_device_ids_is_saved_and_restored() {
+    let d = dir("state_units");
+    let state = d.join("units.state");
+    let cfg = config().replace(
+        "\"framer\": \"socket\"",
+        "\"framer\": \"socket\", \"device_ids\": [1, 2, 3]",
+    );
+    run(async {
+        let sim = Simulator::from_json(&cfg, options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let addr = handle.local_addr().unwrap();
+        let unit_1 = request_unit(addr, 1, &[3, 0, 10, 0, 2]).await;
+        assert_ne!(unit_1, [3, 4, 0, 0, 0, 20]);
+        for unit in [2u8, 3] {
+            let answer = request_unit(addr, unit, &[0x10, 0, 10, 0, 2, 4, 0, 0, 0, unit * 10]).await;
+            assert_eq!(answer[0], 0x10, "unit {unit}: {answer:?}");
+        }
+        handle.shutdown().await;
+        let sim = Simulator::from_json(&cfg, options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let addr = handle.local_addr().unwrap();
+        for unit in [1u8, 2, 3] {
+            let answer = request_unit(addr, unit, &[3, 0, 10, 0, 2]).await;
+            let expected = if unit == 1 {
+                unit_1.clone()
+            } else {
+                vec![3, 4, 0, 0, 0, unit * 10]
+            };
+            assert_eq!(answer, expected, "unit {unit}");
+        }
+        handle.shutdown().await;
+    });
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"server\":\"server:3\""), "{text}");
+}
