@@ -371,11 +371,7 @@ impl Monitor {
 
     /// The recent calls, oldest first, filtered.
     pub fn calls(&self, filter: &CallFilter) -> Vec<Call> {
-        let mut all: Vec<RawCall> = self
-            .shards
-            .iter()
-            .flat_map(|s| lock(s).calls.clone())
-            .collect();
+        let mut all: Vec<RawCall> = self.shards.iter().flat_map(|s| lock(s).calls.clone()).collect();
         all.sort_unstable_by_key(|c| c.seq);
         let kept = all.get(all.len().saturating_sub(CALLS_KEPT)..).unwrap_or(&[]);
         let mut out: Vec<Call> = kept.iter().map(RawCall::call).filter(|c| filter.matches(c)).collect();
