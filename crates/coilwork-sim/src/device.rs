@@ -21,7 +21,7 @@ const MAX_REGISTERS: usize = 125;
 /// Registers in `len` big-endian bytes: 04 for an odd length or more than
 /// [`MAX_REGISTERS`], as the engine's defaults answer.
 fn be_len(len: usize) -> Result<usize, ExceptionCode> {
-    if len % 2 != 0 || len / 2 > MAX_REGISTERS {
+    if !len.is_multiple_of(2) || len / 2 > MAX_REGISTERS {
         return Err(ExceptionCode::ServerDeviceFailure);
     }
     Ok(len / 2)
@@ -49,6 +49,25 @@ pub struct SimDevice {
     names: std::collections::BTreeMap<usize, String>,
     /// Count of changes by writes (clients, API) and resets: what `--state-file` saves.
     changes: AtomicU64,
+    /// Per cell, how many cells from it on are plain (defined, no action):
+    /// a read of them copies values and nothing else. Kinds and actions
+    /// never change after the build, so this needs no lock.
+    plain_run: Box<[u32]>,
+}
+
+/// [`SimDevice::plain_run`] of `cells`.
+fn plain_runs(cells: &[Cell]) -> Box<[u32]> {
+    let mut runs = vec![0u32; cells.len()];
+    let mut run = 0u32;
+    for (slot, c) in runs.iter_mut().zip(cells).rev() {
+        run = if c.kind != CellType::Invalid && c.action.is_none() {
+            run.saturating_add(1)
+        } else {
+            0
+        };
+        *slot = run;
+    }
+    runs.into_boxed_slice()
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -89,6 +108,7 @@ impl SimDevice {
         } = layout::build(&format!("device_list.{name}"), cfg, env)?;
         let total = cells.len();
         let counts = RangeCounters::new(total);
+        let plain_run = plain_runs(&cells);
         Ok(Self {
             state: RwLock::new(State {
                 cells: cells.clone(),
@@ -103,6 +123,7 @@ impl SimDevice {
             time_scale,
             names: std::collections::BTreeMap::new(),
             changes: AtomicU64::new(0),
+            plain_run,
         })
     }
 
@@ -485,17 +506,16 @@ impl SimDevice {
     fn read_regs_be(&self, t: Table, start: u16, out: &mut [u8]) -> Result<(), ExceptionCode> {
         let n = be_len(out.len())?;
         let (first, end) = self.span(t, start, n, false)?;
-        if !self.type_exception {
+        let plain = self.plain_run.get(first).is_some_and(|&r| r as usize >= n);
+        if plain && !self.type_exception {
             let st = self.read_state();
             let cells = st.cells.get(first..end).ok_or(ExceptionCode::IllegalDataAddress)?;
-            if cells.iter().all(|c| c.kind != CellType::Invalid && c.action.is_none()) {
-                for (o, c) in out.chunks_exact_mut(2).zip(cells) {
-                    o.copy_from_slice(&c.value.to_be_bytes());
-                }
-                drop(st);
-                self.count(first, end, false);
-                return Ok(());
+            for (o, c) in out.chunks_exact_mut(2).zip(cells) {
+                o.copy_from_slice(&c.value.to_be_bytes());
             }
+            drop(st);
+            self.count(first, end, false);
+            return Ok(());
         }
         let mut buf = [0u16; MAX_REGISTERS];
         let regs = buf.get_mut(..n).ok_or(ExceptionCode::ServerDeviceFailure)?;
