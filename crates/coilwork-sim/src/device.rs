@@ -53,18 +53,17 @@ pub struct SimDevice {
     /// a read of them copies values and nothing else. Kinds and actions
     /// never change after the build, so this needs no lock.
     plain_run: Box<[u32]>,
+    /// Per cell, how many cells from it on are defined and writable: a
+    /// write of them needs no check (without `type exception`).
+    writable_run: Box<[u32]>,
 }
 
-/// [`SimDevice::plain_run`] of `cells`.
-fn plain_runs(cells: &[Cell]) -> Box<[u32]> {
+/// Per cell, the length of the run of cells from it on that `keep` accepts.
+fn runs(cells: &[Cell], keep: impl Fn(&Cell) -> bool) -> Box<[u32]> {
     let mut runs = vec![0u32; cells.len()];
     let mut run = 0u32;
     for (slot, c) in runs.iter_mut().zip(cells).rev() {
-        run = if c.kind != CellType::Invalid && c.action.is_none() {
-            run.saturating_add(1)
-        } else {
-            0
-        };
+        run = if keep(c) { run.saturating_add(1) } else { 0 };
         *slot = run;
     }
     runs.into_boxed_slice()
@@ -108,7 +107,8 @@ impl SimDevice {
         } = layout::build(&format!("device_list.{name}"), cfg, env)?;
         let total = cells.len();
         let counts = RangeCounters::new(total);
-        let plain_run = plain_runs(&cells);
+        let plain_run = runs(&cells, |c| c.kind != CellType::Invalid && c.action.is_none());
+        let writable_run = runs(&cells, |c| c.kind != CellType::Invalid && c.writable);
         Ok(Self {
             state: RwLock::new(State {
                 cells: cells.clone(),
@@ -124,6 +124,7 @@ impl SimDevice {
             names: std::collections::BTreeMap::new(),
             changes: AtomicU64::new(0),
             plain_run,
+            writable_run,
         })
     }
 
@@ -534,7 +535,10 @@ impl SimDevice {
         values: impl Iterator<Item = u16>,
     ) -> Result<(), ExceptionCode> {
         let end = first + n;
-        self.validate(cells, first, end, true)?;
+        let checked = !self.type_exception && self.writable_run.get(first).is_some_and(|&r| r as usize >= n);
+        if !checked {
+            self.validate(cells, first, end, true)?;
+        }
         for (c, v) in cells
             .get_mut(first..end)
             .ok_or(ExceptionCode::IllegalDataAddress)?

@@ -480,7 +480,7 @@ fn big_endian_reads_copy_plain_runs_and_run_actions_elsewhere() {
                {"addr": [5, 9], "value": 300}]),
     );
     v["device_list"]["device"]["invalid"] = json!([10]);
-    v["device_list"]["device"]["write"] = json!([[0, 9]]);
+    v["device_list"]["device"]["write"] = json!([[0, 8]]);
     let sim = build(&v).unwrap();
     // Plain runs: copied, counted.
     assert_eq!(hr_be(&sim, 0, 4).unwrap(), [7, 7, 7, 7]);
@@ -496,9 +496,16 @@ fn big_endian_reads_copy_plain_runs_and_run_actions_elsewhere() {
         .write_holding_registers_be(&APP, 0, &[0x12, 0x34, 0, 9])
         .unwrap();
     assert_eq!(hr_be(&sim, 0, 2).unwrap(), [0x1234, 9]);
-    let refused = sim.device().write_holding_registers_be(&APP, 9, &[0, 1, 0, 2]);
-    assert_eq!(refused, Err(ExceptionCode::IllegalDataAddress));
-    assert_eq!(hr_be(&sim, 9, 1).unwrap(), [300]);
+    for at in [7, 8, 9] {
+        // 9 is read-only, 10 undefined: refused whole.
+        let refused = sim.device().write_holding_registers_be(&APP, at, &[0, 1, 0, 2, 0, 3]);
+        assert_eq!(refused, Err(ExceptionCode::IllegalDataAddress), "at {at}");
+    }
+    assert_eq!(hr_be(&sim, 7, 3).unwrap(), [300; 3]);
+    sim.device()
+        .write_holding_registers_be(&APP, 6, &[0, 1, 0, 2, 0, 3])
+        .unwrap();
+    assert_eq!(hr_be(&sim, 6, 4).unwrap(), [1, 2, 3, 300]);
     assert_eq!(sim.device().register(0).unwrap().count_read, 2);
     assert_eq!(sim.device().register(0).unwrap().count_write, 1);
 }
