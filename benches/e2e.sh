@@ -2,7 +2,8 @@
 # End-to-end server benchmark: coilwork with each adapter (coilwork-tokio =
 # `coilwork serve`, coilwork-smol, coilwork-async-std, coilwork-blocking =
 # `coilwork-bench-server --adapter ...`, the Python package's server =
-# benches/python_server.py, plain and with a Python setValues override) beside the peer servers (pymodbus,
+# benches/python_server.py, plain and with a Python setValues override; `coilwork simulate` on the
+# issue-16 register map = benches/simulate_server.sh) beside the peer servers (pymodbus,
 # tokio-modbus, libmodbus) and the no-work ceiling servers, in one run of
 # the shared harness (../shared/bench, copied to a scratch directory so its
 # build products stay out of shared/).
@@ -47,7 +48,8 @@ coilwork-smol | $bench --adapter smol --address 127.0.0.1:{PORT}
 coilwork-async-std | $bench --adapter async-std --address 127.0.0.1:{PORT}
 coilwork-blocking | $bench --adapter blocking --address 127.0.0.1:{PORT}
 coilwork-python | $pyserver {PORT}
-coilwork-python-setvalues | $pyserver {PORT} --setvalues"
+coilwork-python-setvalues | $pyserver {PORT} --setvalues
+coilwork-simulate | bash $root/benches/simulate_server.sh {PORT} $coilwork"
 export EXTRA="${EXTRA:-$default_extra}"
 cd "$work/harness"
 bash run.sh

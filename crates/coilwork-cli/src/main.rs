@@ -86,6 +86,10 @@ struct SimulateArgs {
     /// instead of `device_list`.
     #[arg(long = "register-map", value_name = "CSV")]
     register_map: Option<std::path::PathBuf>,
+    /// A TOML role policy for the TLS server entries (what each certificate role may do; deny by
+    /// default, exception 01; every chosen server must be TLS). See docs/roles.md.
+    #[arg(long, value_name = "FILE")]
+    roles: Option<PathBuf>,
     /// Simulated seconds per real second for time-based actions (sine, ramp, ...; 0 stops time).
     #[arg(long = "time-scale", value_name = "FACTOR", default_value_t = 1.0, value_parser = time_scale, allow_negative_numbers = true)]
     time_scale: f64,
@@ -592,6 +596,11 @@ async fn simulate(args: SimulateArgs) -> Result<(), String> {
     options.time_scale = Some(args.time_scale);
     options.register_map = args.register_map;
     options.state_file = args.state_file;
+    if let Some(path) = &args.roles {
+        let policy = roles::load(path)?;
+        tracing::info!("{}", roles::summary(&policy));
+        options.roles = Some(policy);
+    }
     let sim = match &args.json_file {
         Some(path) => Simulator::from_file(path, options),
         None => Simulator::with_default_config(options),

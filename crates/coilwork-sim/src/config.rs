@@ -82,6 +82,11 @@ pub struct ServerConfig {
     /// Serve only this unit id (default: every unit id).
     #[serde(default)]
     pub device_id: Option<u8>,
+    /// Serve a copy of the device, with registers of its own, under each of
+    /// these unit ids: numbers and `[first, last]` ranges (a coilwork
+    /// extension: 247 devices on one port). Other unit ids have no device.
+    #[serde(default)]
+    pub device_ids: Option<Vec<Value>>,
     /// Serial: baud rate (default 19200).
     #[serde(default)]
     pub baudrate: Option<u32>,
@@ -382,6 +387,49 @@ pub enum Endpoint {
 }
 
 impl ServerConfig {
+    /// The unit ids of `device_ids`, in order, each once; `None` without the key.
+    pub fn unit_ids(&self, name: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(list) = &self.device_ids else { return Ok(None) };
+        let key = |i: usize| format!("server_list.{name}.device_ids[{i}]");
+        if self.device_id.is_some() {
+            return Err(ConfigError::new(
+                format!("server_list.{name}.device_ids"),
+                "(given)",
+                "give device_id or device_ids, not both",
+            ));
+        }
+        let unit = |i: usize, v: &Value| -> Result<u8, ConfigError> {
+            v.as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .ok_or_else(|| ConfigError::new(key(i), v, "a unit id is a number 0..=255"))
+        };
+        let mut ids: Vec<u8> = Vec::new();
+        for (i, item) in list.iter().enumerate() {
+            let (first, last) = match item.as_array().map(Vec::as_slice) {
+                Some([a, b]) => (unit(i, a)?, unit(i, b)?),
+                Some(_) => return Err(ConfigError::new(key(i), item, "a range is [first, last]")),
+                None => (unit(i, item)?, unit(i, item)?),
+            };
+            if first > last {
+                return Err(ConfigError::new(key(i), item, "first is past last"));
+            }
+            for id in first..=last {
+                if ids.contains(&id) {
+                    return Err(ConfigError::new(key(i), item, format!("unit id {id} is listed twice")));
+                }
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Err(ConfigError::new(
+                format!("server_list.{name}.device_ids"),
+                "[]",
+                "lists no unit id",
+            ));
+        }
+        Ok(Some(ids))
+    }
+
     /// Checks the entry named `name` and resolves where it serves.
     pub fn endpoint(&self, name: &str) -> Result<Endpoint, ConfigError> {
         let key = |k: &str| format!("server_list.{name}.{k}");

@@ -15,6 +15,18 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Most registers one request reads or writes (FC3, FC4, FC16, FC23).
+const MAX_REGISTERS: usize = 125;
+
+/// Registers in `len` big-endian bytes: 04 for an odd length or more than
+/// [`MAX_REGISTERS`], as the engine's defaults answer.
+fn be_len(len: usize) -> Result<usize, ExceptionCode> {
+    if !len.is_multiple_of(2) || len / 2 > MAX_REGISTERS {
+        return Err(ExceptionCode::ServerDeviceFailure);
+    }
+    Ok(len / 2)
+}
+
 struct State {
     cells: Vec<Cell>,
     started: Instant,
@@ -37,6 +49,24 @@ pub struct SimDevice {
     names: std::collections::BTreeMap<usize, String>,
     /// Count of changes by writes (clients, API) and resets: what `--state-file` saves.
     changes: AtomicU64,
+    /// Per cell, how many cells from it on are plain (defined, no action):
+    /// a read of them copies values and nothing else. Kinds and actions
+    /// never change after the build, so this needs no lock.
+    plain_run: Box<[u32]>,
+    /// Per cell, how many cells from it on are defined and writable: a
+    /// write of them needs no check (without `type exception`).
+    writable_run: Box<[u32]>,
+}
+
+/// Per cell, the length of the run of cells from it on that `keep` accepts.
+fn runs(cells: &[Cell], keep: impl Fn(&Cell) -> bool) -> Box<[u32]> {
+    let mut runs = vec![0u32; cells.len()];
+    let mut run = 0u32;
+    for (slot, c) in runs.iter_mut().zip(cells).rev() {
+        run = if keep(c) { run.saturating_add(1) } else { 0 };
+        *slot = run;
+    }
+    runs.into_boxed_slice()
 }
 
 impl std::fmt::Debug for SimDevice {
@@ -77,6 +107,8 @@ impl SimDevice {
         } = layout::build(&format!("device_list.{name}"), cfg, env)?;
         let total = cells.len();
         let counts = RangeCounters::new(total);
+        let plain_run = runs(&cells, |c| c.kind != CellType::Invalid && c.action.is_none());
+        let writable_run = runs(&cells, |c| c.kind != CellType::Invalid && c.writable);
         Ok(Self {
             state: RwLock::new(State {
                 cells: cells.clone(),
@@ -91,6 +123,8 @@ impl SimDevice {
             time_scale,
             names: std::collections::BTreeMap::new(),
             changes: AtomicU64::new(0),
+            plain_run,
+            writable_run,
         })
     }
 
@@ -467,16 +501,51 @@ impl SimDevice {
         })
     }
 
-    fn write_regs_locked(&self, cells: &mut [Cell], first: usize, values: &[u16]) -> Result<(), ExceptionCode> {
-        let end = first + values.len();
-        self.validate(cells, first, end, true)?;
+    /// FC3/FC4 straight into the answer's big-endian bytes: registers
+    /// that are all plain (defined, no action) are copied in one pass under
+    /// the read lock; anything else goes through [`SimDevice::read_regs`].
+    fn read_regs_be(&self, t: Table, start: u16, out: &mut [u8]) -> Result<(), ExceptionCode> {
+        let n = be_len(out.len())?;
+        let (first, end) = self.span(t, start, n, false)?;
+        let plain = self.plain_run.get(first).is_some_and(|&r| r as usize >= n);
+        if plain && !self.type_exception {
+            let st = self.read_state();
+            let cells = st.cells.get(first..end).ok_or(ExceptionCode::IllegalDataAddress)?;
+            for (o, c) in out.chunks_exact_mut(2).zip(cells) {
+                o.copy_from_slice(&c.value.to_be_bytes());
+            }
+            drop(st);
+            self.count(first, end, false);
+            return Ok(());
+        }
+        let mut buf = [0u16; MAX_REGISTERS];
+        let regs = buf.get_mut(..n).ok_or(ExceptionCode::ServerDeviceFailure)?;
+        self.read_regs(t, start, regs)?;
+        for (o, v) in out.chunks_exact_mut(2).zip(regs.iter()) {
+            o.copy_from_slice(&v.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    fn write_regs_locked(
+        &self,
+        cells: &mut [Cell],
+        first: usize,
+        n: usize,
+        values: impl Iterator<Item = u16>,
+    ) -> Result<(), ExceptionCode> {
+        let end = first + n;
+        let checked = !self.type_exception && self.writable_run.get(first).is_some_and(|&r| r as usize >= n);
+        if !checked {
+            self.validate(cells, first, end, true)?;
+        }
         for (c, v) in cells
             .get_mut(first..end)
             .ok_or(ExceptionCode::IllegalDataAddress)?
             .iter_mut()
             .zip(values)
         {
-            c.value = *v;
+            c.value = v;
         }
         self.changed();
         self.count(first, end, true);
@@ -547,7 +616,41 @@ impl Storage for SimDevice {
     ) -> Result<(), ExceptionCode> {
         let (first, _) = self.span(Table::HoldingRegisters, start, values.len(), false)?;
         let mut st = self.write_state();
-        self.write_regs_locked(&mut st.cells, first, values)
+        self.write_regs_locked(&mut st.cells, first, values.len(), values.iter().copied())
+    }
+
+    fn write_holding_registers_be(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        bytes: &[u8],
+    ) -> Result<(), ExceptionCode> {
+        let n = be_len(bytes.len())?;
+        let (first, _) = self.span(Table::HoldingRegisters, start, n, false)?;
+        let values = bytes.chunks_exact(2).map(|b| match *b {
+            [hi, lo] => u16::from_be_bytes([hi, lo]),
+            _ => 0,
+        });
+        let mut st = self.write_state();
+        self.write_regs_locked(&mut st.cells, first, n, values)
+    }
+
+    fn read_holding_registers_be(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        self.read_regs_be(Table::HoldingRegisters, start, out)
+    }
+
+    fn read_input_registers_be(
+        &self,
+        _ctx: &RequestContext<'_>,
+        start: u16,
+        out: &mut [u8],
+    ) -> Result<(), ExceptionCode> {
+        self.read_regs_be(Table::InputRegisters, start, out)
     }
 
     fn mask_write_register(
@@ -565,7 +668,7 @@ impl Storage for SimDevice {
             .map(|c| c.value)
             .ok_or(ExceptionCode::IllegalDataAddress)?;
         let new = (cur & and_mask) | (or_mask & !and_mask);
-        self.write_regs_locked(&mut st.cells, first, &[new])?;
+        self.write_regs_locked(&mut st.cells, first, 1, std::iter::once(new))?;
         Ok(new)
     }
 

@@ -135,14 +135,20 @@ fn identity(server: &config::ServerConfig) -> Identity {
     set(identity, Identity::user_application_name, &id.UserApplicationName)
 }
 
-/// The engine serving `device` as the server entry says, with the monitor as its hook.
+/// The engine serving `device` as the server entry says, with the monitor as
+/// its hook, its metrics, and the role policy (if any) as its authorizer.
 fn engine(
     server: &config::ServerConfig,
     device: Arc<SimDevice>,
+    units: &[(u8, Arc<SimDevice>)],
     monitor: Arc<Monitor>,
     metrics: Arc<coilwork_core::Metrics>,
+    roles: Option<&Arc<dyn coilwork_core::engine::Authorizer>>,
 ) -> Arc<Engine> {
     let context = match server.device_id {
+        _ if !units.is_empty() => units
+            .iter()
+            .fold(ServerContext::multi(), |c, (id, d)| c.with_device(*id, d.clone())),
         Some(id) => ServerContext::multi().with_device(id, device),
         None => ServerContext::single(device),
     };
@@ -150,14 +156,39 @@ fn engine(
         ignore_missing_devices: server.ignore_missing_devices.or(server.ignore_missing_slaves),
         broadcast_enable: server.broadcast_enable.unwrap_or(false),
     };
-    Arc::new(
-        Engine::builder(context)
-            .identity(identity(server))
-            .options(engine_options)
-            .hook(monitor)
-            .metrics(metrics)
-            .build(),
-    )
+    let mut builder = Engine::builder(context)
+        .identity(identity(server))
+        .options(engine_options)
+        .hook(monitor)
+        .metrics(metrics);
+    if let Some(roles) = roles {
+        builder = builder.authorizer(roles.clone());
+    }
+    Arc::new(builder.build())
+}
+
+/// A role policy is for TLS servers (roles come from client certificates;
+/// without a `cafile` every client gets the policy's "no role" entry): with
+/// one, every chosen server must be a TLS entry.
+fn check_roles(config: &SimConfig, names: &[String], options: &SimulatorOptions) -> Result<(), SimError> {
+    if options.roles.is_none() {
+        return Ok(());
+    }
+    for name in names {
+        let endpoint = config
+            .server_list
+            .get(name)
+            .map(|s| s.endpoint(name))
+            .transpose()
+            .map_err(wrap)?;
+        if !matches!(endpoint, Some(Endpoint::Tls { .. })) {
+            return Err(SimError::Unsupported(format!(
+                "--roles: server_list.{name} is not a TLS server (\"comm\": \"tls\"); \
+                 roles come from client certificates"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn wrap(error: ConfigError) -> SimError {
@@ -280,14 +311,10 @@ impl Simulator {
     fn build(config: SimConfig, options: SimulatorOptions, base_dir: Option<&Path>) -> Result<Self, SimError> {
         for (name, server) in &config.server_list {
             server.endpoint(name).map_err(wrap)?;
+            server.unit_ids(name).map_err(wrap)?;
         }
         let names = server_names(&config, &options)?;
-        if names.len() > 1 && options.state_file.is_some() {
-            return Err(SimError::Unsupported(format!(
-                "--state-file keeps the state of one server; {} servers were chosen",
-                names.len()
-            )));
-        }
+        check_roles(&config, &names, &options)?;
         let mut servers = Vec::with_capacity(names.len());
         for name in &names {
             servers.push(Self::build_server(&config, name, &options, base_dir)?);
@@ -296,6 +323,11 @@ impl Simulator {
             .first()
             .cloned()
             .ok_or_else(|| wrap(ConfigError::new("server_list", "(none chosen)", "no server to serve")))?;
+        if let Some(path) = &options.state_file {
+            let kept: Vec<state::Kept> = servers.iter().flat_map(|s| s.kept()).collect();
+            let served: Vec<state::Served<'_>> = kept.iter().map(|(s, n, d)| (s.as_str(), n.as_str(), &**d)).collect();
+            state::restore(path, &served)?;
+        }
         Ok(Self { config, inner, servers })
     }
 
@@ -313,8 +345,8 @@ impl Simulator {
                 "no such entry",
             ))
         })?;
-        let (device_name, device) = match &options.register_map {
-            Some(path) => csv_device(path, options)?,
+        let make_device = || match &options.register_map {
+            Some(path) => csv_device(path, options),
             None => {
                 let wanted = server.device.as_deref().or(options.modbus_device.as_deref());
                 let key = if server.device.is_some() {
@@ -325,13 +357,27 @@ impl Simulator {
                 let (name, cfg) = pick(&config.device_list, wanted, "device", &key).map_err(wrap)?;
                 let device =
                     SimDevice::build_in(name, cfg, &options.actions, base_dir, time_scale(options)?).map_err(wrap)?;
-                (name.to_owned(), device)
+                Ok((name.to_owned(), device))
             }
         };
-        if let Some(path) = &options.state_file {
-            state::restore(path, &device_name, &device)?;
-        }
+        let (device_name, device) = make_device()?;
         let device = Arc::new(device);
+        // `device_ids`: the first unit serves `device`, each other one a copy of its own.
+        let mut units = Vec::new();
+        for (i, id) in server
+            .unit_ids(server_name)
+            .map_err(wrap)?
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let copy = if i == 0 {
+                device.clone()
+            } else {
+                Arc::new(make_device()?.1)
+            };
+            units.push((id, copy));
+        }
         let endpoint = server.endpoint(server_name).map_err(wrap)?;
         let tls = match &endpoint {
             Endpoint::Tls {
@@ -354,13 +400,21 @@ impl Simulator {
         };
         let monitor = Arc::new(Monitor::new());
         let metrics = Arc::new(coilwork_core::Metrics::new());
-        let engine = engine(server, device.clone(), monitor.clone(), Arc::clone(&metrics));
+        let engine = engine(
+            server,
+            device.clone(),
+            &units,
+            monitor.clone(),
+            Arc::clone(&metrics),
+            options.roles.as_ref(),
+        );
         Ok(Arc::new(Inner {
             server_name: server_name.to_owned(),
             device_name,
             endpoint,
             tls,
             device,
+            units,
             engine,
             metrics,
             monitor,
@@ -436,13 +490,8 @@ impl Simulator {
             }
         }
         if let Some(path) = &self.inner.options.state_file {
-            let saver = state::keep_saved(
-                path.clone(),
-                self.inner.device_name.clone(),
-                self.inner.device.clone(),
-                self.inner.monitor.clone(),
-                self.inner.shutdown_signal(),
-            );
+            let devices = self.servers.iter().flat_map(|s| s.kept()).collect();
+            let saver = state::keep_saved(path.clone(), devices, self.inner.monitor.clone(), self.all_stopped());
             *lock(&self.inner.saver) = Some(tokio::spawn(saver));
         }
         let http_addr = match http::address(&self.inner.options) {
@@ -461,6 +510,22 @@ impl Simulator {
             local_addrs,
             http_addr,
         })
+    }
+
+    /// Completes once the simulator is asked to stop and every Modbus
+    /// server has stopped (no request can change a register any more).
+    fn all_stopped(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut shutdown = self.inner.shutdown_signal();
+        let servers = self.servers.clone();
+        async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+            for s in &servers {
+                let handle = lock(&s.modbus).handle.clone();
+                if let Some(h) = handle {
+                    h.stopped().await;
+                }
+            }
+        }
     }
 
     /// Serves until [`Simulator::stop`] (or the handle) stops it.

@@ -171,19 +171,44 @@ struct Faults {
 pub struct Monitor {
     faults: Mutex<Faults>,
     any_fault: AtomicBool,
-    /// Recent calls, sharded by thread (each shard keeps the last `CALLS_KEPT`).
-    calls: Box<[Mutex<VecDeque<RawCall>>]>,
+    /// Recent calls and counts, sharded by thread: a request takes its
+    /// thread's shard lock once, uncontended, for both.
+    shards: Box<[Mutex<Shard>]>,
     call_seq: AtomicU64,
     log: Mutex<VecDeque<LogEntry>>,
     log_seq: AtomicU64,
-    /// Requests and exceptions per function code, one pair of arrays per shard.
-    counters: Box<[FunctionCounters]>,
 }
 
-/// Requests and exception answers per function code (one shard's).
-struct FunctionCounters {
-    requests: [AtomicU64; 128],
-    exceptions: [AtomicU64; 128],
+/// One shard: the last [`CALLS_KEPT`] calls (a ring) and the requests and
+/// exception answers per function code of the threads using it.
+struct Shard {
+    /// The ring, filled up to `CALLS_KEPT` then overwritten from `next`.
+    calls: Vec<RawCall>,
+    next: usize,
+    requests: [u64; 128],
+    exceptions: [u64; 128],
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            calls: Vec::with_capacity(CALLS_KEPT),
+            next: 0,
+            requests: [0; 128],
+            exceptions: [0; 128],
+        }
+    }
+
+    /// Keeps `call`, forgetting the oldest once `CALLS_KEPT` are kept.
+    #[inline]
+    fn push(&mut self, call: RawCall) {
+        if self.calls.len() < CALLS_KEPT {
+            self.calls.push(call);
+        } else if let Some(slot) = self.calls.get_mut(self.next) {
+            *slot = call;
+        }
+        self.next = (self.next + 1) % CALLS_KEPT;
+    }
 }
 
 /// A call as recorded on the request path: no formatting, no allocation;
@@ -264,16 +289,10 @@ impl Monitor {
         Self {
             faults: Mutex::new(Faults::default()),
             any_fault: AtomicBool::new(false),
-            calls: (0..shard_count()).map(|_| Mutex::new(VecDeque::new())).collect(),
+            shards: (0..shard_count()).map(|_| Mutex::new(Shard::new())).collect(),
             call_seq: AtomicU64::new(0),
             log: Mutex::new(VecDeque::with_capacity(LOG_KEPT)),
             log_seq: AtomicU64::new(0),
-            counters: (0..shard_count())
-                .map(|_| FunctionCounters {
-                    requests: std::array::from_fn(|_| AtomicU64::new(0)),
-                    exceptions: std::array::from_fn(|_| AtomicU64::new(0)),
-                })
-                .collect(),
         }
     }
 
@@ -352,11 +371,7 @@ impl Monitor {
 
     /// The recent calls, oldest first, filtered.
     pub fn calls(&self, filter: &CallFilter) -> Vec<Call> {
-        let mut all: Vec<RawCall> = self
-            .calls
-            .iter()
-            .flat_map(|s| lock(s).iter().cloned().collect::<Vec<_>>())
-            .collect();
+        let mut all: Vec<RawCall> = self.shards.iter().flat_map(|s| lock(s).calls.clone()).collect();
         all.sort_unstable_by_key(|c| c.seq);
         let kept = all.get(all.len().saturating_sub(CALLS_KEPT)..).unwrap_or(&[]);
         let mut out: Vec<Call> = kept.iter().map(RawCall::call).filter(|c| filter.matches(c)).collect();
@@ -370,8 +385,10 @@ impl Monitor {
 
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
-        for shard in &*self.calls {
-            lock(shard).clear();
+        for shard in &*self.shards {
+            let mut shard = lock(shard);
+            shard.calls.clear();
+            shard.next = 0;
         }
     }
 
@@ -384,17 +401,6 @@ impl Monitor {
         fault: Option<&'static str>,
     ) {
         let function = ctx.function & 0x7F;
-        let shard = thread_shard(self.counters.len());
-        if let Some(counters) = self.counters.get(shard) {
-            if let Some(c) = counters.requests.get(usize::from(function)) {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-            if exception.is_some()
-                && let Some(c) = counters.exceptions.get(usize::from(function))
-            {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         let (address, count) = span(request);
         let call = RawCall {
             seq: self.call_seq.fetch_add(1, Ordering::Relaxed) + 1,
@@ -408,29 +414,37 @@ impl Monitor {
             fault,
             peer: ctx.peer,
         };
-        if let Some(shard) = self.calls.get(thread_shard(self.calls.len())) {
-            let mut calls = lock(shard);
-            if calls.len() >= CALLS_KEPT {
-                calls.pop_front();
+        if let Some(shard) = self.shards.get(thread_shard(self.shards.len())) {
+            let mut shard = lock(shard);
+            if let Some(n) = shard.requests.get_mut(usize::from(function)) {
+                *n += 1;
             }
-            calls.push_back(call);
+            if exception.is_some()
+                && let Some(n) = shard.exceptions.get_mut(usize::from(function))
+            {
+                *n += 1;
+            }
+            shard.push(call);
         }
     }
 
     /// Requests and exception answers counted per function code (non-zero only).
     pub fn counters(&self) -> Vec<(u8, u64, u64)> {
+        let mut requests = [0u64; 128];
+        let mut exceptions = [0u64; 128];
+        for shard in &*self.shards {
+            let shard = lock(shard);
+            for (total, n) in requests.iter_mut().zip(&shard.requests) {
+                *total += n;
+            }
+            for (total, n) in exceptions.iter_mut().zip(&shard.exceptions) {
+                *total += n;
+            }
+        }
         (0u8..128)
-            .filter_map(|f| {
-                let sum = |pick: fn(&FunctionCounters) -> &[AtomicU64; 128]| -> u64 {
-                    self.counters
-                        .iter()
-                        .filter_map(|c| pick(c).get(usize::from(f)))
-                        .map(|a| a.load(Ordering::Relaxed))
-                        .sum()
-                };
-                let (r, e) = (sum(|c| &c.requests), sum(|c| &c.exceptions));
-                (r > 0 || e > 0).then_some((f, r, e))
-            })
+            .zip(requests.into_iter().zip(exceptions))
+            .filter(|(_, (r, e))| *r > 0 || *e > 0)
+            .map(|(f, (r, e))| (f, r, e))
             .collect()
     }
 

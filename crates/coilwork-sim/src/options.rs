@@ -3,6 +3,7 @@
 
 use crate::actions::{ActionContext, CustomAction};
 use coilwork_core::ExceptionCode;
+use coilwork_core::engine::Authorizer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,6 +40,9 @@ pub struct SimulatorOptions {
     /// Simulated seconds per real second for time-based actions (`None`: 1;
     /// 0 stops simulated time).
     pub time_scale: Option<f64>,
+    /// Who may do what on the TLS servers (`--roles`): checked before every
+    /// request, a denied one answers exception 01. Every chosen server must be TLS.
+    pub roles: Option<Arc<dyn Authorizer>>,
     pub(crate) actions: Vec<(String, CustomAction)>,
 }
 
@@ -57,6 +61,7 @@ impl std::fmt::Debug for SimulatorOptions {
             .field("state_file", &self.state_file)
             .field("http_token", &self.http_token.as_ref().map(|_| "<set>"))
             .field("http_allow_hosts", &self.http_allow_hosts)
+            .field("roles", &self.roles.as_ref().map(|_| "<set>"))
             .field("actions", &self.actions.iter().map(|(n, _)| n).collect::<Vec<_>>())
             .finish()
     }

@@ -166,6 +166,8 @@ pub(crate) struct Inner {
     /// The loaded TLS configuration of a `comm: "tls"` server.
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) device: Arc<SimDevice>,
+    /// With `device_ids`: every unit id and its device (the first's is `device`); else empty.
+    pub(crate) units: Vec<(u8, Arc<SimDevice>)>,
     pub(crate) engine: Arc<Engine>,
     /// The engine's metrics (requests, latency, dropped frames).
     pub(crate) metrics: Arc<Metrics>,
@@ -413,6 +415,24 @@ impl Inner {
     /// This server's families of the Prometheus exposition, labelled with its name.
     pub(crate) fn prometheus(&self) -> String {
         prometheus(&[self])
+    }
+
+    /// What `--state-file` keeps of this server: its device, or with
+    /// `device_ids` each unit's, named `SERVER:UNIT`.
+    pub(crate) fn kept(&self) -> Vec<crate::state::Kept> {
+        if self.units.is_empty() {
+            return vec![(self.server_name.clone(), self.device_name.clone(), self.device.clone())];
+        }
+        self.units
+            .iter()
+            .map(|(id, d)| {
+                (
+                    format!("{}:{id}", self.server_name),
+                    self.device_name.clone(),
+                    d.clone(),
+                )
+            })
+            .collect()
     }
 
     /// Asks everything to stop.

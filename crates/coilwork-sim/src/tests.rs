@@ -464,3 +464,48 @@ fn error_tls_files() {
         "{e}"
     );
 }
+
+/// FC3 as the engine reads it: big-endian bytes.
+fn hr_be(sim: &Simulator, start: u16, n: usize) -> Result<Vec<u16>, ExceptionCode> {
+    let mut out = vec![0u8; n * 2];
+    sim.device().read_holding_registers_be(&APP, start, &mut out)?;
+    Ok(out.chunks(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect())
+}
+
+#[test]
+fn big_endian_reads_copy_plain_runs_and_run_actions_elsewhere() {
+    let mut v = dev(
+        "uint16",
+        json!([{"addr": [0, 3], "value": 7}, {"addr": 4, "value": 1, "action": "increment"},
+               {"addr": [5, 9], "value": 300}]),
+    );
+    v["device_list"]["device"]["invalid"] = json!([10]);
+    v["device_list"]["device"]["write"] = json!([[0, 8]]);
+    let sim = build(&v).unwrap();
+    // Plain runs: copied, counted.
+    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [7, 7, 7, 7]);
+    assert_eq!(hr_be(&sim, 5, 5).unwrap(), [300; 5]);
+    // A range over the action runs it on every read.
+    assert_eq!(hr_be(&sim, 3, 3).unwrap(), [7, 2, 300]);
+    assert_eq!(hr_be(&sim, 4, 1).unwrap(), [3]);
+    // An undefined register in the range: 02, whichever path.
+    assert_eq!(hr_be(&sim, 8, 3), Err(ExceptionCode::IllegalDataAddress));
+    assert_eq!(hr_be(&sim, 10, 1), Err(ExceptionCode::IllegalDataAddress));
+    // Writes from big-endian bytes land, all or nothing.
+    sim.device()
+        .write_holding_registers_be(&APP, 0, &[0x12, 0x34, 0, 9])
+        .unwrap();
+    assert_eq!(hr_be(&sim, 0, 2).unwrap(), [0x1234, 9]);
+    for at in [7, 8, 9] {
+        // 9 is read-only, 10 undefined: refused whole.
+        let refused = sim.device().write_holding_registers_be(&APP, at, &[0, 1, 0, 2, 0, 3]);
+        assert_eq!(refused, Err(ExceptionCode::IllegalDataAddress), "at {at}");
+    }
+    assert_eq!(hr_be(&sim, 7, 3).unwrap(), [300; 3]);
+    sim.device()
+        .write_holding_registers_be(&APP, 6, &[0, 1, 0, 2, 0, 3])
+        .unwrap();
+    assert_eq!(hr_be(&sim, 6, 4).unwrap(), [1, 2, 3, 300]);
+    assert_eq!(sim.device().register(0).unwrap().count_read, 2);
+    assert_eq!(sim.device().register(0).unwrap().count_write, 1);
+}

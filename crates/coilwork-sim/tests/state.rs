@@ -172,3 +172,146 @@ fn a_file_of_another_configuration_is_refused() {
     std::fs::write(&state, &saved).unwrap();
     assert!(Simulator::from_json(&config(), options(&state)).is_ok());
 }
+
+/// The default configuration with servers `names` (each on a free port, the same device).
+fn servers_config(names: &[&str]) -> String {
+    let entries: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!("\"{n}\": {{\"comm\": \"tcp\", \"host\": \"127.0.0.1\", \"port\": 0, \"framer\": \"socket\"}}")
+        })
+        .collect();
+    config().replace(
+        "\"server_list\": {",
+        &format!("\"server_list\": {{{},", entries.join(",")),
+    )
+}
+
+fn all_options(state: &Path) -> SimulatorOptions {
+    let mut o = options(state);
+    o.all_servers = true;
+    o
+}
+
+#[test]
+fn every_server_state_is_saved_and_restored() {
+    let d = dir("state_servers");
+    let state = d.join("plant.state");
+    let three = servers_config(&["pump", "valve"]);
+    run(async {
+        let sim = Simulator::from_json(&three, all_options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let addrs = handle.local_addrs();
+        assert_eq!(addrs.len(), 3);
+        for (i, (_, addr)) in addrs.iter().enumerate() {
+            write_u32(addr.unwrap(), 10, 1000 + i as u32).await;
+        }
+        handle.shutdown().await;
+        let sim = Simulator::from_json(&three, all_options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let again = handle.local_addrs();
+        for (i, (name, addr)) in again.iter().enumerate() {
+            assert_eq!(addrs[i].0, *name);
+            assert_eq!(read_u32(addr.unwrap(), 10).await, 1000 + i as u32, "server {name}");
+        }
+        handle.shutdown().await;
+    });
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"server\":\"valve\""), "{text}");
+    // Another set of servers: refused, naming the first mismatch.
+    let refused = |cfg: &str, o: SimulatorOptions| {
+        let e = Simulator::from_json(cfg, o).unwrap_err().to_string();
+        assert_eq!(e.lines().count(), 1, "{e}");
+        e
+    };
+    let four = servers_config(&["pump", "valve", "fan"]);
+    let e = refused(&four, all_options(&state));
+    assert!(e.ends_with("server \"fan\" is not in the file"), "{e}");
+    let mut two = options(&state);
+    two.servers = vec!["pump".into(), "server".into()];
+    let e = refused(&three, two);
+    assert!(e.ends_with("server \"valve\" in the file is not served"), "{e}");
+    let retyped = text.replacen("[20,\"float32\"", "[20,\"uint32\"", 1);
+    std::fs::write(&state, retyped).unwrap();
+    let e = refused(&three, all_options(&state));
+    assert!(
+        e.ends_with("server \"pump\": register 20 is uint32 in the file but float32 in the configuration"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_file_of_the_first_format_is_restored() {
+    let d = dir("state_format_1");
+    let state = d.join("old.state");
+    run(async {
+        let sim = Simulator::from_json(&config(), options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        write_u32(handle.local_addr().unwrap(), 10, 4242).await;
+        handle.shutdown().await;
+    });
+    let text = std::fs::read_to_string(&state).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let one = &v["servers"][0];
+    let old = serde_json::json!({
+        "format": "coilwork-sim-state 1", "device": one["device"], "size": one["size"], "registers": one["registers"],
+    });
+    std::fs::write(&state, old.to_string()).unwrap();
+    run(async {
+        let sim = Simulator::from_json(&config(), options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        assert_eq!(read_u32(handle.local_addr().unwrap(), 10).await, 4242);
+        handle.shutdown().await;
+    });
+}
+
+/// One MBAP request to `unit`; the answer's PDU.
+async fn request_unit(addr: SocketAddr, unit: u8, pdu: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let len = u16::try_from(pdu.len() + 1).unwrap().to_be_bytes();
+    let mut adu = vec![0, 1, 0, 0, len[0], len[1], unit];
+    adu.extend_from_slice(pdu);
+    s.write_all(&adu).await.unwrap();
+    let mut head = [0u8; 7];
+    s.read_exact(&mut head).await.unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[4], head[5]])) - 1];
+    s.read_exact(&mut body).await.unwrap();
+    body
+}
+
+#[test]
+fn every_unit_of_device_ids_is_saved_and_restored() {
+    let d = dir("state_units");
+    let state = d.join("units.state");
+    let cfg = config().replace(
+        "\"framer\": \"socket\"",
+        "\"framer\": \"socket\", \"device_ids\": [1, 2, 3]",
+    );
+    run(async {
+        let sim = Simulator::from_json(&cfg, options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let addr = handle.local_addr().unwrap();
+        let unit_1 = request_unit(addr, 1, &[3, 0, 10, 0, 2]).await;
+        assert_ne!(unit_1, [3, 4, 0, 0, 0, 20]);
+        for unit in [2u8, 3] {
+            let answer = request_unit(addr, unit, &[0x10, 0, 10, 0, 2, 4, 0, 0, 0, unit * 10]).await;
+            assert_eq!(answer[0], 0x10, "unit {unit}: {answer:?}");
+        }
+        handle.shutdown().await;
+        let sim = Simulator::from_json(&cfg, options(&state)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let addr = handle.local_addr().unwrap();
+        for unit in [1u8, 2, 3] {
+            let answer = request_unit(addr, unit, &[3, 0, 10, 0, 2]).await;
+            let expected = if unit == 1 {
+                unit_1.clone()
+            } else {
+                vec![3, 4, 0, 0, 0, unit * 10]
+            };
+            assert_eq!(answer, expected, "unit {unit}");
+        }
+        handle.shutdown().await;
+    });
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"server\":\"server:3\""), "{text}");
+}
