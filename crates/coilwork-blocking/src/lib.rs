@@ -46,8 +46,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod drive;
 mod handle;
-mod net;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod tcp;

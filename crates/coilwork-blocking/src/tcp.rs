@@ -57,10 +57,11 @@
 //! (their socket is shut down both ways).
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::drive::{Link, drive, in_background};
+use crate::handle::{Lifecycle, ServerHandle};
 use coilwork_core::{
-    Admission, AdmissionOptions, CloseCause, Engine, Input, Output, Overflow, ServerStats, Session, SessionConfig,
-    SessionKind, StreamTimeoutConfig, Transport, Verdict,
+    Admission, AdmissionOptions, CloseCause, Engine, Input, Overflow, ServerStats, Session, SessionConfig, SessionKind,
+    StreamTimeoutConfig, Transport, Verdict,
 };
 use coilwork_net::SocketOptions;
 use std::io::{ErrorKind, Read, Write};
@@ -315,9 +316,7 @@ impl Upgrade for PlainTcp {
 pub struct TcpServer {
     engine: Arc<Engine>,
     config: Arc<TcpServerConfig>,
-    listener: Mutex<Option<TcpListener>>,
-    serving: AtomicBool,
-    handle: ServerHandle,
+    life: Lifecycle<TcpListener>,
     stats: Arc<TcpStats>,
 }
 
@@ -333,21 +332,17 @@ impl TcpServer {
         Self {
             engine,
             config: Arc::new(config),
-            listener: Mutex::new(None),
-            serving: AtomicBool::new(false),
-            handle,
+            life: Lifecycle::new(handle),
             stats: Arc::new(TcpStats::default()),
         }
     }
 
     /// Binds and listens now (idempotent); returns the address bound (useful with port 0).
     pub fn bind(&self) -> Result<SocketAddr, ServerError> {
-        if self.handle.is_stopping() {
-            return Err(ServerError::Closed);
-        }
-        if let Some(addr) = self.handle.local_addr() {
-            return Ok(addr);
-        }
+        self.life.bind(|| self.listen())
+    }
+
+    fn listen(&self) -> Result<(TcpListener, SocketAddr), ServerError> {
         let opts = SocketOptions {
             addr: self.config.address,
             reuse_address: self.config.allow_reuse_address,
@@ -355,19 +350,17 @@ impl TcpServer {
         };
         let listener = coilwork_net::tcp_listener(&opts, self.config.backlog)?;
         let addr = listener.local_addr()?;
-        *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
-        self.handle.set_local_addr(addr);
-        Ok(addr)
+        Ok((listener, addr))
     }
 
     /// The bound address, once bound.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.handle.local_addr()
+        self.life.handle.local_addr()
     }
 
     /// A handle to stop this server from any thread.
     pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
+        self.life.handle.clone()
     }
 
     /// The counters.
@@ -394,51 +387,24 @@ impl TcpServer {
 
     /// `serve_forever` with an upgrade step on each accepted connection.
     pub(crate) fn serve_with<U: Upgrade>(&self, upgrade: Arc<U>) -> Result<(), ServerError> {
-        if self.serving.swap(true, Ordering::AcqRel) {
-            return Err(ServerError::AlreadyServing);
-        }
-        let result = self.run(&upgrade);
-        self.handle.mark_stopped();
-        result
+        self.life
+            .serve_bound(|| self.listen(), |listener| self.run(listener, &upgrade))
     }
 
     /// Graceful stop from another thread: stops accepting, answers requests
     /// already received, closes the connections, and returns once
     /// `serve_forever` has returned.
     pub fn shutdown(&self) {
-        self.handle.stop();
-        if self.serving.load(Ordering::Acquire) {
-            self.handle.wait_stopped();
-        } else {
-            self.server_close();
-        }
+        self.life.shutdown();
     }
 
     /// Stops the server and releases the listening socket if it is not serving yet.
     pub fn server_close(&self) {
-        self.handle.stop();
-        let listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take();
-        drop(listener);
-        if !self.serving.load(Ordering::Acquire) {
-            self.handle.mark_stopped();
-        }
+        self.life.close();
     }
 
-    fn run<U: Upgrade>(&self, upgrade: &Arc<U>) -> Result<(), ServerError> {
-        if self.handle.is_stopping() {
-            // Stopped before it started: nothing to serve.
-            return Ok(());
-        }
-        match self.bind() {
-            // `server_close` raced us: closed before serving.
-            Err(ServerError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
-            Ok(_) => {}
-        }
-        let Some(listener) = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-            // `server_close` took it: closed before serving.
-            return Ok(());
-        };
+    fn run<U: Upgrade>(&self, listener: TcpListener, upgrade: &Arc<U>) -> Result<(), ServerError> {
+        let handle = &self.life.handle;
         let c = &*self.config;
         let table = Arc::new(ConnTable::new(AdmissionOptions {
             max_connections: c.max_connections,
@@ -460,17 +426,17 @@ impl TcpServer {
         if !blocking_accept {
             listener.set_nonblocking(true)?;
         }
-        debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
-        while !self.handle.is_stopping() {
+        debug!(addr = ?handle.local_addr(), "{} server listening", U::NAME);
+        while !handle.is_stopping() {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.handle.is_stopping() {
+                    if handle.is_stopping() {
                         break;
                     }
                     self.spawn_connection(&table, &shared, stream, peer, upgrade);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if !blocking_accept && self.handle.sleep_unless_stopped(ACCEPT_POLL) {
+                    if !blocking_accept && handle.sleep_unless_stopped(ACCEPT_POLL) {
                         break;
                     }
                 }
@@ -478,7 +444,7 @@ impl TcpServer {
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     // Out of descriptors or memory: do not spin.
-                    self.handle.sleep_unless_stopped(Duration::from_millis(50));
+                    handle.sleep_unless_stopped(Duration::from_millis(50));
                 }
             }
         }
@@ -555,7 +521,7 @@ impl TcpServer {
             peer,
             shared: Arc::clone(shared),
             config: Arc::clone(&self.config),
-            stop: self.handle.clone(),
+            stop: self.life.handle.clone(),
             guard,
         };
         let mut builder = std::thread::Builder::new().name(format!("coilwork-tcp-{id}"));
@@ -636,20 +602,6 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Why a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Close {
-    PeerClosed,
-    Shutdown,
-    Evicted,
-    BadFrame,
-    PartialTimeout,
-    IdleTimeout,
-    IoError,
-    /// The upgrade (TLS handshake, role check) refused the connection.
-    Refused,
-}
-
 /// Everything one connection thread owns.
 struct ConnThread {
     peer: SocketAddr,
@@ -670,109 +622,110 @@ impl ConnThread {
             .set_nonblocking(false)
             .and_then(|()| tcp.set_nodelay(self.config.nodelay))
             .and_then(|()| tcp.set_write_timeout(self.config.write_timeout));
-        let reason = match setup {
-            Ok(()) => {
-                let cancelled = || self.stop.is_stopping() || self.guard.slot.close.load(Ordering::Acquire);
-                let poll = self.config.poll_interval.max(Duration::from_millis(1));
-                match upgrade.upgrade(stream, peer, &cancelled, poll) {
-                    Some((mut stream, role)) => {
-                        let reason = self.serve(&mut stream, role);
-                        if reason == Close::Shutdown {
-                            stream.close_write();
-                        }
-                        reason
-                    }
-                    None if self.guard.slot.close.load(Ordering::Acquire) => Close::Evicted,
-                    None if self.stop.is_stopping() => Close::Shutdown,
-                    None => {
-                        self.shared.stats.count_handshake_failure();
-                        Close::Refused
-                    }
-                }
-            }
-            Err(e) => {
-                debug!(%peer, error = %e, "cannot set up the socket");
-                Close::IoError
-            }
-        };
-        debug!(%peer, ?reason, "connection closed");
-        drop(self.guard);
-    }
-
-    /// Serves one stream until it closes; generic so a TLS stream can be served the same way.
-    fn serve<S: StreamSocket>(&self, stream: &mut S, tls_role: Option<String>) -> Close {
+        if let Err(e) = setup {
+            debug!(%peer, error = %e, "cannot set up the socket");
+            return;
+        }
         let slot = &*self.guard.slot;
-        let mut session = Session::new(
-            Arc::clone(&self.shared),
-            Instant::now(),
-            slot.id,
-            Some(self.peer),
-            tls_role,
-        );
-        // Reads block until input or a wake (a TLS handshake may have left a read timeout).
-        if let Err(e) = stream.socket().set_read_timeout(None) {
-            debug!(peer = %self.peer, error = %e, "cannot clear the read timeout");
-            return Close::IoError;
-        }
-        let mut buf: Vec<u8> = Vec::new();
-        // Set while a stop's drain reads what is already queued.
-        let mut nonblocking = false;
-        loop {
-            let now = Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    if nonblocking {
-                        nonblocking = stream.socket().set_nonblocking(false).is_err();
-                    }
-                    let n = out.len();
-                    let written = stream.write_all(out).and_then(|()| stream.flush());
-                    session.handle(Instant::now(), written.map_or(Input::Failed, |()| Input::Sent(n)));
+        let cancelled = || self.stop.is_stopping() || slot.close.load(Ordering::Acquire);
+        let poll = self.config.poll_interval.max(Duration::from_millis(1));
+        match upgrade.upgrade(stream, peer, &cancelled, poll) {
+            Some((stream, role)) => {
+                let mut session = Session::new(Arc::clone(&self.shared), Instant::now(), slot.id, Some(peer), role);
+                let mut link = StreamLink {
+                    conn: &self,
+                    stream,
+                    buf: Vec::new(),
+                    nonblocking: false,
+                };
+                // Reads block until input or a wake (a TLS handshake may have left a read timeout).
+                let cause = match link.stream.socket().set_read_timeout(None) {
+                    Ok(()) => drive(&mut session, &mut link),
+                    Err(_) => CloseCause::IoError,
+                };
+                if cause == CloseCause::Stopped {
+                    link.stream.close_write();
                 }
-                Output::Pause(until) => {
-                    self.pause(until.saturating_duration_since(now));
-                    if let Some(input) = self.signalled() {
-                        session.handle(Instant::now(), input);
-                    }
-                }
-                Output::ReadQueued => {
-                    if !nonblocking {
-                        nonblocking = stream.socket().set_nonblocking(true).is_ok();
-                    }
-                    let input = match self.read(stream, &mut buf) {
-                        Ok(n) if n > 0 && nonblocking => Input::Bytes(buf.get(..n).unwrap_or(&[])),
-                        _ => Input::Eof,
-                    };
-                    session.handle(Instant::now(), input);
-                }
-                // The read buffer stays while the connection is open; the session released its own.
-                Output::ReleaseBuffers | Output::Discarded => {}
-                Output::Close(cause) => return close_of(cause),
-                Output::Wait(_) => {
-                    if let Some(input) = self.signalled() {
-                        session.handle(now, input);
-                        continue;
-                    }
-                    self.wait(stream, &mut session, &mut buf);
-                }
+                debug!(%peer, ?cause, "connection closed");
             }
+            None if cancelled() => debug!(%peer, "closed during the upgrade by a stop or an eviction"),
+            None => self.shared.stats.count_handshake_failure(),
+        }
+    }
+}
+
+/// One connection's stream as [`drive`] sees it. Reads block with no read
+/// timeout; the server wakes them (see [`Slot::state`]).
+struct StreamLink<'a, S> {
+    conn: &'a ConnThread,
+    stream: S,
+    /// Allocated on the first read.
+    buf: Vec<u8>,
+    /// Set while a stop's drain reads what is already queued.
+    nonblocking: bool,
+}
+
+impl<S: StreamSocket> StreamLink<'_, S> {
+    /// Reads into `buf`, allocated on first use.
+    fn read(&mut self) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf.resize(self.conn.config.read_buffer_size.max(1), 0);
+        }
+        self.stream.read(&mut self.buf)
+    }
+
+    fn bytes(&self, n: usize) -> Input<'_> {
+        Input::Bytes(self.buf.get(..n).unwrap_or(&[]))
+    }
+}
+
+impl<S: StreamSocket> Link for StreamLink<'_, S> {
+    fn handle(&self) -> &ServerHandle {
+        &self.conn.stop
+    }
+
+    fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
+        if self.nonblocking {
+            self.nonblocking = self.stream.socket().set_nonblocking(false).is_err();
+        }
+        self.stream.write_all(out).and_then(|()| self.stream.flush())
+    }
+
+    fn read_queued(&mut self, session: &mut Session) {
+        if !self.nonblocking {
+            self.nonblocking = self.stream.socket().set_nonblocking(true).is_ok();
+        }
+        let input = match self.read() {
+            Ok(n) if n > 0 && self.nonblocking => self.bytes(n),
+            _ => Input::Eof,
+        };
+        session.handle(Instant::now(), input);
+    }
+
+    fn signal(&self) -> Option<Input<'static>> {
+        if self.conn.guard.slot.close.load(Ordering::Acquire) {
+            Some(Input::Evict)
+        } else {
+            self.handle().is_stopping().then_some(Input::Stop)
         }
     }
 
-    /// The server's request to this connection, if any: an eviction, or a stop.
-    fn signalled(&self) -> Option<Input<'static>> {
-        if self.guard.slot.close.load(Ordering::Acquire) {
-            Some(Input::Evict)
-        } else if self.stop.is_stopping() {
-            Some(Input::Stop)
-        } else {
-            None
+    /// Sleeps in slices of at most `poll_interval`, so an eviction cuts it short too.
+    fn sleep(&self, d: Duration) {
+        let poll = self.conn.config.poll_interval.max(Duration::from_millis(1));
+        let start = Instant::now();
+        loop {
+            let left = d.saturating_sub(start.elapsed());
+            if self.signal().is_some() || left.is_zero() || self.handle().sleep_unless_stopped(left.min(poll)) {
+                return;
+            }
         }
     }
 
     /// One blocking read, announced to the watchdog and the wakers with the
     /// session's closing deadline; what it brought goes to the session.
-    fn wait<S: StreamSocket>(&self, stream: &mut S, session: &mut Session, buf: &mut Vec<u8>) {
-        let (slot, table) = (&*self.guard.slot, &*self.guard.table);
+    fn wait(&mut self, session: &mut Session, _deadline: Option<Instant>) {
+        let (slot, table) = (&*self.conn.guard.slot, &*self.conn.guard.table);
         let deadline = session.next_closing_deadline().map_or(NO_DEADLINE, |d| table.nanos(d));
         // Announce the read, then look at the flags again: whoever raises
         // one after this sees the read and wakes it (SeqCst on both sides).
@@ -781,68 +734,26 @@ impl ConnThread {
             slot.state.store(BUSY, Ordering::SeqCst);
             return;
         }
-        let read = self.read(stream, buf);
+        let read = self.read();
         // From here the watchdog and the wakers leave this connection alone.
         let fired = slot.state.swap(BUSY, Ordering::SeqCst) == FIRED;
         let now = Instant::now();
         // No timer wakes this thread but for a closing deadline: the
-        // deadlines passed by now (a buffer release among them) count first,
-        // as the read timeout did.
+        // deadlines passed by now (a buffer release among them) count first.
         session.handle(now, Input::Timeout);
         match read {
-            Ok(n) if n > 0 => session.handle(now, Input::Bytes(buf.get(..n).unwrap_or(&[]))),
+            Ok(n) if n > 0 => session.handle(now, self.bytes(n)),
             Err(e) if e.kind() == ErrorKind::Interrupted && !fired => {}
             // End of stream or an error: an eviction, a stop or a deadline
             // may have woken the thread; else the peer closed or the read failed.
-            other => {
-                if let Some(input) = self.signalled() {
-                    session.handle(now, input);
-                } else if session.close_cause().is_none() {
-                    if let Err(e) = &other {
-                        debug!(peer = %self.peer, error = %e, "read failed");
-                    }
+            other => match self.signal() {
+                Some(input) => session.handle(now, input),
+                None if session.close_cause().is_none() => {
                     session.handle(now, if other.is_ok() { Input::Eof } else { Input::Failed });
                 }
-            }
+                None => {}
+            },
         }
-    }
-
-    /// Reads into `buf`, allocated on first use.
-    fn read<S: StreamSocket>(&self, stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        if buf.is_empty() {
-            buf.resize(self.config.read_buffer_size.max(1), 0);
-        }
-        stream.read(buf)
-    }
-
-    /// Makes a pause a hook's delivery asked for, in slices of at most
-    /// `poll_interval`; a stop or an eviction cuts it short (the session
-    /// then sends the rest at once, or drops it).
-    fn pause(&self, d: Duration) {
-        let poll = self.config.poll_interval.max(Duration::from_millis(1));
-        let start = Instant::now();
-        loop {
-            if self.guard.slot.close.load(Ordering::Acquire) {
-                return;
-            }
-            let left = d.saturating_sub(start.elapsed());
-            if left.is_zero() || self.stop.sleep_unless_stopped(left.min(poll)) {
-                return;
-            }
-        }
-    }
-}
-
-/// The adapter's name for the session's close.
-fn close_of(cause: CloseCause) -> Close {
-    match cause {
-        CloseCause::PeerClosed => Close::PeerClosed,
-        CloseCause::Stopped => Close::Shutdown,
-        CloseCause::Evicted => Close::Evicted,
-        CloseCause::BadFrame => Close::BadFrame,
-        CloseCause::PartialTimeout => Close::PartialTimeout,
-        CloseCause::IdleTimeout => Close::IdleTimeout,
-        CloseCause::IoError => Close::IoError,
     }
 }
 
@@ -864,13 +775,7 @@ pub fn start_tcp_server_in_background(
     let server = TcpServer::new(engine, config);
     server.bind()?;
     let handle = server.handle();
-    std::thread::Builder::new()
-        .name("coilwork-tcp-accept".into())
-        .spawn(move || {
-            if let Err(e) = server.serve_forever() {
-                warn!(error = %e, "modbus tcp server failed");
-            }
-        })?;
+    in_background("coilwork-tcp-accept", move || server.serve_forever())?;
     Ok(handle)
 }
 

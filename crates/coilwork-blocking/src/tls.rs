@@ -24,7 +24,6 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::net;
 use crate::tcp::{SharedStream, StreamSocket, TcpServer, TcpServerConfig, TcpStats, Upgrade};
 use coilwork_core::{Engine, Transport};
 use coilwork_tls::rustls::{ServerConnection, StreamOwned};
@@ -133,7 +132,7 @@ fn handshake(
         match conn.complete_io(sock) {
             Ok(_) => {}
             // Partial records stay buffered in rustls: go on reading.
-            Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if crate::drive::is_timeout(&e) => {}
             Err(e) => return Err(HandshakeError::Io(e)),
         }
     }
@@ -291,12 +290,6 @@ pub fn start_tls_server_in_background(
     let server = TlsServer::new(engine, config, tls);
     server.bind()?;
     let handle = server.handle();
-    std::thread::Builder::new()
-        .name("coilwork-tls-accept".into())
-        .spawn(move || {
-            if let Err(e) = server.serve_forever() {
-                warn!(error = %e, "modbus tls server failed");
-            }
-        })?;
+    crate::drive::in_background("coilwork-tls-accept", move || server.serve_forever())?;
     Ok(handle)
 }
