@@ -2,7 +2,7 @@
 //!
 //! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
 //! the session knows the line's RTU silences (t3.5) and its deadlines; this
-//! adapter turns [`Output::Wait`]'s deadline into the port's read timeout
+//! adapter turns [`Output::Wait`](coilwork_core::Output::Wait)'s deadline into the port's read timeout
 //! (at most [`SerialServerConfig::poll_interval`], so a stop is seen within
 //! that long) and reports [`Input::Timeout`] when it passes. With `auto_open`, a port that cannot be opened, or
 //! that fails while serving, is opened again after `reconnect_delay`.

@@ -23,8 +23,9 @@
 //! only with [`TlsClientAuth::None`], with a warning when the server starts.
 
 use crate::ServerError;
+use crate::conn::{SharedStream, StreamSocket, Upgrade};
 use crate::handle::ServerHandle;
-use crate::tcp::{SharedStream, StreamSocket, TcpServer, TcpServerConfig, TcpStats, Upgrade};
+use crate::tcp::{TcpServer, TcpServerConfig, TcpStats};
 use coilwork_core::{Engine, Transport};
 use coilwork_tls::rustls::{ServerConnection, StreamOwned};
 use std::io::{ErrorKind, Write};
