@@ -5,10 +5,7 @@
 #![cfg(feature = "tls")]
 
 mod common;
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
-#[path = "../../coilwork-blocking/tests/tls_common/mod.rs"]
-mod tls_common;
+use coilwork_test_support::tls as tls_common;
 
 use coilwork_async_std::{ServerError, TlsClientAuth, TlsConfig, TlsServer, TlsServerConfig, start_tls_server};
 use coilwork_core::Engine;

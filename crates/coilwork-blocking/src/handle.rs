@@ -1,5 +1,6 @@
 //! The stop switch of a running server.
 
+use crate::ServerError;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -129,6 +130,95 @@ impl ServerHandle {
         let mut state = self.lock();
         state.stopped = true;
         self.inner.changed.notify_all();
+    }
+}
+
+/// What every server does around its serving loop: the stop switch, the
+/// guard against serving twice, and the socket (or port) bound before serving.
+#[derive(Debug)]
+pub(crate) struct Lifecycle<T> {
+    pub(crate) handle: ServerHandle,
+    serving: AtomicBool,
+    bound: Mutex<Option<T>>,
+}
+
+impl<T> Lifecycle<T> {
+    pub(crate) fn new(handle: ServerHandle) -> Self {
+        Self {
+            handle,
+            serving: AtomicBool::new(false),
+            bound: Mutex::new(None),
+        }
+    }
+
+    /// Binds with `open` unless bound already (idempotent) or stopping.
+    pub(crate) fn bind(
+        &self,
+        open: impl FnOnce() -> Result<(T, SocketAddr), ServerError>,
+    ) -> Result<SocketAddr, ServerError> {
+        if self.handle.is_stopping() {
+            return Err(ServerError::Closed);
+        }
+        if let Some(addr) = self.handle.local_addr() {
+            return Ok(addr);
+        }
+        let (socket, addr) = open()?;
+        self.put(socket);
+        self.handle.set_local_addr(addr);
+        Ok(addr)
+    }
+
+    /// Keeps `socket` for the serving loop.
+    pub(crate) fn put(&self, socket: T) {
+        *self.bound.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
+    }
+
+    /// Takes what was bound, if anything.
+    pub(crate) fn take(&self) -> Option<T> {
+        self.bound.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Runs `run` once (a second call is refused), then marks the server stopped.
+    pub(crate) fn serve(&self, run: impl FnOnce() -> Result<(), ServerError>) -> Result<(), ServerError> {
+        if self.serving.swap(true, Ordering::AcqRel) {
+            return Err(ServerError::AlreadyServing);
+        }
+        let result = if self.handle.is_stopping() { Ok(()) } else { run() };
+        self.handle.mark_stopped();
+        result
+    }
+
+    /// Binds with `open` if needed and runs `run` on what was bound
+    /// (nothing, with `Ok`, if a stop or `close` came first).
+    pub(crate) fn serve_bound(
+        &self,
+        open: impl FnOnce() -> Result<(T, SocketAddr), ServerError>,
+        run: impl FnOnce(T) -> Result<(), ServerError>,
+    ) -> Result<(), ServerError> {
+        self.serve(|| match self.bind(open) {
+            Err(ServerError::Closed) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => self.take().map_or(Ok(()), run),
+        })
+    }
+
+    /// Stops and blocks until serving has returned.
+    pub(crate) fn shutdown(&self) {
+        self.handle.stop();
+        if self.serving.load(Ordering::Acquire) {
+            self.handle.wait_stopped();
+        } else {
+            self.close();
+        }
+    }
+
+    /// Stops and releases what was bound if not serving yet.
+    pub(crate) fn close(&self) {
+        self.handle.stop();
+        drop(self.take());
+        if !self.serving.load(Ordering::Acquire) {
+            self.handle.mark_stopped();
+        }
     }
 }
 

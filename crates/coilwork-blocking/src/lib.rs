@@ -46,10 +46,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod conn;
+mod drive;
 mod handle;
-mod net;
 #[cfg(feature = "serial")]
 pub mod serial;
+mod table;
 pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;

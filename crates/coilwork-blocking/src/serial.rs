@@ -2,7 +2,7 @@
 //!
 //! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
 //! the session knows the line's RTU silences (t3.5) and its deadlines; this
-//! adapter turns [`Output::Wait`]'s deadline into the port's read timeout
+//! adapter turns [`Output::Wait`](coilwork_core::Output::Wait)'s deadline into the port's read timeout
 //! (at most [`SerialServerConfig::poll_interval`], so a stop is seen within
 //! that long) and reports [`Input::Timeout`] when it passes. With `auto_open`, a port that cannot be opened, or
 //! that fails while serving, is opened again after `reconnect_delay`.
@@ -10,12 +10,12 @@
 //! The port is opened with the `serialport` crate, built without libudev.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
-use crate::net;
-use coilwork_core::{Engine, Input, Output, Session, SessionConfig};
+use crate::drive::{Link, drive, in_background, is_timeout, read_timeout};
+use crate::handle::{Lifecycle, ServerHandle};
+use coilwork_core::{Engine, Input, Session, SessionConfig};
 use std::io::{ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -80,9 +80,8 @@ impl SerialLine for std::os::unix::net::UnixStream {
 pub struct SerialServer {
     engine: Arc<Engine>,
     config: SerialServerConfig,
-    opened: Mutex<Option<Box<dyn serialport::SerialPort>>>,
-    serving: AtomicBool,
-    handle: ServerHandle,
+    /// The port opened by [`SerialServer::open`], until served.
+    life: Lifecycle<Box<dyn serialport::SerialPort>>,
     stats: Arc<SerialStats>,
 }
 
@@ -90,7 +89,7 @@ impl std::fmt::Debug for SerialServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SerialServer")
             .field("config", &self.config)
-            .field("handle", &self.handle)
+            .field("handle", &self.life.handle)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -107,9 +106,7 @@ impl SerialServer {
         Self {
             engine,
             config,
-            opened: Mutex::new(None),
-            serving: AtomicBool::new(false),
-            handle,
+            life: Lifecycle::new(handle),
             stats: Arc::new(SerialStats::default()),
         }
     }
@@ -125,7 +122,7 @@ impl SerialServer {
                 source,
             }
         })?;
-        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(line);
+        self.life.put(line);
         Ok(())
     }
 
@@ -136,7 +133,7 @@ impl SerialServer {
 
     /// A handle to stop this server from any thread.
     pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
+        self.life.handle.clone()
     }
 
     /// The counters.
@@ -146,34 +143,21 @@ impl SerialServer {
 
     /// Stops and blocks until `serve_forever` has returned.
     pub fn shutdown(&self) {
-        self.handle.stop();
-        if self.serving.load(Ordering::Acquire) {
-            self.handle.wait_stopped();
-        } else {
-            self.handle.mark_stopped();
-        }
+        self.life.shutdown();
     }
 
     /// Opens the port and serves on the calling thread until stopped.
     /// Without `auto_open`, an open or line failure is returned; with it,
     /// the port is opened again after `reconnect_delay`.
     pub fn serve_forever(&self) -> Result<(), ServerError> {
-        if self.serving.swap(true, Ordering::AcqRel) {
-            return Err(ServerError::AlreadyServing);
-        }
-        let result = self.run();
-        self.handle.mark_stopped();
-        result
+        self.life.serve(|| self.run())
     }
 
     fn run(&self) -> Result<(), ServerError> {
         let mut warned = false;
-        loop {
-            if self.handle.is_stopping() {
-                return Ok(());
-            }
-            let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
-            match opened.map_or_else(|| self.open_port(), Ok) {
+        let handle = &self.life.handle;
+        while !handle.is_stopping() {
+            match self.life.take().map_or_else(|| self.open_port(), Ok) {
                 Ok(line) => {
                     warned = false;
                     self.stats.opened.fetch_add(1, Ordering::Relaxed);
@@ -200,10 +184,9 @@ impl SerialServer {
                     }
                 }
             }
-            if self.handle.sleep_unless_stopped(self.config.reconnect_delay) {
-                return Ok(());
-            }
+            handle.sleep_unless_stopped(self.config.reconnect_delay);
         }
+        Ok(())
     }
 
     fn open_port(&self) -> std::io::Result<Box<dyn serialport::SerialPort>> {
@@ -237,7 +220,7 @@ impl SerialServer {
     /// Serves one already-open line (a serial port, a socket, any
     /// [`SerialLine`]) on the calling thread until stopped (`Ok`) or until
     /// the line fails or closes (`Err`).
-    pub fn serve_line<S: SerialLine>(&self, mut line: S) -> Result<(), ServerError> {
+    pub fn serve_line<S: SerialLine>(&self, line: S) -> Result<(), ServerError> {
         let c = &self.config;
         let shared = SessionConfig {
             local_echo: c.local_echo,
@@ -245,56 +228,86 @@ impl SerialServer {
             ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
         };
         let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
-        let poll = c.poll_interval.max(Duration::from_millis(1));
-        let mut timeout_set: Option<Duration> = None;
-        // One buffer per line, reused for every read.
-        let mut buf = vec![0u8; 512];
-        loop {
-            let now = Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    // A serial port's timeout bounds writes too: give the answer time to go out.
-                    if timeout_set != Some(WRITE_TIMEOUT) {
-                        line.set_line_timeout(WRITE_TIMEOUT).map_err(|e| self.line_failed(e))?;
-                        timeout_set = Some(WRITE_TIMEOUT);
-                    }
-                    let n = out.len();
-                    line.write_all(out)
-                        .and_then(|()| line.flush())
-                        .map_err(|e| self.line_failed(e))?;
-                    session.handle(Instant::now(), Input::Sent(n));
-                }
-                Output::Pause(until) => {
-                    // A stop cuts a pause short; the rest is then written at once.
-                    if self.handle.sleep_unless_stopped(until.saturating_duration_since(now)) {
-                        session.handle(Instant::now(), Input::Stop);
-                    }
-                }
-                Output::Wait(_) if self.handle.is_stopping() => session.handle(now, Input::Stop),
-                Output::Wait(deadline) => {
-                    let timeout = net::read_timeout(now, deadline, poll);
-                    if timeout_set != Some(timeout) {
-                        line.set_line_timeout(timeout).map_err(|e| self.line_failed(e))?;
-                        timeout_set = Some(timeout);
-                    }
-                    let input = match line.read(&mut buf) {
-                        Ok(0) => return Err(self.line_failed(ErrorKind::UnexpectedEof.into())),
-                        Ok(n) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
-                        Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => Input::Timeout,
-                        Err(e) => return Err(self.line_failed(e)),
-                    };
-                    session.handle(Instant::now(), input);
-                }
-                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
-                Output::ReleaseBuffers => {}
-                Output::ReadQueued | Output::Close(_) => return Ok(()),
-            }
-        }
+        let mut link = LineLink {
+            line,
+            handle: &self.life.handle,
+            poll: c.poll_interval.max(Duration::from_millis(1)),
+            timeout_set: None,
+            // One buffer per line, reused for every read.
+            buf: vec![0u8; 512],
+            error: None,
+        };
+        drive(&mut session, &mut link);
+        link.error.map_or(Ok(()), |e| Err(self.line_failed(e)))
     }
 
     fn line_failed(&self, e: std::io::Error) -> ServerError {
         self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
         e.into()
+    }
+}
+
+/// One line as [`drive`] sees it: the session's deadlines become the port's
+/// read timeout, at most `poll` (so a stop is seen within that long).
+struct LineLink<'a, S> {
+    line: S,
+    handle: &'a ServerHandle,
+    poll: Duration,
+    /// The line's timeout as last set.
+    timeout_set: Option<Duration>,
+    buf: Vec<u8>,
+    /// Why the line failed, once it did.
+    error: Option<std::io::Error>,
+}
+
+impl<S: SerialLine> LineLink<'_, S> {
+    fn set_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        if self.timeout_set != Some(timeout) {
+            self.line.set_line_timeout(timeout)?;
+            self.timeout_set = Some(timeout);
+        }
+        Ok(())
+    }
+
+    /// Reads once within `timeout`.
+    fn read(&mut self, timeout: Duration) -> std::io::Result<usize> {
+        self.set_timeout(timeout)?;
+        match self.line.read(&mut self.buf) {
+            Ok(0) => Err(ErrorKind::UnexpectedEof.into()),
+            other => other,
+        }
+    }
+}
+
+impl<S: SerialLine> Link for LineLink<'_, S> {
+    fn handle(&self) -> &ServerHandle {
+        self.handle
+    }
+
+    fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
+        // A serial port's timeout bounds writes too: give the answer time to go out.
+        let written = self
+            .set_timeout(WRITE_TIMEOUT)
+            .and_then(|()| self.line.write_all(out))
+            .and_then(|()| self.line.flush());
+        written.map_err(|e| {
+            let kind = e.kind();
+            self.error = Some(e);
+            kind.into()
+        })
+    }
+
+    fn wait(&mut self, session: &mut Session, deadline: Option<Instant>) {
+        let now = Instant::now();
+        let input = match self.read(read_timeout(now, deadline, self.poll)) {
+            Ok(n) => Input::Bytes(self.buf.get(..n).unwrap_or(&[])),
+            Err(e) if is_timeout(&e) => Input::Timeout,
+            Err(e) => {
+                self.error = Some(e);
+                Input::Failed
+            }
+        };
+        session.handle(Instant::now(), input);
     }
 }
 
@@ -310,12 +323,6 @@ pub fn start_serial_server_in_background(
 ) -> Result<ServerHandle, ServerError> {
     let server = SerialServer::new(engine, config);
     let handle = server.handle();
-    std::thread::Builder::new()
-        .name("coilwork-serial".into())
-        .spawn(move || {
-            if let Err(e) = server.serve_forever() {
-                warn!(error = %e, "modbus serial server failed");
-            }
-        })?;
+    in_background("coilwork-serial", move || server.serve_forever())?;
     Ok(handle)
 }

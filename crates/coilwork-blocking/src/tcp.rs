@@ -20,7 +20,7 @@
 //!
 //! A connection thread reads into a reused buffer (allocated on the first
 //! read), feeds the bytes to its
-//! [`Session`] with `Instant::now()`, and writes everything the
+//! [`Session`](coilwork_core::Session) with `Instant::now()`, and writes everything the
 //! session queued in one write: several requests in one read are answered
 //! in one write (pipelining). Only a hook's [`Delivery`](coilwork_core::Delivery)
 //! (delay, split: fault injection) cuts the output into pieces with pauses
@@ -57,17 +57,20 @@
 //! (their socket is shut down both ways).
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::conn::{ConnThread, PlainTcp, SharedStream, Upgrade};
+use crate::drive::in_background;
+use crate::handle::{Lifecycle, ServerHandle};
+use crate::table::{BUSY, ConnTable, Slot, SlotGuard};
 use coilwork_core::{
-    Admission, AdmissionOptions, CloseCause, Engine, Input, Output, Overflow, ServerStats, Session, SessionConfig,
-    SessionKind, StreamTimeoutConfig, Transport, Verdict,
+    AdmissionOptions, Engine, Overflow, ServerStats, SessionConfig, SessionKind, StreamTimeoutConfig, Transport,
+    Verdict,
 };
 use coilwork_net::SocketOptions;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{debug, warn};
 
 /// How often the accept loop polls its non-blocking listener where the
@@ -83,229 +86,6 @@ pub use coilwork_core::options::TcpServerConfig;
 /// Counters of a [`TcpServer`] (and of a TLS server, with its handshake failures).
 pub type TcpStats = ServerStats;
 
-/// [`Slot::state`] while the thread is not in a read (setting up, handling input, writing).
-const BUSY: u64 = u64::MAX;
-/// [`Slot::state`] once the watchdog has shut the socket down at the thread's deadline.
-const FIRED: u64 = u64::MAX - 1;
-/// [`Slot::state`] while the thread reads, with no closing deadline.
-const NO_DEADLINE: u64 = u64::MAX - 2;
-/// The latest deadline a slot can hold.
-const LAST_DEADLINE: u64 = u64::MAX - 3;
-
-/// One open connection as the accept loop and the watchdog see it.
-#[derive(Debug)]
-struct Slot {
-    id: u64,
-    /// Set to make the connection's thread close it (eviction, or a cut at shutdown).
-    close: AtomicBool,
-    /// The connection's socket, shared with its thread: shutting its reading
-    /// side down wakes the thread from a blocking read.
-    socket: Arc<TcpStream>,
-    /// While the thread reads: its earliest closing deadline (partial frame,
-    /// idle) in nanoseconds since [`ConnTable::epoch`], or [`NO_DEADLINE`];
-    /// [`FIRED`] once the watchdog woke it for that deadline; [`BUSY`] out of a read.
-    state: AtomicU64,
-}
-
-impl Slot {
-    /// Wakes the connection's thread from its read: the read returns what is
-    /// already queued, then end of stream.
-    fn wake(&self) {
-        let _ = self.socket.shutdown(Shutdown::Read);
-    }
-
-    /// Wakes the thread if it is in (or about to enter) a read; call after
-    /// raising the flag it checks once it has announced the read. A thread
-    /// out of a read sees the flag before its next read. (A shutdown also
-    /// wakes a write waiting for buffer space, which may then go on: a
-    /// thread stuck writing to a client that does not read is left alone.)
-    fn wake_if_reading(&self) {
-        if self.state.load(Ordering::SeqCst) != BUSY {
-            self.wake();
-        }
-    }
-}
-
-/// Open connections, oldest first; `changed` is signalled when one closes.
-#[derive(Debug)]
-struct ConnTable {
-    open: Mutex<Admission<Arc<Slot>>>,
-    changed: Condvar,
-    /// Origin of the deadlines held in the slots.
-    epoch: Instant,
-    /// Set by the accept loop once it has stopped (before it wakes the readers).
-    stopping: AtomicBool,
-}
-
-impl ConnTable {
-    fn new(options: AdmissionOptions) -> Self {
-        Self {
-            open: Mutex::new(Admission::new(options)),
-            changed: Condvar::new(),
-            epoch: Instant::now(),
-            stopping: AtomicBool::new(false),
-        }
-    }
-
-    /// `t` as a slot deadline: nanoseconds since the epoch.
-    fn nanos(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(LAST_DEADLINE)
-            .min(LAST_DEADLINE)
-    }
-
-    /// Raises `stopping` and wakes every connection thread blocked in a read
-    /// (they see the stop).
-    fn wake_for_stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for slot in self.lock().open() {
-            slot.wake_if_reading();
-        }
-    }
-
-    /// The watchdog: until `done`, shuts down the socket of each connection
-    /// whose closing deadline passed, once; wakes every `poll` or at the next deadline.
-    fn watch(&self, poll: Duration, done: &AtomicBool) {
-        while !done.load(Ordering::Acquire) {
-            let now = self.nanos(Instant::now());
-            let mut next = NO_DEADLINE;
-            for slot in self.lock().open() {
-                let d = slot.state.load(Ordering::Acquire);
-                if d > LAST_DEADLINE {
-                    continue;
-                }
-                if d > now {
-                    next = next.min(d);
-                } else if slot
-                    .state
-                    .compare_exchange(d, FIRED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    // Fails when the thread woke first: it then left its read (BUSY).
-                    slot.wake();
-                }
-            }
-            let sleep = Duration::from_nanos(next.saturating_sub(now))
-                .min(poll)
-                .max(Duration::from_millis(1));
-            std::thread::park_timeout(sleep);
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Admission<Arc<Slot>>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Waits until no connection is open or `timeout` passed; true if none is open.
-    fn wait_empty(&self, timeout: Duration) -> bool {
-        let open = self.lock();
-        let (open, _) = self
-            .changed
-            .wait_timeout_while(open, timeout, |o| !o.is_empty())
-            .unwrap_or_else(PoisonError::into_inner);
-        open.is_empty()
-    }
-}
-
-/// A byte stream a connection thread serves: a plain TCP socket, or a
-/// TLS stream over one. Timeouts and non-blocking mode are set on the TCP
-/// socket underneath.
-pub(crate) trait StreamSocket: Read + Write {
-    /// The TCP socket carrying the stream.
-    fn socket(&self) -> &TcpStream;
-    /// Closes the sending side after a graceful stop (TLS: `close_notify` first).
-    fn close_write(&mut self);
-}
-
-/// A connection's socket, shared with its slot in the server's table (which
-/// wakes the thread by shutting its reading side down); reads and writes go
-/// through `&TcpStream`, with no second descriptor.
-#[derive(Debug)]
-pub(crate) struct SharedStream(Arc<TcpStream>);
-
-impl SharedStream {
-    /// The TCP socket.
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        &self.0
-    }
-}
-
-impl Read for SharedStream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
-        (&*self.0).read_vectored(bufs)
-    }
-}
-
-impl Write for SharedStream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-        (&*self.0).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        (&*self.0).flush()
-    }
-}
-
-impl StreamSocket for SharedStream {
-    fn socket(&self) -> &TcpStream {
-        &self.0
-    }
-
-    fn close_write(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Write);
-    }
-}
-
-/// The step between accept and serving, run on the connection thread:
-/// nothing for TCP, the handshake and role check for TLS.
-pub(crate) trait Upgrade: Send + Sync + 'static {
-    /// The stream served after the step.
-    type Stream: StreamSocket;
-    /// The transport the engine is told about.
-    const TRANSPORT: Transport;
-    /// The server's name in logs.
-    const NAME: &'static str;
-    /// The served stream and the client's role, or `None` to close the
-    /// connection. `stream` is blocking, with the write timeout set; the
-    /// step polls `cancelled` at least every `poll` and gives up once it is
-    /// true (a read of end of stream may also mean it was cancelled). It may
-    /// leave a read timeout set: the connection loop clears it.
-    fn upgrade(
-        &self,
-        stream: SharedStream,
-        peer: SocketAddr,
-        cancelled: &dyn Fn() -> bool,
-        poll: Duration,
-    ) -> Option<(Self::Stream, Option<String>)>;
-}
-
-/// Plain Modbus/TCP: served as accepted.
-struct PlainTcp;
-
-impl Upgrade for PlainTcp {
-    type Stream = SharedStream;
-    const TRANSPORT: Transport = Transport::Tcp;
-    const NAME: &'static str = "modbus tcp";
-
-    fn upgrade(
-        &self,
-        stream: SharedStream,
-        _peer: SocketAddr,
-        _cancelled: &dyn Fn() -> bool,
-        _poll: Duration,
-    ) -> Option<(SharedStream, Option<String>)> {
-        Some((stream, None))
-    }
-}
-
 /// A blocking Modbus/TCP server over an [`Engine`]; see the [module docs](self)
 /// for the thread-per-connection model.
 ///
@@ -315,9 +95,7 @@ impl Upgrade for PlainTcp {
 pub struct TcpServer {
     engine: Arc<Engine>,
     config: Arc<TcpServerConfig>,
-    listener: Mutex<Option<TcpListener>>,
-    serving: AtomicBool,
-    handle: ServerHandle,
+    life: Lifecycle<TcpListener>,
     stats: Arc<TcpStats>,
 }
 
@@ -333,21 +111,17 @@ impl TcpServer {
         Self {
             engine,
             config: Arc::new(config),
-            listener: Mutex::new(None),
-            serving: AtomicBool::new(false),
-            handle,
+            life: Lifecycle::new(handle),
             stats: Arc::new(TcpStats::default()),
         }
     }
 
     /// Binds and listens now (idempotent); returns the address bound (useful with port 0).
     pub fn bind(&self) -> Result<SocketAddr, ServerError> {
-        if self.handle.is_stopping() {
-            return Err(ServerError::Closed);
-        }
-        if let Some(addr) = self.handle.local_addr() {
-            return Ok(addr);
-        }
+        self.life.bind(|| self.listen())
+    }
+
+    fn listen(&self) -> Result<(TcpListener, SocketAddr), ServerError> {
         let opts = SocketOptions {
             addr: self.config.address,
             reuse_address: self.config.allow_reuse_address,
@@ -355,19 +129,17 @@ impl TcpServer {
         };
         let listener = coilwork_net::tcp_listener(&opts, self.config.backlog)?;
         let addr = listener.local_addr()?;
-        *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
-        self.handle.set_local_addr(addr);
-        Ok(addr)
+        Ok((listener, addr))
     }
 
     /// The bound address, once bound.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.handle.local_addr()
+        self.life.handle.local_addr()
     }
 
     /// A handle to stop this server from any thread.
     pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
+        self.life.handle.clone()
     }
 
     /// The counters.
@@ -394,51 +166,24 @@ impl TcpServer {
 
     /// `serve_forever` with an upgrade step on each accepted connection.
     pub(crate) fn serve_with<U: Upgrade>(&self, upgrade: Arc<U>) -> Result<(), ServerError> {
-        if self.serving.swap(true, Ordering::AcqRel) {
-            return Err(ServerError::AlreadyServing);
-        }
-        let result = self.run(&upgrade);
-        self.handle.mark_stopped();
-        result
+        self.life
+            .serve_bound(|| self.listen(), |listener| self.run(listener, &upgrade))
     }
 
     /// Graceful stop from another thread: stops accepting, answers requests
     /// already received, closes the connections, and returns once
     /// `serve_forever` has returned.
     pub fn shutdown(&self) {
-        self.handle.stop();
-        if self.serving.load(Ordering::Acquire) {
-            self.handle.wait_stopped();
-        } else {
-            self.server_close();
-        }
+        self.life.shutdown();
     }
 
     /// Stops the server and releases the listening socket if it is not serving yet.
     pub fn server_close(&self) {
-        self.handle.stop();
-        let listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take();
-        drop(listener);
-        if !self.serving.load(Ordering::Acquire) {
-            self.handle.mark_stopped();
-        }
+        self.life.close();
     }
 
-    fn run<U: Upgrade>(&self, upgrade: &Arc<U>) -> Result<(), ServerError> {
-        if self.handle.is_stopping() {
-            // Stopped before it started: nothing to serve.
-            return Ok(());
-        }
-        match self.bind() {
-            // `server_close` raced us: closed before serving.
-            Err(ServerError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
-            Ok(_) => {}
-        }
-        let Some(listener) = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-            // `server_close` took it: closed before serving.
-            return Ok(());
-        };
+    fn run<U: Upgrade>(&self, listener: TcpListener, upgrade: &Arc<U>) -> Result<(), ServerError> {
+        let handle = &self.life.handle;
         let c = &*self.config;
         let table = Arc::new(ConnTable::new(AdmissionOptions {
             max_connections: c.max_connections,
@@ -460,17 +205,17 @@ impl TcpServer {
         if !blocking_accept {
             listener.set_nonblocking(true)?;
         }
-        debug!(addr = ?self.handle.local_addr(), "{} server listening", U::NAME);
-        while !self.handle.is_stopping() {
+        debug!(addr = ?handle.local_addr(), "{} server listening", U::NAME);
+        while !handle.is_stopping() {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.handle.is_stopping() {
+                    if handle.is_stopping() {
                         break;
                     }
                     self.spawn_connection(&table, &shared, stream, peer, upgrade);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if !blocking_accept && self.handle.sleep_unless_stopped(ACCEPT_POLL) {
+                    if !blocking_accept && handle.sleep_unless_stopped(ACCEPT_POLL) {
                         break;
                     }
                 }
@@ -478,7 +223,7 @@ impl TcpServer {
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     // Out of descriptors or memory: do not spin.
-                    self.handle.sleep_unless_stopped(Duration::from_millis(50));
+                    handle.sleep_unless_stopped(Duration::from_millis(50));
                 }
             }
         }
@@ -555,7 +300,7 @@ impl TcpServer {
             peer,
             shared: Arc::clone(shared),
             config: Arc::clone(&self.config),
-            stop: self.handle.clone(),
+            stop: self.life.handle.clone(),
             guard,
         };
         let mut builder = std::thread::Builder::new().name(format!("coilwork-tcp-{id}"));
@@ -622,230 +367,6 @@ fn is_per_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Removes a connection from the table when its thread ends (even by a panic).
-struct SlotGuard {
-    slot: Arc<Slot>,
-    table: Arc<ConnTable>,
-    stats: Arc<TcpStats>,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        self.table.lock().release(self.slot.id, &self.stats);
-        self.table.changed.notify_all();
-    }
-}
-
-/// Why a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Close {
-    PeerClosed,
-    Shutdown,
-    Evicted,
-    BadFrame,
-    PartialTimeout,
-    IdleTimeout,
-    IoError,
-    /// The upgrade (TLS handshake, role check) refused the connection.
-    Refused,
-}
-
-/// Everything one connection thread owns.
-struct ConnThread {
-    peer: SocketAddr,
-    /// The server's settings for every session, with its engine and counters.
-    shared: Arc<SessionConfig>,
-    config: Arc<TcpServerConfig>,
-    stop: ServerHandle,
-    guard: SlotGuard,
-}
-
-impl ConnThread {
-    fn run<U: Upgrade>(self, stream: SharedStream, upgrade: &U) {
-        let peer = self.peer;
-        debug!(%peer, "connection opened");
-        // Accepted sockets inherit non-blocking mode from the listener on some systems.
-        let tcp = stream.tcp();
-        let setup = tcp
-            .set_nonblocking(false)
-            .and_then(|()| tcp.set_nodelay(self.config.nodelay))
-            .and_then(|()| tcp.set_write_timeout(self.config.write_timeout));
-        let reason = match setup {
-            Ok(()) => {
-                let cancelled = || self.stop.is_stopping() || self.guard.slot.close.load(Ordering::Acquire);
-                let poll = self.config.poll_interval.max(Duration::from_millis(1));
-                match upgrade.upgrade(stream, peer, &cancelled, poll) {
-                    Some((mut stream, role)) => {
-                        let reason = self.serve(&mut stream, role);
-                        if reason == Close::Shutdown {
-                            stream.close_write();
-                        }
-                        reason
-                    }
-                    None if self.guard.slot.close.load(Ordering::Acquire) => Close::Evicted,
-                    None if self.stop.is_stopping() => Close::Shutdown,
-                    None => {
-                        self.shared.stats.count_handshake_failure();
-                        Close::Refused
-                    }
-                }
-            }
-            Err(e) => {
-                debug!(%peer, error = %e, "cannot set up the socket");
-                Close::IoError
-            }
-        };
-        debug!(%peer, ?reason, "connection closed");
-        drop(self.guard);
-    }
-
-    /// Serves one stream until it closes; generic so a TLS stream can be served the same way.
-    fn serve<S: StreamSocket>(&self, stream: &mut S, tls_role: Option<String>) -> Close {
-        let slot = &*self.guard.slot;
-        let mut session = Session::new(
-            Arc::clone(&self.shared),
-            Instant::now(),
-            slot.id,
-            Some(self.peer),
-            tls_role,
-        );
-        // Reads block until input or a wake (a TLS handshake may have left a read timeout).
-        if let Err(e) = stream.socket().set_read_timeout(None) {
-            debug!(peer = %self.peer, error = %e, "cannot clear the read timeout");
-            return Close::IoError;
-        }
-        let mut buf: Vec<u8> = Vec::new();
-        // Set while a stop's drain reads what is already queued.
-        let mut nonblocking = false;
-        loop {
-            let now = Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    if nonblocking {
-                        nonblocking = stream.socket().set_nonblocking(false).is_err();
-                    }
-                    let n = out.len();
-                    let written = stream.write_all(out).and_then(|()| stream.flush());
-                    session.handle(Instant::now(), written.map_or(Input::Failed, |()| Input::Sent(n)));
-                }
-                Output::Pause(until) => {
-                    self.pause(until.saturating_duration_since(now));
-                    if let Some(input) = self.signalled() {
-                        session.handle(Instant::now(), input);
-                    }
-                }
-                Output::ReadQueued => {
-                    if !nonblocking {
-                        nonblocking = stream.socket().set_nonblocking(true).is_ok();
-                    }
-                    let input = match self.read(stream, &mut buf) {
-                        Ok(n) if n > 0 && nonblocking => Input::Bytes(buf.get(..n).unwrap_or(&[])),
-                        _ => Input::Eof,
-                    };
-                    session.handle(Instant::now(), input);
-                }
-                // The read buffer stays while the connection is open; the session released its own.
-                Output::ReleaseBuffers | Output::Discarded => {}
-                Output::Close(cause) => return close_of(cause),
-                Output::Wait(_) => {
-                    if let Some(input) = self.signalled() {
-                        session.handle(now, input);
-                        continue;
-                    }
-                    self.wait(stream, &mut session, &mut buf);
-                }
-            }
-        }
-    }
-
-    /// The server's request to this connection, if any: an eviction, or a stop.
-    fn signalled(&self) -> Option<Input<'static>> {
-        if self.guard.slot.close.load(Ordering::Acquire) {
-            Some(Input::Evict)
-        } else if self.stop.is_stopping() {
-            Some(Input::Stop)
-        } else {
-            None
-        }
-    }
-
-    /// One blocking read, announced to the watchdog and the wakers with the
-    /// session's closing deadline; what it brought goes to the session.
-    fn wait<S: StreamSocket>(&self, stream: &mut S, session: &mut Session, buf: &mut Vec<u8>) {
-        let (slot, table) = (&*self.guard.slot, &*self.guard.table);
-        let deadline = session.next_closing_deadline().map_or(NO_DEADLINE, |d| table.nanos(d));
-        // Announce the read, then look at the flags again: whoever raises
-        // one after this sees the read and wakes it (SeqCst on both sides).
-        slot.state.store(deadline, Ordering::SeqCst);
-        if slot.close.load(Ordering::SeqCst) || table.stopping.load(Ordering::SeqCst) {
-            slot.state.store(BUSY, Ordering::SeqCst);
-            return;
-        }
-        let read = self.read(stream, buf);
-        // From here the watchdog and the wakers leave this connection alone.
-        let fired = slot.state.swap(BUSY, Ordering::SeqCst) == FIRED;
-        let now = Instant::now();
-        // No timer wakes this thread but for a closing deadline: the
-        // deadlines passed by now (a buffer release among them) count first,
-        // as the read timeout did.
-        session.handle(now, Input::Timeout);
-        match read {
-            Ok(n) if n > 0 => session.handle(now, Input::Bytes(buf.get(..n).unwrap_or(&[]))),
-            Err(e) if e.kind() == ErrorKind::Interrupted && !fired => {}
-            // End of stream or an error: an eviction, a stop or a deadline
-            // may have woken the thread; else the peer closed or the read failed.
-            other => {
-                if let Some(input) = self.signalled() {
-                    session.handle(now, input);
-                } else if session.close_cause().is_none() {
-                    if let Err(e) = &other {
-                        debug!(peer = %self.peer, error = %e, "read failed");
-                    }
-                    session.handle(now, if other.is_ok() { Input::Eof } else { Input::Failed });
-                }
-            }
-        }
-    }
-
-    /// Reads into `buf`, allocated on first use.
-    fn read<S: StreamSocket>(&self, stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        if buf.is_empty() {
-            buf.resize(self.config.read_buffer_size.max(1), 0);
-        }
-        stream.read(buf)
-    }
-
-    /// Makes a pause a hook's delivery asked for, in slices of at most
-    /// `poll_interval`; a stop or an eviction cuts it short (the session
-    /// then sends the rest at once, or drops it).
-    fn pause(&self, d: Duration) {
-        let poll = self.config.poll_interval.max(Duration::from_millis(1));
-        let start = Instant::now();
-        loop {
-            if self.guard.slot.close.load(Ordering::Acquire) {
-                return;
-            }
-            let left = d.saturating_sub(start.elapsed());
-            if left.is_zero() || self.stop.sleep_unless_stopped(left.min(poll)) {
-                return;
-            }
-        }
-    }
-}
-
-/// The adapter's name for the session's close.
-fn close_of(cause: CloseCause) -> Close {
-    match cause {
-        CloseCause::PeerClosed => Close::PeerClosed,
-        CloseCause::Stopped => Close::Shutdown,
-        CloseCause::Evicted => Close::Evicted,
-        CloseCause::BadFrame => Close::BadFrame,
-        CloseCause::PartialTimeout => Close::PartialTimeout,
-        CloseCause::IdleTimeout => Close::IdleTimeout,
-        CloseCause::IoError => Close::IoError,
-    }
-}
-
 /// Binds `config.address` and serves `engine` on the calling thread until
 /// the process ends or the server fails (pymodbus `StartTcpServer`). To stop
 /// it from elsewhere, build a [`TcpServer::with_handle`] and keep the handle,
@@ -864,121 +385,6 @@ pub fn start_tcp_server_in_background(
     let server = TcpServer::new(engine, config);
     server.bind()?;
     let handle = server.handle();
-    std::thread::Builder::new()
-        .name("coilwork-tcp-accept".into())
-        .spawn(move || {
-            if let Err(e) = server.serve_forever() {
-                warn!(error = %e, "modbus tcp server failed");
-            }
-        })?;
+    in_background("coilwork-tcp-accept", move || server.serve_forever())?;
     Ok(handle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::{IpAddr, Ipv4Addr};
-
-    /// A connected pair: (the server side in a slot, the client side).
-    fn slot_pair(id: u64, state: u64) -> (Arc<Slot>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let slot = Arc::new(Slot {
-            id,
-            close: AtomicBool::new(false),
-            socket: Arc::new(server),
-            state: AtomicU64::new(state),
-        });
-        (slot, client)
-    }
-
-    /// Admits `slots` into `table`, in order.
-    fn insert(table: &ConnTable, slots: [Arc<Slot>; 3]) {
-        let stats = ServerStats::default();
-        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        for slot in slots {
-            let verdict = table.lock().admit(localhost, &stats, |_| slot);
-            assert!(matches!(verdict, Verdict::Admit { evict: None, .. }));
-        }
-    }
-
-    #[test]
-    fn watchdog_wakes_only_the_reader_whose_deadline_passed_keeping_queued_bytes() {
-        let table = Arc::new(ConnTable::new(AdmissionOptions::default()));
-        let (due, mut due_client) = slot_pair(0, 0);
-        let (later, _later_client) = slot_pair(1, table.nanos(Instant::now() + Duration::from_secs(60)));
-        let (none, _none_client) = slot_pair(2, NO_DEADLINE);
-        insert(&table, [Arc::clone(&due), Arc::clone(&later), Arc::clone(&none)]);
-        due_client.write_all(&[7, 8, 9]).unwrap();
-        let done = Arc::new(AtomicBool::new(false));
-        let (t, d) = (Arc::clone(&table), Arc::clone(&done));
-        let watchdog = std::thread::spawn(move || t.watch(Duration::from_millis(5), &d));
-        let mut buf = [0u8; 8];
-        // Blocks with no read timeout: the bytes queued first, then the wake's end of stream.
-        let mut got = Vec::new();
-        loop {
-            let n = (&*due.socket).read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(got, [7, 8, 9]);
-        assert_eq!(due.state.load(Ordering::Acquire), FIRED);
-        std::thread::sleep(Duration::from_millis(30));
-        assert_ne!(later.state.load(Ordering::Acquire), FIRED);
-        assert_eq!(none.state.load(Ordering::Acquire), NO_DEADLINE);
-        done.store(true, Ordering::Release);
-        watchdog.thread().unpark();
-        watchdog.join().unwrap();
-        // The others were not shut down.
-        later.socket.set_nonblocking(true).unwrap();
-        let e = (&*later.socket).read(&mut buf).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::WouldBlock);
-    }
-
-    /// True if the server side of `slot` was shut for reading (a read returns 0 at once).
-    fn shut_for_reading(slot: &Slot) -> bool {
-        slot.socket.set_nonblocking(true).unwrap();
-        let r = (&*slot.socket).read(&mut [0u8; 4]);
-        slot.socket.set_nonblocking(false).unwrap();
-        matches!(r, Ok(0))
-    }
-
-    #[test]
-    fn stop_and_eviction_wake_only_threads_in_a_read() {
-        let table = ConnTable::new(AdmissionOptions::default());
-        let (reading, _c1) = slot_pair(0, NO_DEADLINE);
-        let (waiting, _c2) = slot_pair(1, table.nanos(Instant::now() + Duration::from_secs(60)));
-        let (busy, _c3) = slot_pair(2, BUSY);
-        insert(&table, [Arc::clone(&reading), Arc::clone(&waiting), Arc::clone(&busy)]);
-        table.wake_for_stop();
-        assert!(table.stopping.load(Ordering::SeqCst));
-        assert!(shut_for_reading(&reading));
-        assert!(shut_for_reading(&waiting));
-        // A thread writing (perhaps blocked on a client that does not read)
-        // is not disturbed: it sees the stop before its next read.
-        assert!(!shut_for_reading(&busy));
-        busy.state.store(NO_DEADLINE, Ordering::SeqCst);
-        busy.wake_if_reading();
-        assert!(shut_for_reading(&busy));
-    }
-
-    #[test]
-    fn slot_deadlines_never_collide_with_the_markers() {
-        let table = ConnTable::new(AdmissionOptions::default());
-        assert_eq!(table.nanos(table.epoch), 0);
-        assert_eq!(table.nanos(table.epoch + Duration::from_nanos(1500)), 1500);
-        // 600 years: past what u64 nanoseconds hold.
-        let far = table
-            .epoch
-            .checked_add(Duration::from_secs(600 * 365 * 86_400))
-            .unwrap();
-        assert_eq!(table.nanos(far), LAST_DEADLINE);
-        let earlier = table.epoch.checked_sub(Duration::from_millis(1));
-        if let Some(t) = earlier {
-            assert_eq!(table.nanos(t), 0);
-        }
-    }
 }

@@ -23,9 +23,9 @@
 //! only with [`TlsClientAuth::None`], with a warning when the server starts.
 
 use crate::ServerError;
+use crate::conn::{SharedStream, StreamSocket, Upgrade};
 use crate::handle::ServerHandle;
-use crate::net;
-use crate::tcp::{SharedStream, StreamSocket, TcpServer, TcpServerConfig, TcpStats, Upgrade};
+use crate::tcp::{TcpServer, TcpServerConfig, TcpStats};
 use coilwork_core::{Engine, Transport};
 use coilwork_tls::rustls::{ServerConnection, StreamOwned};
 use std::io::{ErrorKind, Write};
@@ -98,43 +98,34 @@ struct TlsUpgrade {
     handshake_timeout: Duration,
 }
 
-/// Why a handshake did not finish.
-#[derive(Debug)]
-enum HandshakeError {
-    TimedOut,
-    Cancelled,
-    Io(std::io::Error),
-}
-
 /// Runs the handshake to its end, bounded by `limit`, polling `cancelled`
-/// at least every `poll`.
+/// at least every `poll`; says why it did not finish.
 fn handshake(
     conn: &mut ServerConnection,
     sock: &mut SharedStream,
     limit: Duration,
     cancelled: &dyn Fn() -> bool,
     poll: Duration,
-) -> Result<(), HandshakeError> {
+) -> Result<(), String> {
     let start = Instant::now();
     let mut timeout_set: Option<Duration> = None;
     while conn.is_handshaking() {
         if cancelled() {
-            return Err(HandshakeError::Cancelled);
+            return Err("cut by a stop or an eviction".into());
         }
         let left = limit.saturating_sub(start.elapsed());
         if left.is_zero() {
-            return Err(HandshakeError::TimedOut);
+            return Err("timed out".into());
         }
         let timeout = left.min(poll).max(Duration::from_millis(1));
         if timeout_set != Some(timeout) {
-            sock.tcp().set_read_timeout(Some(timeout)).map_err(HandshakeError::Io)?;
+            sock.tcp().set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
             timeout_set = Some(timeout);
         }
         match conn.complete_io(sock) {
-            Ok(_) => {}
             // Partial records stay buffered in rustls: go on reading.
-            Err(e) if net::is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(HandshakeError::Io(e)),
+            Err(e) if !crate::drive::is_timeout(&e) => return Err(e.to_string()),
+            _ => {}
         }
     }
     Ok(())
@@ -159,20 +150,9 @@ impl Upgrade for TlsUpgrade {
                 return None;
             }
         };
-        match handshake(&mut conn, &mut stream, self.handshake_timeout, cancelled, poll) {
-            Ok(()) => {}
-            Err(HandshakeError::TimedOut) => {
-                debug!(%peer, "refused: TLS handshake timed out");
-                return None;
-            }
-            Err(HandshakeError::Cancelled) => {
-                debug!(%peer, "TLS handshake cut by a stop or an eviction");
-                return None;
-            }
-            Err(HandshakeError::Io(e)) => {
-                debug!(%peer, error = %e, "refused: TLS handshake failed");
-                return None;
-            }
+        if let Err(why) = handshake(&mut conn, &mut stream, self.handshake_timeout, cancelled, poll) {
+            debug!(%peer, %why, "TLS handshake did not finish");
+            return None;
         }
         let role = coilwork_tls::session_role(&conn, peer)?;
         Some((StreamOwned::new(conn, stream), role))
@@ -291,12 +271,6 @@ pub fn start_tls_server_in_background(
     let server = TlsServer::new(engine, config, tls);
     server.bind()?;
     let handle = server.handle();
-    std::thread::Builder::new()
-        .name("coilwork-tls-accept".into())
-        .spawn(move || {
-            if let Err(e) = server.serve_forever() {
-                warn!(error = %e, "modbus tls server failed");
-            }
-        })?;
+    crate::drive::in_background("coilwork-tls-accept", move || server.serve_forever())?;
     Ok(handle)
 }

@@ -7,15 +7,14 @@
 //! (as in the tokio adapter); a stop cuts it short.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
-use crate::net;
+use crate::drive::{Link, drive, in_background, is_timeout};
+use crate::handle::{Lifecycle, ServerHandle};
 use coilwork_core::options::MAX_DATAGRAM;
-use coilwork_core::{Engine, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use coilwork_core::{CloseCause, Engine, Input, ServerStats, Session, SessionConfig, SessionKind, Transport};
 use coilwork_net::SocketOptions;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -31,9 +30,7 @@ pub type UdpStats = ServerStats;
 pub struct UdpServer {
     engine: Arc<Engine>,
     config: UdpServerConfig,
-    socket: Mutex<Option<UdpSocket>>,
-    serving: AtomicBool,
-    handle: ServerHandle,
+    life: Lifecycle<UdpSocket>,
     stats: Arc<UdpStats>,
 }
 
@@ -48,21 +45,17 @@ impl UdpServer {
         Self {
             engine,
             config,
-            socket: Mutex::new(None),
-            serving: AtomicBool::new(false),
-            handle,
+            life: Lifecycle::new(handle),
             stats: Arc::new(UdpStats::default()),
         }
     }
 
     /// Binds now (idempotent); returns the address bound.
     pub fn bind(&self) -> Result<SocketAddr, ServerError> {
-        if self.handle.is_stopping() {
-            return Err(ServerError::Closed);
-        }
-        if let Some(addr) = self.handle.local_addr() {
-            return Ok(addr);
-        }
+        self.life.bind(|| self.open())
+    }
+
+    fn open(&self) -> Result<(UdpSocket, SocketAddr), ServerError> {
         let opts = SocketOptions {
             addr: self.config.address,
             reuse_address: self.config.allow_reuse_address,
@@ -72,19 +65,17 @@ impl UdpServer {
         // Blocking reads, bounded by the read timeout.
         socket.set_nonblocking(false)?;
         let addr = socket.local_addr()?;
-        *self.socket.lock().unwrap_or_else(PoisonError::into_inner) = Some(socket);
-        self.handle.set_local_addr(addr);
-        Ok(addr)
+        Ok((socket, addr))
     }
 
     /// The bound address, once bound.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.handle.local_addr()
+        self.life.handle.local_addr()
     }
 
     /// A handle to stop this server from any thread.
     pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
+        self.life.handle.clone()
     }
 
     /// The counters (malformed datagrams among them).
@@ -100,49 +91,20 @@ impl UdpServer {
     /// Binds if needed and serves on the calling thread until stopped
     /// (returns `Ok` at once if a stop came first).
     pub fn serve_forever(&self) -> Result<(), ServerError> {
-        if self.serving.swap(true, Ordering::AcqRel) {
-            return Err(ServerError::AlreadyServing);
-        }
-        let result = self.run();
-        self.handle.mark_stopped();
-        result
+        self.life.serve_bound(|| self.open(), |socket| self.run(socket))
     }
 
     /// Stops and blocks until `serve_forever` has returned.
     pub fn shutdown(&self) {
-        self.handle.stop();
-        if self.serving.load(Ordering::Acquire) {
-            self.handle.wait_stopped();
-        } else {
-            self.server_close();
-        }
+        self.life.shutdown();
     }
 
     /// Stops the server and releases the socket if it is not serving yet.
     pub fn server_close(&self) {
-        self.handle.stop();
-        let socket = self.socket.lock().unwrap_or_else(PoisonError::into_inner).take();
-        drop(socket);
-        if !self.serving.load(Ordering::Acquire) {
-            self.handle.mark_stopped();
-        }
+        self.life.close();
     }
 
-    fn run(&self) -> Result<(), ServerError> {
-        if self.handle.is_stopping() {
-            // Stopped before it started: nothing to serve.
-            return Ok(());
-        }
-        match self.bind() {
-            // `server_close` raced us: closed before serving.
-            Err(ServerError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
-            Ok(_) => {}
-        }
-        let Some(socket) = self.socket.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-            // `server_close` took it: closed before serving.
-            return Ok(());
-        };
+    fn run(&self, socket: UdpSocket) -> Result<(), ServerError> {
         socket.set_read_timeout(Some(self.config.poll_interval.max(Duration::from_millis(1))))?;
         let shared = SessionConfig {
             allow_list: self.config.allow_list.clone(),
@@ -155,54 +117,64 @@ impl UdpServer {
             )
         };
         let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
-        // One byte more than the largest ADU read, so an oversized datagram is seen as such.
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        debug!(addr = ?self.handle.local_addr(), "modbus udp server listening");
-        while !self.handle.is_stopping() {
-            let (n, peer) = match socket.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) if net::is_timeout(&e) || is_transient(&e) => continue,
-                Err(e) => {
-                    warn!(error = %e, "udp receive failed");
-                    return Err(e.into());
-                }
-            };
-            let bytes = buf.get(..n).unwrap_or(&[]);
-            session.handle(
-                Instant::now(),
-                Input::Datagram {
-                    bytes,
-                    from: Some(peer),
-                },
-            );
-            self.answer(&socket, &mut session, peer);
+        let mut link = UdpLink {
+            socket,
+            // One byte more than the largest ADU, so an oversized datagram is seen as such.
+            buf: vec![0u8; MAX_DATAGRAM + 1],
+            peer: None,
+            handle: &self.life.handle,
+            error: None,
+        };
+        debug!(addr = ?self.local_addr(), "modbus udp server listening");
+        let cause = drive(&mut session, &mut link);
+        debug!(?cause, "modbus udp server stopped");
+        match link.error {
+            Some(e) if cause == CloseCause::IoError => Err(e.into()),
+            _ => Ok(()),
         }
-        debug!("modbus udp server stopped");
+    }
+}
+
+/// The socket of a [`UdpServer`]; a hook's delivery pause is slept here, so
+/// other clients wait for it.
+struct UdpLink<'a> {
+    socket: UdpSocket,
+    buf: Vec<u8>,
+    /// The last sender: where answers go.
+    peer: Option<SocketAddr>,
+    handle: &'a ServerHandle,
+    /// Why receiving failed, once it did.
+    error: Option<std::io::Error>,
+}
+
+impl Link for UdpLink<'_> {
+    fn handle(&self) -> &ServerHandle {
+        self.handle
+    }
+
+    fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
+        if let Some(peer) = self.peer
+            && let Err(e) = self.socket.send_to(out, peer)
+        {
+            debug!(%peer, error = %e, "udp send failed");
+        }
         Ok(())
     }
 
-    /// Sends what the session answered to `peer`: one datagram, or one per
-    /// piece when a hook's delivery asked for pauses (slept here; a stop cuts
-    /// a pause short and the rest is sent at once).
-    fn answer(&self, socket: &UdpSocket, session: &mut Session, peer: SocketAddr) {
-        loop {
-            let now = Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    if let Err(e) = socket.send_to(out, peer) {
-                        debug!(%peer, error = %e, "udp send failed");
-                    }
-                    let n = out.len();
-                    session.handle(Instant::now(), Input::Sent(n));
-                }
-                Output::Pause(until) => {
-                    if self.handle.sleep_unless_stopped(until.saturating_duration_since(now)) {
-                        session.handle(Instant::now(), Input::Stop);
-                    }
-                }
-                Output::Discarded => debug!(%peer, "datagram dropped"),
-                Output::ReleaseBuffers => {}
-                Output::Wait(_) | Output::ReadQueued | Output::Close(_) => return,
+    fn wait(&mut self, session: &mut Session, _deadline: Option<Instant>) {
+        match self.socket.recv_from(&mut self.buf) {
+            Ok((n, from)) => {
+                let bytes = self.buf.get(..n).unwrap_or(&[]);
+                let from = Some(from);
+                // The session answers each datagram before the next is read.
+                self.peer = from;
+                session.handle(Instant::now(), Input::Datagram { bytes, from });
+            }
+            Err(e) if is_timeout(&e) || is_transient(&e) => {}
+            Err(e) => {
+                warn!(error = %e, "udp receive failed");
+                self.error = Some(e);
+                session.handle(Instant::now(), Input::Failed);
             }
         }
     }
@@ -210,10 +182,7 @@ impl UdpServer {
 
 /// Receive errors that concern one datagram only (ICMP port unreachable and the like).
 fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused | ErrorKind::Interrupted
-    )
+    matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused)
 }
 
 /// Binds `config.address` and serves `engine` on the calling thread (pymodbus `StartUdpServer`).
@@ -230,10 +199,6 @@ pub fn start_udp_server_in_background(
     let server = UdpServer::new(engine, config);
     server.bind()?;
     let handle = server.handle();
-    std::thread::Builder::new().name("coilwork-udp".into()).spawn(move || {
-        if let Err(e) = server.serve_forever() {
-            warn!(error = %e, "modbus udp server failed");
-        }
-    })?;
+    in_background("coilwork-udp", move || server.serve_forever())?;
     Ok(handle)
 }

@@ -352,3 +352,54 @@ fn a_hooks_delivery_split_pauses_the_line() {
     server.handle().stop();
     assert!(thread.join().unwrap().is_ok());
 }
+
+/// A scripted line (reads from a script, writes recorded) for `serve_line`.
+struct Mock(coilwork_test_support::MockStream);
+
+impl Read for Mock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Mock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl coilwork_blocking::SerialLine for Mock {
+    fn set_line_timeout(&mut self, _timeout: Duration) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_line_that_fails_ends_serve_line_with_the_error_and_counts_it() {
+    use coilwork_test_support::mock::Step;
+    let server = SerialServer::new(engine(), SerialServerConfig::new("mock"));
+    // A request answered, then end of stream: the line is gone.
+    let line = coilwork_test_support::MockStream::new();
+    line.push_bytes(&rtu(1, &fc3(0, 1))).push(Step::Timeout).push(Step::Eof);
+    let err = server.serve_line(Mock(line.clone())).unwrap_err();
+    assert!(
+        matches!(err, ServerError::Io(ref e) if e.kind() == ErrorKind::UnexpectedEof),
+        "{err:?}"
+    );
+    assert_eq!(line.written(), rtu(1, &[0x03, 2, 0, 0]));
+    assert_eq!(server.stats().line_errors(), 1);
+    // A write that fails: the error of the write, not a later read's.
+    let line = coilwork_test_support::MockStream::new();
+    line.push_bytes(&rtu(1, &fc3(0, 1))).push(Step::Timeout);
+    line.fail_writes(Some(ErrorKind::BrokenPipe));
+    let err = server.serve_line(Mock(line.clone())).unwrap_err();
+    assert!(
+        matches!(err, ServerError::Io(ref e) if e.kind() == ErrorKind::BrokenPipe),
+        "{err:?}"
+    );
+    assert_eq!(server.stats().line_errors(), 2);
+    assert_eq!(line.queued(), 1, "nothing read after the failed write");
+}

@@ -3,9 +3,7 @@
 //! client on std sockets.
 #![cfg(feature = "tls")]
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
-mod tls_common;
+use coilwork_test_support::tls as tls_common;
 
 use coilwork_blocking::{ServerError, TlsClientAuth, TlsConfig, TlsServer, TlsServerConfig};
 use coilwork_core::Engine;

@@ -1,8 +1,7 @@
 //! `coilwork serve --transport tls`: flag checks and certificate errors, each
 //! one clear line and a non-zero exit before any port is opened.
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
+use coilwork_test_support::pki;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

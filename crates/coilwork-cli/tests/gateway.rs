@@ -7,8 +7,7 @@
 //! `COILWORK_REQUIRE_CLIENTS=1`; without it a missing tool skips a test.
 #![cfg(unix)]
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
+use coilwork_test_support::pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -5,8 +5,7 @@
 //! Like interop.rs: needs `COILWORK_PYTHON` (a python with pymodbus 3.16);
 //! skipped with a message without it unless `COILWORK_REQUIRE_CLIENTS` is set.
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
+use coilwork_test_support::pki;
 mod support;
 
 use support::{TempDir, python_or_skip, serve_tls};

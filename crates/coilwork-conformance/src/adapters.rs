@@ -7,10 +7,10 @@
 //! blocking on a plain thread.
 
 use crate::{
-    Counters, Harness, Overflow, Running, SerialOptions, StopHandle, TcpOptions, TlsConfig, UdpOptions, loopback,
-    spawn_server,
+    Counters, Harness, Running, SerialOptions, StopHandle, TcpOptions, TlsConfig, UdpOptions, loopback, spawn_server,
 };
-use coilwork_core::Engine;
+use coilwork_core::options::{SerialServerConfig, TcpServerConfig, UdpServerConfig};
+use coilwork_core::{Engine, Parity, ServerStats};
 use std::sync::Arc;
 
 /// Tokio: `coilwork-tokio` in a two-worker runtime.
@@ -37,88 +37,76 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-macro_rules! tcp_stats {
-    ($stats:expr) => {{
-        let s = $stats;
-        move || Counters {
-            accepted: s.accepted(),
-            refused: s.refused(),
-            evicted: s.evicted(),
-            bad_frames: s.bad_frames(),
-            partial_timeouts: s.partial_timeouts(),
-            idle_timeouts: s.idle_timeouts(),
-            active: s.active(),
-            handshake_failures: s.handshake_failures(),
-            ..Counters::default()
-        }
-    }};
+/// The counters of a TCP or TLS server, in the suite's shape.
+fn tcp_stats(s: Arc<ServerStats>) -> impl Fn() -> Counters + Send + Sync + 'static {
+    move || Counters {
+        accepted: s.accepted(),
+        refused: s.refused(),
+        evicted: s.evicted(),
+        bad_frames: s.bad_frames(),
+        partial_timeouts: s.partial_timeouts(),
+        idle_timeouts: s.idle_timeouts(),
+        active: s.active(),
+        handshake_failures: s.handshake_failures(),
+        ..Counters::default()
+    }
 }
 
-macro_rules! udp_stats {
-    ($stats:expr) => {{
-        let s = $stats;
-        move || Counters {
-            received: s.received(),
-            answered: s.answered(),
-            malformed: s.malformed(),
-            refused: s.refused(),
-            ..Counters::default()
-        }
-    }};
+/// The counters of a UDP server, in the suite's shape.
+fn udp_stats(s: Arc<ServerStats>) -> impl Fn() -> Counters + Send + Sync + 'static {
+    move || Counters {
+        received: s.received(),
+        answered: s.answered(),
+        malformed: s.malformed(),
+        refused: s.refused(),
+        ..Counters::default()
+    }
 }
 
-macro_rules! tcp_config {
-    ($krate:ident, $opts:expr) => {{
-        let o: &TcpOptions = $opts;
-        $krate::TcpServerConfig {
-            framing: o.framing,
-            max_connections: o.max_connections,
-            overflow: match o.overflow {
-                Overflow::RefuseNew => $krate::OverflowPolicy::RefuseNew,
-                Overflow::EvictOldest => $krate::OverflowPolicy::EvictOldest,
-            },
-            idle_timeout: o.idle_timeout,
-            partial_frame_timeout: o.partial_frame_timeout,
-            allow_list: o.allow_list.clone(),
-            backlog: o.backlog,
-            shutdown_timeout: o.shutdown_timeout,
-            ..$krate::TcpServerConfig::new(loopback())
-        }
-    }};
+/// The TCP settings of every adapter (one type, the core's) from the suite's options.
+fn tcp_config(o: &TcpOptions) -> TcpServerConfig {
+    TcpServerConfig {
+        framing: o.framing,
+        max_connections: o.max_connections,
+        overflow: o.overflow,
+        idle_timeout: o.idle_timeout,
+        partial_frame_timeout: o.partial_frame_timeout,
+        allow_list: o.allow_list.clone(),
+        backlog: o.backlog,
+        shutdown_timeout: o.shutdown_timeout,
+        ..TcpServerConfig::new(loopback())
+    }
 }
 
+/// The UDP settings of every adapter.
+fn udp_config(o: &UdpOptions) -> UdpServerConfig {
+    UdpServerConfig {
+        framing: o.framing,
+        allow_list: o.allow_list.clone(),
+        ..UdpServerConfig::new(loopback())
+    }
+}
+
+/// The serial settings of every adapter: 8N1, no reopening.
+fn serial_config(o: &SerialOptions) -> SerialServerConfig {
+    SerialServerConfig {
+        framing: o.framing,
+        baud_rate: o.baud_rate,
+        parity: Parity::None,
+        local_echo: o.local_echo,
+        auto_open: false,
+        ..SerialServerConfig::new(o.port.clone())
+    }
+}
+
+/// An adapter's TLS settings (its own type) around [`tcp_config`].
 macro_rules! tls_config {
     ($krate:ident, $opts:expr) => {
         $krate::TlsServerConfig {
-            tcp: tcp_config!($krate, $opts),
+            tcp: tcp_config($opts),
             ..$krate::TlsServerConfig::new(loopback())
         }
     };
-}
-
-macro_rules! udp_config {
-    ($krate:ident, $opts:expr) => {{
-        let o: &UdpOptions = $opts;
-        $krate::UdpServerConfig {
-            framing: o.framing,
-            allow_list: o.allow_list.clone(),
-            ..$krate::UdpServerConfig::new(loopback())
-        }
-    }};
-}
-
-macro_rules! serial_config {
-    ($krate:ident, $opts:expr) => {{
-        let o: &SerialOptions = $opts;
-        $krate::SerialServerConfig {
-            framing: o.framing,
-            baud_rate: o.baud_rate,
-            parity: $krate::Parity::None,
-            local_echo: o.local_echo,
-            auto_open: false,
-            ..$krate::SerialServerConfig::new(o.port.clone())
-        }
-    }};
 }
 
 macro_rules! stop_handle {
@@ -144,25 +132,25 @@ impl Harness for Tokio {
     const NAME: &'static str = "tokio";
 
     fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
-        let server = coilwork_tokio::TcpServer::new(engine, tcp_config!(coilwork_tokio, opts));
+        let server = coilwork_tokio::TcpServer::new(engine, tcp_config(opts));
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let rt = runtime();
         let done = spawn_server("tokio-tcp", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(Some(addr), handle, done, tcp_stats!(stats))
+        Running::new(Some(addr), handle, done, tcp_stats(stats))
     }
 
     fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
-        let server = coilwork_tokio::UdpServer::new(engine, udp_config!(coilwork_tokio, opts));
+        let server = coilwork_tokio::UdpServer::new(engine, udp_config(opts));
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let rt = runtime();
         let done = spawn_server("tokio-udp", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(Some(addr), handle, done, udp_stats!(stats))
+        Running::new(Some(addr), handle, done, udp_stats(stats))
     }
 
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
-        let server = coilwork_tokio::SerialServer::new(engine, serial_config!(coilwork_tokio, opts));
+        let server = coilwork_tokio::SerialServer::new(engine, serial_config(opts));
         let rt = runtime();
         {
             // tokio-serial registers the port with the runtime's reactor.
@@ -180,7 +168,7 @@ impl Harness for Tokio {
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let rt = runtime();
         let done = spawn_server("tokio-tls", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(Some(addr), handle, done, tcp_stats!(stats))
+        Running::new(Some(addr), handle, done, tcp_stats(stats))
     }
 }
 
@@ -190,27 +178,27 @@ macro_rules! async_io_harness {
             const NAME: &'static str = $name;
 
             fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
-                let server = coilwork_async_std::TcpServer::new(engine, tcp_config!(coilwork_async_std, opts));
+                let server = coilwork_async_std::TcpServer::new(engine, tcp_config(opts));
                 let addr = server.bind().expect("bind");
                 let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
                 let done = spawn_server(concat!($name, "-tcp"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(Some(addr), handle, done, tcp_stats!(stats))
+                Running::new(Some(addr), handle, done, tcp_stats(stats))
             }
 
             fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
-                let server = coilwork_async_std::UdpServer::new(engine, udp_config!(coilwork_async_std, opts));
+                let server = coilwork_async_std::UdpServer::new(engine, udp_config(opts));
                 let addr = server.bind().expect("bind");
                 let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
                 let done = spawn_server(concat!($name, "-udp"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(Some(addr), handle, done, udp_stats!(stats))
+                Running::new(Some(addr), handle, done, udp_stats(stats))
             }
 
             fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
-                let server = coilwork_async_std::SerialServer::new(engine, serial_config!(coilwork_async_std, opts));
+                let server = coilwork_async_std::SerialServer::new(engine, serial_config(opts));
                 server.open().expect("open serial port");
                 let handle = server.handle();
                 let done = spawn_server(concat!($name, "-serial"), move || {
@@ -226,7 +214,7 @@ macro_rules! async_io_harness {
                 let done = spawn_server(concat!($name, "-tls"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(Some(addr), handle, done, tcp_stats!(stats))
+                Running::new(Some(addr), handle, done, tcp_stats(stats))
             }
         }
     };
@@ -239,23 +227,23 @@ impl Harness for Blocking {
     const NAME: &'static str = "blocking";
 
     fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
-        let server = coilwork_blocking::TcpServer::new(engine, tcp_config!(coilwork_blocking, opts));
+        let server = coilwork_blocking::TcpServer::new(engine, tcp_config(opts));
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let done = spawn_server("blocking-tcp", move || server.serve_forever().map_err(err));
-        Running::new(Some(addr), handle, done, tcp_stats!(stats))
+        Running::new(Some(addr), handle, done, tcp_stats(stats))
     }
 
     fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running {
-        let server = coilwork_blocking::UdpServer::new(engine, udp_config!(coilwork_blocking, opts));
+        let server = coilwork_blocking::UdpServer::new(engine, udp_config(opts));
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let done = spawn_server("blocking-udp", move || server.serve_forever().map_err(err));
-        Running::new(Some(addr), handle, done, udp_stats!(stats))
+        Running::new(Some(addr), handle, done, udp_stats(stats))
     }
 
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
-        let server = coilwork_blocking::SerialServer::new(engine, serial_config!(coilwork_blocking, opts));
+        let server = coilwork_blocking::SerialServer::new(engine, serial_config(opts));
         server.open().expect("open serial port");
         let handle = server.handle();
         let done = spawn_server("blocking-serial", move || server.serve_forever().map_err(err));
@@ -267,6 +255,6 @@ impl Harness for Blocking {
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let done = spawn_server("blocking-tls", move || server.serve_forever().map_err(err));
-        Running::new(Some(addr), handle, done, tcp_stats!(stats))
+        Running::new(Some(addr), handle, done, tcp_stats(stats))
     }
 }

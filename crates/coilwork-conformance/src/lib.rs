@@ -51,24 +51,21 @@ pub mod adapters;
 pub mod cases;
 pub mod client;
 pub mod delivery;
-pub mod delivery_hook;
 pub mod fixture;
 pub mod load;
 pub mod serial;
 
 /// Test certificates made fresh with rcgen (CA, server, clients with and
-/// without a role, a client of another CA); shared with the adapters' own
-/// TLS tests, which include the same file.
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-#[allow(missing_docs, clippy::new_without_default)]
-pub mod pki;
+/// without a role, a client of another CA), from `coilwork-test-support`.
+pub use coilwork_test_support::pki;
 
 /// The blocking rustls test client (std `TcpStream`), the role-recording
-/// [`Authorizer`](coilwork_core::engine::Authorizer) and helpers; shared
-/// with the blocking and async-std TLS tests, which include the same file.
-#[path = "../../coilwork-blocking/tests/tls_common/mod.rs"]
-#[allow(missing_docs)]
-pub mod tls_common;
+/// [`Authorizer`](coilwork_core::engine::Authorizer) and helpers, from
+/// `coilwork-test-support`.
+pub use coilwork_test_support::tls as tls_common;
+
+/// The FC3 delivery hook and its engine, from `coilwork-test-support`.
+pub use coilwork_test_support::hooks as delivery_hook;
 
 use coilwork_core::{Engine, Framing};
 pub use coilwork_tls::TlsConfig;
@@ -80,15 +77,8 @@ use std::time::{Duration, Instant};
 /// How long a server may take to return after a stop before the case fails.
 pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 
-/// What a server does with a client past `max_connections`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Overflow {
-    /// Close the new connection at once.
-    #[default]
-    RefuseNew,
-    /// Close the oldest connection and take the new one.
-    EvictOldest,
-}
+/// What a server does with a client past `max_connections` (the core's).
+pub use coilwork_core::Overflow;
 
 /// The TCP settings every adapter has, as the cases use them.
 #[derive(Debug, Clone, PartialEq, Eq)]

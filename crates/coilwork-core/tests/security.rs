@@ -1,8 +1,7 @@
 //! Reading the Modbus/TCP Security role from real certificates made by rcgen.
 #![cfg(feature = "mbaps")]
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
+use coilwork_test_support::pki;
 
 use coilwork_core::security::{RoleError, role_from_certificate};
 

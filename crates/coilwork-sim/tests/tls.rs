@@ -7,8 +7,7 @@
 //! pymodbus client test needs `COILWORK_PYTHON` (skipped without it unless
 //! `COILWORK_REQUIRE_CLIENTS` is set).
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
+use coilwork_test_support::pki;
 
 use coilwork_sim::{SimError, Simulator, SimulatorHandle, SimulatorOptions};
 use pki::{Identity, Pki};

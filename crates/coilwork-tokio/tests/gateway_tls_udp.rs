@@ -3,7 +3,7 @@
 #![cfg(feature = "tls")]
 
 mod common;
-mod pki;
+use coilwork_test_support::pki;
 
 use coilwork_core::engine::{Access, AccessRequest, Authorizer};
 use coilwork_core::gateway::{Policy, Target};

@@ -110,7 +110,5 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// The FC3 delivery hook and its engine, shared with the conformance suite.
-#[path = "../../../coilwork-conformance/src/delivery_hook.rs"]
-mod delivery_hook;
 #[allow(unused_imports)] // Not every test binary uses it.
-pub use delivery_hook::delivery_engine;
+pub use coilwork_test_support::hooks::delivery_engine;

@@ -1,48 +1,27 @@
-//! TLS test client and fixtures shared by the blocking and async-std TLS
-//! tests (the async-std tests include this file with `#[path]`): a rustls
-//! `ClientConnection` in a `StreamOwned` over a std `TcpStream`, an
-//! authorizer that records roles, and the certificates of `crate::pki`.
-#![allow(dead_code)]
+//! A blocking TLS test client (rustls `ClientConnection` in a `StreamOwned`
+//! over a std `TcpStream`), an authorizer that records roles, and MBAP
+//! helpers, for the TLS tests of every adapter and the conformance suite.
 
-use crate::pki::{Identity, Pki};
+use crate::pki::Identity;
+pub use crate::pki::{cert, key, pki, roots};
 use coilwork_core::Engine;
 use coilwork_core::diagnostics::DiagnosticCounter;
 use coilwork_core::engine::{Access, AccessRequest, Authorizer};
 use coilwork_core::storage::{DeviceContext, ServerContext};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned, SupportedProtocolVersion};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every blocking client step is bounded by this.
 pub const TLS_STEP: Duration = Duration::from_secs(10);
 
-/// One set of certificates for every test (key generation is the slow part).
-pub fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(Pki::new)
-}
-
-pub fn cert(id: &Identity) -> CertificateDer<'static> {
-    CertificateDer::from(id.cert_der.clone())
-}
-
-pub fn key(id: &Identity) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::Pkcs8(id.key_der.clone().into())
-}
-
-/// The test CA as the only root.
-pub fn roots() -> Arc<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert(&pki().ca)).unwrap();
-    Arc::new(roots)
-}
-
 /// Records the role of every request; denies writes to role "viewer".
 #[derive(Default)]
 pub struct Roles {
+    /// (role, function code) of every request, in order.
     pub seen: Mutex<Vec<(Option<String>, u8)>>,
 }
 
@@ -54,6 +33,7 @@ impl Authorizer for Roles {
 }
 
 impl Roles {
+    /// What was seen so far.
     pub fn seen(&self) -> Vec<(Option<String>, u8)> {
         self.seen.lock().unwrap().clone()
     }
@@ -74,8 +54,10 @@ pub fn engine_calls(engine: &Engine) -> u16 {
     engine.bus_diagnostics().get(DiagnosticCounter::BusMessage)
 }
 
+/// TLS 1.3 and 1.2.
 pub const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// A client trusting the test CA, presenting `identity` if any, speaking `versions`.
 pub fn client_config(identity: Option<&Identity>, versions: &[&'static SupportedProtocolVersion]) -> Arc<ClientConfig> {
     let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(versions)

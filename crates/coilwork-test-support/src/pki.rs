@@ -2,13 +2,16 @@
 //! 127.0.0.1 / localhost, and client certificates with and without the
 //! Modbus/TCP Security role extension (OID 1.3.6.1.4.1.50316.802.1).
 //!
-//! Shared by coilwork-tokio's TLS tests and coilwork-cli's TLS interop test.
-#![allow(dead_code)]
+//! Made once per process by [`pki`] (key generation is the slow part); the
+//! rustls types of its certificates and keys by [`cert`], [`key`] and [`roots`].
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::{Arc, OnceLock};
 
 /// The role extension's OID.
 pub const ROLE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 50316, 802, 1];
@@ -16,16 +19,21 @@ pub const ROLE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 50316, 802, 1];
 /// A certificate and its key, DER and PEM.
 #[derive(Clone)]
 pub struct Identity {
+    /// The certificate, DER.
     pub cert_der: Vec<u8>,
+    /// The certificate, PEM.
     pub cert_pem: String,
-    /// PKCS#8.
+    /// The key, PKCS#8 DER (empty for the CA).
     pub key_der: Vec<u8>,
+    /// The key, PEM (empty for the CA).
     pub key_pem: String,
 }
 
 /// Everything the tests need.
 pub struct Pki {
+    /// The CA (certificate only).
     pub ca: Identity,
+    /// The server: `localhost` and `127.0.0.1`.
     pub server: Identity,
     /// Role "operator".
     pub operator: Identity,
@@ -92,6 +100,12 @@ fn issue(
     }
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
     /// A fresh set (ECDSA P-256 keys).
     pub fn new() -> Self {
@@ -126,4 +140,27 @@ impl Pki {
             ca: ca_key,
         }
     }
+}
+
+/// The test PKI, made once per process.
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(Pki::new)
+}
+
+/// `id`'s certificate.
+pub fn cert(id: &Identity) -> CertificateDer<'static> {
+    CertificateDer::from(id.cert_der.clone())
+}
+
+/// `id`'s private key.
+pub fn key(id: &Identity) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(id.key_der.clone().into())
+}
+
+/// A root store holding the test CA.
+pub fn roots() -> Arc<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert(&pki().ca)).expect("the test CA");
+    Arc::new(roots)
 }

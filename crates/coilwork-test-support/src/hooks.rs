@@ -1,7 +1,6 @@
 //! A hook that delivers FC3 answers as a [`Delivery`] says (fault
-//! injection: delay, split) and an engine with it. Used by the conformance
-//! cases in [`crate::delivery`], and included as a file by the blocking and
-//! futures-io adapters' own UDP and serial delivery tests.
+//! injection: delay, split) and an engine with it, for the conformance
+//! suite's delivery cases and the adapters' own UDP and serial delivery tests.
 
 use coilwork_core::engine::RequestHook;
 use coilwork_core::pdu::Request;

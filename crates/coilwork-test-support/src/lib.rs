@@ -1,0 +1,26 @@
+//! # coilwork-test-support: what coilwork's tests share
+//!
+//! A dev-dependency only (never published), so every crate's tests take one
+//! copy of these instead of including files from each other with `#[path]`:
+//!
+//! - [`pki`]: test certificates made fresh with rcgen (a CA, a server, clients
+//!   with and without the Modbus/TCP Security role extension, one of another
+//!   CA), made once per process by [`pki::pki`], and their rustls types.
+//! - [`tls`]: a blocking rustls client on a std `TcpStream`, an authorizer
+//!   that records roles, and MBAP helpers for TLS tests.
+//! - [`hooks`]: a hook that delivers FC3 answers as a
+//!   [`Delivery`](coilwork_core::Delivery) says (delay, split), and its engine.
+//! - [`mock`]: in-memory streams (scripted reads, recorded writes, injected
+//!   failures) for code that takes any `Read + Write`.
+//! - [`clock`]: a virtual clock for sans-IO tests: `t0` plus what the test
+//!   advanced, no sleeping.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod hooks;
+pub mod mock;
+pub mod pki;
+pub mod tls;
+
+pub use clock::VirtualClock;
+pub use mock::MockStream;
