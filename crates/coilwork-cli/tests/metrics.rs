@@ -3,10 +3,10 @@
 //! are driven with raw sockets (and pymodbus's client when `COILWORK_PYTHON`
 //! is set), `/metrics` is scraped over HTTP and the numbers are asserted.
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
 #[allow(dead_code)] // Only python_or_skip and TempDir are used here.
 mod support;
+
+use coilwork_test_support::pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -7,10 +7,10 @@
 //! Needs `COILWORK_PYTHON` (a python with pymodbus 3.16); skipped with a
 //! message without it unless `COILWORK_REQUIRE_CLIENTS` is set.
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
 #[allow(dead_code)] // the `serve` child is for the serve tests
 mod support;
+
+use coilwork_test_support::pki;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
