@@ -1,13 +1,13 @@
 //! `coilwork gateway`: Modbus/TCP (UDP, TLS) clients onto serial buses and
-//! remote devices, through `coilwork_tokio::gateway::Gateway`.
+//! remote devices, through `coilwork_gateway::Gateway`.
 
 use super::{LogLevel, ParityArg, announce, termination};
 use clap::{Args, ValueEnum};
+use coilwork_core::Parity;
 use coilwork_core::gateway::{Policy, Route, Target, parse_units};
 use coilwork_core::storage::{DeviceContext, ServerContext};
 use coilwork_core::{Engine, Framing};
-use coilwork_tokio::Parity;
-use coilwork_tokio::gateway::{Gateway, GatewayConfig, SerialUpstream, UpstreamConfig, UpstreamTarget};
+use coilwork_gateway::{Gateway, GatewayConfig, SerialUpstream, UpstreamConfig, UpstreamTarget};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

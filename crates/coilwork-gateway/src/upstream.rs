@@ -2,7 +2,6 @@
 //! drive the core's [`Upstream`], answer the clients.
 
 use super::{Answer, Job, Lane};
-use crate::ServerHandle;
 use coilwork_core::client::{ClientConfig, Event, Started, Upstream};
 #[cfg(feature = "serial")]
 use coilwork_core::frame::rtu::RtuTiming;
@@ -14,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// A serial line an upstream is on (feature `serial`).
@@ -29,7 +29,7 @@ pub struct SerialUpstream {
     /// Data bits (7 or 8).
     pub data_bits: u8,
     /// Parity.
-    pub parity: crate::serial::Parity,
+    pub parity: coilwork_core::Parity,
     /// Stop bits (1 or 2).
     pub stop_bits: u8,
 }
@@ -97,10 +97,7 @@ impl UpstreamConfig {
         if let UpstreamTarget::Serial(s) = &self.target
             && s.framing == Framing::Rtu
         {
-            let bits = 1
-                + u32::from(s.data_bits)
-                + u32::from(s.parity != crate::serial::Parity::None)
-                + u32::from(s.stop_bits);
+            let bits = coilwork_core::options::bits_per_char(s.data_bits, s.parity, s.stop_bits);
             c.rtu_timing = Some(RtuTiming::new(s.baud_rate, bits));
         }
         c
@@ -127,7 +124,7 @@ async fn connect(target: &UpstreamTarget) -> std::io::Result<Box<dyn Link>> {
 /// Opens a serial line with the upstream's settings.
 #[cfg(feature = "serial")]
 fn open_serial(s: &SerialUpstream) -> std::io::Result<tokio_serial::SerialStream> {
-    use crate::serial::Parity;
+    use coilwork_core::Parity;
     use tokio_serial::SerialPortBuilderExt;
     let data_bits = match s.data_bits {
         7 => tokio_serial::DataBits::Seven,
@@ -156,24 +153,23 @@ fn open_serial(s: &SerialUpstream) -> std::io::Result<tokio_serial::SerialStream
 const RECONNECT_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
 
 /// The upstream task: (re)connects with backoff until the gateway stops.
-pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerHandle) {
+pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, stop: CancellationToken) {
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut state = StateTracker::default();
     let mut upstream = Upstream::new(config.client_config());
     let mut pending = Pending::default();
-    let stop = handle.clone();
-    while !stop.is_stopping() {
+    while !stop.is_cancelled() {
         let attempt = tokio::time::timeout(config.connect_timeout, connect(&config.target));
         let link = tokio::select! {
             r = attempt => r.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut)).and_then(|r| r),
-            () = stop.stopped() => return,
+            () = stop.cancelled() => return,
         };
         let error = match link {
             Ok(link) => {
                 set_state(&mut state, &lane, LinkState::Up, None);
                 backoff.succeeded();
                 let since = std::time::Instant::now();
-                let e = serve(link, &mut upstream, &mut pending, &lane, &handle).await;
+                let e = serve(link, &mut upstream, &mut pending, &lane, &stop).await;
                 upstream.reset(&mut |e| pending.settle(&lane, e));
                 match e {
                     Ok(()) => return,
@@ -191,7 +187,7 @@ pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerH
         let retry = backoff.failed(std::time::Instant::now());
         tokio::select! {
             () = tokio::time::sleep_until(Instant::from_std(retry)) => {}
-            () = stop.stopped() => return,
+            () = stop.cancelled() => return,
         }
         // Accept requests again for the next attempt (they fail with 0x0A if it fails).
         lane.reachable.store(true, Relaxed);
@@ -264,7 +260,7 @@ async fn serve(
     upstream: &mut Upstream,
     pending: &mut Pending,
     lane: &Lane,
-    handle: &ServerHandle,
+    stop: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut next_token: u64 = 0;
     let mut buf = vec![0u8; 1024];
@@ -303,7 +299,7 @@ async fn serve(
             () = sleep_until(wake_at) => {
                 upstream.handle_timeout(std::time::Instant::now(), &mut |e| pending.settle(lane, e));
             }
-            () = handle.stopped() => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
         }
     }
 }

@@ -1,3 +1,5 @@
+//! # coilwork-gateway: a Modbus gateway on tokio
+//!
 //! A Modbus gateway: TCP, UDP and TLS clients onto upstream Modbus servers
 //! (TCP, RTU over TCP, serial RTU/ASCII) and an optional local device.
 //!
@@ -8,6 +10,10 @@
 //! [`coilwork_core::client::Upstream`] (no answer in time: 0x0B; upstream
 //! unreachable: 0x0A, reconnected with backoff). One slow or dead upstream
 //! holds only its own queue.
+//!
+//! The gateway is a product built on the adapters, as the simulator is:
+//! `coilwork gateway` runs it, and it can be embedded in a program.
+#![forbid(unsafe_code)]
 
 mod client;
 mod upstream;
@@ -16,7 +22,6 @@ mod upstream;
 pub use upstream::SerialUpstream;
 pub use upstream::{UpstreamConfig, UpstreamTarget};
 
-use crate::ServerHandle;
 use coilwork_core::gateway::{FairQueue, Policy, Route, RouteError, Router, Target, UpstreamStats, exception_pdu};
 use coilwork_core::pdu::PduBuf;
 use coilwork_core::{Engine, ExceptionCode, RequestContext};
@@ -24,6 +29,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 /// Everything a [`Gateway`] is built from.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +123,8 @@ pub(crate) struct Shared {
     local: Option<Arc<Engine>>,
     policy: Policy,
     next_client: AtomicU64,
-    pub(crate) handle: ServerHandle,
+    /// Cancelled when the gateway stops.
+    pub(crate) stop: CancellationToken,
 }
 
 /// A running gateway: upstream tasks started, listeners added with
@@ -140,7 +147,7 @@ impl Gateway {
                 return Err(GatewayError::NoTarget(target));
             }
         }
-        let handle = ServerHandle::new();
+        let stop = CancellationToken::new();
         let lanes: Vec<_> = config
             .upstreams
             .iter()
@@ -155,7 +162,7 @@ impl Gateway {
             })
             .collect();
         for (u, lane) in config.upstreams.into_iter().zip(&lanes) {
-            tokio::spawn(upstream::run(u, Arc::clone(lane), handle.clone()));
+            tokio::spawn(upstream::run(u, Arc::clone(lane), stop.clone()));
         }
         let shared = Shared {
             router,
@@ -163,7 +170,7 @@ impl Gateway {
             local: config.local,
             policy: config.policy,
             next_client: AtomicU64::new(1),
-            handle,
+            stop,
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -210,13 +217,12 @@ impl Gateway {
     /// Stops the gateway: listeners, client connections and upstream tasks
     /// end (requests in flight are dropped unanswered). Never blocks.
     pub fn stop(&self) {
-        self.shared.handle.stop();
-        self.shared.handle.mark_stopped();
+        self.shared.stop.cancel();
     }
 
     /// True once [`Gateway::stop`] was called.
     pub fn is_stopped(&self) -> bool {
-        self.shared.handle.is_stopping()
+        self.shared.stop.is_cancelled()
     }
 }
 

@@ -16,7 +16,7 @@ pub(crate) async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = shared.handle.stopped() => return,
+            () = shared.stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -41,7 +41,7 @@ pub(crate) async fn serve_tls(shared: Arc<Shared>, listener: TcpListener, tls: c
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = shared.handle.stopped() => return,
+            () = shared.stop.cancelled() => return,
         };
         let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -99,7 +99,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     mbap::encode(more.tag.transaction_id, more.tag.unit, more.pdu.as_slice(), &mut out);
                 }
             }
-            () = shared.handle.stopped() => break,
+            () = shared.stop.cancelled() => break,
         }
         if !out.is_empty() {
             if wr.write_all(&out).await.is_err() {
@@ -177,7 +177,7 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
                 let Some(peer) = answer.tag.peer else { continue };
                 peer
             }
-            () = shared.handle.stopped() => return,
+            () = shared.stop.cancelled() => return,
         };
         if !out.is_empty() {
             let _ = socket.send_to(&out, target).await;
