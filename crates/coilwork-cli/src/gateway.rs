@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use coilwork_core::Parity;
 use coilwork_core::gateway::{Policy, Route, Target, parse_units};
 use coilwork_core::storage::{DeviceContext, ServerContext};
-use coilwork_core::{Engine, Framing};
+use coilwork_core::{AdmissionOptions, Engine, Framing, Overflow};
 use coilwork_gateway::{Gateway, GatewayConfig, SerialUpstream, UpstreamConfig, UpstreamTarget};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,24 @@ pub(crate) enum SerialFramer {
     Rtu,
     /// ASCII (':' hex LRC CR LF).
     Ascii,
+}
+
+/// What happens to a client past `--max-connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OverflowArg {
+    /// Close the new connection at once.
+    RefuseNew,
+    /// Close the oldest open connection and serve the new one.
+    EvictOldest,
+}
+
+impl From<OverflowArg> for Overflow {
+    fn from(o: OverflowArg) -> Self {
+        match o {
+            OverflowArg::RefuseNew => Overflow::RefuseNew,
+            OverflowArg::EvictOldest => Overflow::EvictOldest,
+        }
+    }
 }
 
 /// Flags of `coilwork gateway`.
@@ -87,6 +105,12 @@ pub(crate) struct GatewayArgs {
     /// exception 01 for a write. Reads stay open.
     #[arg(long, value_name = "ROLE", value_delimiter = ',', num_args = 1..)]
     write_roles: Vec<String>,
+    /// TCP and TLS clients open at once (together); past it --overflow decides.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Past --max-connections: refuse the new client, or evict the oldest.
+    #[arg(long, value_enum, default_value_t = OverflowArg::RefuseNew)]
+    overflow: OverflowArg,
     /// Serve Prometheus metrics (per upstream) over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -141,6 +165,11 @@ fn config(args: &GatewayArgs) -> Result<GatewayConfig, String> {
             read_only: args.read_only,
             authorizer: (!args.write_roles.is_empty())
                 .then(|| Arc::new(WriteRoles(args.write_roles.clone())) as Arc<dyn coilwork_core::engine::Authorizer>),
+        },
+        admission: AdmissionOptions {
+            max_connections: args.max_connections as usize,
+            overflow: args.overflow.into(),
+            allow_list: None,
         },
         ..GatewayConfig::default()
     };

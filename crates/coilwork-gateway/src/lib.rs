@@ -24,7 +24,7 @@ pub use upstream::{UpstreamConfig, UpstreamTarget};
 
 use coilwork_core::gateway::{FairQueue, Policy, Route, RouteError, Router, Target, UpstreamStats, exception_pdu};
 use coilwork_core::pdu::PduBuf;
-use coilwork_core::{Engine, ExceptionCode, RequestContext};
+use coilwork_core::{Admission, AdmissionOptions, Engine, ExceptionCode, RequestContext, ServerStats, Verdict};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +44,9 @@ pub struct GatewayConfig {
     pub local: Option<Arc<Engine>>,
     /// Read-only mode and mbaps roles.
     pub policy: Policy,
+    /// Stream clients (TCP and TLS together) open at once, overflow policy
+    /// and allow-list, decided by the core's [`Admission`].
+    pub admission: AdmissionOptions,
 }
 
 /// Why a gateway could not be built.
@@ -123,6 +126,10 @@ pub(crate) struct Shared {
     local: Option<Arc<Engine>>,
     policy: Policy,
     next_client: AtomicU64,
+    /// Open stream clients: each one's close switch, by admission id.
+    admission: Mutex<Admission<CancellationToken>>,
+    /// Accepted, refused, evicted and open stream clients.
+    pub(crate) clients: ServerStats,
     /// Cancelled when the gateway stops.
     pub(crate) stop: CancellationToken,
 }
@@ -170,6 +177,8 @@ impl Gateway {
             local: config.local,
             policy: config.policy,
             next_client: AtomicU64::new(1),
+            admission: Mutex::new(Admission::new(config.admission)),
+            clients: ServerStats::default(),
             stop,
         };
         Ok(Self {
@@ -204,6 +213,11 @@ impl Gateway {
             .collect()
     }
 
+    /// Stream clients accepted, refused, evicted and open (TCP and TLS).
+    pub fn client_stats(&self) -> &ServerStats {
+        &self.shared.clients
+    }
+
     /// The statistics in Prometheus text format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
@@ -230,6 +244,35 @@ impl Shared {
     /// A fresh client id (fairness key of the queues).
     pub(crate) fn client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Relaxed)
+    }
+
+    /// Asks the admission about a new stream client from `peer`: its id and
+    /// close switch (cancelled on eviction or stop), or `None` (refused).
+    pub(crate) fn admit(&self, peer: SocketAddr) -> Option<(u64, CancellationToken)> {
+        let switch = self.stop.child_token();
+        let verdict =
+            self.admission
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(peer.ip(), &self.clients, |_| switch.clone());
+        match verdict {
+            Verdict::Admit { id, evict } => {
+                if let Some(oldest) = evict {
+                    oldest.cancel();
+                }
+                Some((id, switch))
+            }
+            Verdict::Refuse(why) => {
+                tracing::debug!(%peer, ?why, "gateway client refused");
+                None
+            }
+        }
+    }
+
+    /// A stream client admitted as `id` closed.
+    pub(crate) fn release(&self, id: u64) {
+        let mut admission = self.admission.lock().unwrap_or_else(PoisonError::into_inner);
+        admission.release(id, &self.clients);
     }
 
     /// Forgets a client that left, in every queue.
