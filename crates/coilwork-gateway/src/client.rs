@@ -104,14 +104,17 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     switch: &CancellationToken,
 ) {
     let client = shared.client_id();
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Writes happen between reads, never during one: no split (and no lock) needed.
+    let mut stream = stream;
     let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
     let mut rbuf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let gone = switch.cancelled();
+    tokio::pin!(gone);
     loop {
         tokio::select! {
-            r = rd.read(&mut chunk) => {
+            r = stream.read(&mut chunk) => {
                 let n = match r { Ok(0) | Err(_) => break, Ok(n) => n };
                 rbuf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
                 let ctx = RequestContext {
@@ -131,10 +134,10 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             // Evicted, or the gateway stops.
-            () = switch.cancelled() => break,
+            () = &mut gone => break,
         }
         if !out.is_empty() {
-            if wr.write_all(&out).await.is_err() {
+            if stream.write_all(&out).await.is_err() {
                 break;
             }
             out.clear();

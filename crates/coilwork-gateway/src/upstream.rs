@@ -9,6 +9,7 @@ use coilwork_core::gateway::{Backoff, LinkState, StateTracker};
 use coilwork_core::pdu::PduBuf;
 use coilwork_core::{ExceptionCode, Framing};
 use core::sync::atomic::Ordering::Relaxed;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -149,6 +150,13 @@ fn open_serial(s: &SerialUpstream) -> std::io::Result<tokio_serial::SerialStream
         .map_err(std::io::Error::other)
 }
 
+/// With nothing in flight the link's timer is parked this far ahead (a
+/// spurious `handle_timeout` then is harmless).
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// Bytes read from an upstream at once.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// A link that lived this long is reopened at once when it closes.
 const RECONNECT_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
 
@@ -217,10 +225,11 @@ fn fail(lane: &Lane, job: Job, code: ExceptionCode) {
     job.fail(code);
 }
 
-/// Jobs sent upstream, by token, waiting for their answer.
+/// Jobs sent upstream, by token, waiting for their answer, oldest first:
+/// answers mostly come in order, so the search ends at the front.
 #[derive(Default)]
 struct Pending {
-    jobs: Vec<(u64, Job, Instant)>,
+    jobs: VecDeque<(u64, Job, Instant)>,
 }
 
 impl Pending {
@@ -232,7 +241,9 @@ impl Pending {
         let Some(i) = self.jobs.iter().position(|(t, ..)| *t == token) else {
             return;
         };
-        let (_, job, sent) = self.jobs.swap_remove(i);
+        let Some((_, job, sent)) = self.jobs.remove(i) else {
+            return;
+        };
         match event {
             Event::Answer { pdu, .. } => {
                 lane.stats.answers.fetch_add(1, Relaxed);
@@ -263,7 +274,13 @@ async fn serve(
     stop: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut next_token: u64 = 0;
-    let mut buf = vec![0u8; 1024];
+    // Room for a whole window of answers (64 in flight x 256 bytes): one read takes them all.
+    let mut buf = vec![0u8; READ_BUFFER];
+    // One timer and one stop waiter for the link's life, not one per wake.
+    let timer = tokio::time::sleep_until(Instant::now() + IDLE);
+    tokio::pin!(timer);
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         start_queued(upstream, lane, pending, &mut next_token);
         while !upstream.output().is_empty() {
@@ -286,6 +303,11 @@ async fn serve(
             (a, b) => a.or(b),
         };
         let can_take = upstream.can_start(now);
+        match wake_at.map(Instant::from_std) {
+            Some(at) if at != timer.deadline() => timer.as_mut().reset(at),
+            None if timer.deadline() < Instant::now() + IDLE / 2 => timer.as_mut().reset(Instant::now() + IDLE),
+            _ => {}
+        }
         tokio::select! {
             r = link.read(&mut buf) => {
                 let n = r?;
@@ -296,35 +318,32 @@ async fn serve(
                 upstream.handle_input(std::time::Instant::now(), data, &mut |e| pending.settle(lane, e));
             }
             () = lane.wake.notified(), if can_take => {}
-            () = sleep_until(wake_at) => {
+            () = &mut timer => {
                 upstream.handle_timeout(std::time::Instant::now(), &mut |e| pending.settle(lane, e));
             }
-            () = stop.cancelled() => return Ok(()),
+            () = &mut stopped => return Ok(()),
         }
     }
 }
 
-/// Sleeps until `at`, or forever.
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Hands queued jobs to the upstream while it can take them.
+/// Hands queued jobs to the upstream while it can take them, all under
+/// one lock: they leave in one write.
 fn start_queued(upstream: &mut Upstream, lane: &Lane, pending: &mut Pending, next_token: &mut u64) {
     let now = std::time::Instant::now();
-    while upstream.can_start(now) {
-        let Some(job) = lane.with_queue(|q| q.pop()) else {
-            return;
-        };
-        *next_token = next_token.wrapping_add(1);
-        match upstream.start(now, *next_token, job.unit, job.pdu.as_slice()) {
-            Ok(Started::AwaitAnswer) => pending.jobs.push((*next_token, job, Instant::now())),
-            // A broadcast is never answered; the client gets nothing, as on the bus.
-            Ok(Started::Broadcast) => {}
-            Err(_) => job.fail(ExceptionCode::IllegalDataValue),
-        }
+    if !upstream.can_start(now) {
+        return;
     }
+    let sent = Instant::now();
+    lane.with_queue(|q| {
+        while upstream.can_start(now) {
+            let Some(job) = q.pop() else { return };
+            *next_token = next_token.wrapping_add(1);
+            match upstream.start(now, *next_token, job.unit, job.pdu.as_slice()) {
+                Ok(Started::AwaitAnswer) => pending.jobs.push_back((*next_token, job, sent)),
+                // A broadcast is never answered; the client gets nothing, as on the bus.
+                Ok(Started::Broadcast) => {}
+                Err(_) => job.fail(ExceptionCode::IllegalDataValue),
+            }
+        }
+    });
 }
