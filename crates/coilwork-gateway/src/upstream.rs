@@ -251,7 +251,8 @@ impl Pending {
                 if pdu.first().is_some_and(|f| f & 0x80 != 0) {
                     lane.stats.exceptions.fetch_add(1, Relaxed);
                 }
-                let mut out = PduBuf::new();
+                // The request's buffer carries the answer back: no fresh buffer to zero.
+                let mut out = job.pdu;
                 if out.set(pdu).is_ok() {
                     let _ = job.reply.send(Answer { tag: job.tag, pdu: out });
                 }
