@@ -6,7 +6,6 @@ use coilwork_core::client::{ClientConfig, Event, Started, Upstream};
 #[cfg(feature = "serial")]
 use coilwork_core::frame::rtu::RtuTiming;
 use coilwork_core::gateway::{Backoff, LinkState, StateTracker};
-use coilwork_core::pdu::PduBuf;
 use coilwork_core::{ExceptionCode, Framing};
 use core::sync::atomic::Ordering::Relaxed;
 use std::collections::VecDeque;
