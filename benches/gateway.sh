@@ -31,29 +31,53 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# Starts a process with its stdout in $2; waits for a line matching $3; prints the address.
+# Starts a process with its stdout in $1; waits for a line matching $2.
+# Sets $addr (the first 127.0.0.1:PORT after the pattern) and $pid. Not run
+# in a subshell, so every process started is killed on exit.
 start() {
   local log="$1" pattern="$2"; shift 2
   "$@" >"$log" 2>/dev/null &
-  pids+=($!)
+  pid=$!
+  pids+=("$pid")
   for _ in $(seq 100); do
     grep -q "$pattern" "$log" 2>/dev/null && break
     sleep 0.1
   done
-  grep -o "$pattern[^ ]*" "$log" | head -1 | grep -oE '127\.0\.0\.1:[0-9]+'
+  addr=$(grep -o "$pattern[^ ]*" "$log" | head -1 | grep -oE '127\.0\.0\.1:[0-9]+')
+  [ -n "$addr" ] || { echo "gateway.sh: $* did not start (see $log)" >&2; exit 1; }
 }
 
-direct=$(start "$work/serve.log" "on 127.0.0.1:" "$coilwork" serve --address 127.0.0.1:0)
-gw=$(start "$work/gw.log" "Modbus/TCP 127.0.0.1:" "$coilwork" gateway --listen 127.0.0.1:0 \
-  --upstream "tcp:$direct" --max-in-flight 64 --queue-depth 1024 --log error)
+inflight="${MAX_IN_FLIGHT:-64}"
+echo "== coilwork gateway benchmark: $(date -u +%FT%TZ), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "   machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); every process (loadgen, serve, gateway) on it"
+echo "   measured: FC3 (10 registers) throughput and latency from the loadgen, ${duration}s per run after 1s warm-up,"
+echo "   straight to 'coilwork serve' and through 'coilwork gateway --upstream tcp:' (--max-in-flight $inflight);"
+echo "   ratio = gateway req/s / direct req/s for the same shape (goal >= 0.80 at conns=10 and at pipeline=8);"
+echo "   added latency = gateway p50/p99 - direct p50/p99. 'server cpu' is the serve (direct) or gateway process."
+start "$work/serve.log" "on 127.0.0.1:" "$coilwork" serve --address 127.0.0.1:0
+direct=$addr direct_pid=$pid
+start "$work/gw.log" "Modbus/TCP 127.0.0.1:" "$coilwork" gateway --listen 127.0.0.1:0 \
+  --upstream "tcp:$direct" --max-in-flight "$inflight" --queue-depth 1024 --log error
+gw=$addr gw_pid=$pid
 
-run() { "$loadgen" --addr "$1" --conns "$2" --pipeline "$3" --duration "$duration" --label "$4"; }
+# Runs the loadgen; prints its report and leaves "rps p50 p99" in $result.
+run() {
+  local out
+  out=$("$loadgen" --addr "$1" --conns "$2" --pipeline "$3" --duration "$duration" --server-pid "$5" --label "$4")
+  echo "$out"
+  result=$(echo "$out" | awk '/throughput:/ {r=$2} /latency us:/ {p50=$4; p99=$8} END {print r, p50, p99}')
+}
 echo "== TCP upstream: direct vs gateway =="
+summary=()
 for shape in "10 1" "1 8" "10 8"; do
   set -- $shape
-  run "$direct" "$1" "$2" "direct conns=$1 pipeline=$2"
-  run "$gw" "$1" "$2" "gateway conns=$1 pipeline=$2"
+  run "$direct" "$1" "$2" "direct conns=$1 pipeline=$2" "$direct_pid"; d=($result)
+  run "$gw" "$1" "$2" "gateway conns=$1 pipeline=$2" "$gw_pid"; g=($result)
+  summary+=("$(awk -v c="$1" -v p="$2" -v dr="${d[0]}" -v gr="${g[0]}" -v d50="${d[1]}" -v g50="${g[1]}" -v d99="${d[2]}" -v g99="${g[2]}" \
+    'BEGIN { printf "conns=%-3s pipeline=%-2s direct %8.0f req/s  gateway %8.0f req/s  ratio %.2f  added p50 %+.0f us  p99 %+.0f us", c, p, dr, gr, (dr > 0 ? gr / dr : 0), g50 - d50, g99 - d99 }')")
 done
+echo "== summary (gateway vs direct) =="
+printf '%s\n' "${summary[@]}"
 
 if command -v socat >/dev/null; then
   echo "== serial RTU bus behind the gateway (19200 8N1, socat pty pair) =="
@@ -61,13 +85,13 @@ if command -v socat >/dev/null; then
   socat pty,raw,echo=0,link="$dir/a" pty,raw,echo=0,link="$dir/b" & pids+=($!)
   sleep 0.5
   "$coilwork" serve --transport serial --port "$dir/a" --baudrate 19200 --parity none >/dev/null 2>&1 & pids+=($!)
-  sgw=$(start "$work/sgw.log" "Modbus/TCP 127.0.0.1:" "$coilwork" gateway --listen 127.0.0.1:0 \
-    --upstream "serial:$dir/b" --baudrate 19200 --parity none --log error)
+  start "$work/sgw.log" "Modbus/TCP 127.0.0.1:" "$coilwork" gateway --listen 127.0.0.1:0 \
+    --upstream "serial:$dir/b" --baudrate 19200 --parity none --log error
   # A pty has no wire time: 1/rate is the whole cycle per request, of which
   # 2 x t3.5 (the server's end-of-frame silence and the gateway's silence
   # after the answer, 2.0 ms each at 19200) is the spec's part; the rest is
   # scheduling. On a real line add 17.2 ms of wire time (8 + 25 bytes).
-  run "$sgw" 10 1 "serial-gateway conns=10"
+  run "$addr" 10 1 "serial-gateway conns=10" "$pid"
   echo "bus cycle per request = 1/rate; spec minimum on a pty = 4.0 ms (2 x t3.5)"
   rm -rf "$dir"
 fi

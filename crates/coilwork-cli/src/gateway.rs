@@ -1,13 +1,14 @@
 //! `coilwork gateway`: Modbus/TCP (UDP, TLS) clients onto serial buses and
-//! remote devices, through `coilwork_tokio::gateway::Gateway`.
+//! remote devices, through `coilwork_gateway::Gateway`.
 
 use super::{LogLevel, ParityArg, announce, termination};
 use clap::{Args, ValueEnum};
+use coilwork_core::Parity;
+use coilwork_core::engine::Authorizer;
 use coilwork_core::gateway::{Policy, Route, Target, parse_units};
 use coilwork_core::storage::{DeviceContext, ServerContext};
-use coilwork_core::{Engine, Framing};
-use coilwork_tokio::Parity;
-use coilwork_tokio::gateway::{Gateway, GatewayConfig, SerialUpstream, UpstreamConfig, UpstreamTarget};
+use coilwork_core::{AdmissionOptions, Engine, Framing, Overflow};
+use coilwork_gateway::{Gateway, GatewayConfig, SerialUpstream, UpstreamConfig, UpstreamTarget};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,24 @@ pub(crate) enum SerialFramer {
     Rtu,
     /// ASCII (':' hex LRC CR LF).
     Ascii,
+}
+
+/// What happens to a client past `--max-connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OverflowArg {
+    /// Close the new connection at once.
+    RefuseNew,
+    /// Close the oldest open connection and serve the new one.
+    EvictOldest,
+}
+
+impl From<OverflowArg> for Overflow {
+    fn from(o: OverflowArg) -> Self {
+        match o {
+            OverflowArg::RefuseNew => Overflow::RefuseNew,
+            OverflowArg::EvictOldest => Overflow::EvictOldest,
+        }
+    }
 }
 
 /// Flags of `coilwork gateway`.
@@ -87,6 +106,18 @@ pub(crate) struct GatewayArgs {
     /// exception 01 for a write. Reads stay open.
     #[arg(long, value_name = "ROLE", value_delimiter = ',', num_args = 1..)]
     write_roles: Vec<String>,
+    /// With --listen-tls: a TOML role policy (as `serve --roles`, see
+    /// docs/roles.md) checked on each request as the client sent it, before
+    /// any unit renumbering; denied: exception 01. TCP and UDP clients get
+    /// its "no role" entry.
+    #[arg(long, value_name = "FILE", requires = "listen_tls", conflicts_with = "write_roles")]
+    roles: Option<PathBuf>,
+    /// TCP and TLS clients open at once (together); past it --overflow decides.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Past --max-connections: refuse the new client, or evict the oldest.
+    #[arg(long, value_enum, default_value_t = OverflowArg::RefuseNew)]
+    overflow: OverflowArg,
     /// Serve Prometheus metrics (per upstream) over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -98,7 +129,7 @@ pub(crate) struct GatewayArgs {
 /// `--write-roles`: reads for everyone, writes for the listed roles only.
 struct WriteRoles(Vec<String>);
 
-impl coilwork_core::engine::Authorizer for WriteRoles {
+impl Authorizer for WriteRoles {
     fn authorize(&self, r: &coilwork_core::engine::AccessRequest<'_>) -> bool {
         r.access == coilwork_core::engine::Access::Read || r.role.is_some_and(|role| self.0.iter().any(|w| w == role))
     }
@@ -134,13 +165,28 @@ fn target(spec: &str, args: &GatewayArgs) -> Result<UpstreamTarget, String> {
     ))
 }
 
+/// The access check from `--roles FILE` (read and checked now, before any
+/// socket opens) or `--write-roles`, if either is given.
+fn authorizer(args: &GatewayArgs) -> Result<Option<Arc<dyn Authorizer>>, String> {
+    if let Some(path) = &args.roles {
+        let policy = crate::roles::load(path)?;
+        tracing::info!("{}", crate::roles::summary(&policy));
+        return Ok(Some(policy));
+    }
+    Ok((!args.write_roles.is_empty()).then(|| Arc::new(WriteRoles(args.write_roles.clone())) as Arc<dyn Authorizer>))
+}
+
 /// The gateway's configuration from the flags; upstreams named the same are one upstream.
 fn config(args: &GatewayArgs) -> Result<GatewayConfig, String> {
     let mut config = GatewayConfig {
         policy: Policy {
             read_only: args.read_only,
-            authorizer: (!args.write_roles.is_empty())
-                .then(|| Arc::new(WriteRoles(args.write_roles.clone())) as Arc<dyn coilwork_core::engine::Authorizer>),
+            authorizer: authorizer(args)?,
+        },
+        admission: AdmissionOptions {
+            max_connections: args.max_connections as usize,
+            overflow: args.overflow.into(),
+            allow_list: None,
         },
         ..GatewayConfig::default()
     };

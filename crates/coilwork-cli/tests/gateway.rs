@@ -608,3 +608,67 @@ print("ok" if not w.isError() and r.registers == [70, 71] else f"bad {w} {r}")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One FC3 read of holding register 0 from unit 1 (the local device) with
+/// transaction id `tid`; true if the right answer came back.
+fn read_ok(c: &mut TcpStream, tid: u8) -> bool {
+    if c.write_all(&[0, tid, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1]).is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 11];
+    c.read_exact(&mut answer).is_ok() && answer == [0, tid, 0, 0, 0, 5, 1, 3, 2, 0, 0]
+}
+
+/// True once the gateway has closed `c` (end of stream or reset).
+fn closed(c: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(c.read(&mut b), Ok(0) | Err(_))
+}
+
+fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(STEP)).expect("timeout");
+    c
+}
+
+#[test]
+fn max_connections_refuses_the_next_client() {
+    let (_gw, port) = gateway(&["--route", "1=local", "--max-connections", "2"]);
+    let (mut a, mut b) = (connect(port), connect(port));
+    assert!(read_ok(&mut a, 1) && read_ok(&mut b, 2), "two clients are served");
+    let mut c = connect(port);
+    assert!(
+        !read_ok(&mut c, 3),
+        "the third client is served past --max-connections 2"
+    );
+    assert!(closed(&mut c));
+    assert!(
+        read_ok(&mut a, 4) && read_ok(&mut b, 5),
+        "the first two are still served"
+    );
+    // One leaves: its place is free again.
+    drop(a);
+    let start = Instant::now();
+    while !read_ok(&mut connect(port), 6) {
+        assert!(start.elapsed() < STEP, "a freed place is never reused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn max_connections_evicts_the_oldest_client() {
+    let (_gw, port) = gateway(&[
+        "--route",
+        "1=local",
+        "--max-connections",
+        "1",
+        "--overflow",
+        "evict-oldest",
+    ]);
+    let mut a = connect(port);
+    assert!(read_ok(&mut a, 1));
+    let mut b = connect(port);
+    assert!(read_ok(&mut b, 2), "the new client is served");
+    assert!(closed(&mut a), "the oldest client was not evicted");
+    assert!(read_ok(&mut b, 3));
+}

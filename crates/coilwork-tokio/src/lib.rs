@@ -13,15 +13,12 @@
 //! - `TlsServer` (feature `tls`, on by default): Modbus/TCP Security
 //!   (mbaps) over rustls, with client certificates and roles; the TCP
 //!   server's connection loop after a TLS handshake.
-//! - [`gateway::Gateway`]: TCP, UDP and TLS clients forwarded to TCP,
-//!   RTU-over-TCP and serial upstreams (`coilwork gateway`).
 //! - [`ServerHandle`]: a cloneable stop switch usable from any task or thread.
 //!
 //! [`start_tcp_server`] / [`start_udp_server`] (and `start_tls_server`) and [`ServerHandle::shutdown`]
 //! mirror pymodbus's `StartAsyncTcpServer` / `ServerAsyncStop`.
 #![forbid(unsafe_code)]
 
-pub mod gateway;
 mod handle;
 #[cfg(feature = "serial")]
 pub mod serial;

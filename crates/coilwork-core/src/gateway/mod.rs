@@ -2,7 +2,7 @@
 //! bounded queue per upstream, reconnect backoff, read-only and role
 //! policy, upstream state changes and per-upstream statistics.
 //!
-//! A driver (see `coilwork_tokio::gateway`) owns the sockets: it asks the
+//! A driver (see the `coilwork-gateway` crate) owns the sockets: it asks the
 //! [`Router`] where a request goes, checks the [`Policy`], pushes it onto
 //! the upstream's [`FairQueue`] (full: exception 06) and hands it to a
 //! [`crate::client::Upstream`] when that one can take it. Failures map to

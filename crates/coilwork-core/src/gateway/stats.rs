@@ -83,11 +83,15 @@ pub struct UpstreamStats {
 impl UpstreamStats {
     /// Records one round trip (request sent upstream to answer received).
     pub fn observe_latency(&self, rtt: Duration) {
+        // One bucket per sample (the first bound it fits), summed into the
+        // cumulative Prometheus buckets when written: one atomic, not ten.
         let secs = rtt.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.latency_buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Relaxed);
-            }
+        if let Some(bucket) = BUCKETS
+            .iter()
+            .zip(&self.latency_buckets)
+            .find_map(|(bound, bucket)| (secs <= *bound).then_some(bucket))
+        {
+            bucket.fetch_add(1, Relaxed);
         }
         self.latency_count.fetch_add(1, Relaxed);
         self.latency_sum_us
@@ -115,11 +119,12 @@ impl UpstreamStats {
                 value.load(Relaxed)
             );
         }
+        let mut cumulative = 0;
         for (bound, bucket) in BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += bucket.load(Relaxed);
             let _ = writeln!(
                 out,
-                "coilwork_gateway_latency_seconds_bucket{{upstream=\"{label}\",le=\"{bound}\"}} {}",
-                bucket.load(Relaxed)
+                "coilwork_gateway_latency_seconds_bucket{{upstream=\"{label}\",le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.latency_count.load(Relaxed);
@@ -183,5 +188,27 @@ mod tests {
         assert!(out.contains("le=\"0.0025\"} 0\n"));
         assert!(out.contains("le=\"0.005\"} 1\n"));
         assert!(out.contains("coilwork_gateway_latency_seconds_count{upstream=\"tcp:\\\"x\\\"\"} 1\n"));
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative() {
+        let st = UpstreamStats::default();
+        for ms in [2, 3, 30, 2000] {
+            st.observe_latency(Duration::from_millis(ms));
+        }
+        let mut out = String::new();
+        st.write_prometheus("u", &mut out);
+        let bucket = |le: &str| format!("coilwork_gateway_latency_seconds_bucket{{upstream=\"u\",le=\"{le}\"}} ");
+        for (le, n) in [
+            ("0.001", 0),
+            ("0.0025", 1),
+            ("0.005", 2),
+            ("0.025", 2),
+            ("0.05", 3),
+            ("1", 3),
+            ("+Inf", 4),
+        ] {
+            assert!(out.contains(&format!("{}{n}\n", bucket(le))), "le={le}: {out}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// Accepts TCP clients until the gateway stops.
@@ -16,13 +17,20 @@ pub(crate) async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = shared.handle.stopped() => return,
+            () = shared.stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Refused (full, or not on the allow-list): closed at once.
+                let Some((id, switch)) = shared.admit(peer) else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move { serve_stream(shared, stream, Some(peer), Transport::Tcp, None).await });
+                tokio::spawn(async move {
+                    serve_stream(&shared, stream, Some(peer), Transport::Tcp, None, &switch).await;
+                    shared.release(id);
+                });
             }
             Err(e) => {
                 // Out of descriptors, say: do not spin on it.
@@ -41,46 +49,72 @@ pub(crate) async fn serve_tls(shared: Arc<Shared>, listener: TcpListener, tls: c
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = shared.handle.stopped() => return,
+            () = shared.stop.cancelled() => return,
         };
         let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             continue;
         };
+        let Some((id, switch)) = shared.admit(peer) else {
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let limit = coilwork_tls::DEFAULT_HANDSHAKE_TIMEOUT;
-            let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await else {
-                debug!(%peer, "gateway TLS handshake failed");
-                return;
-            };
-            let Some(role) = coilwork_tls::session_role(tls.get_ref().1, peer) else {
-                return;
-            };
-            serve_stream(shared, tls, Some(peer), Transport::Tls, role).await;
+            serve_tls_stream(&shared, &acceptor, stream, peer, &switch).await;
+            shared.release(id);
         });
     }
+}
+
+/// Shakes hands with one admitted TLS client, then serves it.
+#[cfg(feature = "tls")]
+async fn serve_tls_stream(
+    shared: &Shared,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    switch: &CancellationToken,
+) {
+    let limit = coilwork_tls::DEFAULT_HANDSHAKE_TIMEOUT;
+    let handshake = tokio::time::timeout(limit, acceptor.accept(stream));
+    let tls = tokio::select! {
+        r = handshake => r,
+        () = switch.cancelled() => return,
+    };
+    let Ok(Ok(tls)) = tls else {
+        shared.clients.count_handshake_failure();
+        debug!(%peer, "gateway TLS handshake failed");
+        return;
+    };
+    let Some(role) = coilwork_tls::session_role(tls.get_ref().1, peer) else {
+        return;
+    };
+    serve_stream(shared, tls, Some(peer), Transport::Tls, role, switch).await;
 }
 
 /// Serves one MBAP stream: requests in, answers out in whatever order the
 /// upstreams give them (each carries its own transaction id).
 async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: Arc<Shared>,
+    shared: &Shared,
     stream: S,
     peer: Option<SocketAddr>,
     transport: Transport,
     role: Option<String>,
+    switch: &CancellationToken,
 ) {
     let client = shared.client_id();
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Writes happen between reads, never during one: no split (and no lock) needed.
+    let mut stream = stream;
     let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
     let mut rbuf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let gone = switch.cancelled();
+    tokio::pin!(gone);
     loop {
         tokio::select! {
-            r = rd.read(&mut chunk) => {
+            r = stream.read(&mut chunk) => {
                 let n = match r { Ok(0) | Err(_) => break, Ok(n) => n };
                 rbuf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
                 let ctx = RequestContext {
@@ -90,7 +124,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     peer,
                     tls_role: role.as_deref(),
                 };
-                let Some(used) = frames(&shared, client, &ctx, &rbuf, &tx, &mut out) else { break };
+                let Some(used) = frames(shared, client, &ctx, &rbuf, &tx, &mut out) else { break };
                 rbuf.drain(..used);
             }
             Some(answer) = rx.recv() => {
@@ -99,10 +133,11 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     mbap::encode(more.tag.transaction_id, more.tag.unit, more.pdu.as_slice(), &mut out);
                 }
             }
-            () = shared.handle.stopped() => break,
+            // Evicted, or the gateway stops.
+            () = &mut gone => break,
         }
         if !out.is_empty() {
-            if wr.write_all(&out).await.is_err() {
+            if stream.write_all(&out).await.is_err() {
                 break;
             }
             out.clear();
@@ -177,7 +212,7 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
                 let Some(peer) = answer.tag.peer else { continue };
                 peer
             }
-            () = shared.handle.stopped() => return,
+            () = shared.stop.cancelled() => return,
         };
         if !out.is_empty() {
             let _ = socket.send_to(&out, target).await;

@@ -2,18 +2,18 @@
 //! drive the core's [`Upstream`], answer the clients.
 
 use super::{Answer, Job, Lane};
-use crate::ServerHandle;
 use coilwork_core::client::{ClientConfig, Event, Started, Upstream};
 #[cfg(feature = "serial")]
 use coilwork_core::frame::rtu::RtuTiming;
 use coilwork_core::gateway::{Backoff, LinkState, StateTracker};
-use coilwork_core::pdu::PduBuf;
 use coilwork_core::{ExceptionCode, Framing};
 use core::sync::atomic::Ordering::Relaxed;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// A serial line an upstream is on (feature `serial`).
@@ -29,7 +29,7 @@ pub struct SerialUpstream {
     /// Data bits (7 or 8).
     pub data_bits: u8,
     /// Parity.
-    pub parity: crate::serial::Parity,
+    pub parity: coilwork_core::Parity,
     /// Stop bits (1 or 2).
     pub stop_bits: u8,
 }
@@ -97,10 +97,7 @@ impl UpstreamConfig {
         if let UpstreamTarget::Serial(s) = &self.target
             && s.framing == Framing::Rtu
         {
-            let bits = 1
-                + u32::from(s.data_bits)
-                + u32::from(s.parity != crate::serial::Parity::None)
-                + u32::from(s.stop_bits);
+            let bits = coilwork_core::options::bits_per_char(s.data_bits, s.parity, s.stop_bits);
             c.rtu_timing = Some(RtuTiming::new(s.baud_rate, bits));
         }
         c
@@ -127,7 +124,7 @@ async fn connect(target: &UpstreamTarget) -> std::io::Result<Box<dyn Link>> {
 /// Opens a serial line with the upstream's settings.
 #[cfg(feature = "serial")]
 fn open_serial(s: &SerialUpstream) -> std::io::Result<tokio_serial::SerialStream> {
-    use crate::serial::Parity;
+    use coilwork_core::Parity;
     use tokio_serial::SerialPortBuilderExt;
     let data_bits = match s.data_bits {
         7 => tokio_serial::DataBits::Seven,
@@ -152,28 +149,34 @@ fn open_serial(s: &SerialUpstream) -> std::io::Result<tokio_serial::SerialStream
         .map_err(std::io::Error::other)
 }
 
+/// With nothing in flight the link's timer is parked this far ahead (a
+/// spurious `handle_timeout` then is harmless).
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// Bytes read from an upstream at once.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// A link that lived this long is reopened at once when it closes.
 const RECONNECT_AT_ONCE_AFTER: Duration = Duration::from_secs(1);
 
 /// The upstream task: (re)connects with backoff until the gateway stops.
-pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerHandle) {
+pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, stop: CancellationToken) {
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut state = StateTracker::default();
     let mut upstream = Upstream::new(config.client_config());
     let mut pending = Pending::default();
-    let stop = handle.clone();
-    while !stop.is_stopping() {
+    while !stop.is_cancelled() {
         let attempt = tokio::time::timeout(config.connect_timeout, connect(&config.target));
         let link = tokio::select! {
             r = attempt => r.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut)).and_then(|r| r),
-            () = stop.stopped() => return,
+            () = stop.cancelled() => return,
         };
         let error = match link {
             Ok(link) => {
                 set_state(&mut state, &lane, LinkState::Up, None);
                 backoff.succeeded();
                 let since = std::time::Instant::now();
-                let e = serve(link, &mut upstream, &mut pending, &lane, &handle).await;
+                let e = serve(link, &mut upstream, &mut pending, &lane, &stop).await;
                 upstream.reset(&mut |e| pending.settle(&lane, e));
                 match e {
                     Ok(()) => return,
@@ -191,7 +194,7 @@ pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, handle: ServerH
         let retry = backoff.failed(std::time::Instant::now());
         tokio::select! {
             () = tokio::time::sleep_until(Instant::from_std(retry)) => {}
-            () = stop.stopped() => return,
+            () = stop.cancelled() => return,
         }
         // Accept requests again for the next attempt (they fail with 0x0A if it fails).
         lane.reachable.store(true, Relaxed);
@@ -221,10 +224,11 @@ fn fail(lane: &Lane, job: Job, code: ExceptionCode) {
     job.fail(code);
 }
 
-/// Jobs sent upstream, by token, waiting for their answer.
+/// Jobs sent upstream, by token, waiting for their answer, oldest first:
+/// answers mostly come in order, so the search ends at the front.
 #[derive(Default)]
 struct Pending {
-    jobs: Vec<(u64, Job, Instant)>,
+    jobs: VecDeque<(u64, Job, Instant)>,
 }
 
 impl Pending {
@@ -236,7 +240,9 @@ impl Pending {
         let Some(i) = self.jobs.iter().position(|(t, ..)| *t == token) else {
             return;
         };
-        let (_, job, sent) = self.jobs.swap_remove(i);
+        let Some((_, job, sent)) = self.jobs.remove(i) else {
+            return;
+        };
         match event {
             Event::Answer { pdu, .. } => {
                 lane.stats.answers.fetch_add(1, Relaxed);
@@ -244,7 +250,8 @@ impl Pending {
                 if pdu.first().is_some_and(|f| f & 0x80 != 0) {
                     lane.stats.exceptions.fetch_add(1, Relaxed);
                 }
-                let mut out = PduBuf::new();
+                // The request's buffer carries the answer back: no fresh buffer to zero.
+                let mut out = job.pdu;
                 if out.set(pdu).is_ok() {
                     let _ = job.reply.send(Answer { tag: job.tag, pdu: out });
                 }
@@ -264,10 +271,16 @@ async fn serve(
     upstream: &mut Upstream,
     pending: &mut Pending,
     lane: &Lane,
-    handle: &ServerHandle,
+    stop: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut next_token: u64 = 0;
-    let mut buf = vec![0u8; 1024];
+    // Room for a whole window of answers (64 in flight x 256 bytes): one read takes them all.
+    let mut buf = vec![0u8; READ_BUFFER];
+    // One timer and one stop waiter for the link's life, not one per wake.
+    let timer = tokio::time::sleep_until(Instant::now() + IDLE);
+    tokio::pin!(timer);
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         start_queued(upstream, lane, pending, &mut next_token);
         while !upstream.output().is_empty() {
@@ -290,6 +303,11 @@ async fn serve(
             (a, b) => a.or(b),
         };
         let can_take = upstream.can_start(now);
+        match wake_at.map(Instant::from_std) {
+            Some(at) if at != timer.deadline() => timer.as_mut().reset(at),
+            None if timer.deadline() < Instant::now() + IDLE / 2 => timer.as_mut().reset(Instant::now() + IDLE),
+            _ => {}
+        }
         tokio::select! {
             r = link.read(&mut buf) => {
                 let n = r?;
@@ -300,35 +318,32 @@ async fn serve(
                 upstream.handle_input(std::time::Instant::now(), data, &mut |e| pending.settle(lane, e));
             }
             () = lane.wake.notified(), if can_take => {}
-            () = sleep_until(wake_at) => {
+            () = &mut timer => {
                 upstream.handle_timeout(std::time::Instant::now(), &mut |e| pending.settle(lane, e));
             }
-            () = handle.stopped() => return Ok(()),
+            () = &mut stopped => return Ok(()),
         }
     }
 }
 
-/// Sleeps until `at`, or forever.
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Hands queued jobs to the upstream while it can take them.
+/// Hands queued jobs to the upstream while it can take them, all under
+/// one lock: they leave in one write.
 fn start_queued(upstream: &mut Upstream, lane: &Lane, pending: &mut Pending, next_token: &mut u64) {
     let now = std::time::Instant::now();
-    while upstream.can_start(now) {
-        let Some(job) = lane.with_queue(|q| q.pop()) else {
-            return;
-        };
-        *next_token = next_token.wrapping_add(1);
-        match upstream.start(now, *next_token, job.unit, job.pdu.as_slice()) {
-            Ok(Started::AwaitAnswer) => pending.jobs.push((*next_token, job, Instant::now())),
-            // A broadcast is never answered; the client gets nothing, as on the bus.
-            Ok(Started::Broadcast) => {}
-            Err(_) => job.fail(ExceptionCode::IllegalDataValue),
-        }
+    if !upstream.can_start(now) {
+        return;
     }
+    let sent = Instant::now();
+    lane.with_queue(|q| {
+        while upstream.can_start(now) {
+            let Some(job) = q.pop() else { return };
+            *next_token = next_token.wrapping_add(1);
+            match upstream.start(now, *next_token, job.unit, job.pdu.as_slice()) {
+                Ok(Started::AwaitAnswer) => pending.jobs.push_back((*next_token, job, sent)),
+                // A broadcast is never answered; the client gets nothing, as on the bus.
+                Ok(Started::Broadcast) => {}
+                Err(_) => job.fail(ExceptionCode::IllegalDataValue),
+            }
+        }
+    });
 }

@@ -7,7 +7,7 @@ use coilwork_test_support::pki;
 
 use coilwork_core::engine::{Access, AccessRequest, Authorizer};
 use coilwork_core::gateway::{Policy, Target};
-use coilwork_tokio::gateway::{Gateway, GatewayConfig, UpstreamConfig, UpstreamTarget};
+use coilwork_gateway::{Gateway, GatewayConfig, UpstreamConfig, UpstreamTarget};
 use coilwork_tokio::{TcpServerConfig, TlsClientAuth, TlsConfig, start_tcp_server};
 use common::{STEP, adu, engine, fc3, fc3_answer, fc16};
 use pki::{Identity, Pki};

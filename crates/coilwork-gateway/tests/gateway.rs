@@ -7,7 +7,7 @@ use coilwork_core::Engine;
 use coilwork_core::frame::rtu;
 use coilwork_core::gateway::{Policy, Route, Target};
 use coilwork_core::storage::{DeviceContext, ServerContext};
-use coilwork_tokio::gateway::{Gateway, GatewayConfig, UpstreamConfig, UpstreamTarget};
+use coilwork_gateway::{Gateway, GatewayConfig, UpstreamConfig, UpstreamTarget};
 use coilwork_tokio::{TcpServerConfig, start_tcp_server};
 use common::*;
 use std::net::SocketAddr;

@@ -1,3 +1,5 @@
+//! # coilwork-gateway: a Modbus gateway on tokio
+//!
 //! A Modbus gateway: TCP, UDP and TLS clients onto upstream Modbus servers
 //! (TCP, RTU over TCP, serial RTU/ASCII) and an optional local device.
 //!
@@ -8,6 +10,10 @@
 //! [`coilwork_core::client::Upstream`] (no answer in time: 0x0B; upstream
 //! unreachable: 0x0A, reconnected with backoff). One slow or dead upstream
 //! holds only its own queue.
+//!
+//! The gateway is a product built on the adapters, as the simulator is:
+//! `coilwork gateway` runs it, and it can be embedded in a program.
+#![forbid(unsafe_code)]
 
 mod client;
 mod upstream;
@@ -16,14 +22,14 @@ mod upstream;
 pub use upstream::SerialUpstream;
 pub use upstream::{UpstreamConfig, UpstreamTarget};
 
-use crate::ServerHandle;
 use coilwork_core::gateway::{FairQueue, Policy, Route, RouteError, Router, Target, UpstreamStats, exception_pdu};
 use coilwork_core::pdu::PduBuf;
-use coilwork_core::{Engine, ExceptionCode, RequestContext};
+use coilwork_core::{Admission, AdmissionOptions, Engine, ExceptionCode, RequestContext, ServerStats, Verdict};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 /// Everything a [`Gateway`] is built from.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +44,9 @@ pub struct GatewayConfig {
     pub local: Option<Arc<Engine>>,
     /// Read-only mode and mbaps roles.
     pub policy: Policy,
+    /// Stream clients (TCP and TLS together) open at once, overflow policy
+    /// and allow-list, decided by the core's [`Admission`].
+    pub admission: AdmissionOptions,
 }
 
 /// Why a gateway could not be built.
@@ -117,7 +126,12 @@ pub(crate) struct Shared {
     local: Option<Arc<Engine>>,
     policy: Policy,
     next_client: AtomicU64,
-    pub(crate) handle: ServerHandle,
+    /// Open stream clients: each one's close switch, by admission id.
+    admission: Mutex<Admission<CancellationToken>>,
+    /// Accepted, refused, evicted and open stream clients.
+    pub(crate) clients: ServerStats,
+    /// Cancelled when the gateway stops.
+    pub(crate) stop: CancellationToken,
 }
 
 /// A running gateway: upstream tasks started, listeners added with
@@ -140,7 +154,7 @@ impl Gateway {
                 return Err(GatewayError::NoTarget(target));
             }
         }
-        let handle = ServerHandle::new();
+        let stop = CancellationToken::new();
         let lanes: Vec<_> = config
             .upstreams
             .iter()
@@ -155,7 +169,7 @@ impl Gateway {
             })
             .collect();
         for (u, lane) in config.upstreams.into_iter().zip(&lanes) {
-            tokio::spawn(upstream::run(u, Arc::clone(lane), handle.clone()));
+            tokio::spawn(upstream::run(u, Arc::clone(lane), stop.clone()));
         }
         let shared = Shared {
             router,
@@ -163,7 +177,9 @@ impl Gateway {
             local: config.local,
             policy: config.policy,
             next_client: AtomicU64::new(1),
-            handle,
+            admission: Mutex::new(Admission::new(config.admission)),
+            clients: ServerStats::default(),
+            stop,
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -197,6 +213,11 @@ impl Gateway {
             .collect()
     }
 
+    /// Stream clients accepted, refused, evicted and open (TCP and TLS).
+    pub fn client_stats(&self) -> &ServerStats {
+        &self.shared.clients
+    }
+
     /// The statistics in Prometheus text format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
@@ -210,13 +231,12 @@ impl Gateway {
     /// Stops the gateway: listeners, client connections and upstream tasks
     /// end (requests in flight are dropped unanswered). Never blocks.
     pub fn stop(&self) {
-        self.shared.handle.stop();
-        self.shared.handle.mark_stopped();
+        self.shared.stop.cancel();
     }
 
     /// True once [`Gateway::stop`] was called.
     pub fn is_stopped(&self) -> bool {
-        self.shared.handle.is_stopping()
+        self.shared.stop.is_cancelled()
     }
 }
 
@@ -224,6 +244,35 @@ impl Shared {
     /// A fresh client id (fairness key of the queues).
     pub(crate) fn client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Relaxed)
+    }
+
+    /// Asks the admission about a new stream client from `peer`: its id and
+    /// close switch (cancelled on eviction or stop), or `None` (refused).
+    pub(crate) fn admit(&self, peer: SocketAddr) -> Option<(u64, CancellationToken)> {
+        let switch = self.stop.child_token();
+        let verdict =
+            self.admission
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(peer.ip(), &self.clients, |_| switch.clone());
+        match verdict {
+            Verdict::Admit { id, evict } => {
+                if let Some(oldest) = evict {
+                    oldest.cancel();
+                }
+                Some((id, switch))
+            }
+            Verdict::Refuse(why) => {
+                tracing::debug!(%peer, ?why, "gateway client refused");
+                None
+            }
+        }
+    }
+
+    /// A stream client admitted as `id` closed.
+    pub(crate) fn release(&self, id: u64) {
+        let mut admission = self.admission.lock().unwrap_or_else(PoisonError::into_inner);
+        admission.release(id, &self.clients);
     }
 
     /// Forgets a client that left, in every queue.
