@@ -8,10 +8,10 @@
 //! message without it unless `COILWORK_REQUIRE_CLIENTS` is set.
 #![cfg(unix)]
 
-#[path = "../../coilwork-tokio/tests/pki/mod.rs"]
-mod pki;
 #[allow(dead_code)] // the serve_tls helper is for the serve tests
 mod support;
+
+use coilwork_test_support::pki;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
