@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 mod handle;
+mod rt;
 #[cfg(all(unix, feature = "serial"))]
 pub mod serial;
 pub mod tcp;

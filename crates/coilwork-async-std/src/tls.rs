@@ -22,15 +22,20 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::tcp::{ServedStream, TcpServer, TcpServerConfig, TcpStats, Upgrade};
-use async_io::{Async, Timer};
+use crate::rt::{AsyncIo, Tcp, futures_io};
+use crate::tcp::{TcpServer, TcpServerConfig, TcpStats};
+use async_io::Async;
 use coilwork_core::{Engine, Transport};
-use futures_lite::future;
+use coilwork_driver::{ByteStream, Upgrade};
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -67,8 +72,13 @@ impl TlsServerConfig {
     }
 }
 
-/// TLS cannot tell from the socket whether a record is complete: the read waits.
-impl ServedStream for TlsStream<Async<TcpStream>> {}
+/// A TLS connection after its handshake. TLS cannot tell from the socket
+/// whether a record is complete: it is always "readable", the read waits.
+struct Tls(TlsStream<Async<TcpStream>>);
+
+impl ByteStream for Tls {
+    futures_io!();
+}
 
 /// The TLS handshake and role check, run on each accepted connection.
 struct TlsUpgrade {
@@ -76,24 +86,16 @@ struct TlsUpgrade {
     handshake_timeout: Duration,
 }
 
-impl Upgrade for TlsUpgrade {
-    type Stream = TlsStream<Async<TcpStream>>;
+impl Upgrade<Tcp> for TlsUpgrade {
+    type Stream = Tls;
     const TRANSPORT: Transport = Transport::Tls;
     const NAME: &'static str = "modbus tls";
 
-    fn upgrade(
-        &self,
-        stream: Async<TcpStream>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Option<(Self::Stream, Option<String>)>> + Send {
-        let accept = self.acceptor.accept(stream);
+    fn upgrade(&self, stream: Tcp, peer: SocketAddr) -> impl Future<Output = Option<(Tls, Option<String>)>> + Send {
+        let accept = self.acceptor.accept(stream.0);
         let limit = self.handshake_timeout;
         async move {
-            let timeout = async {
-                Timer::after(limit).await;
-                None
-            };
-            let tls = match future::or(async { Some(accept.await) }, timeout).await {
+            let tls = match coilwork_driver::time::timeout::<AsyncIo, _>(limit, accept).await {
                 None => {
                     debug!(%peer, "refused: TLS handshake timed out");
                     return None;
@@ -105,7 +107,7 @@ impl Upgrade for TlsUpgrade {
                 Some(Ok(tls)) => tls,
             };
             let role = coilwork_tls::session_role(tls.get_ref().1, peer)?;
-            Some((tls, role))
+            Some((Tls(tls), role))
         }
     }
 }
@@ -181,7 +183,7 @@ impl TlsServer {
             acceptor: TlsAcceptor::from(Arc::clone(self.tls.rustls())),
             handshake_timeout: self.handshake_timeout,
         };
-        self.tcp.serve_with(&upgrade).await
+        self.tcp.serve_with(Arc::new(upgrade)).await
     }
 
     /// Graceful stop: stops accepting, answers requests already received,

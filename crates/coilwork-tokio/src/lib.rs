@@ -23,6 +23,7 @@
 
 pub mod gateway;
 mod handle;
+mod rt;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod tcp;

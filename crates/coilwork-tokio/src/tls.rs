@@ -24,16 +24,18 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
-use crate::tcp::{ConnStream, TcpServer, TcpServerConfig, TcpStats, Upgrade};
+use crate::rt::{Tcp, tokio_io};
+use crate::tcp::{TcpServer, TcpServerConfig, TcpStats};
 use coilwork_core::{Engine, Transport};
+use coilwork_driver::{ByteStream, Upgrade};
 use std::future::Future;
-use std::io::{ErrorKind, Read};
+use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::io::AsyncBufRead;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -78,17 +80,13 @@ struct TlsUpgrade {
     handshake_timeout: Duration,
 }
 
-impl Upgrade for TlsUpgrade {
-    type Stream = TlsStream<TcpStream>;
+impl Upgrade<Tcp> for TlsUpgrade {
+    type Stream = Tls;
     const TRANSPORT: Transport = Transport::Tls;
     const NAME: &'static str = "modbus tls";
 
-    fn upgrade(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Option<(Self::Stream, Option<String>)>> + Send {
-        let accept = self.acceptor.accept(stream);
+    fn upgrade(&self, stream: Tcp, peer: SocketAddr) -> impl Future<Output = Option<(Tls, Option<String>)>> + Send {
+        let accept = self.acceptor.accept(stream.0);
         let limit = self.handshake_timeout;
         async move {
             let tls = match tokio::time::timeout(limit, accept).await {
@@ -103,25 +101,25 @@ impl Upgrade for TlsUpgrade {
                 Ok(Ok(tls)) => tls,
             };
             let role = coilwork_tls::session_role(tls.get_ref().1, peer)?;
-            Some((tls, role))
+            Some((Tls(tls), role))
         }
     }
 }
 
-impl ConnStream for TlsStream<TcpStream> {
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+/// A TLS connection after its handshake.
+struct Tls(TlsStream<TcpStream>);
+
+impl ByteStream for Tls {
+    tokio_io!();
+
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Plaintext, end of stream or an error is ready once rustls has it;
         // it stays buffered in rustls for the read that follows.
-        Pin::new(&mut *self).poll_fill_buf(cx).map_ok(|_| ())
+        Pin::new(&mut self.0).poll_fill_buf(cx).map_ok(|_| ())
     }
 
-    fn has_input(&mut self) -> std::io::Result<()> {
-        // `poll_readable` is ready only once rustls holds plaintext or the end.
-        Ok(())
-    }
-
-    fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let (tcp, tls) = self.get_mut();
+    fn read_received(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (tcp, tls) = self.0.get_mut();
         // Bounded: plaintext already decrypted, then a few socket reads.
         for _ in 0..8 {
             match tls.reader().read(buf) {
@@ -136,7 +134,7 @@ impl ConnStream for TlsStream<TcpStream> {
             if tls.read_tls(&mut raw)? == 0 {
                 return Ok(0);
             }
-            tls.process_new_packets().map_err(std::io::Error::other)?;
+            tls.process_new_packets().map_err(io::Error::other)?;
         }
         Err(ErrorKind::WouldBlock.into())
     }
