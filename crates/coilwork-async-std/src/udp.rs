@@ -4,17 +4,14 @@
 //! any executor (async-std, smol, `futures_lite::future::block_on`).
 
 use crate::ServerError;
-use crate::handle::{ServerHandle, Signal};
-use async_io::{Async, Timer};
-use coilwork_core::options::MAX_DATAGRAM;
-use coilwork_core::{Engine, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use crate::handle::ServerHandle;
+use crate::rt::{AsyncIo, Udp};
+use async_io::Async;
+use coilwork_core::{Engine, ServerStats, SessionConfig, SessionKind, Transport};
 use coilwork_net::SocketOptions;
-use futures_lite::future;
-use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 use tracing::{debug, warn};
 
 /// Settings of a [`UdpServer`] (the core's, shared by every adapter).
@@ -133,8 +130,7 @@ impl UdpServer {
             // `server_close` took it: closed before serving.
             return Ok(());
         };
-        let socket = Async::new(std_socket)?;
-        let stop = self.handle.stop_signal();
+        let socket = Udp(Async::new(std_socket)?);
         let shared = SessionConfig {
             allow_list: self.config.allow_list.clone(),
             stats: Arc::clone(&self.stats),
@@ -145,86 +141,11 @@ impl UdpServer {
                 Transport::Udp,
             )
         };
-        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
-        // One byte more than the largest ADU read, so an oversized datagram is seen as such.
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         debug!(addr = ?self.handle.local_addr(), "modbus udp server listening");
-        loop {
-            let received = future::or(
-                async {
-                    stop.raised().await;
-                    None
-                },
-                async { Some(socket.recv_from(&mut buf).await) },
-            )
-            .await;
-            let (n, peer) = match received {
-                None => break,
-                Some(Ok(r)) => r,
-                Some(Err(e)) if is_transient(&e) => continue,
-                Some(Err(e)) => {
-                    warn!(error = %e, "udp receive failed");
-                    return Err(e.into());
-                }
-            };
-            let bytes = buf.get(..n).unwrap_or(&[]);
-            session.handle(
-                Instant::now(),
-                Input::Datagram {
-                    bytes,
-                    from: Some(peer),
-                },
-            );
-            answer(&socket, &mut session, peer, stop).await;
-        }
+        coilwork_driver::serve_datagrams::<AsyncIo>(&socket, shared, &self.handle).await?;
         debug!("modbus udp server stopped");
         Ok(())
     }
-}
-
-/// Sends what the session answered to `peer`: one datagram, or one per
-/// piece when a hook's delivery asked for pauses (a stop cuts a pause
-/// short: the rest is then sent at once).
-async fn answer(socket: &Async<UdpSocket>, session: &mut Session, peer: SocketAddr, stop: &Signal) {
-    loop {
-        let now = Instant::now();
-        match session.poll(now) {
-            Output::Transmit(out) => {
-                if let Err(e) = socket.send_to(out, peer).await {
-                    debug!(%peer, error = %e, "udp send failed");
-                }
-                let n = out.len();
-                session.handle(Instant::now(), Input::Sent(n));
-            }
-            Output::Pause(until) => {
-                let stopped = future::or(
-                    async {
-                        stop.raised().await;
-                        true
-                    },
-                    async {
-                        Timer::at(until).await;
-                        false
-                    },
-                )
-                .await;
-                if stopped {
-                    session.handle(Instant::now(), Input::Stop);
-                }
-            }
-            Output::Discarded => debug!(%peer, "datagram dropped"),
-            Output::ReleaseBuffers => {}
-            Output::Wait(_) | Output::ReadQueued | Output::Close(_) => return,
-        }
-    }
-}
-
-/// Receive errors that concern one datagram only (ICMP port unreachable and the like).
-fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused | ErrorKind::Interrupted | ErrorKind::WouldBlock
-    )
 }
 
 /// Binds `config.address` now and serves `engine` on a thread of its own

@@ -1,17 +1,14 @@
 //! Modbus over UDP: each datagram is one ADU, answered to its sender.
 
 use crate::ServerError;
-use crate::handle::{ServerHandle, pause_unless_stopped};
-use coilwork_core::options::MAX_DATAGRAM;
-use coilwork_core::{Engine, Input, Output, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use crate::handle::ServerHandle;
+use crate::rt::{Tokio, Udp};
+use coilwork_core::{Engine, ServerStats, SessionConfig, SessionKind, Transport};
 use coilwork_net::SocketOptions;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// Settings of a [`UdpServer`] (the core's, shared by every adapter).
@@ -130,8 +127,7 @@ impl UdpServer {
             // `server_close` took it: closed before serving.
             return Ok(());
         };
-        let socket = UdpSocket::from_std(std_socket)?;
-        let stop = self.handle.token().clone();
+        let socket = Udp(UdpSocket::from_std(std_socket)?);
         let shared = SessionConfig {
             allow_list: self.config.allow_list.clone(),
             stats: Arc::clone(&self.stats),
@@ -142,78 +138,11 @@ impl UdpServer {
                 Transport::Udp,
             )
         };
-        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
-        // One byte more than the largest ADU read, so an oversized datagram is seen as such.
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         debug!(addr = ?self.handle.local_addr(), "modbus udp server listening");
-        // Registered once and polled only while the socket has nothing: a
-        // stop future made per datagram locks the token's waiter list twice.
-        let stopped = stop.cancelled();
-        tokio::pin!(stopped);
-        loop {
-            if stop.is_cancelled() {
-                break;
-            }
-            let (n, peer) = tokio::select! {
-                biased;
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok(r) => r,
-                    Err(e) if is_transient(&e) => continue,
-                    Err(e) => {
-                        warn!(error = %e, "udp receive failed");
-                        return Err(e.into());
-                    }
-                },
-                () = &mut stopped => break,
-            };
-            let bytes = buf.get(..n).unwrap_or(&[]);
-            session.handle(
-                Instant::now(),
-                Input::Datagram {
-                    bytes,
-                    from: Some(peer),
-                },
-            );
-            answer(&socket, &mut session, peer, &stop).await;
-        }
+        coilwork_driver::serve_datagrams::<Tokio>(&socket, shared, &self.handle).await?;
         debug!("modbus udp server stopped");
         Ok(())
     }
-}
-
-/// Sends what the session answered to `peer`: one datagram, or one per
-/// piece when a hook's delivery asked for pauses (a stop ends a pause: the
-/// rest goes out at once).
-async fn answer(socket: &UdpSocket, session: &mut Session, peer: SocketAddr, stop: &CancellationToken) {
-    loop {
-        let now = Instant::now();
-        match session.poll(now) {
-            Output::Transmit(out) => {
-                if let Err(e) = socket.send_to(out, peer).await {
-                    debug!(%peer, error = %e, "udp send failed");
-                }
-                let n = out.len();
-                session.handle(Instant::now(), Input::Sent(n));
-            }
-            Output::Pause(until) => {
-                pause_unless_stopped(until.saturating_duration_since(now), stop).await;
-                if stop.is_cancelled() {
-                    session.handle(Instant::now(), Input::Stop);
-                }
-            }
-            Output::Discarded => debug!(%peer, "datagram dropped"),
-            Output::ReleaseBuffers => {}
-            Output::Wait(_) | Output::ReadQueued | Output::Close(_) => return,
-        }
-    }
-}
-
-/// Receive errors that concern one datagram only (ICMP port unreachable and the like).
-fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused | ErrorKind::Interrupted | ErrorKind::WouldBlock
-    )
 }
 
 /// Binds `config.address` and serves `engine` on a spawned task; returns the handle to stop it.
