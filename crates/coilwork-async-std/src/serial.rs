@@ -14,14 +14,15 @@
 
 use crate::ServerError;
 use crate::handle::ServerHandle;
+use crate::rt::{AsyncIo, Io};
 use async_io::{Async, Timer};
-use coilwork_core::{Engine, Input, Output, Session, SessionConfig};
+use coilwork_core::{Engine, SessionConfig};
+use coilwork_driver::LineError;
 use futures_lite::future;
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 use tracing::{debug, warn};
 
 /// An open serial port, driven by the async-io reactor.
@@ -185,95 +186,18 @@ impl SerialServer {
 
     /// Serves one already-open line (a serial port, a pty, any byte pipe)
     /// until stopped (`Ok`) or until the line fails or closes (`Err`).
-    pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin>(&self, mut line: S) -> Result<(), ServerError> {
+    pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin + Send>(&self, line: S) -> Result<(), ServerError> {
         let c = &self.config;
         let shared = SessionConfig {
             local_echo: c.local_echo,
             max_buffered: c.max_buffered,
             ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
         };
-        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
-        // Taken once: the stop signal is one-shot, so it stays valid while the line is served.
-        let Some(mut stop_l) = self.handle.stop_signal().listener() else {
-            return Ok(());
-        };
-        // Once raised, the one-shot listener is not awaited again.
-        let stop_raised = || self.handle.stop_signal().is_raised();
-        let mut timer = Timer::never();
-        // One buffer per line, reused for every read.
-        let mut buf = vec![0u8; 512];
-        enum Event {
-            Stop,
-            Read(std::io::Result<usize>),
-            Timeout,
-        }
-        loop {
-            let now = Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    let n = out.len();
-                    let write = async {
-                        line.write_all(out).await?;
-                        line.flush().await?;
-                        Ok::<bool, std::io::Error>(true)
-                    };
-                    let given_up = async {
-                        if !stop_raised() {
-                            (&mut stop_l).await;
-                        }
-                        Timer::after(c.shutdown_timeout).await;
-                        Ok(false)
-                    };
-                    if !future::or(write, given_up).await? {
-                        warn!(port = %c.port, "the line took no answer within the shutdown timeout; letting it go");
-                        return Ok(());
-                    }
-                    session.handle(Instant::now(), Input::Sent(n));
-                }
-                Output::Pause(until) => {
-                    if !stop_raised() {
-                        future::or(async { (&mut stop_l).await }, async {
-                            Timer::at(until).await;
-                        })
-                        .await;
-                    }
-                    if stop_raised() {
-                        session.handle(Instant::now(), Input::Stop);
-                    }
-                }
-                Output::Wait(deadline) => {
-                    if let Some(d) = deadline {
-                        timer.set_at(d);
-                    }
-                    let event = future::or(
-                        async {
-                            (&mut stop_l).await;
-                            Event::Stop
-                        },
-                        future::or(async { Event::Read(line.read(&mut buf).await) }, async {
-                            if deadline.is_some() {
-                                (&mut timer).await;
-                                Event::Timeout
-                            } else {
-                                future::pending().await
-                            }
-                        }),
-                    )
-                    .await;
-                    let input = match event {
-                        Event::Stop => Input::Stop,
-                        Event::Timeout => Input::Timeout,
-                        Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Event::Read(Ok(0)) => return Err(self.line_failed(std::io::ErrorKind::UnexpectedEof.into())),
-                        Event::Read(Ok(n)) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
-                        Event::Read(Err(e)) => return Err(self.line_failed(e)),
-                    };
-                    session.handle(Instant::now(), input);
-                }
-                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
-                Output::ReleaseBuffers => {}
-                Output::ReadQueued | Output::Close(_) => return Ok(()),
-            }
+        let mut line = Io(line);
+        match coilwork_driver::serve_line::<AsyncIo, _>(&mut line, shared, &self.handle, c.shutdown_timeout).await {
+            Ok(()) => Ok(()),
+            Err(LineError::Read(e)) => Err(self.line_failed(e)),
+            Err(LineError::Write(e)) => Err(e.into()),
         }
     }
 

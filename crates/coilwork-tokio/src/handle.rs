@@ -116,19 +116,6 @@ impl ServerHandle {
     }
 }
 
-/// Waits out a pause a hook's delivery asked for, unless `stop` is (or
-/// gets) cancelled: a stop ends the pause, and the rest of the answer goes
-/// out at once.
-pub(crate) async fn pause_unless_stopped(pause: std::time::Duration, stop: &CancellationToken) {
-    if pause.is_zero() || stop.is_cancelled() {
-        return;
-    }
-    tokio::select! {
-        () = tokio::time::sleep(pause) => {}
-        () = stop.cancelled() => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

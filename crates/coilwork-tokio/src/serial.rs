@@ -7,13 +7,13 @@
 //! `reconnect_delay`.
 
 use crate::ServerError;
-use crate::handle::{ServerHandle, pause_unless_stopped};
-use coilwork_core::{Engine, Input, Output, Session, SessionConfig};
+use crate::handle::ServerHandle;
+use crate::rt::{Io, Tokio};
+use coilwork_core::{Engine, SessionConfig};
+use coilwork_driver::LineError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 pub use coilwork_core::Parity;
@@ -192,82 +192,18 @@ impl SerialServer {
 
     /// Serves one already-open line (a serial port, a pty, any byte pipe)
     /// until stopped (`Ok`) or until the line fails or closes (`Err`).
-    pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin>(&self, mut line: S) -> Result<(), ServerError> {
+    pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin + Send>(&self, line: S) -> Result<(), ServerError> {
         let c = &self.config;
         let shared = SessionConfig {
             local_echo: c.local_echo,
             max_buffered: c.max_buffered,
             ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
         };
-        let mut session = Session::new(Arc::new(shared), std::time::Instant::now(), 0, None, None);
-        let stop = self.handle.token().clone();
-        // One buffer per line, reused for every read.
-        let mut buf = vec![0u8; 512];
-        loop {
-            let now = std::time::Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    let n = out.len();
-                    if !self.write(&mut line, out, &stop).await? {
-                        return Ok(());
-                    }
-                    session.handle(std::time::Instant::now(), Input::Sent(n));
-                }
-                Output::Pause(until) => {
-                    pause_unless_stopped(until.saturating_duration_since(now), &stop).await;
-                    if stop.is_cancelled() {
-                        session.handle(std::time::Instant::now(), Input::Stop);
-                    }
-                }
-                Output::Wait(deadline) => {
-                    let timer = async move {
-                        match deadline {
-                            Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let input = tokio::select! {
-                        biased;
-                        () = stop.cancelled() => Input::Stop,
-                        read = line.read(&mut buf) => match read {
-                            Ok(0) => return Err(self.line_failed(std::io::ErrorKind::UnexpectedEof.into())),
-                            Ok(n) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
-                            Err(e) => return Err(self.line_failed(e)),
-                        },
-                        () = timer => Input::Timeout,
-                    };
-                    session.handle(std::time::Instant::now(), input);
-                }
-                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
-                Output::ReleaseBuffers => {}
-                Output::ReadQueued | Output::Close(_) => return Ok(()),
-            }
-        }
-    }
-
-    /// Writes one piece of an answer; once stopped, the line gets at most
-    /// `shutdown_timeout` to take it (false: given up).
-    async fn write<S: AsyncWrite + Unpin>(
-        &self,
-        line: &mut S,
-        out: &[u8],
-        stop: &CancellationToken,
-    ) -> Result<bool, ServerError> {
-        let write = async {
-            line.write_all(out).await?;
-            line.flush().await
-        };
-        let given_up = async {
-            stop.cancelled().await;
-            tokio::time::sleep(self.config.shutdown_timeout).await;
-        };
-        tokio::select! {
-            biased;
-            written = write => written.map(|()| true).map_err(ServerError::from),
-            () = given_up => {
-                warn!(port = %self.config.port, "the line took no answer within the shutdown timeout; letting it go");
-                Ok(false)
-            }
+        let mut line = Io(line);
+        match coilwork_driver::serve_line::<Tokio, _>(&mut line, shared, &self.handle, c.shutdown_timeout).await {
+            Ok(()) => Ok(()),
+            Err(LineError::Read(e)) => Err(self.line_failed(e)),
+            Err(LineError::Write(e)) => Err(e.into()),
         }
     }
 
