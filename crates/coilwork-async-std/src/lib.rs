@@ -8,9 +8,9 @@
 //! `smol::block_on`, `smol::spawn`, `async_std::task::block_on`,
 //! `async_std::task::spawn`, or `futures_lite::future::block_on`.
 //!
-//! Like `coilwork-tokio`, this crate only moves bytes and time: it reads from
-//! sockets, feeds a [`coilwork_core::Session`] with the current time, and
-//! does what it says (write, wait, close). Every protocol and lifecycle
+//! Like `coilwork-tokio`, this crate binds sockets, opens ports and runs TLS
+//! handshakes; the loops that feed a [`coilwork_core::Session`] are
+//! `coilwork-driver`'s, run on async-io. Every protocol and lifecycle
 //! decision lives in `coilwork-core` (see the adapter contract in
 //! [`coilwork_core::session`]).
 //!
