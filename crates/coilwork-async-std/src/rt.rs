@@ -3,7 +3,7 @@
 
 use crate::handle::ServerHandle;
 use async_io::Async;
-use coilwork_driver::{ByteStream, Datagram, Listener, Runtime, Stop, TaskSet, Timer};
+use coilwork_driver::{Adapter, ByteStream, Datagram, Handle, Listener, Runtime, Stop, TaskSet, Timer};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
@@ -14,10 +14,11 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 /// async-io's reactor and timers, under any executor.
-pub(crate) struct AsyncIo;
+#[derive(Debug)]
+pub struct AsyncIo;
 
 /// An async-io timer, boxed so a connection's future stays small until it is armed.
-pub(crate) struct IoTimer(Box<async_io::Timer>);
+pub struct IoTimer(Box<async_io::Timer>);
 
 impl Timer for IoTimer {
     fn reset(&mut self, at: Instant) {
@@ -29,7 +30,7 @@ impl Timer for IoTimer {
 }
 
 /// Connection futures driven by the server's own future: it needs no executor and no spawner.
-pub(crate) struct InPlace<F>(FuturesUnordered<F>);
+pub struct InPlace<F>(FuturesUnordered<F>);
 
 impl<F> Default for InPlace<F> {
     fn default() -> Self {
@@ -69,6 +70,36 @@ impl Stop for ServerHandle {
     }
 }
 
+impl Handle for ServerHandle {
+    fn stop(&self) {
+        ServerHandle::stop(self);
+    }
+    fn stopped(&self) -> impl Future<Output = ()> + Send + '_ {
+        ServerHandle::stopped(self)
+    }
+    fn set_local_addr(&self, addr: SocketAddr) {
+        ServerHandle::set_local_addr(self, addr);
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        ServerHandle::local_addr(self)
+    }
+    fn mark_stopped(&self) {
+        ServerHandle::mark_stopped(self);
+    }
+}
+
+impl Adapter for AsyncIo {
+    type Handle = ServerHandle;
+    type Listener = Accept;
+    type Udp = Udp;
+    fn listener(listener: TcpListener) -> io::Result<Accept> {
+        Async::new(listener).map(Accept)
+    }
+    fn udp(socket: UdpSocket) -> io::Result<Udp> {
+        Async::new(socket).map(Udp)
+    }
+}
+
 /// `ByteStream`'s four IO polls over the futures-io stream in `self.0`.
 macro_rules! futures_io {
     () => {
@@ -89,14 +120,14 @@ macro_rules! futures_io {
 pub(crate) use futures_io;
 
 /// Any futures-io byte stream (a serial port, a pty).
-pub(crate) struct Io<S>(pub(crate) S);
+pub struct Io<S>(pub(crate) S);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for Io<S> {
     futures_io!();
 }
 
 /// An accepted TCP connection.
-pub(crate) struct Tcp(pub(crate) Async<TcpStream>);
+pub struct Tcp(pub(crate) Async<TcpStream>);
 
 impl ByteStream for Tcp {
     futures_io!();
@@ -134,7 +165,7 @@ fn poll_io<T, R>(
 }
 
 /// The listening socket.
-pub(crate) struct Accept(pub(crate) Async<TcpListener>);
+pub struct Accept(pub(crate) Async<TcpListener>);
 
 impl Listener for Accept {
     type Stream = Tcp;
@@ -148,7 +179,7 @@ impl Listener for Accept {
 }
 
 /// The UDP socket.
-pub(crate) struct Udp(pub(crate) Async<UdpSocket>);
+pub struct Udp(pub(crate) Async<UdpSocket>);
 
 impl Datagram for Udp {
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {

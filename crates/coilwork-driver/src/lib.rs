@@ -8,7 +8,9 @@
 //!   and each connection's loop, with the performance rules listed in the
 //!   `conn` module;
 //! - [`serve_datagrams`]: a UDP socket;
-//! - [`serve_line`]: RTU or ASCII over a byte stream (a serial port).
+//! - [`serve_line`]: RTU or ASCII over a byte stream (a serial port);
+//! - [`TcpServer`] and [`UdpServer`]: the server types (bind, serve, stop)
+//!   every async adapter re-exports for its own [`Adapter`].
 //!
 //! The driver depends on no runtime. An adapter (`coilwork-tokio`,
 //! `coilwork-async-std`) implements the [`seam`]: its streams as
@@ -23,12 +25,14 @@ mod accept;
 mod conn;
 pub mod seam;
 mod serial;
+mod server;
 pub mod time;
 mod udp;
 
 pub use accept::{TcpServe, serve_listener};
 pub use seam::{ByteStream, Datagram, Listener, Plain, Runtime, Stop, TaskSet, Timer, Upgrade};
 pub use serial::{LineError, serve_line};
+pub use server::{Adapter, Handle, TcpServer, UdpServer};
 pub use udp::serve_datagrams;
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! sockets wrapped as the driver's streams.
 
 use crate::handle::ServerHandle;
-use coilwork_driver::{ByteStream, Datagram, Listener, Runtime, Stop, TaskSet, Timer};
+use coilwork_driver::{Adapter, ByteStream, Datagram, Handle, Listener, Runtime, Stop, TaskSet, Timer};
 use std::future::Future;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -15,10 +15,11 @@ use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
 /// The tokio runtime: its (pausable) clock, its timer wheel, spawned tasks.
-pub(crate) struct Tokio;
+#[derive(Debug)]
+pub struct Tokio;
 
 /// A tokio timer, boxed so a connection's task stays small until it is armed.
-pub(crate) struct TokioTimer(Pin<Box<Sleep>>);
+pub struct TokioTimer(Pin<Box<Sleep>>);
 
 impl Timer for TokioTimer {
     fn reset(&mut self, at: Instant) {
@@ -30,7 +31,7 @@ impl Timer for TokioTimer {
 }
 
 /// Connection tasks spawned on the runtime (they run in parallel).
-pub(crate) struct Spawned(JoinSet<()>);
+pub struct Spawned(JoinSet<()>);
 
 impl Default for Spawned {
     fn default() -> Self {
@@ -70,8 +71,38 @@ impl Stop for ServerHandle {
     }
 }
 
+impl Handle for ServerHandle {
+    fn stop(&self) {
+        ServerHandle::stop(self);
+    }
+    fn stopped(&self) -> impl Future<Output = ()> + Send + '_ {
+        ServerHandle::stopped(self)
+    }
+    fn set_local_addr(&self, addr: SocketAddr) {
+        ServerHandle::set_local_addr(self, addr);
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        ServerHandle::local_addr(self)
+    }
+    fn mark_stopped(&self) {
+        ServerHandle::mark_stopped(self);
+    }
+}
+
+impl Adapter for Tokio {
+    type Handle = ServerHandle;
+    type Listener = Accept;
+    type Udp = Udp;
+    fn listener(listener: std::net::TcpListener) -> io::Result<Accept> {
+        TcpListener::from_std(listener).map(Accept)
+    }
+    fn udp(socket: std::net::UdpSocket) -> io::Result<Udp> {
+        UdpSocket::from_std(socket).map(Udp)
+    }
+}
+
 /// Any tokio byte stream (a serial port, a pty): read, write, flush, shut down.
-pub(crate) struct Io<S>(pub(crate) S);
+pub struct Io<S>(pub(crate) S);
 
 /// `ByteStream`'s four IO polls over the tokio stream in `self.0`.
 macro_rules! tokio_io {
@@ -99,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for Io<S> {
 }
 
 /// An accepted TCP connection.
-pub(crate) struct Tcp(pub(crate) TcpStream);
+pub struct Tcp(pub(crate) TcpStream);
 
 impl ByteStream for Tcp {
     tokio_io!();
@@ -127,7 +158,7 @@ impl ByteStream for Tcp {
 }
 
 /// The listening socket.
-pub(crate) struct Accept(pub(crate) TcpListener);
+pub struct Accept(pub(crate) TcpListener);
 
 impl Listener for Accept {
     type Stream = Tcp;
@@ -140,7 +171,7 @@ impl Listener for Accept {
 }
 
 /// The UDP socket.
-pub(crate) struct Udp(pub(crate) UdpSocket);
+pub struct Udp(pub(crate) UdpSocket);
 
 impl Datagram for Udp {
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {
