@@ -117,9 +117,11 @@ macro_rules! futures_io {
         }
     };
 }
+#[cfg_attr(not(feature = "tls"), allow(unused_imports))]
 pub(crate) use futures_io;
 
 /// Any futures-io byte stream (a serial port, a pty).
+#[cfg_attr(not(feature = "serial"), allow(dead_code))]
 pub struct Io<S>(pub(crate) S);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for Io<S> {

@@ -27,6 +27,8 @@ pub mod seam;
 mod serial;
 mod server;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod udp;
 
 pub use accept::{TcpServe, serve_listener};

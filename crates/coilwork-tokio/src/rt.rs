@@ -102,6 +102,7 @@ impl Adapter for Tokio {
 }
 
 /// Any tokio byte stream (a serial port, a pty): read, write, flush, shut down.
+#[cfg_attr(not(feature = "serial"), allow(dead_code))]
 pub struct Io<S>(pub(crate) S);
 
 /// `ByteStream`'s four IO polls over the tokio stream in `self.0`.
@@ -123,6 +124,7 @@ macro_rules! tokio_io {
         }
     };
 }
+#[cfg_attr(not(feature = "tls"), allow(unused_imports))]
 pub(crate) use tokio_io;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for Io<S> {
