@@ -25,6 +25,7 @@ mod accept;
 mod conn;
 pub mod seam;
 mod serial;
+mod serial_server;
 mod server;
 pub mod time;
 #[cfg(feature = "tls")]
@@ -34,6 +35,7 @@ mod udp;
 pub use accept::{TcpServe, serve_listener};
 pub use seam::{ByteStream, Datagram, Listener, Plain, Runtime, Stop, TaskSet, Timer, Upgrade};
 pub use serial::{LineError, serve_line};
+pub use serial_server::{LineOf, SerialAdapter, SerialServer, SerialStats};
 pub use server::{Adapter, Handle, TcpServer, UdpServer};
 pub use udp::serve_datagrams;
 
