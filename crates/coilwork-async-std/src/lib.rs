@@ -2,7 +2,8 @@
 //!
 //! A runtime-neutral adapter: sockets and timers come from [`async_io`] (the
 //! reactor that async-std and smol both run on), streams are driven through
-//! the `futures-io` traits, and stop signals are [`event_listener`] events.
+//! the `futures-io` traits, and the stop handle ([`ServerHandle`],
+//! `coilwork-driver`'s, shared with `coilwork-tokio`) is runtime-neutral.
 //! The servers spawn nothing: [`TcpServer::serve_forever`] drives the accept
 //! loop and every connection itself, so the same server runs under
 //! `smol::block_on`, `smol::spawn`, `async_std::task::block_on`,
@@ -36,7 +37,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod handle;
 mod rt;
 #[cfg(all(unix, feature = "serial"))]
 pub mod serial;
@@ -46,7 +46,7 @@ pub mod tls;
 pub mod udp;
 
 pub use coilwork_core::ServerError;
-pub use handle::ServerHandle;
+pub use coilwork_driver::ServerHandle;
 #[cfg(all(unix, feature = "serial"))]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};

@@ -1,9 +1,9 @@
 //! The driver's seam on async-io: clock, timer, connection tasks driven in
 //! place (no spawner needed), and the sockets wrapped as the driver's streams.
 
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use async_io::Async;
-use coilwork_driver::{Adapter, ByteStream, Datagram, Handle, Listener, Runtime, Stop, TaskSet, Timer};
+use coilwork_driver::{Adapter, ByteStream, Datagram, Listener, Runtime, TaskSet, Timer};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
@@ -58,33 +58,6 @@ impl Runtime for AsyncIo {
     }
     fn timer(at: Instant) -> IoTimer {
         IoTimer(Box::new(async_io::Timer::at(at)))
-    }
-}
-
-impl Stop for ServerHandle {
-    fn is_raised(&self) -> bool {
-        self.is_stopping()
-    }
-    fn raised(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.stop_signal().raised()
-    }
-}
-
-impl Handle for ServerHandle {
-    fn stop(&self) {
-        ServerHandle::stop(self);
-    }
-    fn stopped(&self) -> impl Future<Output = ()> + Send + '_ {
-        ServerHandle::stopped(self)
-    }
-    fn set_local_addr(&self, addr: SocketAddr) {
-        ServerHandle::set_local_addr(self, addr);
-    }
-    fn local_addr(&self) -> Option<SocketAddr> {
-        ServerHandle::local_addr(self)
-    }
-    fn mark_stopped(&self) {
-        ServerHandle::mark_stopped(self);
     }
 }
 

@@ -9,7 +9,7 @@
 //! `reconnect_delay`.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::{AsyncIo, Io};
 use async_io::Async;
 use coilwork_core::Engine;

@@ -8,7 +8,7 @@
 //! serves its streams with the same loop after a handshake step.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::AsyncIo;
 use coilwork_core::{Engine, Overflow, ServerStats};
 use std::sync::Arc;

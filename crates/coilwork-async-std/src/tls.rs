@@ -21,7 +21,7 @@
 //! only with [`TlsClientAuth::None`], with a warning when the server starts.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::{AsyncIo, Tcp, futures_io};
 use async_io::Async;
 use coilwork_core::{Engine, Transport};

@@ -4,7 +4,7 @@
 //! any executor (async-std, smol, `futures_lite::future::block_on`).
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::AsyncIo;
 use coilwork_core::{Engine, ServerStats};
 use std::sync::Arc;

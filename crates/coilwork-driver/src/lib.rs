@@ -23,6 +23,7 @@
 
 mod accept;
 mod conn;
+mod handle;
 pub mod seam;
 mod serial;
 mod serial_server;
@@ -33,6 +34,7 @@ pub mod tls;
 mod udp;
 
 pub use accept::{TcpServe, serve_listener};
+pub use handle::ServerHandle;
 pub use seam::{ByteStream, Datagram, Listener, Plain, Runtime, Stop, TaskSet, Timer, Upgrade};
 pub use serial::{LineError, serve_line};
 pub use serial_server::{LineOf, SerialAdapter, SerialServer, SerialStats};

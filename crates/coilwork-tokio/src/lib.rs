@@ -23,7 +23,6 @@
 #![forbid(unsafe_code)]
 
 pub mod gateway;
-mod handle;
 mod rt;
 #[cfg(feature = "serial")]
 pub mod serial;
@@ -33,7 +32,7 @@ pub mod tls;
 pub mod udp;
 
 pub use coilwork_core::ServerError;
-pub use handle::ServerHandle;
+pub use coilwork_driver::ServerHandle;
 #[cfg(feature = "serial")]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};

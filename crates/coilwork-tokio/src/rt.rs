@@ -1,8 +1,8 @@
 //! The driver's seam on tokio: clock, timer, spawned tasks, and the
 //! sockets wrapped as the driver's streams.
 
-use crate::handle::ServerHandle;
-use coilwork_driver::{Adapter, ByteStream, Datagram, Handle, Listener, Runtime, Stop, TaskSet, Timer};
+use crate::ServerHandle;
+use coilwork_driver::{Adapter, ByteStream, Datagram, Listener, Runtime, TaskSet, Timer};
 use std::future::Future;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -59,33 +59,6 @@ impl Runtime for Tokio {
     }
     fn timer(at: Instant) -> TokioTimer {
         TokioTimer(Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at))))
-    }
-}
-
-impl Stop for ServerHandle {
-    fn is_raised(&self) -> bool {
-        self.is_stopping()
-    }
-    fn raised(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.token().cancelled()
-    }
-}
-
-impl Handle for ServerHandle {
-    fn stop(&self) {
-        ServerHandle::stop(self);
-    }
-    fn stopped(&self) -> impl Future<Output = ()> + Send + '_ {
-        ServerHandle::stopped(self)
-    }
-    fn set_local_addr(&self, addr: SocketAddr) {
-        ServerHandle::set_local_addr(self, addr);
-    }
-    fn local_addr(&self) -> Option<SocketAddr> {
-        ServerHandle::local_addr(self)
-    }
-    fn mark_stopped(&self) {
-        ServerHandle::mark_stopped(self);
     }
 }
 

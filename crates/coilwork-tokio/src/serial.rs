@@ -5,7 +5,7 @@
 //! opened, or that fails while serving, is opened again after
 //! `reconnect_delay`.
 
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::{Io, Tokio};
 use coilwork_core::Engine;
 use coilwork_driver::{LineOf, SerialAdapter};

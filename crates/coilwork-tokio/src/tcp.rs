@@ -6,7 +6,7 @@
 //! as it is (plain TCP) or after a TLS handshake (the `tls` module's upgrade).
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::Tokio;
 use coilwork_core::{Engine, Overflow, ServerStats};
 use std::sync::Arc;

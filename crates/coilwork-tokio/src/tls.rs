@@ -23,7 +23,7 @@
 //! with the async-std and blocking adapters, and are re-exported here.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::{Tcp, Tokio, tokio_io};
 use coilwork_core::{Engine, Transport};
 use coilwork_driver::tls::{TlsAdapter, handshake};

@@ -1,7 +1,7 @@
 //! Modbus over UDP: each datagram is one ADU, answered to its sender.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
+use crate::ServerHandle;
 use crate::rt::Tokio;
 use coilwork_core::{Engine, ServerStats};
 use std::sync::Arc;
