@@ -221,6 +221,9 @@ pub async fn serve_listener<R: Runtime, L: Listener, U: Upgrade<L::Stream>>(
     }
     if !drive_until::<R, _>(&mut tasks, serve.config.shutdown_timeout, true).await {
         warn!(open = tasks.len(), "connections did not close in time; cutting them");
+        // Spawned tasks: wait (briefly) until the cut ones are gone, so each has left the table.
+        tasks.abort_all();
+        drive_until::<R, _>(&mut tasks, Duration::from_secs(1), true).await;
     }
     drop(tasks);
     debug!("{} server stopped", U::NAME);

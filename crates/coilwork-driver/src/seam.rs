@@ -41,6 +41,9 @@ pub trait TaskSet<F>: Default + Send {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<()>>;
     /// Tasks still running.
     fn len(&self) -> usize;
+    /// Cuts every task (spawned ones end at their next await; tasks held
+    /// in place end when the set is dropped).
+    fn abort_all(&mut self) {}
     /// True when no task runs.
     fn is_empty(&self) -> bool {
         self.len() == 0

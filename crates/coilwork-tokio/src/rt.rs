@@ -49,6 +49,9 @@ impl<F: Future<Output = ()> + Send + 'static> TaskSet<F> for Spawned {
     fn len(&self) -> usize {
         self.0.len()
     }
+    fn abort_all(&mut self) {
+        self.0.abort_all();
+    }
 }
 
 impl Runtime for Tokio {
