@@ -112,14 +112,17 @@ pub(crate) async fn connection<R: Runtime, In: Send, U: Upgrade<In>>(
     debug!(%peer, "connection opened");
     // The upgrade first: plain TCP's is ready at once, so a stop that comes
     // now still drains (in `serve`), as for any open connection.
-    let mut up = pin!(upgrade.upgrade(stream, peer));
-    let upgraded = std::future::poll_fn(|cx| {
-        if let Poll::Ready(up) = up.as_mut().poll(cx) {
-            return Poll::Ready(up.ok_or(None));
-        }
-        conn.signal.poll(cx).map(|why| Err(Some(why)))
-    })
-    .await;
+    // In a block of its own: the upgrade's state is gone (its space reused) while serving.
+    let upgraded = {
+        let mut up = pin!(upgrade.upgrade(stream, peer));
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(up) = up.as_mut().poll(cx) {
+                return Poll::Ready(up.ok_or(None));
+            }
+            conn.signal.poll(cx).map(|why| Err(Some(why)))
+        })
+        .await
+    };
     let cause = match upgraded {
         Ok((mut stream, role)) => {
             let session = Session::new(Arc::clone(&shared.session), R::now(), conn.id, Some(peer), role);

@@ -216,6 +216,28 @@ async fn serve_mock<R: Runtime>(shared: Arc<Shared>, signal: Arc<CloseSignal>, m
     serve::<R, MockStream>(&mut stream, session, &signal, 4096).await
 }
 
+/// A tokio socket as an adapter wraps it (the real size of a stream in a task).
+struct TokioTcp(tokio::net::TcpStream);
+
+impl ByteStream for TokioTcp {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut read = tokio::io::ReadBuf::new(buf);
+        match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, &mut read) {
+            Poll::Ready(r) => Poll::Ready(r.map(|()| read.filled().len())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+    }
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
+    }
+}
+
 /// Every open connection holds its task whether it talks or not; the
 /// connection state, buffers and timer are boxed on first use so that an
 /// idle connection costs little more than this future (with a runtime's
@@ -224,8 +246,11 @@ async fn serve_mock<R: Runtime>(shared: Arc<Shared>, signal: Arc<CloseSignal>, m
 async fn an_idle_connection_task_stays_small() {
     let (shared, _stats) = shared(&TcpServerConfig::default());
     let conn = shared.admit("127.0.0.1:1".parse().expect("peer")).expect("admitted");
-    let future =
-        connection::<TokioRt, MockStream, Plain>(Arc::clone(&shared), conn, MockStream::default(), Arc::new(Plain));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let future = connection::<TokioRt, TokioTcp, Plain>(Arc::clone(&shared), conn, TokioTcp(stream), Arc::new(Plain));
     let size = std::mem::size_of_val(&future);
     println!("connection task future: {size} bytes");
     assert!(size <= 1024, "connection task future grew to {size} bytes");
