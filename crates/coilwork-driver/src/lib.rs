@@ -9,8 +9,10 @@
 //!   `conn` module;
 //! - [`serve_datagrams`]: a UDP socket;
 //! - [`serve_line`]: RTU or ASCII over a byte stream (a serial port);
-//! - [`TcpServer`] and [`UdpServer`]: the server types (bind, serve, stop)
-//!   every async adapter re-exports for its own [`Adapter`].
+//! - [`TcpServer`], [`UdpServer`], [`SerialServer`] and (feature `tls`)
+//!   `tls::TlsServer`: the server types (bind or open, serve, stop) every
+//!   async adapter re-exports for its own [`Adapter`], with one
+//!   runtime-neutral [`ServerHandle`].
 //!
 //! The driver depends on no runtime. An adapter (`coilwork-tokio`,
 //! `coilwork-async-std`) implements the [`seam`]: its streams as
