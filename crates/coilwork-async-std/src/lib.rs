@@ -2,15 +2,16 @@
 //!
 //! A runtime-neutral adapter: sockets and timers come from [`async_io`] (the
 //! reactor that async-std and smol both run on), streams are driven through
-//! the `futures-io` traits, and stop signals are [`event_listener`] events.
+//! the `futures-io` traits, and the stop handle ([`ServerHandle`],
+//! `coilwork-driver`'s, shared with `coilwork-tokio`) is runtime-neutral.
 //! The servers spawn nothing: [`TcpServer::serve_forever`] drives the accept
 //! loop and every connection itself, so the same server runs under
 //! `smol::block_on`, `smol::spawn`, `async_std::task::block_on`,
 //! `async_std::task::spawn`, or `futures_lite::future::block_on`.
 //!
-//! Like `coilwork-tokio`, this crate only moves bytes and time: it reads from
-//! sockets, feeds a [`coilwork_core::Session`] with the current time, and
-//! does what it says (write, wait, close). Every protocol and lifecycle
+//! Like `coilwork-tokio`, this crate binds sockets, opens ports and runs TLS
+//! handshakes; the loops that feed a [`coilwork_core::Session`] are
+//! `coilwork-driver`'s, run on async-io. Every protocol and lifecycle
 //! decision lives in `coilwork-core` (see the adapter contract in
 //! [`coilwork_core::session`]).
 //!
@@ -36,7 +37,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod handle;
+mod rt;
 #[cfg(all(unix, feature = "serial"))]
 pub mod serial;
 pub mod tcp;
@@ -45,7 +46,7 @@ pub mod tls;
 pub mod udp;
 
 pub use coilwork_core::ServerError;
-pub use handle::ServerHandle;
+pub use coilwork_driver::ServerHandle;
 #[cfg(all(unix, feature = "serial"))]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};

@@ -3,283 +3,46 @@
 //! The port is opened and set up with termios (through `rustix`: raw mode,
 //! baud rate, data bits, parity, stop bits, no flow control, exclusive
 //! access), and its file descriptor is driven by [`async_io::Async`], so the
-//! server runs under async-std, smol or any `block_on`.
-//!
-//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
-//! the session knows the line's RTU silences (t3.5) and its deadlines; this
-//! adapter reads, sets an `async-io` timer and writes as [`Session::poll`]
-//! says. With `auto_open`, a port
-//! that cannot be opened, or that fails while serving, is opened again after
+//! server runs under async-std, smol or any `block_on`. The server type and
+//! its loop are `coilwork-driver`'s. With `auto_open`, a port that cannot be
+//! opened, or that fails while serving, is opened again after
 //! `reconnect_delay`.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
-use async_io::{Async, Timer};
-use coilwork_core::{Engine, Input, Output, Session, SessionConfig};
-use futures_lite::future;
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use crate::ServerHandle;
+use crate::rt::{AsyncIo, Io};
+use async_io::Async;
+use coilwork_core::Engine;
+use coilwork_driver::{LineOf, SerialAdapter};
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
-use tracing::{debug, warn};
+use std::sync::Arc;
+use tracing::warn;
 
 /// An open serial port, driven by the async-io reactor.
 pub type SerialPort = Async<File>;
 
 pub use coilwork_core::Parity;
+pub use coilwork_driver::SerialStats;
 
 /// Settings of a [`SerialServer`] (the core's, shared by every adapter).
 pub use coilwork_core::options::SerialServerConfig;
 
-/// Counters of a [`SerialServer`].
-#[derive(Debug, Default)]
-pub struct SerialStats {
-    opened: AtomicU64,
-    open_failures: AtomicU64,
-    line_errors: AtomicU64,
-}
+/// A Modbus server on one serial line, for any executor (the driver's
+/// server type on async-io).
+pub type SerialServer = coilwork_driver::SerialServer<AsyncIo>;
 
-impl SerialStats {
-    /// Times the port was opened.
-    pub fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
-    }
-    /// Failed open attempts.
-    pub fn open_failures(&self) -> u64 {
-        self.open_failures.load(Ordering::Relaxed)
-    }
-    /// Times an open line failed while serving.
-    pub fn line_errors(&self) -> u64 {
-        self.line_errors.load(Ordering::Relaxed)
+impl SerialAdapter for AsyncIo {
+    type Port = Io<SerialPort>;
+    fn open_port(config: &SerialServerConfig) -> std::io::Result<Io<SerialPort>> {
+        open_port(config).map(Io)
     }
 }
 
-/// A Modbus server on one serial line.
-#[derive(Debug)]
-pub struct SerialServer {
-    engine: Arc<Engine>,
-    config: SerialServerConfig,
-    opened: Mutex<Option<SerialPort>>,
-    serving: AtomicBool,
-    handle: ServerHandle,
-    stats: Arc<SerialStats>,
-}
-
-impl SerialServer {
-    /// A server for `engine`; the port is opened by [`SerialServer::serve_forever`].
-    pub fn new(engine: Arc<Engine>, config: SerialServerConfig) -> Self {
-        Self {
-            engine,
-            config,
-            opened: Mutex::new(None),
-            serving: AtomicBool::new(false),
-            handle: ServerHandle::new(),
-            stats: Arc::new(SerialStats::default()),
-        }
-    }
-
-    /// Opens the port now (the serial counterpart of `bind`), so a bad path
-    /// is reported before serving; [`SerialServer::serve_forever`] then
-    /// serves this port first.
-    pub fn open(&self) -> Result<(), ServerError> {
-        let line = open_port(&self.config).map_err(|source| {
-            self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
-            ServerError::SerialOpen {
-                port: self.config.port.clone(),
-                source,
-            }
-        })?;
-        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(line);
-        Ok(())
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &SerialServerConfig {
-        &self.config
-    }
-
-    /// A handle to stop this server from anywhere.
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> &Arc<SerialStats> {
-        &self.stats
-    }
-
-    /// Stops and waits until `serve_forever` has returned.
-    pub async fn shutdown(&self) {
-        self.handle.stop();
-        if self.serving.load(Ordering::Acquire) {
-            self.handle.stopped().await;
-        } else {
-            self.handle.mark_stopped();
-        }
-    }
-
-    /// Opens the port and serves until stopped. Without `auto_open`, an open
-    /// or line failure is returned; with it, the port is opened again after
-    /// `reconnect_delay`.
-    pub async fn serve_forever(&self) -> Result<(), ServerError> {
-        if self.serving.swap(true, Ordering::AcqRel) {
-            return Err(ServerError::AlreadyServing);
-        }
-        let result = self.run().await;
-        self.handle.mark_stopped();
-        result
-    }
-
-    async fn run(&self) -> Result<(), ServerError> {
-        let stop = self.handle.stop_signal();
-        let mut warned = false;
-        loop {
-            if stop.is_raised() {
-                return Ok(());
-            }
-            let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
-            match opened.map_or_else(|| open_port(&self.config), Ok) {
-                Ok(line) => {
-                    warned = false;
-                    self.stats.opened.fetch_add(1, Ordering::Relaxed);
-                    debug!(port = %self.config.port, "serial port opened");
-                    match self.serve_line(line).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) if self.config.auto_open => {
-                            warn!(port = %self.config.port, error = %e, "serial line failed; reopening");
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(source) => {
-                    self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
-                    if !self.config.auto_open {
-                        return Err(ServerError::SerialOpen {
-                            port: self.config.port.clone(),
-                            source,
-                        });
-                    }
-                    if !warned {
-                        warn!(port = %self.config.port, error = %source, "cannot open serial port; retrying");
-                        warned = true;
-                    }
-                }
-            }
-            let stopped = future::or(
-                async {
-                    stop.raised().await;
-                    true
-                },
-                async {
-                    Timer::after(self.config.reconnect_delay).await;
-                    false
-                },
-            )
-            .await;
-            if stopped {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Serves one already-open line (a serial port, a pty, any byte pipe)
-    /// until stopped (`Ok`) or until the line fails or closes (`Err`).
-    pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin>(&self, mut line: S) -> Result<(), ServerError> {
-        let c = &self.config;
-        let shared = SessionConfig {
-            local_echo: c.local_echo,
-            max_buffered: c.max_buffered,
-            ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
-        };
-        let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
-        // Taken once: the stop signal is one-shot, so it stays valid while the line is served.
-        let Some(mut stop_l) = self.handle.stop_signal().listener() else {
-            return Ok(());
-        };
-        // Once raised, the one-shot listener is not awaited again.
-        let stop_raised = || self.handle.stop_signal().is_raised();
-        let mut timer = Timer::never();
-        // One buffer per line, reused for every read.
-        let mut buf = vec![0u8; 512];
-        enum Event {
-            Stop,
-            Read(std::io::Result<usize>),
-            Timeout,
-        }
-        loop {
-            let now = Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    let n = out.len();
-                    let write = async {
-                        line.write_all(out).await?;
-                        line.flush().await?;
-                        Ok::<bool, std::io::Error>(true)
-                    };
-                    let given_up = async {
-                        if !stop_raised() {
-                            (&mut stop_l).await;
-                        }
-                        Timer::after(c.shutdown_timeout).await;
-                        Ok(false)
-                    };
-                    if !future::or(write, given_up).await? {
-                        warn!(port = %c.port, "the line took no answer within the shutdown timeout; letting it go");
-                        return Ok(());
-                    }
-                    session.handle(Instant::now(), Input::Sent(n));
-                }
-                Output::Pause(until) => {
-                    if !stop_raised() {
-                        future::or(async { (&mut stop_l).await }, async {
-                            Timer::at(until).await;
-                        })
-                        .await;
-                    }
-                    if stop_raised() {
-                        session.handle(Instant::now(), Input::Stop);
-                    }
-                }
-                Output::Wait(deadline) => {
-                    if let Some(d) = deadline {
-                        timer.set_at(d);
-                    }
-                    let event = future::or(
-                        async {
-                            (&mut stop_l).await;
-                            Event::Stop
-                        },
-                        future::or(async { Event::Read(line.read(&mut buf).await) }, async {
-                            if deadline.is_some() {
-                                (&mut timer).await;
-                                Event::Timeout
-                            } else {
-                                future::pending().await
-                            }
-                        }),
-                    )
-                    .await;
-                    let input = match event {
-                        Event::Stop => Input::Stop,
-                        Event::Timeout => Input::Timeout,
-                        Event::Read(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Event::Read(Ok(0)) => return Err(self.line_failed(std::io::ErrorKind::UnexpectedEof.into())),
-                        Event::Read(Ok(n)) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
-                        Event::Read(Err(e)) => return Err(self.line_failed(e)),
-                    };
-                    session.handle(Instant::now(), input);
-                }
-                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
-                Output::ReleaseBuffers => {}
-                Output::ReadQueued | Output::Close(_) => return Ok(()),
-            }
-        }
-    }
-
-    fn line_failed(&self, e: std::io::Error) -> ServerError {
-        self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
-        e.into()
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> LineOf<S> for AsyncIo {
+    type Line = Io<S>;
+    fn line(stream: S) -> Io<S> {
+        Io(stream)
     }
 }
 

@@ -122,7 +122,8 @@ macro_rules! stop_handle {
     )*};
 }
 
-stop_handle!(coilwork_tokio, coilwork_async_std, coilwork_blocking);
+// coilwork_async_std::ServerHandle is the same type as tokio's (coilwork-driver's).
+stop_handle!(coilwork_tokio, coilwork_blocking);
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()

@@ -39,6 +39,13 @@
 //! late [`Input::Timeout`] acts on every deadline passed by its `now`. While
 //! answers are pending (a hook's pause) no deadline cuts them.
 //!
+//! Where this loop lives: the async adapters (tokio, async-std/smol) do not
+//! write it themselves; `coilwork-driver` runs it once for both (the accept
+//! loop, each connection, UDP and serial), generic over a small seam of
+//! streams, timers and task sets that each adapter implements.
+//! `coilwork-blocking` runs it on threads. A new adapter for another async
+//! runtime implements `coilwork_driver::seam` and binds sockets; nothing more.
+//!
 //! Three kinds ([`SessionKind`]): a byte stream (TCP, TLS, RTU/ASCII over
 //! TCP) closes on a fatal frame error, a partial-frame or idle timeout; a
 //! serial line never closes itself (a bad frame is dropped, RTU's t3.5

@@ -1,9 +1,10 @@
 //! # coilwork-tokio: Modbus servers on the tokio runtime
 //!
-//! This crate only moves bytes and time: it reads from sockets, feeds a
-//! [`coilwork_core::Session`] with the current time, and does what it says
-//! (write, wait, close). Every protocol and lifecycle decision lives in
-//! `coilwork-core` (see the adapter contract in [`coilwork_core::session`]).
+//! This crate binds sockets, opens serial ports and runs TLS handshakes;
+//! the loops that move bytes and time between them and a
+//! [`coilwork_core::Session`] are `coilwork-driver`'s, run on tokio (spawned
+//! connection tasks, tokio timers). Every protocol and lifecycle decision
+//! lives in `coilwork-core` (see the adapter contract in [`coilwork_core::session`]).
 //!
 //! - [`TcpServer`]: Modbus/TCP (MBAP, or RTU / ASCII framing over TCP), one
 //!   task per connection, pipelined requests answered in one write.
@@ -19,7 +20,7 @@
 //! mirror pymodbus's `StartAsyncTcpServer` / `ServerAsyncStop`.
 #![forbid(unsafe_code)]
 
-mod handle;
+mod rt;
 #[cfg(feature = "serial")]
 pub mod serial;
 pub mod tcp;
@@ -28,7 +29,7 @@ pub mod tls;
 pub mod udp;
 
 pub use coilwork_core::ServerError;
-pub use handle::ServerHandle;
+pub use coilwork_driver::ServerHandle;
 #[cfg(feature = "serial")]
 pub use serial::{Parity, SerialServer, SerialServerConfig, SerialStats, start_serial_server};
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server};

@@ -1,170 +1,32 @@
 //! Modbus RTU / ASCII server on a serial line (feature `serial`).
 //!
-//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
-//! the session knows the line's RTU silences (t3.5) and its deadlines; this
-//! adapter reads, sleeps and writes as [`Session::poll`] says. With `auto_open`, a port that cannot be
+//! The server type and its loop are `coilwork-driver`'s; this module opens
+//! the port with tokio-serial. With `auto_open`, a port that cannot be
 //! opened, or that fails while serving, is opened again after
 //! `reconnect_delay`.
 
-use crate::ServerError;
-use crate::handle::{ServerHandle, pause_unless_stopped};
-use coilwork_core::{Engine, Input, Output, Session, SessionConfig};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use crate::ServerHandle;
+use crate::rt::{Io, Tokio};
+use coilwork_core::Engine;
+use coilwork_driver::{LineOf, SerialAdapter};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::warn;
 
 pub use coilwork_core::Parity;
+pub use coilwork_driver::SerialStats;
 
 /// Settings of a [`SerialServer`] (the core's, shared by every adapter).
 pub use coilwork_core::options::SerialServerConfig;
 
-/// Counters of a [`SerialServer`].
-#[derive(Debug, Default)]
-pub struct SerialStats {
-    opened: AtomicU64,
-    open_failures: AtomicU64,
-    line_errors: AtomicU64,
-}
+/// A Modbus server on one serial line, on tokio (the driver's server type).
+pub type SerialServer = coilwork_driver::SerialServer<Tokio>;
 
-impl SerialStats {
-    /// Times the port was opened.
-    pub fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
-    }
-    /// Failed open attempts.
-    pub fn open_failures(&self) -> u64 {
-        self.open_failures.load(Ordering::Relaxed)
-    }
-    /// Times an open line failed while serving.
-    pub fn line_errors(&self) -> u64 {
-        self.line_errors.load(Ordering::Relaxed)
-    }
-}
+impl SerialAdapter for Tokio {
+    type Port = Io<tokio_serial::SerialStream>;
 
-/// A Modbus server on one serial line.
-#[derive(Debug)]
-pub struct SerialServer {
-    engine: Arc<Engine>,
-    config: SerialServerConfig,
-    opened: Mutex<Option<tokio_serial::SerialStream>>,
-    serving: AtomicBool,
-    handle: ServerHandle,
-    stats: Arc<SerialStats>,
-}
-
-impl SerialServer {
-    /// A server for `engine`; the port is opened by [`SerialServer::serve_forever`].
-    pub fn new(engine: Arc<Engine>, config: SerialServerConfig) -> Self {
-        Self {
-            engine,
-            config,
-            opened: Mutex::new(None),
-            serving: AtomicBool::new(false),
-            handle: ServerHandle::new(),
-            stats: Arc::new(SerialStats::default()),
-        }
-    }
-
-    /// Opens the port now (the serial counterpart of `bind`), so a bad path
-    /// is reported before serving; [`SerialServer::serve_forever`] then
-    /// serves this port first. Must be called within a tokio runtime.
-    pub fn open(&self) -> Result<(), ServerError> {
-        let line = self.open_port().map_err(|source| {
-            self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
-            ServerError::SerialOpen {
-                port: self.config.port.clone(),
-                source,
-            }
-        })?;
-        *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(line);
-        Ok(())
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &SerialServerConfig {
-        &self.config
-    }
-
-    /// A handle to stop this server from anywhere.
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> &Arc<SerialStats> {
-        &self.stats
-    }
-
-    /// Stops and waits until `serve_forever` has returned.
-    pub async fn shutdown(&self) {
-        self.handle.stop();
-        if self.serving.load(Ordering::Acquire) {
-            self.handle.stopped().await;
-        } else {
-            self.handle.mark_stopped();
-        }
-    }
-
-    /// Opens the port and serves until stopped. Without `auto_open`, an open
-    /// or line failure is returned; with it, the port is opened again after
-    /// `reconnect_delay`.
-    pub async fn serve_forever(&self) -> Result<(), ServerError> {
-        if self.serving.swap(true, Ordering::AcqRel) {
-            return Err(ServerError::AlreadyServing);
-        }
-        let result = self.run().await;
-        self.handle.mark_stopped();
-        result
-    }
-
-    async fn run(&self) -> Result<(), ServerError> {
-        let stop = self.handle.token().clone();
-        let mut warned = false;
-        loop {
-            if stop.is_cancelled() {
-                return Ok(());
-            }
-            let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
-            match opened.map_or_else(|| self.open_port(), Ok) {
-                Ok(line) => {
-                    warned = false;
-                    self.stats.opened.fetch_add(1, Ordering::Relaxed);
-                    debug!(port = %self.config.port, "serial port opened");
-                    match self.serve_line(line).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) if self.config.auto_open => {
-                            warn!(port = %self.config.port, error = %e, "serial line failed; reopening");
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(source) => {
-                    self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
-                    if !self.config.auto_open {
-                        return Err(ServerError::SerialOpen {
-                            port: self.config.port.clone(),
-                            source,
-                        });
-                    }
-                    if !warned {
-                        warn!(port = %self.config.port, error = %source, "cannot open serial port; retrying");
-                        warned = true;
-                    }
-                }
-            }
-            tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.config.reconnect_delay) => {}
-            }
-        }
-    }
-
-    fn open_port(&self) -> std::io::Result<tokio_serial::SerialStream> {
+    fn open_port(c: &SerialServerConfig) -> std::io::Result<Io<tokio_serial::SerialStream>> {
         use tokio_serial::SerialPortBuilderExt;
-        let c = &self.config;
         let data_bits = match c.data_bits {
             5 => tokio_serial::DataBits::Five,
             6 => tokio_serial::DataBits::Six,
@@ -187,93 +49,15 @@ impl SerialServer {
             .stop_bits(stop_bits)
             .flow_control(tokio_serial::FlowControl::None)
             .open_native_async()
+            .map(Io)
             .map_err(std::io::Error::from)
     }
+}
 
-    /// Serves one already-open line (a serial port, a pty, any byte pipe)
-    /// until stopped (`Ok`) or until the line fails or closes (`Err`).
-    pub async fn serve_line<S: AsyncRead + AsyncWrite + Unpin>(&self, mut line: S) -> Result<(), ServerError> {
-        let c = &self.config;
-        let shared = SessionConfig {
-            local_echo: c.local_echo,
-            max_buffered: c.max_buffered,
-            ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
-        };
-        let mut session = Session::new(Arc::new(shared), std::time::Instant::now(), 0, None, None);
-        let stop = self.handle.token().clone();
-        // One buffer per line, reused for every read.
-        let mut buf = vec![0u8; 512];
-        loop {
-            let now = std::time::Instant::now();
-            match session.poll(now) {
-                Output::Transmit(out) => {
-                    let n = out.len();
-                    if !self.write(&mut line, out, &stop).await? {
-                        return Ok(());
-                    }
-                    session.handle(std::time::Instant::now(), Input::Sent(n));
-                }
-                Output::Pause(until) => {
-                    pause_unless_stopped(until.saturating_duration_since(now), &stop).await;
-                    if stop.is_cancelled() {
-                        session.handle(std::time::Instant::now(), Input::Stop);
-                    }
-                }
-                Output::Wait(deadline) => {
-                    let timer = async move {
-                        match deadline {
-                            Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let input = tokio::select! {
-                        biased;
-                        () = stop.cancelled() => Input::Stop,
-                        read = line.read(&mut buf) => match read {
-                            Ok(0) => return Err(self.line_failed(std::io::ErrorKind::UnexpectedEof.into())),
-                            Ok(n) => Input::Bytes(buf.get(..n).unwrap_or(&[])),
-                            Err(e) => return Err(self.line_failed(e)),
-                        },
-                        () = timer => Input::Timeout,
-                    };
-                    session.handle(std::time::Instant::now(), input);
-                }
-                Output::Discarded => debug!(port = %c.port, "serial input discarded"),
-                Output::ReleaseBuffers => {}
-                Output::ReadQueued | Output::Close(_) => return Ok(()),
-            }
-        }
-    }
-
-    /// Writes one piece of an answer; once stopped, the line gets at most
-    /// `shutdown_timeout` to take it (false: given up).
-    async fn write<S: AsyncWrite + Unpin>(
-        &self,
-        line: &mut S,
-        out: &[u8],
-        stop: &CancellationToken,
-    ) -> Result<bool, ServerError> {
-        let write = async {
-            line.write_all(out).await?;
-            line.flush().await
-        };
-        let given_up = async {
-            stop.cancelled().await;
-            tokio::time::sleep(self.config.shutdown_timeout).await;
-        };
-        tokio::select! {
-            biased;
-            written = write => written.map(|()| true).map_err(ServerError::from),
-            () = given_up => {
-                warn!(port = %self.config.port, "the line took no answer within the shutdown timeout; letting it go");
-                Ok(false)
-            }
-        }
-    }
-
-    fn line_failed(&self, e: std::io::Error) -> ServerError {
-        self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
-        e.into()
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> LineOf<S> for Tokio {
+    type Line = Io<S>;
+    fn line(stream: S) -> Io<S> {
+        Io(stream)
     }
 }
 

@@ -23,105 +23,76 @@
 //! with the async-std and blocking adapters, and are re-exported here.
 
 use crate::ServerError;
-use crate::handle::ServerHandle;
-use crate::tcp::{ConnStream, TcpServer, TcpServerConfig, TcpStats, Upgrade};
+use crate::ServerHandle;
+use crate::rt::{Tcp, Tokio, tokio_io};
 use coilwork_core::{Engine, Transport};
+use coilwork_driver::tls::{TlsAdapter, handshake};
+use coilwork_driver::{ByteStream, Upgrade};
 use std::future::Future;
-use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::io::{self, ErrorKind, Read};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::io::AsyncBufRead;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tracing::{debug, warn};
+use tracing::warn;
 
+pub use coilwork_driver::tls::TlsServerConfig;
 pub use coilwork_tls::{
     MBAPS_PORT, TlsClientAuth, TlsConfig, TlsError, load_ca_roots, load_certificates, load_private_key,
 };
 
-/// Settings of a [`TlsServer`]: those of a [`TcpServer`] plus the handshake
-/// timeout. `Default` listens on `127.0.0.1:802`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsServerConfig {
-    /// Socket, limits and timeouts, as for TCP.
-    pub tcp: TcpServerConfig,
-    /// Close a connection whose TLS handshake has not finished within this
-    /// long (default 10 s).
-    pub handshake_timeout: Duration,
-}
-
-impl Default for TlsServerConfig {
-    fn default() -> Self {
-        Self {
-            tcp: TcpServerConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), MBAPS_PORT)),
-            handshake_timeout: coilwork_tls::DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-impl TlsServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        let mut config = Self::default();
-        config.tcp.address = address;
-        config
-    }
-}
+/// A Modbus/TCP Security server over an [`Engine`], on tokio (the driver's
+/// server type). [`TlsServer::new`] does not bind: [`TlsServer::bind`] or
+/// [`TlsServer::serve_forever`] does.
+pub type TlsServer = coilwork_driver::tls::TlsServer<Tokio>;
 
 /// The TLS handshake and role check, run on each accepted connection.
-struct TlsUpgrade {
+pub struct TlsUpgrade {
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
 }
 
-impl Upgrade for TlsUpgrade {
-    type Stream = TlsStream<TcpStream>;
-    const TRANSPORT: Transport = Transport::Tls;
-    const NAME: &'static str = "modbus tls";
-
-    fn upgrade(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Option<(Self::Stream, Option<String>)>> + Send {
-        let accept = self.acceptor.accept(stream);
-        let limit = self.handshake_timeout;
-        async move {
-            let tls = match tokio::time::timeout(limit, accept).await {
-                Err(_) => {
-                    debug!(%peer, "refused: TLS handshake timed out");
-                    return None;
-                }
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "refused: TLS handshake failed");
-                    return None;
-                }
-                Ok(Ok(tls)) => tls,
-            };
-            let role = coilwork_tls::session_role(tls.get_ref().1, peer)?;
-            Some((tls, role))
+impl TlsAdapter for Tokio {
+    type Upgrade = TlsUpgrade;
+    fn tls_upgrade(tls: &TlsConfig, handshake_timeout: Duration) -> TlsUpgrade {
+        TlsUpgrade {
+            acceptor: TlsAcceptor::from(Arc::clone(tls.rustls())),
+            handshake_timeout,
         }
     }
 }
 
-impl ConnStream for TlsStream<TcpStream> {
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+impl Upgrade<Tcp> for TlsUpgrade {
+    type Stream = Tls;
+    const TRANSPORT: Transport = Transport::Tls;
+    const NAME: &'static str = "modbus tls";
+
+    fn upgrade(&self, stream: Tcp, peer: SocketAddr) -> impl Future<Output = Option<(Tls, Option<String>)>> + Send {
+        let accept = self.acceptor.accept(stream.0);
+        let up = handshake::<Tokio, _, _>(accept, self.handshake_timeout, peer, |s| s.get_ref().1);
+        async move { up.await.map(|(s, role)| (Tls(s), role)) }
+    }
+}
+
+/// A TLS connection after its handshake.
+pub struct Tls(TlsStream<TcpStream>);
+
+impl ByteStream for Tls {
+    tokio_io!();
+
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Plaintext, end of stream or an error is ready once rustls has it;
         // it stays buffered in rustls for the read that follows.
-        Pin::new(&mut *self).poll_fill_buf(cx).map_ok(|_| ())
+        Pin::new(&mut self.0).poll_fill_buf(cx).map_ok(|_| ())
     }
 
-    fn has_input(&mut self) -> std::io::Result<()> {
-        // `poll_readable` is ready only once rustls holds plaintext or the end.
-        Ok(())
-    }
-
-    fn read_received(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let (tcp, tls) = self.get_mut();
+    fn read_received(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (tcp, tls) = self.0.get_mut();
         // Bounded: plaintext already decrypted, then a few socket reads.
         for _ in 0..8 {
             match tls.reader().read(buf) {
@@ -136,88 +107,9 @@ impl ConnStream for TlsStream<TcpStream> {
             if tls.read_tls(&mut raw)? == 0 {
                 return Ok(0);
             }
-            tls.process_new_packets().map_err(std::io::Error::other)?;
+            tls.process_new_packets().map_err(io::Error::other)?;
         }
         Err(ErrorKind::WouldBlock.into())
-    }
-}
-
-/// A Modbus/TCP Security server over an [`Engine`].
-///
-/// [`TlsServer::new`] does not bind: [`TlsServer::bind`] or
-/// [`TlsServer::serve_forever`] does.
-#[derive(Debug)]
-pub struct TlsServer {
-    tcp: TcpServer,
-    tls: TlsConfig,
-    handshake_timeout: Duration,
-}
-
-impl TlsServer {
-    /// A server for `engine`; nothing is bound yet.
-    pub fn new(engine: Arc<Engine>, config: TlsServerConfig, tls: TlsConfig) -> Self {
-        Self {
-            tcp: TcpServer::new(engine, config.tcp),
-            tls,
-            handshake_timeout: config.handshake_timeout,
-        }
-    }
-
-    /// Binds and listens now (idempotent); returns the address bound (useful with port 0).
-    pub fn bind(&self) -> Result<SocketAddr, ServerError> {
-        self.tcp.bind()
-    }
-
-    /// The bound address, once bound.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.tcp.local_addr()
-    }
-
-    /// A handle to stop this server from anywhere.
-    pub fn handle(&self) -> ServerHandle {
-        self.tcp.handle()
-    }
-
-    /// The counters (TLS refusals in [`TcpStats::handshake_failures`]).
-    pub fn stats(&self) -> &Arc<TcpStats> {
-        self.tcp.stats()
-    }
-
-    /// The socket and connection settings.
-    pub fn config(&self) -> &TcpServerConfig {
-        self.tcp.config()
-    }
-
-    /// The TLS configuration.
-    pub fn tls_config(&self) -> &TlsConfig {
-        &self.tls
-    }
-
-    /// The engine served.
-    pub fn engine(&self) -> &Arc<Engine> {
-        self.tcp.engine()
-    }
-
-    /// Binds if needed and serves until stopped; returns once every
-    /// connection is closed (at once, with `Ok`, if a stop came first).
-    pub async fn serve_forever(&self) -> Result<(), ServerError> {
-        self.tls.warn_if_server_only();
-        let upgrade = TlsUpgrade {
-            acceptor: TlsAcceptor::from(Arc::clone(self.tls.rustls())),
-            handshake_timeout: self.handshake_timeout,
-        };
-        self.tcp.serve_with(Arc::new(upgrade)).await
-    }
-
-    /// Graceful stop: stops accepting, answers requests already received,
-    /// closes the connections, and returns once `serve_forever` has returned.
-    pub async fn shutdown(&self) {
-        self.tcp.shutdown().await;
-    }
-
-    /// Stops the server and releases the listening socket if it is not serving yet.
-    pub fn server_close(&self) {
-        self.tcp.server_close();
     }
 }
 

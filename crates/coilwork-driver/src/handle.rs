@@ -1,6 +1,11 @@
-//! The stop switch of a running server, and the one-shot signal it is made of.
+//! The stop switch of a running server, and the one-shot signal it is made
+//! of: runtime-neutral (an `event_listener` event), so one type serves every
+//! adapter, its tasks and plain threads alike.
 
+use crate::seam::Stop;
+use crate::server::Handle;
 use event_listener::{Event, EventListener, Listener};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -8,20 +13,20 @@ use std::time::Duration;
 
 /// A one-shot flag that futures and threads can wait on (never reset).
 #[derive(Debug, Default)]
-pub(crate) struct Signal {
+struct Signal {
     set: AtomicBool,
     event: Event,
 }
 
 impl Signal {
     /// Raises the flag and wakes every waiter.
-    pub(crate) fn raise(&self) {
+    fn raise(&self) {
         self.set.store(true, Ordering::SeqCst);
         self.event.notify(usize::MAX);
     }
 
     /// True once raised.
-    pub(crate) fn is_raised(&self) -> bool {
+    fn is_raised(&self) -> bool {
         self.set.load(Ordering::SeqCst)
     }
 
@@ -29,7 +34,7 @@ impl Signal {
     ///
     /// Because the flag is never lowered, one listener taken early stays
     /// valid for the whole life of a connection (no allocation per wait).
-    pub(crate) fn listener(&self) -> Option<EventListener> {
+    fn listener(&self) -> Option<EventListener> {
         if self.is_raised() {
             return None;
         }
@@ -38,14 +43,14 @@ impl Signal {
     }
 
     /// Waits until raised.
-    pub(crate) async fn raised(&self) {
+    async fn raised(&self) {
         while let Some(l) = self.listener() {
             l.await;
         }
     }
 
     /// Blocks the calling thread until raised or `timeout` passed; true if raised.
-    pub(crate) fn wait_blocking(&self, timeout: Option<Duration>) -> bool {
+    fn wait_blocking(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         while let Some(l) = self.listener() {
             match deadline {
@@ -139,16 +144,42 @@ impl ServerHandle {
         self.inner.addr.get().copied()
     }
 
-    pub(crate) fn stop_signal(&self) -> &Signal {
-        &self.inner.stop
-    }
-
-    pub(crate) fn set_local_addr(&self, addr: SocketAddr) {
+    /// Records the address bound (done by the server).
+    pub fn set_local_addr(&self, addr: SocketAddr) {
         let _ = self.inner.addr.set(addr);
     }
 
-    pub(crate) fn mark_stopped(&self) {
+    /// Marks the server stopped, waking every waiter (done by the server
+    /// when it returns).
+    pub fn mark_stopped(&self) {
         self.inner.done.raise();
+    }
+}
+
+impl Stop for ServerHandle {
+    fn is_raised(&self) -> bool {
+        self.is_stopping()
+    }
+    fn raised(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.inner.stop.raised()
+    }
+}
+
+impl Handle for ServerHandle {
+    fn stop(&self) {
+        ServerHandle::stop(self);
+    }
+    fn stopped(&self) -> impl Future<Output = ()> + Send + '_ {
+        ServerHandle::stopped(self)
+    }
+    fn set_local_addr(&self, addr: SocketAddr) {
+        ServerHandle::set_local_addr(self, addr);
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        ServerHandle::local_addr(self)
+    }
+    fn mark_stopped(&self) {
+        ServerHandle::mark_stopped(self);
     }
 }
 
