@@ -225,7 +225,9 @@ async fn ceiling_connection(mut stream: smol::net::TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(n) => filled += n,
         }
-        let Some(used) = ceiling_stream(inp.get(..filled).unwrap_or(&[]), &mut out) else { return };
+        let Some(used) = ceiling_stream(inp.get(..filled).unwrap_or(&[]), &mut out) else {
+            return;
+        };
         inp.copy_within(used..filled, 0);
         filled -= used;
         if !out.is_empty() {
