@@ -99,8 +99,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Sends one request through the router: never a panic, a hang or a 5xx,
 /// except 500 from `POST /api/server/restart` when the Modbus port cannot be
-/// bound again (documented in the OpenAPI description); an API error is a
-/// JSON object with an `error` text.
+/// bound again (the API's one 5xx, `server_restart` in the simulator's
+/// `http/mod.rs`; the OpenAPI description covers it as the default `Error`
+/// answer); an API error is a JSON object with an `error` text.
 pub fn fuzz_sim_http(data: &[u8]) {
     let Some(request) = parse_request(data) else { return };
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());

@@ -128,7 +128,7 @@ pub fn check_write(f: &[u8], unit: u8, addr: u16, qty: u16) -> Result<(), Bad> {
 /// Value the shared load generator's setup phase writes in coil `addr`.
 #[inline]
 pub fn coil_pattern(addr: u16) -> bool {
-    (addr % 3 == 0) != (addr % 7 == 0)
+    addr.is_multiple_of(3) != addr.is_multiple_of(7)
 }
 
 /// Answers every complete MBAP frame at the front of a TCP stream's buffered
