@@ -4,7 +4,11 @@
 # `coilwork-bench-server --adapter ...`, the Python package's server =
 # benches/python_server.py, plain and with a Python setValues override; `coilwork simulate` on the
 # issue-16 register map = benches/simulate_server.sh) beside the peer servers (pymodbus,
-# tokio-modbus, libmodbus) and the no-work ceiling servers, in one run of
+# tokio-modbus, libmodbus) and the no-work ceiling servers (plus
+# smol-ceiling = `coilwork-bench-server --adapter smol-ceiling`, the no-work
+# ceiling on smol: coilwork-smol / smol-ceiling is what coilwork costs over
+# smol itself; named so that the harness does not take it for one of its
+# reference ceilings), in one run of
 # the shared harness (../shared/bench, copied to a scratch directory so its
 # build products stay out of shared/).
 #
@@ -47,6 +51,7 @@ default_extra="coilwork-tokio | $coilwork serve --address 127.0.0.1:{PORT}
 coilwork-smol | $bench --adapter smol --address 127.0.0.1:{PORT}
 coilwork-async-std | $bench --adapter async-std --address 127.0.0.1:{PORT}
 coilwork-blocking | $bench --adapter blocking --address 127.0.0.1:{PORT}
+smol-ceiling | $bench --adapter smol-ceiling --address 127.0.0.1:{PORT}
 coilwork-python | $pyserver {PORT}
 coilwork-python-setvalues | $pyserver {PORT} --setvalues
 coilwork-simulate | bash $root/benches/simulate_server.sh {PORT} $coilwork"

@@ -6,6 +6,7 @@
 //! the same frames and that every answer is well formed.
 
 pub mod policy;
+pub mod sim;
 
 use coilwork_core::frame::{Decoded, PduLength, ascii, checksum, mbap, rtu};
 use coilwork_core::frame::{MAX_ASCII_ADU, MAX_MBAP_ADU, MAX_RTU_ADU};

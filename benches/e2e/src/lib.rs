@@ -125,9 +125,33 @@ pub fn check_write(f: &[u8], unit: u8, addr: u16, qty: u16) -> Result<(), Bad> {
     Ok(())
 }
 
-/// The UDP ceiling's answer to one datagram, from the canned pattern with no
-/// Modbus work: FC3 registers, FC16 echo, exception 01 for anything else.
-/// Returns false (no answer) for a datagram that is not one MBAP frame.
+/// Value the shared load generator's setup phase writes in coil `addr`.
+#[inline]
+pub fn coil_pattern(addr: u16) -> bool {
+    addr.is_multiple_of(3) != addr.is_multiple_of(7)
+}
+
+/// Answers every complete MBAP frame at the front of a TCP stream's buffered
+/// bytes with [`ceiling_answer`] (the TCP ceilings' framing, no Modbus work).
+/// Returns the bytes used, or `None` when a length field is out of 2..=254
+/// (the stream lost framing: close it).
+pub fn ceiling_stream(inp: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let mut used = 0;
+    while let Some(rest) = inp.get(used..).filter(|r| r.len() >= 7) {
+        let len = be16(rest, 4) as usize;
+        if !(2..=254).contains(&len) {
+            return None;
+        }
+        let Some(frame) = rest.get(..6 + len) else { break };
+        ceiling_answer(frame, out);
+        used += frame.len();
+    }
+    Some(used)
+}
+
+/// The ceilings' answer to one MBAP frame, from the canned pattern with no
+/// Modbus work: FC3 registers, FC1 coils, FC16/FC15 echo, exception 01 for
+/// anything else. Returns false (no answer) for bytes that are not one MBAP frame.
 pub fn ceiling_answer(f: &[u8], out: &mut Vec<u8>) -> bool {
     if f.len() < 8 || be16(f, 4) as usize != f.len() - 6 {
         return false;
@@ -143,7 +167,21 @@ pub fn ceiling_answer(f: &[u8], out: &mut Vec<u8>) -> bool {
                 out.extend_from_slice(&reg_pattern(addr.wrapping_add(a)).to_be_bytes());
             }
         }
-        16 if f.len() >= 12 => {
+        1 if f.len() == 12 && (1..=2000).contains(&be16(f, 10)) => {
+            let (addr, qty) = (be16(f, 8), be16(f, 10));
+            let bytes = qty.div_ceil(8);
+            out.extend_from_slice(head);
+            out.extend_from_slice(&(3 + bytes).to_be_bytes());
+            out.extend_from_slice(&[unit, 1, bytes as u8]);
+            let start = out.len();
+            out.resize(start + usize::from(bytes), 0);
+            for j in 0..qty {
+                if coil_pattern(addr.wrapping_add(j)) {
+                    out[start + usize::from(j / 8)] |= 1 << (j % 8);
+                }
+            }
+        }
+        15 | 16 if f.len() >= 12 => {
             out.extend_from_slice(head);
             out.extend_from_slice(&[0, 6]);
             out.extend_from_slice(&f[6..12]);
@@ -178,5 +216,33 @@ mod tests {
         assert_eq!(out, [0, 8, 0, 0, 0, 6, 1, 16, 0, 5, 0, 3]);
         assert_eq!(check_write(&out, 1, 5, 3), Ok(()));
         assert_eq!(check_write(&out, 1, 5, 4), Err(Bad::Length));
+    }
+
+    #[test]
+    fn the_stream_framer_answers_whole_frames_and_keeps_the_rest() {
+        let mut req = Vec::new();
+        encode_read(&mut req, 1, 1, 0, 2);
+        encode_write_pattern(&mut req, 2, 1, 9, 1);
+        encode_read(&mut req, 3, 1, 4, 1);
+        let cut = req.len() - 3;
+        let mut out = Vec::new();
+        assert_eq!(ceiling_stream(&req[..cut], &mut out), Some(12 + 15));
+        assert_eq!(out.len(), 13 + 12);
+        assert_eq!(check_read(&out[..13], 1, 0, 2), Ok(()));
+        assert_eq!(check_write(&out[13..], 1, 9, 1), Ok(()));
+        out.clear();
+        assert_eq!(ceiling_stream(&req[27..], &mut out), Some(12));
+        assert_eq!(check_read(&out, 1, 4, 1), Ok(()));
+        assert_eq!(ceiling_stream(&[0, 1, 0, 0, 0, 255, 1, 3], &mut out), None);
+        assert_eq!(ceiling_stream(&[0, 1, 0, 0, 0, 1, 1], &mut out), None);
+    }
+
+    #[test]
+    fn coils_follow_the_load_generators_pattern() {
+        let req = [0, 9, 0, 0, 0, 6, 1, 1, 0, 0, 0, 10];
+        let mut out = Vec::new();
+        assert!(ceiling_answer(&req, &mut out));
+        // Of coils 0..10, 3, 6, 7 and 9 are set (0 is a multiple of both 3 and 7).
+        assert_eq!(out, [0, 9, 0, 0, 0, 5, 1, 1, 2, 0b1100_1000, 0b0000_0010]);
     }
 }

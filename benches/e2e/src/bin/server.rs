@@ -5,7 +5,8 @@
 //! holding registers and input registers, as `coilwork serve` does by
 //! default. `--udp` serves Modbus/UDP instead of Modbus/TCP, and
 //! `--adapter udp-ceiling` answers UDP datagrams from a canned image with no
-//! Modbus work (the UDP ceiling of `benches/udp.sh`).
+//! Modbus work (the UDP ceiling of `benches/udp.sh`); `--adapter smol-ceiling`
+//! does the same for TCP on smol (the smol column of `benches/e2e.sh`).
 //!
 //! ```text
 //! coilwork-bench-server --adapter blocking --address 127.0.0.1:5020
@@ -18,7 +19,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, ValueEnum};
-use coilwork_bench::{ceiling_answer, server_engine};
+use coilwork_bench::{ceiling_answer, ceiling_stream, server_engine};
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Adapter {
     Blocking,
     /// UDP only: canned answers, no Modbus work (the ceiling).
     UdpCeiling,
+    /// TCP only: canned answers, no Modbus work, on smol (the ceiling of
+    /// the smol and async-std adapters): one thread, one task per connection.
+    SmolCeiling,
 }
 
 /// Serve the bench harness's data set with one coilwork adapter.
@@ -72,6 +76,8 @@ fn run(args: &Args) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     match (args.adapter, args.udp) {
         (Adapter::UdpCeiling, _) => udp_ceiling(args.address),
+        (Adapter::SmolCeiling, false) => smol_ceiling(args.address),
+        (Adapter::SmolCeiling, true) => Err("smol-ceiling serves TCP only (the UDP ceiling: udp-ceiling)".into()),
         (Adapter::Tokio, udp) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -177,6 +183,58 @@ fn udp_ceiling(address: SocketAddr) -> Result<(), String> {
         out.clear();
         if ceiling_answer(buf.get(..n).unwrap_or(&[]), &mut out) {
             let _ = socket.send_to(&out, peer);
+        }
+    }
+}
+
+/// The smol TCP ceiling: a `LocalExecutor` on this thread, as the smol
+/// adapter's `smol::block_on` is, with one task per connection answering
+/// whole MBAP frames from the canned image and no Modbus engine. The gap
+/// between it and `--adapter smol` is coilwork's cost; the gap between it
+/// and the tokio ceiling is the runtime's.
+fn smol_ceiling(address: SocketAddr) -> Result<(), String> {
+    let listener = smol::net::TcpListener::bind(address);
+    let executor = smol::LocalExecutor::new();
+    smol::block_on(executor.run(async {
+        let listener = listener.await.map_err(|e| e.to_string())?;
+        announce("smol-ceiling tcp", listener.local_addr().map_err(|e| e.to_string())?);
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    executor.spawn(ceiling_connection(stream)).detach();
+                }
+                // Out of descriptors or a reset before accept: back off and go on.
+                Err(_) => {
+                    smol::Timer::after(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// Serves one ceiling connection until the peer closes or breaks framing.
+async fn ceiling_connection(mut stream: smol::net::TcpStream) {
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    let mut inp = vec![0u8; 4096];
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let Some(free) = inp.get_mut(filled..) else { return };
+        match stream.read(free).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => filled += n,
+        }
+        let Some(used) = ceiling_stream(inp.get(..filled).unwrap_or(&[]), &mut out) else {
+            return;
+        };
+        inp.copy_within(used..filled, 0);
+        filled -= used;
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
         }
     }
 }
