@@ -428,4 +428,16 @@ mod tests {
             assert_eq!((e.0, e.1.as_str()), expected, "{text:?}: {e:?}");
         }
     }
+
+    #[test]
+    fn an_unknown_parameter_with_a_newline_is_named_on_one_line() {
+        // Found by the sim_csv fuzz smoke in CI (kept in fuzz/seeds/sim_csv):
+        // a JSON key holding a newline went raw into the column name.
+        let text = "address,type,action,parameters\n0,uint16,ramp,\"{\"\"a\\nb\"\": 0}\"\n";
+        let e = RegisterMap::build_text(text, None)
+            .err()
+            .expect("an unknown parameter is refused");
+        assert!(!e.contains('\n'), "{e:?}");
+        assert!(e.contains("line 2, column parameters.a\\nb"), "{e:?}");
+    }
 }

@@ -384,8 +384,9 @@ impl Params<'_> {
 
     fn only(&self, allowed: &[&str]) -> Result<(), ParamError> {
         match self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
+            // The key is the user's text: escaped, so the error stays one line.
             Some(k) => Err((
-                format!("parameters.{k}"),
+                format!("parameters.{}", k.escape_debug()),
                 self.params.get(k).map_or_else(String::new, Value::to_string),
                 format!("{} takes no {k:?} (it takes: {})", self.name, allowed.join(", ")),
             )),
