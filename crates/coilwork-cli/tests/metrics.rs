@@ -858,3 +858,88 @@ fn gateway_counts_an_eviction_as_a_close_by_eviction() {
         ],
     );
 }
+
+/// Modbus RTU CRC-16 of `bytes`, low byte first.
+fn crc16(bytes: &[u8]) -> [u8; 2] {
+    let mut crc: u16 = 0xFFFF;
+    for &b in bytes {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+        }
+    }
+    crc.to_le_bytes()
+}
+
+#[test]
+fn simulate_counts_a_serial_lines_bytes() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        eprintln!("skipped: no socat");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("coilwork-metrics-sim-serial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mut socat = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start socat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.exists() && b.exists()) {
+        assert!(Instant::now() < deadline, "socat made no ptys");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let text = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"comm\": \"tcp\"", "\"comm\": \"serial\"")
+        .replace("\"host\": \"127.0.0.1\",", "\"baudrate\": 19200, \"parity\": \"N\",")
+        .replace("\"port\": 5020", &format!("\"port\": {:?}", a.to_str().unwrap()))
+        .replace("\"framer\": \"socket\"", "\"framer\": \"rtu\"");
+    let file = dir.join("serial.json");
+    std::fs::write(&file, text).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"])
+        .args(["--metrics", &metrics])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    while !lines.contains("simulating") {
+        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
+    }
+    let server = Serve {
+        child,
+        modbus: String::new(),
+        metrics,
+    };
+    // FC3, unit 1, holding register 3 (17001 = 0x4269 in device.json).
+    let mut request = vec![0x01, 0x03, 0x00, 0x03, 0x00, 0x01];
+    request.extend(crc16(&request));
+    let mut line = std::fs::OpenOptions::new().read(true).write(true).open(&b).unwrap();
+    line.write_all(&request).unwrap();
+    let mut answer = [0u8; 7];
+    line.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[..5], [0x01, 0x03, 0x02, 0x42, 0x69]);
+    expect(
+        &server.metrics,
+        &[
+            (
+                "coilwork_requests_total{server=\"server\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            ("coilwork_bytes_in_total{server=\"server\"}", 8.0),
+            ("coilwork_bytes_out_total{server=\"server\"}", 7.0),
+        ],
+    );
+    drop(server);
+    let _ = socat.kill();
+    let _ = socat.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,11 @@
 //! unreachable: 0x0A, reconnected with backoff). One slow or dead upstream
 //! holds only its own queue.
 //!
+//! The client side counts into the same `coilwork_core::metrics` families
+//! as a server ([`Gateway::metrics`], [`Gateway::client_stats`]); each
+//! upstream has its `UpstreamStats` (`coilwork_core::gateway`);
+//! [`Gateway::prometheus`] renders both.
+//!
 //! The gateway is a product built on the adapters, as the simulator is:
 //! `coilwork gateway` runs it, and it can be embedded in a program.
 #![forbid(unsafe_code)]
