@@ -943,3 +943,57 @@ fn simulate_counts_a_serial_lines_bytes() {
     let _ = socat.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn pymodbus_requests_through_the_gateway_are_counted() {
+    let Some(python) = support::python_or_skip() else {
+        return;
+    };
+    let up = upstream();
+    let upstream = format!("tcp:{}", up.modbus);
+    let gw = gateway(&["--upstream", &upstream]);
+    let port = gw.modbus.rsplit(':').next().unwrap();
+    let script = format!(
+        "from pymodbus.client import ModbusTcpClient\n\
+         c = ModbusTcpClient('127.0.0.1', port={port})\n\
+         assert c.connect()\n\
+         for _ in range(5):\n    assert not c.read_holding_registers(0, count=2, device_id=1).isError()\n\
+         assert not c.write_register(3, 7, device_id=1).isError()\n\
+         assert c.read_holding_registers(3, count=1, device_id=1).registers == [7]\n\
+         assert c.read_coils(60000, count=1, device_id=1).isError()\n\
+         c.close()\n"
+    );
+    let status = Command::new(python).args(["-c", &script]).status().expect("run python");
+    assert!(status.success());
+    expect(
+        &gw.metrics,
+        &[
+            (
+                "coilwork_requests_total{server=\"gateway\",unit=\"1\",function=\"3\"}",
+                6.0,
+            ),
+            (
+                "coilwork_requests_total{server=\"gateway\",unit=\"1\",function=\"6\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"gateway\",unit=\"1\",function=\"1\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"gateway\",unit=\"1\",function=\"3\"}",
+                0.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"gateway\"}", 8.0),
+            (
+                "coilwork_connections_closed_total{server=\"gateway\",reason=\"peer_closed\"}",
+                1.0,
+            ),
+            (
+                &format!("coilwork_gateway_answers_total{{upstream=\"{upstream}\"}}"),
+                8.0,
+            ),
+        ],
+    );
+    drop(up);
+}
