@@ -1,19 +1,19 @@
 //! `coilwork gateway`: Modbus/TCP (UDP, TLS) clients onto serial buses and
 //! remote devices, through `coilwork_gateway::Gateway`.
 
-use super::{LogLevel, ParityArg, announce, termination};
+use super::{LogLevel, ParityArg, announce, metrics_http, termination};
+use crate::overflow::OverflowArg;
 use clap::{Args, ValueEnum};
 use coilwork_core::Parity;
 use coilwork_core::engine::Authorizer;
 use coilwork_core::gateway::{Policy, Route, Target, parse_units};
 use coilwork_core::storage::{DeviceContext, ServerContext};
-use coilwork_core::{AdmissionOptions, Engine, Framing, Overflow};
+use coilwork_core::{AdmissionOptions, Engine, Framing};
 use coilwork_gateway::{Gateway, GatewayConfig, SerialUpstream, UpstreamConfig, UpstreamTarget};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Framing of serial upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -22,24 +22,6 @@ pub(crate) enum SerialFramer {
     Rtu,
     /// ASCII (':' hex LRC CR LF).
     Ascii,
-}
-
-/// What happens to a client past `--max-connections`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum OverflowArg {
-    /// Close the new connection at once.
-    RefuseNew,
-    /// Close the oldest open connection and serve the new one.
-    EvictOldest,
-}
-
-impl From<OverflowArg> for Overflow {
-    fn from(o: OverflowArg) -> Self {
-        match o {
-            OverflowArg::RefuseNew => Overflow::RefuseNew,
-            OverflowArg::EvictOldest => Overflow::EvictOldest,
-        }
-    }
 }
 
 /// Flags of `coilwork gateway`.
@@ -118,7 +100,9 @@ pub(crate) struct GatewayArgs {
     /// Past --max-connections: refuse the new client, or evict the oldest.
     #[arg(long, value_enum, default_value_t = OverflowArg::RefuseNew)]
     overflow: OverflowArg,
-    /// Serve Prometheus metrics (per upstream) over HTTP on this address.
+    /// Serve Prometheus metrics on http://ADDR/metrics: the client side's
+    /// (requests, exceptions, latency, connections, bytes, dropped frames;
+    /// server="gateway") and each upstream's. See docs/metrics.md.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// Log level on stderr (`RUST_LOG`, if set, wins); upstream state changes log at info.
@@ -230,7 +214,9 @@ fn config(args: &GatewayArgs) -> Result<GatewayConfig, String> {
     Ok(config)
 }
 
-/// Runs the gateway until SIGINT/SIGTERM.
+/// Runs the gateway until SIGINT/SIGTERM. Everything that can fail (the
+/// flags, the TLS files, the metrics address, every Modbus address) fails
+/// before any client is served: the gateway never opens partially.
 pub(crate) async fn run(args: GatewayArgs) -> Result<(), String> {
     let config = config(&args)?;
     let names: Vec<String> = config.upstreams.iter().map(|u| u.name.clone()).collect();
@@ -241,34 +227,41 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), String> {
         }
         _ => None,
     };
-    // Registered before any line is announced: a signal right after it must not kill us.
-    let stop = termination();
-    let gw = Gateway::start(config).map_err(|e| e.to_string())?;
+    // Bound first: a metrics address in use stops the start before any Modbus port opens.
+    let metrics = args.metrics.map(metrics_http::bind).transpose()?;
     let bind = |a: SocketAddr| async move { tokio::net::TcpListener::bind(a).await.map_err(|e| format!("{a}: {e}")) };
     let listener = bind(args.listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let g = gw.clone();
-    tokio::spawn(async move { g.serve_tcp(listener).await });
-    if let Some(a) = args.listen_udp {
-        let socket = tokio::net::UdpSocket::bind(a).await.map_err(|e| format!("{a}: {e}"))?;
+    let udp = match args.listen_udp {
+        Some(a) => Some(tokio::net::UdpSocket::bind(a).await.map_err(|e| format!("{a}: {e}"))?),
+        None => None,
+    };
+    let tls = match (args.listen_tls, tls) {
+        (Some(a), Some(tls)) => Some((bind(a).await?, tls)),
+        _ => None,
+    };
+    // Registered before any line is announced: a signal right after it must not kill us.
+    let stop = termination();
+    let gw = Gateway::start(config).map_err(|e| e.to_string())?;
+    if let Some(listener) = metrics {
+        let g = gw.clone();
+        let local = metrics_http::spawn(listener, Arc::new(move || g.prometheus()))?;
+        announce(&format!("coilwork: gateway metrics on http://{local}/metrics"));
+    }
+    if let Some(socket) = udp {
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let g = gw.clone();
         tokio::spawn(async move { g.serve_udp(socket).await });
         announce(&format!("coilwork: gateway on Modbus/UDP {local}"));
     }
-    if let (Some(a), Some(tls)) = (args.listen_tls, tls) {
-        let listener = bind(a).await?;
+    if let Some((listener, tls)) = tls {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let g = gw.clone();
         tokio::spawn(async move { g.serve_tls(listener, tls).await });
         announce(&format!("coilwork: gateway on Modbus/TLS {local}"));
     }
-    if let Some(a) = args.metrics {
-        let listener = bind(a).await?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        tokio::spawn(serve_metrics(listener, gw.clone()));
-        announce(&format!("coilwork: gateway metrics on http://{local}/metrics"));
-    }
+    let g = gw.clone();
+    tokio::spawn(async move { g.serve_tcp(listener).await });
     announce(&format!(
         "coilwork: gateway on Modbus/TCP {addr} to {}",
         names.join(", ")
@@ -276,23 +269,4 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<(), String> {
     stop.await;
     gw.stop();
     Ok(())
-}
-
-/// Answers every HTTP request on `listener` with the metrics text.
-async fn serve_metrics(listener: tokio::net::TcpListener, gw: Gateway) {
-    while let Ok((mut s, _)) = listener.accept().await {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let mut head = [0u8; 2048];
-            // One read is enough for a scrape's request line; the body is ignored.
-            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut head)).await;
-            let body = gw.prometheus();
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(reply.as_bytes()).await;
-            let _ = s.shutdown().await;
-        });
-    }
 }

@@ -5,6 +5,7 @@
 
 mod gateway;
 pub mod metrics_http;
+mod overflow;
 mod roles;
 mod trace;
 
@@ -12,8 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use coilwork_core::storage::{DeviceContext, ServerContext};
 use coilwork_core::{Engine, EngineOptions, Framing, Identity, Metrics, ServerStats};
 use coilwork_tokio::{
-    Parity, SerialServer, SerialServerConfig, ServerHandle, TcpServer, TcpServerConfig, TlsClientAuth, TlsConfig,
-    TlsServer, TlsServerConfig, UdpServer, UdpServerConfig,
+    Parity, SerialServer, SerialServerConfig, SerialStats, ServerHandle, TcpServer, TcpServerConfig, TlsClientAuth,
+    TlsConfig, TlsServer, TlsServerConfig, UdpServer, UdpServerConfig,
 };
 use std::io::Write;
 use std::net::SocketAddr;
@@ -218,9 +219,13 @@ struct ServeArgs {
     /// Serial: drop the line's echo of what is sent (2-wire RS-485).
     #[arg(long)]
     local_echo: bool,
-    /// TCP/TLS: most connections open at once; past it a new client is refused.
+    /// TCP/TLS: most connections open at once; past it --overflow decides.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// TCP/TLS: past --max-connections, refuse the new client or evict the
+    /// oldest open connection to serve it.
+    #[arg(long, value_enum, default_value_t = overflow::OverflowArg::RefuseNew)]
+    overflow: overflow::OverflowArg,
     /// TCP/TLS: listen backlog, connections the kernel queues before they are accepted.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     backlog: u32,
@@ -287,7 +292,8 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     trace_limit: u32,
     /// Serve Prometheus metrics on http://ADDR/metrics (requests, exceptions,
-    /// latency, connections, bytes, dropped frames). See docs/metrics.md.
+    /// latency, connections, bytes, dropped frames; serial: port opens too).
+    /// See docs/metrics.md.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 }
@@ -485,9 +491,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let server = SerialServer::new(engine, config);
             server.open().map_err(|e| e.to_string())?;
-            // The serial adapter keeps its session counters to itself: the
-            // request, latency and frame families only.
-            serve_metrics(metrics, None)?;
+            serve_metrics(
+                metrics,
+                "serial",
+                Arc::clone(server.server_stats()),
+                Some(Arc::clone(server.stats())),
+            )?;
             let parity_char = match args.parity {
                 ParityArg::None => 'N',
                 ParityArg::Even => 'E',
@@ -508,7 +517,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let server = UdpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
-            serve_metrics(metrics, Some(("udp", Arc::clone(server.stats()))))?;
+            serve_metrics(metrics, "udp", Arc::clone(server.stats()), None)?;
             stop_on_signal(server.handle());
             announce(&format!(
                 "coilwork: serving {} on {addr} (units: {units})",
@@ -525,10 +534,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             };
             let mut config = TlsServerConfig::new(args.address);
             config.tcp.max_connections = args.max_connections as usize;
+            config.tcp.overflow = args.overflow.into();
             config.tcp.backlog = args.backlog;
             let server = TlsServer::new(engine, config, tls);
             let addr = server.bind().map_err(|e| e.to_string())?;
-            serve_metrics(metrics, Some(("tls", Arc::clone(server.stats()))))?;
+            serve_metrics(metrics, "tls", Arc::clone(server.stats()), None)?;
             stop_on_signal(server.handle());
             announce(&format!("coilwork: serving {label} on {addr} (units: {units})"));
             server.serve_forever().await.map_err(|e| e.to_string())
@@ -537,12 +547,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let config = TcpServerConfig {
                 framing: framer.into(),
                 max_connections: args.max_connections as usize,
+                overflow: args.overflow.into(),
                 backlog: args.backlog,
                 ..TcpServerConfig::new(args.address)
             };
             let server = TcpServer::new(engine, config);
             let addr = server.bind().map_err(|e| e.to_string())?;
-            serve_metrics(metrics, Some(("tcp", Arc::clone(server.stats()))))?;
+            serve_metrics(metrics, "tcp", Arc::clone(server.stats()), None)?;
             stop_on_signal(server.handle());
             announce(&format!(
                 "coilwork: serving {} on {addr} (units: {units})",
@@ -554,24 +565,58 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 /// Starts the metrics endpoint bound by `serve` (if asked for), rendering
-/// `metrics` and the server's `stats` (labelled `server="<name>"`).
+/// `metrics` and the server's `stats` (labelled `server="<name>"`), and on a
+/// serial line its port counters too.
 fn serve_metrics(
     metrics: Option<(std::net::TcpListener, Arc<Metrics>)>,
-    stats: Option<(&'static str, Arc<ServerStats>)>,
+    name: &'static str,
+    stats: Arc<ServerStats>,
+    serial: Option<Arc<SerialStats>>,
 ) -> Result<(), String> {
     let Some((listener, metrics)) = metrics else {
         return Ok(());
     };
     let render: metrics_http::Render = Arc::new(move || {
-        coilwork_core::metrics::render(&[coilwork_core::metrics::Source {
-            name: stats.as_ref().map_or("serial", |(name, _)| name),
+        let mut text = coilwork_core::metrics::render(&[coilwork_core::metrics::Source {
+            name,
             metrics: Some(&metrics),
-            stats: stats.as_ref().map(|(_, s)| &**s),
-        }])
+            stats: Some(&stats),
+        }]);
+        if let Some(serial) = &serial {
+            render_serial(name, serial, &mut text);
+        }
+        text
     });
     let local = metrics_http::spawn(listener, render)?;
     announce(&format!("coilwork: metrics on http://{local}/metrics"));
     Ok(())
+}
+
+/// The serial port's families: opens, open failures, line errors.
+fn render_serial(server: &str, stats: &SerialStats, out: &mut String) {
+    use std::fmt::Write as _;
+    let families: [(&str, &str, u64); 3] = [
+        (
+            "coilwork_serial_port_opens_total",
+            "Times the serial port was opened.",
+            stats.opened(),
+        ),
+        (
+            "coilwork_serial_open_failures_total",
+            "Failed attempts to open the serial port.",
+            stats.open_failures(),
+        ),
+        (
+            "coilwork_serial_line_errors_total",
+            "Times an open serial line failed while being served.",
+            stats.line_errors(),
+        ),
+    ];
+    for (family, help, value) in families {
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} counter");
+        let _ = writeln!(out, "{family}{{server=\"{server}\"}} {value}");
+    }
 }
 
 async fn simulate(args: SimulateArgs) -> Result<(), String> {

@@ -465,7 +465,7 @@ fn rtu_over_tcp_counts_a_bad_crc_as_a_dropped_frame() {
 }
 
 #[test]
-fn a_serial_line_counts_requests_and_bad_crcs() {
+fn a_serial_line_counts_requests_bad_crcs_bytes_and_port_opens() {
     if Command::new("socat").arg("-V").output().is_err() {
         eprintln!("skipped: no socat");
         return;
@@ -525,6 +525,12 @@ fn a_serial_line_counts_requests_and_bad_crcs() {
                 1.0,
             ),
             ("coilwork_request_duration_seconds_count{server=\"serial\"}", 1.0),
+            // The bad frame and the good one (8 bytes each); the answer (7).
+            ("coilwork_bytes_in_total{server=\"serial\"}", 16.0),
+            ("coilwork_bytes_out_total{server=\"serial\"}", 7.0),
+            ("coilwork_serial_port_opens_total{server=\"serial\"}", 1.0),
+            ("coilwork_serial_open_failures_total{server=\"serial\"}", 0.0),
+            ("coilwork_serial_line_errors_total{server=\"serial\"}", 0.0),
         ],
     );
     drop(server);
@@ -560,4 +566,434 @@ fn tls_handshake_failures_are_counted() {
         ],
     );
     assert_eq!(sum(&text, "coilwork_requests_total", "server=\"tls\""), 0.0);
+}
+
+#[test]
+fn serve_evict_oldest_serves_the_new_client_and_counts_the_eviction() {
+    let server = serve(&["--max-connections", "1", "--overflow", "evict-oldest"]);
+    let mut a = TcpStream::connect(&server.modbus).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut a, 1, &READ_ONE), [0x03, 2, 0, 0]);
+    let mut b = TcpStream::connect(&server.modbus).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut b, 2, &READ_ONE), [0x03, 2, 0, 0], "the new client is served");
+    // The oldest was closed to make room: end of stream (or a reset), no answer.
+    let _ = a.write_all(&adu(3, &READ_ONE));
+    let mut rest = Vec::new();
+    let _ = a.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the evicted client was answered: {rest:?}");
+    assert_eq!(ask(&mut b, 4, &READ_ONE), [0x03, 2, 0, 0]);
+    expect(
+        &server.metrics,
+        &[
+            ("coilwork_connections_evicted_total{server=\"tcp\"}", 1.0),
+            ("coilwork_connections_refused_total{server=\"tcp\"}", 0.0),
+            (
+                "coilwork_connections_closed_total{server=\"tcp\",reason=\"evicted\"}",
+                1.0,
+            ),
+            ("coilwork_connections_open{server=\"tcp\"}", 1.0),
+        ],
+    );
+}
+
+/// A running `coilwork gateway`, killed on drop, with its client and metrics addresses.
+fn gateway(args: &[&str]) -> Serve {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "error",
+            "--metrics",
+            &metrics,
+        ])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    while !lines.contains("gateway on Modbus/TCP") {
+        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
+    }
+    assert!(
+        lines.contains(&format!("metrics on http://{metrics}/metrics")),
+        "{lines}"
+    );
+    let modbus = lines
+        .lines()
+        .find_map(|l| l.strip_prefix("coilwork: gateway on Modbus/TCP "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_owned();
+    Serve { child, modbus, metrics }
+}
+
+#[test]
+fn gateway_metrics_address_in_use_exits_before_any_modbus_port_opens() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap().to_string();
+    // The Modbus address is held too: had the gateway bound it first, the
+    // error would name it, not the metrics address.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let modbus = held.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args([
+            "gateway",
+            "--listen",
+            &modbus,
+            "--route",
+            "1=local",
+            "--metrics",
+            &metrics,
+        ])
+        .output()
+        .expect("run coilwork");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot serve metrics on {metrics}: address already in use")),
+        "{err}"
+    );
+    drop(held);
+    // With the Modbus address free: no client is ever accepted while the
+    // gateway starts and fails, and it announces nothing.
+    let modbus = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args([
+            "gateway",
+            "--listen",
+            &modbus,
+            "--route",
+            "1=local",
+            "--metrics",
+            &metrics,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coilwork");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        assert!(
+            TcpStream::connect(&modbus).is_err(),
+            "the gateway accepted a Modbus client with its metrics address in use"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert!(!status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("gateway on"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("address already in use"));
+}
+
+#[test]
+fn gateway_metrics_serve_only_get_metrics() {
+    let gw = gateway(&["--route", "1=local"]);
+    let not_found = http(&gw.metrics, "GET /nope HTTP/1.1\r\n\r\n");
+    assert!(not_found.starts_with("HTTP/1.1 404 Not Found\r\n"), "{not_found}");
+    let post = http(&gw.metrics, "POST /metrics HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    let text = scrape(&gw.metrics);
+    assert!(text.contains("# TYPE coilwork_requests_total counter\n"), "{text}");
+    assert!(text.contains("# TYPE coilwork_gateway_up gauge\n"), "{text}");
+}
+
+/// `coilwork serve` on a free port (a gateway's upstream), killed on drop.
+fn upstream() -> Serve {
+    let modbus = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["serve", "--address", &modbus])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("serving") {
+        assert!(out.read_line(&mut line).unwrap() > 0, "coilwork ended: {line}");
+    }
+    Serve {
+        child,
+        modbus,
+        metrics: String::new(),
+    }
+}
+
+/// An MBAP request for `unit`.
+fn adu_to(unit: u8, tid: u16, pdu: &[u8]) -> Vec<u8> {
+    let mut adu = adu(tid, pdu);
+    adu[6] = unit;
+    adu
+}
+
+#[test]
+fn gateway_client_side_requests_exceptions_bytes_and_closes_are_counted() {
+    let up = upstream();
+    let upstream = format!("tcp:{}", up.modbus);
+    let udp = format!("127.0.0.1:{}", free_port());
+    let gw = gateway(&["--upstream", &upstream, "--route", "7=local", "--listen-udp", &udp]);
+    let mut s = TcpStream::connect(&gw.modbus).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Unit 1 through the upstream (`coilwork serve`): a read, then an
+    // exception that the upstream sends (address 20000: 02).
+    assert_eq!(ask(&mut s, 1, &READ_ONE), [0x03, 2, 0, 0]);
+    assert_eq!(ask(&mut s, 2, &[0x03, 0x4E, 0x20, 0x00, 0x01]), [0x83, 0x02]);
+    // Unit 7 on the gateway's own device: function 0x55 is not served (01).
+    s.write_all(&adu_to(7, 3, &[0x55])).unwrap();
+    let mut answer = [0u8; 9];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[6..], [7, 0xD5, 0x01]);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_closed(&mut s);
+    // A protocol id of 9 is not Modbus: the connection is closed.
+    let mut bad = TcpStream::connect(&gw.modbus).unwrap();
+    bad.write_all(&[0, 4, 0, 9, 0, 6, 1, 3, 0, 0, 0, 1]).unwrap();
+    wait_closed(&mut bad);
+    // One datagram through the upstream, and one with a bad length.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket.connect(&udp).unwrap();
+    socket.send(&adu(5, &READ_ONE)).unwrap();
+    let mut buf = [0u8; 300];
+    assert_eq!(socket.recv(&mut buf).unwrap(), 11);
+    socket.send(&[0, 6, 0, 0, 1, 44, 1, 3, 0, 0, 0, 1]).unwrap();
+    let text = expect(
+        &gw.metrics,
+        &[
+            (
+                "coilwork_requests_total{server=\"gateway\",unit=\"1\",function=\"3\"}",
+                3.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"gateway\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            (
+                "coilwork_requests_total{server=\"gateway\",unit=\"7\",function=\"85\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"gateway\",unit=\"7\",function=\"85\"}",
+                1.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"gateway\"}", 4.0),
+            (
+                "coilwork_request_duration_seconds_bucket{server=\"gateway\",le=\"+Inf\"}",
+                4.0,
+            ),
+            ("coilwork_frames_dropped_total{server=\"gateway\",reason=\"mbap\"}", 2.0),
+            ("coilwork_connections_accepted_total{server=\"gateway\"}", 2.0),
+            ("coilwork_connections_open{server=\"gateway\"}", 0.0),
+            (
+                "coilwork_connections_closed_total{server=\"gateway\",reason=\"peer_closed\"}",
+                1.0,
+            ),
+            (
+                "coilwork_connections_closed_total{server=\"gateway\",reason=\"bad_frame\"}",
+                1.0,
+            ),
+            // TCP: 12 + 12 + 8 and the bad frame (12); UDP: 12 and 12.
+            ("coilwork_bytes_in_total{server=\"gateway\"}", 68.0),
+            // TCP: 11 + 9 + 9; UDP: 11.
+            ("coilwork_bytes_out_total{server=\"gateway\"}", 40.0),
+            ("coilwork_datagrams_received_total{server=\"gateway\"}", 2.0),
+            ("coilwork_datagrams_answered_total{server=\"gateway\"}", 1.0),
+            ("coilwork_datagrams_malformed_total{server=\"gateway\"}", 1.0),
+            // The per-upstream families are still there: the two TCP
+            // requests to unit 1 and the datagram, one answer an exception.
+            (
+                &format!("coilwork_gateway_answers_total{{upstream=\"{upstream}\"}}"),
+                3.0,
+            ),
+            (
+                &format!("coilwork_gateway_exceptions_total{{upstream=\"{upstream}\"}}"),
+                1.0,
+            ),
+        ],
+    );
+    assert!(text.contains("# TYPE coilwork_request_duration_seconds histogram\n"));
+    drop(up);
+}
+
+#[test]
+fn gateway_counts_an_eviction_as_a_close_by_eviction() {
+    let gw = gateway(&[
+        "--route",
+        "1=local",
+        "--max-connections",
+        "1",
+        "--overflow",
+        "evict-oldest",
+    ]);
+    let mut a = TcpStream::connect(&gw.modbus).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut a, 1, &READ_ONE), [0x03, 2, 0, 0]);
+    let mut b = TcpStream::connect(&gw.modbus).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut b, 2, &READ_ONE), [0x03, 2, 0, 0]);
+    wait_closed(&mut a);
+    expect(
+        &gw.metrics,
+        &[
+            ("coilwork_connections_evicted_total{server=\"gateway\"}", 1.0),
+            (
+                "coilwork_connections_closed_total{server=\"gateway\",reason=\"evicted\"}",
+                1.0,
+            ),
+            ("coilwork_connections_open{server=\"gateway\"}", 1.0),
+            (
+                "coilwork_requests_total{server=\"gateway\",unit=\"1\",function=\"3\"}",
+                2.0,
+            ),
+        ],
+    );
+}
+
+/// Modbus RTU CRC-16 of `bytes`, low byte first.
+fn crc16(bytes: &[u8]) -> [u8; 2] {
+    let mut crc: u16 = 0xFFFF;
+    for &b in bytes {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+        }
+    }
+    crc.to_le_bytes()
+}
+
+#[test]
+fn simulate_counts_a_serial_lines_bytes() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        eprintln!("skipped: no socat");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("coilwork-metrics-sim-serial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mut socat = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start socat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.exists() && b.exists()) {
+        assert!(Instant::now() < deadline, "socat made no ptys");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
+    let text = std::fs::read_to_string(src)
+        .unwrap()
+        .replace("\"comm\": \"tcp\"", "\"comm\": \"serial\"")
+        .replace("\"host\": \"127.0.0.1\",", "\"baudrate\": 19200, \"parity\": \"N\",")
+        .replace("\"port\": 5020", &format!("\"port\": {:?}", a.to_str().unwrap()))
+        .replace("\"framer\": \"socket\"", "\"framer\": \"rtu\"");
+    let file = dir.join("serial.json");
+    std::fs::write(&file, text).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
+        .args(["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"])
+        .args(["--metrics", &metrics])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start coilwork");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    while !lines.contains("simulating") {
+        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
+    }
+    let server = Serve {
+        child,
+        modbus: String::new(),
+        metrics,
+    };
+    // FC3, unit 1, holding register 3 (17001 = 0x4269 in device.json).
+    let mut request = vec![0x01, 0x03, 0x00, 0x03, 0x00, 0x01];
+    request.extend(crc16(&request));
+    let mut line = std::fs::OpenOptions::new().read(true).write(true).open(&b).unwrap();
+    line.write_all(&request).unwrap();
+    let mut answer = [0u8; 7];
+    line.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[..5], [0x01, 0x03, 0x02, 0x42, 0x69]);
+    expect(
+        &server.metrics,
+        &[
+            (
+                "coilwork_requests_total{server=\"server\",unit=\"1\",function=\"3\"}",
+                1.0,
+            ),
+            ("coilwork_bytes_in_total{server=\"server\"}", 8.0),
+            ("coilwork_bytes_out_total{server=\"server\"}", 7.0),
+        ],
+    );
+    drop(server);
+    let _ = socat.kill();
+    let _ = socat.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pymodbus_requests_through_the_gateway_are_counted() {
+    let Some(python) = support::python_or_skip() else {
+        return;
+    };
+    let up = upstream();
+    let upstream = format!("tcp:{}", up.modbus);
+    let gw = gateway(&["--upstream", &upstream]);
+    let port = gw.modbus.rsplit(':').next().unwrap();
+    let script = format!(
+        "from pymodbus.client import ModbusTcpClient\n\
+         c = ModbusTcpClient('127.0.0.1', port={port})\n\
+         assert c.connect()\n\
+         for _ in range(5):\n    assert not c.read_holding_registers(0, count=2, device_id=1).isError()\n\
+         assert not c.write_register(3, 7, device_id=1).isError()\n\
+         assert c.read_holding_registers(3, count=1, device_id=1).registers == [7]\n\
+         assert c.read_coils(60000, count=1, device_id=1).isError()\n\
+         c.close()\n"
+    );
+    let status = Command::new(python).args(["-c", &script]).status().expect("run python");
+    assert!(status.success());
+    expect(
+        &gw.metrics,
+        &[
+            (
+                "coilwork_requests_total{server=\"gateway\",unit=\"1\",function=\"3\"}",
+                6.0,
+            ),
+            (
+                "coilwork_requests_total{server=\"gateway\",unit=\"1\",function=\"6\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"gateway\",unit=\"1\",function=\"1\"}",
+                1.0,
+            ),
+            (
+                "coilwork_exceptions_total{server=\"gateway\",unit=\"1\",function=\"3\"}",
+                0.0,
+            ),
+            ("coilwork_request_duration_seconds_count{server=\"gateway\"}", 8.0),
+            (
+                "coilwork_connections_closed_total{server=\"gateway\",reason=\"peer_closed\"}",
+                1.0,
+            ),
+            (
+                &format!("coilwork_gateway_answers_total{{upstream=\"{upstream}\"}}"),
+                8.0,
+            ),
+        ],
+    );
+    drop(up);
 }

@@ -125,14 +125,15 @@ impl ServerStats {
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.sum()
     }
-    /// Counts `n` bytes read by session `id`.
+    /// Counts `n` bytes read by session `id` (a [`Session`](crate::Session)
+    /// does; an adapter that frames its own streams, as a gateway, calls it).
     #[inline]
-    pub(crate) fn count_in(&self, id: u64, n: usize) {
+    pub fn count_in(&self, id: u64, n: usize) {
         self.bytes_in.add(id, n);
     }
-    /// Counts `n` bytes written by session `id`.
+    /// Counts `n` bytes written by session `id` (as [`ServerStats::count_in`]).
     #[inline]
-    pub(crate) fn count_out(&self, id: u64, n: usize) {
+    pub fn count_out(&self, id: u64, n: usize) {
         self.bytes_out.add(id, n);
     }
 
@@ -186,6 +187,13 @@ impl ServerStats {
     /// the counters above; the others are counted when the close is output).
     pub fn closed(&self, cause: CloseCause) -> u64 {
         self.close_counter(cause).load(Ordering::Relaxed)
+    }
+
+    /// Counts a stream connection closed for `cause`, whatever the cause:
+    /// for an adapter that runs no [`Session`](crate::Session) (a gateway's
+    /// client side), once per connection.
+    pub fn count_stream_close(&self, cause: CloseCause) {
+        bump(self.close_counter(cause));
     }
 
     /// Counts a stream connection's close, once, when it is output; bad

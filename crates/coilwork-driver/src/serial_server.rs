@@ -7,7 +7,7 @@ use crate::serial::{LineError, serve_line};
 use crate::server::{Adapter, Handle};
 use crate::time::sleep_unless_stopped;
 use coilwork_core::options::SerialServerConfig;
-use coilwork_core::{Engine, ServerError, SessionConfig};
+use coilwork_core::{Engine, ServerError, ServerStats, SessionConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{debug, warn};
@@ -60,6 +60,8 @@ pub struct SerialServer<A: SerialAdapter> {
     serving: AtomicBool,
     handle: A::Handle,
     stats: Arc<SerialStats>,
+    /// Bytes in and out of every line served (the sessions count them).
+    server_stats: Arc<ServerStats>,
 }
 
 impl<A: SerialAdapter> SerialServer<A> {
@@ -72,6 +74,7 @@ impl<A: SerialAdapter> SerialServer<A> {
             serving: AtomicBool::new(false),
             handle: A::Handle::default(),
             stats: Arc::new(SerialStats::default()),
+            server_stats: Arc::new(ServerStats::default()),
         }
     }
 
@@ -94,9 +97,15 @@ impl<A: SerialAdapter> SerialServer<A> {
         self.handle.clone()
     }
 
-    /// The counters.
+    /// The counters of the port: opens, open failures, line errors.
     pub fn stats(&self) -> &Arc<SerialStats> {
         &self.stats
+    }
+
+    /// The session counters of every line served, across reopens: bytes
+    /// in and out (a line has no connections to accept or close).
+    pub fn server_stats(&self) -> &Arc<ServerStats> {
+        &self.server_stats
     }
 
     /// Stops and waits until `serve_forever` has returned.
@@ -178,6 +187,7 @@ impl<A: SerialAdapter> SerialServer<A> {
         let shared = SessionConfig {
             local_echo: c.local_echo,
             max_buffered: c.max_buffered,
+            stats: Arc::clone(&self.server_stats),
             ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
         };
         match serve_line::<A, L>(line, shared, &self.handle, c.shutdown_timeout).await {

@@ -3,9 +3,11 @@
 
 use super::{Answer, Shared, Tag};
 use coilwork_core::frame::{Decoded, mbap};
-use coilwork_core::{RequestContext, Transport};
+use coilwork_core::metrics::DropReason;
+use coilwork_core::{CloseCause, RequestContext, Tally, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -88,13 +90,57 @@ async fn serve_tls_stream(
         return;
     };
     let Some(role) = coilwork_tls::session_role(tls.get_ref().1, peer) else {
+        // A certificate with two roles or a malformed one: closed before
+        // any request is read.
+        shared.clients.count_handshake_failure();
         return;
     };
     serve_stream(shared, tls, Some(peer), Transport::Tls, role, switch).await;
 }
 
+/// An answer framed into a client's output, counted once it is written.
+#[derive(Debug, Clone, Copy)]
+struct Framed {
+    tag: Tag,
+    exception: bool,
+}
+
+/// One client's metrics: its tally and the answers framed but not yet written.
+struct Counts {
+    tally: Tally,
+    framed: Vec<Framed>,
+}
+
+impl Counts {
+    /// Empty counts of client `id`, folded into the gateway's metrics.
+    fn new(shared: &Shared, id: u64) -> Self {
+        Self {
+            tally: Tally::new(Arc::clone(&shared.metrics), id),
+            framed: Vec::new(),
+        }
+    }
+
+    /// Frames the answer to `tag` into `out`.
+    fn frame(&mut self, tag: Tag, pdu: &[u8], out: &mut Vec<u8>) {
+        mbap::encode(tag.transaction_id, tag.unit, pdu, out);
+        let exception = pdu.first().is_some_and(|f| f & 0x80 != 0);
+        self.framed.push(Framed { tag, exception });
+    }
+
+    /// The framed answers were written at `now`: their exceptions and latency.
+    fn written(&mut self, now: Instant) {
+        for f in self.framed.drain(..) {
+            if f.exception {
+                self.tally.exception(f.tag.unit, f.tag.function);
+            }
+            self.tally.observe(now.saturating_duration_since(f.tag.at));
+        }
+    }
+}
+
 /// Serves one MBAP stream: requests in, answers out in whatever order the
-/// upstreams give them (each carries its own transaction id).
+/// upstreams give them (each carries its own transaction id). Counts bytes,
+/// requests, answers and the close in the client side's metrics.
 async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     stream: S,
@@ -110,12 +156,22 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let mut rbuf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    let mut counts = Counts::new(shared, client);
     let gone = switch.cancelled();
     tokio::pin!(gone);
-    loop {
+    // Folds the counts in at most once a second, also when the client goes quiet.
+    let fold = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(fold);
+    let mut armed = false;
+    let cause = loop {
+        if !armed && let Some(at) = counts.tally.fold_deadline(Instant::now()) {
+            fold.as_mut().reset(at.into());
+            armed = true;
+        }
         tokio::select! {
             r = stream.read(&mut chunk) => {
-                let n = match r { Ok(0) | Err(_) => break, Ok(n) => n };
+                let n = match r { Ok(0) => break CloseCause::PeerClosed, Err(_) => break CloseCause::IoError, Ok(n) => n };
+                shared.clients.count_in(client, n);
                 rbuf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
                 let ctx = RequestContext {
                     unit: 0,
@@ -124,39 +180,52 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     peer,
                     tls_role: role.as_deref(),
                 };
-                let Some(used) = frames(shared, client, &ctx, &rbuf, &tx, &mut out) else { break };
+                let mut io = Io { client, tx: &tx, out: &mut out, counts: &mut counts, at: Instant::now() };
+                let Some(used) = frames(shared, &ctx, &rbuf, &mut io) else { break CloseCause::BadFrame };
                 rbuf.drain(..used);
             }
             Some(answer) = rx.recv() => {
-                mbap::encode(answer.tag.transaction_id, answer.tag.unit, answer.pdu.as_slice(), &mut out);
+                counts.frame(answer.tag, answer.pdu.as_slice(), &mut out);
                 while let Ok(more) = rx.try_recv() {
-                    mbap::encode(more.tag.transaction_id, more.tag.unit, more.pdu.as_slice(), &mut out);
+                    counts.frame(more.tag, more.pdu.as_slice(), &mut out);
                 }
             }
+            () = &mut fold, if armed => {
+                armed = false;
+                counts.tally.fold_if_due(Instant::now());
+            }
             // Evicted, or the gateway stops.
-            () = &mut gone => break,
+            () = &mut gone => {
+                break if shared.stop.is_cancelled() { CloseCause::Stopped } else { CloseCause::Evicted };
+            }
         }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
-                break;
+                break CloseCause::IoError;
             }
+            shared.clients.count_out(client, out.len());
+            counts.written(Instant::now());
             out.clear();
         }
-    }
+    };
+    shared.clients.count_stream_close(cause);
     shared.client_gone(client);
 }
 
-/// Dispatches every whole MBAP frame at the front of `buf`; immediate
-/// answers are framed into `out`. Returns the bytes used, `None` if the
-/// stream is broken (close it).
-fn frames(
-    shared: &Shared,
+/// Where the requests of one read go: the client's id, its answer channel,
+/// its output and counts, and when the read returned.
+struct Io<'a> {
     client: u64,
-    ctx: &RequestContext<'_>,
-    buf: &[u8],
-    tx: &mpsc::UnboundedSender<Answer>,
-    out: &mut Vec<u8>,
-) -> Option<usize> {
+    tx: &'a mpsc::UnboundedSender<Answer>,
+    out: &'a mut Vec<u8>,
+    counts: &'a mut Counts,
+    at: Instant,
+}
+
+/// Dispatches every whole MBAP frame at the front of `buf`; immediate
+/// answers are framed into `io.out`. Returns the bytes used, `None` if the
+/// stream is broken (close it).
+fn frames(shared: &Shared, ctx: &RequestContext<'_>, buf: &[u8], io: &mut Io<'_>) -> Option<usize> {
     let mut pos = 0;
     while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
         match mbap::decode(rest) {
@@ -167,24 +236,28 @@ fn frames(
                 pdu,
             } => {
                 let pdu = rest.get(pdu).unwrap_or(&[]);
+                let function = pdu.first().copied().unwrap_or(0);
                 let tag = Tag {
                     transaction_id,
                     unit,
                     peer: ctx.peer,
+                    function,
+                    at: io.at,
                 };
-                let ctx = RequestContext {
-                    unit,
-                    function: pdu.first().copied().unwrap_or(0),
-                    ..*ctx
-                };
-                if let Some(answer) = shared.dispatch(client, &ctx, tag, pdu, tx) {
-                    mbap::encode(transaction_id, unit, answer.as_slice(), out);
+                let ctx = RequestContext { unit, function, ..*ctx };
+                io.counts.tally.request(unit, function, false, false);
+                if let Some(answer) = shared.dispatch(io.client, &ctx, tag, pdu, io.tx) {
+                    io.counts.frame(tag, answer.as_slice(), io.out);
                 }
                 pos += consumed.max(1);
             }
             Decoded::Incomplete => break,
-            Decoded::Skip { consumed, .. } => pos += consumed.max(1),
+            Decoded::Skip { consumed, error } => {
+                io.counts.tally.dropped(DropReason::of_frame(&error));
+                pos += consumed.max(1);
+            }
             Decoded::Fatal(e) => {
+                io.counts.tally.dropped(DropReason::of_frame(&e));
                 debug!(error = %e, "gateway client stream broken");
                 return None;
             }
@@ -193,57 +266,74 @@ fn frames(
     Some(pos.min(buf.len()))
 }
 
-/// Serves UDP datagrams (one ADU each) until the gateway stops.
+/// Serves UDP datagrams (one ADU each) until the gateway stops, counting
+/// them, their bytes, requests and answers.
 pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
     let mut buf = [0u8; 512];
     let mut out = Vec::with_capacity(300);
+    // One socket, one tally (no contention): folded after every datagram.
+    let id = shared.client_id();
+    let mut counts = Counts::new(&shared, id);
     loop {
         out.clear();
         let target = tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
                 let datagram = buf.get(..n).unwrap_or(&[]);
-                udp_request(&shared, peer, datagram, &tx, &mut out);
+                let mut io = Io { client: peer_key(peer), tx: &tx, out: &mut out, counts: &mut counts, at: Instant::now() };
+                shared.clients.count_received();
+                shared.clients.count_in(id, n);
+                udp_request(&shared, peer, datagram, &mut io);
                 peer
             }
             Some(answer) = rx.recv() => {
-                mbap::encode(answer.tag.transaction_id, answer.tag.unit, answer.pdu.as_slice(), &mut out);
+                counts.frame(answer.tag, answer.pdu.as_slice(), &mut out);
                 let Some(peer) = answer.tag.peer else { continue };
                 peer
             }
             () = shared.stop.cancelled() => return,
         };
-        if !out.is_empty() {
-            let _ = socket.send_to(&out, target).await;
+        if !out.is_empty() && socket.send_to(&out, target).await.is_ok() {
+            shared.clients.count_out(id, out.len());
+            shared.clients.count_answered();
+            counts.written(Instant::now());
         }
+        counts.framed.clear();
+        counts.tally.fold();
     }
 }
 
-/// Dispatches one datagram; an immediate answer is framed into `out`.
-fn udp_request(
-    shared: &Shared,
-    peer: SocketAddr,
-    datagram: &[u8],
-    tx: &mpsc::UnboundedSender<Answer>,
-    out: &mut Vec<u8>,
-) {
-    let Decoded::Frame {
-        consumed,
-        unit,
-        transaction_id,
-        pdu,
-    } = mbap::decode(datagram)
-    else {
-        return;
+/// Dispatches one datagram; an immediate answer is framed into `io.out`.
+fn udp_request(shared: &Shared, peer: SocketAddr, datagram: &[u8], io: &mut Io<'_>) {
+    let (consumed, unit, transaction_id, pdu) = match mbap::decode(datagram) {
+        Decoded::Frame {
+            consumed,
+            unit,
+            transaction_id,
+            pdu,
+        } => (consumed, unit, transaction_id, pdu),
+        Decoded::Skip { error, .. } | Decoded::Fatal(error) => {
+            shared.clients.count_malformed();
+            io.counts.tally.dropped(DropReason::of_frame(&error));
+            return;
+        }
+        Decoded::Incomplete => {
+            shared.clients.count_malformed();
+            io.counts.tally.dropped(DropReason::Garbage);
+            return;
+        }
     };
     if consumed != datagram.len() {
+        shared.clients.count_malformed();
+        io.counts.tally.dropped(DropReason::Garbage);
         return;
     }
     let pdu = datagram.get(pdu).unwrap_or(&[]);
+    let function = pdu.first().copied().unwrap_or(0);
     let ctx = RequestContext {
         unit,
-        function: pdu.first().copied().unwrap_or(0),
+        function,
         transport: Transport::Udp,
         peer: Some(peer),
         tls_role: None,
@@ -252,14 +342,15 @@ fn udp_request(
         transaction_id,
         unit,
         peer: Some(peer),
+        function,
+        at: io.at,
     };
+    io.counts.tally.request(unit, function, false, false);
     // One fairness key per peer: a busy sender does not starve the others.
-    let client = peer_key(peer);
-    if let Some(answer) = shared.dispatch(client, &ctx, tag, pdu, tx) {
-        mbap::encode(transaction_id, unit, answer.as_slice(), out);
+    if let Some(answer) = shared.dispatch(io.client, &ctx, tag, pdu, io.tx) {
+        io.counts.frame(tag, answer.as_slice(), io.out);
     }
 }
-
 /// A queue key for a UDP peer (high bit set: never a stream client's id).
 fn peer_key(peer: SocketAddr) -> u64 {
     use std::hash::{Hash, Hasher};

@@ -11,6 +11,11 @@
 //! unreachable: 0x0A, reconnected with backoff). One slow or dead upstream
 //! holds only its own queue.
 //!
+//! The client side counts into the same `coilwork_core::metrics` families
+//! as a server ([`Gateway::metrics`], [`Gateway::client_stats`]); each
+//! upstream has its `UpstreamStats` (`coilwork_core::gateway`);
+//! [`Gateway::prometheus`] renders both.
+//!
 //! The gateway is a product built on the adapters, as the simulator is:
 //! `coilwork gateway` runs it, and it can be embedded in a program.
 #![forbid(unsafe_code)]
@@ -23,11 +28,15 @@ pub use upstream::SerialUpstream;
 pub use upstream::{UpstreamConfig, UpstreamTarget};
 
 use coilwork_core::gateway::{FairQueue, Policy, Route, RouteError, Router, Target, UpstreamStats, exception_pdu};
+use coilwork_core::metrics::{Source, render};
 use coilwork_core::pdu::PduBuf;
-use coilwork_core::{Admission, AdmissionOptions, Engine, ExceptionCode, RequestContext, ServerStats, Verdict};
+use coilwork_core::{
+    Admission, AdmissionOptions, Engine, ExceptionCode, Metrics, RequestContext, ServerStats, Verdict,
+};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +85,10 @@ pub(crate) struct Tag {
     pub(crate) transaction_id: u16,
     pub(crate) unit: u8,
     pub(crate) peer: Option<SocketAddr>,
+    /// The request's function code (its metrics row).
+    pub(crate) function: u8,
+    /// When the read that completed the request returned (its latency's start).
+    pub(crate) at: Instant,
 }
 
 /// A request waiting for its upstream.
@@ -128,8 +141,12 @@ pub(crate) struct Shared {
     next_client: AtomicU64,
     /// Open stream clients: each one's close switch, by admission id.
     admission: Mutex<Admission<CancellationToken>>,
-    /// Accepted, refused, evicted and open stream clients.
+    /// The client side's counters: stream clients accepted, refused,
+    /// evicted, open and closed; bytes; datagrams.
     pub(crate) clients: ServerStats,
+    /// The client side's requests and exceptions by unit and function,
+    /// latency and dropped frames (each client folds its tally in).
+    pub(crate) metrics: Arc<Metrics>,
     /// Cancelled when the gateway stops.
     pub(crate) stop: CancellationToken,
 }
@@ -179,6 +196,7 @@ impl Gateway {
             next_client: AtomicU64::new(1),
             admission: Mutex::new(Admission::new(config.admission)),
             clients: ServerStats::default(),
+            metrics: Arc::new(Metrics::new()),
             stop,
         };
         Ok(Self {
@@ -213,14 +231,30 @@ impl Gateway {
             .collect()
     }
 
-    /// Stream clients accepted, refused, evicted and open (TCP and TLS).
+    /// The client side's counters (TCP, TLS and UDP together): stream
+    /// clients accepted, refused, evicted, open and closed by reason; bytes
+    /// in and out; datagrams.
     pub fn client_stats(&self) -> &ServerStats {
         &self.shared.clients
     }
 
-    /// The statistics in Prometheus text format.
+    /// The client side's requests and exceptions by unit and function
+    /// code, answer latency and dropped frames (as the request arrived,
+    /// before any unit renumbering). Each client folds its counts in at most
+    /// about once a second and when it leaves.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// The statistics in Prometheus text format: the client side's families
+    /// (as `serve --metrics`, labelled `server="gateway"`), then each
+    /// upstream's.
     pub fn prometheus(&self) -> String {
-        let mut out = String::new();
+        let mut out = render(&[Source {
+            name: "gateway",
+            metrics: Some(&self.shared.metrics),
+            stats: Some(&self.shared.clients),
+        }]);
         UpstreamStats::write_help(&mut out);
         for lane in &self.shared.lanes {
             lane.stats.write_prometheus(&lane.name, &mut out);

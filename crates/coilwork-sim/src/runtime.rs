@@ -104,6 +104,8 @@ impl SimulatorHandle {
 pub(crate) enum Stats {
     Tcp(Arc<TcpStats>),
     Udp(Arc<UdpStats>),
+    /// A serial line's bytes (it has no connections).
+    Serial(Arc<ServerStats>),
 }
 
 /// Connection and byte counters of the Modbus server, over restarts.
@@ -128,7 +130,7 @@ impl Stats {
                 bytes_in: s.bytes_in(),
                 bytes_out: s.bytes_out(),
             },
-            Self::Udp(s) => Traffic {
+            Self::Udp(s) | Self::Serial(s) => Traffic {
                 bytes_in: s.bytes_in(),
                 bytes_out: s.bytes_out(),
                 ..Traffic::default()
@@ -339,8 +341,9 @@ impl Inner {
         let server = SerialServer::new(self.engine.clone(), config);
         server.open()?;
         let handle = server.handle();
+        let stats = Stats::Serial(Arc::clone(server.server_stats()));
         tokio::spawn(async move { report(server.serve_forever().await) });
-        Ok((handle, None, None))
+        Ok((handle, None, Some(stats)))
     }
 
     /// Keeps the new server's handle and counters (adding the old run's to the totals).
@@ -408,7 +411,7 @@ impl Inner {
     /// The running (or last) network server's counters.
     pub(crate) fn server_stats(&self) -> Option<Arc<ServerStats>> {
         match lock(&self.modbus).stats.as_ref()? {
-            Stats::Tcp(s) | Stats::Udp(s) => Some(Arc::clone(s)),
+            Stats::Tcp(s) | Stats::Udp(s) | Stats::Serial(s) => Some(Arc::clone(s)),
         }
     }
 

@@ -58,6 +58,34 @@ impl Tally {
     /// queued (its latency is observed at [`Tally::sent`]), `exception`: it is one.
     #[inline]
     pub fn request(&mut self, unit: u8, function: u8, answered: bool, exception: bool) {
+        if let Some(count) = self.entry(unit, function) {
+            count.requests += 1;
+            count.exceptions += u64::from(exception);
+        }
+        self.pending += u64::from(answered);
+    }
+
+    /// Counts an exception answer to a request already counted with
+    /// [`Tally::request`] (for an adapter that learns the answer later, as
+    /// a gateway whose answers come from upstream).
+    #[inline]
+    pub fn exception(&mut self, unit: u8, function: u8) {
+        if let Some(count) = self.entry(unit, function) {
+            count.exceptions += 1;
+        }
+    }
+
+    /// Observes one answer's latency, measured by the adapter (for answers
+    /// that do not follow [`Tally::input`] / [`Tally::sent`], as a gateway's).
+    #[inline]
+    pub fn observe(&mut self, latency: Duration) {
+        self.latency.observe(latency, 1);
+        self.dirty = true;
+    }
+
+    /// The counts of (`unit`, `function`), made (folding first if the table
+    /// is full); marks the tally dirty.
+    fn entry(&mut self, unit: u8, function: u8) -> Option<&mut RequestCount> {
         let found = self
             .entries
             .iter()
@@ -81,12 +109,8 @@ impl Tally {
                 at
             }
         };
-        if let Some(e) = self.entries.get_mut(at) {
-            e.count.requests += 1;
-            e.count.exceptions += u64::from(exception);
-        }
-        self.pending += u64::from(answered);
         self.dirty = true;
+        self.entries.get_mut(at).map(|e| &mut e.count)
     }
 
     /// Counts a frame dropped for `reason`.
@@ -124,6 +148,17 @@ impl Tally {
             && self
                 .last_fold
                 .is_none_or(|t| now.saturating_duration_since(t) >= FOLD_INTERVAL)
+    }
+
+    /// When [`Tally::fold_due`] turns true (`now` if it already is); `None`
+    /// while nothing waits. An adapter with no other moment to fold (a quiet
+    /// gateway client) arms a timer for it and calls [`Tally::fold_if_due`].
+    pub fn fold_deadline(&self, now: Instant) -> Option<Instant> {
+        if !self.dirty {
+            return None;
+        }
+        let due = self.last_fold.and_then(|t| t.checked_add(FOLD_INTERVAL));
+        Some(due.map_or(now, |d| d.max(now)))
     }
 
     /// Folds in if [`Tally::fold_due`].

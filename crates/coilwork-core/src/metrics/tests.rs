@@ -1,4 +1,5 @@
 use super::*;
+use crate::metrics::tally::FOLD_INTERVAL;
 use crate::server::ServerStats;
 use crate::session::CloseCause;
 use proptest::prelude::*;
@@ -71,6 +72,43 @@ fn fold_if_due_folds_at_most_once_a_second() {
     assert_eq!(metrics.snapshot().requests[&(1, 3)].requests, 1);
     tally.fold_if_due(t0 + Duration::from_millis(1000));
     assert_eq!(metrics.snapshot().requests[&(1, 3)].requests, 2);
+}
+
+#[test]
+fn late_exceptions_and_observed_latency_fold_and_the_deadline_says_when() {
+    let metrics = Arc::new(Metrics::new());
+    let t0 = Instant::now();
+    let mut tally = Tally::new(Arc::clone(&metrics), 0);
+    assert_eq!(tally.fold_deadline(t0), None, "nothing waits");
+    // A gateway counts the request when it arrives, the exception and the
+    // latency when the upstream's answer is written.
+    tally.request(1, 3, false, false);
+    tally.request(1, 3, false, false);
+    tally.exception(1, 3);
+    tally.observe(Duration::from_millis(2));
+    tally.observe(Duration::from_micros(40));
+    // Never folded: due at once.
+    assert_eq!(tally.fold_deadline(t0), Some(t0));
+    tally.fold_if_due(t0);
+    let snap = metrics.snapshot();
+    assert_eq!(
+        snap.requests[&(1, 3)],
+        RequestCount {
+            requests: 2,
+            exceptions: 1
+        }
+    );
+    assert_eq!(snap.latency.count, 2);
+    // 2 ms falls in the 2.5 ms bucket (index 5), 40 µs in the first.
+    assert_eq!((snap.latency.buckets[5], snap.latency.buckets[0]), (1, 1));
+    assert_eq!(tally.fold_deadline(t0), None, "a fold leaves nothing waiting");
+    tally.exception(2, 6);
+    let later = t0 + Duration::from_millis(300);
+    assert_eq!(tally.fold_deadline(later), Some(t0 + FOLD_INTERVAL));
+    assert_eq!(
+        tally.fold_deadline(t0 + Duration::from_secs(5)),
+        Some(t0 + Duration::from_secs(5))
+    );
 }
 
 #[test]
