@@ -5,8 +5,7 @@ use crate::conn::{Accepted, serve};
 use crate::seam::{ByteStream, Listener, Runtime, Stop, TaskSet, Timer, Upgrade};
 use coilwork_core::options::TcpServerConfig;
 use coilwork_core::{
-    Admission, AdmissionOptions, CloseCause, CloseReason, CloseSignal, Engine, ServerStats, Session, SessionConfig,
-    SessionKind, StreamTimeoutConfig, Verdict,
+    Admission, CloseCause, CloseReason, CloseSignal, Engine, ServerStats, Session, SessionConfig, Verdict,
 };
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -34,23 +33,9 @@ impl Shared {
         stats: Arc<ServerStats>,
         transport: coilwork_core::Transport,
     ) -> Self {
-        let session = SessionConfig {
-            timeouts: StreamTimeoutConfig {
-                partial_frame: c.partial_frame_timeout,
-                idle: c.idle_timeout,
-                release_buffers_after: c.release_buffers_after,
-            },
-            max_buffered: c.max_buffered,
-            stats,
-            ..SessionConfig::new(engine, SessionKind::Stream, c.framing, transport)
-        };
         Self {
-            session: Arc::new(session),
-            table: Mutex::new(Admission::new(AdmissionOptions {
-                max_connections: c.max_connections,
-                overflow: c.overflow,
-                allow_list: c.allow_list.clone(),
-            })),
+            session: Arc::new(c.session(engine, stats, transport)),
+            table: Mutex::new(Admission::new(c.admission())),
             read_buffer_size: c.read_buffer_size,
             nodelay: c.nodelay,
         }

@@ -6,7 +6,7 @@
 use crate::seam::{Datagram, Listener, Runtime, Stop, Upgrade};
 use crate::{Plain, TcpServe};
 use coilwork_core::options::{TcpServerConfig, UdpServerConfig};
-use coilwork_core::{Engine, ServerError, ServerStats, SessionConfig, SessionKind, Transport};
+use coilwork_core::{Engine, ServerError, ServerStats};
 use coilwork_net::SocketOptions;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -271,16 +271,7 @@ impl<A: Adapter> UdpServer<A> {
     pub async fn serve_forever(&self) -> Result<(), ServerError> {
         let serve = |socket| async move {
             let socket = A::udp(socket)?;
-            let shared = SessionConfig {
-                allow_list: self.config.allow_list.clone(),
-                stats: Arc::clone(&self.stats),
-                ..SessionConfig::new(
-                    Arc::clone(&self.engine),
-                    SessionKind::Datagram,
-                    self.config.framing,
-                    Transport::Udp,
-                )
-            };
+            let shared = self.config.session(Arc::clone(&self.engine), Arc::clone(&self.stats));
             debug!(addr = ?self.local_addr(), "modbus udp server listening");
             crate::serve_datagrams::<A>(&socket, shared, &self.life.handle).await?;
             debug!("modbus udp server stopped");

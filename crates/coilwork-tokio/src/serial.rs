@@ -25,32 +25,10 @@ pub type SerialServer = coilwork_driver::SerialServer<Tokio>;
 impl SerialAdapter for Tokio {
     type Port = Io<tokio_serial::SerialStream>;
 
-    fn open_port(c: &SerialServerConfig) -> std::io::Result<Io<tokio_serial::SerialStream>> {
+    fn open_port(config: &SerialServerConfig) -> std::io::Result<Io<tokio_serial::SerialStream>> {
         use tokio_serial::SerialPortBuilderExt;
-        let data_bits = match c.data_bits {
-            5 => tokio_serial::DataBits::Five,
-            6 => tokio_serial::DataBits::Six,
-            7 => tokio_serial::DataBits::Seven,
-            _ => tokio_serial::DataBits::Eight,
-        };
-        let parity = match c.parity {
-            Parity::None => tokio_serial::Parity::None,
-            Parity::Even => tokio_serial::Parity::Even,
-            Parity::Odd => tokio_serial::Parity::Odd,
-        };
-        let stop_bits = if c.stop_bits >= 2 {
-            tokio_serial::StopBits::Two
-        } else {
-            tokio_serial::StopBits::One
-        };
-        tokio_serial::new(&c.port, c.baud_rate)
-            .data_bits(data_bits)
-            .parity(parity)
-            .stop_bits(stop_bits)
-            .flow_control(tokio_serial::FlowControl::None)
-            .open_native_async()
-            .map(Io)
-            .map_err(std::io::Error::from)
+        let port = coilwork_net::serial_port(config).open_native_async();
+        port.map(Io).map_err(std::io::Error::from)
     }
 }
 
