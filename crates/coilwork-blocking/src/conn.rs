@@ -92,10 +92,13 @@ pub(crate) trait Upgrade: Send + Sync + 'static {
         cancelled: &dyn Fn() -> bool,
         poll: Duration,
     ) -> Option<(Self::Stream, Option<String>)>;
+    /// Logs what the server should warn about when it starts serving.
+    fn starting(&self) {}
 }
 
-/// Plain Modbus/TCP: served as accepted.
-pub(crate) struct PlainTcp;
+/// Plain Modbus/TCP, served as accepted: the service of a [`TcpServer`](crate::TcpServer).
+#[derive(Debug, Default)]
+pub struct PlainTcp;
 
 impl Upgrade for PlainTcp {
     type Stream = SharedStream;
