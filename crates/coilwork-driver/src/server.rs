@@ -145,8 +145,7 @@ impl<A: Adapter> TcpServer<A> {
     pub fn bind(&self) -> Result<SocketAddr, ServerError> {
         let c = &self.config;
         self.life.bind(|| {
-            let opts = socket_options(c.address, c.allow_reuse_address, c.allow_reuse_port);
-            let listener = coilwork_net::tcp_listener(&opts, c.backlog)?;
+            let listener = coilwork_net::tcp_listener(&SocketOptions::from(c), c.backlog)?;
             let addr = listener.local_addr()?;
             Ok((listener, addr))
         })
@@ -240,8 +239,7 @@ impl<A: Adapter> UdpServer<A> {
     pub fn bind(&self) -> Result<SocketAddr, ServerError> {
         let c = &self.config;
         self.life.bind(|| {
-            let opts = socket_options(c.address, c.allow_reuse_address, c.allow_reuse_port);
-            let socket = coilwork_net::udp_socket(&opts)?;
+            let socket = coilwork_net::udp_socket(&SocketOptions::from(c))?;
             let addr = socket.local_addr()?;
             Ok((socket, addr))
         })
@@ -288,13 +286,5 @@ impl<A: Adapter> UdpServer<A> {
     /// Stops the server and releases the socket if it is not serving yet.
     pub fn server_close(&self) {
         self.life.close();
-    }
-}
-
-fn socket_options(addr: SocketAddr, reuse_address: bool, reuse_port: bool) -> SocketOptions {
-    SocketOptions {
-        addr,
-        reuse_address,
-        reuse_port,
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 use coilwork_core::ServerError;
+use coilwork_core::options::{TcpServerConfig, UdpServerConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -22,6 +23,26 @@ pub struct SocketOptions {
     pub reuse_address: bool,
     /// Set `SO_REUSEPORT` where the OS has it.
     pub reuse_port: bool,
+}
+
+impl From<&TcpServerConfig> for SocketOptions {
+    fn from(c: &TcpServerConfig) -> Self {
+        Self {
+            addr: c.address,
+            reuse_address: c.allow_reuse_address,
+            reuse_port: c.allow_reuse_port,
+        }
+    }
+}
+
+impl From<&UdpServerConfig> for SocketOptions {
+    fn from(c: &UdpServerConfig) -> Self {
+        Self {
+            addr: c.address,
+            reuse_address: c.allow_reuse_address,
+            reuse_port: c.allow_reuse_port,
+        }
+    }
 }
 
 /// A set-up failure on `addr`.
