@@ -94,14 +94,7 @@ impl SerialServer {
     /// is reported before serving; [`SerialServer::serve_forever`] then
     /// serves this port first.
     pub fn open(&self) -> Result<(), ServerError> {
-        let line = self.open_port().map_err(|source| {
-            self.stats.count_open_failure();
-            ServerError::SerialOpen {
-                port: self.config.port.clone(),
-                source,
-            }
-        })?;
-        self.life.put(line);
+        self.life.put(self.open_port()?);
         Ok(())
     }
 
@@ -149,30 +142,29 @@ impl SerialServer {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(source) => {
-                    self.stats.count_open_failure();
-                    if !self.config.auto_open {
-                        return Err(ServerError::SerialOpen {
-                            port: self.config.port.clone(),
-                            source,
-                        });
-                    }
-                    if !warned {
-                        warn!(port = %self.config.port, error = %source, "cannot open serial port; retrying");
-                        warned = true;
-                    }
+                Err(e) if !self.config.auto_open => return Err(e),
+                Err(e) if !warned => {
+                    warn!(port = %self.config.port, error = %e, "cannot open serial port; retrying");
+                    warned = true;
                 }
+                Err(_) => {}
             }
             handle.sleep_unless_stopped(self.config.reconnect_delay);
         }
         Ok(())
     }
 
-    fn open_port(&self) -> std::io::Result<Box<dyn serialport::SerialPort>> {
-        coilwork_net::serial_port(&self.config)
+    fn open_port(&self) -> Result<Box<dyn serialport::SerialPort>, ServerError> {
+        let port = coilwork_net::serial_port(&self.config)
             .timeout(self.config.poll_interval.max(Duration::from_millis(1)))
-            .open()
-            .map_err(std::io::Error::from)
+            .open();
+        port.map_err(|e| {
+            self.stats.count_open_failure();
+            ServerError::SerialOpen {
+                port: self.config.port.clone(),
+                source: e.into(),
+            }
+        })
     }
 
     /// Serves one already-open line (a serial port, a socket, any
@@ -191,12 +183,10 @@ impl SerialServer {
             error: None,
         };
         drive(&mut session, &mut link);
-        link.error.map_or(Ok(()), |e| Err(self.line_failed(e)))
-    }
-
-    fn line_failed(&self, e: std::io::Error) -> ServerError {
-        self.stats.count_line_error();
-        e.into()
+        link.error.map_or(Ok(()), |e| {
+            self.stats.count_line_error();
+            Err(e.into())
+        })
     }
 }
 

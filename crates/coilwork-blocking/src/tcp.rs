@@ -98,12 +98,7 @@ impl<U: Upgrade + Debug> Service for U {
     type Socket = TcpListener;
 
     fn open(c: &TcpServerConfig) -> Result<(TcpListener, SocketAddr), ServerError> {
-        let opts = SocketOptions {
-            addr: c.address,
-            reuse_address: c.allow_reuse_address,
-            reuse_port: c.allow_reuse_port,
-        };
-        let listener = coilwork_net::tcp_listener(&opts, c.backlog)?;
+        let listener = coilwork_net::tcp_listener(&SocketOptions::from(c), c.backlog)?;
         let addr = listener.local_addr()?;
         Ok((listener, addr))
     }

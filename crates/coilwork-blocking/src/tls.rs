@@ -47,7 +47,7 @@ type TlsStream = StreamOwned<ServerConnection, SharedStream>;
 
 impl StreamSocket for TlsStream {
     fn socket(&self) -> &TcpStream {
-        self.sock.tcp()
+        self.sock.socket()
     }
 
     fn close_write(&mut self) {
@@ -62,7 +62,7 @@ impl StreamSocket for TlsStream {
             }
         }
         let _ = self.sock.flush();
-        let _ = self.sock.tcp().shutdown(Shutdown::Write);
+        let _ = self.sock.socket().shutdown(Shutdown::Write);
     }
 }
 
@@ -95,7 +95,9 @@ fn handshake(
         }
         let timeout = left.min(poll).max(Duration::from_millis(1));
         if timeout_set != Some(timeout) {
-            sock.tcp().set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+            sock.socket()
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
             timeout_set = Some(timeout);
         }
         match conn.complete_io(sock) {

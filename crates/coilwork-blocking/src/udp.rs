@@ -38,12 +38,7 @@ impl Service for Udp {
     type Socket = UdpSocket;
 
     fn open(config: &UdpServerConfig) -> Result<(UdpSocket, SocketAddr), ServerError> {
-        let opts = SocketOptions {
-            addr: config.address,
-            reuse_address: config.allow_reuse_address,
-            reuse_port: config.allow_reuse_port,
-        };
-        let socket = coilwork_net::udp_socket(&opts)?;
+        let socket = coilwork_net::udp_socket(&SocketOptions::from(config))?;
         // Blocking reads, bounded by the read timeout.
         socket.set_nonblocking(false)?;
         let addr = socket.local_addr()?;
