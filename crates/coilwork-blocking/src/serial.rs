@@ -1,6 +1,6 @@
 //! Modbus RTU / ASCII server on a serial line (feature `serial`).
 //!
-//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
+//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`](coilwork_core::SessionConfig::serial)):
 //! the session knows the line's RTU silences (t3.5) and its deadlines; this
 //! adapter turns [`Output::Wait`](coilwork_core::Output::Wait)'s deadline into the port's read timeout
 //! (at most [`SerialServerConfig::poll_interval`], so a stop is seen within

@@ -1,7 +1,7 @@
 //! Modbus/TCP Security (mbaps): Modbus/TCP over TLS 1.2 or newer, on
 //! `std::net` and `std::thread` (rustls [`StreamOwned`], no async runtime).
 //!
-//! [`TlsServer`] is a [`TcpServer`] whose connection threads first run a
+//! [`TlsServer`] is a [`TcpServer`](crate::TcpServer) whose connection threads first run a
 //! TLS handshake (rustls, `ring` provider); after it, the same connection
 //! loop serves them, with the same options, limits, stop handle and
 //! graceful shutdown (requests already received are answered, then
@@ -142,7 +142,7 @@ impl Upgrade for Tls {
 }
 
 /// A blocking Modbus/TCP Security server over an [`Engine`]: one thread per
-/// connection, like [`TcpServer`].
+/// connection, like [`TcpServer`](crate::TcpServer).
 ///
 /// `TlsServer::new` does not bind: `bind` or `serve_forever` does.
 pub type TlsServer = Server<Tls>;

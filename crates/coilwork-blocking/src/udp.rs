@@ -29,7 +29,7 @@ pub type UdpStats = ServerStats;
 /// A blocking Modbus/UDP server over an [`Engine`]. [`UdpServer::new`] does not bind.
 pub type UdpServer = Server<Udp>;
 
-/// Modbus over UDP: the [`Service`] of a [`UdpServer`].
+/// Modbus over UDP: the service of a [`UdpServer`].
 #[derive(Debug, Default)]
 pub struct Udp;
 
