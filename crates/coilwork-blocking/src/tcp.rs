@@ -154,7 +154,7 @@ fn run<U: Upgrade + Debug>(server: &Server<U>, listener: TcpListener) -> Result<
                     break;
                 }
             }
-            Err(e) if is_per_connection_error(&e) => {}
+            Err(e) if coilwork_net::is_per_connection_error(&e) => {}
             Err(e) => {
                 warn!(error = %e, "accept failed");
                 // Out of descriptors or memory: do not spin.
@@ -253,14 +253,6 @@ fn admit<U: Service>(
             None
         }
     }
-}
-
-/// Accept errors that concern one would-be connection only.
-fn is_per_connection_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
-    )
 }
 
 /// Binds `config.address` and serves `engine` on the calling thread until

@@ -7,7 +7,6 @@ use coilwork_core::options::TcpServerConfig;
 use coilwork_core::{
     Admission, CloseCause, CloseReason, CloseSignal, Engine, ServerStats, Session, SessionConfig, Verdict,
 };
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -130,14 +129,6 @@ pub(crate) async fn connection<R: Runtime, In: Send, U: Upgrade<In>>(
     debug!(%peer, ?cause, "connection closed (None: refused)");
 }
 
-/// Accept errors that concern one would-be connection only.
-fn is_per_connection_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted | ErrorKind::WouldBlock
-    )
-}
-
 /// What ended a wait of the accept loop.
 enum Event<T> {
     Stop,
@@ -195,7 +186,7 @@ pub async fn serve_listener<R: Runtime, L: Listener, U: Upgrade<L::Stream>>(
             }
             Event::Accepted(Err(e)) => {
                 warn!(error = %e, "accept failed");
-                if !is_per_connection_error(&e) {
+                if !coilwork_net::is_per_connection_error(&e) {
                     // Out of descriptors or memory: do not spin (connections go on meanwhile).
                     drive_until::<R, _>(&mut tasks, Duration::from_millis(50), false).await;
                 }

@@ -45,6 +45,15 @@ impl From<&UdpServerConfig> for SocketOptions {
     }
 }
 
+/// True for an accept error that concerns one would-be connection only (or
+/// none yet): the accept loop goes on at once.
+pub fn is_per_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted | ErrorKind::WouldBlock
+    )
+}
+
 /// A set-up failure on `addr`.
 fn setup_err(addr: SocketAddr) -> impl Fn(std::io::Error) -> ServerError {
     move |source| ServerError::Socket { addr, source }
