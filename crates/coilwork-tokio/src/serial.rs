@@ -11,7 +11,6 @@ use coilwork_core::Engine;
 use coilwork_driver::{LineOf, SerialAdapter};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::warn;
 
 pub use coilwork_core::Parity;
 pub use coilwork_driver::SerialStats;
@@ -43,10 +42,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> LineOf<S> for Tokio {
 pub fn start_serial_server(engine: Arc<Engine>, config: SerialServerConfig) -> ServerHandle {
     let server = SerialServer::new(engine, config);
     let handle = server.handle();
-    tokio::spawn(async move {
-        if let Err(e) = server.serve_forever().await {
-            warn!(error = %e, "modbus serial server failed");
-        }
-    });
+    crate::rt::spawn_server("modbus serial server", async move { server.serve_forever().await });
     handle
 }
