@@ -65,8 +65,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // On shutdown, how long clients get to receive their answers before
         // their connections are cut (default 5 s).
         shutdown_timeout: Duration::from_secs(5),
-        // Blocking adapter only: how often the accept loop and the timeout
-        // watchdog look for a stop and passed deadlines (default 100 ms).
+        // Blocking adapter only: how often the accept loop (the timeout
+        // watchdog too) looks for a stop and passed deadlines (default 100 ms).
         poll_interval: Duration::from_millis(100),
         // Blocking adapter only: a client that does not read its answers for
         // this long is disconnected (default 10 s).

@@ -30,13 +30,6 @@ pub(crate) trait StreamSocket: Read + Write {
 #[derive(Debug)]
 pub(crate) struct SharedStream(pub(crate) Arc<TcpStream>);
 
-impl SharedStream {
-    /// The TCP socket.
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        &self.0
-    }
-}
-
 impl Read for SharedStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         (&*self.0).read(buf)
@@ -92,10 +85,13 @@ pub(crate) trait Upgrade: Send + Sync + 'static {
         cancelled: &dyn Fn() -> bool,
         poll: Duration,
     ) -> Option<(Self::Stream, Option<String>)>;
+    /// Logs what the server should warn about when it starts serving.
+    fn starting(&self) {}
 }
 
-/// Plain Modbus/TCP: served as accepted.
-pub(crate) struct PlainTcp;
+/// Plain Modbus/TCP, served as accepted: the service of a [`TcpServer`](crate::TcpServer).
+#[derive(Debug, Default)]
+pub struct PlainTcp;
 
 impl Upgrade for PlainTcp {
     type Stream = SharedStream;
@@ -128,7 +124,7 @@ impl ConnThread {
         let peer = self.peer;
         debug!(%peer, "connection opened");
         // Accepted sockets inherit non-blocking mode from the listener on some systems.
-        let tcp = stream.tcp();
+        let tcp = stream.socket();
         let setup = tcp
             .set_nonblocking(false)
             .and_then(|()| tcp.set_nodelay(self.config.nodelay))

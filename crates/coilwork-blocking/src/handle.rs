@@ -69,10 +69,7 @@ impl ServerHandle {
 
     /// Blocks until the server has stopped serving.
     pub fn wait_stopped(&self) {
-        let mut state = self.lock();
-        while !state.stopped {
-            state = self.inner.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
-        }
+        self.wait_stopped_timeout(Duration::MAX);
     }
 
     /// Blocks until the server has stopped serving or `timeout` passed; true if it stopped.

@@ -51,6 +51,7 @@ mod drive;
 mod handle;
 #[cfg(feature = "serial")]
 pub mod serial;
+mod server;
 mod table;
 pub mod tcp;
 #[cfg(feature = "tls")]
@@ -64,6 +65,7 @@ pub use serial::{
     Parity, SerialLine, SerialServer, SerialServerConfig, SerialStats, start_serial_server,
     start_serial_server_in_background,
 };
+pub use server::Server;
 pub use tcp::{OverflowPolicy, TcpServer, TcpServerConfig, TcpStats, start_tcp_server, start_tcp_server_in_background};
 #[cfg(feature = "tls")]
 pub use tls::{

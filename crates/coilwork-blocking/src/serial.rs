@@ -1,6 +1,6 @@
 //! Modbus RTU / ASCII server on a serial line (feature `serial`).
 //!
-//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`]):
+//! One line, one [`Session`] of the line kind ([`SessionConfig::serial`](coilwork_core::SessionConfig::serial)):
 //! the session knows the line's RTU silences (t3.5) and its deadlines; this
 //! adapter turns [`Output::Wait`](coilwork_core::Output::Wait)'s deadline into the port's read timeout
 //! (at most [`SerialServerConfig::poll_interval`], so a stop is seen within
@@ -12,10 +12,9 @@
 use crate::ServerError;
 use crate::drive::{Link, drive, in_background, is_timeout, read_timeout};
 use crate::handle::{Lifecycle, ServerHandle};
-use coilwork_core::{Engine, Input, Session, SessionConfig};
+use coilwork_core::{Engine, Input, Session};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -27,28 +26,8 @@ pub use coilwork_core::Parity;
 /// Settings of a [`SerialServer`] (the core's, shared by every adapter).
 pub use coilwork_core::options::SerialServerConfig;
 
-/// Counters of a [`SerialServer`].
-#[derive(Debug, Default)]
-pub struct SerialStats {
-    opened: AtomicU64,
-    open_failures: AtomicU64,
-    line_errors: AtomicU64,
-}
-
-impl SerialStats {
-    /// Times the port was opened.
-    pub fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
-    }
-    /// Failed open attempts.
-    pub fn open_failures(&self) -> u64 {
-        self.open_failures.load(Ordering::Relaxed)
-    }
-    /// Times an open line failed while serving.
-    pub fn line_errors(&self) -> u64 {
-        self.line_errors.load(Ordering::Relaxed)
-    }
-}
+/// Counters of a [`SerialServer`] (the core's, shared by every adapter).
+pub use coilwork_core::SerialStats;
 
 /// A byte line [`SerialServer::serve_line`] can serve: a serial port, or
 /// any stream whose read timeout can be set (a socket, for tests and bridges).
@@ -115,14 +94,7 @@ impl SerialServer {
     /// is reported before serving; [`SerialServer::serve_forever`] then
     /// serves this port first.
     pub fn open(&self) -> Result<(), ServerError> {
-        let line = self.open_port().map_err(|source| {
-            self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
-            ServerError::SerialOpen {
-                port: self.config.port.clone(),
-                source,
-            }
-        })?;
-        self.life.put(line);
+        self.life.put(self.open_port()?);
         Ok(())
     }
 
@@ -160,7 +132,7 @@ impl SerialServer {
             match self.life.take().map_or_else(|| self.open_port(), Ok) {
                 Ok(line) => {
                     warned = false;
-                    self.stats.opened.fetch_add(1, Ordering::Relaxed);
+                    self.stats.count_opened();
                     debug!(port = %self.config.port, "serial port opened");
                     match self.serve_line(line) {
                         Ok(()) => return Ok(()),
@@ -170,80 +142,51 @@ impl SerialServer {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(source) => {
-                    self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
-                    if !self.config.auto_open {
-                        return Err(ServerError::SerialOpen {
-                            port: self.config.port.clone(),
-                            source,
-                        });
-                    }
-                    if !warned {
-                        warn!(port = %self.config.port, error = %source, "cannot open serial port; retrying");
-                        warned = true;
-                    }
+                Err(e) if !self.config.auto_open => return Err(e),
+                Err(e) if !warned => {
+                    warn!(port = %self.config.port, error = %e, "cannot open serial port; retrying");
+                    warned = true;
                 }
+                Err(_) => {}
             }
             handle.sleep_unless_stopped(self.config.reconnect_delay);
         }
         Ok(())
     }
 
-    fn open_port(&self) -> std::io::Result<Box<dyn serialport::SerialPort>> {
-        let c = &self.config;
-        let data_bits = match c.data_bits {
-            5 => serialport::DataBits::Five,
-            6 => serialport::DataBits::Six,
-            7 => serialport::DataBits::Seven,
-            _ => serialport::DataBits::Eight,
-        };
-        let parity = match c.parity {
-            Parity::None => serialport::Parity::None,
-            Parity::Even => serialport::Parity::Even,
-            Parity::Odd => serialport::Parity::Odd,
-        };
-        let stop_bits = if c.stop_bits >= 2 {
-            serialport::StopBits::Two
-        } else {
-            serialport::StopBits::One
-        };
-        serialport::new(&c.port, c.baud_rate)
-            .data_bits(data_bits)
-            .parity(parity)
-            .stop_bits(stop_bits)
-            .flow_control(serialport::FlowControl::None)
-            .timeout(c.poll_interval.max(Duration::from_millis(1)))
-            .open()
-            .map_err(std::io::Error::from)
+    fn open_port(&self) -> Result<Box<dyn serialport::SerialPort>, ServerError> {
+        let port = coilwork_net::serial_port(&self.config)
+            .timeout(self.config.poll_interval.max(Duration::from_millis(1)))
+            .open();
+        port.map_err(|e| {
+            self.stats.count_open_failure();
+            ServerError::SerialOpen {
+                port: self.config.port.clone(),
+                source: e.into(),
+            }
+        })
     }
 
     /// Serves one already-open line (a serial port, a socket, any
     /// [`SerialLine`]) on the calling thread until stopped (`Ok`) or until
     /// the line fails or closes (`Err`).
     pub fn serve_line<S: SerialLine>(&self, line: S) -> Result<(), ServerError> {
-        let c = &self.config;
-        let shared = SessionConfig {
-            local_echo: c.local_echo,
-            max_buffered: c.max_buffered,
-            ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
-        };
+        let shared = self.config.session(Arc::clone(&self.engine));
         let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         let mut link = LineLink {
             line,
             handle: &self.life.handle,
-            poll: c.poll_interval.max(Duration::from_millis(1)),
+            poll: self.config.poll_interval.max(Duration::from_millis(1)),
             timeout_set: None,
             // One buffer per line, reused for every read.
             buf: vec![0u8; 512],
             error: None,
         };
         drive(&mut session, &mut link);
-        link.error.map_or(Ok(()), |e| Err(self.line_failed(e)))
-    }
-
-    fn line_failed(&self, e: std::io::Error) -> ServerError {
-        self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
-        e.into()
+        link.error.map_or(Ok(()), |e| {
+            self.stats.count_line_error();
+            Err(e.into())
+        })
     }
 }
 

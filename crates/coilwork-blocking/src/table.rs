@@ -1,7 +1,7 @@
-//! The open connections of a TCP or TLS server as the accept loop and the
-//! watchdog see them: one slot per connection thread, the admission (from
-//! the core) behind one lock, and the watchdog that wakes a thread blocked
-//! in a read once its partial-frame or idle deadline has passed.
+//! The open connections of a TCP or TLS server as the accept loop sees
+//! them: one slot per connection thread, the admission (from the core)
+//! behind one lock, and the watchdog pass that wakes a thread blocked in a
+//! read once its partial-frame or idle deadline has passed.
 
 use coilwork_core::{Admission, AdmissionOptions, ServerStats};
 use std::net::{Shutdown, TcpStream};
@@ -89,33 +89,31 @@ impl ConnTable {
         }
     }
 
-    /// The watchdog: until `done`, shuts down the socket of each connection
-    /// whose closing deadline passed, once; wakes every `poll` or at the next deadline.
-    pub(crate) fn watch(&self, poll: Duration, done: &AtomicBool) {
-        while !done.load(Ordering::Acquire) {
-            let now = self.nanos(Instant::now());
-            let mut next = NO_DEADLINE;
-            for slot in self.lock().open() {
-                let d = slot.state.load(Ordering::Acquire);
-                if d > LAST_DEADLINE {
-                    continue;
-                }
-                if d > now {
-                    next = next.min(d);
-                } else if slot
-                    .state
-                    .compare_exchange(d, FIRED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    // Fails when the thread woke first: it then left its read (BUSY).
-                    slot.wake();
-                }
+    /// The watchdog's pass, made by the accept loop: shuts down, once, the
+    /// socket of each connection whose closing deadline passed; returns how
+    /// long until the next deadline, at most `poll` and at least 1 ms.
+    pub(crate) fn watch(&self, poll: Duration) -> Duration {
+        let now = self.nanos(Instant::now());
+        let mut next = NO_DEADLINE;
+        for slot in self.lock().open() {
+            let d = slot.state.load(Ordering::Acquire);
+            if d > LAST_DEADLINE {
+                continue;
             }
-            let sleep = Duration::from_nanos(next.saturating_sub(now))
-                .min(poll)
-                .max(Duration::from_millis(1));
-            std::thread::park_timeout(sleep);
+            if d > now {
+                next = next.min(d);
+            } else if slot
+                .state
+                .compare_exchange(d, FIRED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // Fails when the thread woke first: it then left its read (BUSY).
+                slot.wake();
+            }
         }
+        Duration::from_nanos(next.saturating_sub(now))
+            .min(poll)
+            .max(Duration::from_millis(1))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Admission<Arc<Slot>>> {
@@ -180,15 +178,14 @@ mod tests {
 
     #[test]
     fn watchdog_wakes_only_the_reader_whose_deadline_passed_keeping_queued_bytes() {
-        let table = Arc::new(ConnTable::new(AdmissionOptions::default()));
+        let table = ConnTable::new(AdmissionOptions::default());
         let (due, mut due_client) = slot_pair(0, 0);
         let (later, _later_client) = slot_pair(1, table.nanos(Instant::now() + Duration::from_secs(60)));
         let (none, _none_client) = slot_pair(2, NO_DEADLINE);
         insert(&table, [Arc::clone(&due), Arc::clone(&later), Arc::clone(&none)]);
         due_client.write_all(&[7, 8, 9]).unwrap();
-        let done = Arc::new(AtomicBool::new(false));
-        let (t, d) = (Arc::clone(&table), Arc::clone(&done));
-        let watchdog = std::thread::spawn(move || t.watch(Duration::from_millis(5), &d));
+        // The next deadline is a minute away: the pass asks to come back within `poll`.
+        assert_eq!(table.watch(Duration::from_millis(5)), Duration::from_millis(5));
         let mut buf = [0u8; 8];
         // Blocks with no read timeout: the bytes queued first, then the wake's end of stream.
         let mut got = Vec::new();
@@ -201,16 +198,18 @@ mod tests {
         }
         assert_eq!(got, [7, 8, 9]);
         assert_eq!(due.state.load(Ordering::Acquire), FIRED);
-        std::thread::sleep(Duration::from_millis(30));
         assert_ne!(later.state.load(Ordering::Acquire), FIRED);
         assert_eq!(none.state.load(Ordering::Acquire), NO_DEADLINE);
-        done.store(true, Ordering::Release);
-        watchdog.thread().unpark();
-        watchdog.join().unwrap();
         // The others were not shut down.
         later.socket.set_nonblocking(true).unwrap();
         let e = (&*later.socket).read(&mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        // A deadline sooner than `poll` is when the pass asks to come back.
+        later
+            .state
+            .store(table.nanos(Instant::now() + Duration::from_secs(2)), Ordering::SeqCst);
+        let wait = table.watch(Duration::from_secs(5));
+        assert!(wait <= Duration::from_secs(2), "{wait:?}");
     }
 
     /// True if the server side of `slot` was shut for reading (a read returns 0 at once).

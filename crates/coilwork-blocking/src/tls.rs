@@ -1,7 +1,7 @@
 //! Modbus/TCP Security (mbaps): Modbus/TCP over TLS 1.2 or newer, on
 //! `std::net` and `std::thread` (rustls [`StreamOwned`], no async runtime).
 //!
-//! [`TlsServer`] is a [`TcpServer`] whose connection threads first run a
+//! [`TlsServer`] is a [`TcpServer`](crate::TcpServer) whose connection threads first run a
 //! TLS handshake (rustls, `ring` provider); after it, the same connection
 //! loop serves them, with the same options, limits, stop handle and
 //! graceful shutdown (requests already received are answered, then
@@ -25,11 +25,11 @@
 use crate::ServerError;
 use crate::conn::{SharedStream, StreamSocket, Upgrade};
 use crate::handle::ServerHandle;
-use crate::tcp::{TcpServer, TcpServerConfig, TcpStats};
+use crate::server::Server;
 use coilwork_core::{Engine, Transport};
 use coilwork_tls::rustls::{ServerConnection, StreamOwned};
 use std::io::{ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -38,34 +38,8 @@ pub use coilwork_tls::{
     MBAPS_PORT, TlsClientAuth, TlsConfig, TlsError, load_ca_roots, load_certificates, load_private_key,
 };
 
-/// Settings of a [`TlsServer`]: those of a [`TcpServer`] plus the handshake
-/// timeout. `Default` listens on `127.0.0.1:802`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsServerConfig {
-    /// Socket, limits, timeouts and threads, as for TCP.
-    pub tcp: TcpServerConfig,
-    /// Close a connection whose TLS handshake has not finished within this
-    /// long (default 10 s).
-    pub handshake_timeout: Duration,
-}
-
-impl Default for TlsServerConfig {
-    fn default() -> Self {
-        Self {
-            tcp: TcpServerConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), MBAPS_PORT)),
-            handshake_timeout: coilwork_tls::DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-impl TlsServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        let mut config = Self::default();
-        config.tcp.address = address;
-        config
-    }
-}
+/// Settings of a [`TlsServer`] (`coilwork-tls`'s, shared by every adapter).
+pub use coilwork_tls::TlsServerConfig;
 
 /// A TLS session over a blocking socket (shared with the server's table,
 /// which wakes the connection's thread by shutting its reading side down).
@@ -73,7 +47,7 @@ type TlsStream = StreamOwned<ServerConnection, SharedStream>;
 
 impl StreamSocket for TlsStream {
     fn socket(&self) -> &TcpStream {
-        self.sock.tcp()
+        self.sock.socket()
     }
 
     fn close_write(&mut self) {
@@ -88,13 +62,15 @@ impl StreamSocket for TlsStream {
             }
         }
         let _ = self.sock.flush();
-        let _ = self.sock.tcp().shutdown(Shutdown::Write);
+        let _ = self.sock.socket().shutdown(Shutdown::Write);
     }
 }
 
-/// The TLS handshake and role check, run on each connection thread.
-struct TlsUpgrade {
-    config: Arc<coilwork_tls::rustls::ServerConfig>,
+/// The TLS handshake and role check, run on each connection thread: the
+/// service of a [`TlsServer`].
+#[derive(Debug)]
+pub struct Tls {
+    tls: TlsConfig,
     handshake_timeout: Duration,
 }
 
@@ -119,7 +95,9 @@ fn handshake(
         }
         let timeout = left.min(poll).max(Duration::from_millis(1));
         if timeout_set != Some(timeout) {
-            sock.tcp().set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+            sock.socket()
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
             timeout_set = Some(timeout);
         }
         match conn.complete_io(sock) {
@@ -131,7 +109,7 @@ fn handshake(
     Ok(())
 }
 
-impl Upgrade for TlsUpgrade {
+impl Upgrade for Tls {
     type Stream = TlsStream;
     const TRANSPORT: Transport = Transport::Tls;
     const NAME: &'static str = "modbus tls";
@@ -143,7 +121,7 @@ impl Upgrade for TlsUpgrade {
         cancelled: &dyn Fn() -> bool,
         poll: Duration,
     ) -> Option<(TlsStream, Option<String>)> {
-        let mut conn = match ServerConnection::new(Arc::clone(&self.config)) {
+        let mut conn = match ServerConnection::new(Arc::clone(self.tls.rustls())) {
             Ok(conn) => conn,
             Err(e) => {
                 warn!(%peer, error = %e, "cannot start a TLS session");
@@ -157,19 +135,17 @@ impl Upgrade for TlsUpgrade {
         let role = coilwork_tls::session_role(&conn, peer)?;
         Some((StreamOwned::new(conn, stream), role))
     }
+
+    fn starting(&self) {
+        self.tls.warn_if_server_only();
+    }
 }
 
 /// A blocking Modbus/TCP Security server over an [`Engine`]: one thread per
-/// connection, like [`TcpServer`].
+/// connection, like [`TcpServer`](crate::TcpServer).
 ///
-/// [`TlsServer::new`] does not bind: [`TlsServer::bind`] or
-/// [`TlsServer::serve_forever`] does.
-#[derive(Debug)]
-pub struct TlsServer {
-    tcp: TcpServer,
-    tls: TlsConfig,
-    handshake_timeout: Duration,
-}
+/// `TlsServer::new` does not bind: `bind` or `serve_forever` does.
+pub type TlsServer = Server<Tls>;
 
 impl TlsServer {
     /// A server for `engine`; nothing is bound yet.
@@ -180,75 +156,18 @@ impl TlsServer {
     /// A server stopped by `handle` (keep a clone to stop a server that
     /// blocks its thread). Use a fresh handle for each server.
     pub fn with_handle(engine: Arc<Engine>, config: TlsServerConfig, tls: TlsConfig, handle: ServerHandle) -> Self {
-        Self {
-            tcp: TcpServer::with_handle(engine, config.tcp, handle),
-            tls,
-            handshake_timeout: config.handshake_timeout,
-        }
-    }
-
-    /// Binds and listens now (idempotent); returns the address bound (useful with port 0).
-    pub fn bind(&self) -> Result<SocketAddr, ServerError> {
-        self.tcp.bind()
-    }
-
-    /// The bound address, once bound.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.tcp.local_addr()
-    }
-
-    /// A handle to stop this server from any thread.
-    pub fn handle(&self) -> ServerHandle {
-        self.tcp.handle()
-    }
-
-    /// The counters (TLS refusals in [`TcpStats::handshake_failures`]).
-    pub fn stats(&self) -> &Arc<TcpStats> {
-        self.tcp.stats()
-    }
-
-    /// The socket and connection settings.
-    pub fn config(&self) -> &TcpServerConfig {
-        self.tcp.config()
+        let handshake_timeout = config.handshake_timeout;
+        Self::with_service(engine, config.tcp, handle, Tls { tls, handshake_timeout })
     }
 
     /// The TLS configuration.
     pub fn tls_config(&self) -> &TlsConfig {
-        &self.tls
+        &self.service.tls
     }
 
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
-    }
-
-    /// The engine served.
-    pub fn engine(&self) -> &Arc<Engine> {
-        self.tcp.engine()
-    }
-
-    /// Binds if needed and serves on the calling thread until stopped;
-    /// returns once every connection is closed (at once, with `Ok`, if a
-    /// stop came first).
-    pub fn serve_forever(&self) -> Result<(), ServerError> {
-        self.tls.warn_if_server_only();
-        let upgrade = TlsUpgrade {
-            config: Arc::clone(self.tls.rustls()),
-            handshake_timeout: self.handshake_timeout,
-        };
-        self.tcp.serve_with(Arc::new(upgrade))
-    }
-
-    /// Graceful stop from another thread: stops accepting, answers requests
-    /// already received, closes the connections, and returns once
-    /// `serve_forever` has returned.
-    pub fn shutdown(&self) {
-        self.tcp.shutdown();
-    }
-
-    /// Stops the server and releases the listening socket if it is not serving yet.
-    pub fn server_close(&self) {
-        self.tcp.server_close();
+        self.service.handshake_timeout
     }
 }
 
@@ -268,9 +187,5 @@ pub fn start_tls_server_in_background(
     config: TlsServerConfig,
     tls: TlsConfig,
 ) -> Result<ServerHandle, ServerError> {
-    let server = TlsServer::new(engine, config, tls);
-    server.bind()?;
-    let handle = server.handle();
-    crate::drive::in_background("coilwork-tls-accept", move || server.serve_forever())?;
-    Ok(handle)
+    TlsServer::new(engine, config, tls).start_in_background("coilwork-tls-accept")
 }

@@ -1,16 +1,17 @@
 //! Modbus over UDP: each datagram is one ADU, answered to its sender.
 //!
-//! One thread (the one calling [`UdpServer::serve_forever`]) receives with a
+//! One thread (the one calling `serve_forever`) receives with a
 //! socket read timeout of [`UdpServerConfig::poll_interval`], so it notices a
 //! stop within that long. A hook's [`Delivery`](coilwork_core::Delivery)
 //! pause (delay, split) is slept on that thread, so other clients wait for it
 //! (as in the tokio adapter); a stop cuts it short.
 
 use crate::ServerError;
-use crate::drive::{Link, drive, in_background, is_timeout};
-use crate::handle::{Lifecycle, ServerHandle};
+use crate::drive::{Link, drive, is_timeout};
+use crate::handle::ServerHandle;
+use crate::server::{Server, Service};
 use coilwork_core::options::MAX_DATAGRAM;
-use coilwork_core::{CloseCause, Engine, Input, ServerStats, Session, SessionConfig, SessionKind, Transport};
+use coilwork_core::{CloseCause, Engine, Input, ServerStats, Session};
 use coilwork_net::SocketOptions;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -26,112 +27,52 @@ pub use coilwork_core::options::UdpServerConfig;
 pub type UdpStats = ServerStats;
 
 /// A blocking Modbus/UDP server over an [`Engine`]. [`UdpServer::new`] does not bind.
-#[derive(Debug)]
-pub struct UdpServer {
-    engine: Arc<Engine>,
-    config: UdpServerConfig,
-    life: Lifecycle<UdpSocket>,
-    stats: Arc<UdpStats>,
-}
+pub type UdpServer = Server<Udp>;
 
-impl UdpServer {
-    /// A server for `engine`; nothing is bound yet.
-    pub fn new(engine: Arc<Engine>, config: UdpServerConfig) -> Self {
-        Self::with_handle(engine, config, ServerHandle::new())
-    }
+/// Modbus over UDP: the service of a [`UdpServer`].
+#[derive(Debug, Default)]
+pub struct Udp;
 
-    /// A server stopped by `handle` (keep a clone to stop a server that blocks its thread).
-    pub fn with_handle(engine: Arc<Engine>, config: UdpServerConfig, handle: ServerHandle) -> Self {
-        Self {
-            engine,
-            config,
-            life: Lifecycle::new(handle),
-            stats: Arc::new(UdpStats::default()),
-        }
-    }
+impl Service for Udp {
+    type Config = UdpServerConfig;
+    type Socket = UdpSocket;
 
-    /// Binds now (idempotent); returns the address bound.
-    pub fn bind(&self) -> Result<SocketAddr, ServerError> {
-        self.life.bind(|| self.open())
-    }
-
-    fn open(&self) -> Result<(UdpSocket, SocketAddr), ServerError> {
-        let opts = SocketOptions {
-            addr: self.config.address,
-            reuse_address: self.config.allow_reuse_address,
-            reuse_port: self.config.allow_reuse_port,
-        };
-        let socket = coilwork_net::udp_socket(&opts)?;
+    fn open(config: &UdpServerConfig) -> Result<(UdpSocket, SocketAddr), ServerError> {
+        let socket = coilwork_net::udp_socket(&SocketOptions::from(config))?;
         // Blocking reads, bounded by the read timeout.
         socket.set_nonblocking(false)?;
         let addr = socket.local_addr()?;
         Ok((socket, addr))
     }
 
-    /// The bound address, once bound.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.life.handle.local_addr()
-    }
-
-    /// A handle to stop this server from any thread.
-    pub fn handle(&self) -> ServerHandle {
-        self.life.handle.clone()
-    }
-
-    /// The counters (malformed datagrams among them).
-    pub fn stats(&self) -> &Arc<UdpStats> {
-        &self.stats
-    }
-
-    /// Datagrams dropped as malformed so far.
-    pub fn malformed_count(&self) -> u64 {
-        self.stats.malformed()
-    }
-
-    /// Binds if needed and serves on the calling thread until stopped
-    /// (returns `Ok` at once if a stop came first).
-    pub fn serve_forever(&self) -> Result<(), ServerError> {
-        self.life.serve_bound(|| self.open(), |socket| self.run(socket))
-    }
-
-    /// Stops and blocks until `serve_forever` has returned.
-    pub fn shutdown(&self) {
-        self.life.shutdown();
-    }
-
-    /// Stops the server and releases the socket if it is not serving yet.
-    pub fn server_close(&self) {
-        self.life.close();
-    }
-
-    fn run(&self, socket: UdpSocket) -> Result<(), ServerError> {
-        socket.set_read_timeout(Some(self.config.poll_interval.max(Duration::from_millis(1))))?;
-        let shared = SessionConfig {
-            allow_list: self.config.allow_list.clone(),
-            stats: Arc::clone(&self.stats),
-            ..SessionConfig::new(
-                Arc::clone(&self.engine),
-                SessionKind::Datagram,
-                self.config.framing,
-                Transport::Udp,
-            )
-        };
+    fn serve(server: &UdpServer, socket: UdpSocket) -> Result<(), ServerError> {
+        socket.set_read_timeout(Some(server.config.poll_interval.max(Duration::from_millis(1))))?;
+        let shared = server
+            .config
+            .session(Arc::clone(&server.engine), Arc::clone(&server.stats));
         let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         let mut link = UdpLink {
             socket,
             // One byte more than the largest ADU, so an oversized datagram is seen as such.
             buf: vec![0u8; MAX_DATAGRAM + 1],
             peer: None,
-            handle: &self.life.handle,
+            handle: &server.life.handle,
             error: None,
         };
-        debug!(addr = ?self.local_addr(), "modbus udp server listening");
+        debug!(addr = ?server.local_addr(), "modbus udp server listening");
         let cause = drive(&mut session, &mut link);
         debug!(?cause, "modbus udp server stopped");
         match link.error {
             Some(e) if cause == CloseCause::IoError => Err(e.into()),
             _ => Ok(()),
         }
+    }
+}
+
+impl UdpServer {
+    /// Datagrams dropped as malformed so far.
+    pub fn malformed_count(&self) -> u64 {
+        self.stats.malformed()
     }
 }
 
@@ -196,9 +137,5 @@ pub fn start_udp_server_in_background(
     engine: Arc<Engine>,
     config: UdpServerConfig,
 ) -> Result<ServerHandle, ServerError> {
-    let server = UdpServer::new(engine, config);
-    server.bind()?;
-    let handle = server.handle();
-    in_background("coilwork-udp", move || server.serve_forever())?;
-    Ok(handle)
+    UdpServer::new(engine, config).start_in_background("coilwork-udp")
 }

@@ -6,9 +6,7 @@
 //! smol under `smol::block_on`, async-std under `async_std::task::block_on`,
 //! blocking on a plain thread.
 
-use crate::{
-    Counters, Harness, Running, SerialOptions, StopHandle, TcpOptions, TlsConfig, UdpOptions, loopback, spawn_server,
-};
+use crate::{Counters, Harness, Running, SerialOptions, StopHandle, TlsConfig, UdpOptions, loopback, spawn_server};
 use coilwork_core::options::{SerialServerConfig, TcpServerConfig, UdpServerConfig};
 use coilwork_core::{Engine, Parity, ServerStats};
 use std::sync::Arc;
@@ -63,18 +61,11 @@ fn udp_stats(s: Arc<ServerStats>) -> impl Fn() -> Counters + Send + Sync + 'stat
     }
 }
 
-/// The TCP settings of every adapter (one type, the core's) from the suite's options.
-fn tcp_config(o: &TcpOptions) -> TcpServerConfig {
+/// The TCP settings of every adapter (one type, the core's): the case's, on `127.0.0.1:0`.
+fn tcp_config(o: &TcpServerConfig) -> TcpServerConfig {
     TcpServerConfig {
-        framing: o.framing,
-        max_connections: o.max_connections,
-        overflow: o.overflow,
-        idle_timeout: o.idle_timeout,
-        partial_frame_timeout: o.partial_frame_timeout,
-        allow_list: o.allow_list.clone(),
-        backlog: o.backlog,
-        shutdown_timeout: o.shutdown_timeout,
-        ..TcpServerConfig::new(loopback())
+        address: loopback(),
+        ..o.clone()
     }
 }
 
@@ -132,7 +123,7 @@ fn err(e: impl std::fmt::Display) -> String {
 impl Harness for Tokio {
     const NAME: &'static str = "tokio";
 
-    fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
+    fn start_tcp(engine: Arc<Engine>, opts: &TcpServerConfig) -> Running {
         let server = coilwork_tokio::TcpServer::new(engine, tcp_config(opts));
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
@@ -163,7 +154,7 @@ impl Harness for Tokio {
         Running::new(None, handle, done, Counters::default)
     }
 
-    fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running {
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
         let server = coilwork_tokio::TlsServer::new(engine, tls_config!(coilwork_tokio, opts), tls);
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
@@ -178,7 +169,7 @@ macro_rules! async_io_harness {
         impl Harness for $ty {
             const NAME: &'static str = $name;
 
-            fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
+            fn start_tcp(engine: Arc<Engine>, opts: &TcpServerConfig) -> Running {
                 let server = coilwork_async_std::TcpServer::new(engine, tcp_config(opts));
                 let addr = server.bind().expect("bind");
                 let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
@@ -208,7 +199,7 @@ macro_rules! async_io_harness {
                 Running::new(None, handle, done, Counters::default)
             }
 
-            fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running {
+            fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
                 let server = coilwork_async_std::TlsServer::new(engine, tls_config!(coilwork_async_std, opts), tls);
                 let addr = server.bind().expect("bind");
                 let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
@@ -227,7 +218,7 @@ async_io_harness!(AsyncStd, "async-std", async_std::task::block_on);
 impl Harness for Blocking {
     const NAME: &'static str = "blocking";
 
-    fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running {
+    fn start_tcp(engine: Arc<Engine>, opts: &TcpServerConfig) -> Running {
         let server = coilwork_blocking::TcpServer::new(engine, tcp_config(opts));
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
@@ -251,7 +242,7 @@ impl Harness for Blocking {
         Running::new(None, handle, done, Counters::default)
     }
 
-    fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running {
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
         let server = coilwork_blocking::TlsServer::new(engine, tls_config!(coilwork_blocking, opts), tls);
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));

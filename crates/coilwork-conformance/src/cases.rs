@@ -9,7 +9,7 @@ use crate::client::{Client, STEP, UdpClient, adu, adu_with_protocol, ascii, fc3,
 use crate::fixture::engine;
 use crate::serial::PtyPair;
 use crate::tls_common as tls;
-use crate::{Harness, Overflow, Running, SerialOptions, TcpOptions, UdpOptions};
+use crate::{Harness, Overflow, Running, SerialOptions, TcpServerConfig, UdpOptions, tcp_defaults};
 use coilwork_core::Framing;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// How long a graceful stop may take.
 pub const STOP_WITHIN: Duration = Duration::from_secs(2);
 
-fn start<H: Harness>(opts: TcpOptions) -> Running {
+fn start<H: Harness>(opts: TcpServerConfig) -> Running {
     H::start_tcp(engine(), &opts)
 }
 
@@ -34,7 +34,7 @@ fn expect(c: &mut Client, tid: u16, request: &[u8], answer: &[u8]) {
 
 /// FC1, FC2, FC5, FC15 with the spec's examples.
 pub fn bit_functions<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     // FC5 (spec): coil 173 on.
     let fc5 = [0x05, 0x00, 0xAC, 0xFF, 0x00];
@@ -72,7 +72,7 @@ pub fn bit_functions<H: Harness>() {
 
 /// FC3, FC4, FC6, FC16, FC22, FC23, FC24 with the spec's examples.
 pub fn register_functions<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     // FC6 (spec): register 2 = 3.
     let fc6 = [0x06, 0x00, 0x01, 0x00, 0x03];
@@ -121,7 +121,7 @@ pub fn register_functions<H: Harness>() {
 /// FC7, FC8 (echo, a counter, clear), FC11, FC12, FC17 on a fresh engine:
 /// the counters and the event log follow the exact sequence sent.
 pub fn diagnostic_functions<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     // 1: FC11 does not count itself.
     expect(&mut c, 1, &[0x0B], &[0x0B, 0x00, 0x00, 0x00, 0x00]);
@@ -154,7 +154,7 @@ pub fn diagnostic_functions<H: Harness>() {
 
 /// FC20 and FC21 with the spec's examples, and a missing file (02).
 pub fn file_record_functions<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     expect(
         &mut c,
@@ -187,7 +187,7 @@ pub fn file_record_functions<H: Harness>() {
 
 /// FC43 / MEI 14: the basic stream and one object.
 pub fn device_identification<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     let mut basic = vec![0x2B, 0x0E, 0x01, 0x81, 0x00, 0x00, 0x03];
     basic.extend_from_slice(&[0x00, 8]);
@@ -210,7 +210,7 @@ pub fn device_identification<H: Harness>() {
 /// Exceptions 01 (unknown function), 02 (out of range), 03 (bad
 /// quantity); the connection stays up after each.
 pub fn one_exception_per_class<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     expect(&mut c, 1, &[0x5A, 0x00, 0x00], &[0xDA, 0x01]);
     expect(&mut c, 2, &fc3(1999, 2), &[0x83, 0x02]);
@@ -223,7 +223,7 @@ pub fn one_exception_per_class<H: Harness>() {
 
 /// 8 requests in one write are all answered, in order, with their ids.
 pub fn pipelined_requests_in_one_write<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     let values: Vec<u16> = (0..8).map(|i| 100 + i).collect();
     c.call(1, 1, &fc16(0, &values));
@@ -241,7 +241,7 @@ pub fn pipelined_requests_in_one_write<H: Harness>() {
 
 /// A request written one byte at a time is answered once, whole.
 pub fn request_one_byte_at_a_time<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     c.call(1, 1, &fc16(5, &[42, 43]));
     for b in adu(77, 1, &fc3(5, 2)) {
@@ -257,7 +257,7 @@ pub fn request_one_byte_at_a_time<H: Harness>() {
 /// 400 requests in one write (more than a 4 KiB read buffer), with the
 /// largest FC16 and FC3: all answered in order.
 pub fn burst_beyond_the_read_buffer<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     let big: Vec<u16> = (0..123u16).map(|i| i.wrapping_mul(0x0101)).collect();
     let mut batch = adu(1, 1, &fc16(200, &big));
@@ -286,7 +286,7 @@ pub fn burst_beyond_the_read_buffer<H: Harness>() {
 /// Requests split anywhere: header apart from PDU, and one and a half
 /// requests per write.
 pub fn requests_split_across_writes<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     c.call(1, 1, &fc16(0, &[11, 22, 33]));
     let req = adu(2, 1, &fc3(0, 3));
@@ -314,7 +314,7 @@ pub fn requests_split_across_writes<H: Harness>() {
 
 /// Unit ids 0, 0x11 and 0xFF are ordinary ids on TCP: answered and echoed.
 pub fn unit_ids_echoed<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     for (tid, unit) in [(1u16, 0u8), (2, 0x11), (3, 0xFF)] {
         assert_eq!(c.call(tid, unit, &fc3(0, 1)), fc3_answer(&[0]), "unit {unit}");
@@ -324,7 +324,7 @@ pub fn unit_ids_echoed<H: Harness>() {
 
 /// An MBAP length past 254 (or under 2) closes that connection.
 pub fn bad_mbap_length_closes_the_connection<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     for (i, len) in [0x0100u16, 0x0001].into_iter().enumerate() {
         let mut c = Client::connect(server.addr());
         let mut req = adu(1, 1, &fc3(0, 1));
@@ -344,7 +344,7 @@ pub fn bad_mbap_length_closes_the_connection<H: Harness>() {
 
 /// A request followed by the client's FIN (half close) is still answered.
 pub fn request_then_half_close_is_answered<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     c.send(&adu(7, 1, &fc3(0, 2)));
     c.shutdown_write();
@@ -367,7 +367,7 @@ pub fn request_then_half_close_is_answered<H: Harness>() {
 /// Clients that vanish mid-stream (unread answers, reset) leave the server
 /// healthy: the table empties and the next client is served.
 pub fn clients_vanishing_mid_stream<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     for round in 0..5u16 {
         let mut c = Client::connect(server.addr());
         let mut batch = Vec::new();
@@ -390,9 +390,9 @@ pub fn clients_vanishing_mid_stream<H: Harness>() {
 
 /// RTU over TCP: two frames in one write answered in order; ASCII over TCP.
 pub fn rtu_and_ascii_over_tcp<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         framing: Framing::Rtu,
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut c = Client::connect(server.addr());
     let mut batch = rtu(1, &fc16(0x6B, &[0x022B, 0x0000, 0x0064]));
@@ -402,9 +402,9 @@ pub fn rtu_and_ascii_over_tcp<H: Harness>() {
     assert_eq!(c.read_n(11), rtu(1, &fc3_answer(&[0x022B, 0x0000, 0x0064])));
     stop::<H>(server);
 
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         framing: Framing::Ascii,
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut c = Client::connect(server.addr());
     let fc6 = pdu(0x06, &[0x0001, 0x0003]);
@@ -440,9 +440,9 @@ pub fn udp_answers_go_to_their_sender<H: Harness>() {
 
 /// RTU framing over TCP: garbage is shed, the good request after it answered.
 pub fn rtu_over_tcp_garbage_then_good_request<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         framing: Framing::Rtu,
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut c = Client::connect(server.addr());
     // Garbage, then the spec's FC16 example (unit 0x11) in the same write.
@@ -481,7 +481,7 @@ fn oversized_requests() -> Vec<Vec<u8>> {
 /// Oversized byte-counted requests get exception 03 over MBAP, RTU and
 /// ASCII on TCP and over UDP; the next request on the stream is answered.
 pub fn oversized_quantity_gets_exception_03<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     for (i, req) in oversized_requests().iter().enumerate() {
         expect(&mut c, i as u16, req, &[req[0] | 0x80, 0x03]);
@@ -489,9 +489,9 @@ pub fn oversized_quantity_gets_exception_03<H: Harness>() {
     expect(&mut c, 9, &fc3(0, 1), &fc3_answer(&[0]));
     stop::<H>(server);
     for (framing, frame) in [(Framing::Rtu, rtu as fn(u8, &[u8]) -> Vec<u8>), (Framing::Ascii, ascii)] {
-        let server = start::<H>(TcpOptions {
+        let server = start::<H>(TcpServerConfig {
             framing,
-            ..TcpOptions::default()
+            ..tcp_defaults()
         });
         let mut c = Client::connect(server.addr());
         for req in oversized_requests() {
@@ -521,7 +521,7 @@ pub fn oversized_quantity_gets_exception_03<H: Harness>() {
 
 /// An MBAP protocol id other than 0 closes that connection, and only it.
 pub fn bad_protocol_id_closes_the_connection<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut c = Client::connect(server.addr());
     let mut other = Client::connect(server.addr());
     c.send(&adu_with_protocol(1, 0x1234, 1, &fc3(0, 1)));
@@ -539,7 +539,7 @@ pub fn bad_protocol_id_closes_the_connection<H: Harness>() {
 pub fn concurrent_clients<H: Harness>() {
     const CLIENTS: u16 = 50;
     const ROUNDS: u16 = 20;
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let addr = server.addr();
     let threads: Vec<_> = (0..CLIENTS)
         .map(|id| {
@@ -566,9 +566,9 @@ pub fn concurrent_clients<H: Harness>() {
 
 /// `max_connections` = 2: a third client is closed; once one leaves, a new one is served.
 pub fn max_connections_refuses_the_next<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         max_connections: 2,
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut a = Client::connect(server.addr());
     let mut b = Client::connect(server.addr());
@@ -595,10 +595,10 @@ pub fn max_connections_refuses_the_next<H: Harness>() {
 
 /// `max_connections` = 1 with `EvictOldest`: the new client is served, the old one closed.
 pub fn max_connections_evicts_the_oldest<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         max_connections: 1,
         overflow: Overflow::EvictOldest,
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut a = Client::connect(server.addr());
     expect(&mut a, 1, &fc3(0, 1), &fc3_answer(&[0]));
@@ -617,9 +617,9 @@ pub fn max_connections_evicts_the_oldest<H: Harness>() {
 /// A stalled half request is closed after the partial-frame timeout, not
 /// before; a quiet client with nothing pending is untouched.
 pub fn partial_frame_timeout<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         partial_frame_timeout: Some(Duration::from_millis(200)),
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut quiet = Client::connect(server.addr());
     expect(&mut quiet, 1, &fc3(0, 1), &fc3_answer(&[0]));
@@ -641,9 +641,9 @@ pub fn partial_frame_timeout<H: Harness>() {
 
 /// A silent client is closed after the idle timeout; a busy one is not.
 pub fn idle_timeout<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         idle_timeout: Some(Duration::from_millis(300)),
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut idle = Client::connect(server.addr());
     let mut busy = Client::connect(server.addr());
@@ -678,9 +678,9 @@ pub fn idle_timeout<H: Harness>() {
 
 /// An allow-list without the client's IP closes it; one with it serves it.
 pub fn allow_list<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         allow_list: Some(vec!["10.1.2.3".parse().expect("ip")]),
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut c = Client::connect(server.addr());
     assert!(c.closed_by_server(STEP), "{}: client not on the list closed", H::NAME);
@@ -692,9 +692,9 @@ pub fn allow_list<H: Harness>() {
     assert_eq!(server.counters().accepted, 0);
     stop::<H>(server);
 
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         allow_list: Some(vec!["10.1.2.3".parse().expect("ip"), "127.0.0.1".parse().expect("ip")]),
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let mut c = Client::connect(server.addr());
     expect(&mut c, 1, &fc3(0, 1), &fc3_answer(&[0]));
@@ -708,7 +708,7 @@ pub fn allow_list<H: Harness>() {
 /// server that drops such a request fail with high probability.
 pub fn graceful_shutdown_with_a_request_in_flight<H: Harness>() {
     for round in 0..3u16 {
-        let server = start::<H>(TcpOptions::default());
+        let server = start::<H>(tcp_defaults());
         let addr = server.addr();
         let mut c = Client::connect(addr);
         let mut idle = Client::connect(addr);
@@ -739,9 +739,9 @@ pub fn graceful_shutdown_with_a_request_in_flight<H: Harness>() {
 /// read: cut after `shutdown_timeout`, the server returns within
 /// [`STOP_WITHIN`], and another client was served meanwhile.
 pub fn stop_with_a_client_that_does_not_read<H: Harness>() {
-    let server = start::<H>(TcpOptions {
+    let server = start::<H>(TcpServerConfig {
         shutdown_timeout: Duration::from_millis(300),
-        ..TcpOptions::default()
+        ..tcp_defaults()
     });
     let addr = server.addr();
     let mut stuck = Client::connect(addr);
@@ -770,7 +770,7 @@ pub fn stop_with_a_client_that_does_not_read<H: Harness>() {
 
 /// Writes from one client are read by another.
 pub fn writes_seen_by_another_client<H: Harness>() {
-    let server = start::<H>(TcpOptions::default());
+    let server = start::<H>(tcp_defaults());
     let mut a = Client::connect(server.addr());
     let mut b = Client::connect(server.addr());
     expect(&mut a, 1, &fc16(50, &[0xBEEF, 0xCAFE]), &pdu(0x10, &[50, 2]));
@@ -935,7 +935,7 @@ fn start_tls<H: Harness>(engine: std::sync::Arc<coilwork_core::Engine>) -> Runni
         coilwork_tls::TlsClientAuth::Required(tls::roots()),
     )
     .expect("server TLS config");
-    H::start_tls(engine, &TcpOptions::default(), config)
+    H::start_tls(engine, &tcp_defaults(), config)
 }
 
 /// An engine whose authorizer records roles (and denies writes to "viewer").

@@ -5,7 +5,7 @@
 use crate::cases::STOP_WITHIN;
 use crate::client::{Client, STEP, adu, fc3, fc3_answer, fc16, pdu};
 use crate::delivery_hook::delivery_engine as engine;
-use crate::{Harness, Overflow, TcpOptions};
+use crate::{Harness, Overflow, TcpServerConfig, tcp_defaults};
 use std::time::{Duration, Instant};
 
 /// The pause the timing cases ask for.
@@ -16,7 +16,7 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// A delay holds the FC3 answer back by the pause; FC16 is answered at once.
 pub fn delivery_delay_holds_the_answer_back<H: Harness>() {
-    let server = H::start_tcp(engine(PAUSE, None), &TcpOptions::default());
+    let server = H::start_tcp(engine(PAUSE, None), &tcp_defaults());
     let mut c = Client::connect(server.addr());
     let sent = Instant::now();
     assert_eq!(c.call(1, 1, &fc16(0, &[0x1234])), pdu(0x10, &[0, 1]));
@@ -39,7 +39,7 @@ pub fn delivery_delay_holds_the_answer_back<H: Harness>() {
 
 /// A split sends the first four bytes, then the rest after the pause.
 pub fn delivery_split_sends_two_pieces<H: Harness>() {
-    let server = H::start_tcp(engine(Duration::ZERO, Some((4, PAUSE))), &TcpOptions::default());
+    let server = H::start_tcp(engine(Duration::ZERO, Some((4, PAUSE))), &tcp_defaults());
     let mut c = Client::connect(server.addr());
     c.send(&adu(7, 1, &fc3(0, 1)));
     let sent = Instant::now();
@@ -63,9 +63,9 @@ pub fn delivery_split_sends_two_pieces<H: Harness>() {
 pub fn a_stop_cuts_a_delivery_pause_short<H: Harness>() {
     let server = H::start_tcp(
         engine(LONG, None),
-        &TcpOptions {
+        &TcpServerConfig {
             shutdown_timeout: Duration::from_secs(20),
-            ..TcpOptions::default()
+            ..tcp_defaults()
         },
     );
     let mut c = Client::connect(server.addr());
@@ -83,10 +83,10 @@ pub fn a_stop_cuts_a_delivery_pause_short<H: Harness>() {
 pub fn an_eviction_ends_a_delivery_pause<H: Harness>() {
     let server = H::start_tcp(
         engine(LONG, None),
-        &TcpOptions {
+        &TcpServerConfig {
             max_connections: 1,
             overflow: Overflow::EvictOldest,
-            ..TcpOptions::default()
+            ..tcp_defaults()
         },
     );
     let mut old = Client::connect(server.addr());
@@ -118,9 +118,9 @@ pub fn an_idle_timeout_does_not_cut_a_delayed_answer<H: Harness>() {
     let idle = Duration::from_millis(150);
     let server = H::start_tcp(
         engine(PAUSE, None),
-        &TcpOptions {
+        &TcpServerConfig {
             idle_timeout: Some(idle),
-            ..TcpOptions::default()
+            ..tcp_defaults()
         },
     );
     let mut c = Client::connect(server.addr());

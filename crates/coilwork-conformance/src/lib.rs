@@ -5,8 +5,8 @@
 //! adapter, not a skip.
 //!
 //! - [`Harness`]: how to start a TCP, TLS, UDP or serial server of one adapter
-//!   from a small common set of options ([`TcpOptions`], [`UdpOptions`],
-//!   [`SerialOptions`]), returning a [`Running`] server (address, counters,
+//!   from the core's [`TcpServerConfig`] ([`tcp_defaults`]) or a small common
+//!   set of options ([`UdpOptions`], [`SerialOptions`]), returning a [`Running`] server (address, counters,
 //!   a bounded stop). [`adapters`] has the four implementations.
 //! - [`client`]: a tiny hand-written MBAP / RTU client on `std::net` with
 //!   read timeouts, so no case can hang.
@@ -80,39 +80,15 @@ pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// What a server does with a client past `max_connections` (the core's).
 pub use coilwork_core::Overflow;
 
-/// The TCP settings every adapter has, as the cases use them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpOptions {
-    /// Framing on the stream.
-    pub framing: Framing,
-    /// Most connections open at once.
-    pub max_connections: usize,
-    /// What happens past `max_connections`.
-    pub overflow: Overflow,
-    /// Close a connection quiet for this long.
-    pub idle_timeout: Option<Duration>,
-    /// Close a connection whose partial frame is not completed within this long.
-    pub partial_frame_timeout: Option<Duration>,
-    /// If set, only these client IPs are served.
-    pub allow_list: Option<Vec<IpAddr>>,
-    /// Listen backlog.
-    pub backlog: u32,
-    /// On a stop, how long connections get to finish before they are cut.
-    pub shutdown_timeout: Duration,
-}
+/// The TCP settings of a case's server: the core's, which every adapter takes.
+pub use coilwork_core::options::TcpServerConfig;
 
-impl Default for TcpOptions {
-    fn default() -> Self {
-        Self {
-            framing: Framing::Mbap,
-            max_connections: 1000,
-            overflow: Overflow::RefuseNew,
-            idle_timeout: None,
-            partial_frame_timeout: Some(Duration::from_secs(5)),
-            allow_list: None,
-            backlog: 128,
-            shutdown_timeout: Duration::from_secs(5),
-        }
+/// The TCP settings the cases start from: the core's defaults on
+/// [`loopback`], with a listen backlog of 128 for the load cases.
+pub fn tcp_defaults() -> TcpServerConfig {
+    TcpServerConfig {
+        backlog: 128,
+        ..TcpServerConfig::new(loopback())
     }
 }
 
@@ -305,14 +281,14 @@ pub trait Harness {
     /// The adapter's name, for messages.
     const NAME: &'static str;
     /// Starts a TCP server for `engine` on `127.0.0.1:0`.
-    fn start_tcp(engine: Arc<Engine>, opts: &TcpOptions) -> Running;
+    fn start_tcp(engine: Arc<Engine>, opts: &TcpServerConfig) -> Running;
     /// Starts a UDP server for `engine` on `127.0.0.1:0`.
     fn start_udp(engine: Arc<Engine>, opts: &UdpOptions) -> Running;
     /// Opens `opts.port` and starts a serial server on it.
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running;
     /// Starts a Modbus/TCP Security server for `engine` on `127.0.0.1:0`
     /// with the TCP settings `opts` and the TLS side `tls`.
-    fn start_tls(engine: Arc<Engine>, opts: &TcpOptions, tls: TlsConfig) -> Running;
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running;
 }
 
 /// The loopback address with port 0, where every case binds.

@@ -11,7 +11,7 @@
 
 use crate::client::{Client, STEP, adu, fc3, fc3_answer, fc16, pdu};
 use crate::fixture::engine;
-use crate::{Harness, TcpOptions};
+use crate::{Harness, TcpServerConfig, tcp_defaults};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -232,7 +232,7 @@ fn floods(addr: SocketAddr, first: u16, n: u16, min: u64) -> Vec<Flood> {
 pub fn stop_under_load_keeps_every_acknowledged_write<H: Harness>() {
     const FIRST: u16 = 100;
     let engine = engine();
-    let server = H::start_tcp(Arc::clone(&engine), &TcpOptions::default());
+    let server = H::start_tcp(Arc::clone(&engine), &tcp_defaults());
     let floods = floods(server.addr(), FIRST, 6, 200);
     std::thread::sleep(Duration::from_millis(200));
     let took = server.stop();
@@ -254,7 +254,7 @@ pub fn stop_under_load_keeps_every_acknowledged_write<H: Harness>() {
             H::NAME
         );
     }
-    let again = H::start_tcp(engine, &TcpOptions::default());
+    let again = H::start_tcp(engine, &tcp_defaults());
     let mut c = Client::connect(again.addr());
     let answer = c.call(1, 1, &fc3(FIRST, 6));
     for (i, r) in reports.iter().enumerate() {
@@ -282,11 +282,11 @@ pub fn timeouts_and_limits_under_load<H: Harness>() {
     let idle = Duration::from_secs(1);
     let server = H::start_tcp(
         engine(),
-        &TcpOptions {
+        &TcpServerConfig {
             max_connections: 7,
             partial_frame_timeout: Some(partial),
             idle_timeout: Some(idle),
-            ..TcpOptions::default()
+            ..tcp_defaults()
         },
     );
     let addr = server.addr();

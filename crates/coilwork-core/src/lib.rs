@@ -72,7 +72,7 @@ pub use function::FunctionCode;
 pub use identity::Identity;
 pub use metrics::{Metrics, Tally};
 pub use options::{AdmissionOptions, Overflow, Parity, SocketOptions, StreamOptions};
-pub use server::{Admission, ServerError, ServerStats, Verdict};
+pub use server::{Admission, SerialStats, ServerError, ServerStats, Verdict};
 pub use session::{CloseCause, Input, Output, Session, SessionConfig, SessionKind};
 pub use storage::{RequestContext, Storage, Table, Transport};
 pub use timeouts::{Expired, StreamTimeoutConfig, StreamTimeouts};

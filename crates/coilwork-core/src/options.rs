@@ -5,9 +5,14 @@
 //! and the datagram size limit ([`MAX_DATAGRAM`]).
 
 use crate::connection::DEFAULT_MAX_BUFFERED;
+use crate::engine::Engine;
 use crate::frame::Framing;
+use crate::server::ServerStats;
+use crate::session::{SessionConfig, SessionKind};
+use crate::storage::Transport;
 use crate::timeouts::StreamTimeoutConfig;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The Modbus port.
@@ -185,10 +190,11 @@ pub struct TcpServerConfig {
     pub release_buffers_after: Duration,
     /// On shutdown, how long connections get to finish before they are cut (default 5 s).
     pub shutdown_timeout: Duration,
-    /// Blocking adapter: how often the accept loop checks for a stop (the listener's receive
-    /// timeout) and the timeout watchdog for passed idle and partial-frame
-    /// deadlines (default 100 ms): how late a stop or those timeouts can be
-    /// seen. Connection threads have no read timeout: they are woken.
+    /// Blocking adapter: how often the accept loop checks for a stop (the
+    /// listener's receive timeout) and, as the timeout watchdog, for passed
+    /// idle and partial-frame deadlines (default 100 ms): how late a stop or
+    /// those timeouts can be seen. Connection threads have no read timeout:
+    /// they are woken.
     pub poll_interval: Duration,
     /// Blocking adapter: the socket write timeout; a client that does not read its answers for
     /// this long is disconnected (default 10 s; `None`: wait forever).
@@ -232,6 +238,29 @@ impl TcpServerConfig {
             ..Self::default()
         }
     }
+
+    /// Which connections the server admits.
+    pub fn admission(&self) -> AdmissionOptions {
+        AdmissionOptions {
+            max_connections: self.max_connections,
+            overflow: self.overflow,
+            allow_list: self.allow_list.clone(),
+        }
+    }
+
+    /// The settings every connection's session shares, on `transport` (TCP or TLS).
+    pub fn session(&self, engine: Arc<Engine>, stats: Arc<ServerStats>, transport: Transport) -> SessionConfig {
+        SessionConfig {
+            timeouts: StreamTimeoutConfig {
+                partial_frame: self.partial_frame_timeout,
+                idle: self.idle_timeout,
+                release_buffers_after: self.release_buffers_after,
+            },
+            max_buffered: self.max_buffered,
+            stats,
+            ..SessionConfig::new(engine, SessionKind::Stream, self.framing, transport)
+        }
+    }
 }
 
 /// Settings of a UDP server, the same for every adapter.
@@ -271,6 +300,15 @@ impl UdpServerConfig {
         Self {
             address,
             ..Self::default()
+        }
+    }
+
+    /// The settings of the server's one datagram session.
+    pub fn session(&self, engine: Arc<Engine>, stats: Arc<ServerStats>) -> SessionConfig {
+        SessionConfig {
+            allow_list: self.allow_list.clone(),
+            stats,
+            ..SessionConfig::new(engine, SessionKind::Datagram, self.framing, Transport::Udp)
         }
     }
 }
@@ -329,6 +367,15 @@ impl SerialServerConfig {
     /// Bits per character on the wire: start + data + parity + stop.
     pub fn bits_per_char(&self) -> u32 {
         bits_per_char(self.data_bits, self.parity, self.stop_bits)
+    }
+
+    /// The settings of the line's session.
+    pub fn session(&self, engine: Arc<Engine>) -> SessionConfig {
+        SessionConfig {
+            local_echo: self.local_echo,
+            max_buffered: self.max_buffered,
+            ..SessionConfig::serial(engine, self.framing, self.baud_rate, self.bits_per_char())
+        }
     }
 }
 

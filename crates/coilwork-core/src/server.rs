@@ -1,6 +1,7 @@
 //! Server-level policy, sans-IO and in one place: which connections are
 //! admitted ([`Admission`]), the counters every server keeps
-//! ([`ServerStats`]) and the one error a server returns ([`ServerError`]).
+//! ([`ServerStats`], and [`SerialStats`] for a serial line) and the one
+//! error a server returns ([`ServerError`]).
 //!
 //! An adapter asks [`Admission::admit`] for every accepted connection and
 //! does what the [`Verdict`] says: close the new socket, or serve it (and
@@ -35,6 +36,41 @@ pub struct ServerStats {
     closed_stopped: AtomicU64,
     closed_evicted: AtomicU64,
     closed_io: AtomicU64,
+}
+
+/// Counters of a serial server, the same for every adapter.
+#[derive(Debug, Default)]
+pub struct SerialStats {
+    opened: AtomicU64,
+    open_failures: AtomicU64,
+    line_errors: AtomicU64,
+}
+
+impl SerialStats {
+    /// Times the port was opened.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+    /// Failed open attempts.
+    pub fn open_failures(&self) -> u64 {
+        self.open_failures.load(Ordering::Relaxed)
+    }
+    /// Times an open line failed while serving.
+    pub fn line_errors(&self) -> u64 {
+        self.line_errors.load(Ordering::Relaxed)
+    }
+    /// Counts the port opened.
+    pub fn count_opened(&self) {
+        bump(&self.opened);
+    }
+    /// Counts a failed open attempt.
+    pub fn count_open_failure(&self) {
+        bump(&self.open_failures);
+    }
+    /// Counts an open line that failed while serving.
+    pub fn count_line_error(&self) {
+        bump(&self.line_errors);
+    }
 }
 
 /// Shards of a [`ShardedCounter`]: sessions spread over them by id.

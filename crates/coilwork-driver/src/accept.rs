@@ -5,10 +5,8 @@ use crate::conn::{Accepted, serve};
 use crate::seam::{ByteStream, Listener, Runtime, Stop, TaskSet, Timer, Upgrade};
 use coilwork_core::options::TcpServerConfig;
 use coilwork_core::{
-    Admission, AdmissionOptions, CloseCause, CloseReason, CloseSignal, Engine, ServerStats, Session, SessionConfig,
-    SessionKind, StreamTimeoutConfig, Verdict,
+    Admission, CloseCause, CloseReason, CloseSignal, Engine, ServerStats, Session, SessionConfig, Verdict,
 };
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,23 +32,9 @@ impl Shared {
         stats: Arc<ServerStats>,
         transport: coilwork_core::Transport,
     ) -> Self {
-        let session = SessionConfig {
-            timeouts: StreamTimeoutConfig {
-                partial_frame: c.partial_frame_timeout,
-                idle: c.idle_timeout,
-                release_buffers_after: c.release_buffers_after,
-            },
-            max_buffered: c.max_buffered,
-            stats,
-            ..SessionConfig::new(engine, SessionKind::Stream, c.framing, transport)
-        };
         Self {
-            session: Arc::new(session),
-            table: Mutex::new(Admission::new(AdmissionOptions {
-                max_connections: c.max_connections,
-                overflow: c.overflow,
-                allow_list: c.allow_list.clone(),
-            })),
+            session: Arc::new(c.session(engine, stats, transport)),
+            table: Mutex::new(Admission::new(c.admission())),
             read_buffer_size: c.read_buffer_size,
             nodelay: c.nodelay,
         }
@@ -145,14 +129,6 @@ pub(crate) async fn connection<R: Runtime, In: Send, U: Upgrade<In>>(
     debug!(%peer, ?cause, "connection closed (None: refused)");
 }
 
-/// Accept errors that concern one would-be connection only.
-fn is_per_connection_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted | ErrorKind::WouldBlock
-    )
-}
-
 /// What ended a wait of the accept loop.
 enum Event<T> {
     Stop,
@@ -210,7 +186,7 @@ pub async fn serve_listener<R: Runtime, L: Listener, U: Upgrade<L::Stream>>(
             }
             Event::Accepted(Err(e)) => {
                 warn!(error = %e, "accept failed");
-                if !is_per_connection_error(&e) {
+                if !coilwork_net::is_per_connection_error(&e) {
                     // Out of descriptors or memory: do not spin (connections go on meanwhile).
                     drive_until::<R, _>(&mut tasks, Duration::from_millis(50), false).await;
                 }

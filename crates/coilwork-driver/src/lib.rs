@@ -36,10 +36,11 @@ pub mod tls;
 mod udp;
 
 pub use accept::{TcpServe, serve_listener};
+pub use coilwork_core::SerialStats;
 pub use handle::ServerHandle;
 pub use seam::{ByteStream, Datagram, Listener, Plain, Runtime, Stop, TaskSet, Timer, Upgrade};
 pub use serial::{LineError, serve_line};
-pub use serial_server::{LineOf, SerialAdapter, SerialServer, SerialStats};
+pub use serial_server::{LineOf, SerialAdapter, SerialServer};
 pub use server::{Adapter, Handle, TcpServer, UdpServer};
 pub use udp::serve_datagrams;
 

@@ -7,8 +7,8 @@ use crate::serial::{LineError, serve_line};
 use crate::server::{Adapter, Handle};
 use crate::time::sleep_unless_stopped;
 use coilwork_core::options::SerialServerConfig;
-use coilwork_core::{Engine, ServerError, ServerStats, SessionConfig};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use coilwork_core::{Engine, SerialStats, ServerError, ServerStats, SessionConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{debug, warn};
 
@@ -26,29 +26,6 @@ pub trait LineOf<S>: Adapter {
     type Line: ByteStream;
     /// Wraps `stream`.
     fn line(stream: S) -> Self::Line;
-}
-
-/// Counters of a [`SerialServer`].
-#[derive(Debug, Default)]
-pub struct SerialStats {
-    opened: AtomicU64,
-    open_failures: AtomicU64,
-    line_errors: AtomicU64,
-}
-
-impl SerialStats {
-    /// Times the port was opened.
-    pub fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
-    }
-    /// Failed open attempts.
-    pub fn open_failures(&self) -> u64 {
-        self.open_failures.load(Ordering::Relaxed)
-    }
-    /// Times an open line failed while serving.
-    pub fn line_errors(&self) -> u64 {
-        self.line_errors.load(Ordering::Relaxed)
-    }
 }
 
 /// A Modbus RTU / ASCII server on one serial line.
@@ -137,7 +114,7 @@ impl<A: SerialAdapter> SerialServer<A> {
             match opened.map_or_else(|| self.open_port(), Ok) {
                 Ok(mut line) => {
                     warned = false;
-                    self.stats.opened.fetch_add(1, Ordering::Relaxed);
+                    self.stats.count_opened();
                     debug!(port = %self.config.port, "serial port opened");
                     match self.serve(&mut line).await {
                         Ok(()) => return Ok(()),
@@ -164,7 +141,7 @@ impl<A: SerialAdapter> SerialServer<A> {
 
     fn open_port(&self) -> Result<A::Port, ServerError> {
         A::open_port(&self.config).map_err(|source| {
-            self.stats.open_failures.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_open_failure();
             ServerError::SerialOpen {
                 port: self.config.port.clone(),
                 source,
@@ -183,17 +160,14 @@ impl<A: SerialAdapter> SerialServer<A> {
     }
 
     async fn serve<L: ByteStream>(&self, line: &mut L) -> Result<(), ServerError> {
-        let c = &self.config;
         let shared = SessionConfig {
-            local_echo: c.local_echo,
-            max_buffered: c.max_buffered,
             stats: Arc::clone(&self.server_stats),
-            ..SessionConfig::serial(Arc::clone(&self.engine), c.framing, c.baud_rate, c.bits_per_char())
+            ..self.config.session(Arc::clone(&self.engine))
         };
-        match serve_line::<A, L>(line, shared, &self.handle, c.shutdown_timeout).await {
+        match serve_line::<A, L>(line, shared, &self.handle, self.config.shutdown_timeout).await {
             Ok(()) => Ok(()),
             Err(LineError::Read(e)) => {
-                self.stats.line_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_line_error();
                 Err(e.into())
             }
             Err(LineError::Write(e)) => Err(e.into()),

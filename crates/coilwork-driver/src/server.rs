@@ -6,7 +6,7 @@
 use crate::seam::{Datagram, Listener, Runtime, Stop, Upgrade};
 use crate::{Plain, TcpServe};
 use coilwork_core::options::{TcpServerConfig, UdpServerConfig};
-use coilwork_core::{Engine, ServerError, ServerStats, SessionConfig, SessionKind, Transport};
+use coilwork_core::{Engine, ServerError, ServerStats};
 use coilwork_net::SocketOptions;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -145,8 +145,7 @@ impl<A: Adapter> TcpServer<A> {
     pub fn bind(&self) -> Result<SocketAddr, ServerError> {
         let c = &self.config;
         self.life.bind(|| {
-            let opts = socket_options(c.address, c.allow_reuse_address, c.allow_reuse_port);
-            let listener = coilwork_net::tcp_listener(&opts, c.backlog)?;
+            let listener = coilwork_net::tcp_listener(&SocketOptions::from(c), c.backlog)?;
             let addr = listener.local_addr()?;
             Ok((listener, addr))
         })
@@ -240,8 +239,7 @@ impl<A: Adapter> UdpServer<A> {
     pub fn bind(&self) -> Result<SocketAddr, ServerError> {
         let c = &self.config;
         self.life.bind(|| {
-            let opts = socket_options(c.address, c.allow_reuse_address, c.allow_reuse_port);
-            let socket = coilwork_net::udp_socket(&opts)?;
+            let socket = coilwork_net::udp_socket(&SocketOptions::from(c))?;
             let addr = socket.local_addr()?;
             Ok((socket, addr))
         })
@@ -271,16 +269,7 @@ impl<A: Adapter> UdpServer<A> {
     pub async fn serve_forever(&self) -> Result<(), ServerError> {
         let serve = |socket| async move {
             let socket = A::udp(socket)?;
-            let shared = SessionConfig {
-                allow_list: self.config.allow_list.clone(),
-                stats: Arc::clone(&self.stats),
-                ..SessionConfig::new(
-                    Arc::clone(&self.engine),
-                    SessionKind::Datagram,
-                    self.config.framing,
-                    Transport::Udp,
-                )
-            };
+            let shared = self.config.session(Arc::clone(&self.engine), Arc::clone(&self.stats));
             debug!(addr = ?self.local_addr(), "modbus udp server listening");
             crate::serve_datagrams::<A>(&socket, shared, &self.life.handle).await?;
             debug!("modbus udp server stopped");
@@ -297,13 +286,5 @@ impl<A: Adapter> UdpServer<A> {
     /// Stops the server and releases the socket if it is not serving yet.
     pub fn server_close(&self) {
         self.life.close();
-    }
-}
-
-fn socket_options(addr: SocketAddr, reuse_address: bool, reuse_port: bool) -> SocketOptions {
-    SocketOptions {
-        addr,
-        reuse_address,
-        reuse_port,
     }
 }

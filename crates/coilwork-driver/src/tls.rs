@@ -6,9 +6,9 @@ use crate::seam::{Listener, Runtime, Upgrade};
 use crate::server::{Adapter, TcpServer};
 use coilwork_core::options::TcpServerConfig;
 use coilwork_core::{Engine, ServerError, ServerStats};
-use coilwork_tls::{MBAPS_PORT, TlsConfig};
+use coilwork_tls::TlsConfig;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
@@ -45,34 +45,8 @@ pub async fn handshake<R: Runtime, S, E: std::fmt::Display>(
     Some((tls, role))
 }
 
-/// Settings of a [`TlsServer`]: those of a [`TcpServer`] plus the handshake
-/// timeout. `Default` listens on `127.0.0.1:802`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsServerConfig {
-    /// Socket, limits and timeouts, as for TCP.
-    pub tcp: TcpServerConfig,
-    /// Close a connection whose TLS handshake has not finished within this
-    /// long (default 10 s).
-    pub handshake_timeout: Duration,
-}
-
-impl Default for TlsServerConfig {
-    fn default() -> Self {
-        Self {
-            tcp: TcpServerConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), MBAPS_PORT)),
-            handshake_timeout: coilwork_tls::DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-impl TlsServerConfig {
-    /// Defaults, listening on `address`.
-    pub fn new(address: SocketAddr) -> Self {
-        let mut config = Self::default();
-        config.tcp.address = address;
-        config
-    }
-}
+/// Settings of a [`TlsServer`] (`coilwork-tls`'s, shared by every adapter).
+pub use coilwork_tls::TlsServerConfig;
 
 /// A Modbus/TCP Security server over an [`Engine`].
 ///

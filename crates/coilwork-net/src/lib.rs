@@ -4,9 +4,12 @@
 //! (`SO_REUSEADDR`, `SO_REUSEPORT` where the OS has it), non-blocking, and
 //! turns a failure into the core's [`ServerError`] (address in use, bind,
 //! set-up). The adapters wrap the std sockets in their runtime's types.
+//! With feature `serial`, `serial_port` turns a serial server's settings
+//! into a `serialport` builder, which each adapter opens its own way.
 #![forbid(unsafe_code)]
 
 use coilwork_core::ServerError;
+use coilwork_core::options::{TcpServerConfig, UdpServerConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -20,6 +23,35 @@ pub struct SocketOptions {
     pub reuse_address: bool,
     /// Set `SO_REUSEPORT` where the OS has it.
     pub reuse_port: bool,
+}
+
+impl From<&TcpServerConfig> for SocketOptions {
+    fn from(c: &TcpServerConfig) -> Self {
+        Self {
+            addr: c.address,
+            reuse_address: c.allow_reuse_address,
+            reuse_port: c.allow_reuse_port,
+        }
+    }
+}
+
+impl From<&UdpServerConfig> for SocketOptions {
+    fn from(c: &UdpServerConfig) -> Self {
+        Self {
+            addr: c.address,
+            reuse_address: c.allow_reuse_address,
+            reuse_port: c.allow_reuse_port,
+        }
+    }
+}
+
+/// True for an accept error that concerns one would-be connection only (or
+/// none yet): the accept loop goes on at once.
+pub fn is_per_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted | ErrorKind::WouldBlock
+    )
 }
 
 /// A set-up failure on `addr`.
@@ -61,4 +93,32 @@ pub fn tcp_listener(opts: &SocketOptions, backlog: u32) -> Result<std::net::TcpL
 /// A bound, non-blocking UDP socket.
 pub fn udp_socket(opts: &SocketOptions) -> Result<std::net::UdpSocket, ServerError> {
     Ok(open(opts, Type::DGRAM, Protocol::UDP)?.into())
+}
+
+/// A `serialport` builder for `config.port` with the line's settings (baud
+/// rate, data bits, parity, stop bits, no flow control), not opened yet.
+#[cfg(feature = "serial")]
+pub fn serial_port(config: &coilwork_core::options::SerialServerConfig) -> serialport::SerialPortBuilder {
+    use coilwork_core::Parity;
+    let data_bits = match config.data_bits {
+        5 => serialport::DataBits::Five,
+        6 => serialport::DataBits::Six,
+        7 => serialport::DataBits::Seven,
+        _ => serialport::DataBits::Eight,
+    };
+    let parity = match config.parity {
+        Parity::None => serialport::Parity::None,
+        Parity::Even => serialport::Parity::Even,
+        Parity::Odd => serialport::Parity::Odd,
+    };
+    let stop_bits = if config.stop_bits >= 2 {
+        serialport::StopBits::Two
+    } else {
+        serialport::StopBits::One
+    };
+    serialport::new(&config.port, config.baud_rate)
+        .data_bits(data_bits)
+        .parity(parity)
+        .stop_bits(stop_bits)
+        .flow_control(serialport::FlowControl::None)
 }

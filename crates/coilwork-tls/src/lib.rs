@@ -29,13 +29,14 @@
 //!   provider is installed or needed.
 #![forbid(unsafe_code)]
 
+use coilwork_core::options::TcpServerConfig;
 use coilwork_core::security::{RoleError, role_from_certificate};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,35 @@ pub const MBAPS_PORT: u16 = 802;
 
 /// Default time a client gets to finish its TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of a TLS server: those of a TCP server plus the handshake
+/// timeout, the same for every adapter. `Default` listens on `127.0.0.1:802`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerConfig {
+    /// Socket, limits and timeouts (and, blocking, threads), as for TCP.
+    pub tcp: TcpServerConfig,
+    /// Close a connection whose TLS handshake has not finished within this
+    /// long (default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsServerConfig {
+    fn default() -> Self {
+        Self {
+            tcp: TcpServerConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), MBAPS_PORT)),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl TlsServerConfig {
+    /// Defaults, listening on `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        let mut config = Self::default();
+        config.tcp.address = address;
+        config
+    }
+}
 
 /// Why TLS material could not be loaded or used.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,18 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
+/// Spawns `serve` (a server's `serve_forever`), logging its failure as `name`'s.
+pub(crate) fn spawn_server(
+    name: &'static str,
+    serve: impl Future<Output = Result<(), crate::ServerError>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "{name} failed");
+        }
+    });
+}
+
 /// The tokio runtime: its (pausable) clock, its timer wheel, spawned tasks.
 #[derive(Debug)]
 pub struct Tokio;

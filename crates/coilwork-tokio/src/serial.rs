@@ -11,7 +11,6 @@ use coilwork_core::Engine;
 use coilwork_driver::{LineOf, SerialAdapter};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::warn;
 
 pub use coilwork_core::Parity;
 pub use coilwork_driver::SerialStats;
@@ -25,32 +24,10 @@ pub type SerialServer = coilwork_driver::SerialServer<Tokio>;
 impl SerialAdapter for Tokio {
     type Port = Io<tokio_serial::SerialStream>;
 
-    fn open_port(c: &SerialServerConfig) -> std::io::Result<Io<tokio_serial::SerialStream>> {
+    fn open_port(config: &SerialServerConfig) -> std::io::Result<Io<tokio_serial::SerialStream>> {
         use tokio_serial::SerialPortBuilderExt;
-        let data_bits = match c.data_bits {
-            5 => tokio_serial::DataBits::Five,
-            6 => tokio_serial::DataBits::Six,
-            7 => tokio_serial::DataBits::Seven,
-            _ => tokio_serial::DataBits::Eight,
-        };
-        let parity = match c.parity {
-            Parity::None => tokio_serial::Parity::None,
-            Parity::Even => tokio_serial::Parity::Even,
-            Parity::Odd => tokio_serial::Parity::Odd,
-        };
-        let stop_bits = if c.stop_bits >= 2 {
-            tokio_serial::StopBits::Two
-        } else {
-            tokio_serial::StopBits::One
-        };
-        tokio_serial::new(&c.port, c.baud_rate)
-            .data_bits(data_bits)
-            .parity(parity)
-            .stop_bits(stop_bits)
-            .flow_control(tokio_serial::FlowControl::None)
-            .open_native_async()
-            .map(Io)
-            .map_err(std::io::Error::from)
+        let port = coilwork_net::serial_port(config).open_native_async();
+        port.map(Io).map_err(std::io::Error::from)
     }
 }
 
@@ -65,10 +42,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> LineOf<S> for Tokio {
 pub fn start_serial_server(engine: Arc<Engine>, config: SerialServerConfig) -> ServerHandle {
     let server = SerialServer::new(engine, config);
     let handle = server.handle();
-    tokio::spawn(async move {
-        if let Err(e) = server.serve_forever().await {
-            warn!(error = %e, "modbus serial server failed");
-        }
-    });
+    crate::rt::spawn_server("modbus serial server", async move { server.serve_forever().await });
     handle
 }

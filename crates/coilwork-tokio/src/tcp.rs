@@ -10,7 +10,6 @@ use crate::ServerHandle;
 use crate::rt::Tokio;
 use coilwork_core::{Engine, Overflow, ServerStats};
 use std::sync::Arc;
-use tracing::warn;
 
 /// What to do with a new client when `max_connections` are open.
 pub type OverflowPolicy = Overflow;
@@ -34,10 +33,6 @@ pub async fn start_tcp_server(engine: Arc<Engine>, config: TcpServerConfig) -> R
     let server = TcpServer::new(engine, config);
     server.bind()?;
     let handle = server.handle();
-    tokio::spawn(async move {
-        if let Err(e) = server.serve_forever().await {
-            warn!(error = %e, "modbus tcp server failed");
-        }
-    });
+    crate::rt::spawn_server("modbus tcp server", async move { server.serve_forever().await });
     Ok(handle)
 }

@@ -39,7 +39,6 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tracing::warn;
 
 pub use coilwork_driver::tls::TlsServerConfig;
 pub use coilwork_tls::{
@@ -124,10 +123,6 @@ pub async fn start_tls_server(
     let server = TlsServer::new(engine, config, tls);
     server.bind()?;
     let handle = server.handle();
-    tokio::spawn(async move {
-        if let Err(e) = server.serve_forever().await {
-            warn!(error = %e, "modbus tls server failed");
-        }
-    });
+    crate::rt::spawn_server("modbus tls server", async move { server.serve_forever().await });
     Ok(handle)
 }

@@ -5,7 +5,6 @@ use crate::ServerHandle;
 use crate::rt::Tokio;
 use coilwork_core::{Engine, ServerStats};
 use std::sync::Arc;
-use tracing::warn;
 
 /// Settings of a [`UdpServer`] (the core's, shared by every adapter).
 pub use coilwork_core::options::UdpServerConfig;
@@ -23,10 +22,6 @@ pub async fn start_udp_server(engine: Arc<Engine>, config: UdpServerConfig) -> R
     let server = UdpServer::new(engine, config);
     server.bind()?;
     let handle = server.handle();
-    tokio::spawn(async move {
-        if let Err(e) = server.serve_forever().await {
-            warn!(error = %e, "modbus udp server failed");
-        }
-    });
+    crate::rt::spawn_server("modbus udp server", async move { server.serve_forever().await });
     Ok(handle)
 }
