@@ -294,7 +294,13 @@ async fn a_stop_is_not_held_by_a_line_that_takes_no_bytes(rt: Rt) {
     };
     let (server, task) = serve_line(rt, engine(), config, line);
     send(&mut client, &rtu(1, &fc3(0, 1))).await;
-    async_io::Timer::after(Duration::from_millis(200)).await;
+    // The stop must find the request read (a fixed sleep loses this race on
+    // a busy machine); the drain then owes its answer, which sticks.
+    let read_by = std::time::Instant::now() + STEP;
+    while server.server_stats().bytes_in() < 8 {
+        assert!(std::time::Instant::now() < read_by, "the request was never read");
+        async_io::Timer::after(Duration::from_millis(10)).await;
+    }
     let stopping = std::time::Instant::now();
     server.handle().stop();
     let r = within(STEP, task)

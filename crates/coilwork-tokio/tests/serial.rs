@@ -271,7 +271,13 @@ async fn a_stop_is_not_held_by_a_line_that_takes_no_bytes() {
     };
     let (server, task) = serve_line(engine(), config, line);
     send(&mut client, &rtu(1, &fc3(0, 1))).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The stop must find the request read (a fixed sleep lost this race on a
+    // busy machine); the drain then owes its answer, which sticks.
+    let sent = Instant::now() + STEP;
+    while server.server_stats().bytes_in() < 8 {
+        assert!(Instant::now() < sent, "the request was never read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let stopping = Instant::now();
     server.handle().stop();
     let served = tokio::time::timeout(STEP, task)

@@ -141,7 +141,7 @@ impl Tally {
         }
     }
 
-    /// True if counts wait and the last fold was [`FOLD_INTERVAL`] ago.
+    /// True if counts wait and the last fold was `FOLD_INTERVAL` (1 s) ago.
     #[inline]
     pub fn fold_due(&self, now: Instant) -> bool {
         self.dirty
