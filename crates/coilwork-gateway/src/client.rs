@@ -123,6 +123,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     transport,
                     peer,
                     tls_role: role.as_deref(),
+                    received: None,
                 };
                 let Some(used) = frames(shared, client, &ctx, &rbuf, &tx, &mut out) else { break };
                 rbuf.drain(..used);
@@ -247,6 +248,7 @@ fn udp_request(
         transport: Transport::Udp,
         peer: Some(peer),
         tls_role: None,
+        received: None,
     };
     let tag = Tag {
         transaction_id,
