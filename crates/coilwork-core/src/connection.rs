@@ -244,6 +244,8 @@ impl Connection {
             transport: self.config.transport,
             peer: self.config.peer,
             tls_role: self.config.tls_role.as_deref(),
+            // Set by `handle_input` (never for datagrams, which come with no time).
+            received: self.last_rx,
         };
         while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
             let decoded = match self.config.framing {

@@ -12,6 +12,17 @@ fn connection() -> Connection {
     Connection::new(engine, ConnectionConfig::tcp(None))
 }
 
+/// Counts what it is told, in an atomic: observing allocates nothing.
+#[derive(Default)]
+struct Counting(std::sync::atomic::AtomicU64);
+
+impl coilwork_core::engine::RequestObserver for Counting {
+    fn observe(&self, _ctx: &coilwork_core::RequestContext<'_>, seen: coilwork_core::engine::Observation) {
+        let n = seen.data.map_or(0, |(_, r)| u64::from(r.count()));
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn fc3(tid: u16) -> [u8; 12] {
     let t = tid.to_be_bytes();
     [t[0], t[1], 0, 0, 0, 6, 1, 0x03, 0x00, 0x00, 0x00, 0x0A]
@@ -164,4 +175,35 @@ fn a_session_counting_metrics_allocates_nothing_after_warm_up() {
     assert_eq!(info.count_total, 0, "allocations with metrics on: {info:?}");
     let snap = metrics.snapshot();
     assert!(snap.requests[&(1, 3)].requests >= 220, "{snap:?}");
+}
+
+#[test]
+fn an_observed_connection_allocates_nothing_after_warm_up() {
+    let device = DeviceContext::with_sizes(100, 100, 100, 100).expect("device");
+    let counting = Arc::new(Counting::default());
+    let engine = Engine::builder(ServerContext::single(device))
+        .observer(counting.clone())
+        .build();
+    let mut conn = Connection::new(Arc::new(engine), ConnectionConfig::tcp(None));
+    let now = Instant::now();
+    // Warm up as measured below: the output grows once to two answers.
+    for tid in 0..4 {
+        conn.handle_input(now, &fc3(tid)).unwrap();
+        conn.handle_input(now, &fc16(tid)).unwrap();
+        let n = conn.output().len();
+        conn.consume_output(n);
+    }
+    let reqs: Vec<[u8; 12]> = (0..100).map(fc3).collect();
+    let writes: Vec<[u8; 33]> = (0..100).map(fc16).collect();
+    let info = allocation_counter::measure(|| {
+        for (r, w) in reqs.iter().zip(&writes) {
+            conn.handle_input(now, r).unwrap();
+            conn.handle_input(now, w).unwrap();
+            let n = conn.output().len();
+            conn.consume_output(n);
+        }
+    });
+    assert_eq!(info.count_total, 0, "allocations with an observer: {info:?}");
+    // 104 reads of 10 registers and 104 writes of 10.
+    assert_eq!(counting.0.load(std::sync::atomic::Ordering::Relaxed), 208 * 10);
 }

@@ -85,6 +85,7 @@ fn run(engine: &Engine, role: Option<&str>, pdu: &[u8]) -> Vec<u8> {
         transport: Transport::Tls,
         peer: None,
         tls_role: role,
+        received: None,
     };
     let mut out = PduBuf::new();
     let o = engine.handle(&ctx, pdu, &mut out);
@@ -274,6 +275,7 @@ fn authorization_allocates_nothing() {
         transport: Transport::Tls,
         peer: None,
         tls_role: Some("viewer"),
+        received: None,
     };
     let mut out = PduBuf::new();
     let mut answers = Vec::with_capacity(200);

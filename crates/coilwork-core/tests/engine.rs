@@ -142,6 +142,7 @@ fn ctx(transport: Transport, unit: u8) -> RequestContext<'static> {
         transport,
         peer: None,
         tls_role: None,
+        received: None,
     }
 }
 
@@ -1098,4 +1099,133 @@ fn plain_engine_counts_as_the_general_path() {
     for pdu in requests.iter().chain(probes) {
         assert_eq!(tcp(&plain, pdu), tcp(&general, pdu), "after restart: {pdu:02X?}");
     }
+}
+
+// ---------------------------------------------------------------- observers and disengaged hooks
+
+/// An observer that keeps what it is told, and the arrival times.
+#[derive(Default)]
+struct Seen(
+    Mutex<Vec<coilwork_core::engine::Observation>>,
+    Mutex<Vec<Option<std::time::Instant>>>,
+);
+
+impl coilwork_core::engine::RequestObserver for Seen {
+    fn observe(&self, ctx: &RequestContext<'_>, seen: coilwork_core::engine::Observation) {
+        assert_eq!((ctx.unit, ctx.function), (seen.unit, seen.function));
+        self.0.lock().unwrap().push(seen);
+        self.1.lock().unwrap().push(ctx.received);
+    }
+}
+
+/// A hook that counts its calls and answers FC3 with exception 06 while engaged.
+#[derive(Default)]
+struct Switch {
+    on: std::sync::atomic::AtomicBool,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl RequestHook for Switch {
+    fn engaged(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn on_request(&self, _ctx: &RequestContext<'_>, request: &mut Request<'_>, _out: &mut PduBuf) -> HookAction {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match request {
+            Request::ReadHoldingRegisters(_) => HookAction::Exception(ExceptionCode::ServerDeviceBusy),
+            _ => HookAction::Continue,
+        }
+    }
+}
+
+/// The observer is told about every request a device served, on the fast
+/// path and the general one, with its range, kind and answer; a hook that
+/// is not engaged is never called, and counts come out as with no hook.
+#[test]
+fn observer_sees_every_request_and_a_disengaged_hook_is_skipped() {
+    use coilwork_core::AddressRange;
+    use std::sync::atomic::Ordering;
+    let seen = Arc::new(Seen::default());
+    let switch = Arc::new(Switch::default());
+    let engine =
+        Engine::builder(ServerContext::multi().with_device(1, DeviceContext::with_sizes(10, 10, 10, 10).unwrap()))
+            .observer(seen.clone())
+            .hook(switch.clone())
+            .build();
+    let range = |start, count| AddressRange::new(start, count).unwrap();
+    assert_eq!(
+        tcp(&engine, &[0x03, 0x00, 0x02, 0x00, 0x03]),
+        [0x03, 6, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        tcp(&engine, &[0x06, 0x00, 0x04, 0x12, 0x34]),
+        [0x06, 0x00, 0x04, 0x12, 0x34]
+    );
+    assert_eq!(tcp(&engine, &[0x01, 0x00, 0x08, 0x00, 0x05]), [0x81, 0x02]);
+    assert_eq!(tcp(&engine, &[0x03, 0x00, 0x00, 0x00, 0x00]), [0x83, 0x03]);
+    assert_eq!(
+        run(&engine, Transport::Tcp, 9, &[0x03, 0x00, 0x00, 0x00, 0x01]),
+        Some(vec![0x83, 0x0B])
+    );
+    assert_eq!(switch.calls.load(Ordering::Relaxed), 0, "a disengaged hook is skipped");
+    switch.on.store(true, Ordering::Relaxed);
+    assert_eq!(tcp(&engine, &[0x03, 0x00, 0x02, 0x00, 0x03]), [0x83, 0x06]);
+    assert_eq!(
+        tcp(&engine, &[0x10, 0x00, 0x01, 0x00, 0x01, 0x02, 0xAB, 0xCD]),
+        [0x10, 0x00, 0x01, 0x00, 0x01]
+    );
+    assert_eq!(switch.calls.load(Ordering::Relaxed), 2);
+    let seen = seen.0.lock().unwrap();
+    let got: Vec<_> = seen
+        .iter()
+        .map(|s| (s.function, s.data, s.write, s.respond, s.exception))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0x03, Some((Table::HoldingRegisters, range(2, 3))), false, true, None),
+            (0x06, Some((Table::HoldingRegisters, range(4, 1))), true, true, None),
+            (0x01, Some((Table::Coils, range(8, 5))), false, true, Some(0x02)),
+            (0x03, None, false, true, Some(0x03)),
+            (
+                0x03,
+                Some((Table::HoldingRegisters, range(2, 3))),
+                false,
+                true,
+                Some(0x06)
+            ),
+            (0x10, Some((Table::HoldingRegisters, range(1, 1))), true, true, None),
+        ],
+        "unit 9 has no device: not observed"
+    );
+    assert!(seen.iter().all(|s| s.unit == 1));
+    // The counts are those of an engine with no hook: 6 messages, 3 exceptions.
+    drop(seen);
+    assert_eq!(
+        tcp(&engine, &[0x08, 0x00, 0x0E, 0x00, 0x00]),
+        [0x08, 0x00, 0x0E, 0x00, 7]
+    );
+    assert_eq!(
+        tcp(&engine, &[0x08, 0x00, 0x0D, 0x00, 0x00]),
+        [0x08, 0x00, 0x0D, 0x00, 3]
+    );
+}
+
+/// Through a connection the observer gets the input's arrival time.
+#[test]
+fn observer_gets_the_time_the_input_arrived() {
+    let seen = Arc::new(Seen::default());
+    let engine = Arc::new(
+        Engine::builder(ServerContext::single(
+            DeviceContext::with_sizes(10, 10, 10, 10).unwrap(),
+        ))
+        .observer(seen.clone())
+        .build(),
+    );
+    let mut conn = coilwork_core::Connection::new(engine, coilwork_core::ConnectionConfig::tcp(None));
+    let at = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    conn.handle_input(at, &[0, 1, 0, 0, 0, 6, 1, 0x03, 0, 0, 0, 2]).unwrap();
+    assert_eq!(conn.output().len(), 13);
+    assert_eq!(seen.0.lock().unwrap().len(), 1);
+    assert_eq!(*seen.1.lock().unwrap(), [Some(at)]);
 }

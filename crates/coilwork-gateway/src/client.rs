@@ -179,6 +179,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     transport,
                     peer,
                     tls_role: role.as_deref(),
+                    received: None,
                 };
                 let mut io = Io { client, tx: &tx, out: &mut out, counts: &mut counts, at: Instant::now() };
                 let Some(used) = frames(shared, &ctx, &rbuf, &mut io) else { break CloseCause::BadFrame };
@@ -337,6 +338,7 @@ fn udp_request(shared: &Shared, peer: SocketAddr, datagram: &[u8], io: &mut Io<'
         transport: Transport::Udp,
         peer: Some(peer),
         tls_role: None,
+        received: None,
     };
     let tag = Tag {
         transaction_id,

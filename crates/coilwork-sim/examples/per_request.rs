@@ -4,20 +4,27 @@
 //! ```sh
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 //!     target/release/examples/per_request fc3x125 2000    # and 12000: the difference / 10000
+//!     target/release/examples/per_request fc3x125 2000 serve    # the same for `coilwork serve`
 //! ```
 //!
 //! The device is the issue's bench map: holding registers and coils
-//! 0–9999, all writable, no actions.
+//! 0–9999, all writable, no actions. A third argument `serve` runs the same
+//! requests through an engine like `coilwork serve`'s instead (a
+//! `DeviceContext` of 10 000 entries per table, no hook, no observer), so
+//! the two compare in one harness.
 
-use coilwork_core::{Connection, ConnectionConfig};
+use coilwork_core::storage::{DeviceContext, ServerContext};
+use coilwork_core::{Connection, ConnectionConfig, Engine};
 use coilwork_sim::{Simulator, SimulatorOptions};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "fc3x10".into());
     let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let serve = args.next().as_deref() == Some("serve");
     let config = json!({
         "server_list": {"server": {"comm": "tcp", "host": "127.0.0.1", "port": 0, "framer": "socket"}},
         "device_list": {"device": {
@@ -45,7 +52,13 @@ fn main() {
         _ => vec![0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10],
     };
     let peer = "127.0.0.1:40000".parse().ok();
-    let mut conn = Connection::new(sim.engine().clone(), ConnectionConfig::tcp(peer));
+    let engine = if serve {
+        let device = DeviceContext::with_sizes(10_000, 10_000, 10_000, 10_000).unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(Engine::builder(ServerContext::single(device)).build())
+    } else {
+        sim.engine().clone()
+    };
+    let mut conn = Connection::new(engine, ConnectionConfig::tcp(peer));
     let mut answered = 0usize;
     for _ in 0..n {
         if conn.handle_input(Instant::now(), &frame).is_err() {

@@ -136,7 +136,7 @@ fn identity(server: &config::ServerConfig) -> Identity {
 }
 
 /// The engine serving `device` as the server entry says, with the monitor as
-/// its hook, its metrics, and the role policy (if any) as its authorizer.
+/// its observer and (for faults) its hook, its metrics, and the role policy (if any) as its authorizer.
 fn engine(
     server: &config::ServerConfig,
     device: Arc<SimDevice>,
@@ -159,6 +159,7 @@ fn engine(
     let mut builder = Engine::builder(context)
         .identity(identity(server))
         .options(engine_options)
+        .observer(monitor.clone())
         .hook(monitor)
         .metrics(metrics);
     if let Some(roles) = roles {

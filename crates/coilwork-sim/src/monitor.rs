@@ -1,25 +1,39 @@
-//! The simulator's [`RequestHook`]: call monitor, fault injection, request
-//! counters and the event log that the HTTP API shows.
+//! The simulator's call monitor, request counters and event log that the
+//! HTTP API shows (a [`RequestObserver`]), and its fault injection (a
+//! [`RequestHook`]).
+//!
+//! The observer keeps the engine's fast path: it is told about each request
+//! once answered, with a small copied [`Observation`], and records it in its
+//! thread's shard (no allocation, no formatting, no shared counter; the time
+//! is the input's arrival time the connection already has). The hook is
+//! [`RequestHook::engaged`] only while a fault is set, so a plain register
+//! map never takes the engine's slow path.
 //!
 //! Faults are matched by function code. `exception` and `no_response`
 //! decide in [`RequestHook::on_request`]; `delay`, `split` and `garble`
 //! in [`RequestHook::delivery`], which hands the adapter a [`Delivery`].
 
 use crate::sync::{shard_count, thread_shard};
-use coilwork_core::engine::{HookAction, RequestHook};
+use coilwork_core::engine::{HookAction, Observation, RequestHook, RequestObserver};
 use coilwork_core::pdu::{PduBuf, Request};
 use coilwork_core::{Delivery, ExceptionCode, RequestContext};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 thread_local! {
-    /// Set by `on_request` when an exception fault answered, read by
-    /// `delivery` on the same thread for the same request.
-    static EXCEPTION_FAULT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The fault the hook applied to the request being served on this
+    /// thread, taken by the observer when the same request is observed.
+    static APPLIED_FAULT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
 }
+
+/// Low bits of a call's `seq` that number the calls of one shard that
+/// arrived in one input (pipelined requests share their arrival time).
+const DUP_BITS: u32 = 10;
+/// Bits of a call's `seq` above those that hold its shard (at most 8).
+const SHARD_BITS: u32 = 3;
 
 /// Calls kept for the monitor.
 pub const CALLS_KEPT: usize = 500;
@@ -119,14 +133,18 @@ pub enum CallResult {
     Ok,
     /// An exception answer.
     Exception,
-    /// Nothing was sent (a `no_response` fault).
+    /// Nothing was sent (a `no_response` fault, a broadcast, listen-only mode).
     NoResponse,
 }
 
 /// One request seen by the server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Call {
-    /// Increasing number.
+    /// Increasing number, unique, in the order the requests arrived
+    /// (`GET /api/calls?since=N`). Not consecutive: it is the arrival time
+    /// in microseconds since the simulator started, times 8192, plus the
+    /// recording shard (times 1024) and the call's place among the requests
+    /// of its input.
     pub seq: u64,
     /// Local time, RFC 3339 with milliseconds.
     pub time: String,
@@ -167,14 +185,16 @@ struct Faults {
     next_id: u64,
 }
 
-/// The hook installed on the simulator's engine.
+/// The observer and hook installed on the simulator's engine.
 pub struct Monitor {
     faults: Mutex<Faults>,
     any_fault: AtomicBool,
     /// Recent calls and counts, sharded by thread: a request takes its
     /// thread's shard lock once, uncontended, for both.
     shards: Box<[Mutex<Shard>]>,
-    call_seq: AtomicU64,
+    /// When the monitor was made, on both clocks: a call's time is its
+    /// arrival [`Instant`] mapped onto the wall clock from here.
+    base: (Instant, SystemTime),
     log: Mutex<VecDeque<LogEntry>>,
     log_seq: AtomicU64,
 }
@@ -185,6 +205,10 @@ struct Shard {
     /// The ring, filled up to `CALLS_KEPT` then overwritten from `next`.
     calls: Vec<RawCall>,
     next: usize,
+    /// When the shard's last call arrived, and how many calls before it
+    /// arrived at the same time (in one input).
+    last_at: Option<Instant>,
+    dup: u16,
     requests: [u64; 128],
     exceptions: [u64; 128],
 }
@@ -194,9 +218,24 @@ impl Shard {
         Self {
             calls: Vec::with_capacity(CALLS_KEPT),
             next: 0,
+            last_at: None,
+            dup: 0,
             requests: [0; 128],
             exceptions: [0; 128],
         }
+    }
+
+    /// The place of a call that arrived at `at` among the shard's calls
+    /// that arrived at the same time (0 for the first of an input).
+    #[inline]
+    fn place(&mut self, at: Instant) -> u16 {
+        self.dup = if self.last_at == Some(at) {
+            self.dup.saturating_add(1)
+        } else {
+            0
+        };
+        self.last_at = Some(at);
+        self.dup
     }
 
     /// Keeps `call`, forgetting the oldest once `CALLS_KEPT` are kept.
@@ -215,30 +254,40 @@ impl Shard {
 /// [`Call`] is made from it when someone asks.
 #[derive(Debug, Clone)]
 struct RawCall {
-    seq: u64,
-    time: std::time::SystemTime,
-    unit: u8,
-    function: u8,
-    address: Option<u16>,
-    count: Option<u16>,
-    result: CallResult,
-    exception: Option<u8>,
+    /// When its input arrived.
+    at: Instant,
+    /// Its place among the calls of its input (in its shard).
+    place: u16,
+    seen: Observation,
     fault: Option<&'static str>,
     peer: Option<std::net::SocketAddr>,
 }
 
 impl RawCall {
-    fn call(&self) -> Call {
-        let time: chrono::DateTime<chrono::Local> = self.time.into();
+    /// Its `seq` (see [`Call::seq`]), recorded in shard `shard` of a monitor made at `base`.
+    fn seq(&self, base: Instant, shard: usize) -> u64 {
+        let micros = u64::try_from(self.at.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX);
+        let low = ((shard as u64) << DUP_BITS) | u64::from(self.place.min((1 << DUP_BITS) - 1));
+        micros.saturating_mul(1 << (DUP_BITS + SHARD_BITS)) | low
+    }
+
+    fn call(&self, seq: u64, base: (Instant, SystemTime)) -> Call {
+        let time: chrono::DateTime<chrono::Local> = (base.1 + self.at.saturating_duration_since(base.0)).into();
+        let seen = &self.seen;
+        let result = match (seen.respond, seen.exception) {
+            (false, _) => CallResult::NoResponse,
+            (true, Some(_)) => CallResult::Exception,
+            (true, None) => CallResult::Ok,
+        };
         Call {
-            seq: self.seq,
+            seq,
             time: time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-            unit: self.unit,
-            function: self.function,
-            address: self.address,
-            count: self.count,
-            result: self.result,
-            exception: self.exception,
+            unit: seen.unit,
+            function: seen.function,
+            address: seen.data.map(|(_, r)| r.start()),
+            count: seen.data.map(|(_, r)| r.count()),
+            result,
+            exception: seen.exception,
             fault: self.fault,
             peer: self.peer.map(|p| p.to_string()),
         }
@@ -265,24 +314,6 @@ fn now() -> String {
     chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
-/// Address and count of a request, where it has them.
-fn span(request: &Request<'_>) -> (Option<u16>, Option<u16>) {
-    match *request {
-        Request::ReadCoils(r)
-        | Request::ReadDiscreteInputs(r)
-        | Request::ReadHoldingRegisters(r)
-        | Request::ReadInputRegisters(r)
-        | Request::WriteMultipleCoils { range: r, .. }
-        | Request::WriteMultipleRegisters { range: r, .. } => (Some(r.start()), Some(r.count())),
-        Request::ReadWriteMultipleRegisters { write, .. } => (Some(write.start()), Some(write.count())),
-        Request::WriteSingleCoil { address, .. }
-        | Request::WriteSingleRegister { address, .. }
-        | Request::MaskWriteRegister { address, .. }
-        | Request::ReadFifoQueue { address } => (Some(address), Some(1)),
-        _ => (None, None),
-    }
-}
-
 impl Monitor {
     /// An empty monitor.
     pub fn new() -> Self {
@@ -290,7 +321,7 @@ impl Monitor {
             faults: Mutex::new(Faults::default()),
             any_fault: AtomicBool::new(false),
             shards: (0..shard_count()).map(|_| Mutex::new(Shard::new())).collect(),
-            call_seq: AtomicU64::new(0),
+            base: (Instant::now(), SystemTime::now()),
             log: Mutex::new(VecDeque::with_capacity(LOG_KEPT)),
             log_seq: AtomicU64::new(0),
         }
@@ -371,10 +402,18 @@ impl Monitor {
 
     /// The recent calls, oldest first, filtered.
     pub fn calls(&self, filter: &CallFilter) -> Vec<Call> {
-        let mut all: Vec<RawCall> = self.shards.iter().flat_map(|s| lock(s).calls.clone()).collect();
-        all.sort_unstable_by_key(|c| c.seq);
+        let mut all: Vec<(u64, RawCall)> = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let calls = lock(shard).calls.clone();
+            all.extend(calls.into_iter().map(|c| (c.seq(self.base.0, i), c)));
+        }
+        all.sort_unstable_by_key(|(seq, _)| *seq);
         let kept = all.get(all.len().saturating_sub(CALLS_KEPT)..).unwrap_or(&[]);
-        let mut out: Vec<Call> = kept.iter().map(RawCall::call).filter(|c| filter.matches(c)).collect();
+        let mut out: Vec<Call> = kept
+            .iter()
+            .map(|(seq, c)| c.call(*seq, self.base))
+            .filter(|c| filter.matches(c))
+            .collect();
         if let Some(limit) = filter.limit
             && out.len() > limit
         {
@@ -392,40 +431,33 @@ impl Monitor {
         }
     }
 
-    fn record(
-        &self,
-        ctx: &RequestContext<'_>,
-        request: &Request<'_>,
-        result: CallResult,
-        exception: Option<u8>,
-        fault: Option<&'static str>,
-    ) {
-        let function = ctx.function & 0x7F;
-        let (address, count) = span(request);
-        let call = RawCall {
-            seq: self.call_seq.fetch_add(1, Ordering::Relaxed) + 1,
-            time: std::time::SystemTime::now(),
-            unit: ctx.unit,
-            function,
-            address,
-            count,
-            result,
-            exception,
+    /// Records one call in this thread's shard: its counts and the ring.
+    #[inline]
+    fn record(&self, ctx: &RequestContext<'_>, seen: Observation, fault: Option<&'static str>) {
+        // The input's arrival time, which the connection read anyway; a
+        // clock read only for callers that gave none.
+        let at = ctx.received.unwrap_or_else(Instant::now);
+        let function = usize::from(seen.function & 0x7F);
+        let Some(shard) = self.shards.get(thread_shard(self.shards.len())) else {
+            return;
+        };
+        let mut shard = lock(shard);
+        if let Some(n) = shard.requests.get_mut(function) {
+            *n += 1;
+        }
+        if seen.exception.is_some()
+            && let Some(n) = shard.exceptions.get_mut(function)
+        {
+            *n += 1;
+        }
+        let place = shard.place(at);
+        shard.push(RawCall {
+            at,
+            place,
+            seen,
             fault,
             peer: ctx.peer,
-        };
-        if let Some(shard) = self.shards.get(thread_shard(self.shards.len())) {
-            let mut shard = lock(shard);
-            if let Some(n) = shard.requests.get_mut(usize::from(function)) {
-                *n += 1;
-            }
-            if exception.is_some()
-                && let Some(n) = shard.exceptions.get_mut(usize::from(function))
-            {
-                *n += 1;
-            }
-            shard.push(call);
-        }
+        });
     }
 
     /// Requests and exception answers counted per function code (non-zero only).
@@ -525,27 +557,41 @@ impl CallFilter {
     }
 }
 
+impl RequestObserver for Monitor {
+    #[inline]
+    fn observe(&self, ctx: &RequestContext<'_>, seen: Observation) {
+        let fault = APPLIED_FAULT.with(std::cell::Cell::take);
+        self.record(ctx, seen, fault);
+    }
+}
+
+/// Notes the fault applied to the request being served on this thread.
+fn applied(fault: &'static str) {
+    APPLIED_FAULT.with(|f| f.set(Some(fault)));
+}
+
 impl RequestHook for Monitor {
-    fn on_request(&self, ctx: &RequestContext<'_>, request: &mut Request<'_>, _response: &mut PduBuf) -> HookAction {
+    /// Only while a fault is set: otherwise the engine keeps its fast path.
+    fn engaged(&self) -> bool {
+        self.any_fault.load(Ordering::Acquire)
+    }
+
+    fn on_request(&self, ctx: &RequestContext<'_>, _request: &mut Request<'_>, _response: &mut PduBuf) -> HookAction {
         let fault = self.take_fault(ctx.function, |k| match *k {
             FaultKind::Exception { code } => ExceptionCode::from_code(code).map(HookAction::Exception),
             FaultKind::NoResponse => Some(HookAction::NoResponse),
             _ => None,
         });
-        EXCEPTION_FAULT.with(|f| f.set(matches!(fault, Some(HookAction::Exception(_)))));
-        if fault == Some(HookAction::NoResponse) {
-            self.record(ctx, request, CallResult::NoResponse, None, Some("no_response"));
+        match fault {
+            Some(HookAction::NoResponse) => applied("no_response"),
+            Some(HookAction::Exception(_)) => applied("exception"),
+            _ => {}
         }
-        // An exception fault is recorded in `delivery`, with its answer.
         fault.unwrap_or(HookAction::Continue)
     }
 
-    fn delivery(&self, ctx: &RequestContext<'_>, request: &Request<'_>, response: &[u8]) -> Option<Delivery> {
-        let exception = match response {
-            [f, code, ..] if f & 0x80 != 0 => Some(*code),
-            _ => None,
-        };
-        let delivery = self.take_fault(ctx.function, |k| match *k {
+    fn delivery(&self, ctx: &RequestContext<'_>, _request: &Request<'_>, _response: &[u8]) -> Option<Delivery> {
+        let (name, delivery) = self.take_fault(ctx.function, |k| match *k {
             FaultKind::Delay { delay_ms } => Some((
                 "delay",
                 Delivery {
@@ -568,18 +614,8 @@ impl RequestHook for Monitor {
                 },
             )),
             _ => None,
-        });
-        let from_fault = EXCEPTION_FAULT.with(|f| f.replace(false));
-        let fault = match delivery {
-            Some((name, _)) => Some(name),
-            None => from_fault.then_some("exception"),
-        };
-        let result = if exception.is_some() {
-            CallResult::Exception
-        } else {
-            CallResult::Ok
-        };
-        self.record(ctx, request, result, exception, fault);
-        delivery.map(|(_, d)| d)
+        })?;
+        applied(name);
+        Some(delivery)
     }
 }

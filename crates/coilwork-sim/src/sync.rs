@@ -1,5 +1,6 @@
 //! Locking that survives a panicked holder (the data stays usable).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Locks `m`, taking the data of a poisoned lock as it is.
@@ -7,19 +8,24 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The number the next thread to ask for its shard gets.
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
-    /// This thread's shard choice (a hash of its id, fixed for its life).
-    static THREAD_HASH: usize = {
-        use std::hash::BuildHasher;
-        std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) as usize
-    };
+    /// This thread's shard of [`shard_count`], given round robin in the
+    /// order threads first ask (fixed for their life): a runtime's worker
+    /// threads get different shards, where a hash of their ids could put
+    /// two on one.
+    static THREAD_SHARD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % shard_count();
 }
 
-/// The shard (of `shards`) this thread uses for counters and logs, so that
-/// connections on different threads do not share cache lines or locks.
+/// The shard (of `shards`, normally [`shard_count`]) this thread uses for
+/// counters and logs, so that connections on different threads do not
+/// share cache lines or locks.
 #[inline]
 pub(crate) fn thread_shard(shards: usize) -> usize {
-    THREAD_HASH.with(|h| *h) % shards.max(1)
+    let i = THREAD_SHARD.with(|i| *i);
+    if i < shards { i } else { i % shards.max(1) }
 }
 
 /// How many shards per-request bookkeeping uses (the machine's parallelism, at most 8).

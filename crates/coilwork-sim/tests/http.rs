@@ -1076,3 +1076,119 @@ fn several_servers_start_all_or_none() {
         );
     });
 }
+
+/// A plain register map (no actions, no faults) keeps the engine's fast
+/// path with the call monitor as its observer: requests over real TCP
+/// connections, several at once on the runtime's two threads and some
+/// pipelined in one segment, are still counted per register, per call and
+/// per function, as the REST API shows.
+#[test]
+fn plain_map_counts_requests_per_register() {
+    bounded(async {
+        let config = json!({
+            "server_list": {"server": {"comm": "tcp", "host": "127.0.0.1", "port": 0, "framer": "socket"}},
+            "device_list": {"device": {
+                "setup": {"co size": 100, "di size": 100, "hr size": 100, "ir size": 100,
+                          "shared blocks": true, "type exception": false,
+                          "defaults": {"value": {"bits": 0, "uint16": 0, "uint32": 0, "float32": 0.0, "float64": 0.0, "string": " "},
+                                       "action": {"bits": null, "uint16": null, "uint32": null, "float32": null, "float64": null, "string": null}}},
+                "invalid": [], "write": [[0, 99]], "uint16": [{"addr": [0, 99], "value": 0}], "repeat": []
+            }}
+        });
+        let sim = Simulator::from_json(&config.to_string(), SimulatorOptions::default().http("127.0.0.1", 0)).unwrap();
+        let handle = sim.start().await.unwrap();
+        let s = Sim {
+            http: handle.http_addr().unwrap(),
+            modbus: handle.local_addr().unwrap(),
+            handle,
+            sim,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        // Four connections at once, each: 25 reads of 2..5, 10 writes (FC16)
+        // of 4..8, then a read past the map (exception 02: counted as a call,
+        // not per register).
+        let mut tasks = Vec::new();
+        for c in 0..4u16 {
+            let addr = s.modbus;
+            tasks.push(tokio::spawn(async move {
+                let mut conn = TcpStream::connect(addr).await.unwrap();
+                for i in 0..35u16 {
+                    let pdu: Vec<u8> = if i < 25 {
+                        fc3(2, 3).to_vec()
+                    } else {
+                        vec![0x10, 0, 4, 0, 4, 8, 0, 1, 0, 2, 0, 3, 0, c as u8]
+                    };
+                    let len = u16::try_from(pdu.len() + 1).unwrap().to_be_bytes();
+                    let mut adu = vec![0, i as u8, 0, 0, len[0], len[1], 1];
+                    adu.extend_from_slice(&pdu);
+                    conn.write_all(&adu).await.unwrap();
+                    let answer = read_adu(&mut conn, Duration::from_secs(5)).await.unwrap();
+                    assert_eq!(answer[7], pdu[0], "{answer:02X?}");
+                }
+                conn.write_all(&[0, 99, 0, 0, 0, 6, 1, 0x03, 0, 98, 0, 5])
+                    .await
+                    .unwrap();
+                let answer = read_adu(&mut conn, Duration::from_secs(5)).await.unwrap();
+                assert_eq!(&answer[7..], &[0x83, 0x02]);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Two requests pipelined in one segment: FC3 of 0..10 and FC6 to 9.
+        let mut conn = TcpStream::connect(s.modbus).await.unwrap();
+        let mut two = vec![0, 1, 0, 0, 0, 6, 1, 0x03, 0, 0, 0, 10];
+        two.extend_from_slice(&[0, 2, 0, 0, 0, 6, 1, 0x06, 0, 9, 0, 7]);
+        conn.write_all(&two).await.unwrap();
+        let first = read_adu(&mut conn, Duration::from_secs(5)).await.unwrap();
+        let second = read_adu(&mut conn, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((first[7], first[8]), (0x03, 20));
+        assert_eq!(&second[7..], &[0x06, 0, 9, 0, 7]);
+
+        let v = s.get("/api/registers?start=0&count=12").await;
+        let counts: Vec<(u64, u64, u64)> = v["registers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["address"].as_u64().unwrap(),
+                    r["reads"].as_u64().unwrap(),
+                    r["writes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expected: Vec<(u64, u64, u64)> = (0..12u64)
+            .map(|a| {
+                let reads = u64::from(a < 10) + if (2..5).contains(&a) { 100 } else { 0 };
+                let writes = if (4..8).contains(&a) { 40 } else { u64::from(a == 9) };
+                (a, reads, writes)
+            })
+            .collect();
+        assert_eq!(counts, expected);
+        let v = s.get("/api/registers?start=98&count=2").await;
+        assert_eq!(v["registers"][0]["reads"], 0, "a refused read counts no register");
+        // Every request is a call and counts for its function.
+        assert_eq!(s.get("/api/server").await["requests_total"], 4 * 36 + 2);
+        let calls = s.get("/api/calls?limit=500").await["calls"].as_array().unwrap().clone();
+        assert_eq!(calls.len(), 4 * 36 + 2);
+        let exceptions: Vec<&Value> = calls.iter().filter(|c| c["result"] == "exception").collect();
+        assert_eq!(exceptions.len(), 4);
+        assert!(
+            exceptions
+                .iter()
+                .all(|c| c["exception"] == 2 && c["address"] == 98 && c["count"] == 5)
+        );
+        let last = calls.last().unwrap();
+        assert_eq!(
+            (last["function"].clone(), last["address"].clone()),
+            (json!(6), json!(9))
+        );
+        let seqs: Vec<u64> = calls.iter().map(|c| c["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "calls in order, numbers unique");
+        let since = seqs[seqs.len() - 2];
+        let newer = s.get(&format!("/api/calls?since={since}")).await["calls"].clone();
+        assert_eq!(newer.as_array().unwrap().len(), 1);
+        s.handle.shutdown().await;
+    });
+}

@@ -1,6 +1,6 @@
 //! What user code plugs into the engine: request hooks and their
-//! [`Delivery`], custom function handlers, the [`Authorizer`] and write
-//! listeners.
+//! [`Delivery`], request observers, custom function handlers, the
+//! [`Authorizer`] and write listeners.
 
 use crate::ExceptionCode;
 use crate::address::AddressRange;
@@ -49,7 +49,19 @@ pub enum HookAction {
 
 /// User code that sees every decoded request and every answer: the base for
 /// logging, authorization, fault injection and simulators.
+///
+/// Any installed hook takes requests off the engine's fast path (each one
+/// goes through the hook's calls and is recorded step by step) while it is
+/// [`RequestHook::engaged`]. Code that only watches should be a
+/// [`RequestObserver`] instead.
 pub trait RequestHook: Send + Sync {
+    /// False while the hook would do nothing (for example a fault injector
+    /// with no fault set): the engine then skips all of its calls for that
+    /// request and keeps its fast path. Asked once per request. Default: true.
+    fn engaged(&self) -> bool {
+        true
+    }
+
     /// Called with each decoded request before it executes. The hook may
     /// change it, answer it itself (write into `response`, return
     /// [`HookAction::Respond`]), answer an exception, or swallow it.
@@ -83,6 +95,81 @@ pub trait RequestHook: Send + Sync {
         let _ = (ctx, request, response);
         None
     }
+}
+
+/// What a [`RequestObserver`] is told about one request: a few bytes,
+/// copied, made without allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Unit id the request was addressed to (0 for a serial broadcast).
+    pub unit: u8,
+    /// Function code of the request (without the exception bit).
+    pub function: u8,
+    /// The table and addresses the request names, for data functions:
+    /// FC1-4 and FC15/16 their range, FC5/6 and FC22 one address, FC24 its
+    /// FIFO pointer address, FC23 its write range. `None` for other
+    /// functions and requests that failed to decode.
+    pub data: Option<(Table, AddressRange)>,
+    /// True for a write function (FC5, 6, 15, 16, 21, 22, 23).
+    pub write: bool,
+    /// True if an answer is sent.
+    pub respond: bool,
+    /// The exception code answered, if the answer sent is an exception.
+    pub exception: Option<u8>,
+}
+
+impl Observation {
+    /// The observation of `request` (or of a request that failed to decode)
+    /// with its answer.
+    #[inline]
+    pub(crate) fn of(ctx: &RequestContext<'_>, request: Option<&Request<'_>>) -> Self {
+        let (data, write) = match request {
+            Some(r) => (data_of(r), r.is_write()),
+            None => (None, false),
+        };
+        Self {
+            unit: ctx.unit,
+            function: ctx.function,
+            data,
+            write,
+            respond: false,
+            exception: None,
+        }
+    }
+}
+
+/// The table and addresses `request` names (see [`Observation::data`]).
+#[inline]
+fn data_of(request: &Request<'_>) -> Option<(Table, AddressRange)> {
+    let one = |table: Table, address: u16| AddressRange::new(address, 1).map(|r| (table, r));
+    match *request {
+        Request::ReadCoils(r) | Request::WriteMultipleCoils { range: r, .. } => Some((Table::Coils, r)),
+        Request::ReadDiscreteInputs(r) => Some((Table::DiscreteInputs, r)),
+        Request::ReadHoldingRegisters(r)
+        | Request::WriteMultipleRegisters { range: r, .. }
+        | Request::ReadWriteMultipleRegisters { write: r, .. } => Some((Table::HoldingRegisters, r)),
+        Request::ReadInputRegisters(r) => Some((Table::InputRegisters, r)),
+        Request::WriteSingleCoil { address, .. } => one(Table::Coils, address),
+        Request::WriteSingleRegister { address, .. }
+        | Request::MaskWriteRegister { address, .. }
+        | Request::ReadFifoQueue { address } => one(Table::HoldingRegisters, address),
+        _ => None,
+    }
+}
+
+/// User code told about every request a device served, once its answer is
+/// final: call monitors, per-function counts, traffic logs. It cannot change
+/// or refuse anything, so installing one keeps the engine's fast path.
+///
+/// Called for each request addressed to a device (answered, exception,
+/// silent, or failed to decode) and once for each serial broadcast; not for
+/// a unit no device serves. The time the request arrived is
+/// `ctx.received`. It runs on the request path, on the thread of the
+/// connection: it must not block, and should keep shared state sharded
+/// (connections on other threads call it at the same time).
+pub trait RequestObserver: Send + Sync {
+    /// One request and its outcome.
+    fn observe(&self, ctx: &RequestContext<'_>, seen: Observation);
 }
 
 /// How an adapter delivers one answer: a fault-injection knob for

@@ -16,8 +16,14 @@
 //! answer (bits; registers; serial-line diagnostics; file records and FIFO;
 //! device identification; custom functions), and `serve` then records the
 //! exchange in the diagnostics, in one place for every path. What users
-//! plug in ([`RequestHook`], [`CustomFunction`], [`Authorizer`],
-//! [`WriteListener`]) is defined here too.
+//! plug in ([`RequestHook`], [`RequestObserver`], [`CustomFunction`],
+//! [`Authorizer`], [`WriteListener`]) is defined here too.
+//!
+//! The fast path: with no authorizer and no [`RequestHook::engaged`] hook,
+//! an ordinary request (not FC8, FC11, FC12 or a custom function, to a
+//! device not in listen-only mode) executes and records its whole exchange
+//! in one atomic add. A [`RequestObserver`] is told about every request after
+//! its answer, on either path, with a small copied [`Observation`].
 //!
 //! Diagnostics follow the serial line spec, counted on every transport:
 //! - bus message count: every PDU handed to [`Engine::handle`] (any unit)
@@ -44,7 +50,8 @@ mod hooks;
 mod serve;
 
 pub use hooks::{
-    Access, AccessRequest, Authorizer, CustomFunction, Delivery, HookAction, RequestHook, WriteListener, authorized,
+    Access, AccessRequest, Authorizer, CustomFunction, Delivery, HookAction, Observation, RequestHook, RequestObserver,
+    WriteListener, authorized,
 };
 
 use crate::ExceptionCode;
@@ -122,7 +129,8 @@ pub struct Engine {
     listener: Option<Arc<dyn WriteListener>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     metrics: Option<Arc<Metrics>>,
-    /// No hook and no authorizer: ordinary requests take [`Engine::serve_plain`].
+    observer: Option<Arc<dyn RequestObserver>>,
+    /// No hook and no authorizer: ordinary requests always take [`Engine::serve_plain`].
     plain: bool,
     bus: Diagnostics,
 }
@@ -146,6 +154,7 @@ pub struct EngineBuilder {
     listener: Option<Arc<dyn WriteListener>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     metrics: Option<Arc<Metrics>>,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl EngineBuilder {
@@ -178,6 +187,13 @@ impl EngineBuilder {
     /// Installs a request hook.
     pub fn hook(mut self, hook: Arc<dyn RequestHook>) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// Installs a request observer: told about every request after its
+    /// answer, without taking requests off the fast path.
+    pub fn observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -214,9 +230,26 @@ impl EngineBuilder {
             listener: self.listener,
             authorizer: self.authorizer,
             metrics: self.metrics,
+            observer: self.observer,
             bus: Diagnostics::new(),
         }
     }
+}
+
+/// [`Engine::observe`] once there is an observer: the observation made and
+/// handed over, out of line (the engine's fast path stays as short without one).
+#[inline(never)]
+fn tell(
+    observer: &dyn RequestObserver,
+    ctx: &RequestContext<'_>,
+    request: Option<&Request<'_>>,
+    respond: bool,
+    out: &PduBuf,
+) {
+    let mut seen = Observation::of(ctx, request);
+    seen.respond = respond;
+    seen.exception = if respond { serve::answered_exception(out) } else { None };
+    observer.observe(ctx, seen);
 }
 
 impl Engine {
@@ -231,6 +264,7 @@ impl Engine {
             listener: None,
             authorizer: None,
             metrics: None,
+            observer: None,
         }
     }
 
@@ -308,6 +342,27 @@ impl Engine {
         self.handle_cached(&ctx, pdu, out, &mut DeviceCache::default())
     }
 
+    /// True if ordinary requests may take [`Engine::serve_plain`] now: no
+    /// authorizer, and no hook or one not engaged.
+    #[inline(always)]
+    fn fast(&self) -> bool {
+        self.plain || (self.authorizer.is_none() && self.hook.as_deref().is_some_and(|h| !h.engaged()))
+    }
+
+    /// The hook, if one is installed and [`RequestHook::engaged`] now.
+    #[inline]
+    fn active_hook(&self) -> Option<&dyn RequestHook> {
+        self.hook.as_deref().filter(|h| h.engaged())
+    }
+
+    /// Tells the observer (if any) about a request and whether (and what) it answered.
+    #[inline(always)]
+    fn observe(&self, ctx: &RequestContext<'_>, request: Option<&Request<'_>>, respond: bool, out: &PduBuf) {
+        if let Some(observer) = &self.observer {
+            tell(&**observer, ctx, request, respond, out);
+        }
+    }
+
     /// [`Engine::handle`] with the caller's device lookup cache (a
     /// connection keeps one, so steady traffic to one unit takes no lock and
     /// touches no shared reference count to find its device).
@@ -328,23 +383,28 @@ impl Engine {
         if serial && ctx.unit == 0 {
             if self.options.broadcast_enable {
                 let decoded = Request::decode(pdu);
+                let hook = self.active_hook();
                 self.context.for_each_device(&mut |_, device| {
-                    let _ = self.serve(ctx, device, decoded, out, true);
+                    let _ = self.serve(ctx, device, decoded, out, true, hook);
                 });
                 out.clear();
+                self.observe(ctx, decoded.as_ref().ok(), false, out);
             }
             return Outcome::SILENT;
         }
         match devices.get(&self.context, ctx.unit) {
             Some(device) => {
                 let decoded = Request::decode(pdu);
-                if self.plain
+                if self.fast()
                     && let Ok(request) = &decoded
                     && let Some(outcome) = self.serve_plain(ctx, device, request, out)
                 {
+                    self.observe(ctx, Some(request), outcome.respond, out);
                     return outcome;
                 }
-                self.serve(ctx, device, decoded, out, false)
+                let outcome = self.serve(ctx, device, decoded, out, false, self.active_hook());
+                self.observe(ctx, decoded.as_ref().ok(), outcome.respond, out);
+                outcome
             }
             None => {
                 if self.options.ignore_missing_devices.unwrap_or(serial) {

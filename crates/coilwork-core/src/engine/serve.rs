@@ -3,7 +3,7 @@
 //! exchange, recorded in one place ([`Engine::record`]) for every path.
 
 use super::hooks::authorized;
-use super::{Effect, Engine, HookAction, Outcome};
+use super::{Effect, Engine, HookAction, Outcome, RequestHook};
 use crate::ExceptionCode;
 use crate::diagnostics::{DiagnosticCounter, Diagnostics, event};
 use crate::pdu::{DecodeError, DiagnosticRequest, PduBuf, Request};
@@ -60,7 +60,7 @@ fn touches_diagnostics(request: &Request<'_>) -> bool {
 
 /// The exception code in `out`, if it holds an exception answer.
 #[inline]
-fn answered_exception(out: &PduBuf) -> Option<u8> {
+pub(super) fn answered_exception(out: &PduBuf) -> Option<u8> {
     match out.as_slice() {
         [function, code, ..] if function & 0x80 != 0 => Some(*code),
         _ => None,
@@ -78,10 +78,25 @@ fn exception_event_bits(code: u8) -> u8 {
     }
 }
 
+/// A request that failed to decode: the exception the spec prescribes,
+/// which the hook may rewrite or drop.
+fn reject(ctx: &RequestContext<'_>, e: &DecodeError, out: &mut PduBuf, hook: Option<&dyn RequestHook>) -> Outcome {
+    out.set_exception(e.function, e.exception);
+    let mut outcome = Outcome::RESPOND;
+    if let Some(hook) = hook {
+        match hook.on_rejected(ctx, e, out) {
+            HookAction::Continue | HookAction::Respond => {}
+            HookAction::Exception(x) => out.set_exception(e.function, x),
+            HookAction::NoResponse => outcome.respond = false,
+        }
+    }
+    outcome
+}
+
 impl Engine {
     /// [`Engine::serve`] for an ordinary request (not FC8, FC11, FC12 or a
     /// custom function) to a device not in listen-only mode, on an engine
-    /// with no hook and no authorizer: execution, then the whole exchange
+    /// with no authorizer and no engaged hook: execution, then the whole exchange
     /// recorded in one atomic add. `None`: not such a request, take
     /// [`Engine::serve`] (nothing was done).
     #[inline]
@@ -124,7 +139,8 @@ impl Engine {
     }
 
     /// Runs one decoded request on one device: listen-only gate, hooks,
-    /// execution, diagnostics and event log.
+    /// execution, diagnostics and event log. `hook`: the engine's hook if
+    /// it is engaged for this request.
     pub(super) fn serve(
         &self,
         ctx: &RequestContext<'_>,
@@ -132,6 +148,7 @@ impl Engine {
         decoded: Result<Request<'_>, DecodeError>,
         out: &mut PduBuf,
         broadcast: bool,
+        hook: Option<&dyn RequestHook>,
     ) -> Outcome {
         let diag = device.diagnostics();
         let listen_only = diag.listen_only();
@@ -146,8 +163,7 @@ impl Engine {
         // receive event, comm event, send event) in one atomic add once it
         // is answered: nothing it runs reads the device's diagnostics, so
         // the counts and the log come out as if recorded step by step.
-        let batched =
-            !broadcast && !listen_only && self.hook.is_none() && decoded.is_ok_and(|r| !touches_diagnostics(&r));
+        let batched = !broadcast && !listen_only && hook.is_none() && decoded.is_ok_and(|r| !touches_diagnostics(&r));
         if !batched {
             diag.increment(DiagnosticCounter::ServerMessage);
             diag.push_event(receive);
@@ -169,8 +185,8 @@ impl Engine {
             return Outcome::SILENT;
         }
         let (mut outcome, executed) = match decoded {
-            Err(e) => (self.reject(ctx, &e, out), false),
-            Ok(request) => self.answer(ctx, device, request, out),
+            Err(e) => (reject(ctx, &e, out, hook), false),
+            Ok(request) => self.answer(ctx, device, request, out, hook),
         };
         outcome.respond &= !broadcast;
         // Diagnostics, in the order the spec's event log expects: the answer
@@ -192,21 +208,6 @@ impl Engine {
         outcome
     }
 
-    /// A request that failed to decode: the exception the spec prescribes,
-    /// which the hook may rewrite or drop.
-    fn reject(&self, ctx: &RequestContext<'_>, e: &DecodeError, out: &mut PduBuf) -> Outcome {
-        out.set_exception(e.function, e.exception);
-        let mut outcome = Outcome::RESPOND;
-        if let Some(hook) = &self.hook {
-            match hook.on_rejected(ctx, e, out) {
-                HookAction::Continue | HookAction::Respond => {}
-                HookAction::Exception(x) => out.set_exception(e.function, x),
-                HookAction::NoResponse => outcome.respond = false,
-            }
-        }
-        outcome
-    }
-
     /// A decoded request: the authorizer, the hook's `on_request`,
     /// execution, then `on_response` and `delivery`. Also returns whether
     /// the request executed successfully.
@@ -216,12 +217,13 @@ impl Engine {
         device: &Device,
         mut request: Request<'_>,
         out: &mut PduBuf,
+        hook: Option<&dyn RequestHook>,
     ) -> (Outcome, bool) {
         let denied = self
             .authorizer
             .as_deref()
             .is_some_and(|auth| !authorized(auth, ctx, &request));
-        let action = match &self.hook {
+        let action = match hook {
             _ if denied => HookAction::Exception(ExceptionCode::IllegalFunction),
             Some(hook) => hook.on_request(ctx, &mut request, out),
             None => HookAction::Continue,
@@ -246,7 +248,7 @@ impl Engine {
             Outcome::RESPOND
         });
         if outcome.respond
-            && let Some(hook) = &self.hook
+            && let Some(hook) = hook
         {
             match hook.on_response(ctx, &request, out) {
                 HookAction::Continue | HookAction::Respond => {}

@@ -23,6 +23,7 @@ pub use server::{Device, ServerContext};
 
 use crate::ExceptionCode;
 use core::net::SocketAddr;
+use std::time::Instant;
 
 /// The transport a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +73,10 @@ pub struct RequestContext<'a> {
     pub peer: Option<SocketAddr>,
     /// The role from the client's TLS certificate (Modbus/TCP Security), if any.
     pub tls_role: Option<&'a str>,
+    /// When the bytes holding the request were received: the `now` given to
+    /// [`crate::Connection::handle_input`]. `None` where the caller gave no
+    /// time ([`crate::Connection::handle_datagram`], the application).
+    pub received: Option<Instant>,
 }
 
 impl RequestContext<'_> {
@@ -83,6 +88,7 @@ impl RequestContext<'_> {
             transport: Transport::Application,
             peer: None,
             tls_role: None,
+            received: None,
         }
     }
 }
