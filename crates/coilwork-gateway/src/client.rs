@@ -1,14 +1,13 @@
 //! The client side: Modbus/TCP (and TLS) connections and UDP datagrams,
 //! each request dispatched to a local answer or an upstream queue.
 
-use super::{Answer, Shared, Tag};
+use super::{Frames, Outbox, ReplyTo, Shared, Tag};
 use coilwork_core::frame::{Decoded, mbap};
 use coilwork_core::{RequestContext, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -106,14 +105,24 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let client = shared.client_id();
     // Writes happen between reads, never during one: no split (and no lock) needed.
     let mut stream = stream;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+    let outbox = Arc::new(Outbox::default());
     let mut rbuf: Vec<u8> = Vec::with_capacity(1024);
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // Answers from the outbox, and immediate ones framed after them.
+    let mut out = Frames::default();
+    out.bytes.reserve(1024);
     let mut chunk = [0u8; 1024];
     let gone = switch.cancelled();
     tokio::pin!(gone);
     loop {
+        // Checked here, as `gone` below is polled only when nothing else is ready.
+        if switch.is_cancelled() {
+            break;
+        }
         tokio::select! {
+            // Answers first, then more requests: a client that keeps
+            // sending still gets its answers.
+            biased;
+            () = outbox.ready() => outbox.take(&mut out),
             r = stream.read(&mut chunk) => {
                 let n = match r { Ok(0) | Err(_) => break, Ok(n) => n };
                 rbuf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
@@ -124,23 +133,17 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     peer,
                     tls_role: role.as_deref(),
                 };
-                let Some(used) = frames(shared, client, &ctx, &rbuf, &tx, &mut out) else { break };
+                let Some(used) = frames(shared, client, &ctx, &rbuf, &outbox, &mut out.bytes) else { break };
                 rbuf.drain(..used);
-            }
-            Some(answer) = rx.recv() => {
-                mbap::encode(answer.tag.transaction_id, answer.tag.unit, answer.pdu.as_slice(), &mut out);
-                while let Ok(more) = rx.try_recv() {
-                    mbap::encode(more.tag.transaction_id, more.tag.unit, more.pdu.as_slice(), &mut out);
-                }
             }
             // Evicted, or the gateway stops.
             () = &mut gone => break,
         }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+        if !out.bytes.is_empty() {
+            if stream.write_all(&out.bytes).await.is_err() {
                 break;
             }
-            out.clear();
+            out.bytes.clear();
         }
     }
     shared.client_gone(client);
@@ -154,7 +157,7 @@ fn frames(
     client: u64,
     ctx: &RequestContext<'_>,
     buf: &[u8],
-    tx: &mpsc::UnboundedSender<Answer>,
+    outbox: &Arc<Outbox>,
     out: &mut Vec<u8>,
 ) -> Option<usize> {
     let mut pos = 0;
@@ -167,17 +170,21 @@ fn frames(
                 pdu,
             } => {
                 let pdu = rest.get(pdu).unwrap_or(&[]);
-                let tag = Tag {
-                    transaction_id,
-                    unit,
-                    peer: ctx.peer,
+                let reply = ReplyTo {
+                    tag: Tag {
+                        transaction_id,
+                        unit,
+                        peer: ctx.peer,
+                    },
+                    outbox: Arc::clone(outbox),
+                    datagram: false,
                 };
                 let ctx = RequestContext {
                     unit,
                     function: pdu.first().copied().unwrap_or(0),
                     ..*ctx
                 };
-                if let Some(answer) = shared.dispatch(client, &ctx, tag, pdu, tx) {
+                if let Some(answer) = shared.dispatch(client, &ctx, pdu, &reply) {
                     mbap::encode(transaction_id, unit, answer.as_slice(), out);
                 }
                 pos += consumed.max(1);
@@ -195,39 +202,39 @@ fn frames(
 
 /// Serves UDP datagrams (one ADU each) until the gateway stops.
 pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+    let outbox = Arc::new(Outbox::default());
     let mut buf = [0u8; 512];
     let mut out = Vec::with_capacity(300);
+    let mut queued = Frames::default();
     loop {
-        out.clear();
-        let target = tokio::select! {
+        tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
                 let datagram = buf.get(..n).unwrap_or(&[]);
-                udp_request(&shared, peer, datagram, &tx, &mut out);
-                peer
+                out.clear();
+                udp_request(&shared, peer, datagram, &outbox, &mut out);
+                if !out.is_empty() {
+                    let _ = socket.send_to(&out, peer).await;
+                }
             }
-            Some(answer) = rx.recv() => {
-                mbap::encode(answer.tag.transaction_id, answer.tag.unit, answer.pdu.as_slice(), &mut out);
-                let Some(peer) = answer.tag.peer else { continue };
-                peer
+            () = outbox.ready() => {
+                outbox.take(&mut queued);
+                let mut start = 0;
+                for &(peer, end) in &queued.datagrams {
+                    let frame = queued.bytes.get(start..end).unwrap_or(&[]);
+                    let _ = socket.send_to(frame, peer).await;
+                    start = end;
+                }
+                queued.bytes.clear();
+                queued.datagrams.clear();
             }
             () = shared.stop.cancelled() => return,
-        };
-        if !out.is_empty() {
-            let _ = socket.send_to(&out, target).await;
         }
     }
 }
 
 /// Dispatches one datagram; an immediate answer is framed into `out`.
-fn udp_request(
-    shared: &Shared,
-    peer: SocketAddr,
-    datagram: &[u8],
-    tx: &mpsc::UnboundedSender<Answer>,
-    out: &mut Vec<u8>,
-) {
+fn udp_request(shared: &Shared, peer: SocketAddr, datagram: &[u8], outbox: &Arc<Outbox>, out: &mut Vec<u8>) {
     let Decoded::Frame {
         consumed,
         unit,
@@ -248,14 +255,18 @@ fn udp_request(
         peer: Some(peer),
         tls_role: None,
     };
-    let tag = Tag {
-        transaction_id,
-        unit,
-        peer: Some(peer),
+    let reply = ReplyTo {
+        tag: Tag {
+            transaction_id,
+            unit,
+            peer: Some(peer),
+        },
+        outbox: Arc::clone(outbox),
+        datagram: true,
     };
     // One fairness key per peer: a busy sender does not starve the others.
     let client = peer_key(peer);
-    if let Some(answer) = shared.dispatch(client, &ctx, tag, pdu, tx) {
+    if let Some(answer) = shared.dispatch(client, &ctx, pdu, &reply) {
         mbap::encode(transaction_id, unit, answer.as_slice(), out);
     }
 }
