@@ -1,7 +1,7 @@
 //! The client side: Modbus/TCP (and TLS) connections and UDP datagrams,
 //! each request dispatched to a local answer or an upstream queue.
 
-use super::{Answer, Shared, Tag};
+use super::{Framed, Frames, Outbox, ReplyTo, Shared, Tag};
 use coilwork_core::frame::{Decoded, mbap};
 use coilwork_core::metrics::DropReason;
 use coilwork_core::{CloseCause, RequestContext, Tally, Transport};
@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -98,17 +97,9 @@ async fn serve_tls_stream(
     serve_stream(shared, tls, Some(peer), Transport::Tls, role, switch).await;
 }
 
-/// An answer framed into a client's output, counted once it is written.
-#[derive(Debug, Clone, Copy)]
-struct Framed {
-    tag: Tag,
-    exception: bool,
-}
-
-/// One client's metrics: its tally and the answers framed but not yet written.
+/// One client's metrics: its tally.
 struct Counts {
     tally: Tally,
-    framed: Vec<Framed>,
 }
 
 impl Counts {
@@ -116,20 +107,12 @@ impl Counts {
     fn new(shared: &Shared, id: u64) -> Self {
         Self {
             tally: Tally::new(Arc::clone(&shared.metrics), id),
-            framed: Vec::new(),
         }
     }
 
-    /// Frames the answer to `tag` into `out`.
-    fn frame(&mut self, tag: Tag, pdu: &[u8], out: &mut Vec<u8>) {
-        mbap::encode(tag.transaction_id, tag.unit, pdu, out);
-        let exception = pdu.first().is_some_and(|f| f & 0x80 != 0);
-        self.framed.push(Framed { tag, exception });
-    }
-
-    /// The framed answers were written at `now`: their exceptions and latency.
-    fn written(&mut self, now: Instant) {
-        for f in self.framed.drain(..) {
+    /// The `answers` were written at `now`: their exceptions and latency.
+    fn written(&mut self, answers: &[Framed], now: Instant) {
+        for f in answers {
             if f.exception {
                 self.tally.exception(f.tag.unit, f.tag.function);
             }
@@ -152,9 +135,11 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let client = shared.client_id();
     // Writes happen between reads, never during one: no split (and no lock) needed.
     let mut stream = stream;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+    let outbox = Arc::new(Outbox::default());
     let mut rbuf: Vec<u8> = Vec::with_capacity(1024);
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // Answers from the outbox, and immediate ones framed after them.
+    let mut out = Frames::default();
+    out.bytes.reserve(1024);
     let mut chunk = [0u8; 1024];
     let mut counts = Counts::new(shared, client);
     let gone = switch.cancelled();
@@ -168,7 +153,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             fold.as_mut().reset(at.into());
             armed = true;
         }
+        // Checked here, as `gone` below is polled only when nothing else is ready.
+        if switch.is_cancelled() {
+            break closed_by(shared);
+        }
         tokio::select! {
+            // Answers first, then more requests: a client that keeps
+            // sending still gets its answers.
+            biased;
+            () = outbox.ready() => outbox.take(&mut out),
             r = stream.read(&mut chunk) => {
                 let n = match r { Ok(0) => break CloseCause::PeerClosed, Err(_) => break CloseCause::IoError, Ok(n) => n };
                 shared.clients.count_in(client, n);
@@ -181,31 +174,23 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     tls_role: role.as_deref(),
                     received: None,
                 };
-                let mut io = Io { client, tx: &tx, out: &mut out, counts: &mut counts, at: Instant::now() };
+                let mut io = Io { client, outbox: &outbox, out: &mut out, counts: &mut counts, at: Instant::now() };
                 let Some(used) = frames(shared, &ctx, &rbuf, &mut io) else { break CloseCause::BadFrame };
                 rbuf.drain(..used);
-            }
-            Some(answer) = rx.recv() => {
-                counts.frame(answer.tag, answer.pdu.as_slice(), &mut out);
-                while let Ok(more) = rx.try_recv() {
-                    counts.frame(more.tag, more.pdu.as_slice(), &mut out);
-                }
             }
             () = &mut fold, if armed => {
                 armed = false;
                 counts.tally.fold_if_due(Instant::now());
             }
             // Evicted, or the gateway stops.
-            () = &mut gone => {
-                break if shared.stop.is_cancelled() { CloseCause::Stopped } else { CloseCause::Evicted };
-            }
+            () = &mut gone => break closed_by(shared),
         }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+        if !out.bytes.is_empty() {
+            if stream.write_all(&out.bytes).await.is_err() {
                 break CloseCause::IoError;
             }
-            shared.clients.count_out(client, out.len());
-            counts.written(Instant::now());
+            shared.clients.count_out(client, out.bytes.len());
+            counts.written(&out.answers, Instant::now());
             out.clear();
         }
     };
@@ -213,12 +198,22 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shared.client_gone(client);
 }
 
-/// Where the requests of one read go: the client's id, its answer channel,
-/// its output and counts, and when the read returned.
+/// Why a client's switch was thrown: the gateway stops, or it was evicted.
+fn closed_by(shared: &Shared) -> CloseCause {
+    if shared.stop.is_cancelled() {
+        CloseCause::Stopped
+    } else {
+        CloseCause::Evicted
+    }
+}
+
+/// Where the requests of one read go: the client's id, its outbox (for
+/// queued answers), its output (for immediate ones) and counts, and when
+/// the read returned.
 struct Io<'a> {
     client: u64,
-    tx: &'a mpsc::UnboundedSender<Answer>,
-    out: &'a mut Vec<u8>,
+    outbox: &'a Arc<Outbox>,
+    out: &'a mut Frames,
     counts: &'a mut Counts,
     at: Instant,
 }
@@ -247,8 +242,13 @@ fn frames(shared: &Shared, ctx: &RequestContext<'_>, buf: &[u8], io: &mut Io<'_>
                 };
                 let ctx = RequestContext { unit, function, ..*ctx };
                 io.counts.tally.request(unit, function, false, false);
-                if let Some(answer) = shared.dispatch(io.client, &ctx, tag, pdu, io.tx) {
-                    io.counts.frame(tag, answer.as_slice(), io.out);
+                let reply = ReplyTo {
+                    tag,
+                    outbox: Arc::clone(io.outbox),
+                    datagram: false,
+                };
+                if let Some(answer) = shared.dispatch(io.client, &ctx, pdu, &reply) {
+                    io.out.push(&tag, answer.as_slice());
                 }
                 pos += consumed.max(1);
             }
@@ -270,39 +270,51 @@ fn frames(shared: &Shared, ctx: &RequestContext<'_>, buf: &[u8], io: &mut Io<'_>
 /// Serves UDP datagrams (one ADU each) until the gateway stops, counting
 /// them, their bytes, requests and answers.
 pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+    let outbox = Arc::new(Outbox::default());
     let mut buf = [0u8; 512];
-    let mut out = Vec::with_capacity(300);
+    // An immediate answer to one datagram; queued answers, each with its peer.
+    let mut out = Frames::default();
+    let mut queued = Frames::default();
     // One socket, one tally (no contention): folded after every datagram.
     let id = shared.client_id();
     let mut counts = Counts::new(&shared, id);
     loop {
-        out.clear();
-        let target = tokio::select! {
+        tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
                 let datagram = buf.get(..n).unwrap_or(&[]);
-                let mut io = Io { client: peer_key(peer), tx: &tx, out: &mut out, counts: &mut counts, at: Instant::now() };
                 shared.clients.count_received();
                 shared.clients.count_in(id, n);
+                out.clear();
+                let mut io = Io { client: peer_key(peer), outbox: &outbox, out: &mut out, counts: &mut counts, at: Instant::now() };
                 udp_request(&shared, peer, datagram, &mut io);
-                peer
+                if !out.bytes.is_empty() && socket.send_to(&out.bytes, peer).await.is_ok() {
+                    answered(&shared, id, &mut counts, &out.answers, out.bytes.len());
+                }
             }
-            Some(answer) = rx.recv() => {
-                counts.frame(answer.tag, answer.pdu.as_slice(), &mut out);
-                let Some(peer) = answer.tag.peer else { continue };
-                peer
+            () = outbox.ready() => {
+                outbox.take(&mut queued);
+                let mut start = 0;
+                for (&(peer, end), answer) in queued.datagrams.iter().zip(&queued.answers) {
+                    let frame = queued.bytes.get(start..end).unwrap_or(&[]);
+                    if socket.send_to(frame, peer).await.is_ok() {
+                        answered(&shared, id, &mut counts, core::slice::from_ref(answer), frame.len());
+                    }
+                    start = end;
+                }
+                queued.clear();
             }
             () = shared.stop.cancelled() => return,
-        };
-        if !out.is_empty() && socket.send_to(&out, target).await.is_ok() {
-            shared.clients.count_out(id, out.len());
-            shared.clients.count_answered();
-            counts.written(Instant::now());
         }
-        counts.framed.clear();
         counts.tally.fold();
     }
+}
+
+/// One UDP answer of `len` bytes was sent: counted.
+fn answered(shared: &Shared, id: u64, counts: &mut Counts, answers: &[Framed], len: usize) {
+    shared.clients.count_out(id, len);
+    shared.clients.count_answered();
+    counts.written(answers, Instant::now());
 }
 
 /// Dispatches one datagram; an immediate answer is framed into `io.out`.
@@ -348,9 +360,14 @@ fn udp_request(shared: &Shared, peer: SocketAddr, datagram: &[u8], io: &mut Io<'
         at: io.at,
     };
     io.counts.tally.request(unit, function, false, false);
+    let reply = ReplyTo {
+        tag,
+        outbox: Arc::clone(io.outbox),
+        datagram: true,
+    };
     // One fairness key per peer: a busy sender does not starve the others.
-    if let Some(answer) = shared.dispatch(io.client, &ctx, tag, pdu, io.tx) {
-        io.counts.frame(tag, answer.as_slice(), io.out);
+    if let Some(answer) = shared.dispatch(io.client, &ctx, pdu, &reply) {
+        io.out.push(&tag, answer.as_slice());
     }
 }
 /// A queue key for a UDP peer (high bit set: never a stream client's id).

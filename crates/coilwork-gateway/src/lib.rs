@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod signal;
 mod upstream;
 
 #[cfg(feature = "serial")]
@@ -34,10 +35,10 @@ use coilwork_core::{
     Admission, AdmissionOptions, Engine, ExceptionCode, Metrics, RequestContext, ServerStats, Verdict,
 };
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use signal::Signal;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
-use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Everything a [`Gateway`] is built from.
@@ -72,13 +73,6 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// An answer on its way back to a client.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) tag: Tag,
-    pub(crate) pdu: PduBuf,
-}
-
 /// Which client request an answer belongs to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tag {
@@ -91,22 +85,150 @@ pub(crate) struct Tag {
     pub(crate) at: Instant,
 }
 
+/// Answers on their way back to one client (a stream, or the UDP socket):
+/// the upstream tasks frame them straight into its bytes, the client's task
+/// takes them all at once and writes them. No per-answer message or copy of
+/// a PDU buffer, and one wake-up for every answer that arrives before the
+/// client's task runs.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    frames: Mutex<Frames>,
+    ready: Signal,
+}
+
+/// The bytes an [`Outbox`] holds; for UDP also where each datagram ends.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    pub(crate) bytes: Vec<u8>,
+    /// UDP only: each answer's peer and the end of its frame in `bytes`.
+    pub(crate) datagrams: Vec<(SocketAddr, usize)>,
+    /// Each framed answer, counted in the client's metrics once written.
+    pub(crate) answers: Vec<Framed>,
+}
+
+impl Frames {
+    /// Frames `pdu` as the answer to `tag`, and keeps it to be counted.
+    pub(crate) fn push(&mut self, tag: &Tag, pdu: &[u8]) {
+        coilwork_core::frame::mbap::encode(tag.transaction_id, tag.unit, pdu, &mut self.bytes);
+        let exception = pdu.first().is_some_and(|f| f & 0x80 != 0);
+        self.answers.push(Framed { tag: *tag, exception });
+    }
+
+    /// Empties it, keeping the capacity.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.datagrams.clear();
+        self.answers.clear();
+    }
+}
+
+/// An answer framed into a client's output, counted once it is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Framed {
+    pub(crate) tag: Tag,
+    pub(crate) exception: bool,
+}
+
+impl Outbox {
+    /// Frames `pdu` as the answer to `tag` and wakes the client's task if
+    /// it was not already woken for earlier answers.
+    pub(crate) fn push(&self, tag: &Tag, pdu: &[u8], datagram: bool) {
+        let was_empty = {
+            let mut f = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+            let was_empty = f.bytes.is_empty();
+            f.push(tag, pdu);
+            if datagram && let Some(peer) = tag.peer {
+                let end = f.bytes.len();
+                f.datagrams.push((peer, end));
+            }
+            was_empty
+        };
+        if was_empty {
+            self.ready.raise();
+        }
+    }
+
+    /// Waits until answers are there (or were pushed since the last take).
+    pub(crate) async fn ready(&self) {
+        self.ready.wait().await;
+    }
+
+    /// Swaps every framed answer into `into` (left empty by the caller), keeping both buffers' capacity.
+    pub(crate) fn take(&self, into: &mut Frames) {
+        let mut f = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+        core::mem::swap(&mut *f, into);
+    }
+}
+
+/// A request PDU held by a queued job: inline when short (every read and
+/// most writes), on the heap otherwise, so a job moves as a few words.
+#[derive(Debug, Clone)]
+pub(crate) enum ReqPdu {
+    /// Up to [`INLINE_PDU`] bytes.
+    Inline(u8, [u8; INLINE_PDU]),
+    /// Longer PDUs.
+    Heap(Box<[u8]>),
+}
+
+/// Request PDUs up to this length are kept inline in their job.
+pub(crate) const INLINE_PDU: usize = 30;
+
+impl ReqPdu {
+    /// Copies `pdu` (at most 253 bytes, checked by the caller).
+    pub(crate) fn new(pdu: &[u8]) -> Self {
+        let mut bytes = [0u8; INLINE_PDU];
+        match bytes.get_mut(..pdu.len()) {
+            Some(head) => {
+                head.copy_from_slice(pdu);
+                Self::Inline(pdu.len() as u8, bytes)
+            }
+            None => Self::Heap(pdu.into()),
+        }
+    }
+
+    /// The PDU bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline(len, bytes) => bytes.get(..usize::from(*len)).unwrap_or(&[]),
+            Self::Heap(b) => b,
+        }
+    }
+}
+
+/// Where an answer goes: the client's outbox and the request it answers.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTo {
+    pub(crate) tag: Tag,
+    pub(crate) outbox: Arc<Outbox>,
+    /// The outbox is the UDP socket's: keep each answer's peer.
+    pub(crate) datagram: bool,
+}
+
+impl ReplyTo {
+    /// Sends the answer `pdu`.
+    pub(crate) fn answer(&self, pdu: &[u8]) {
+        self.outbox.push(&self.tag, pdu, self.datagram);
+    }
+
+    /// Answers exception `code` to a request with `function`.
+    pub(crate) fn fail(&self, function: u8, code: ExceptionCode) {
+        self.answer(&exception_pdu(function, code));
+    }
+}
+
 /// A request waiting for its upstream.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) unit: u8,
-    pub(crate) pdu: PduBuf,
-    pub(crate) tag: Tag,
-    pub(crate) reply: mpsc::UnboundedSender<Answer>,
+    pub(crate) pdu: ReqPdu,
+    pub(crate) reply: ReplyTo,
 }
 
 impl Job {
     /// Answers the client with exception `code`.
     pub(crate) fn fail(self, code: ExceptionCode) {
         let function = self.pdu.as_slice().first().copied().unwrap_or(0);
-        let mut pdu = PduBuf::new();
-        pdu.set_exception(function, code);
-        let _ = self.reply.send(Answer { tag: self.tag, pdu });
+        self.reply.fail(function, code);
     }
 }
 
@@ -115,7 +237,7 @@ impl Job {
 pub(crate) struct Lane {
     pub(crate) name: String,
     pub(crate) queue: Mutex<FairQueue<Job>>,
-    pub(crate) wake: Notify,
+    pub(crate) wake: Signal,
     pub(crate) stats: Arc<UpstreamStats>,
     /// False while the upstream is down: requests get 0x0A at once.
     pub(crate) reachable: AtomicBool,
@@ -179,7 +301,7 @@ impl Gateway {
                 Arc::new(Lane {
                     name: u.name.clone(),
                     queue: Mutex::new(FairQueue::new(u.queue_depth)),
-                    wake: Notify::new(),
+                    wake: Signal::default(),
                     stats: Arc::new(UpstreamStats::default()),
                     reachable: AtomicBool::new(true),
                 })
@@ -318,14 +440,13 @@ impl Shared {
 
     /// Routes one request: `Some(pdu)` is an answer to send now (local
     /// device, policy refusal, busy, unreachable); `None` means queued (the
-    /// answer comes through `reply`) or deliberately unanswered.
+    /// answer comes through `reply`'s outbox) or deliberately unanswered.
     pub(crate) fn dispatch(
         &self,
         client: u64,
         ctx: &RequestContext<'_>,
-        tag: Tag,
         pdu: &[u8],
-        reply: &mpsc::UnboundedSender<Answer>,
+        reply: &ReplyTo,
     ) -> Option<PduBuf> {
         let function = pdu.first().copied().unwrap_or(0);
         let exception = |code| {
@@ -334,7 +455,7 @@ impl Shared {
             let _ = out.set(&[f, c]);
             Some(out)
         };
-        let Some((target, unit)) = self.router.resolve(tag.unit) else {
+        let Some((target, unit)) = self.router.resolve(reply.tag.unit) else {
             return exception(ExceptionCode::GatewayPathUnavailable);
         };
         if let Err(code) = self.policy.check(ctx, pdu) {
@@ -349,21 +470,25 @@ impl Shared {
             lane.stats.unavailable.fetch_add(1, Relaxed);
             return exception(ExceptionCode::GatewayPathUnavailable);
         }
-        let mut buf = PduBuf::new();
-        if buf.set(pdu).is_err() {
+        if pdu.len() > coilwork_core::frame::MAX_PDU {
             return exception(ExceptionCode::IllegalDataValue);
         }
         let job = Job {
             unit,
-            pdu: buf,
-            tag,
+            pdu: ReqPdu::new(pdu),
             reply: reply.clone(),
         };
-        if lane.with_queue(|q| q.push(client, job).is_ok()) {
-            lane.wake.notify_one();
-            None
-        } else {
-            {
+        // Woken only when the queue stops being empty: the upstream task
+        // takes everything queued at once, and a full window makes it look
+        // again after its next answer.
+        match lane.with_queue(|q| q.push(client, job).map(|()| q.len() == 1)) {
+            Ok(first) => {
+                if first {
+                    lane.wake.raise();
+                }
+                None
+            }
+            Err(_) => {
                 lane.stats.busy.fetch_add(1, Relaxed);
                 exception(ExceptionCode::ServerDeviceBusy)
             }

@@ -1,7 +1,7 @@
 //! One task per upstream: connect (with backoff), take queued requests,
 //! drive the core's [`Upstream`], answer the clients.
 
-use super::{Answer, Job, Lane};
+use super::{Job, Lane, ReplyTo};
 use coilwork_core::client::{ClientConfig, Event, Started, Upstream};
 #[cfg(feature = "serial")]
 use coilwork_core::frame::rtu::RtuTiming;
@@ -177,7 +177,8 @@ pub(crate) async fn run(config: UpstreamConfig, lane: Arc<Lane>, stop: Cancellat
                 backoff.succeeded();
                 let since = std::time::Instant::now();
                 let e = serve(link, &mut upstream, &mut pending, &lane, &stop).await;
-                upstream.reset(&mut |e| pending.settle(&lane, e));
+                let now = std::time::Instant::now();
+                upstream.reset(&mut |e| pending.settle(&lane, e, now));
                 match e {
                     Ok(()) => return,
                     // A link that served a while and then closed (an idle
@@ -215,50 +216,61 @@ fn set_state(state: &mut StateTracker, lane: &Lane, next: LinkState, error: Opti
     }
 }
 
-/// Fails a queued job with `code`, counted.
-fn fail(lane: &Lane, job: Job, code: ExceptionCode) {
+/// Counts a failure with `code`.
+fn count_failure(lane: &Lane, code: ExceptionCode) {
     match code {
         ExceptionCode::GatewayTargetFailedToRespond => lane.stats.timeouts.fetch_add(1, Relaxed),
         _ => lane.stats.unavailable.fetch_add(1, Relaxed),
     };
+}
+
+/// Fails a queued job with `code`, counted.
+fn fail(lane: &Lane, job: Job, code: ExceptionCode) {
+    count_failure(lane, code);
     job.fail(code);
 }
 
-/// Jobs sent upstream, by token, waiting for their answer, oldest first:
+/// A request sent upstream: its token, where the answer goes, its function
+/// (for an exception answer) and when it left.
+struct Sent {
+    token: u64,
+    reply: ReplyTo,
+    function: u8,
+    at: std::time::Instant,
+}
+
+/// Requests sent upstream, waiting for their answer, oldest first:
 /// answers mostly come in order, so the search ends at the front.
 #[derive(Default)]
 struct Pending {
-    jobs: VecDeque<(u64, Job, Instant)>,
+    jobs: VecDeque<Sent>,
 }
 
 impl Pending {
-    /// Answers the job an event is about.
-    fn settle(&mut self, lane: &Lane, event: Event<'_>) {
+    /// Answers the request an event (seen at `now`) is about.
+    fn settle(&mut self, lane: &Lane, event: Event<'_>, now: std::time::Instant) {
         let token = match event {
             Event::Answer { token, .. } | Event::TimedOut { token } | Event::Lost { token } => token,
         };
-        let Some(i) = self.jobs.iter().position(|(t, ..)| *t == token) else {
+        let Some(i) = self.jobs.iter().position(|s| s.token == token) else {
             return;
         };
-        let Some((_, job, sent)) = self.jobs.remove(i) else {
+        let Some(sent) = self.jobs.remove(i) else {
             return;
         };
         match event {
             Event::Answer { pdu, .. } => {
                 lane.stats.answers.fetch_add(1, Relaxed);
-                lane.stats.observe_latency(sent.elapsed());
+                lane.stats.observe_latency(now.saturating_duration_since(sent.at));
                 if pdu.first().is_some_and(|f| f & 0x80 != 0) {
                     lane.stats.exceptions.fetch_add(1, Relaxed);
                 }
-                // The request's buffer carries the answer back: no fresh buffer to zero.
-                let mut out = job.pdu;
-                if out.set(pdu).is_ok() {
-                    let _ = job.reply.send(Answer { tag: job.tag, pdu: out });
-                }
+                sent.reply.answer(pdu);
             }
             other => {
                 if let Some(code) = other.failure() {
-                    fail(lane, job, code);
+                    count_failure(lane, code);
+                    sent.reply.fail(sent.function, code);
                 }
             }
         }
@@ -315,11 +327,13 @@ async fn serve(
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
                 let data = buf.get(..n).unwrap_or(&[]);
-                upstream.handle_input(std::time::Instant::now(), data, &mut |e| pending.settle(lane, e));
+                let now = std::time::Instant::now();
+                upstream.handle_input(now, data, &mut |e| pending.settle(lane, e, now));
             }
-            () = lane.wake.notified(), if can_take => {}
+            () = lane.wake.wait(), if can_take => {}
             () = &mut timer => {
-                upstream.handle_timeout(std::time::Instant::now(), &mut |e| pending.settle(lane, e));
+                let now = std::time::Instant::now();
+                upstream.handle_timeout(now, &mut |e| pending.settle(lane, e, now));
             }
             () = &mut stopped => return Ok(()),
         }
@@ -333,13 +347,18 @@ fn start_queued(upstream: &mut Upstream, lane: &Lane, pending: &mut Pending, nex
     if !upstream.can_start(now) {
         return;
     }
-    let sent = Instant::now();
     lane.with_queue(|q| {
         while upstream.can_start(now) {
             let Some(job) = q.pop() else { return };
             *next_token = next_token.wrapping_add(1);
+            let function = job.pdu.as_slice().first().copied().unwrap_or(0);
             match upstream.start(now, *next_token, job.unit, job.pdu.as_slice()) {
-                Ok(Started::AwaitAnswer) => pending.jobs.push_back((*next_token, job, sent)),
+                Ok(Started::AwaitAnswer) => pending.jobs.push_back(Sent {
+                    token: *next_token,
+                    function,
+                    reply: job.reply,
+                    at: now,
+                }),
                 // A broadcast is never answered; the client gets nothing, as on the bus.
                 Ok(Started::Broadcast) => {}
                 Err(_) => job.fail(ExceptionCode::IllegalDataValue),

@@ -1,6 +1,28 @@
 //! One bounded queue per upstream, fair between clients.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hashes a client id (sequential, or already a hash for UDP peers) with
+/// one multiply, not SipHash: two lookups per forwarded request.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// The queue is at its depth: answer exception 06 (server busy).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,7 +40,7 @@ pub struct QueueFull<T> {
 /// traffic does not allocate.
 #[derive(Debug)]
 pub struct FairQueue<T> {
-    per_client: HashMap<u64, VecDeque<T>>,
+    per_client: HashMap<u64, VecDeque<T>, BuildHasherDefault<IdHasher>>,
     /// Clients with something waiting, in serving order.
     ring: VecDeque<u64>,
     len: usize,
@@ -29,7 +51,7 @@ impl<T> FairQueue<T> {
     /// An empty queue holding at most `depth` items (at least 1).
     pub fn new(depth: usize) -> Self {
         Self {
-            per_client: HashMap::new(),
+            per_client: HashMap::default(),
             ring: VecDeque::new(),
             len: 0,
             depth: depth.max(1),
