@@ -377,10 +377,9 @@ impl Gateway {
             metrics: Some(&self.shared.metrics),
             stats: Some(&self.shared.clients),
         }]);
-        UpstreamStats::write_help(&mut out);
-        for lane in &self.shared.lanes {
-            lane.stats.write_prometheus(&lane.name, &mut out);
-        }
+        let lanes: Vec<(&str, &UpstreamStats)> =
+            self.shared.lanes.iter().map(|l| (l.name.as_str(), &*l.stats)).collect();
+        UpstreamStats::write_prometheus(&lanes, &mut out);
         out
     }
 

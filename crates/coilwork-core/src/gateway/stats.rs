@@ -98,11 +98,9 @@ impl UpstreamStats {
             .fetch_add(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Relaxed);
     }
 
-    /// Appends this upstream's metrics, labelled `upstream="name"`, in
-    /// Prometheus text format (call [`UpstreamStats::write_help`] once first).
-    pub fn write_prometheus(&self, name: &str, out: &mut String) {
-        let label = name.replace('\\', "\\\\").replace('"', "\\\"");
-        let counters = [
+    /// This upstream's counters and gauges, by metric name.
+    fn counters(&self) -> [(&'static str, &AtomicU64); 8] {
+        [
             ("requests_total", &self.requests),
             ("answers_total", &self.answers),
             ("exceptions_total", &self.exceptions),
@@ -111,14 +109,31 @@ impl UpstreamStats {
             ("busy_total", &self.busy),
             ("queue_depth", &self.queue_depth),
             ("up", &self.up),
-        ];
-        for (metric, value) in counters {
-            let _ = writeln!(
-                out,
-                "coilwork_gateway_{metric}{{upstream=\"{label}\"}} {}",
-                value.load(Relaxed)
-            );
+        ]
+    }
+
+    /// Appends every upstream's metrics, each labelled `upstream="name"`, in
+    /// Prometheus text format: one family at a time, its `# HELP` and
+    /// `# TYPE` lines right before all of its samples.
+    pub fn write_prometheus(upstreams: &[(&str, &UpstreamStats)], out: &mut String) {
+        let labels: Vec<String> = upstreams.iter().map(|(name, _)| escape(name)).collect();
+        for (i, (metric, kind, help)) in FAMILIES.iter().enumerate() {
+            let _ = writeln!(out, "# HELP coilwork_gateway_{metric} {help}");
+            let _ = writeln!(out, "# TYPE coilwork_gateway_{metric} {kind}");
+            for (label, (_, stats)) in labels.iter().zip(upstreams) {
+                match stats.counters().get(i) {
+                    Some((_, value)) => {
+                        let v = value.load(Relaxed);
+                        let _ = writeln!(out, "coilwork_gateway_{metric}{{upstream=\"{label}\"}} {v}");
+                    }
+                    None => stats.write_latency(label, out),
+                }
+            }
         }
+    }
+
+    /// Appends the latency histogram's samples, labelled `upstream="label"`.
+    fn write_latency(&self, label: &str, out: &mut String) {
         let mut cumulative = 0;
         for (bound, bucket) in BUCKETS.iter().zip(&self.latency_buckets) {
             cumulative += bucket.load(Relaxed);
@@ -129,38 +144,30 @@ impl UpstreamStats {
         }
         let count = self.latency_count.load(Relaxed);
         let sum = self.latency_sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "coilwork_gateway_latency_seconds_bucket{{upstream=\"{label}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "coilwork_gateway_latency_seconds_sum{{upstream=\"{label}\"}} {sum}"
-        );
-        let _ = writeln!(
-            out,
-            "coilwork_gateway_latency_seconds_count{{upstream=\"{label}\"}} {count}"
-        );
+        let name = "coilwork_gateway_latency_seconds";
+        let _ = writeln!(out, "{name}_bucket{{upstream=\"{label}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{upstream=\"{label}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{upstream=\"{label}\"}} {count}");
     }
+}
 
-    /// Appends the `# HELP` / `# TYPE` lines of every metric.
-    pub fn write_help(out: &mut String) {
-        let metrics = [
-            ("requests_total", "counter", "requests queued for the upstream"),
-            ("answers_total", "counter", "answers passed back from the upstream"),
-            ("exceptions_total", "counter", "exception answers from the upstream"),
-            ("timeouts_total", "counter", "requests with no answer in time (0x0B)"),
-            ("unavailable_total", "counter", "requests failed as unreachable (0x0A)"),
-            ("busy_total", "counter", "requests refused with a full queue (06)"),
-            ("queue_depth", "gauge", "requests waiting in the queue"),
-            ("up", "gauge", "1 while the upstream is connected"),
-            ("latency_seconds", "histogram", "round trip to the upstream"),
-        ];
-        for (metric, kind, help) in metrics {
-            let _ = writeln!(out, "# HELP coilwork_gateway_{metric} {help}");
-            let _ = writeln!(out, "# TYPE coilwork_gateway_{metric} {kind}");
-        }
-    }
+/// Every family: name, type and help, in the order of
+/// [`UpstreamStats::counters`], then the latency histogram.
+const FAMILIES: [(&str, &str, &str); 9] = [
+    ("requests_total", "counter", "requests queued for the upstream"),
+    ("answers_total", "counter", "answers passed back from the upstream"),
+    ("exceptions_total", "counter", "exception answers from the upstream"),
+    ("timeouts_total", "counter", "requests with no answer in time (0x0B)"),
+    ("unavailable_total", "counter", "requests failed as unreachable (0x0A)"),
+    ("busy_total", "counter", "requests refused with a full queue (06)"),
+    ("queue_depth", "gauge", "requests waiting in the queue"),
+    ("up", "gauge", "1 while the upstream is connected"),
+    ("latency_seconds", "histogram", "round trip to the upstream"),
+];
+
+/// A label value with `\` and `"` escaped (and a newline, which would end the line).
+fn escape(name: &str) -> String {
+    name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -182,8 +189,7 @@ mod tests {
         st.requests.fetch_add(3, Relaxed);
         st.observe_latency(Duration::from_millis(3));
         let mut out = String::new();
-        UpstreamStats::write_help(&mut out);
-        st.write_prometheus("tcp:\"x\"", &mut out);
+        UpstreamStats::write_prometheus(&[("tcp:\"x\"", &st)], &mut out);
         assert!(out.contains("coilwork_gateway_requests_total{upstream=\"tcp:\\\"x\\\"\"} 3\n"));
         assert!(out.contains("le=\"0.0025\"} 0\n"));
         assert!(out.contains("le=\"0.005\"} 1\n"));
@@ -197,7 +203,7 @@ mod tests {
             st.observe_latency(Duration::from_millis(ms));
         }
         let mut out = String::new();
-        st.write_prometheus("u", &mut out);
+        UpstreamStats::write_prometheus(&[("u", &st)], &mut out);
         let bucket = |le: &str| format!("coilwork_gateway_latency_seconds_bucket{{upstream=\"u\",le=\"{le}\"}} ");
         for (le, n) in [
             ("0.001", 0),
@@ -210,5 +216,28 @@ mod tests {
         ] {
             assert!(out.contains(&format!("{}{n}\n", bucket(le))), "le={le}: {out}");
         }
+    }
+
+    #[test]
+    fn each_family_is_grouped_under_its_type_line() {
+        let (a, b) = (UpstreamStats::default(), UpstreamStats::default());
+        let mut out = String::new();
+        UpstreamStats::write_prometheus(&[("a", &a), ("b", &b)], &mut out);
+        let mut family = "";
+        let mut seen = Vec::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap_or("");
+                assert!(!seen.contains(&family), "{family} typed twice");
+                seen.push(family);
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(family), "{line:?} outside its family {family}");
+            }
+        }
+        assert_eq!(seen.len(), FAMILIES.len());
+        assert_eq!(
+            out.matches("upstream=\"b\"").count(),
+            out.matches("upstream=\"a\"").count()
+        );
     }
 }
