@@ -434,9 +434,9 @@ mod tests {
         // Found by the sim_csv fuzz smoke in CI (kept in fuzz/seeds/sim_csv):
         // a JSON key holding a newline went raw into the column name.
         let text = "address,type,action,parameters\n0,uint16,ramp,\"{\"\"a\\nb\"\": 0}\"\n";
-        let e = RegisterMap::build_text(text, None)
-            .err()
-            .expect("an unknown parameter is refused");
+        let Err(e) = RegisterMap::build_text(text, None) else {
+            panic!("an unknown parameter is refused")
+        };
         assert!(!e.contains('\n'), "{e:?}");
         assert!(e.contains("line 2, column parameters.a\\nb"), "{e:?}");
     }
