@@ -87,11 +87,12 @@ if command -v socat >/dev/null; then
   "$coilwork" serve --transport serial --port "$dir/a" --baudrate 19200 --parity none >/dev/null 2>&1 & pids+=($!)
   start "$work/sgw.log" "Modbus/TCP 127.0.0.1:" "$coilwork" gateway --listen 127.0.0.1:0 \
     --upstream "serial:$dir/b" --baudrate 19200 --parity none --log error
-  # A pty has no wire time: 1/rate is the whole cycle per request, of which
-  # 2 x t3.5 (the server's end-of-frame silence and the gateway's silence
-  # after the answer, 2.0 ms each at 19200) is the spec's part; the rest is
-  # scheduling. On a real line add 17.2 ms of wire time (8 + 25 bytes).
+  # A pty has no wire time: 1/rate is the whole cycle per request. Of it,
+  # one t3.5 (2.0 ms at 19200) is the gateway's silence after each answer;
+  # `coilwork serve` answers a request of known length without waiting for
+  # its own t3.5, so the rest is transfer, serving and scheduling. On a real
+  # line add 17.2 ms of wire time (8 + 25 bytes).
   run "$addr" 10 1 "serial-gateway conns=10" "$pid"
-  echo "bus cycle per request = 1/rate; spec minimum on a pty = 4.0 ms (2 x t3.5)"
+  echo "bus cycle per request = 1/rate; of it, the gateway's t3.5 silence = 2.0 ms at 19200 baud"
   rm -rf "$dir"
 fi
