@@ -27,8 +27,8 @@ fn mbap_maps_transaction_ids_and_answers_out_of_order() {
     cfg.max_in_flight = 4;
     let mut up = Upstream::new(cfg);
     let t = now();
-    up.start(t, 100, 1, &[3, 0, 0, 0, 1]).unwrap();
-    up.start(t, 200, 2, &[3, 0, 5, 0, 1]).unwrap();
+    up.start(t, 100, 1, &[3, 0, 0, 0, 1]).unwrap(); // ok: test code
+    up.start(t, 200, 2, &[3, 0, 5, 0, 1]).unwrap(); // ok: test code
     let out = up.output().to_vec();
     assert_eq!(out.len(), 24);
     let (tid_a, tid_b) = (
@@ -53,7 +53,7 @@ fn mbap_maps_transaction_ids_and_answers_out_of_order() {
 fn mbap_wrong_unit_or_id_or_length_is_not_an_answer() {
     let mut up = Upstream::new(ClientConfig::new(Framing::Mbap, Duration::from_secs(1)));
     let t = now();
-    up.start(t, 1, 5, &[3, 0, 0, 0, 2]).unwrap();
+    up.start(t, 1, 5, &[3, 0, 0, 0, 2]).unwrap(); // ok: test code
     let tid = u16::from_be_bytes([up.output()[0], up.output()[1]]);
     let mut bad = Vec::new();
     mbap::encode(tid, 6, &[3, 2, 0, 1], &mut bad); // wrong unit

@@ -313,8 +313,8 @@ proptest! {
             } else {
                 let sample = parse_sample(line);
                 prop_assert!(sample.is_some(), "not a sample: {:?}", line);
-                let (name, labels, value) = sample.unwrap();
-                let (fam, kind) = family.clone().unwrap();
+                let (name, labels, value) = sample.unwrap(); // ok: test code
+                let (fam, kind) = family.clone().unwrap(); // ok: test code
                 let ok = name == fam
                     || (kind == "histogram" && [format!("{fam}_bucket"), format!("{fam}_sum"), format!("{fam}_count")].contains(&name));
                 prop_assert!(ok, "{} outside its family {}", name, fam);

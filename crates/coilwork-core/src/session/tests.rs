@@ -24,7 +24,7 @@ impl RequestHook for Pauses {
 }
 
 fn engine(hooked: bool) -> Arc<Engine> {
-    let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
+    let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device"); // ok: test code
     let builder = Engine::builder(ServerContext::single(device));
     let builder = if hooked {
         builder.hook(Arc::new(Pauses))
@@ -274,7 +274,7 @@ fn a_line_drops_a_partial_frame_after_t3_5_and_stays_open() {
     assert_eq!(s.poll(t0), Output::Wait(None));
     s.handle(t0, Input::Bytes(&RTU_FC3[..4]));
     let Output::Wait(Some(t35)) = s.poll(t0) else {
-        panic!("no t3.5 deadline")
+        panic!("no t3.5 deadline") // ok: test code
     };
     assert!(t35 > t0 && t35 < t0 + MS * 10);
     assert_eq!(tick(&mut s, t35), Output::Wait(None));
@@ -450,7 +450,7 @@ proptest! {
 fn tcp_with_metrics() -> (Session, Instant, Arc<crate::Metrics>) {
     let t0 = Instant::now();
     let metrics = Arc::new(crate::Metrics::new());
-    let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device");
+    let device = DeviceContext::with_sizes(10, 10, 10, 10).expect("device"); // ok: test code
     let engine = Engine::builder(ServerContext::single(device))
         .metrics(Arc::clone(&metrics))
         .build();
