@@ -73,7 +73,7 @@ fn rtu_exception_answer_and_bad_crc() {
     let gap = Duration::from_millis(5);
     let mut up = Upstream::new(cfg);
     let t = now();
-    up.start(t, 9, 3, &[6, 0, 1, 0, 2]).unwrap();
+    up.start(t, 9, 3, &[6, 0, 1, 0, 2]).unwrap(); // ok: test code
     assert_eq!(up.output(), rtu_frame(3, &[6, 0, 1, 0, 2]).as_slice());
     assert_eq!(up.start(t, 10, 3, &[3, 0, 0, 0, 1]), Err(StartError::NotReady));
     let mut garbled = rtu_frame(3, &[6, 0, 1, 0, 2]);
@@ -92,7 +92,7 @@ fn rtu_exception_answer_and_bad_crc() {
 fn rtu_timeout_then_late_answer_dropped() {
     let mut up = Upstream::new(ClientConfig::new(Framing::Rtu, Duration::from_millis(50)));
     let t = now();
-    up.start(t, 1, 1, &[3, 0, 0, 0, 1]).unwrap();
+    up.start(t, 1, 1, &[3, 0, 0, 0, 1]).unwrap(); // ok: test code
     up.consume_output(8);
     assert_eq!(up.poll_timeout(), Some(t + Duration::from_millis(50)));
     let mut ev = Vec::new();
@@ -101,7 +101,7 @@ fn rtu_timeout_then_late_answer_dropped() {
     up.handle_timeout(t + Duration::from_millis(50), &mut |e| ev.push(e.failure()));
     assert_eq!(ev, vec![Some(ExceptionCode::GatewayTargetFailedToRespond)]);
     let late = t + Duration::from_millis(60);
-    up.start(late, 2, 1, &[4, 0, 0, 0, 1]).unwrap();
+    up.start(late, 2, 1, &[4, 0, 0, 0, 1]).unwrap(); // ok: test code
     // The late answer to FC3 does not answer the FC4 request.
     assert!(collect(&mut up, late, &rtu_frame(1, &[3, 2, 0, 1])).is_empty());
     assert_eq!(
@@ -114,10 +114,10 @@ fn rtu_timeout_then_late_answer_dropped() {
 fn rtu_partial_answer_dropped_after_silence_and_line_waits_t35() {
     let mut cfg = ClientConfig::new(Framing::Rtu, Duration::from_secs(1));
     cfg.rtu_timing = Some(RtuTiming::new(9600, 11));
-    let t35 = cfg.rtu_timing.unwrap().t3_5;
+    let t35 = cfg.rtu_timing.unwrap().t3_5; // ok: test code
     let mut up = Upstream::new(cfg);
     let t = now();
-    up.start(t, 1, 1, &[3, 0, 0, 0, 1]).unwrap();
+    up.start(t, 1, 1, &[3, 0, 0, 0, 1]).unwrap(); // ok: test code
     let answer = rtu_frame(1, &[3, 2, 0, 1]);
     assert!(collect(&mut up, t, &answer[..3]).is_empty());
     assert_eq!(up.poll_timeout(), Some(t + t35));
@@ -134,7 +134,7 @@ fn rtu_partial_answer_dropped_after_silence_and_line_waits_t35() {
 fn ascii_answer_with_lrc() {
     let mut up = Upstream::new(ClientConfig::new(Framing::Ascii, Duration::from_secs(1)));
     let t = now();
-    up.start(t, 4, 2, &[1, 0, 0, 0, 8]).unwrap();
+    up.start(t, 4, 2, &[1, 0, 0, 0, 8]).unwrap(); // ok: test code
     assert!(up.output().starts_with(b":02010000000"));
     let mut good = Vec::new();
     ascii::encode(2, &[1, 1, 0x55], b'\n', &mut good);
@@ -163,7 +163,7 @@ fn reset_loses_everything_in_flight() {
     let mut up = Upstream::new(cfg);
     let t = now();
     for token in 0..3 {
-        up.start(t, token, 1, &[3, 0, 0, 0, 1]).unwrap();
+        up.start(t, token, 1, &[3, 0, 0, 0, 1]).unwrap(); // ok: test code
     }
     assert_eq!(up.start(t, 9, 1, &[3, 0, 0, 0, 1]), Err(StartError::NotReady));
     let mut lost = Vec::new();
