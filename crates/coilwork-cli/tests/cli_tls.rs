@@ -203,7 +203,7 @@ fn framer_other_than_mbap_is_refused_for_tls() {
 #[test]
 fn server_only_mode_starts_with_a_warning() {
     let f = Files::new("warn");
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = coilwork_test_support::free_port();
     let address = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
         .args([

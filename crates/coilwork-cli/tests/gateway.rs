@@ -10,7 +10,7 @@
 use coilwork_test_support::pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -195,13 +195,7 @@ fn metric(body: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {body}"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use coilwork_test_support::free_port;
 
 /// A probe's outcome without its timing: "ok", "exception N" or "error ...".
 fn probe(py: &Path, port: u16, unit: &str) -> (String, Duration) {

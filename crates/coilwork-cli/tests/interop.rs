@@ -7,7 +7,6 @@
 //! Without that variable a missing client skips the test with a message.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,21 +23,13 @@ impl Drop for Server {
     }
 }
 
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    } else {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-}
-
-/// Starts `coilwork serve` with `args` on a free port and waits for its listening line.
-fn serve(args: &[&str], udp: bool) -> Server {
-    let port = free_port(udp);
-    let address = format!("127.0.0.1:{port}");
+/// Starts `coilwork serve` with `args` on port 0 and reads the port it bound
+/// from its listening line, so no other test can take the port in between.
+fn serve(args: &[&str]) -> Server {
+    let address = "127.0.0.1:0";
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .arg("serve")
-        .args(["--address", &address])
+        .args(["--address", address])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -56,10 +47,11 @@ fn serve(args: &[&str], udp: bool) -> Server {
     let line = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("coilwork printed no listening line");
-    assert!(
-        line.contains(&address),
-        "listening line {line:?} does not name {address}"
-    );
+    let port = line
+        .split_once(" on 127.0.0.1:")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("listening line {line:?} names no 127.0.0.1 port"));
     Server { child, port }
 }
 
@@ -85,7 +77,7 @@ fn run_pymodbus(comm: &str, framer: &str, server_args: &[&str]) {
         eprintln!("skipped: set COILWORK_PYTHON to a python with pymodbus 3.16 (bash .ci/test does)");
         return;
     };
-    let server = serve(server_args, comm == "udp");
+    let server = serve(server_args);
     let started = Instant::now();
     let out = Command::new(py)
         .arg(script())
@@ -140,7 +132,7 @@ fn mbpoll_over_tcp() {
         eprintln!("skipped: mbpoll not installed (bash .ci/test installs it)");
         return;
     }
-    let server = serve(&[], false);
+    let server = serve(&[]);
     let port = server.port.to_string();
     let base = ["-m", "tcp", "-a", "1", "-0", "-1", "-p", port.as_str(), "-o", "2"];
     // Write three holding registers (FC16), then read them back (FC3).

@@ -27,9 +27,7 @@ impl Drop for Serve {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use coilwork_test_support::free_port;
 
 /// Starts `coilwork serve --metrics` with `args`; waits for the serving line.
 fn serve(args: &[&str]) -> Serve {

@@ -3,7 +3,7 @@
 //! PDU hex), and no more than N lines a second are written.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ fn ask(s: &mut TcpStream, tid: u16, pdu: &[u8]) -> Vec<u8> {
 
 #[test]
 fn trace_raw_logs_decoded_requests_answers_and_hex_under_a_cap() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = coilwork_test_support::free_port();
     let address = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .args(["serve", "--address", &address, "--trace", "raw", "--trace-limit", "6"])
@@ -92,7 +92,7 @@ fn trace_raw_logs_decoded_requests_answers_and_hex_under_a_cap() {
 
 #[test]
 fn rust_log_naming_the_trace_target_picks_the_level() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = coilwork_test_support::free_port();
     let address = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .args(["serve", "--address", &address])

@@ -14,7 +14,7 @@ mod support;
 use support::{TempDir, python_or_skip};
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,9 +59,7 @@ impl Drop for Guard {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use coilwork_test_support::free_port;
 
 /// Starts `coilwork` with `args`; waits for a stdout line containing `marker`.
 fn start(args: &[&str], marker: &str) -> Guard {

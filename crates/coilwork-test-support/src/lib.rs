@@ -12,6 +12,8 @@
 //!   [`Delivery`](coilwork_core::Delivery) says (delay, split), and its engine.
 //! - [`mock`]: in-memory streams (scripted reads, recorded writes, injected
 //!   failures) for code that takes any `Read + Write`.
+//! - [`ports`]: free loopback ports outside the kernel's ephemeral range, for
+//!   tests that must name a port before the server binds it.
 //! - [`clock`]: a virtual clock for sans-IO tests: `t0` plus what the test
 //!   advanced, no sleeping.
 #![forbid(unsafe_code)]
@@ -20,7 +22,9 @@ pub mod clock;
 pub mod hooks;
 pub mod mock;
 pub mod pki;
+pub mod ports;
 pub mod tls;
 
 pub use clock::VirtualClock;
 pub use mock::MockStream;
+pub use ports::free_port;

@@ -4,7 +4,6 @@
 //! python with pymodbus the tests drive (or a skip).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -67,7 +66,7 @@ pub fn python_or_skip() -> Option<PathBuf> {
 /// Starts `coilwork serve --transport tls` with `args` on a free port and
 /// waits for its listening line.
 pub fn serve_tls(args: &[&str]) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = coilwork_test_support::free_port();
     let address = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .args(["serve", "--transport", "tls", "--address", &address])
