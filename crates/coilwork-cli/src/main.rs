@@ -296,6 +296,9 @@ struct ServeArgs {
     /// See docs/metrics.md.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// The flags given on the command line (not defaulted), by clap id.
+    #[arg(skip)]
+    given: Vec<String>,
 }
 
 /// The TLS configuration from --cert, --key and --ca / --tls-server-only,
@@ -430,11 +433,57 @@ fn stop_on_signal(handle: ServerHandle) {
     });
 }
 
+/// Flags that only one kind of transport reads, and which kinds read them.
+const TRANSPORT_FLAGS: [(&str, &str, &[TransportArg]); 9] = [
+    (
+        "address",
+        "--address",
+        &[TransportArg::Tcp, TransportArg::Udp, TransportArg::Tls],
+    ),
+    (
+        "max_connections",
+        "--max-connections",
+        &[TransportArg::Tcp, TransportArg::Tls],
+    ),
+    ("overflow", "--overflow", &[TransportArg::Tcp, TransportArg::Tls]),
+    ("backlog", "--backlog", &[TransportArg::Tcp, TransportArg::Tls]),
+    ("baudrate", "--baudrate", &[TransportArg::Serial]),
+    ("parity", "--parity", &[TransportArg::Serial]),
+    ("stopbits", "--stopbits", &[TransportArg::Serial]),
+    ("bytesize", "--bytesize", &[TransportArg::Serial]),
+    ("local_echo", "--local-echo", &[TransportArg::Serial]),
+];
+
+/// Refuses a flag given on the command line that `transport` would ignore.
+fn check_transport_flags(transport: TransportArg, given: &[String]) -> Result<(), String> {
+    let ignored = TRANSPORT_FLAGS
+        .iter()
+        .find(|(id, _, kinds)| !kinds.contains(&transport) && given.iter().any(|g| g == id));
+    match ignored {
+        Some((_, flag, kinds)) => {
+            let names: Vec<_> = kinds.iter().map(|k| transport_name(*k)).collect();
+            Err(format!("{flag} is only for --transport {}", names.join(", ")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The name `--transport` takes for `t`.
+fn transport_name(t: TransportArg) -> &'static str {
+    match t {
+        TransportArg::Tcp => "tcp",
+        TransportArg::Udp => "udp",
+        TransportArg::Tls => "tls",
+        TransportArg::Serial => "serial",
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let framer = args.framer.unwrap_or(match args.transport {
         TransportArg::Serial => FramerArg::Rtu,
         _ => FramerArg::Mbap,
     });
+    check_transport_flags(args.transport, &args.given)?;
     if args.transport != TransportArg::Tls {
         let flag = [
             (args.cert.is_some(), "--cert"),
@@ -738,8 +787,26 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// Parses the command line, noting which `serve` flags were given rather than defaulted.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let serve = matches.subcommand_matches("serve").unwrap_or(&matches);
+    let given: Vec<String> = serve
+        .ids()
+        .filter(|id| serve.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.as_str().to_owned())
+        .collect();
+    match &mut cli.command {
+        Some(Command::Serve(args)) => args.given = given,
+        _ => cli.serve.given = given,
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

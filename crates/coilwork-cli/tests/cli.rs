@@ -143,6 +143,53 @@ fn tls_needs_cert_and_key() {
 }
 
 #[test]
+fn flags_another_transport_would_ignore_are_refused() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--transport", "udp", "--max-connections", "5"], "--max-connections"),
+        (&["--transport", "udp", "--overflow", "evict-oldest"], "--overflow"),
+        (
+            &["--transport", "serial", "--port", "/dev/null", "--backlog", "8"],
+            "--backlog",
+        ),
+        (
+            &[
+                "--transport",
+                "serial",
+                "--port",
+                "/dev/null",
+                "--address",
+                "127.0.0.1:0",
+            ],
+            "--address",
+        ),
+        (
+            &["--transport", "tcp", "--address", "127.0.0.1:0", "--baudrate", "9600"],
+            "--baudrate",
+        ),
+    ];
+    for (flags, named) in cases {
+        let args: Vec<&str> = ["serve"].iter().chain(flags).copied().collect();
+        let (status, out, err) = run(&args);
+        assert!(!status.success(), "{args:?}");
+        assert!(out.is_empty(), "{args:?} started: {out:?}");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(err.contains(&format!("{named} is only for --transport")), "{err:?}");
+    }
+    // The same flags at their defaults, or on their own transport, start as before.
+    let (mut child, line) = start_announced(Command::new(BIN).args([
+        "--address",
+        "127.0.0.1:0",
+        "--max-connections",
+        "5",
+        "--overflow",
+        "evict-oldest",
+    ]));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("serving Modbus/TCP"), "{line}");
+}
+
+#[test]
 fn serial_errors_are_one_line() {
     let (status, _, err) = run(&["serve", "--transport", "serial"]);
     assert_eq!(status.code(), Some(2));
