@@ -12,7 +12,7 @@
 use crate::ServerError;
 use crate::drive::{Link, drive, in_background, is_timeout, read_timeout};
 use crate::handle::{Lifecycle, ServerHandle};
-use coilwork_core::{Engine, Input, Session};
+use coilwork_core::{Engine, Input, ServerStats, Session, SessionConfig};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +62,8 @@ pub struct SerialServer {
     /// The port opened by [`SerialServer::open`], until served.
     life: Lifecycle<Box<dyn serialport::SerialPort>>,
     stats: Arc<SerialStats>,
+    /// The line's traffic: bytes, requests, answers, dropped frames.
+    server_stats: Arc<ServerStats>,
 }
 
 impl std::fmt::Debug for SerialServer {
@@ -70,6 +72,7 @@ impl std::fmt::Debug for SerialServer {
             .field("config", &self.config)
             .field("handle", &self.life.handle)
             .field("stats", &self.stats)
+            .field("server_stats", &self.server_stats)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +90,7 @@ impl SerialServer {
             config,
             life: Lifecycle::new(handle),
             stats: Arc::new(SerialStats::default()),
+            server_stats: Arc::new(ServerStats::default()),
         }
     }
 
@@ -108,9 +112,15 @@ impl SerialServer {
         self.life.handle.clone()
     }
 
-    /// The counters.
+    /// The port's counters: opens, open failures, line errors.
     pub fn stats(&self) -> &Arc<SerialStats> {
         &self.stats
+    }
+
+    /// The traffic counters of every line this server has served (bytes,
+    /// requests, answers, dropped frames), as the TCP servers count theirs.
+    pub fn server_stats(&self) -> &Arc<ServerStats> {
+        &self.server_stats
     }
 
     /// Stops and blocks until `serve_forever` has returned.
@@ -171,7 +181,10 @@ impl SerialServer {
     /// [`SerialLine`]) on the calling thread until stopped (`Ok`) or until
     /// the line fails or closes (`Err`).
     pub fn serve_line<S: SerialLine>(&self, line: S) -> Result<(), ServerError> {
-        let shared = self.config.session(Arc::clone(&self.engine));
+        let shared = SessionConfig {
+            stats: Arc::clone(&self.server_stats),
+            ..self.config.session(Arc::clone(&self.engine))
+        };
         let mut session = Session::new(Arc::new(shared), Instant::now(), 0, None, None);
         let mut link = LineLink {
             line,

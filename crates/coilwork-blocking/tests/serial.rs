@@ -192,6 +192,10 @@ fn rtu_round_trip_over_socat_with_line_silence() {
     master.write_all(&req).unwrap();
     assert_eq!(read_n(&mut master, 7), rtu(0x11, &[0x03, 0x02, 0x02, 0x2B]));
     assert_eq!(server.stats().opened(), 1);
+    // The line's traffic: 15 + 8 + 8 + 8 bytes in, three answers (8 + 11 + 7 bytes) out.
+    let traffic = server.server_stats();
+    assert!(wait_until(STEP, || traffic.bytes_out() == 26), "{traffic:?}");
+    assert_eq!(traffic.bytes_in(), 39, "{traffic:?}");
     stop(&server, thread);
 }
 
