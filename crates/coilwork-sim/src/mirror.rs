@@ -150,7 +150,7 @@ mod tests {
             seen.insert([out[0], out[1]]);
         }
         done.store(true, Ordering::Relaxed);
-        writer.join().expect("writer");
+        writer.join().expect("writer"); // ok: test code
         assert_eq!(torn, 0, "reads that saw part of a publication ({missed} fell back)");
         assert!(seen.len() > 1, "the readers saw the values change");
     }

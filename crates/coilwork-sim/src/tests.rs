@@ -527,19 +527,19 @@ fn plain_reads_see_every_change() {
         }
         Ok(())
     };
-    let sim = Simulator::from_json(&v.to_string(), SimulatorOptions::default().action("poke", poke)).unwrap();
-    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [1, 1, 1, 1]);
-    sim.device().write_holding_registers_be(&APP, 0, &[0, 9]).unwrap();
-    sim.device().set_register(1, 8).unwrap();
-    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [9, 8, 1, 1]);
+    let sim = Simulator::from_json(&v.to_string(), SimulatorOptions::default().action("poke", poke)).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [1, 1, 1, 1]); // ok: test code
+    sim.device().write_holding_registers_be(&APP, 0, &[0, 9]).unwrap(); // ok: test code
+    sim.device().set_register(1, 8).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [9, 8, 1, 1]); // ok: test code
     // The custom action on 4 changes 2, a plain register.
-    hr_be(&sim, 4, 1).unwrap();
-    assert_eq!(hr_be(&sim, 2, 1).unwrap(), [101]);
+    hr_be(&sim, 4, 1).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 2, 1).unwrap(), [101]); // ok: test code
     // increment on the uint32 at 6: its low word is register 7.
-    hr_be(&sim, 6, 1).unwrap();
-    assert_eq!(hr_be(&sim, 7, 1).unwrap(), [6]);
-    sim.device().set_value(0, &json!(77)).unwrap();
-    assert_eq!(hr_be(&sim, 0, 1).unwrap(), [77]);
+    hr_be(&sim, 6, 1).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 7, 1).unwrap(), [6]); // ok: test code
+    sim.device().set_value(0, &json!(77)).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 0, 1).unwrap(), [77]); // ok: test code
     sim.device().reset();
-    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [1, 1, 1, 1]);
+    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [1, 1, 1, 1]); // ok: test code
 }
