@@ -75,6 +75,43 @@ impl RangeCounters {
     }
 }
 
+/// A count that threads add to in shards of their own (a cache line each)
+/// and that is summed when read: writers on different threads never share
+/// a line.
+pub(crate) struct ShardedCount {
+    shards: Box<[Padded]>,
+}
+
+/// One shard's count, alone in its cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+impl ShardedCount {
+    /// A zero count, sharded by the machine's parallelism (at most 8).
+    pub(crate) fn new() -> Self {
+        Self {
+            shards: (0..shard_count()).map(|_| Padded::default()).collect(),
+        }
+    }
+
+    /// Adds one in this thread's shard.
+    #[inline]
+    pub(crate) fn add(&self) {
+        if let Some(s) = self.shards.get(thread_shard(self.shards.len())) {
+            s.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum of the shards.
+    pub(crate) fn total(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +131,17 @@ mod tests {
         assert_eq!(t[0].1, 1);
         assert_eq!(c.totals(3..5), vec![(2, 0), (2, 0)]);
         assert_eq!(c.totals(9..10), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn sharded_count_sums_every_thread() {
+        let c = ShardedCount::new();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| (0..1000).for_each(|_| c.add()));
+            }
+        });
+        c.add();
+        assert_eq!(c.total(), 4001);
     }
 }

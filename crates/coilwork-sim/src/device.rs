@@ -1,22 +1,27 @@
 //! The simulated device: pymodbus's flat register array, its layout rules,
 //! and the [`Storage`] implementation the engine serves.
 
-use crate::actions::{self, ActionTable, CustomAction, Effect};
+use crate::actions::{self, ActionKind, ActionTable, CustomAction, Effect};
 use crate::config::DeviceConfig;
-use crate::counters::RangeCounters;
+use crate::counters::{RangeCounters, ShardedCount};
 use crate::error::ConfigError;
 use crate::generators::Generator;
 use crate::layout::{self, Layout};
+use crate::mirror::{Mirror, load_be};
 use crate::model::{self, encode};
 pub use crate::model::{Cell, CellType, DecodedValue, RegisterInfo};
 use coilwork_core::{ExceptionCode, RequestContext, Storage, Table};
 use serde_json::{Map, Value};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Most registers one request reads or writes (FC3, FC4, FC16, FC23).
 const MAX_REGISTERS: usize = 125;
+
+/// Most registers one value spans past its first (float64: 4): how far an
+/// action or generator run on a cell may change cells after it.
+const WIDEST: usize = 4;
 
 /// Registers in `len` big-endian bytes: 04 for an odd length or more than
 /// [`MAX_REGISTERS`], as the engine's defaults answer.
@@ -34,7 +39,11 @@ struct State {
 
 /// A simulated device built from a `device_list` entry.
 pub struct SimDevice {
+    /// The authority: cells and start time, changed under the write lock.
     state: RwLock<State>,
+    /// The cells' values, published under the write lock after each change
+    /// and read without a lock by reads of plain registers.
+    values: Mirror,
     initial: Vec<Cell>,
     counts: RangeCounters,
     actions: ActionTable,
@@ -47,8 +56,10 @@ pub struct SimDevice {
     time_scale: f64,
     /// Names of values (CSV register maps), by address.
     names: std::collections::BTreeMap<usize, String>,
-    /// Count of changes by writes (clients, API) and resets: what `--state-file` saves.
-    changes: AtomicU64,
+    /// Count of changes by writes (clients, API) and resets: what
+    /// `--state-file` saves. Sharded by thread: connections writing on
+    /// different threads do not share its cache line.
+    changes: ShardedCount,
     /// Per cell, how many cells from it on are plain (defined, no action):
     /// a read of them copies values and nothing else. Kinds and actions
     /// never change after the build, so this needs no lock.
@@ -110,6 +121,7 @@ impl SimDevice {
         let plain_run = runs(&cells, |c| c.kind != CellType::Invalid && c.action.is_none());
         let writable_run = runs(&cells, |c| c.kind != CellType::Invalid && c.writable);
         Ok(Self {
+            values: Mirror::new(&cells),
             state: RwLock::new(State {
                 cells: cells.clone(),
                 started: Instant::now(),
@@ -122,7 +134,7 @@ impl SimDevice {
             generators,
             time_scale,
             names: std::collections::BTreeMap::new(),
-            changes: AtomicU64::new(0),
+            changes: ShardedCount::new(),
             plain_run,
             writable_run,
         })
@@ -136,11 +148,11 @@ impl SimDevice {
 
     /// How many writes and resets changed the registers so far.
     pub fn changes(&self) -> u64 {
-        self.changes.load(Ordering::Relaxed)
+        self.changes.total()
     }
 
     fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        self.changes.add();
     }
 
     /// `(address, type, raw value)` of every defined register, in address order.
@@ -162,6 +174,7 @@ impl SimDevice {
                 c.value = v;
             }
         }
+        self.values.publish(&mut st.cells, 0..usize::MAX);
     }
 
     /// True when some value has a name.
@@ -232,6 +245,8 @@ impl SimDevice {
                 g.apply(&mut st.cells, i, t);
             }
         }
+        self.values
+            .publish(&mut st.cells, range.start..range.end.saturating_add(WIDEST));
     }
 
     fn info(&self, address: usize, cell: &Cell, (r, w): (u64, u64)) -> RegisterInfo {
@@ -275,6 +290,7 @@ impl SimDevice {
             .get_mut(address)
             .ok_or(crate::SimError::NoSuchRegister(address))?;
         cell.value = value;
+        self.values.publish(&mut st.cells, address..address + 1);
         self.changed();
         Ok(())
     }
@@ -313,6 +329,7 @@ impl SimDevice {
         for (c, w) in cells.iter_mut().skip(address).zip(words) {
             c.value = w;
         }
+        self.values.publish(cells, address..address + registers);
         self.changed();
         Ok(())
     }
@@ -413,6 +430,18 @@ impl SimDevice {
 
     /// Reads cells `[first, end)`, running their actions, and calls `emit` for each value.
     fn read_cells(&self, first: usize, end: usize, mut emit: impl FnMut(usize, u16)) -> Result<(), ExceptionCode> {
+        if self.is_plain(first, end) {
+            // Plain registers: copied without a lock.
+            let read = self.values.read(first..end, |values| {
+                for (i, v) in values.iter().enumerate() {
+                    emit(i, v.load(Ordering::Relaxed));
+                }
+            });
+            if read.is_some() {
+                self.count(first, end, false);
+                return Ok(());
+            }
+        }
         {
             // One pass for the usual case: defined registers without actions.
             let st = self.read_state();
@@ -442,6 +471,7 @@ impl SimDevice {
         let uptime = st.started.elapsed();
         let t = uptime.as_secs_f64() * self.time_scale;
         let empty = Map::new();
+        let mut touched = first..end.saturating_add(WIDEST);
         for i in first..end {
             let (action, params, generator) = match st.cells.get(i) {
                 Some(c) => (c.action, c.parameters.clone(), c.generator),
@@ -450,21 +480,30 @@ impl SimDevice {
             if let Some(g) = generator.and_then(|g| self.generators.get(g as usize)) {
                 g.apply(&mut st.cells, i, t);
             } else if let Some(kind) = action.and_then(|a| self.actions.kind(a)).cloned() {
+                if matches!(kind, ActionKind::Custom(_)) {
+                    // A custom action may change any cell.
+                    touched = 0..usize::MAX;
+                }
                 let params = params.as_deref().unwrap_or(&empty);
                 match actions::run(&kind, &mut st.cells, i, params, uptime) {
                     Ok(Effect::None) => {}
                     Ok(Effect::Reset) => {
                         st.cells.clone_from(&self.initial);
                         st.started = Instant::now();
+                        self.values.publish(&mut st.cells, 0..usize::MAX);
                         self.changed();
                         return Err(ExceptionCode::ServerDeviceFailure);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        self.values.publish(&mut st.cells, touched);
+                        return Err(e);
+                    }
                 }
             }
             let v = st.cells.get(i).map_or(0, |c| c.value);
             emit(i - first, v);
         }
+        self.values.publish(&mut st.cells, touched);
         self.count(first, end, false);
         Ok(())
     }
@@ -507,14 +546,7 @@ impl SimDevice {
     fn read_regs_be(&self, t: Table, start: u16, out: &mut [u8]) -> Result<(), ExceptionCode> {
         let n = be_len(out.len())?;
         let (first, end) = self.span(t, start, n, false)?;
-        let plain = self.plain_run.get(first).is_some_and(|&r| r as usize >= n);
-        if plain && !self.type_exception {
-            let st = self.read_state();
-            let cells = st.cells.get(first..end).ok_or(ExceptionCode::IllegalDataAddress)?;
-            for (o, c) in out.chunks_exact_mut(2).zip(cells) {
-                o.copy_from_slice(&c.value.to_be_bytes());
-            }
-            drop(st);
+        if self.is_plain(first, end) && self.values.read(first..end, |v| load_be(v, out)).is_some() {
             self.count(first, end, false);
             return Ok(());
         }
@@ -539,17 +571,22 @@ impl SimDevice {
         if !checked {
             self.validate(cells, first, end, true)?;
         }
-        for (c, v) in cells
-            .get_mut(first..end)
-            .ok_or(ExceptionCode::IllegalDataAddress)?
-            .iter_mut()
-            .zip(values)
-        {
-            c.value = v;
-        }
+        let span = cells.get_mut(first..end).ok_or(ExceptionCode::IllegalDataAddress)?;
+        self.values.set(span, first, values);
         self.changed();
         self.count(first, end, true);
         Ok(())
+    }
+
+    /// True when cells `[first, end)` are all plain (defined, no action) and
+    /// reads need no check: their values can be copied from the mirror.
+    #[inline]
+    fn is_plain(&self, first: usize, end: usize) -> bool {
+        !self.type_exception
+            && self
+                .plain_run
+                .get(first)
+                .is_some_and(|&r| r as usize >= end.saturating_sub(first))
     }
 }
 
@@ -603,6 +640,7 @@ impl Storage for SimDevice {
                 cell.value &= !mask;
             }
         }
+        self.values.publish(&mut st.cells, first..end);
         self.changed();
         self.count(first, end, true);
         Ok(())
@@ -690,6 +728,7 @@ impl Storage for SimDevice {
         let mut st = self.write_state();
         st.cells.clone_from(&self.initial);
         st.started = Instant::now();
+        self.values.publish(&mut st.cells, 0..usize::MAX);
         self.changed();
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! Modules, each importing only those listed before it: `error`, `sync`;
 //! `config` (the JSON format); `csv` (register maps in CSV); `model` (register types and value
-//! encoding); `generators` (time-based values); `actions`; `layout` (configuration to registers); `device`
+//! encoding); `mirror` (register values read without a lock); `generators` (time-based values); `actions`; `layout` (configuration to registers); `device`
 //! (the `Storage` the engine serves); `monitor` (calls, faults, log);
 //! `options`; `state` (`--state-file`); `runtime` (the Modbus server's lifecycle); `http` (REST API
 //! and page); this file ties them into a [`Simulator`].
@@ -35,6 +35,7 @@ mod error;
 mod generators;
 pub mod http;
 mod layout;
+mod mirror;
 pub mod model;
 pub mod monitor;
 mod options;

@@ -29,12 +29,6 @@ thread_local! {
     static APPLIED_FAULT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
 }
 
-/// Low bits of a call's `seq` that number the calls of one shard that
-/// arrived in one input (pipelined requests share their arrival time).
-const DUP_BITS: u32 = 10;
-/// Bits of a call's `seq` above those that hold its shard (at most 8).
-const SHARD_BITS: u32 = 3;
-
 /// Calls kept for the monitor.
 pub const CALLS_KEPT: usize = 500;
 /// Log entries kept.
@@ -140,11 +134,10 @@ pub enum CallResult {
 /// One request seen by the server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Call {
-    /// Increasing number, unique, in the order the requests arrived
-    /// (`GET /api/calls?since=N`). Not consecutive: it is the arrival time
-    /// in microseconds since the simulator started, times 8192, plus the
-    /// recording shard (times 1024) and the call's place among the requests
-    /// of its input.
+    /// Consecutive from 1: the call is the `seq`-th request the monitor
+    /// recorded (`GET /api/calls?since=N`). A number once shown never
+    /// changes. Calls are numbered in the order of the API reads that first
+    /// saw them, and between two reads by arrival time (see [`Monitor::calls`]).
     pub seq: u64,
     /// Local time, RFC 3339 with milliseconds.
     pub time: String,
@@ -192,6 +185,11 @@ pub struct Monitor {
     /// Recent calls and counts, sharded by thread: a request takes its
     /// thread's shard lock once, uncontended, for both.
     shards: Box<[Mutex<Shard>]>,
+    /// Advanced by each read of the calls (never by a request): a call
+    /// records the epoch it was recorded in, and a read shows only the calls
+    /// of epochs before its own, which are then all recorded. Alone in its
+    /// cache line, which requests only load.
+    epoch: Epoch,
     /// When the monitor was made, on both clocks: a call's time is its
     /// arrival [`Instant`] mapped onto the wall clock from here.
     base: (Instant, SystemTime),
@@ -199,16 +197,25 @@ pub struct Monitor {
     log_seq: AtomicU64,
 }
 
+/// The monitor's epoch counter, in a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Epoch(AtomicU64);
+
 /// One shard: the last [`CALLS_KEPT`] calls (a ring) and the requests and
 /// exception answers per function code of the threads using it.
 struct Shard {
     /// The ring, filled up to `CALLS_KEPT` then overwritten from `next`.
     calls: Vec<RawCall>,
     next: usize,
-    /// When the shard's last call arrived, and how many calls before it
-    /// arrived at the same time (in one input).
+    /// Calls recorded in this shard so far (the ring holds the last ones).
+    total: u64,
+    /// `total` when the calls were last cleared.
+    cleared_at: u64,
+    /// The arrival time of the shard's last call: a later call that says
+    /// it arrived earlier (another thread's input) is given this time, so
+    /// that the ring is in order of (epoch, time).
     last_at: Option<Instant>,
-    dup: u16,
     requests: [u64; 128],
     exceptions: [u64; 128],
 }
@@ -218,37 +225,50 @@ impl Shard {
         Self {
             calls: Vec::with_capacity(CALLS_KEPT),
             next: 0,
+            total: 0,
+            cleared_at: 0,
             last_at: None,
-            dup: 0,
             requests: [0; 128],
             exceptions: [0; 128],
         }
     }
 
-    /// The place of a call that arrived at `at` among the shard's calls
-    /// that arrived at the same time (0 for the first of an input).
-    #[inline]
-    fn place(&mut self, at: Instant) -> u16 {
-        self.dup = if self.last_at == Some(at) {
-            self.dup.saturating_add(1)
-        } else {
-            0
-        };
-        self.last_at = Some(at);
-        self.dup
-    }
-
     /// Keeps `call`, forgetting the oldest once `CALLS_KEPT` are kept.
     #[inline]
-    fn push(&mut self, call: RawCall) {
+    fn push(&mut self, mut call: RawCall) {
+        if let Some(last) = self.last_at
+            && call.at < last
+        {
+            call.at = last;
+        }
+        self.last_at = Some(call.at);
+        self.total += 1;
         if self.calls.len() < CALLS_KEPT {
             self.calls.push(call);
         } else if let Some(slot) = self.calls.get_mut(self.next) {
             *slot = call;
         }
-        self.next = (self.next + 1) % CALLS_KEPT;
+        self.next += 1;
+        if self.next == CALLS_KEPT {
+            self.next = 0;
+        }
+    }
+
+    /// The calls kept, oldest first, each with its place in the order of
+    /// `seq` (this shard being `shard`).
+    fn kept(&self, shard: usize) -> impl Iterator<Item = (Order, &RawCall)> {
+        let split = if self.calls.len() < CALLS_KEPT { 0 } else { self.next };
+        let (newer, older) = self.calls.split_at(split.min(self.calls.len()));
+        let first = self.total - self.calls.len() as u64;
+        (first..)
+            .zip(older.iter().chain(newer))
+            .map(move |(n, c)| ((c.epoch, c.at, shard, n), c))
     }
 }
+
+/// Where a call stands in the order of `seq`: epoch, arrival time, shard,
+/// and its number among the shard's calls. Increasing along each shard's ring.
+type Order = (u64, Instant, usize, u64);
 
 /// A call as recorded on the request path: no formatting, no allocation;
 /// [`Call`] is made from it when someone asks.
@@ -256,21 +276,14 @@ impl Shard {
 struct RawCall {
     /// When its input arrived.
     at: Instant,
-    /// Its place among the calls of its input (in its shard).
-    place: u16,
+    /// The monitor's epoch when it was recorded.
+    epoch: u64,
     seen: Observation,
     fault: Option<&'static str>,
     peer: Option<std::net::SocketAddr>,
 }
 
 impl RawCall {
-    /// Its `seq` (see [`Call::seq`]), recorded in shard `shard` of a monitor made at `base`.
-    fn seq(&self, base: Instant, shard: usize) -> u64 {
-        let micros = u64::try_from(self.at.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX);
-        let low = ((shard as u64) << DUP_BITS) | u64::from(self.place.min((1 << DUP_BITS) - 1));
-        micros.saturating_mul(1 << (DUP_BITS + SHARD_BITS)) | low
-    }
-
     fn call(&self, seq: u64, base: (Instant, SystemTime)) -> Call {
         let time: chrono::DateTime<chrono::Local> = (base.1 + self.at.saturating_duration_since(base.0)).into();
         let seen = &self.seen;
@@ -321,6 +334,7 @@ impl Monitor {
             faults: Mutex::new(Faults::default()),
             any_fault: AtomicBool::new(false),
             shards: (0..shard_count()).map(|_| Mutex::new(Shard::new())).collect(),
+            epoch: Epoch::default(),
             base: (Instant::now(), SystemTime::now()),
             log: Mutex::new(VecDeque::with_capacity(LOG_KEPT)),
             log_seq: AtomicU64::new(0),
@@ -401,17 +415,40 @@ impl Monitor {
     }
 
     /// The recent calls, oldest first, filtered.
+    ///
+    /// Numbering without a counter shared by the requests: this read starts
+    /// a new epoch, and shows the calls of the epochs before (every one of
+    /// them recorded by the time it has locked each shard: a request loads
+    /// the epoch under its shard's lock). They are ordered by (epoch,
+    /// arrival time, shard, number in the shard), which is also each
+    /// shard's ring order, so a call's `seq` is the calls forgotten from
+    /// the rings plus its place among those kept. A call older than the
+    /// oldest one kept by a shard that has forgotten calls is not shown: how
+    /// many of that shard's forgotten calls came before it is unknown (that
+    /// shard's kept calls are newer and number at least [`CALLS_KEPT`]).
     pub fn calls(&self, filter: &CallFilter) -> Vec<Call> {
-        let mut all: Vec<(u64, RawCall)> = Vec::new();
+        let epoch = self.epoch.0.fetch_add(1, Ordering::AcqRel);
+        let mut all: Vec<(Order, RawCall)> = Vec::new();
+        let (mut forgotten, mut floor) = (0u64, None::<Order>);
         for (i, shard) in self.shards.iter().enumerate() {
-            let calls = lock(shard).calls.clone();
-            all.extend(calls.into_iter().map(|c| (c.seq(self.base.0, i), c)));
+            let shard = lock(shard);
+            let kept = shard.calls.len() as u64;
+            forgotten += shard.total - kept;
+            if shard.total - shard.cleared_at > kept
+                && let Some((oldest, _)) = shard.kept(i).next()
+            {
+                floor = floor.max(Some(oldest));
+            }
+            let shown = shard.kept(i).filter(|(_, c)| c.epoch <= epoch);
+            all.extend(shown.map(|(order, c)| (order, c.clone())));
         }
-        all.sort_unstable_by_key(|(seq, _)| *seq);
-        let kept = all.get(all.len().saturating_sub(CALLS_KEPT)..).unwrap_or(&[]);
-        let mut out: Vec<Call> = kept
-            .iter()
-            .map(|(seq, c)| c.call(*seq, self.base))
+        all.sort_unstable_by_key(|(order, _)| *order);
+        let first = all
+            .partition_point(|(order, _)| floor.is_some_and(|f| *order < f))
+            .max(all.len().saturating_sub(CALLS_KEPT));
+        let mut out: Vec<Call> = (first..)
+            .zip(all.get(first..).unwrap_or(&[]))
+            .map(|(place, (_, c))| c.call(forgotten + place as u64 + 1, self.base))
             .filter(|c| filter.matches(c))
             .collect();
         if let Some(limit) = filter.limit
@@ -428,6 +465,7 @@ impl Monitor {
             let mut shard = lock(shard);
             shard.calls.clear();
             shard.next = 0;
+            shard.cleared_at = shard.total;
         }
     }
 
@@ -442,6 +480,7 @@ impl Monitor {
             return;
         };
         let mut shard = lock(shard);
+        let epoch = self.epoch.0.load(Ordering::Relaxed);
         if let Some(n) = shard.requests.get_mut(function) {
             *n += 1;
         }
@@ -450,10 +489,9 @@ impl Monitor {
         {
             *n += 1;
         }
-        let place = shard.place(at);
         shard.push(RawCall {
             at,
-            place,
+            epoch,
             seen,
             fault,
             peer: ctx.peer,

@@ -509,3 +509,37 @@ fn big_endian_reads_copy_plain_runs_and_run_actions_elsewhere() {
     assert_eq!(sim.device().register(0).unwrap().count_read, 2);
     assert_eq!(sim.device().register(0).unwrap().count_write, 1);
 }
+
+/// Plain registers are read from the lock-free mirror: every way their
+/// cells change (client writes, the API, a custom action writing another
+/// register, an action's second register, a reset) must show in those reads.
+#[test]
+fn plain_reads_see_every_change() {
+    let mut v = dev(
+        "uint16",
+        json!([{"addr": [0, 3], "value": 1}, {"addr": 4, "value": 0, "action": "poke"}]),
+    );
+    v["device_list"]["device"]["uint32"] = json!([{"addr": [6, 7], "value": 5, "action": "increment"}]);
+    v["device_list"]["device"]["write"] = json!([[0, 3]]);
+    let poke = |a: &mut ActionContext<'_>| {
+        if let Some(c) = a.cells.get_mut(2) {
+            c.value = c.value.wrapping_add(100);
+        }
+        Ok(())
+    };
+    let sim = Simulator::from_json(&v.to_string(), SimulatorOptions::default().action("poke", poke)).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [1, 1, 1, 1]); // ok: test code
+    sim.device().write_holding_registers_be(&APP, 0, &[0, 9]).unwrap(); // ok: test code
+    sim.device().set_register(1, 8).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [9, 8, 1, 1]); // ok: test code
+    // The custom action on 4 changes 2, a plain register.
+    hr_be(&sim, 4, 1).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 2, 1).unwrap(), [101]); // ok: test code
+    // increment on the uint32 at 6: its low word is register 7.
+    hr_be(&sim, 6, 1).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 7, 1).unwrap(), [6]); // ok: test code
+    sim.device().set_value(0, &json!(77)).unwrap(); // ok: test code
+    assert_eq!(hr_be(&sim, 0, 1).unwrap(), [77]); // ok: test code
+    sim.device().reset();
+    assert_eq!(hr_be(&sim, 0, 4).unwrap(), [1, 1, 1, 1]); // ok: test code
+}
