@@ -7,7 +7,7 @@
 
 use crate::client::{Client, STEP, UdpClient, adu, adu_with_protocol, ascii, fc3, fc3_answer, fc16, pdu, rtu};
 use crate::fixture::engine;
-use crate::serial::PtyPair;
+use crate::serial::{PtyPair, open_client};
 use crate::tls_common as tls;
 use crate::{Harness, Overflow, Running, SerialOptions, TcpServerConfig, UdpOptions, tcp_defaults};
 use coilwork_core::Framing;
@@ -831,7 +831,7 @@ fn start_serial<H: Harness>(pair: &PtyPair, framing: Framing, local_echo: bool) 
 pub fn serial_rtu_round_trip<H: Harness>() {
     let Some(pair) = PtyPair::new("rtu") else { return };
     let server = start_serial::<H>(&pair, Framing::Rtu, false);
-    let mut line = pair.open_client(BAUD);
+    let mut line = open_client(&pair, BAUD);
     let values = [0x1234, 0xFFFF, 0x0000, 0x8001, 42];
     line.send(&rtu(1, &fc16(100, &values)));
     assert_eq!(line.read_n(8), rtu(1, &pdu(0x10, &[100, 5])));
@@ -852,7 +852,7 @@ pub fn serial_rtu_round_trip<H: Harness>() {
 pub fn serial_ascii_round_trip<H: Harness>() {
     let Some(pair) = PtyPair::new("ascii") else { return };
     let server = start_serial::<H>(&pair, Framing::Ascii, false);
-    let mut line = pair.open_client(BAUD);
+    let mut line = open_client(&pair, BAUD);
     let fc6 = pdu(0x06, &[0x0001, 0x0003]);
     // The spec-style frame for unit 1, FC6 register 2 = 3.
     assert_eq!(ascii(1, &fc6), b":010600010003F5\r\n".to_vec());
@@ -870,7 +870,7 @@ pub fn serial_oversized_quantity_gets_exception_03<H: Harness>() {
     for (framing, frame) in [(Framing::Rtu, rtu as fn(u8, &[u8]) -> Vec<u8>), (Framing::Ascii, ascii)] {
         let Some(pair) = PtyPair::new("oversized") else { return };
         let server = start_serial::<H>(&pair, framing, false);
-        let mut line = pair.open_client(BAUD);
+        let mut line = open_client(&pair, BAUD);
         for req in oversized_requests() {
             line.send(&frame(1, &req));
             let want = frame(1, &[req[0] | 0x80, 0x03]);
@@ -887,7 +887,7 @@ pub fn serial_oversized_quantity_gets_exception_03<H: Harness>() {
 pub fn serial_broadcast_is_silent<H: Harness>() {
     let Some(pair) = PtyPair::new("broadcast") else { return };
     let server = start_serial::<H>(&pair, Framing::Rtu, false);
-    let mut line = pair.open_client(BAUD);
+    let mut line = open_client(&pair, BAUD);
     line.send(&rtu(0, &pdu(0x06, &[5, 0x002A])));
     assert!(
         line.silent_for(Duration::from_millis(200)),
@@ -908,7 +908,7 @@ pub fn serial_broadcast_is_silent<H: Harness>() {
 pub fn serial_local_echo_is_dropped<H: Harness>() {
     let Some(pair) = PtyPair::new("echo") else { return };
     let server = start_serial::<H>(&pair, Framing::Rtu, true);
-    let mut line = pair.open_client(BAUD);
+    let mut line = open_client(&pair, BAUD);
     let fc6 = rtu(1, &pdu(0x06, &[1, 0x002A]));
     line.send(&fc6);
     let answer = line.read_n(8);

@@ -14,6 +14,8 @@
 //!   failures) for code that takes any `Read + Write`.
 //! - [`ports`]: free loopback ports outside the kernel's ephemeral range, for
 //!   tests that must name a port before the server binds it.
+//! - [`pty`]: a serial line for tests, two pseudo terminals linked by
+//!   socat ([`PtyPair`]), skipped without socat unless clients are required.
 //! - [`clock`]: a virtual clock for sans-IO tests: `t0` plus what the test
 //!   advanced, no sleeping.
 #![forbid(unsafe_code)]
@@ -23,8 +25,10 @@ pub mod hooks;
 pub mod mock;
 pub mod pki;
 pub mod ports;
+pub mod pty;
 pub mod tls;
 
 pub use clock::VirtualClock;
 pub use mock::MockStream;
 pub use ports::free_port;
+pub use pty::PtyPair;
