@@ -3,7 +3,6 @@
 //! are driven with raw sockets (and pymodbus's client when `COILWORK_PYTHON`
 //! is set), `/metrics` is scraped over HTTP and the numbers are asserted.
 
-#[allow(dead_code)] // Only python_or_skip and TempDir are used here.
 mod support;
 
 use coilwork_test_support::pki;
