@@ -9,7 +9,8 @@
 //!   set of options ([`UdpOptions`], [`SerialOptions`]), returning a [`Running`] server (address, counters,
 //!   a bounded stop). [`adapters`] has the four implementations.
 //! - [`client`]: a tiny hand-written MBAP / RTU client on `std::net` with
-//!   read timeouts, so no case can hang.
+//!   read timeouts, so no case can hang; [`tokio_client`]: the same calls on
+//!   tokio streams, for the tokio adapter's and the gateway's own tests.
 //! - [`cases`]: the cases, each generic over a [`Harness`] and bounded in time.
 //! - [`conformance_suite!`]: expands to one `#[test]` per case for a harness:
 //!   `coilwork_conformance::conformance_suite!(coilwork_conformance::adapters::Tokio);`
@@ -54,6 +55,7 @@ pub mod delivery;
 pub mod fixture;
 pub mod load;
 pub mod serial;
+pub mod tokio_client;
 
 /// Test certificates made fresh with rcgen (CA, server, clients with and
 /// without a role, a client of another CA), from `coilwork-test-support`.
