@@ -10,6 +10,7 @@ use crate::{Counters, Harness, Running, SerialOptions, StopHandle, TlsConfig, Ud
 use coilwork_core::options::{SerialServerConfig, TcpServerConfig, UdpServerConfig};
 use coilwork_core::{Engine, Parity, ServerStats};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Tokio: `coilwork-tokio` in a two-worker runtime.
 #[derive(Debug)]
@@ -78,11 +79,12 @@ fn udp_config(o: &UdpOptions) -> UdpServerConfig {
     }
 }
 
-/// The serial settings of every adapter: 8N1, no reopening.
+/// The serial settings of every adapter: no parity, no reopening.
 fn serial_config(o: &SerialOptions) -> SerialServerConfig {
     SerialServerConfig {
         framing: o.framing,
         baud_rate: o.baud_rate,
+        data_bits: o.data_bits,
         parity: Parity::None,
         local_echo: o.local_echo,
         auto_open: false,
@@ -92,10 +94,10 @@ fn serial_config(o: &SerialOptions) -> SerialServerConfig {
 
 /// An adapter's TLS settings (its own type) around [`tcp_config`].
 macro_rules! tls_config {
-    ($krate:ident, $opts:expr) => {
+    ($krate:ident, $opts:expr, $handshake_timeout:expr) => {
         $krate::TlsServerConfig {
             tcp: tcp_config($opts),
-            ..$krate::TlsServerConfig::new(loopback())
+            handshake_timeout: $handshake_timeout,
         }
     };
 }
@@ -106,7 +108,7 @@ macro_rules! stop_handle {
             fn stop(&self) {
                 $krate::ServerHandle::stop(self);
             }
-            fn wait_stopped_timeout(&self, timeout: std::time::Duration) -> bool {
+            fn wait_stopped_timeout(&self, timeout: Duration) -> bool {
                 $krate::ServerHandle::wait_stopped_timeout(self, timeout)
             }
         }
@@ -154,8 +156,8 @@ impl Harness for Tokio {
         Running::new(None, handle, done, Counters::default)
     }
 
-    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
-        let server = coilwork_tokio::TlsServer::new(engine, tls_config!(coilwork_tokio, opts), tls);
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {
+        let server = coilwork_tokio::TlsServer::new(engine, tls_config!(coilwork_tokio, opts, handshake_timeout), tls);
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let rt = runtime();
@@ -199,8 +201,17 @@ macro_rules! async_io_harness {
                 Running::new(None, handle, done, Counters::default)
             }
 
-            fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
-                let server = coilwork_async_std::TlsServer::new(engine, tls_config!(coilwork_async_std, opts), tls);
+            fn start_tls(
+                engine: Arc<Engine>,
+                opts: &TcpServerConfig,
+                tls: TlsConfig,
+                handshake_timeout: Duration,
+            ) -> Running {
+                let server = coilwork_async_std::TlsServer::new(
+                    engine,
+                    tls_config!(coilwork_async_std, opts, handshake_timeout),
+                    tls,
+                );
                 let addr = server.bind().expect("bind");
                 let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
                 let done = spawn_server(concat!($name, "-tls"), move || {
@@ -242,8 +253,9 @@ impl Harness for Blocking {
         Running::new(None, handle, done, Counters::default)
     }
 
-    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
-        let server = coilwork_blocking::TlsServer::new(engine, tls_config!(coilwork_blocking, opts), tls);
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {
+        let server =
+            coilwork_blocking::TlsServer::new(engine, tls_config!(coilwork_blocking, opts, handshake_timeout), tls);
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let done = spawn_server("blocking-tls", move || server.serve_forever().map_err(err));
