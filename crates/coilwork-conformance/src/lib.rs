@@ -45,6 +45,9 @@
 //! in flight): a graceful stop that loses no acknowledged write and cuts no
 //! answer in half; the partial-frame and idle timeouts and
 //! `max_connections` still at work, and the busy clients untouched.
+//! A client nobody here wrote ([`pymodbus`]): pymodbus's, over TCP (MBAP
+//! and RTU framing) and UDP (needs `COILWORK_PYTHON`, as the serial cases
+//! need socat).
 //!
 //! The adapters' own tests keep only their own API; [`replaced`] lists the
 //! tests this suite took over and the case that covers each.
@@ -60,6 +63,7 @@ pub mod client;
 pub mod delivery;
 pub mod fixture;
 pub mod load;
+pub mod pymodbus;
 pub mod replaced;
 pub mod serial;
 pub mod tokio_client;
@@ -378,6 +382,11 @@ macro_rules! conformance_suite {
             stop_under_load_keeps_every_acknowledged_write,
             timeouts_and_limits_under_load
         );
+        $crate::conformance_suite!(@pymodbus $h;
+            pymodbus_over_tcp,
+            pymodbus_rtu_over_tcp,
+            pymodbus_over_udp
+        );
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {
         $(
@@ -400,6 +409,14 @@ macro_rules! conformance_suite {
             #[test]
             fn $case() {
                 $crate::load::$case::<$h>();
+            }
+        )*
+    };
+    (@pymodbus $h:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::pymodbus::$case::<$h>();
             }
         )*
     };

@@ -52,3 +52,6 @@
 //! | t/a/b `tls::graceful_shutdown_answers_the_request_in_flight` | `tls_graceful_shutdown_with_a_request_in_flight` (now requiring a clean `close_notify`) |
 //! | t/a/b `tls::handshake_timeout_closes_a_silent_client` | `tls_handshake_timeout_closes_a_silent_client` (new) |
 //! | a/b `tls::a_stop_cuts_a_handshake_in_progress` | `tls_stop_cuts_a_handshake_in_progress` (new) |
+//! | a `interop::pymodbus_over_tcp`, b `interop::pymodbus_client_over_tcp` | `pymodbus::pymodbus_over_tcp` (new) |
+//! | b `interop::pymodbus_client_rtu_over_tcp` | `pymodbus::pymodbus_rtu_over_tcp` (new) |
+//! | a `interop::pymodbus_over_udp`, b `interop::pymodbus_client_over_udp` | `pymodbus::pymodbus_over_udp` (new) |
