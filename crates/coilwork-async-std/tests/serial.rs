@@ -16,26 +16,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// CRC-16/MODBUS, written out so the test does not trust the codec under test.
-fn crc(bytes: &[u8]) -> [u8; 2] {
-    let mut c: u16 = 0xFFFF;
-    for b in bytes {
-        c ^= u16::from(*b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xA001 } else { c >> 1 };
-        }
-    }
-    c.to_le_bytes()
-}
-
-fn rtu(unit: u8, pdu: &[u8]) -> Vec<u8> {
-    let mut v = vec![unit];
-    v.extend_from_slice(pdu);
-    let c = crc(&v);
-    v.extend_from_slice(&c);
-    v
-}
-
 async fn read_n<S: AsyncRead + Unpin>(s: &mut S, n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     within(STEP, s.read_exact(&mut v))

@@ -28,9 +28,7 @@ impl Drop for Guard {
     }
 }
 
-fn require_clients() -> bool {
-    std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_some()
-}
+use coilwork_test_support::clients::required as require_clients;
 
 /// The pymodbus python, `socat` and `mbpoll` if present; else skip (or fail when required).
 fn tools(need_socat: bool) -> Option<PathBuf> {

@@ -27,9 +27,7 @@ impl Drop for Guard {
     }
 }
 
-fn require_clients() -> bool {
-    std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_some()
-}
+use coilwork_test_support::clients::required as require_clients;
 
 /// True if `program args` runs; otherwise skips (or fails when clients are required).
 fn have(program: &str, args: &[&str]) -> bool {

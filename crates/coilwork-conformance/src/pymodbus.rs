@@ -9,6 +9,7 @@
 use crate::{Harness, TcpServerConfig, UdpOptions, tcp_defaults};
 use coilwork_core::storage::{DeviceContext, ServerContext};
 use coilwork_core::{Engine, Framing, Identity};
+use coilwork_test_support::clients::python_or_skip;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -27,22 +28,6 @@ fn engine() -> Arc<Engine> {
             .identity(identity)
             .build(),
     )
-}
-
-/// `COILWORK_PYTHON`, or `None` with a message (a failure if
-/// `COILWORK_REQUIRE_CLIENTS` is set).
-fn python() -> Option<PathBuf> {
-    let py = std::env::var_os("COILWORK_PYTHON")
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
-    if py.is_none() {
-        assert!(
-            std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_none(),
-            "COILWORK_PYTHON (a python with pymodbus) is required"
-        );
-        eprintln!("skipped: set COILWORK_PYTHON to a python with pymodbus 3.16 (bash .ci/test does)");
-    }
-    py
 }
 
 /// Runs the script against `port`; kills it if it runs past a minute.
@@ -74,7 +59,7 @@ fn run_script(name: &str, py: PathBuf, port: u16, comm: &str, framer: &str) {
 }
 
 fn over_tcp<H: Harness>(framing: Framing, framer: &str) {
-    let Some(py) = python() else { return };
+    let Some(py) = python_or_skip() else { return };
     let server = H::start_tcp(
         engine(),
         &TcpServerConfig {
@@ -98,7 +83,7 @@ pub fn pymodbus_rtu_over_tcp<H: Harness>() {
 
 /// pymodbus's client over Modbus/UDP.
 pub fn pymodbus_over_udp<H: Harness>() {
-    let Some(py) = python() else { return };
+    let Some(py) = python_or_skip() else { return };
     let server = H::start_udp(engine(), &UdpOptions::default());
     run_script(H::NAME, py, server.addr().port(), "udp", "socket");
     server.stop();

@@ -25,11 +25,6 @@ pub struct PtyPair {
     dir: PathBuf,
 }
 
-/// True if `COILWORK_REQUIRE_CLIENTS` is set: a missing tool is then a failure.
-pub fn clients_required() -> bool {
-    std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_some()
-}
-
 impl PtyPair {
     /// Starts socat and waits for both links. `name` goes into the
     /// directory's name (with the process id and a counter, so parallel
@@ -63,7 +58,7 @@ impl PtyPair {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let _ = std::fs::remove_dir_all(&dir);
                 assert!(
-                    !clients_required(),
+                    !crate::clients::required(),
                     "socat is required (COILWORK_REQUIRE_CLIENTS is set)"
                 ); // ok: test code
                 eprintln!("skipped: socat not installed (bash .ci/test installs it)");

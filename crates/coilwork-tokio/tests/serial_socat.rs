@@ -10,7 +10,7 @@ mod common;
 
 use coilwork_test_support::PtyPair;
 use coilwork_tokio::{Parity, SerialServer, SerialServerConfig};
-use common::{STEP, engine, fc3, fc3_answer, fc16};
+use common::{STEP, engine, fc3, fc3_answer, fc16, rtu};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,26 +32,6 @@ fn rtu_config(port: &Path) -> SerialServerConfig {
         auto_open: false,
         ..SerialServerConfig::new(port.to_string_lossy())
     }
-}
-
-/// CRC-16/MODBUS, written out so the test does not trust the codec under test.
-fn crc(bytes: &[u8]) -> [u8; 2] {
-    let mut c: u16 = 0xFFFF;
-    for b in bytes {
-        c ^= u16::from(*b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xA001 } else { c >> 1 };
-        }
-    }
-    c.to_le_bytes()
-}
-
-fn rtu(unit: u8, pdu: &[u8]) -> Vec<u8> {
-    let mut v = vec![unit];
-    v.extend_from_slice(pdu);
-    let c = crc(&v);
-    v.extend_from_slice(&c);
-    v
 }
 
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) {

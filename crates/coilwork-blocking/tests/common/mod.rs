@@ -10,7 +10,9 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 // MBAP frame and PDU builders, shared with the conformance suite's client.
 #[allow(unused_imports)] // not every test file uses every builder
-pub use coilwork_conformance::client::{Answer, adu, adu_with_protocol, fc1, fc3, fc3_answer, fc15, fc16, pack, pdu};
+pub use coilwork_conformance::client::{
+    Answer, adu, adu_with_protocol, fc1, fc3, fc3_answer, fc15, fc16, pack, pdu, rtu,
+};
 #[allow(unused_imports)] // not every test file serves it
 pub use coilwork_conformance::fixture::plain_engine as engine;
 

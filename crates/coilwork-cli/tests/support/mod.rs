@@ -112,19 +112,7 @@ impl Drop for TempDir {
 }
 
 /// `COILWORK_PYTHON`, or None with a message (a failure if `COILWORK_REQUIRE_CLIENTS` is set).
-pub fn python_or_skip() -> Option<PathBuf> {
-    let py = std::env::var_os("COILWORK_PYTHON")
-        .map(PathBuf::from)
-        .filter(|p| p.exists());
-    if py.is_none() {
-        assert!(
-            std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_none(),
-            "COILWORK_PYTHON (a python with pymodbus) is required"
-        );
-        eprintln!("skipped: set COILWORK_PYTHON to a python with pymodbus 3.16 (bash .ci/test does)");
-    }
-    py
-}
+pub use coilwork_test_support::clients::python_or_skip;
 
 /// Starts `coilwork serve --transport tls` with `args` on a free port and
 /// waits for its listening line.
