@@ -7,203 +7,11 @@
 mod common;
 use coilwork_test_support::tls as tls_common;
 
-use coilwork_async_std::{ServerError, TlsClientAuth, TlsConfig, TlsServer, TlsServerConfig, start_tls_server};
-use coilwork_core::Engine;
-use common::{Join, Rt, STEP, fc3, fc16, within};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use coilwork_async_std::{TlsClientAuth, TlsConfig, TlsServer, TlsServerConfig, start_tls_server};
+use common::{Rt, STEP, fc3, within};
+use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
 use tls_common::*;
-
-struct Fixture {
-    server: Arc<TlsServer>,
-    addr: SocketAddr,
-    task: Join<Result<(), ServerError>>,
-    roles: Arc<Roles>,
-    engine: Arc<Engine>,
-}
-
-impl Fixture {
-    fn start(rt: Rt, client_auth: TlsClientAuth, handshake_timeout: Duration) -> Self {
-        let roles = Arc::new(Roles::default());
-        let engine = engine_with(&roles);
-        let tls = TlsConfig::new(vec![cert(&pki().server)], key(&pki().server), client_auth).unwrap();
-        let mut config = TlsServerConfig::new("127.0.0.1:0".parse().unwrap());
-        config.handshake_timeout = handshake_timeout;
-        let server = Arc::new(TlsServer::new(Arc::clone(&engine), config, tls));
-        let addr = server.bind().expect("bind");
-        let s = Arc::clone(&server);
-        let task = rt.spawn(async move { s.serve_forever().await });
-        Self {
-            server,
-            addr,
-            task,
-            roles,
-            engine,
-        }
-    }
-
-    fn mbaps(rt: Rt) -> Self {
-        Self::start(rt, TlsClientAuth::Required(roots()), Duration::from_secs(5))
-    }
-
-    fn wait_refusals(&self, n: u64) {
-        let stats = Arc::clone(self.server.stats());
-        assert!(
-            wait_for(TLS_STEP, || stats.handshake_failures() >= n),
-            "{n} refusals counted in time (saw {})",
-            stats.handshake_failures()
-        );
-    }
-
-    async fn stop(self) {
-        within(STEP, self.server.shutdown()).await.expect("shutdown in time");
-        let r = within(STEP, self.task).await.expect("serve returns");
-        assert!(r.is_ok(), "serve_forever: {r:?}");
-        assert!(self.server.handle().is_stopped());
-    }
-}
-
-async fn client_with_role_writes_and_reads(rt: Rt) {
-    let f = Fixture::mbaps(rt);
-    for (i, version) in [&rustls::version::TLS13, &rustls::version::TLS12]
-        .into_iter()
-        .enumerate()
-    {
-        let mut c = tls_connect(f.addr, client_config(Some(&pki().operator), &[version])).expect("handshake");
-        assert_eq!(c.conn.protocol_version(), Some(version.version));
-        let v = 0x1000 + i as u16;
-        assert_eq!(
-            call(&mut c, 1, &fc16(10, &[v, 0xABCD, 7])).unwrap(),
-            [0x10, 0, 10, 0, 3]
-        );
-        assert_eq!(call(&mut c, 2, &fc3(9, 5)).unwrap(), fc3_ok(&[0, v, 0xABCD, 7, 0]));
-        // Two requests in one TLS write are answered in order.
-        let mut two = mbap(3, 1, &fc3(10, 1));
-        two.extend_from_slice(&mbap(4, 1, &fc3(11, 1)));
-        c.write_all(&two).unwrap();
-        c.flush().unwrap();
-        let mut answers = [0u8; 2 * 11];
-        c.read_exact(&mut answers).unwrap();
-        assert_eq!(&answers[..11], &[0, 3, 0, 0, 0, 5, 1, 0x03, 2, (v >> 8) as u8, v as u8]);
-        assert_eq!(&answers[11..], &[0, 4, 0, 0, 0, 5, 1, 0x03, 2, 0xAB, 0xCD]);
-    }
-    let op = Some("operator".to_owned());
-    assert_eq!(
-        f.roles.seen(),
-        [0x10, 0x03, 0x03, 0x03, 0x10, 0x03, 0x03, 0x03].map(|fc| (op.clone(), fc))
-    );
-    assert_eq!(f.server.stats().handshake_failures(), 0);
-    f.stop().await;
-}
-
-async fn client_without_certificate_is_refused(rt: Rt) {
-    let f = Fixture::mbaps(rt);
-    assert!(refused(f.addr, client_config(None, BOTH)));
-    assert!(refused(f.addr, client_config(None, &[&rustls::version::TLS12])));
-    f.wait_refusals(2);
-    assert_eq!(engine_calls(&f.engine), 0);
-    assert!(f.roles.seen().is_empty());
-    f.stop().await;
-}
-
-async fn certificate_from_another_ca_is_refused(rt: Rt) {
-    let f = Fixture::mbaps(rt);
-    assert!(refused(f.addr, client_config(Some(&pki().other_ca), BOTH)));
-    f.wait_refusals(1);
-    assert_eq!(engine_calls(&f.engine), 0);
-    f.stop().await;
-}
-
-async fn invalid_role_extension_is_refused(rt: Rt) {
-    let f = Fixture::mbaps(rt);
-    assert!(refused(f.addr, client_config(Some(&pki().two_roles), BOTH)));
-    assert!(refused(f.addr, client_config(Some(&pki().bad_role), BOTH)));
-    f.wait_refusals(2);
-    assert_eq!(engine_calls(&f.engine), 0);
-    // The server goes on serving good clients.
-    let mut c = tls_connect(f.addr, client_config(Some(&pki().operator), BOTH)).unwrap();
-    assert_eq!(call(&mut c, 1, &fc3(0, 1)).unwrap(), fc3_ok(&[0]));
-    f.stop().await;
-}
-
-async fn viewer_gets_exception_01_for_writes(rt: Rt) {
-    let f = Fixture::mbaps(rt);
-    let mut op = tls_connect(f.addr, client_config(Some(&pki().operator), BOTH)).unwrap();
-    assert_eq!(call(&mut op, 1, &fc16(0, &[42])).unwrap(), [0x10, 0, 0, 0, 1]);
-    let mut viewer = tls_connect(f.addr, client_config(Some(&pki().viewer), BOTH)).unwrap();
-    assert_eq!(call(&mut viewer, 1, &fc16(0, &[99])).unwrap(), [0x90, 0x01]);
-    assert_eq!(call(&mut viewer, 2, &fc3(0, 1)).unwrap(), fc3_ok(&[42]));
-    let viewer_role = Some("viewer".to_owned());
-    assert_eq!(
-        f.roles.seen(),
-        [
-            (Some("operator".to_owned()), 0x10),
-            (viewer_role.clone(), 0x10),
-            (viewer_role, 0x03)
-        ]
-    );
-    f.stop().await;
-}
-
-async fn certificate_without_role_has_no_role(rt: Rt) {
-    let f = Fixture::mbaps(rt);
-    let mut c = tls_connect(f.addr, client_config(Some(&pki().no_role), BOTH)).unwrap();
-    assert_eq!(call(&mut c, 1, &fc3(0, 2)).unwrap(), fc3_ok(&[0, 0]));
-    assert_eq!(f.roles.seen(), [(None, 0x03)]);
-    f.stop().await;
-}
-
-async fn server_only_mode_serves_a_client_without_certificate(rt: Rt) {
-    let f = Fixture::start(rt, TlsClientAuth::None, Duration::from_secs(5));
-    assert!(f.server.tls_config().is_server_only());
-    let mut c = tls_connect(f.addr, client_config(None, BOTH)).unwrap();
-    assert_eq!(call(&mut c, 1, &fc16(3, &[0xBEEF])).unwrap(), [0x10, 0, 3, 0, 1]);
-    assert_eq!(call(&mut c, 2, &fc3(3, 1)).unwrap(), fc3_ok(&[0xBEEF]));
-    assert_eq!(f.roles.seen(), [(None, 0x10), (None, 0x03)]);
-    f.stop().await;
-}
-
-async fn graceful_shutdown_answers_the_request_in_flight(rt: Rt) {
-    let f = Fixture::mbaps(rt);
-    let mut c = tls_connect(f.addr, client_config(Some(&pki().operator), BOTH)).unwrap();
-    call(&mut c, 1, &fc16(0, &[5])).unwrap();
-    c.write_all(&mbap(2, 1, &fc3(0, 1))).unwrap();
-    c.flush().unwrap();
-    let s = Arc::clone(&f.server);
-    let shut = rt.spawn(async move { s.shutdown().await });
-    assert_eq!(read_pdu(&mut c, 2).unwrap(), fc3_ok(&[5]));
-    // Then the connection closes (close_notify: a clean end of stream).
-    let mut rest = [0u8; 8];
-    assert_eq!(c.read(&mut rest).expect("clean TLS close"), 0);
-    within(STEP, shut).await.expect("shutdown returned");
-    f.stop().await;
-}
-
-async fn handshake_timeout_closes_a_silent_client(rt: Rt) {
-    let f = Fixture::start(rt, TlsClientAuth::Required(roots()), Duration::from_millis(200));
-    let mut raw = TcpStream::connect(f.addr).unwrap();
-    raw.set_read_timeout(Some(TLS_STEP)).unwrap();
-    let mut b = [0u8; 8];
-    let r = raw.read(&mut b);
-    assert!(
-        matches!(&r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock),
-        "{r:?}"
-    );
-    f.wait_refusals(1);
-    assert_eq!(engine_calls(&f.engine), 0);
-    f.stop().await;
-}
-
-async fn a_stop_cuts_a_handshake_in_progress(rt: Rt) {
-    let f = Fixture::start(rt, TlsClientAuth::Required(roots()), Duration::from_secs(60));
-    let _raw = TcpStream::connect(f.addr).unwrap();
-    assert!(wait_for(TLS_STEP, || f.server.stats().active() == 1));
-    let start = std::time::Instant::now();
-    f.stop().await;
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
-}
 
 async fn start_tls_server_and_stop(_rt: Rt) {
     let roles = Arc::new(Roles::default());
@@ -232,13 +40,19 @@ fn default_address_is_the_mbaps_port() {
     assert_eq!(TlsServerConfig::default().tcp.address, "127.0.0.1:802".parse().unwrap());
 }
 
+/// The server keeps the TLS side it was given.
+#[test]
+fn tls_config_is_the_one_given() {
+    let tls = TlsConfig::new(vec![cert(&pki().server)], key(&pki().server), TlsClientAuth::None).unwrap();
+    let server = TlsServer::new(
+        engine_with(&Arc::new(Roles::default())),
+        TlsServerConfig::default(),
+        tls,
+    );
+    assert!(server.tls_config().is_server_only());
+}
+
 tests!(
-    smol: client_with_role_writes_and_reads, client_without_certificate_is_refused,
-        certificate_from_another_ca_is_refused, invalid_role_extension_is_refused,
-        viewer_gets_exception_01_for_writes, certificate_without_role_has_no_role,
-        server_only_mode_serves_a_client_without_certificate, graceful_shutdown_answers_the_request_in_flight,
-        handshake_timeout_closes_a_silent_client, a_stop_cuts_a_handshake_in_progress, start_tls_server_and_stop;
-    async_std: client_with_role_writes_and_reads, client_without_certificate_is_refused,
-        invalid_role_extension_is_refused, server_only_mode_serves_a_client_without_certificate,
-        graceful_shutdown_answers_the_request_in_flight, a_stop_cuts_a_handshake_in_progress,
+    smol: start_tls_server_and_stop;
+    async_std:
 );

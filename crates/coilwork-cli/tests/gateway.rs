@@ -7,13 +7,12 @@
 //! `COILWORK_REQUIRE_CLIENTS=1`; without it a missing tool skips a test.
 #![cfg(unix)]
 
-use coilwork_test_support::pki;
+use coilwork_test_support::{PtyPair, pki};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Any one step (start, one client run) is bounded by this.
@@ -29,23 +28,7 @@ impl Drop for Guard {
     }
 }
 
-/// A socat pty pair in a fresh temp dir (removed on drop).
-struct Line {
-    socat: Guard,
-    dir: PathBuf,
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        let _ = self.socat.0.kill();
-        let _ = self.socat.0.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn require_clients() -> bool {
-    std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_some()
-}
+use coilwork_test_support::clients::required as require_clients;
 
 /// The pymodbus python, `socat` and `mbpoll` if present; else skip (or fail when required).
 fn tools(need_socat: bool) -> Option<PathBuf> {
@@ -67,34 +50,9 @@ fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name)
 }
 
-fn line() -> Line {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "coilwork-gateway-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let (a, b) = (dir.join("a"), dir.join("b"));
-    let child = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start socat");
-    let line = Line {
-        socat: Guard(child),
-        dir,
-    };
-    let start = Instant::now();
-    while !(a.exists() && b.exists()) {
-        assert!(start.elapsed() < STEP, "socat made no ptys");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    line
+/// A socat pty pair (socat was checked by [`tools`]).
+fn line() -> PtyPair {
+    PtyPair::new("gateway").expect("socat is installed")
 }
 
 /// Reads `child`'s stdout until a line containing `marker`; returns that line.
@@ -219,8 +177,8 @@ fn client(py: &Path, port: u16, mode: &[&str]) -> (bool, String) {
 fn serial_round_trips(framer: &str, crowd: bool) {
     let Some(py) = tools(true) else { return };
     let line = line();
-    let _server = pymodbus_server(&py, "serial", &line.dir.join("a").to_string_lossy(), framer, 0);
-    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let _server = pymodbus_server(&py, "serial", &line.server_end().to_string_lossy(), framer, 0);
+    let upstream = format!("serial:{}", line.client_end().display());
     let (_gw, port) = gateway(&[
         "--upstream",
         &upstream,
@@ -264,8 +222,8 @@ fn mbpoll_through_gateway_to_serial_rtu() {
         return;
     }
     let line = line();
-    let _server = pymodbus_server(&py, "serial", &line.dir.join("a").to_string_lossy(), "rtu", 0);
-    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let _server = pymodbus_server(&py, "serial", &line.server_end().to_string_lossy(), "rtu", 0);
+    let upstream = format!("serial:{}", line.client_end().display());
     let (_gw, port) = gateway(&["--upstream", &upstream, "--parity", "none"]);
     let port = port.to_string();
     let mbpoll = |extra: &[&str]| {
@@ -431,7 +389,7 @@ fn garbage_from_a_serial_upstream_never_reaches_a_client() {
     let line = line();
     let mut child = Command::new(&py)
         .arg(script("bad_device.py"))
-        .arg(line.dir.join("a"))
+        .arg(line.server_end())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -439,7 +397,7 @@ fn garbage_from_a_serial_upstream_never_reaches_a_client() {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     wait_line(&mut out, "ready");
     let _device = Guard(child);
-    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let upstream = format!("serial:{}", line.client_end().display());
     let (_gw, port) = gateway(&[
         "--upstream",
         &upstream,
@@ -475,8 +433,8 @@ fn libmodbus_through_gateway_to_serial_rtu() {
         .expect("run cc");
     assert!(built.status.success(), "cc: {}", String::from_utf8_lossy(&built.stderr));
     let line = line();
-    let _server = pymodbus_server(&py, "serial", &line.dir.join("a").to_string_lossy(), "rtu", 0);
-    let upstream = format!("serial:{}", line.dir.join("b").display());
+    let _server = pymodbus_server(&py, "serial", &line.server_end().to_string_lossy(), "rtu", 0);
+    let upstream = format!("serial:{}", line.client_end().display());
     let (_gw, port) = gateway(&["--upstream", &upstream, "--parity", "none"]);
     let out = Command::new(&exe)
         .arg(port.to_string())

@@ -55,9 +55,7 @@ fn serve(args: &[&str]) -> Server {
     Server { child, port }
 }
 
-fn require_clients() -> bool {
-    std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_some()
-}
+use coilwork_test_support::clients::required as require_clients;
 
 fn python() -> Option<PathBuf> {
     let p = PathBuf::from(std::env::var_os("COILWORK_PYTHON")?);

@@ -8,10 +8,10 @@
 //! message.
 #![cfg(unix)]
 
+use coilwork_test_support::PtyPair;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long any one step (socat start, server start, one client run) may take.
@@ -27,34 +27,7 @@ impl Drop for Guard {
     }
 }
 
-/// A socat pty pair in a fresh temp dir: the server's end `a`, the client's end `b`.
-/// Drop order: the server (declared after) first, then socat, then the dir.
-struct Line {
-    _socat: Guard,
-    dir: PathBuf,
-}
-
-impl Line {
-    fn a(&self) -> PathBuf {
-        self.dir.join("a")
-    }
-    fn b(&self) -> PathBuf {
-        self.dir.join("b")
-    }
-}
-
-impl Drop for Line {
-    fn drop(&mut self) {
-        // `_socat` is dropped after this body; kill it first so the links go.
-        let _ = self._socat.0.kill();
-        let _ = self._socat.0.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn require_clients() -> bool {
-    std::env::var_os("COILWORK_REQUIRE_CLIENTS").is_some()
-}
+use coilwork_test_support::clients::required as require_clients;
 
 /// True if `program args` runs; otherwise skips (or fails when clients are required).
 fn have(program: &str, args: &[&str]) -> bool {
@@ -79,36 +52,10 @@ fn python() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// Starts socat with two linked ptys and waits until both links exist.
-fn line(name: &str) -> Line {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "coilwork-interop-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let (a, b) = (dir.join("a"), dir.join("b"));
-    let child = Command::new("socat")
-        .args(["-d", "-d"])
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start socat");
-    let line = Line {
-        _socat: Guard(child),
-        dir,
-    };
-    let start = Instant::now();
-    while !(a.exists() && b.exists()) {
-        assert!(start.elapsed() < STEP, "socat made no ptys at {a:?} and {b:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    line
+/// A socat pty pair: the server's end `a`, the client's end `b` (socat was
+/// checked by [`have`]). Declared before the server, so dropped after it.
+fn line(name: &str) -> PtyPair {
+    PtyPair::new(name).expect("socat is installed")
 }
 
 /// Starts `coilwork serve` on `port` at 19200 8N1 with `framer` and waits for its serving line.
@@ -190,9 +137,9 @@ fn run_pymodbus(framer: &str) {
         return;
     }
     let line = line(framer);
-    let _server = serve(&line.a(), framer);
+    let _server = serve(&line.server_end(), framer);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pymodbus_client.py");
-    let b = line.b();
+    let b = line.client_end();
     let started = Instant::now();
     // COMM=serial: HOST is the device path, PORT the baud rate.
     let out = run_bounded(Command::new(py).arg(script).arg(&b).args(["19200", "serial", framer]));
@@ -246,8 +193,8 @@ fn mbpoll_rtu() {
         return;
     }
     let line = line("mbpoll");
-    let _server = serve(&line.a(), "rtu");
-    let b = line.b();
+    let _server = serve(&line.server_end(), "rtu");
+    let b = line.client_end();
 
     // Write three holding registers (FC16), then read them back (FC3).
     mbpoll_ok(&b, &["-t", "4", "-r", "50"], &["11", "22", "33"]);

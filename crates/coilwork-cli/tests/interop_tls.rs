@@ -8,11 +8,9 @@
 use coilwork_test_support::pki;
 mod support;
 
-use support::{TempDir, python_or_skip, serve_tls};
+use support::{TempDir, python_or_skip, run_python, serve_tls};
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// The client side: Python's ssl context trusting our CA, with an optional
 /// client certificate; FC16 then FC3, bounded by pymodbus's timeout.
@@ -47,29 +45,7 @@ if not outcome.startswith(expect):
 "#;
 
 fn run_client(py: &Path, port: u16, ca: &str, cert: &str, key: &str, expect: &str) -> String {
-    let mut child = Command::new(py)
-        .args(["-c", CLIENT, &port.to_string(), ca, cert, key, expect])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python");
-    // Bounded: pymodbus's own timeouts are 3 s; kill it past 30 s.
-    let t0 = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("the pymodbus TLS client did not finish in 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "pymodbus TLS client (expecting {expect}) failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_python(py, &["-c", CLIENT, &port.to_string(), ca, cert, key, expect])
 }
 
 #[test]
@@ -77,11 +53,8 @@ fn pymodbus_tls_client_with_certificate_against_mbaps() {
     let Some(py) = python_or_skip() else { return };
     let p = pki::Pki::new();
     let dir = TempDir::new("mbaps");
-    let ca = dir.write("ca.pem", &p.ca.cert_pem);
-    let cert = dir.write("server.pem", &p.server.cert_pem);
-    let key = dir.write("server.key", &p.server.key_pem);
-    let client_cert = dir.write("client.pem", &p.operator.cert_pem);
-    let client_key = dir.write("client.key", &p.operator.key_pem);
+    let (ca, cert, key) = dir.server_pki(&p);
+    let (client_cert, client_key) = dir.identity(&p.operator, "client");
     let server = serve_tls(&["--cert", &cert, "--key", &key, "--ca", &ca]);
 
     let out = run_client(&py, server.port, &ca, &client_cert, &client_key, "served");
@@ -96,9 +69,7 @@ fn pymodbus_tls_client_without_certificate_in_server_only_mode() {
     let Some(py) = python_or_skip() else { return };
     let p = pki::Pki::new();
     let dir = TempDir::new("server-only");
-    let ca = dir.write("ca.pem", &p.ca.cert_pem);
-    let cert = dir.write("server.pem", &p.server.cert_pem);
-    let key = dir.write("server.key", &p.server.key_pem);
+    let (ca, cert, key) = dir.server_pki(&p);
     let server = serve_tls(&["--cert", &cert, "--key", &key, "--tls-server-only"]);
     let out = run_client(&py, server.port, &ca, "", "", "served");
     assert!(out.contains("served"), "{out}");

@@ -3,59 +3,86 @@
 //! are driven with raw sockets (and pymodbus's client when `COILWORK_PYTHON`
 //! is set), `/metrics` is scraped over HTTP and the numbers are asserted.
 
-#[allow(dead_code)] // Only python_or_skip and TempDir are used here.
 mod support;
 
-use coilwork_test_support::pki;
+use coilwork_test_support::{PtyPair, pki};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `coilwork serve`, killed on drop.
+/// A running `coilwork`, killed on drop, with its Modbus and metrics addresses.
 struct Serve {
-    child: Child,
+    _child: support::Server,
     modbus: String,
     metrics: String,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+use coilwork_test_support::free_port;
+
+/// Starts `coilwork` with `args` (and `--metrics METRICS` unless `metrics`
+/// is empty), waits for a line containing `ready`, and checks that it
+/// announced the metrics address; returns it (serving Modbus on `modbus`,
+/// if known) with what it printed.
+fn start(args: &[&str], modbus: String, metrics: &str, ready: &str) -> (Serve, String) {
+    let with_metrics = [args, &["--metrics", metrics]].concat();
+    let (child, lines) = support::start(if metrics.is_empty() { args } else { &with_metrics }, ready);
+    if !metrics.is_empty() {
+        assert!(
+            lines.contains(&format!("metrics on http://{metrics}/metrics")),
+            "{lines}"
+        );
     }
+    let server = Serve {
+        _child: child,
+        modbus,
+        metrics: metrics.to_owned(),
+    };
+    (server, lines)
 }
 
-use coilwork_test_support::free_port;
+/// A metrics address on a free port.
+fn metrics_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
 
 /// Starts `coilwork serve --metrics` with `args`; waits for the serving line.
 fn serve(args: &[&str]) -> Serve {
     let modbus = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["serve", "--address", &modbus, "--metrics", &metrics])
+    let args = [&["serve", "--address", &modbus], args].concat();
+    start(&args, modbus.clone(), &metrics_addr(), "serving").0
+}
+
+/// A client of `addr` with a 5 s read timeout.
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Runs `coilwork` with `args` and `--metrics` on an address that is
+/// taken; asserts it fails naming that address (as `error` says) and never
+/// prints `announce`. Returns the listener that holds the metrics address.
+fn fails_with_metrics_in_use(args: &[&str], error: &str, announce: &str) -> TcpListener {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coilwork");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = String::new();
-    while !lines.contains("serving") {
-        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
-    }
-    assert!(
-        lines.contains(&format!("metrics on http://{metrics}/metrics")),
-        "{lines}"
-    );
-    Serve { child, modbus, metrics }
+        .args(["--metrics", &metrics])
+        .output()
+        .expect("run coilwork");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let error = error.replace("{metrics}", &metrics);
+    assert!(err.contains(&error), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(announce));
+    taken
 }
 
 /// One HTTP request; the whole answer.
 fn http(addr: &str, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = connect(addr);
     s.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
@@ -126,8 +153,7 @@ const READ_ONE: [u8; 5] = [0x03, 0x00, 0x00, 0x00, 0x01];
 #[test]
 fn requests_exceptions_bad_frames_refusals_and_closes_are_counted() {
     let server = serve(&["--max-connections", "1"]);
-    let mut s1 = TcpStream::connect(&server.modbus).unwrap();
-    s1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s1 = connect(&server.modbus);
     assert_eq!(ask(&mut s1, 1, &READ_ONE), [0x03, 2, 0, 0]);
     // Address 20000 is past the 10000 registers: exception 02.
     assert_eq!(ask(&mut s1, 2, &[0x03, 0x4E, 0x20, 0x00, 0x01]), [0x83, 0x02]);
@@ -142,8 +168,7 @@ fn requests_exceptions_bad_frames_refusals_and_closes_are_counted() {
     // The slot is free again once the server has released it.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut s3 = loop {
-        let mut s = TcpStream::connect(&server.modbus).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = connect(&server.modbus);
         if s.write_all(&adu(5, &READ_ONE)).is_ok() {
             let mut answer = [0u8; 11];
             if s.read_exact(&mut answer).is_ok() {
@@ -220,8 +245,7 @@ fn only_get_metrics_is_served() {
     assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
     // A head past the bound is refused, not buffered without end.
     let long = format!("GET /metrics HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(20_000));
-    let mut s = TcpStream::connect(&server.metrics).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = connect(&server.metrics);
     let _ = s.write_all(long.as_bytes());
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
@@ -236,20 +260,12 @@ fn only_get_metrics_is_served() {
 
 #[test]
 fn a_metrics_address_in_use_stops_the_start_before_the_modbus_port_opens() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics = taken.local_addr().unwrap().to_string();
     let modbus = format!("127.0.0.1:{}", free_port());
-    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["serve", "--address", &modbus, "--metrics", &metrics])
-        .output()
-        .expect("run coilwork");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("cannot serve metrics on {metrics}: address already in use")),
-        "{err}"
+    fails_with_metrics_in_use(
+        &["serve", "--address", &modbus],
+        "cannot serve metrics on {metrics}: address already in use",
+        "serving",
     );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("serving"));
 }
 
 #[test]
@@ -339,43 +355,31 @@ fn simulate_serves_the_same_families_on_metrics_and_on_its_http_port() {
         .replace("\"port\": 5020", "\"port\": 0");
     let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics_device.json");
     std::fs::write(&file, text).unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"])
-        .args(["--metrics", &metrics])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coilwork");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let (mut modbus, mut http) = (None, None);
-    let mut lines = String::new();
-    while http.is_none() {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "coilwork ended: {lines}");
-        if line.contains("serving Modbus/TCP on ") {
-            modbus = line.trim().rsplit(' ').next().map(str::to_owned);
-        }
-        if let Some(rest) = line.trim().strip_prefix("coilwork: web page and REST API on http://") {
-            http = rest.strip_suffix('/').map(str::to_owned);
-        }
-        lines.push_str(&line);
-    }
-    let child = Serve {
-        child,
-        modbus: modbus.unwrap_or_else(|| panic!("no Modbus line: {lines}")),
-        metrics,
-    };
-    assert!(
-        lines.contains(&format!("metrics on http://{}/metrics", child.metrics)),
-        "{lines}"
+    let args = ["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"];
+    let (mut child, lines) = start(
+        &args,
+        String::new(),
+        &metrics_addr(),
+        "web page and REST API on http://",
     );
-    let mut s = TcpStream::connect(&child.modbus).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let found = |prefix: &str| {
+        lines
+            .lines()
+            .find_map(|l| l.split_once(prefix))
+            .map(|(_, rest)| rest.trim())
+    };
+    child.modbus = found("serving Modbus/TCP on ")
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no Modbus line: {lines}"))
+        .to_owned();
+    let http = found("coilwork: web page and REST API on http://")
+        .and_then(|l| l.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no HTTP line: {lines}"))
+        .to_owned();
+    let mut s = connect(&child.modbus);
     assert_eq!(ask(&mut s, 1, &[0x03, 0x00, 0x04, 0x00, 0x02])[0], 0x03);
     assert_eq!(ask(&mut s, 2, &[0x03, 0xEA, 0x60, 0x00, 0x01])[0], 0x83);
     drop(s);
-    let http = http.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let scraped = scrape(&child.metrics);
@@ -414,16 +418,11 @@ fn http_get_body(addr: &str, path: &str) -> String {
 
 #[test]
 fn simulate_with_a_metrics_address_in_use_exits_before_serving() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics = taken.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["simulate", "--http-port", "0", "--metrics", &metrics])
-        .output()
-        .expect("run coilwork");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("address already in use"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("simulating"));
+    fails_with_metrics_in_use(
+        &["simulate", "--http-port", "0"],
+        "address already in use",
+        "simulating",
+    );
 }
 
 /// FC3, unit 1, one register at 0, RTU framed (CRC 0x0A84, low byte first).
@@ -445,8 +444,7 @@ fn bad_crc_then_good(io: &mut (impl Read + Write)) {
 #[test]
 fn rtu_over_tcp_counts_a_bad_crc_as_a_dropped_frame() {
     let server = serve(&["--framer", "rtu"]);
-    let mut s = TcpStream::connect(&server.modbus).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = connect(&server.modbus);
     bad_crc_then_good(&mut s);
     drop(s);
     expect(
@@ -464,51 +462,20 @@ fn rtu_over_tcp_counts_a_bad_crc_as_a_dropped_frame() {
 
 #[test]
 fn a_serial_line_counts_requests_bad_crcs_bytes_and_port_opens() {
-    if Command::new("socat").arg("-V").output().is_err() {
-        eprintln!("skipped: no socat");
+    let Some(pair) = PtyPair::new("metrics-serial") else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("coilwork-metrics-serial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (dir.join("a"), dir.join("b"));
-    let mut socat = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start socat");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(a.exists() && b.exists()) {
-        assert!(Instant::now() < deadline, "socat made no ptys");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args([
-            "serve",
-            "--transport",
-            "serial",
-            "--port",
-            a.to_str().unwrap(),
-            "--framer",
-            "rtu",
-        ])
-        .args(["--metrics", &metrics])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coilwork");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = String::new();
-    while !lines.contains("serving") {
-        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
-    }
-    let server = Serve {
-        child,
-        modbus: String::new(),
-        metrics,
     };
+    let (a, b) = (pair.server_end(), pair.client_end());
+    let args = [
+        "serve",
+        "--transport",
+        "serial",
+        "--port",
+        a.to_str().unwrap(),
+        "--framer",
+        "rtu",
+    ];
+    let (server, _) = start(&args, String::new(), &metrics_addr(), "serving");
     let mut line = std::fs::OpenOptions::new().read(true).write(true).open(&b).unwrap();
     bad_crc_then_good(&mut line);
     expect(
@@ -532,9 +499,6 @@ fn a_serial_line_counts_requests_bad_crcs_bytes_and_port_opens() {
         ],
     );
     drop(server);
-    let _ = socat.kill();
-    let _ = socat.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -569,11 +533,9 @@ fn tls_handshake_failures_are_counted() {
 #[test]
 fn serve_evict_oldest_serves_the_new_client_and_counts_the_eviction() {
     let server = serve(&["--max-connections", "1", "--overflow", "evict-oldest"]);
-    let mut a = TcpStream::connect(&server.modbus).unwrap();
-    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut a = connect(&server.modbus);
     assert_eq!(ask(&mut a, 1, &READ_ONE), [0x03, 2, 0, 0]);
-    let mut b = TcpStream::connect(&server.modbus).unwrap();
-    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = connect(&server.modbus);
     assert_eq!(ask(&mut b, 2, &READ_ONE), [0x03, 2, 0, 0], "the new client is served");
     // The oldest was closed to make room: end of stream (or a reset), no answer.
     let _ = a.write_all(&adu(3, &READ_ONE));
@@ -597,67 +559,34 @@ fn serve_evict_oldest_serves_the_new_client_and_counts_the_eviction() {
 
 /// A running `coilwork gateway`, killed on drop, with its client and metrics addresses.
 fn gateway(args: &[&str]) -> Serve {
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args([
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "error",
-            "--metrics",
-            &metrics,
-        ])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coilwork");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = String::new();
-    while !lines.contains("gateway on Modbus/TCP") {
-        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
-    }
-    assert!(
-        lines.contains(&format!("metrics on http://{metrics}/metrics")),
-        "{lines}"
+    let head = ["gateway", "--listen", "127.0.0.1:0", "--log", "error"];
+    let (mut gw, lines) = start(
+        &[&head, args].concat(),
+        String::new(),
+        &metrics_addr(),
+        "gateway on Modbus/TCP",
     );
-    let modbus = lines
+    gw.modbus = lines
         .lines()
         .find_map(|l| l.strip_prefix("coilwork: gateway on Modbus/TCP "))
         .and_then(|l| l.split(' ').next())
         .unwrap()
         .to_owned();
-    Serve { child, modbus, metrics }
+    gw
 }
 
 #[test]
 fn gateway_metrics_address_in_use_exits_before_any_modbus_port_opens() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics = taken.local_addr().unwrap().to_string();
     // The Modbus address is held too: had the gateway bound it first, the
     // error would name it, not the metrics address.
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let modbus = held.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args([
-            "gateway",
-            "--listen",
-            &modbus,
-            "--route",
-            "1=local",
-            "--metrics",
-            &metrics,
-        ])
-        .output()
-        .expect("run coilwork");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("cannot serve metrics on {metrics}: address already in use")),
-        "{err}"
+    let taken = fails_with_metrics_in_use(
+        &["gateway", "--listen", &modbus, "--route", "1=local"],
+        "cannot serve metrics on {metrics}: address already in use",
+        "gateway on",
     );
+    let metrics = taken.local_addr().unwrap().to_string();
     drop(held);
     // With the Modbus address free: no client is ever accepted while the
     // gateway starts and fails, and it announces nothing.
@@ -709,22 +638,7 @@ fn gateway_metrics_serve_only_get_metrics() {
 /// `coilwork serve` on a free port (a gateway's upstream), killed on drop.
 fn upstream() -> Serve {
     let modbus = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["serve", "--address", &modbus])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coilwork");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("serving") {
-        assert!(out.read_line(&mut line).unwrap() > 0, "coilwork ended: {line}");
-    }
-    Serve {
-        child,
-        modbus,
-        metrics: String::new(),
-    }
+    start(&["serve", "--address", &modbus], modbus.clone(), "", "serving").0
 }
 
 /// An MBAP request for `unit`.
@@ -740,8 +654,7 @@ fn gateway_client_side_requests_exceptions_bytes_and_closes_are_counted() {
     let upstream = format!("tcp:{}", up.modbus);
     let udp = format!("127.0.0.1:{}", free_port());
     let gw = gateway(&["--upstream", &upstream, "--route", "7=local", "--listen-udp", &udp]);
-    let mut s = TcpStream::connect(&gw.modbus).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = connect(&gw.modbus);
     // Unit 1 through the upstream (`coilwork serve`): a read, then an
     // exception that the upstream sends (address 20000: 02).
     assert_eq!(ask(&mut s, 1, &READ_ONE), [0x03, 2, 0, 0]);
@@ -833,11 +746,9 @@ fn gateway_counts_an_eviction_as_a_close_by_eviction() {
         "--overflow",
         "evict-oldest",
     ]);
-    let mut a = TcpStream::connect(&gw.modbus).unwrap();
-    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut a = connect(&gw.modbus);
     assert_eq!(ask(&mut a, 1, &READ_ONE), [0x03, 2, 0, 0]);
-    let mut b = TcpStream::connect(&gw.modbus).unwrap();
-    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = connect(&gw.modbus);
     assert_eq!(ask(&mut b, 2, &READ_ONE), [0x03, 2, 0, 0]);
     wait_closed(&mut a);
     expect(
@@ -871,25 +782,10 @@ fn crc16(bytes: &[u8]) -> [u8; 2] {
 
 #[test]
 fn simulate_counts_a_serial_lines_bytes() {
-    if Command::new("socat").arg("-V").output().is_err() {
-        eprintln!("skipped: no socat");
+    let Some(pair) = PtyPair::new("metrics-sim-serial") else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("coilwork-metrics-sim-serial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (dir.join("a"), dir.join("b"));
-    let mut socat = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start socat");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(a.exists() && b.exists()) {
-        assert!(Instant::now() < deadline, "socat made no ptys");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    let (a, b) = (pair.server_end(), pair.client_end());
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
     let text = std::fs::read_to_string(src)
         .unwrap()
@@ -897,26 +793,10 @@ fn simulate_counts_a_serial_lines_bytes() {
         .replace("\"host\": \"127.0.0.1\",", "\"baudrate\": 19200, \"parity\": \"N\",")
         .replace("\"port\": 5020", &format!("\"port\": {:?}", a.to_str().unwrap()))
         .replace("\"framer\": \"socket\"", "\"framer\": \"rtu\"");
-    let file = dir.join("serial.json");
+    let file = pair.dir().join("serial.json");
     std::fs::write(&file, text).unwrap();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"])
-        .args(["--metrics", &metrics])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coilwork");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = String::new();
-    while !lines.contains("simulating") {
-        assert!(out.read_line(&mut lines).unwrap() > 0, "coilwork ended: {lines}");
-    }
-    let server = Serve {
-        child,
-        modbus: String::new(),
-        metrics,
-    };
+    let args = ["simulate", "--json_file", file.to_str().unwrap(), "--http-port", "0"];
+    let (server, _) = start(&args, String::new(), &metrics_addr(), "simulating");
     // FC3, unit 1, holding register 3 (17001 = 0x4269 in device.json).
     let mut request = vec![0x01, 0x03, 0x00, 0x03, 0x00, 0x01];
     request.extend(crc16(&request));
@@ -937,9 +817,6 @@ fn simulate_counts_a_serial_lines_bytes() {
         ],
     );
     drop(server);
-    let _ = socat.kill();
-    let _ = socat.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

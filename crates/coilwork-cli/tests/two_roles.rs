@@ -8,15 +8,13 @@
 //! that is not one UTF8String is treated the same.
 
 use coilwork_test_support::pki;
-#[allow(dead_code)] // serve_tls and Server are not used here.
 mod support;
 
-use support::{TempDir, python_or_skip};
+use support::{TempDir, python_or_skip, run_python, start};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Connects with the certificate given, then tries a read and a write of
@@ -49,51 +47,15 @@ for op in ("read", "write"):
 client.close()
 "#;
 
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 use coilwork_test_support::free_port;
-
-/// Starts `coilwork` with `args`; waits for a stdout line containing `marker`.
-fn start(args: &[&str], marker: &str) -> Guard {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start coilwork");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let guard = Guard(child);
-    let mut lines = String::new();
-    while !lines.contains(marker) {
-        assert!(out.read_line(&mut lines).unwrap() > 0, "no {marker:?} line: {lines}");
-    }
-    guard
-}
 
 /// The pymodbus client's lines for `who`.
 fn client(py: &Path, port: u16, dir: &TempDir, ca: &str, who: &pki::Identity, name: &str) -> Vec<String> {
-    let cert = dir.write(&format!("{name}.pem"), &who.cert_pem);
-    let key = dir.write(&format!("{name}.key"), &who.key_pem);
-    let out = Command::new(py)
-        .args(["-c", CLIENT, &port.to_string(), ca, &cert, &key])
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "pymodbus TLS client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.lines().map(str::to_owned).collect()
+    let (cert, key) = dir.identity(who, name);
+    run_python(py, &["-c", CLIENT, &port.to_string(), ca, &cert, &key])
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Scrapes `addr` until `series` reads `min` or more (5 s at most); the text.
@@ -126,15 +88,6 @@ fn assert_refused(out: &[String], what: &str) {
     );
 }
 
-/// The files of a PKI written to `dir`: (ca, cert, key) of the server.
-fn files(p: &pki::Pki, dir: &TempDir) -> (String, String, String) {
-    (
-        dir.write("ca.pem", &p.ca.cert_pem),
-        dir.write("server.pem", &p.server.cert_pem),
-        dir.write("server.key", &p.server.key_pem),
-    )
-}
-
 const POLICY: &str = r#"
 [[role]]
 name = "operator"
@@ -148,7 +101,7 @@ fn serve_never_answers_a_certificate_with_two_roles() {
     let Some(py) = python_or_skip() else { return };
     let p = pki::Pki::new();
     let dir = TempDir::new("two-roles-serve");
-    let (ca, cert, key) = files(&p, &dir);
+    let (ca, cert, key) = dir.server_pki(&p);
     let policy = dir.write("roles.toml", POLICY);
     for with_policy in [false, true] {
         let port = free_port();
@@ -172,7 +125,7 @@ fn serve_never_answers_a_certificate_with_two_roles() {
         if with_policy {
             args.extend(["--roles", &policy]);
         }
-        let _server = start(&args, "serving");
+        let (_server, _) = start(&args, "serving");
         let what = if with_policy { "serve --roles" } else { "serve" };
         assert_refused(&client(&py, port, &dir, &ca, &p.two_roles, "two"), what);
         // A role that is not a UTF8String: the same.
@@ -194,12 +147,12 @@ fn gateway_never_answers_a_certificate_with_two_roles() {
     let Some(py) = python_or_skip() else { return };
     let p = pki::Pki::new();
     let dir = TempDir::new("two-roles-gateway");
-    let (ca, cert, key) = files(&p, &dir);
+    let (ca, cert, key) = dir.server_pki(&p);
     let tls_port = free_port();
     let tls = format!("127.0.0.1:{tls_port}");
     let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let _gw = start(
+    let (_gw, _) = start(
         &[
             "gateway",
             "--listen",

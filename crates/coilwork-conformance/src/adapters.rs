@@ -10,6 +10,7 @@ use crate::{Counters, Harness, Running, SerialOptions, StopHandle, TlsConfig, Ud
 use coilwork_core::options::{SerialServerConfig, TcpServerConfig, UdpServerConfig};
 use coilwork_core::{Engine, Parity, ServerStats};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Tokio: `coilwork-tokio` in a two-worker runtime.
 #[derive(Debug)]
@@ -61,6 +62,15 @@ fn udp_stats(s: Arc<ServerStats>) -> impl Fn() -> Counters + Send + Sync + 'stat
     }
 }
 
+/// The traffic counters of a serial server, in the suite's shape.
+fn serial_stats(s: Arc<ServerStats>) -> impl Fn() -> Counters + Send + Sync + 'static {
+    move || Counters {
+        bytes_in: s.bytes_in(),
+        bytes_out: s.bytes_out(),
+        ..Counters::default()
+    }
+}
+
 /// The TCP settings of every adapter (one type, the core's): the case's, on `127.0.0.1:0`.
 fn tcp_config(o: &TcpServerConfig) -> TcpServerConfig {
     TcpServerConfig {
@@ -78,11 +88,12 @@ fn udp_config(o: &UdpOptions) -> UdpServerConfig {
     }
 }
 
-/// The serial settings of every adapter: 8N1, no reopening.
+/// The serial settings of every adapter: no parity, no reopening.
 fn serial_config(o: &SerialOptions) -> SerialServerConfig {
     SerialServerConfig {
         framing: o.framing,
         baud_rate: o.baud_rate,
+        data_bits: o.data_bits,
         parity: Parity::None,
         local_echo: o.local_echo,
         auto_open: false,
@@ -92,10 +103,10 @@ fn serial_config(o: &SerialOptions) -> SerialServerConfig {
 
 /// An adapter's TLS settings (its own type) around [`tcp_config`].
 macro_rules! tls_config {
-    ($krate:ident, $opts:expr) => {
+    ($krate:ident, $opts:expr, $handshake_timeout:expr) => {
         $krate::TlsServerConfig {
             tcp: tcp_config($opts),
-            ..$krate::TlsServerConfig::new(loopback())
+            handshake_timeout: $handshake_timeout,
         }
     };
 }
@@ -106,7 +117,7 @@ macro_rules! stop_handle {
             fn stop(&self) {
                 $krate::ServerHandle::stop(self);
             }
-            fn wait_stopped_timeout(&self, timeout: std::time::Duration) -> bool {
+            fn wait_stopped_timeout(&self, timeout: Duration) -> bool {
                 $krate::ServerHandle::wait_stopped_timeout(self, timeout)
             }
         }
@@ -149,13 +160,13 @@ impl Harness for Tokio {
             let _in_rt = rt.enter();
             server.open().expect("open serial port");
         }
-        let handle = server.handle();
+        let (handle, stats) = (server.handle(), Arc::clone(server.server_stats()));
         let done = spawn_server("tokio-serial", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(None, handle, done, Counters::default)
+        Running::new(None, handle, done, serial_stats(stats))
     }
 
-    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
-        let server = coilwork_tokio::TlsServer::new(engine, tls_config!(coilwork_tokio, opts), tls);
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {
+        let server = coilwork_tokio::TlsServer::new(engine, tls_config!(coilwork_tokio, opts, handshake_timeout), tls);
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let rt = runtime();
@@ -192,15 +203,24 @@ macro_rules! async_io_harness {
             fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
                 let server = coilwork_async_std::SerialServer::new(engine, serial_config(opts));
                 server.open().expect("open serial port");
-                let handle = server.handle();
+                let (handle, stats) = (server.handle(), Arc::clone(server.server_stats()));
                 let done = spawn_server(concat!($name, "-serial"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(None, handle, done, Counters::default)
+                Running::new(None, handle, done, serial_stats(stats))
             }
 
-            fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
-                let server = coilwork_async_std::TlsServer::new(engine, tls_config!(coilwork_async_std, opts), tls);
+            fn start_tls(
+                engine: Arc<Engine>,
+                opts: &TcpServerConfig,
+                tls: TlsConfig,
+                handshake_timeout: Duration,
+            ) -> Running {
+                let server = coilwork_async_std::TlsServer::new(
+                    engine,
+                    tls_config!(coilwork_async_std, opts, handshake_timeout),
+                    tls,
+                );
                 let addr = server.bind().expect("bind");
                 let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
                 let done = spawn_server(concat!($name, "-tls"), move || {
@@ -237,13 +257,14 @@ impl Harness for Blocking {
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
         let server = coilwork_blocking::SerialServer::new(engine, serial_config(opts));
         server.open().expect("open serial port");
-        let handle = server.handle();
+        let (handle, stats) = (server.handle(), Arc::clone(server.server_stats()));
         let done = spawn_server("blocking-serial", move || server.serve_forever().map_err(err));
-        Running::new(None, handle, done, Counters::default)
+        Running::new(None, handle, done, serial_stats(stats))
     }
 
-    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running {
-        let server = coilwork_blocking::TlsServer::new(engine, tls_config!(coilwork_blocking, opts), tls);
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {
+        let server =
+            coilwork_blocking::TlsServer::new(engine, tls_config!(coilwork_blocking, opts, handshake_timeout), tls);
         let addr = server.bind().expect("bind");
         let (handle, stats) = (server.handle(), Arc::clone(server.stats()));
         let done = spawn_server("blocking-tls", move || server.serve_forever().map_err(err));

@@ -6,8 +6,8 @@
 //! where the spec has one.
 
 use crate::client::{Client, STEP, UdpClient, adu, adu_with_protocol, ascii, fc3, fc3_answer, fc16, pdu, rtu};
-use crate::fixture::engine;
-use crate::serial::PtyPair;
+use crate::fixture::{TABLE_LEN, engine, plain_engine};
+use crate::serial::{PtyPair, open_client};
 use crate::tls_common as tls;
 use crate::{Harness, Overflow, Running, SerialOptions, TcpServerConfig, UdpOptions, tcp_defaults};
 use coilwork_core::Framing;
@@ -702,7 +702,7 @@ pub fn allow_list<H: Harness>() {
 }
 
 /// A stop with a request in flight: the request is answered, every
-/// connection closed, the server returns within [`STOP_WITHIN`] and no
+/// connection closed (one that never sent a byte too), the server returns within [`STOP_WITHIN`] and no
 /// longer accepts. The stop is asked right after the request is written, so
 /// it often reaches the server before the request does; three rounds make a
 /// server that drops such a request fail with high probability.
@@ -712,8 +712,15 @@ pub fn graceful_shutdown_with_a_request_in_flight<H: Harness>() {
         let addr = server.addr();
         let mut c = Client::connect(addr);
         let mut idle = Client::connect(addr);
+        // Never sends a byte: no buffers, no protocol state yet.
+        let mut silent = Client::connect(addr);
         expect(&mut c, 1, &fc16(0, &[5 + round]), &pdu(0x10, &[0, 1]));
         expect(&mut idle, 1, &fc3(0, 1), &fc3_answer(&[5 + round]));
+        assert!(
+            server.counters_reach(STEP, |s| s.active == 3),
+            "{:?}",
+            server.counters()
+        );
         c.send(&adu(2, 1, &fc3(0, 1)));
         server.ask_stop();
         let a = c.read_answer();
@@ -725,6 +732,7 @@ pub fn graceful_shutdown_with_a_request_in_flight<H: Harness>() {
         );
         assert!(c.closed_by_server(STEP), "{}: closed after the answer", H::NAME);
         assert!(idle.closed_by_server(STEP), "{}: idle client closed", H::NAME);
+        assert!(silent.closed_by_server(STEP), "{}: silent client closed", H::NAME);
         let took = server.stop();
         assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
         assert!(
@@ -785,6 +793,160 @@ pub fn writes_seen_by_another_client<H: Harness>() {
     stop::<H>(server);
 }
 
+/// A partial frame after traffic is still timed out: a request answered and
+/// the start of the next in one write (the timer armed while the connection
+/// was busy answering), and a partial frame on a connection whose other
+/// deadline (buffer release) is much later (a lazily armed timer must be
+/// pulled in to the partial-frame deadline).
+pub fn partial_frame_timeout_after_traffic<H: Harness>() {
+    let server = start::<H>(TcpServerConfig {
+        partial_frame_timeout: Some(Duration::from_millis(200)),
+        release_buffers_after: Duration::from_secs(3),
+        ..tcp_defaults()
+    });
+    let mut busy = Client::connect(server.addr());
+    let mut bytes = adu(1, 1, &fc3(0, 1));
+    bytes.extend_from_slice(&adu(2, 1, &fc3(0, 1))[..5]);
+    busy.send(&bytes);
+    let a = busy.read_answer();
+    assert_eq!((a.tid, a.unit, a.pdu), (1, 1, fc3_answer(&[0])));
+    assert!(
+        busy.closed_by_server(STEP),
+        "{}: stalled after an answer: closed",
+        H::NAME
+    );
+
+    let mut later = Client::connect(server.addr());
+    expect(&mut later, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    later.send(&adu(2, 1, &fc3(0, 1))[..7]);
+    let t0 = Instant::now();
+    assert!(
+        later.closed_by_server(STEP),
+        "{}: stalled after traffic: closed",
+        H::NAME
+    );
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(150), "not before the timeout: {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "not at the later deadline: {took:?}"
+    );
+    assert!(
+        server.counters_reach(STEP, |s| s.partial_timeouts == 2),
+        "{:?}",
+        server.counters()
+    );
+    stop::<H>(server);
+}
+
+/// Buffers released after a quiet spell are taken again: 60 pipelined
+/// writes past a 64-byte read buffer, a quiet spell longer than
+/// `release_buffers_after`, then a read of what was written. The idle
+/// timeout still closes a connection whose buffers were released.
+pub fn buffers_released_and_reallocated<H: Harness>() {
+    let server = start::<H>(TcpServerConfig {
+        release_buffers_after: Duration::from_millis(20),
+        read_buffer_size: 64,
+        ..tcp_defaults()
+    });
+    let mut c = Client::connect(server.addr());
+    let mut batch = Vec::new();
+    for i in 0..60u16 {
+        batch.extend_from_slice(&adu(i, 1, &fc16(i, &[i + 1])));
+    }
+    c.send(&batch);
+    for i in 0..60u16 {
+        let a = c.read_answer();
+        assert_eq!((a.tid, a.pdu), (i, pdu(0x10, &[i, 1])), "{}: answer {i}", H::NAME);
+    }
+    // Five times the release delay: the buffers are gone.
+    std::thread::sleep(Duration::from_millis(100));
+    expect(&mut c, 99, &fc3(58, 2), &fc3_answer(&[59, 60]));
+    stop::<H>(server);
+
+    let server = start::<H>(TcpServerConfig {
+        idle_timeout: Some(Duration::from_millis(200)),
+        release_buffers_after: Duration::from_millis(50),
+        ..tcp_defaults()
+    });
+    let mut c = Client::connect(server.addr());
+    expect(&mut c, 1, &fc3(0, 1), &fc3_answer(&[0]));
+    let t0 = Instant::now();
+    assert!(c.closed_by_server(STEP), "{}: idle after a release: closed", H::NAME);
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(150), "not before the timeout: {took:?}");
+    assert!(
+        server.counters_reach(STEP, |s| s.idle_timeouts == 1),
+        "{:?}",
+        server.counters()
+    );
+    stop::<H>(server);
+}
+
+/// The idle timeout still acts after the connection's timer fired while an
+/// answer waited for a client that did not read (its wake went to the
+/// waiting write): every answer arrives whole, then the quiet connection is
+/// closed as idle.
+pub fn idle_timeout_after_answers_waited_for_the_client<H: Harness>() {
+    const N: usize = 24_000;
+    const ANSWER: usize = 259; // MBAP header + FC3 of 125 registers
+    let server = start::<H>(TcpServerConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        release_buffers_after: Duration::from_millis(100),
+        ..tcp_defaults()
+    });
+    // A small receive buffer, so the 6 MB of answers back up at once.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("recv buffer");
+    socket.connect(&server.addr().into()).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(STEP)).expect("read timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let requests: Vec<u8> = (0..N).flat_map(|i| adu(i as u16, 1, &fc3(0, 125))).collect();
+    let writing = std::thread::spawn(move || writer.write_all(&requests).expect("write requests"));
+    // Past every deadline the connection had while its write waits.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut answers = vec![0u8; N * ANSWER];
+    std::io::Read::read_exact(&mut stream, &mut answers).expect("every answer");
+    assert_eq!(
+        &answers[(N - 1) * ANSWER + 7..][..2],
+        &[3, 250],
+        "{}: the last answer is a whole FC3 answer",
+        H::NAME
+    );
+    writing.join().expect("writer");
+    let mut c = Client::from_stream(stream);
+    assert!(c.closed_by_server(STEP), "{}: idle client closed", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.idle_timeouts == 1),
+        "{:?}",
+        server.counters()
+    );
+    stop::<H>(server);
+}
+
+/// `max_buffered` = 8: a connection holding more than 8 bytes of an
+/// unfinished request is closed as a bad stream; a whole request larger
+/// than the cap on another connection is served.
+pub fn buffer_cap_closes_a_connection_holding_too_much<H: Harness>() {
+    let server = start::<H>(TcpServerConfig {
+        max_buffered: 8,
+        ..tcp_defaults()
+    });
+    let mut c = Client::connect(server.addr());
+    // 12 bytes of a 17-byte FC16 request.
+    c.send(&adu(1, 1, &fc16(0, &[1, 2]))[..12]);
+    assert!(c.closed_by_server(STEP), "{}: over the cap: closed", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |s| s.bad_frames == 1),
+        "{:?}",
+        server.counters()
+    );
+    let mut d = Client::connect(server.addr());
+    expect(&mut d, 2, &fc16(0, &[1, 2]), &pdu(0x10, &[0, 2]));
+    stop::<H>(server);
+}
+
 /// UDP: a round trip, a malformed datagram dropped without an answer, the
 /// next good one answered.
 pub fn udp_round_trip_and_malformed_datagram<H: Harness>() {
@@ -810,31 +972,56 @@ pub fn udp_round_trip_and_malformed_datagram<H: Harness>() {
     assert_eq!(c.call(&adu(5, 1, &fc3(7, 1))), adu(5, 1, &fc3_answer(&[0x1234])));
     // An exception comes back as a datagram too.
     assert_eq!(c.call(&adu(6, 1, &[0x5A])), adu(6, 1, &[0xDA, 0x01]));
+    // Counted once sent (the client may see an answer first).
+    assert!(
+        server.counters_reach(STEP, |s| s.answered == 4 && s.received == 6),
+        "{:?}",
+        server.counters()
+    );
     stop::<H>(server);
 }
 
-const BAUD: u32 = 19_200;
+/// The baud rate of the serial cases.
+pub const BAUD: u32 = 19_200;
 
-fn start_serial<H: Harness>(pair: &PtyPair, framing: Framing, local_echo: bool) -> Running {
-    H::start_serial(
-        engine(),
-        &SerialOptions {
-            port: pair.server_end().to_string_lossy().into_owned(),
-            framing,
-            baud_rate: BAUD,
-            local_echo,
-        },
-    )
+/// The serial settings of a case on `pair`'s server end: [`BAUD`], 8N1.
+fn serial_options(pair: &PtyPair, framing: Framing, local_echo: bool) -> SerialOptions {
+    SerialOptions {
+        port: pair.server_end().to_string_lossy().into_owned(),
+        framing,
+        baud_rate: BAUD,
+        data_bits: 8,
+        local_echo,
+    }
 }
 
-/// Serial RTU: write then read back; a bad CRC is dropped, the line goes on.
+/// A serial server of `H` on `pair`'s server end, serving [`engine`].
+fn start_serial<H: Harness>(pair: &PtyPair, framing: Framing, local_echo: bool) -> Running {
+    start_serial_engine::<H>(pair, engine(), framing, local_echo)
+}
+
+/// A serial server of `H` on `pair`'s server end, serving `engine`.
+pub(crate) fn start_serial_engine<H: Harness>(
+    pair: &PtyPair,
+    engine: std::sync::Arc<coilwork_core::Engine>,
+    framing: Framing,
+    local_echo: bool,
+) -> Running {
+    H::start_serial(engine, &serial_options(pair, framing, local_echo))
+}
+
+/// Serial RTU: write then read back; another unit id reads the same device
+/// and its answer names it; a bad CRC is dropped, the line goes on; an
+/// exception travels back as a frame too.
 pub fn serial_rtu_round_trip<H: Harness>() {
     let Some(pair) = PtyPair::new("rtu") else { return };
     let server = start_serial::<H>(&pair, Framing::Rtu, false);
-    let mut line = pair.open_client(BAUD);
+    let mut line = open_client(&pair, BAUD);
     let values = [0x1234, 0xFFFF, 0x0000, 0x8001, 42];
     line.send(&rtu(1, &fc16(100, &values)));
     assert_eq!(line.read_n(8), rtu(1, &pdu(0x10, &[100, 5])));
+    line.send(&rtu(0x11, &fc3(101, 1)));
+    assert_eq!(line.read_n(7), rtu(0x11, &fc3_answer(&[0xFFFF])));
     let mut bad = rtu(1, &fc3(100, 1));
     bad[6] ^= 0xFF;
     line.send(&bad);
@@ -845,14 +1032,54 @@ pub fn serial_rtu_round_trip<H: Harness>() {
     );
     line.send(&rtu(1, &fc3(100, 5)));
     assert_eq!(line.read_n(15), rtu(1, &fc3_answer(&values)));
+    // Past the table's end: exception 02.
+    line.send(&rtu(1, &fc3(TABLE_LEN as u16 - 1, 2)));
+    assert_eq!(line.read_n(5), rtu(1, &[0x83, 0x02]));
+    // The line's traffic counters: 19 + 4 × 8 bytes in, 8 + 7 + 15 + 5 out.
+    assert!(
+        server.counters_reach(STEP, |c| c.bytes_in == 51 && c.bytes_out == 35),
+        "{}: {:?}",
+        H::NAME,
+        server.counters()
+    );
     stop::<H>(server);
 }
 
-/// Serial ASCII: a round trip with the exact frame bytes.
+/// Serial RTU: a frame cut by more than t3.5 of silence is two fragments,
+/// both dropped, though the bytes together would be a valid request; the
+/// whole frame afterwards is answered.
+pub fn serial_rtu_frame_cut_by_silence_is_dropped<H: Harness>() {
+    let Some(pair) = PtyPair::new("silence") else { return };
+    let server = start_serial::<H>(&pair, Framing::Rtu, false);
+    let mut line = open_client(&pair, BAUD);
+    let req = rtu(0x11, &fc3(0x6B, 1));
+    line.send(&req[..4]);
+    // t3.5 at 19200 baud is under 2 ms.
+    std::thread::sleep(Duration::from_millis(60));
+    line.send(&req[4..]);
+    assert!(
+        line.silent_for(Duration::from_millis(300)),
+        "{}: split frame not answered",
+        H::NAME
+    );
+    line.send(&req);
+    assert_eq!(line.read_n(7), rtu(0x11, &fc3_answer(&[0])));
+    stop::<H>(server);
+}
+
+/// Serial ASCII (7 data bits): a round trip with the exact frame bytes; a
+/// frame written in pieces with pauses between (ASCII has no silence rule)
+/// still counts; a wrong LRC is dropped.
 pub fn serial_ascii_round_trip<H: Harness>() {
     let Some(pair) = PtyPair::new("ascii") else { return };
-    let server = start_serial::<H>(&pair, Framing::Ascii, false);
-    let mut line = pair.open_client(BAUD);
+    let server = H::start_serial(
+        engine(),
+        &SerialOptions {
+            data_bits: 7,
+            ..serial_options(&pair, Framing::Ascii, false)
+        },
+    );
+    let mut line = open_client(&pair, BAUD);
     let fc6 = pdu(0x06, &[0x0001, 0x0003]);
     // The spec-style frame for unit 1, FC6 register 2 = 3.
     assert_eq!(ascii(1, &fc6), b":010600010003F5\r\n".to_vec());
@@ -861,6 +1088,21 @@ pub fn serial_ascii_round_trip<H: Harness>() {
     line.send(&ascii(1, &fc3(1, 1)));
     let want = ascii(1, &fc3_answer(&[3]));
     assert_eq!(line.read_n(want.len()), want);
+    for chunk in ascii(2, &fc3(1, 1)).chunks(4) {
+        line.send(chunk);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let want = ascii(2, &fc3_answer(&[3]));
+    assert_eq!(line.read_n(want.len()), want, "{}: a frame in pieces", H::NAME);
+    let mut bad = ascii(2, &fc3(1, 1));
+    let n = bad.len();
+    bad[n - 3] = if bad[n - 3] == b'0' { b'1' } else { b'0' };
+    line.send(&bad);
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: bad LRC not answered",
+        H::NAME
+    );
     stop::<H>(server);
 }
 
@@ -870,7 +1112,7 @@ pub fn serial_oversized_quantity_gets_exception_03<H: Harness>() {
     for (framing, frame) in [(Framing::Rtu, rtu as fn(u8, &[u8]) -> Vec<u8>), (Framing::Ascii, ascii)] {
         let Some(pair) = PtyPair::new("oversized") else { return };
         let server = start_serial::<H>(&pair, framing, false);
-        let mut line = pair.open_client(BAUD);
+        let mut line = open_client(&pair, BAUD);
         for req in oversized_requests() {
             line.send(&frame(1, &req));
             let want = frame(1, &[req[0] | 0x80, 0x03]);
@@ -883,11 +1125,12 @@ pub fn serial_oversized_quantity_gets_exception_03<H: Harness>() {
     }
 }
 
-/// Serial broadcast (unit 0): executed, never answered.
+/// Serial broadcast (unit 0): FC6 and FC16 executed, never answered; a
+/// broadcast read is not answered either.
 pub fn serial_broadcast_is_silent<H: Harness>() {
     let Some(pair) = PtyPair::new("broadcast") else { return };
     let server = start_serial::<H>(&pair, Framing::Rtu, false);
-    let mut line = pair.open_client(BAUD);
+    let mut line = open_client(&pair, BAUD);
     line.send(&rtu(0, &pdu(0x06, &[5, 0x002A])));
     assert!(
         line.silent_for(Duration::from_millis(200)),
@@ -900,15 +1143,58 @@ pub fn serial_broadcast_is_silent<H: Harness>() {
         rtu(1, &fc3_answer(&[0x002A])),
         "the broadcast write ran"
     );
+    line.send(&rtu(0, &fc16(3, &[0x0101, 0x0202])));
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: FC16 broadcast not answered",
+        H::NAME
+    );
+    line.send(&rtu(0, &fc3(3, 1)));
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: broadcast read not answered",
+        H::NAME
+    );
+    line.send(&rtu(7, &fc3(3, 2)));
+    assert_eq!(
+        line.read_n(9),
+        rtu(7, &fc3_answer(&[0x0101, 0x0202])),
+        "the FC16 broadcast ran"
+    );
+    stop::<H>(server);
+}
+
+/// Serial, broadcast off in the engine: unit 0 is neither answered nor executed.
+pub fn serial_unit_zero_without_broadcast_is_ignored<H: Harness>() {
+    let Some(pair) = PtyPair::new("no-broadcast") else {
+        return;
+    };
+    let server = H::start_serial(plain_engine(), &serial_options(&pair, Framing::Rtu, false));
+    let mut line = open_client(&pair, BAUD);
+    line.send(&rtu(0, &fc16(3, &[0x0101, 0x0202])));
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: unit 0 not answered",
+        H::NAME
+    );
+    line.send(&rtu(1, &fc3(3, 2)));
+    assert_eq!(
+        line.read_n(9),
+        rtu(1, &fc3_answer(&[0, 0])),
+        "{}: write not applied",
+        H::NAME
+    );
     stop::<H>(server);
 }
 
 /// Local echo on: the server's own answer read back from the line is not
-/// taken for a request (FC6's answer equals its request).
+/// taken for a request (FC6's answer equals its request), also when it
+/// comes back in two pieces further apart than t3.5, or glued to the next
+/// request.
 pub fn serial_local_echo_is_dropped<H: Harness>() {
     let Some(pair) = PtyPair::new("echo") else { return };
     let server = start_serial::<H>(&pair, Framing::Rtu, true);
-    let mut line = pair.open_client(BAUD);
+    let mut line = open_client(&pair, BAUD);
     let fc6 = rtu(1, &pdu(0x06, &[1, 0x002A]));
     line.send(&fc6);
     let answer = line.read_n(8);
@@ -920,7 +1206,37 @@ pub fn serial_local_echo_is_dropped<H: Harness>() {
         H::NAME
     );
     line.send(&rtu(1, &fc3(1, 1)));
-    assert_eq!(line.read_n(7), rtu(1, &fc3_answer(&[0x002A])));
+    let answer = line.read_n(7);
+    assert_eq!(answer, rtu(1, &fc3_answer(&[0x002A])));
+    line.send(&answer);
+    // The echo in two pieces.
+    line.send(&fc6);
+    let answer = line.read_n(8);
+    line.send(&answer[..3]);
+    std::thread::sleep(Duration::from_millis(30));
+    line.send(&answer[3..]);
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: echo in pieces not answered",
+        H::NAME
+    );
+    // An FC16's echo glued to the next request.
+    line.send(&rtu(1, &fc16(2, &[0x0B, 0x0C])));
+    let answer = line.read_n(8);
+    assert_eq!(answer, rtu(1, &pdu(0x10, &[2, 2])));
+    let mut glued = answer;
+    glued.extend_from_slice(&rtu(1, &fc3(1, 3)));
+    line.send(&glued);
+    let answer = line.read_n(11);
+    assert_eq!(answer, rtu(1, &fc3_answer(&[0x2A, 0x0B, 0x0C])));
+    line.send(&answer);
+    assert!(
+        line.silent_for(Duration::from_millis(200)),
+        "{}: no stray answer",
+        H::NAME
+    );
+    line.send(&rtu(1, &fc3(3, 1)));
+    assert_eq!(line.read_n(7), rtu(1, &fc3_answer(&[0x0C])));
     stop::<H>(server);
 }
 
@@ -928,14 +1244,27 @@ pub fn serial_local_echo_is_dropped<H: Harness>() {
 
 /// A mbaps server (client certificate required, test CA) on `engine`.
 fn start_tls<H: Harness>(engine: std::sync::Arc<coilwork_core::Engine>) -> Running {
+    start_tls_with::<H>(engine, tls_required(), Duration::from_secs(5))
+}
+
+/// The TLS side of a mbaps server: client certificates of the test CA required.
+fn tls_required() -> crate::TlsConfig {
     let pki = tls::pki();
-    let config = crate::TlsConfig::new(
+    crate::TlsConfig::new(
         vec![tls::cert(&pki.server)],
         tls::key(&pki.server),
         coilwork_tls::TlsClientAuth::Required(tls::roots()),
     )
-    .expect("server TLS config");
-    H::start_tls(engine, &tcp_defaults(), config)
+    .expect("server TLS config")
+}
+
+/// A TLS server of `H` on `engine` with the TLS side `config` and `handshake_timeout`.
+fn start_tls_with<H: Harness>(
+    engine: std::sync::Arc<coilwork_core::Engine>,
+    config: crate::TlsConfig,
+    handshake_timeout: Duration,
+) -> Running {
+    H::start_tls(engine, &tcp_defaults(), config, handshake_timeout)
 }
 
 /// An engine whose authorizer records roles (and denies writes to "viewer").
@@ -945,25 +1274,41 @@ fn engine_with_roles() -> (std::sync::Arc<tls::Roles>, std::sync::Arc<coilwork_c
     (roles, engine)
 }
 
-/// A client certificate with role "operator" (signed by the CA): FC16 then
-/// FC3 over TLS, and the engine's authorizer saw the role on both.
+/// A client certificate with role "operator" (signed by the CA), over TLS
+/// 1.3 and then 1.2: FC16 then FC3, two requests in one TLS write answered
+/// in order, and the engine's authorizer saw the role on each.
 pub fn tls_role_reaches_the_authorizer<H: Harness>() {
     let (roles, engine) = engine_with_roles();
     let server = start_tls::<H>(engine);
-    let mut c = tls::tls_connect(server.addr(), tls::client_config(Some(&tls::pki().operator), tls::BOTH))
+    for (i, version) in [&rustls::version::TLS13, &rustls::version::TLS12]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = tls::tls_connect(
+            server.addr(),
+            tls::client_config(Some(&tls::pki().operator), &[version]),
+        )
         .unwrap_or_else(|e| panic!("{}: handshake failed: {e}", H::NAME));
-    let write = tls::call(&mut c, 1, &fc16(3, &[0x1234, 0xABCD])).expect("FC16 answer");
-    assert_eq!(write, pdu(0x10, &[3, 2]), "{}: FC16 answer", H::NAME);
-    let read = tls::call(&mut c, 2, &fc3(3, 2)).expect("FC3 answer");
-    assert_eq!(read, fc3_answer(&[0x1234, 0xABCD]), "{}: FC3 reads the write", H::NAME);
+        assert_eq!(c.conn.protocol_version(), Some(version.version), "{}", H::NAME);
+        let v = 0x1000 + i as u16;
+        let write = tls::call(&mut c, 1, &fc16(3, &[v, 0xABCD])).expect("FC16 answer");
+        assert_eq!(write, pdu(0x10, &[3, 2]), "{}: FC16 answer", H::NAME);
+        let read = tls::call(&mut c, 2, &fc3(3, 2)).expect("FC3 answer");
+        assert_eq!(read, fc3_answer(&[v, 0xABCD]), "{}: FC3 reads the write", H::NAME);
+        let mut two = tls::mbap(3, 1, &fc3(3, 1));
+        two.extend_from_slice(&tls::mbap(4, 1, &fc3(4, 1)));
+        c.write_all(&two).and_then(|()| c.flush()).expect("send");
+        assert_eq!(tls::read_pdu(&mut c, 3).expect("answer 3"), fc3_answer(&[v]));
+        assert_eq!(tls::read_pdu(&mut c, 4).expect("answer 4"), fc3_answer(&[0xABCD]));
+    }
     let op = Some("operator".to_owned());
     assert_eq!(
         roles.seen(),
-        vec![(op.clone(), 0x10), (op, 0x03)],
+        [0x10, 0x03, 0x03, 0x03, 0x10, 0x03, 0x03, 0x03].map(|fc| (op.clone(), fc)),
         "{}: roles seen",
         H::NAME
     );
-    drop(c);
+    assert_eq!(server.counters().handshake_failures, 0, "{}", H::NAME);
     stop::<H>(server);
 }
 
@@ -1038,8 +1383,89 @@ pub fn tls_certificate_from_another_ca_is_refused<H: Harness>() {
     assert_refused::<H>(Some(&tls::pki().other_ca), "certificate of another CA");
 }
 
+/// A certificate whose role extension is there twice, or is not one
+/// UTF8String, is refused; the engine sees nothing.
+pub fn tls_invalid_role_extension_is_refused<H: Harness>() {
+    assert_refused::<H>(Some(&tls::pki().two_roles), "role extension twice");
+    assert_refused::<H>(Some(&tls::pki().bad_role), "role extension not a UTF8String");
+}
+
+/// A certificate of the CA without the role extension is served; the
+/// authorizer is asked with no role.
+pub fn tls_certificate_without_role_has_no_role<H: Harness>() {
+    let (roles, engine) = engine_with_roles();
+    let server = start_tls::<H>(engine);
+    let mut c = tls::tls_connect(server.addr(), tls::client_config(Some(&tls::pki().no_role), tls::BOTH))
+        .unwrap_or_else(|e| panic!("{}: handshake failed: {e}", H::NAME));
+    assert_eq!(tls::call(&mut c, 1, &fc3(0, 2)).expect("FC3"), fc3_answer(&[0, 0]));
+    assert_eq!(roles.seen(), [(None, 0x03)], "{}: roles seen", H::NAME);
+    drop(c);
+    stop::<H>(server);
+}
+
+/// Server-only TLS (no client certificates asked for): a client without a
+/// certificate is served, with no role.
+pub fn tls_server_only_serves_a_client_without_certificate<H: Harness>() {
+    let (roles, engine) = engine_with_roles();
+    let pki = tls::pki();
+    let config = crate::TlsConfig::new(
+        vec![tls::cert(&pki.server)],
+        tls::key(&pki.server),
+        coilwork_tls::TlsClientAuth::None,
+    )
+    .expect("server TLS config");
+    assert!(config.is_server_only());
+    let server = start_tls_with::<H>(engine, config, Duration::from_secs(5));
+    let mut c = tls::tls_connect(server.addr(), tls::client_config(None, tls::BOTH))
+        .unwrap_or_else(|e| panic!("{}: handshake failed: {e}", H::NAME));
+    assert_eq!(
+        tls::call(&mut c, 1, &fc16(3, &[0xBEEF])).expect("FC16"),
+        pdu(0x10, &[3, 1])
+    );
+    assert_eq!(tls::call(&mut c, 2, &fc3(3, 1)).expect("FC3"), fc3_answer(&[0xBEEF]));
+    assert_eq!(roles.seen(), [(None, 0x10), (None, 0x03)], "{}: roles seen", H::NAME);
+    drop(c);
+    stop::<H>(server);
+}
+
+/// A client that connects and never starts its handshake is closed after
+/// the handshake timeout and counted as a refusal; the engine sees nothing.
+pub fn tls_handshake_timeout_closes_a_silent_client<H: Harness>() {
+    let (_roles, engine) = engine_with_roles();
+    let server = start_tls_with::<H>(
+        std::sync::Arc::clone(&engine),
+        tls_required(),
+        Duration::from_millis(200),
+    );
+    let mut raw = Client::connect(server.addr());
+    assert!(raw.closed_by_server(STEP), "{}: silent client closed", H::NAME);
+    assert!(
+        server.counters_reach(STEP, |c| c.handshake_failures == 1),
+        "{}: {:?}",
+        H::NAME,
+        server.counters()
+    );
+    assert_eq!(tls::engine_calls(&engine), 0, "{}", H::NAME);
+    stop::<H>(server);
+}
+
+/// A stop while a silent client holds a handshake open (a long handshake
+/// timeout) ends the server within [`STOP_WITHIN`].
+pub fn tls_stop_cuts_a_handshake_in_progress<H: Harness>() {
+    let (_roles, engine) = engine_with_roles();
+    let server = start_tls_with::<H>(engine, tls_required(), Duration::from_secs(60));
+    let _raw = Client::connect(server.addr());
+    assert!(
+        server.counters_reach(STEP, |c| c.active == 1),
+        "{}: {:?}",
+        H::NAME,
+        server.counters()
+    );
+    stop::<H>(server);
+}
+
 /// A stop with a request in flight over TLS: the request is answered, the
-/// connection closed, and the server returns within [`STOP_WITHIN`].
+/// connection closed cleanly (`close_notify`), and the server returns within [`STOP_WITHIN`].
 pub fn tls_graceful_shutdown_with_a_request_in_flight<H: Harness>() {
     let (_roles, engine) = engine_with_roles();
     let server = start_tls::<H>(engine);
@@ -1053,7 +1479,14 @@ pub fn tls_graceful_shutdown_with_a_request_in_flight<H: Harness>() {
     server.ask_stop();
     let answer = tls::read_pdu(&mut c, 2).unwrap_or_else(|e| panic!("{}: in-flight request unanswered: {e}", H::NAME));
     assert_eq!(answer, fc3_answer(&[42]), "{}: in-flight request answered", H::NAME);
-    assert!(tls::closed_by_server(&mut c), "{}: closed after the answer", H::NAME);
+    // Then a clean close (close_notify: end of stream, not an error).
+    let mut rest = [0u8; 8];
+    let end = std::io::Read::read(&mut c, &mut rest);
+    assert!(
+        matches!(end, Ok(0)),
+        "{}: clean TLS close after the answer: {end:?}",
+        H::NAME
+    );
     let took = server.stop();
     assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
     assert!(

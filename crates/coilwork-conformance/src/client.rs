@@ -86,6 +86,31 @@ pub fn fc16(addr: u16, values: &[u16]) -> Vec<u8> {
     v
 }
 
+/// FC1 request PDU.
+pub fn fc1(addr: u16, qty: u16) -> Vec<u8> {
+    pdu(0x01, &[addr, qty])
+}
+
+/// FC15 request PDU (bits packed LSB first).
+pub fn fc15(addr: u16, bits: &[bool]) -> Vec<u8> {
+    let packed = pack(bits);
+    let mut v = pdu(0x0F, &[addr, u16::try_from(bits.len()).expect("few bits")]);
+    v.push(u8::try_from(packed.len()).expect("few bits"));
+    v.extend_from_slice(&packed);
+    v
+}
+
+/// Packs bits LSB first, as Modbus does.
+pub fn pack(bits: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; bits.len().div_ceil(8)];
+    for (i, b) in bits.iter().enumerate() {
+        if *b {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out
+}
+
 /// Expected FC3 (or FC4 with `function` 4, FC23 with 0x17) answer PDU.
 pub fn registers_answer(function: u8, values: &[u16]) -> Vec<u8> {
     let mut v = vec![function, u8::try_from(values.len() * 2).expect("few values")];
@@ -124,6 +149,12 @@ impl Client {
         stream.set_nodelay(true).expect("nodelay");
         stream.set_read_timeout(Some(STEP)).expect("read timeout");
         stream.set_write_timeout(Some(STEP)).expect("write timeout");
+        Self { stream }
+    }
+
+    /// Wraps a connected stream (read timeout [`STEP`]).
+    pub fn from_stream(stream: TcpStream) -> Self {
+        stream.set_read_timeout(Some(STEP)).expect("read timeout");
         Self { stream }
     }
 

@@ -1,11 +1,15 @@
 //! Cases for a hook's [`Delivery`] (fault injection: delay, split): every
-//! adapter makes the pauses, and a stop or an eviction during one is not
-//! held up by it.
+//! adapter makes the pauses, on TCP, UDP and serial lines, and a stop or an
+//! eviction during one is not held up by it.
 
+use crate::UdpOptions;
 use crate::cases::STOP_WITHIN;
-use crate::client::{Client, STEP, adu, fc3, fc3_answer, fc16, pdu};
+use crate::cases::{BAUD, start_serial_engine};
+use crate::client::{Client, STEP, UdpClient, adu, fc3, fc3_answer, fc16, pdu, rtu};
 use crate::delivery_hook::delivery_engine as engine;
+use crate::serial::{PtyPair, open_client};
 use crate::{Harness, Overflow, TcpServerConfig, tcp_defaults};
+use coilwork_core::Framing;
 use std::time::{Duration, Instant};
 
 /// The pause the timing cases ask for.
@@ -144,4 +148,97 @@ pub fn an_idle_timeout_does_not_cut_a_delayed_answer<H: Harness>() {
     );
     let took = server.stop();
     assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+}
+
+/// UDP: a split sends the first four bytes in one datagram and the rest in
+/// a second after the pause.
+pub fn udp_delivery_split_sends_two_datagrams<H: Harness>() {
+    let server = H::start_udp(engine(Duration::ZERO, Some((4, PAUSE))), &UdpOptions::default());
+    let c = UdpClient::new(server.addr());
+    // Before the send: the server's pause cannot start before it.
+    let sent = Instant::now();
+    c.send(&adu(5, 1, &fc3(0, 1)));
+    let want = adu(5, 1, &fc3_answer(&[0]));
+    assert_eq!(
+        c.recv_within(STEP),
+        Some(want[..4].to_vec()),
+        "{}: first datagram",
+        H::NAME
+    );
+    assert_eq!(
+        c.recv_within(STEP),
+        Some(want[4..].to_vec()),
+        "{}: second datagram",
+        H::NAME
+    );
+    assert!(
+        sent.elapsed() >= PAUSE,
+        "{}: second after {:?}",
+        H::NAME,
+        sent.elapsed()
+    );
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+}
+
+/// UDP: a stop during a long pause is not held up by it; the answer still
+/// goes out.
+pub fn udp_stop_cuts_a_delivery_pause_short<H: Harness>() {
+    let server = H::start_udp(engine(LONG, None), &UdpOptions::default());
+    let c = UdpClient::new(server.addr());
+    c.send(&adu(6, 1, &fc3(0, 1)));
+    assert!(
+        server.counters_reach(STEP, |s| s.received == 1),
+        "{:?}",
+        server.counters()
+    );
+    // The socket is in its pause.
+    std::thread::sleep(Duration::from_millis(200));
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop during a pause took {took:?}", H::NAME);
+    assert_eq!(
+        c.recv_within(STEP),
+        Some(adu(6, 1, &fc3_answer(&[0]))),
+        "{}: answer sent",
+        H::NAME
+    );
+}
+
+/// Serial: a split sends the first three bytes, then silence, then the rest
+/// after the pause.
+pub fn serial_delivery_split_pauses_the_line<H: Harness>() {
+    let Some(pair) = PtyPair::new("delivery-split") else {
+        return;
+    };
+    let server = start_serial_engine::<H>(&pair, engine(Duration::ZERO, Some((3, PAUSE))), Framing::Rtu, false);
+    let mut line = open_client(&pair, BAUD);
+    let sent = Instant::now();
+    line.send(&rtu(1, &fc3(0, 1)));
+    let want = rtu(1, &fc3_answer(&[0]));
+    assert_eq!(line.read_n(3), want[..3], "{}: first piece", H::NAME);
+    assert!(
+        line.silent_for(PAUSE / 3),
+        "{}: more than the first piece at once",
+        H::NAME
+    );
+    assert_eq!(line.read_n(want.len() - 3), want[3..], "{}: the rest", H::NAME);
+    assert!(sent.elapsed() >= PAUSE, "{}: rest after {:?}", H::NAME, sent.elapsed());
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop took {took:?}", H::NAME);
+}
+
+/// Serial: a stop during a long pause is not held up by it; the answer
+/// still goes out and the line is let go.
+pub fn serial_stop_cuts_a_delivery_pause_short<H: Harness>() {
+    let Some(pair) = PtyPair::new("delivery-stop") else {
+        return;
+    };
+    let server = start_serial_engine::<H>(&pair, engine(LONG, None), Framing::Rtu, false);
+    let mut line = open_client(&pair, BAUD);
+    line.send(&rtu(1, &fc3(0, 1)));
+    // The line is in its pause.
+    std::thread::sleep(Duration::from_millis(200));
+    let took = server.stop();
+    assert!(took < STOP_WITHIN, "{}: stop during a pause took {took:?}", H::NAME);
+    assert_eq!(line.read_n(7), rtu(1, &fc3_answer(&[0])), "{}: answer sent", H::NAME);
 }

@@ -1,4 +1,5 @@
-//! The engine every case serves: one device answering every unit id.
+//! The engine every case serves: one device answering every unit id; and
+//! the plain engine the adapters' own tests serve.
 
 use coilwork_core::storage::{DeviceContext, FileStore, SequentialBlock, ServerContext};
 use coilwork_core::{Engine, EngineOptions, Identity};
@@ -58,4 +59,11 @@ pub fn engine() -> Arc<Engine> {
             })
             .build(),
     )
+}
+
+/// A plain engine: one zeroed device of 1000 entries per table serving every
+/// unit, nothing else (the adapters' and the gateway's own tests).
+pub fn plain_engine() -> Arc<Engine> {
+    let device = DeviceContext::with_sizes(1000, 1000, 1000, 1000).expect("device");
+    Arc::new(Engine::builder(ServerContext::single(device)).build())
 }

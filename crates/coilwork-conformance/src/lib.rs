@@ -9,7 +9,8 @@
 //!   set of options ([`UdpOptions`], [`SerialOptions`]), returning a [`Running`] server (address, counters,
 //!   a bounded stop). [`adapters`] has the four implementations.
 //! - [`client`]: a tiny hand-written MBAP / RTU client on `std::net` with
-//!   read timeouts, so no case can hang.
+//!   read timeouts, so no case can hang; [`tokio_client`]: the same calls on
+//!   tokio streams, for the tokio adapter's and the gateway's own tests.
 //! - [`cases`]: the cases, each generic over a [`Harness`] and bounded in time.
 //! - [`conformance_suite!`]: expands to one `#[test]` per case for a harness:
 //!   `coilwork_conformance::conformance_suite!(coilwork_conformance::adapters::Tokio);`
@@ -33,14 +34,23 @@
 //! certificates from [`pki`], client from [`tls_common`]): a CA-signed
 //! client's role reaches the engine's `Authorizer` on FC16 + FC3, a role
 //! denied writes gets exception 01 on FC16 while FC3 works, a client
-//! without a certificate and one from another CA are refused (TLS 1.2 and
-//! 1.3) before the engine sees anything, graceful stop with a request in
-//! flight. A hook's delivery ([`delivery`]): a delay and a split are made,
+//! without a certificate, one from another CA and one whose role extension
+//! is doubled or not a UTF8String are refused (TLS 1.2 and 1.3) before the
+//! engine sees anything, a certificate without a role is served with none,
+//! server-only TLS serves a client without a certificate, the handshake
+//! timeout closes a silent client and a stop cuts a handshake short,
+//! graceful stop with a request in flight. A hook's delivery ([`delivery`]): a delay and a split are made,
 //! a stop or an eviction during a long pause is not held up by it, and an
 //! idle timeout does not cut a delayed answer off. Under full load ([`load`]: clients keeping eight requests each
 //! in flight): a graceful stop that loses no acknowledged write and cuts no
 //! answer in half; the partial-frame and idle timeouts and
 //! `max_connections` still at work, and the busy clients untouched.
+//! A client nobody here wrote ([`pymodbus`]): pymodbus's, over TCP (MBAP
+//! and RTU framing) and UDP (needs `COILWORK_PYTHON`, as the serial cases
+//! need socat).
+//!
+//! The adapters' own tests keep only their own API; [`replaced`] lists the
+//! tests this suite took over and the case that covers each.
 //!
 //! A new adapter: implement [`Harness`] (bind on the calling thread, serve
 //! on a thread, wrap the handle and counters in a [`Running`]), then add a
@@ -53,7 +63,10 @@ pub mod client;
 pub mod delivery;
 pub mod fixture;
 pub mod load;
+pub mod pymodbus;
+pub mod replaced;
 pub mod serial;
+pub mod tokio_client;
 
 /// Test certificates made fresh with rcgen (CA, server, clients with and
 /// without a role, a client of another CA), from `coilwork-test-support`.
@@ -110,7 +123,7 @@ impl Default for UdpOptions {
     }
 }
 
-/// The serial settings every adapter has (8N1, no reopening).
+/// The serial settings every adapter has (no parity, one stop bit, no reopening).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialOptions {
     /// The port's path.
@@ -119,6 +132,8 @@ pub struct SerialOptions {
     pub framing: Framing,
     /// Baud rate.
     pub baud_rate: u32,
+    /// Data bits (7 or 8).
+    pub data_bits: u8,
     /// The server reads back what it sends (2-wire RS-485) and drops it.
     pub local_echo: bool,
 }
@@ -149,6 +164,10 @@ pub struct Counters {
     pub answered: u64,
     /// UDP: malformed datagrams dropped.
     pub malformed: u64,
+    /// Serial: bytes read from the line.
+    pub bytes_in: u64,
+    /// Serial: bytes written to the line.
+    pub bytes_out: u64,
 }
 
 /// What a server thread reports when `serve_forever` returns.
@@ -287,8 +306,9 @@ pub trait Harness {
     /// Opens `opts.port` and starts a serial server on it.
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running;
     /// Starts a Modbus/TCP Security server for `engine` on `127.0.0.1:0`
-    /// with the TCP settings `opts` and the TLS side `tls`.
-    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig) -> Running;
+    /// with the TCP settings `opts`, the TLS side `tls` and the time a
+    /// client may take to finish its handshake.
+    fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running;
 }
 
 /// The loopback address with port 0, where every case binds.
@@ -329,16 +349,26 @@ macro_rules! conformance_suite {
             graceful_shutdown_with_a_request_in_flight,
             stop_with_a_client_that_does_not_read,
             writes_seen_by_another_client,
+            partial_frame_timeout_after_traffic,
+            buffers_released_and_reallocated,
+            buffer_cap_closes_a_connection_holding_too_much,
             udp_round_trip_and_malformed_datagram,
             serial_rtu_round_trip,
+            serial_rtu_frame_cut_by_silence_is_dropped,
             serial_ascii_round_trip,
             serial_oversized_quantity_gets_exception_03,
             serial_broadcast_is_silent,
+            serial_unit_zero_without_broadcast_is_ignored,
             serial_local_echo_is_dropped,
             tls_role_reaches_the_authorizer,
             tls_role_denied_writes,
             tls_client_without_certificate_is_refused,
             tls_certificate_from_another_ca_is_refused,
+            tls_invalid_role_extension_is_refused,
+            tls_certificate_without_role_has_no_role,
+            tls_server_only_serves_a_client_without_certificate,
+            tls_handshake_timeout_closes_a_silent_client,
+            tls_stop_cuts_a_handshake_in_progress,
             tls_graceful_shutdown_with_a_request_in_flight
         );
         $crate::conformance_suite!(@delivery $h;
@@ -346,11 +376,20 @@ macro_rules! conformance_suite {
             delivery_split_sends_two_pieces,
             a_stop_cuts_a_delivery_pause_short,
             an_eviction_ends_a_delivery_pause,
-            an_idle_timeout_does_not_cut_a_delayed_answer
+            an_idle_timeout_does_not_cut_a_delayed_answer,
+            udp_delivery_split_sends_two_datagrams,
+            udp_stop_cuts_a_delivery_pause_short,
+            serial_delivery_split_pauses_the_line,
+            serial_stop_cuts_a_delivery_pause_short
         );
         $crate::conformance_suite!(@load $h;
             stop_under_load_keeps_every_acknowledged_write,
             timeouts_and_limits_under_load
+        );
+        $crate::conformance_suite!(@pymodbus $h;
+            pymodbus_over_tcp,
+            pymodbus_rtu_over_tcp,
+            pymodbus_over_udp
         );
     };
     (@cases $h:ty; $($case:ident),* $(,)?) => {
@@ -374,6 +413,14 @@ macro_rules! conformance_suite {
             #[test]
             fn $case() {
                 $crate::load::$case::<$h>();
+            }
+        )*
+    };
+    (@pymodbus $h:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::pymodbus::$case::<$h>();
             }
         )*
     };

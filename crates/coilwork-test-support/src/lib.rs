@@ -14,17 +14,24 @@
 //!   failures) for code that takes any `Read + Write`.
 //! - [`ports`]: free loopback ports outside the kernel's ephemeral range, for
 //!   tests that must name a port before the server binds it.
+//! - [`clients`]: the real clients some tests drive (`COILWORK_PYTHON`),
+//!   skipped when missing unless `COILWORK_REQUIRE_CLIENTS` is set.
+//! - [`pty`]: a serial line for tests, two pseudo terminals linked by
+//!   socat ([`PtyPair`]), skipped without socat unless clients are required.
 //! - [`clock`]: a virtual clock for sans-IO tests: `t0` plus what the test
 //!   advanced, no sleeping.
 #![forbid(unsafe_code)]
 
+pub mod clients;
 pub mod clock;
 pub mod hooks;
 pub mod mock;
 pub mod pki;
 pub mod ports;
+pub mod pty;
 pub mod tls;
 
 pub use clock::VirtualClock;
 pub use mock::MockStream;
 pub use ports::free_port;
+pub use pty::PtyPair;

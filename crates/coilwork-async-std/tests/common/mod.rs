@@ -5,14 +5,11 @@
 #![allow(dead_code)]
 
 use async_io::{Async, Timer};
-use coilwork_core::Engine;
-use coilwork_core::storage::{DeviceContext, ServerContext};
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Every test step is bounded by this.
@@ -94,40 +91,11 @@ pub type Client = Async<TcpStream>;
 
 // MBAP frame and PDU builders, shared with the conformance suite's client.
 #[allow(unused_imports)] // not every test file uses every builder
-pub use coilwork_conformance::client::{Answer, adu, adu_with_protocol, fc3, fc3_answer, fc16, pdu};
-
-/// An engine with one device of 1000 entries per table serving every unit.
-pub fn engine() -> Arc<Engine> {
-    let device = DeviceContext::with_sizes(1000, 1000, 1000, 1000).expect("device");
-    Arc::new(Engine::builder(ServerContext::single(device)).build())
-}
-
-/// FC1 request PDU.
-pub fn fc1(addr: u16, qty: u16) -> Vec<u8> {
-    pdu(0x01, &[addr, qty])
-}
-
-/// FC15 request PDU (bits packed LSB first).
-pub fn fc15(addr: u16, bits: &[bool]) -> Vec<u8> {
-    let packed = pack(bits);
-    let mut v = vec![0x0F];
-    v.extend_from_slice(&addr.to_be_bytes());
-    v.extend_from_slice(&(bits.len() as u16).to_be_bytes());
-    v.push(packed.len() as u8);
-    v.extend_from_slice(&packed);
-    v
-}
-
-/// Packs bits LSB first, as Modbus does.
-pub fn pack(bits: &[bool]) -> Vec<u8> {
-    let mut out = vec![0u8; bits.len().div_ceil(8)];
-    for (i, b) in bits.iter().enumerate() {
-        if *b {
-            out[i / 8] |= 1 << (i % 8);
-        }
-    }
-    out
-}
+pub use coilwork_conformance::client::{
+    Answer, adu, adu_with_protocol, fc1, fc3, fc3_answer, fc15, fc16, pack, pdu, rtu,
+};
+#[allow(unused_imports)] // not every test file serves it
+pub use coilwork_conformance::fixture::plain_engine as engine;
 
 /// Reads one MBAP ADU (bounded by [`STEP`]).
 pub async fn read_answer(stream: &mut Client) -> Answer {

@@ -1,52 +1,20 @@
 //! A tiny hand-written MBAP client on std sockets, and server fixtures.
 #![allow(dead_code)]
 
-use coilwork_core::Engine;
-use coilwork_core::storage::{DeviceContext, ServerContext};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Every blocking step of a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
 
 // MBAP frame and PDU builders, shared with the conformance suite's client.
 #[allow(unused_imports)] // not every test file uses every builder
-pub use coilwork_conformance::client::{Answer, adu, adu_with_protocol, fc3, fc3_answer, fc16, pdu};
-
-/// An engine with one device of 1000 entries per table serving every unit.
-pub fn engine() -> Arc<Engine> {
-    let device = DeviceContext::with_sizes(1000, 1000, 1000, 1000).expect("device");
-    Arc::new(Engine::builder(ServerContext::single(device)).build())
-}
-
-/// FC1 request PDU.
-pub fn fc1(addr: u16, qty: u16) -> Vec<u8> {
-    pdu(0x01, &[addr, qty])
-}
-
-/// FC15 request PDU (bits packed LSB first).
-pub fn fc15(addr: u16, bits: &[bool]) -> Vec<u8> {
-    let packed = pack(bits);
-    let mut v = vec![0x0F];
-    v.extend_from_slice(&addr.to_be_bytes());
-    v.extend_from_slice(&(bits.len() as u16).to_be_bytes());
-    v.push(packed.len() as u8);
-    v.extend_from_slice(&packed);
-    v
-}
-
-/// Packs bits LSB first, as Modbus does.
-pub fn pack(bits: &[bool]) -> Vec<u8> {
-    let mut out = vec![0u8; bits.len().div_ceil(8)];
-    for (i, b) in bits.iter().enumerate() {
-        if *b {
-            out[i / 8] |= 1 << (i % 8);
-        }
-    }
-    out
-}
+pub use coilwork_conformance::client::{
+    Answer, adu, adu_with_protocol, fc1, fc3, fc3_answer, fc15, fc16, pack, pdu, rtu,
+};
+#[allow(unused_imports)] // not every test file serves it
+pub use coilwork_conformance::fixture::plain_engine as engine;
 
 /// Connects with read and write timeouts of [`STEP`].
 pub fn connect(addr: SocketAddr) -> TcpStream {
@@ -95,19 +63,9 @@ pub fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
     r
 }
 
-/// Polls `cond` every 5 ms until it holds or `within` passed.
-pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+/// Polls `cond` until it holds or `within` passed (the conformance suite's `eventually`).
+#[allow(unused_imports)] // not every test file waits
+pub use coilwork_conformance::client::eventually as wait_until;
 
 /// The FC3 delivery hook and its engine, shared with the conformance suite.
 #[allow(unused_imports)] // Not every test binary uses it.
