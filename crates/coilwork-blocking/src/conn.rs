@@ -246,8 +246,14 @@ impl<S: StreamSocket> Link for StreamLink<'_, S> {
         let fired = slot.state.swap(BUSY, Ordering::SeqCst) == FIRED;
         let now = Instant::now();
         // No timer wakes this thread but for a closing deadline: the
-        // deadlines passed by now (a buffer release among them) count first.
-        session.handle(now, Input::Timeout);
+        // deadlines passed by now (a buffer release among them) count
+        // first. Only input read before a passed closing deadline was acted
+        // on (a write to a slow reader took that long) is served first, as
+        // the session serves it from every adapter.
+        let read_in_time = matches!(read, Ok(n) if n > 0) && !fired;
+        if !(read_in_time && session.next_closing_deadline().is_some_and(|d| d <= now)) {
+            session.handle(now, Input::Timeout);
+        }
         match read {
             Ok(n) if n > 0 => session.handle(now, self.bytes(n)),
             Err(e) if e.kind() == ErrorKind::Interrupted && !fired => {}

@@ -345,6 +345,7 @@ macro_rules! conformance_suite {
             max_connections_evicts_the_oldest,
             partial_frame_timeout,
             idle_timeout,
+            idle_timeout_after_answers_waited_for_the_client,
             allow_list,
             graceful_shutdown_with_a_request_in_flight,
             stop_with_a_client_that_does_not_read,

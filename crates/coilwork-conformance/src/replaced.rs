@@ -21,7 +21,7 @@
 //! | t/b `tcp::evict_oldest_makes_room`, a `tcp::evict_oldest` | `max_connections_evicts_the_oldest` |
 //! | t/b `tcp::partial_frame_timeout_drops_a_stalled_client`, a `tcp::partial_frame_timeout` | `partial_frame_timeout` |
 //! | t `tcp::partial_frame_after_an_answered_request_times_out`, a `tcp::partial_frame_timeout_after_traffic` | `partial_frame_timeout_after_traffic` (new) |
-//! | t `tcp::idle_timeout_after_answers_waited_for_the_client` | `idle_timeout_after_answers_waited_for_the_client` (new; t and a only, see `tests/blocking.rs`) |
+//! | t `tcp::idle_timeout_after_answers_waited_for_the_client` | `idle_timeout_after_answers_waited_for_the_client` (new, every adapter) |
 //! | t/b `tcp::idle_timeout_closes_a_quiet_connection`, a `tcp::idle_timeout` | `idle_timeout`, `buffers_released_and_reallocated` (new: idle after a buffer release) |
 //! | a `tcp::idle_timeout_moves_with_traffic`, b `tcp::idle_timeout_is_pushed_back_by_input_then_closes_the_blocked_thread` | `idle_timeout` (a busy client outlives two timeouts, the idle one is closed) |
 //! | t/a/b `tcp::buffers_released_and_reallocated` | `buffers_released_and_reallocated` (new) |
