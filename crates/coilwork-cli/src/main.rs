@@ -48,6 +48,18 @@ enum Command {
     Gateway(gateway::GatewayArgs),
 }
 
+/// Worker threads when `--threads` is not given: one per CPU, but one for
+/// the gateway, whose every request hops between a client's task and its
+/// upstream's: on one thread those hops are queue pushes, not futex
+/// wake-ups between workers, and the upstream task runs after every client
+/// woken in the same tick, so its writes carry more requests.
+fn default_threads(command: &Command) -> usize {
+    match command {
+        Command::Gateway(_) => 1,
+        Command::Serve(_) | Command::Simulate(_) => std::thread::available_parallelism().map_or(1, usize::from),
+    }
+}
+
 /// Flags of pymodbus's simulator (`--json_file` etc. are accepted too).
 #[derive(Debug, Clone, Args)]
 struct SimulateArgs {
@@ -736,18 +748,6 @@ fn raise_descriptor_limit() {
                 tracing::debug!(error = %e, "could not raise the descriptor limit");
             }
         }
-    }
-}
-
-/// Worker threads when `--threads` is not given: one per CPU, but one for
-/// the gateway, whose every request hops between a client's task and its
-/// upstream's: on one thread those hops are queue pushes, not futex
-/// wake-ups between workers, and the upstream task runs after every client
-/// woken in the same tick, so its writes carry more requests.
-fn default_threads(command: &Command) -> usize {
-    match command {
-        Command::Gateway(_) => 1,
-        Command::Serve(_) | Command::Simulate(_) => std::thread::available_parallelism().map_or(1, usize::from),
     }
 }
 
