@@ -172,6 +172,8 @@ fn config(args: &GatewayArgs) -> Result<GatewayConfig, String> {
             overflow: args.overflow.into(),
             allow_list: None,
         },
+        // Counted only when someone can read the counts.
+        metrics: args.metrics.is_some(),
         ..GatewayConfig::default()
     };
     let upstream_index = |spec: &str, config: &mut GatewayConfig| -> Result<Target, String> {

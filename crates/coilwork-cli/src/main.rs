@@ -31,8 +31,9 @@ struct Cli {
     /// With no subcommand, `coilwork` serves with these flags.
     #[command(flatten)]
     serve: ServeArgs,
-    /// Worker threads (default: one per CPU the process may run on); with
-    /// one, everything runs on a single thread without cross-thread wake-ups.
+    /// Worker threads (default: one per CPU the process may run on, one for
+    /// `gateway`); with one, everything runs on a single thread without
+    /// cross-thread wake-ups.
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 }
@@ -45,6 +46,18 @@ enum Command {
     Simulate(SimulateArgs),
     /// Forward Modbus clients to serial buses and remote devices (a gateway).
     Gateway(gateway::GatewayArgs),
+}
+
+/// Worker threads when `--threads` is not given: one per CPU, but one for
+/// the gateway, whose every request hops between a client's task and its
+/// upstream's: on one thread those hops are queue pushes, not futex
+/// wake-ups between workers, and the upstream task runs after every client
+/// woken in the same tick, so its writes carry more requests.
+fn default_threads(command: &Command) -> usize {
+    match command {
+        Command::Gateway(_) => 1,
+        Command::Serve(_) | Command::Simulate(_) => std::thread::available_parallelism().map_or(1, usize::from),
+    }
 }
 
 /// Flags of pymodbus's simulator (`--json_file` etc. are accepted too).
@@ -841,10 +854,7 @@ fn main() -> ExitCode {
         matches!(&command, Command::Serve(args) if args.trace.is_some()),
     );
     raise_descriptor_limit();
-    let threads = cli
-        .threads
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let threads = cli.threads.map_or_else(|| default_threads(&command), usize::from);
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -624,3 +624,31 @@ fn max_connections_evicts_the_oldest_client() {
     assert!(closed(&mut a), "the oldest client was not evicted");
     assert!(read_ok(&mut b, 3));
 }
+
+/// Runtime worker threads of process `pid` (tokio names them
+/// `tokio-rt-worker`; its blocking-pool threads have another name).
+#[cfg(target_os = "linux")]
+fn runtime_workers(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc task list");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn gateway_runs_on_one_thread_unless_told_otherwise() {
+    // A local route only: no upstream, so no blocking-pool thread resolving its address.
+    let (gw, port) = gateway(&["--route", "1=local"]);
+    assert!(read_ok(&mut connect(port), 1), "served");
+    assert_eq!(
+        runtime_workers(gw.0.id()),
+        0,
+        "the gateway's runtime is the main thread"
+    );
+    let (gw, port) = gateway(&["--route", "1=local", "--threads", "2"]);
+    assert!(read_ok(&mut connect(port), 2), "served");
+    assert_eq!(runtime_workers(gw.0.id()), 2, "--threads 2: two workers");
+}

@@ -97,26 +97,50 @@ async fn serve_tls_stream(
     serve_stream(shared, tls, Some(peer), Transport::Tls, role, switch).await;
 }
 
-/// One client's metrics: its tally.
+/// One client's metrics: its tally, `None` with metrics off (then nothing
+/// is counted and no clock is read per request).
 struct Counts {
-    tally: Tally,
+    tally: Option<Tally>,
 }
 
 impl Counts {
     /// Empty counts of client `id`, folded into the gateway's metrics.
     fn new(shared: &Shared, id: u64) -> Self {
         Self {
-            tally: Tally::new(Arc::clone(&shared.metrics), id),
+            tally: shared.counting.then(|| Tally::new(Arc::clone(&shared.metrics), id)),
         }
     }
 
-    /// The `answers` were written at `now`: their exceptions and latency.
-    fn written(&mut self, answers: &[Framed], now: Instant) {
+    /// The time requests read now start their latency at (metrics on).
+    fn now(&self) -> Option<Instant> {
+        self.tally.as_ref().map(|_| Instant::now())
+    }
+
+    /// Counts a request to `unit` for `function`.
+    fn request(&mut self, unit: u8, function: u8) {
+        if let Some(t) = &mut self.tally {
+            t.request(unit, function, false, false);
+        }
+    }
+
+    /// Counts a frame dropped for `reason`.
+    fn dropped(&mut self, reason: DropReason) {
+        if let Some(t) = &mut self.tally {
+            t.dropped(reason);
+        }
+    }
+
+    /// The `answers` were written: their exceptions and latency.
+    fn written(&mut self, answers: &[Framed]) {
+        let Some(tally) = &mut self.tally else { return };
+        let now = Instant::now();
         for f in answers {
             if f.exception {
-                self.tally.exception(f.tag.unit, f.tag.function);
+                tally.exception(f.tag.unit, f.tag.function);
             }
-            self.tally.observe(now.saturating_duration_since(f.tag.at));
+            if let Some(at) = f.tag.at {
+                tally.observe(now.saturating_duration_since(at));
+            }
         }
     }
 }
@@ -149,7 +173,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::pin!(fold);
     let mut armed = false;
     let cause = loop {
-        if !armed && let Some(at) = counts.tally.fold_deadline(Instant::now()) {
+        if !armed && let Some(at) = counts.tally.as_ref().and_then(|t| t.fold_deadline(Instant::now())) {
             fold.as_mut().reset(at.into());
             armed = true;
         }
@@ -164,7 +188,9 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             () = outbox.ready() => outbox.take(&mut out),
             r = stream.read(&mut chunk) => {
                 let n = match r { Ok(0) => break CloseCause::PeerClosed, Err(_) => break CloseCause::IoError, Ok(n) => n };
-                shared.clients.count_in(client, n);
+                if shared.counting {
+                    shared.clients.count_in(client, n);
+                }
                 rbuf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
                 let ctx = RequestContext {
                     unit: 0,
@@ -174,13 +200,16 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                     tls_role: role.as_deref(),
                     received: None,
                 };
-                let mut io = Io { client, outbox: &outbox, out: &mut out, counts: &mut counts, at: Instant::now() };
+                let at = counts.now();
+                let mut io = Io { client, outbox: &outbox, out: &mut out, counts: &mut counts, at };
                 let Some(used) = frames(shared, &ctx, &rbuf, &mut io) else { break CloseCause::BadFrame };
                 rbuf.drain(..used);
             }
             () = &mut fold, if armed => {
                 armed = false;
-                counts.tally.fold_if_due(Instant::now());
+                if let Some(t) = &mut counts.tally {
+                    t.fold_if_due(Instant::now());
+                }
             }
             // Evicted, or the gateway stops.
             () = &mut gone => break closed_by(shared),
@@ -189,8 +218,10 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             if stream.write_all(&out.bytes).await.is_err() {
                 break CloseCause::IoError;
             }
-            shared.clients.count_out(client, out.bytes.len());
-            counts.written(&out.answers, Instant::now());
+            if shared.counting {
+                shared.clients.count_out(client, out.bytes.len());
+                counts.written(&out.answers);
+            }
             out.clear();
         }
     };
@@ -215,7 +246,8 @@ struct Io<'a> {
     outbox: &'a Arc<Outbox>,
     out: &'a mut Frames,
     counts: &'a mut Counts,
-    at: Instant,
+    /// When the read returned (metrics on).
+    at: Option<Instant>,
 }
 
 /// Dispatches every whole MBAP frame at the front of `buf`; immediate
@@ -241,7 +273,7 @@ fn frames(shared: &Shared, ctx: &RequestContext<'_>, buf: &[u8], io: &mut Io<'_>
                     at: io.at,
                 };
                 let ctx = RequestContext { unit, function, ..*ctx };
-                io.counts.tally.request(unit, function, false, false);
+                io.counts.request(unit, function);
                 let reply = ReplyTo {
                     tag,
                     outbox: Arc::clone(io.outbox),
@@ -254,11 +286,11 @@ fn frames(shared: &Shared, ctx: &RequestContext<'_>, buf: &[u8], io: &mut Io<'_>
             }
             Decoded::Incomplete => break,
             Decoded::Skip { consumed, error } => {
-                io.counts.tally.dropped(DropReason::of_frame(&error));
+                io.counts.dropped(DropReason::of_frame(&error));
                 pos += consumed.max(1);
             }
             Decoded::Fatal(e) => {
-                io.counts.tally.dropped(DropReason::of_frame(&e));
+                io.counts.dropped(DropReason::of_frame(&e));
                 debug!(error = %e, "gateway client stream broken");
                 return None;
             }
@@ -283,10 +315,13 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, peer)) = r else { continue };
                 let datagram = buf.get(..n).unwrap_or(&[]);
-                shared.clients.count_received();
-                shared.clients.count_in(id, n);
+                if shared.counting {
+                    shared.clients.count_received();
+                    shared.clients.count_in(id, n);
+                }
                 out.clear();
-                let mut io = Io { client: peer_key(peer), outbox: &outbox, out: &mut out, counts: &mut counts, at: Instant::now() };
+                let at = counts.now();
+                let mut io = Io { client: peer_key(peer), outbox: &outbox, out: &mut out, counts: &mut counts, at };
                 udp_request(&shared, peer, datagram, &mut io);
                 if !out.bytes.is_empty() && socket.send_to(&out.bytes, peer).await.is_ok() {
                     answered(&shared, id, &mut counts, &out.answers, out.bytes.len());
@@ -295,10 +330,12 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
             () = outbox.ready() => {
                 outbox.take(&mut queued);
                 let mut start = 0;
-                for (&(peer, end), answer) in queued.datagrams.iter().zip(&queued.answers) {
+                // `answers` is empty with metrics off.
+                for (i, &(peer, end)) in queued.datagrams.iter().enumerate() {
                     let frame = queued.bytes.get(start..end).unwrap_or(&[]);
                     if socket.send_to(frame, peer).await.is_ok() {
-                        answered(&shared, id, &mut counts, core::slice::from_ref(answer), frame.len());
+                        let answer = queued.answers.get(i..=i).unwrap_or(&[]);
+                        answered(&shared, id, &mut counts, answer, frame.len());
                     }
                     start = end;
                 }
@@ -306,15 +343,19 @@ pub(crate) async fn serve_udp(shared: Arc<Shared>, socket: UdpSocket) {
             }
             () = shared.stop.cancelled() => return,
         }
-        counts.tally.fold();
+        if let Some(t) = &mut counts.tally {
+            t.fold();
+        }
     }
 }
 
-/// One UDP answer of `len` bytes was sent: counted.
+/// One UDP answer of `len` bytes was sent: counted (metrics on).
 fn answered(shared: &Shared, id: u64, counts: &mut Counts, answers: &[Framed], len: usize) {
-    shared.clients.count_out(id, len);
-    shared.clients.count_answered();
-    counts.written(answers, Instant::now());
+    if shared.counting {
+        shared.clients.count_out(id, len);
+        shared.clients.count_answered();
+        counts.written(answers);
+    }
 }
 
 /// Dispatches one datagram; an immediate answer is framed into `io.out`.
@@ -327,20 +368,12 @@ fn udp_request(shared: &Shared, peer: SocketAddr, datagram: &[u8], io: &mut Io<'
             pdu,
         } => (consumed, unit, transaction_id, pdu),
         Decoded::Skip { error, .. } | Decoded::Fatal(error) => {
-            shared.clients.count_malformed();
-            io.counts.tally.dropped(DropReason::of_frame(&error));
-            return;
+            return malformed(shared, io, DropReason::of_frame(&error));
         }
-        Decoded::Incomplete => {
-            shared.clients.count_malformed();
-            io.counts.tally.dropped(DropReason::Garbage);
-            return;
-        }
+        Decoded::Incomplete => return malformed(shared, io, DropReason::Garbage),
     };
     if consumed != datagram.len() {
-        shared.clients.count_malformed();
-        io.counts.tally.dropped(DropReason::Garbage);
-        return;
+        return malformed(shared, io, DropReason::Garbage);
     }
     let pdu = datagram.get(pdu).unwrap_or(&[]);
     let function = pdu.first().copied().unwrap_or(0);
@@ -359,7 +392,7 @@ fn udp_request(shared: &Shared, peer: SocketAddr, datagram: &[u8], io: &mut Io<'
         function,
         at: io.at,
     };
-    io.counts.tally.request(unit, function, false, false);
+    io.counts.request(unit, function);
     let reply = ReplyTo {
         tag,
         outbox: Arc::clone(io.outbox),
@@ -370,6 +403,14 @@ fn udp_request(shared: &Shared, peer: SocketAddr, datagram: &[u8], io: &mut Io<'
         io.out.push(&tag, answer.as_slice());
     }
 }
+/// Counts a malformed datagram, dropped for `reason` (metrics on).
+fn malformed(shared: &Shared, io: &mut Io<'_>, reason: DropReason) {
+    if shared.counting {
+        shared.clients.count_malformed();
+    }
+    io.counts.dropped(reason);
+}
+
 /// A queue key for a UDP peer (high bit set: never a stream client's id).
 fn peer_key(peer: SocketAddr) -> u64 {
     use std::hash::{Hash, Hasher};

@@ -11,10 +11,11 @@
 //! unreachable: 0x0A, reconnected with backoff). One slow or dead upstream
 //! holds only its own queue.
 //!
-//! The client side counts into the same `coilwork_core::metrics` families
-//! as a server ([`Gateway::metrics`], [`Gateway::client_stats`]); each
-//! upstream has its `UpstreamStats` (`coilwork_core::gateway`);
-//! [`Gateway::prometheus`] renders both.
+//! With [`GatewayConfig::metrics`] on, the client side counts into the same
+//! `coilwork_core::metrics` families as a server ([`Gateway::metrics`],
+//! [`Gateway::client_stats`]); each upstream has its `UpstreamStats`
+//! (`coilwork_core::gateway`); [`Gateway::prometheus`] renders both. Off
+//! (the default), a forwarded request counts nothing.
 //!
 //! The gateway is a product built on the adapters, as the simulator is:
 //! `coilwork gateway` runs it, and it can be embedded in a program.
@@ -57,6 +58,10 @@ pub struct GatewayConfig {
     /// Stream clients (TCP and TLS together) open at once, overflow policy
     /// and allow-list, decided by the core's [`Admission`].
     pub admission: AdmissionOptions,
+    /// Count requests, answers, bytes and latency for [`Gateway::prometheus`]
+    /// (default off: then nothing is counted per request, and only the
+    /// connection counts and each upstream's `up` state are kept).
+    pub metrics: bool,
 }
 
 /// Why a gateway could not be built.
@@ -81,8 +86,9 @@ pub(crate) struct Tag {
     pub(crate) peer: Option<SocketAddr>,
     /// The request's function code (its metrics row).
     pub(crate) function: u8,
-    /// When the read that completed the request returned (its latency's start).
-    pub(crate) at: Instant,
+    /// When the read that completed the request returned (its latency's
+    /// start); `None` with metrics off.
+    pub(crate) at: Option<Instant>,
 }
 
 /// Answers on their way back to one client (a stream, or the UDP socket):
@@ -102,16 +108,20 @@ pub(crate) struct Frames {
     pub(crate) bytes: Vec<u8>,
     /// UDP only: each answer's peer and the end of its frame in `bytes`.
     pub(crate) datagrams: Vec<(SocketAddr, usize)>,
-    /// Each framed answer, counted in the client's metrics once written.
+    /// Each framed answer, counted in the client's metrics once written
+    /// (empty with metrics off).
     pub(crate) answers: Vec<Framed>,
 }
 
 impl Frames {
-    /// Frames `pdu` as the answer to `tag`, and keeps it to be counted.
+    /// Frames `pdu` as the answer to `tag`, and keeps it to be counted
+    /// if it is (metrics on: `tag` has its start time).
     pub(crate) fn push(&mut self, tag: &Tag, pdu: &[u8]) {
         coilwork_core::frame::mbap::encode(tag.transaction_id, tag.unit, pdu, &mut self.bytes);
-        let exception = pdu.first().is_some_and(|f| f & 0x80 != 0);
-        self.answers.push(Framed { tag: *tag, exception });
+        if tag.at.is_some() {
+            let exception = pdu.first().is_some_and(|f| f & 0x80 != 0);
+            self.answers.push(Framed { tag: *tag, exception });
+        }
     }
 
     /// Empties it, keeping the capacity.
@@ -239,6 +249,8 @@ pub(crate) struct Lane {
     pub(crate) queue: Mutex<FairQueue<Job>>,
     pub(crate) wake: Signal,
     pub(crate) stats: Arc<UpstreamStats>,
+    /// Metrics on: the per-request counters of `stats` are kept.
+    pub(crate) counting: bool,
     /// False while the upstream is down: requests get 0x0A at once.
     pub(crate) reachable: AtomicBool,
 }
@@ -248,8 +260,16 @@ impl Lane {
     pub(crate) fn with_queue<R>(&self, f: impl FnOnce(&mut FairQueue<Job>) -> R) -> R {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let r = f(&mut q);
-        self.stats.queue_depth.store(q.len() as u64, Relaxed);
+        if let Some(stats) = self.counted() {
+            stats.queue_depth.store(q.len() as u64, Relaxed);
+        }
         r
+    }
+
+    /// The stats to count a request's progress into; `None` with metrics off.
+    #[inline]
+    pub(crate) fn counted(&self) -> Option<&UpstreamStats> {
+        self.counting.then_some(&*self.stats)
     }
 }
 
@@ -269,6 +289,8 @@ pub(crate) struct Shared {
     /// The client side's requests and exceptions by unit and function,
     /// latency and dropped frames (each client folds its tally in).
     pub(crate) metrics: Arc<Metrics>,
+    /// Metrics on: requests, answers and bytes are counted.
+    pub(crate) counting: bool,
     /// Cancelled when the gateway stops.
     pub(crate) stop: CancellationToken,
 }
@@ -303,6 +325,7 @@ impl Gateway {
                     queue: Mutex::new(FairQueue::new(u.queue_depth)),
                     wake: Signal::default(),
                     stats: Arc::new(UpstreamStats::default()),
+                    counting: config.metrics,
                     reachable: AtomicBool::new(true),
                 })
             })
@@ -319,6 +342,7 @@ impl Gateway {
             admission: Mutex::new(Admission::new(config.admission)),
             clients: ServerStats::default(),
             metrics: Arc::new(Metrics::new()),
+            counting: config.metrics,
             stop,
         };
         Ok(Self {
@@ -355,7 +379,7 @@ impl Gateway {
 
     /// The client side's counters (TCP, TLS and UDP together): stream
     /// clients accepted, refused, evicted, open and closed by reason; bytes
-    /// in and out; datagrams.
+    /// in and out and datagrams (these two only with metrics on).
     pub fn client_stats(&self) -> &ServerStats {
         &self.shared.clients
     }
@@ -363,7 +387,8 @@ impl Gateway {
     /// The client side's requests and exceptions by unit and function
     /// code, answer latency and dropped frames (as the request arrived,
     /// before any unit renumbering). Each client folds its counts in at most
-    /// about once a second and when it leaves.
+    /// about once a second and when it leaves. Empty unless
+    /// [`GatewayConfig::metrics`] is on.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
     }
@@ -464,9 +489,14 @@ impl Shared {
             Target::Local => return self.local_answer(ctx, unit, pdu),
             Target::Upstream(i) => self.lanes.get(i)?,
         };
-        lane.stats.requests.fetch_add(1, Relaxed);
+        let stats = lane.counted();
+        if let Some(s) = stats {
+            s.requests.fetch_add(1, Relaxed);
+        }
         if !lane.reachable.load(Relaxed) {
-            lane.stats.unavailable.fetch_add(1, Relaxed);
+            if let Some(s) = stats {
+                s.unavailable.fetch_add(1, Relaxed);
+            }
             return exception(ExceptionCode::GatewayPathUnavailable);
         }
         if pdu.len() > coilwork_core::frame::MAX_PDU {
@@ -488,7 +518,9 @@ impl Shared {
                 None
             }
             Err(_) => {
-                lane.stats.busy.fetch_add(1, Relaxed);
+                if let Some(s) = stats {
+                    s.busy.fetch_add(1, Relaxed);
+                }
                 exception(ExceptionCode::ServerDeviceBusy)
             }
         }

@@ -5,7 +5,7 @@ use super::{Job, Lane, ReplyTo};
 use coilwork_core::client::{ClientConfig, Event, Started, Upstream};
 #[cfg(feature = "serial")]
 use coilwork_core::frame::rtu::RtuTiming;
-use coilwork_core::gateway::{Backoff, LinkState, StateTracker};
+use coilwork_core::gateway::{Backoff, LinkState, StateTracker, UpstreamStats};
 use coilwork_core::{ExceptionCode, Framing};
 use core::sync::atomic::Ordering::Relaxed;
 use std::collections::VecDeque;
@@ -216,12 +216,22 @@ fn set_state(state: &mut StateTracker, lane: &Lane, next: LinkState, error: Opti
     }
 }
 
-/// Counts a failure with `code`.
+/// Counts a failure with `code` (metrics on).
 fn count_failure(lane: &Lane, code: ExceptionCode) {
+    let Some(stats) = lane.counted() else { return };
     match code {
-        ExceptionCode::GatewayTargetFailedToRespond => lane.stats.timeouts.fetch_add(1, Relaxed),
-        _ => lane.stats.unavailable.fetch_add(1, Relaxed),
+        ExceptionCode::GatewayTargetFailedToRespond => stats.timeouts.fetch_add(1, Relaxed),
+        _ => stats.unavailable.fetch_add(1, Relaxed),
     };
+}
+
+/// Counts an answer `pdu` that took `rtt`.
+fn count_answer(stats: &UpstreamStats, pdu: &[u8], rtt: Duration) {
+    stats.answers.fetch_add(1, Relaxed);
+    stats.observe_latency(rtt);
+    if pdu.first().is_some_and(|f| f & 0x80 != 0) {
+        stats.exceptions.fetch_add(1, Relaxed);
+    }
 }
 
 /// Fails a queued job with `code`, counted.
@@ -260,10 +270,8 @@ impl Pending {
         };
         match event {
             Event::Answer { pdu, .. } => {
-                lane.stats.answers.fetch_add(1, Relaxed);
-                lane.stats.observe_latency(now.saturating_duration_since(sent.at));
-                if pdu.first().is_some_and(|f| f & 0x80 != 0) {
-                    lane.stats.exceptions.fetch_add(1, Relaxed);
+                if let Some(stats) = lane.counted() {
+                    count_answer(stats, pdu, now.saturating_duration_since(sent.at));
                 }
                 sent.reply.answer(pdu);
             }

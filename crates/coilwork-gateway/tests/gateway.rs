@@ -140,6 +140,7 @@ async fn slow_upstream_times_out_without_holding_another() {
             upstream("fast", UpstreamTarget::Tcp(fast.to_string())),
         ],
         routes: vec![route(1..=1, Target::Upstream(0)), route(2..=2, Target::Upstream(1))],
+        metrics: true,
         ..GatewayConfig::default()
     })
     .await;
@@ -272,6 +273,7 @@ async fn upstream_idle_close_is_reopened_without_0x0a() {
     let (gw, addr) = gateway(GatewayConfig {
         upstreams: vec![u],
         fallback: Some(Target::Upstream(0)),
+        metrics: true,
         ..GatewayConfig::default()
     })
     .await;
@@ -355,4 +357,50 @@ async fn queue_is_fair_between_clients() {
         last = answer.pdu[3];
     }
     assert_eq!(last, 9, "nine requests in all");
+}
+
+/// The client side's request count and the upstream's, as rendered.
+fn counted(gw: &Gateway) -> (bool, bool) {
+    let text = gw.prometheus();
+    let client = text.contains("coilwork_requests_total{server=\"gateway\",unit=\"1\",function=\"3\"} 2\n");
+    let upstream = text.contains("coilwork_gateway_requests_total{upstream=\"tcp\"} 2\n");
+    (client, upstream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_only_with_metrics_on() {
+    let up = coilwork_upstream().await;
+    for metrics in [true, false] {
+        let (gw, addr) = gateway(GatewayConfig {
+            upstreams: vec![upstream("tcp", UpstreamTarget::Tcp(up.to_string()))],
+            fallback: Some(Target::Upstream(0)),
+            metrics,
+            ..GatewayConfig::default()
+        })
+        .await;
+        {
+            let mut c = connect(addr).await;
+            for tid in 1..=2 {
+                assert_eq!(call(&mut c, tid, 1, &fc3(0, 1)).await, fc3_answer(&[0]));
+            }
+        }
+        // The client's tally is folded in when it leaves.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while metrics && counted(&gw) != (true, true) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            counted(&gw),
+            (metrics, metrics),
+            "metrics {metrics}:\n{}",
+            gw.prometheus()
+        );
+        if !metrics {
+            assert!(
+                gw.prometheus()
+                    .contains("coilwork_gateway_requests_total{upstream=\"tcp\"} 0\n")
+            );
+        }
+        gw.stop();
+    }
 }
