@@ -12,7 +12,7 @@
 //! reads no clock: time is an argument. Steady state allocates nothing: the
 //! receive and transmit buffers keep their capacity between requests.
 
-use crate::engine::{Delivery, Effect, Engine};
+use crate::engine::{Delivery, Effect, Engine, Observation};
 use crate::error::{ConnectionError, FrameError};
 use crate::frame::rtu::RtuTiming;
 use crate::frame::{Decoded, Framing, MAX_COUNTED_RTU_ADU, ascii, mbap, rtu};
@@ -93,6 +93,9 @@ pub struct Connection {
     delimiter: u8,
     last_rx: Option<Instant>,
     devices: DeviceCache,
+    /// The observations of the input being handled, handed to the engine's
+    /// observer once at its end (empty between inputs; keeps its capacity).
+    observed: Vec<Observation>,
     /// Local metric counts, when the engine has metrics.
     tally: Option<Box<Tally>>,
 }
@@ -117,6 +120,7 @@ fn execute(
     pdu_buf: &mut PduBuf,
     delimiter: &mut u8,
     devices: &mut DeviceCache,
+    observed: &mut Vec<Observation>,
     tally: Option<&mut Tally>,
     unit: u8,
     transaction_id: u16,
@@ -125,7 +129,7 @@ fn execute(
     ctx.unit = unit;
     ctx.function = pdu.first().copied().unwrap_or(0) & 0x7F;
     // `handle_cached` empties `pdu_buf` first.
-    let outcome = engine.handle_cached(ctx, pdu, pdu_buf, devices);
+    let outcome = engine.handle_cached(ctx, pdu, pdu_buf, devices, Some(observed));
     if let Some(tally) = tally {
         let answered = outcome.respond && !pdu_buf.is_empty();
         let exception = answered && pdu_buf.as_slice().first().is_some_and(|f| f & 0x80 != 0);
@@ -203,6 +207,7 @@ impl Connection {
             delimiter: ascii::DEFAULT_DELIMITER,
             last_rx: None,
             devices: DeviceCache::default(),
+            observed: Vec::new(),
             tally: None,
         }
     }
@@ -234,7 +239,8 @@ impl Connection {
 
     /// Frames and answers everything complete at the front of `buf`
     /// (never `self.rx` itself: the caller moves it out first); returns how
-    /// many bytes were used. `single`: at most one frame.
+    /// many bytes were used. `single`: at most one frame. The observer (if
+    /// any) is told about the input's requests at the end.
     fn process(&mut self, buf: &[u8], single: bool) -> Result<usize, ConnectionError> {
         let mut pos = 0;
         // Built once per input; each request sets its unit and function.
@@ -247,7 +253,10 @@ impl Connection {
             // Set by `handle_input` (never for datagrams, which come with no time).
             received: self.last_rx,
         };
-        while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+        let done = loop {
+            let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) else {
+                break Ok(());
+            };
             let decoded = match self.config.framing {
                 Framing::Mbap => mbap::decode(rest),
                 Framing::Rtu => {
@@ -269,7 +278,9 @@ impl Connection {
                     } else {
                         rest
                     };
-                    let pdu = source.get(pdu).ok_or(FrameError::EmptyPdu)?;
+                    let Some(pdu) = source.get(pdu) else {
+                        break Err(FrameError::EmptyPdu.into());
+                    };
                     execute(
                         &self.engine,
                         &self.config,
@@ -279,6 +290,7 @@ impl Connection {
                         &mut self.pdu,
                         &mut self.delimiter,
                         &mut self.devices,
+                        &mut self.observed,
                         self.tally.as_deref_mut(),
                         unit,
                         transaction_id,
@@ -286,10 +298,10 @@ impl Connection {
                     );
                     pos += consumed.max(1);
                     if single {
-                        break;
+                        break Ok(());
                     }
                 }
-                Decoded::Incomplete => break,
+                Decoded::Incomplete => break Ok(()),
                 Decoded::Skip { consumed, error } => {
                     self.engine.note_frame_error(&error);
                     if let Some(tally) = self.tally.as_deref_mut() {
@@ -297,10 +309,12 @@ impl Connection {
                     }
                     pos += consumed.max(1);
                 }
-                Decoded::Fatal(e) => return Err(e.into()),
+                Decoded::Fatal(e) => break Err(e.into()),
             }
-        }
-        Ok(pos.min(buf.len()))
+        };
+        // Told even when the input ends in an error: those requests were answered.
+        self.engine.flush_observed(&ctx, &mut self.observed);
+        done.map(|()| pos.min(buf.len()))
     }
 
     /// Drops the start of `bytes` that is the line's echo of what we sent.
@@ -518,6 +532,8 @@ impl Connection {
         if self.echo.is_empty() {
             self.echo = Vec::new();
         }
+        // Empty between inputs.
+        self.observed = Vec::new();
         // Nor keep a device the context may since have dropped.
         self.devices = DeviceCache::default();
     }

@@ -1229,3 +1229,60 @@ fn observer_gets_the_time_the_input_arrived() {
     assert_eq!(seen.0.lock().unwrap().len(), 1);
     assert_eq!(*seen.1.lock().unwrap(), [Some(at)]);
 }
+
+/// Records how it was told: each call's kind and the functions it carried.
+#[derive(Default)]
+struct Batches(Mutex<Vec<(&'static str, Vec<u8>)>>);
+
+impl coilwork_core::engine::RequestObserver for Batches {
+    fn observe(&self, ctx: &RequestContext<'_>, seen: coilwork_core::engine::Observation) {
+        assert_eq!((ctx.unit, ctx.function), (seen.unit, seen.function));
+        self.0.lock().unwrap().push(("one", vec![seen.function]));
+    }
+    fn observe_batch(&self, _ctx: &RequestContext<'_>, seen: &[coilwork_core::engine::Observation]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("batch", seen.iter().map(|s| s.function).collect()));
+    }
+}
+
+/// The requests of one input are handed over in one batch, in order (an
+/// input of one request with `observe`, in its own context); with an
+/// engaged hook each is told alone, after the batch before it.
+#[test]
+fn observer_gets_one_batch_per_input_and_hooked_requests_alone() {
+    use std::sync::atomic::Ordering;
+    let batches = Arc::new(Batches::default());
+    let switch = Arc::new(Switch::default());
+    let engine =
+        Engine::builder(ServerContext::multi().with_device(1, DeviceContext::with_sizes(10, 10, 10, 10).unwrap()))
+            .observer(batches.clone())
+            .hook(switch.clone())
+            .build();
+    let mut conn = coilwork_core::Connection::new(Arc::new(engine), coilwork_core::ConnectionConfig::tcp(None));
+    let read = [0, 1, 0, 0, 0, 6, 1, 0x03, 0, 0, 0, 2];
+    let write = [0, 2, 0, 0, 0, 6, 1, 0x06, 0, 1, 0, 7];
+    let elsewhere = [0, 3, 0, 0, 0, 6, 9, 0x04, 0, 0, 0, 1];
+    let now = std::time::Instant::now();
+    conn.handle_input(now, &[&read[..], &write[..], &read[..]].concat())
+        .unwrap();
+    conn.handle_input(now, &read).unwrap();
+    // Unit 9 has no device: not observed, but the context is now its.
+    conn.handle_input(now, &[&read[..], &elsewhere[..]].concat()).unwrap();
+    switch.on.store(true, Ordering::Relaxed);
+    conn.handle_input(now, &[&write[..], &read[..]].concat()).unwrap();
+    // Half a frame: nothing answered, nothing told.
+    conn.handle_input(now, &read[..5]).unwrap();
+    let got = batches.0.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        [
+            ("batch", vec![0x03, 0x06, 0x03]),
+            ("one", vec![0x03]),
+            ("batch", vec![0x03]),
+            ("one", vec![0x06]),
+            ("one", vec![0x03])
+        ]
+    );
+}

@@ -11,7 +11,9 @@
 //! 0–9999, all writable, no actions. A third argument `serve` runs the same
 //! requests through an engine like `coilwork serve`'s instead (a
 //! `DeviceContext` of 10 000 entries per table, no hook, no observer), so
-//! the two compare in one harness.
+//! the two compare in one harness. `PIPELINE=8` puts eight requests in
+//! each input, as a pipelining client's read does (N stays the number of
+//! requests; make it a multiple of the depth).
 
 use coilwork_core::storage::{DeviceContext, ServerContext};
 use coilwork_core::{Connection, ConnectionConfig, Engine};
@@ -51,6 +53,12 @@ fn main() {
         }
         _ => vec![0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10],
     };
+    let depth: usize = std::env::var("PIPELINE")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let input = frame.repeat(depth);
     let peer = "127.0.0.1:40000".parse().ok();
     let engine = if serve {
         let device = DeviceContext::with_sizes(10_000, 10_000, 10_000, 10_000).unwrap_or_else(|e| panic!("{e}"));
@@ -60,8 +68,8 @@ fn main() {
     };
     let mut conn = Connection::new(engine, ConnectionConfig::tcp(peer));
     let mut answered = 0usize;
-    for _ in 0..n {
-        if conn.handle_input(Instant::now(), &frame).is_err() {
+    for _ in 0..n as usize / depth {
+        if conn.handle_input(Instant::now(), &input).is_err() {
             eprintln!("refused");
             std::process::exit(1);
         }

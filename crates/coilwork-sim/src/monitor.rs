@@ -2,10 +2,11 @@
 //! HTTP API shows (a [`RequestObserver`]), and its fault injection (a
 //! [`RequestHook`]).
 //!
-//! The observer keeps the engine's fast path: it is told about each request
-//! once answered, with a small copied [`Observation`], and records it in its
-//! thread's shard (no allocation, no formatting, no shared counter; the time
-//! is the input's arrival time the connection already has). The hook is
+//! The observer keeps the engine's fast path: it is told about the requests
+//! of each input once they are answered, in one batch of small copied
+//! [`Observation`]s, and records them in its thread's shard under one lock
+//! (no allocation, no formatting, no shared counter; the time is the
+//! input's arrival time the connection already has). The hook is
 //! [`RequestHook::engaged`] only while a fault is set, so a plain register
 //! map never takes the engine's slow path.
 //!
@@ -19,6 +20,7 @@ use coilwork_core::pdu::{PduBuf, Request};
 use coilwork_core::{Delivery, ExceptionCode, RequestContext};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,7 +28,30 @@ use std::time::{Duration, Instant, SystemTime};
 thread_local! {
     /// The fault the hook applied to the request being served on this
     /// thread, taken by the observer when the same request is observed.
-    static APPLIED_FAULT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+    static APPLIED_FAULT: std::cell::Cell<Option<Applied>> = const { std::cell::Cell::new(None) };
+}
+
+/// A fault the hook applied to a call: one byte in the call's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Exception,
+    NoResponse,
+    Delay,
+    Split,
+    Garble,
+}
+
+impl Applied {
+    /// The name [`Call::fault`] shows.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Exception => "exception",
+            Self::NoResponse => "no_response",
+            Self::Delay => "delay",
+            Self::Split => "split",
+            Self::Garble => "garble",
+        }
+    }
 }
 
 /// Calls kept for the monitor.
@@ -233,15 +258,52 @@ impl Shard {
         }
     }
 
-    /// Keeps `call`, forgetting the oldest once `CALLS_KEPT` are kept.
-    #[inline]
-    fn push(&mut self, mut call: RawCall) {
-        if let Some(last) = self.last_at
-            && call.at < last
-        {
-            call.at = last;
+    /// Keeps the calls of one input (all arrived `at`, the first with
+    /// `fault`), counting them, forgetting the oldest once `CALLS_KEPT` are kept.
+    #[inline(always)]
+    fn push_all(
+        &mut self,
+        at: Instant,
+        epoch: u64,
+        peer: Option<SocketAddr>,
+        seen: &[Observation],
+        mut fault: Option<Applied>,
+    ) {
+        // A call that says it arrived before the shard's last one (another
+        // thread's input) is given that one's time: the ring stays in order
+        // of (epoch, time).
+        let at = self.last_at.map_or(at, |last| last.max(at));
+        self.last_at = Some(at);
+        for seen in seen {
+            self.count(seen);
+            let call = RawCall {
+                at,
+                epoch,
+                seen: *seen,
+                fault: fault.take(),
+                peer,
+            };
+            self.keep(call);
         }
-        self.last_at = Some(call.at);
+    }
+
+    /// Counts a request, and its exception answer.
+    #[inline]
+    fn count(&mut self, seen: &Observation) {
+        let function = usize::from(seen.function & 0x7F);
+        if let Some(n) = self.requests.get_mut(function) {
+            *n += 1;
+        }
+        if seen.exception.is_some()
+            && let Some(n) = self.exceptions.get_mut(function)
+        {
+            *n += 1;
+        }
+    }
+
+    /// Keeps `call` in the ring.
+    #[inline(always)]
+    fn keep(&mut self, call: RawCall) {
         self.total += 1;
         if self.calls.len() < CALLS_KEPT {
             self.calls.push(call);
@@ -279,8 +341,8 @@ struct RawCall {
     /// The monitor's epoch when it was recorded.
     epoch: u64,
     seen: Observation,
-    fault: Option<&'static str>,
-    peer: Option<std::net::SocketAddr>,
+    fault: Option<Applied>,
+    peer: Option<SocketAddr>,
 }
 
 impl RawCall {
@@ -301,7 +363,7 @@ impl RawCall {
             count: seen.data.map(|(_, r)| r.count()),
             result,
             exception: seen.exception,
-            fault: self.fault,
+            fault: self.fault.map(Applied::name),
             peer: self.peer.map(|p| p.to_string()),
         }
     }
@@ -469,33 +531,19 @@ impl Monitor {
         }
     }
 
-    /// Records one call in this thread's shard: its counts and the ring.
-    #[inline]
-    fn record(&self, ctx: &RequestContext<'_>, seen: Observation, fault: Option<&'static str>) {
+    /// Records the calls of one input in this thread's shard (its counts
+    /// and the ring) under one lock, the first with `fault`.
+    #[inline(always)]
+    fn record(&self, ctx: &RequestContext<'_>, seen: &[Observation], fault: Option<Applied>) {
         // The input's arrival time, which the connection read anyway; a
         // clock read only for callers that gave none.
         let at = ctx.received.unwrap_or_else(Instant::now);
-        let function = usize::from(seen.function & 0x7F);
         let Some(shard) = self.shards.get(thread_shard(self.shards.len())) else {
             return;
         };
         let mut shard = lock(shard);
         let epoch = self.epoch.0.load(Ordering::Relaxed);
-        if let Some(n) = shard.requests.get_mut(function) {
-            *n += 1;
-        }
-        if seen.exception.is_some()
-            && let Some(n) = shard.exceptions.get_mut(function)
-        {
-            *n += 1;
-        }
-        shard.push(RawCall {
-            at,
-            epoch,
-            seen,
-            fault,
-            peer: ctx.peer,
-        });
+        shard.push_all(at, epoch, ctx.peer, seen, fault);
     }
 
     /// Requests and exception answers counted per function code (non-zero only).
@@ -596,15 +644,21 @@ impl CallFilter {
 }
 
 impl RequestObserver for Monitor {
-    #[inline]
+    /// A request an engaged hook saw: recorded with the fault it applied.
     fn observe(&self, ctx: &RequestContext<'_>, seen: Observation) {
         let fault = APPLIED_FAULT.with(std::cell::Cell::take);
-        self.record(ctx, seen, fault);
+        self.record(ctx, &[seen], fault);
+    }
+
+    /// The requests of one input no engaged hook saw (so with no fault):
+    /// one shard lock for all of them.
+    fn observe_batch(&self, ctx: &RequestContext<'_>, seen: &[Observation]) {
+        self.record(ctx, seen, None);
     }
 }
 
 /// Notes the fault applied to the request being served on this thread.
-fn applied(fault: &'static str) {
+fn applied(fault: Applied) {
     APPLIED_FAULT.with(|f| f.set(Some(fault)));
 }
 
@@ -621,8 +675,8 @@ impl RequestHook for Monitor {
             _ => None,
         });
         match fault {
-            Some(HookAction::NoResponse) => applied("no_response"),
-            Some(HookAction::Exception(_)) => applied("exception"),
+            Some(HookAction::NoResponse) => applied(Applied::NoResponse),
+            Some(HookAction::Exception(_)) => applied(Applied::Exception),
             _ => {}
         }
         fault.unwrap_or(HookAction::Continue)
@@ -631,21 +685,21 @@ impl RequestHook for Monitor {
     fn delivery(&self, ctx: &RequestContext<'_>, _request: &Request<'_>, _response: &[u8]) -> Option<Delivery> {
         let (name, delivery) = self.take_fault(ctx.function, |k| match *k {
             FaultKind::Delay { delay_ms } => Some((
-                "delay",
+                Applied::Delay,
                 Delivery {
                     delay: Duration::from_millis(delay_ms),
                     ..Delivery::default()
                 },
             )),
             FaultKind::Split { split_at, pause_ms } => Some((
-                "split",
+                Applied::Split,
                 Delivery {
                     split: Some((split_at, Duration::from_millis(pause_ms))),
                     ..Delivery::default()
                 },
             )),
             FaultKind::Garble => Some((
-                "garble",
+                Applied::Garble,
                 Delivery {
                     garble: true,
                     ..Delivery::default()

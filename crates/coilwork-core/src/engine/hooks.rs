@@ -120,9 +120,9 @@ pub struct Observation {
 
 impl Observation {
     /// The observation of `request` (or of a request that failed to decode)
-    /// with its answer.
-    #[inline]
-    pub(crate) fn of(ctx: &RequestContext<'_>, request: Option<&Request<'_>>) -> Self {
+    /// with its answer: `respond`, and the exception in `out` if it is one.
+    #[inline(always)]
+    pub(crate) fn of(ctx: &RequestContext<'_>, request: Option<&Request<'_>>, respond: bool, out: &PduBuf) -> Self {
         let (data, write) = match request {
             Some(r) => (data_of(r), r.is_write()),
             None => (None, false),
@@ -132,14 +132,18 @@ impl Observation {
             function: ctx.function,
             data,
             write,
-            respond: false,
-            exception: None,
+            respond,
+            exception: if respond {
+                super::serve::answered_exception(out)
+            } else {
+                None
+            },
         }
     }
 }
 
 /// The table and addresses `request` names (see [`Observation::data`]).
-#[inline]
+#[inline(always)]
 fn data_of(request: &Request<'_>) -> Option<(Table, AddressRange)> {
     let one = |table: Table, address: u16| AddressRange::new(address, 1).map(|r| (table, r));
     match *request {
@@ -161,15 +165,41 @@ fn data_of(request: &Request<'_>) -> Option<(Table, AddressRange)> {
 /// final: call monitors, per-function counts, traffic logs. It cannot change
 /// or refuse anything, so installing one keeps the engine's fast path.
 ///
-/// Called for each request addressed to a device (answered, exception,
+/// Told about each request addressed to a device (answered, exception,
 /// silent, or failed to decode) and once for each serial broadcast; not for
 /// a unit no device serves. The time the request arrived is
 /// `ctx.received`. It runs on the request path, on the thread of the
 /// connection: it must not block, and should keep shared state sharded
 /// (connections on other threads call it at the same time).
+///
+/// A [`crate::Connection`] collects the observations of one input (one
+/// read, which may hold several pipelined requests) and hands them over in
+/// one [`RequestObserver::observe_batch`] once the input is handled, before
+/// any of their answers can be written (an input of one request, as a
+/// client that does not pipeline sends, is handed over with
+/// [`RequestObserver::observe`]). A request that an engaged
+/// [`RequestHook`] saw is handed over alone with
+/// [`RequestObserver::observe`] as soon as it is answered (after the batch
+/// before it), so that an observer can pair it with what the hook did on
+/// the same thread. [`crate::Engine::handle`] tells each request at once.
 pub trait RequestObserver: Send + Sync {
     /// One request and its outcome.
     fn observe(&self, ctx: &RequestContext<'_>, seen: Observation);
+
+    /// Several requests of one input, in the order they were served, none
+    /// of them seen by an engaged hook. `ctx` is the input's (transport,
+    /// peer, role, arrival time); each request's unit and function are in
+    /// its observation. Default: [`RequestObserver::observe`] for each.
+    fn observe_batch(&self, ctx: &RequestContext<'_>, seen: &[Observation]) {
+        for s in seen {
+            let one = RequestContext {
+                unit: s.unit,
+                function: s.function,
+                ..*ctx
+            };
+            self.observe(&one, *s);
+        }
+    }
 }
 
 /// How an adapter delivers one answer: a fault-injection knob for

@@ -23,7 +23,8 @@
 //! an ordinary request (not FC8, FC11, FC12 or a custom function, to a
 //! device not in listen-only mode) executes and records its whole exchange
 //! in one atomic add. A [`RequestObserver`] is told about every request after
-//! its answer, on either path, with a small copied [`Observation`].
+//! its answer, on either path, with a small copied [`Observation`]; a
+//! connection hands over those of one input in one batch.
 //!
 //! Diagnostics follow the serial line spec, counted on every transport:
 //! - bus message count: every PDU handed to [`Engine::handle`] (any unit)
@@ -236,8 +237,14 @@ impl EngineBuilder {
     }
 }
 
-/// [`Engine::observe`] once there is an observer: the observation made and
-/// handed over, out of line (the engine's fast path stays as short without one).
+/// Most observations a connection collects before handing them over: an
+/// input with more requests is handed over in several batches.
+const BATCH_MAX: usize = 64;
+
+/// [`Engine::observe`] once there is an observer, but for the usual case (a
+/// batch with room): the request told at once (no batch, or an engaged hook
+/// saw it: the batch before it first), or the full batch handed over and the
+/// observation kept. Out of line, so that the engine's fast path stays short.
 #[inline(never)]
 fn tell(
     observer: &dyn RequestObserver,
@@ -245,11 +252,48 @@ fn tell(
     request: Option<&Request<'_>>,
     respond: bool,
     out: &PduBuf,
+    batch: Batch<'_>,
 ) {
-    let mut seen = Observation::of(ctx, request);
-    seen.respond = respond;
-    seen.exception = if respond { serve::answered_exception(out) } else { None };
-    observer.observe(ctx, seen);
+    let seen = Observation::of(ctx, request, respond, out);
+    match batch {
+        Batch::Keep(batch) => {
+            if batch.len() >= BATCH_MAX {
+                observer.observe_batch(ctx, batch);
+                batch.clear();
+            }
+            batch.push(seen);
+        }
+        Batch::Alone(batch) => {
+            if !batch.is_empty() {
+                observer.observe_batch(ctx, batch);
+                batch.clear();
+            }
+            observer.observe(ctx, seen);
+        }
+        Batch::None => observer.observe(ctx, seen),
+    }
+}
+
+/// Where [`Engine::handle_cached`] puts an observation.
+enum Batch<'a> {
+    /// Into the connection's batch.
+    Keep(&'a mut Vec<Observation>),
+    /// To the observer at once, after the connection's batch (an engaged hook saw the request).
+    Alone(&'a mut Vec<Observation>),
+    /// To the observer at once: the caller keeps no batch.
+    None,
+}
+
+impl<'a> Batch<'a> {
+    /// The connection's batch (if any), where a request `hook` saw must be told alone.
+    #[inline(always)]
+    fn of(batch: Option<&'a mut Vec<Observation>>, hook: Option<&dyn RequestHook>) -> Self {
+        match (batch, hook) {
+            (Some(b), None) => Self::Keep(b),
+            (Some(b), Some(_)) => Self::Alone(b),
+            (None, _) => Self::None,
+        }
+    }
 }
 
 impl Engine {
@@ -339,7 +383,7 @@ impl Engine {
             function: pdu.first().copied().unwrap_or(0) & 0x7F,
             ..*ctx
         };
-        self.handle_cached(&ctx, pdu, out, &mut DeviceCache::default())
+        self.handle_cached(&ctx, pdu, out, &mut DeviceCache::default(), None)
     }
 
     /// True if ordinary requests may take [`Engine::serve_plain`] now: no
@@ -357,10 +401,40 @@ impl Engine {
 
     /// Tells the observer (if any) about a request and whether (and what) it answered.
     #[inline(always)]
-    fn observe(&self, ctx: &RequestContext<'_>, request: Option<&Request<'_>>, respond: bool, out: &PduBuf) {
+    fn observe(
+        &self,
+        ctx: &RequestContext<'_>,
+        request: Option<&Request<'_>>,
+        respond: bool,
+        out: &PduBuf,
+        batch: Batch<'_>,
+    ) {
         if let Some(observer) = &self.observer {
-            tell(&**observer, ctx, request, respond, out);
+            match batch {
+                // The usual case in line: the observation kept for the input's batch.
+                Batch::Keep(batch) if batch.len() < BATCH_MAX => {
+                    batch.push(Observation::of(ctx, request, respond, out))
+                }
+                batch => tell(&**observer, ctx, request, respond, out, batch),
+            }
         }
+    }
+
+    /// Hands the observations a connection collected for one input to the
+    /// observer and empties `batch`.
+    #[inline]
+    pub(crate) fn flush_observed(&self, ctx: &RequestContext<'_>, batch: &mut Vec<Observation>) {
+        if let Some(observer) = &self.observer {
+            match batch.as_slice() {
+                [] => return,
+                // An input of one request (no pipelining): the usual call,
+                // in that request's context (unless a later request of the
+                // input, to a unit no device serves, has changed it).
+                [seen] if (seen.unit, seen.function) == (ctx.unit, ctx.function) => observer.observe(ctx, *seen),
+                seen => observer.observe_batch(ctx, seen),
+            }
+        }
+        batch.clear();
     }
 
     /// [`Engine::handle`] with the caller's device lookup cache (a
@@ -368,13 +442,16 @@ impl Engine {
     /// touches no shared reference count to find its device).
     /// `ctx.function` must be the PDU's function code without the
     /// exception bit (the connection sets it once per request, into a
-    /// context it builds once per input).
+    /// context it builds once per input). `batch`: where the connection
+    /// collects the input's observations ([`Engine::flush_observed`] at its
+    /// end); `None`: each is told at once.
     pub(crate) fn handle_cached(
         &self,
         ctx: &RequestContext<'_>,
         pdu: &[u8],
         out: &mut PduBuf,
         devices: &mut DeviceCache,
+        batch: Option<&mut Vec<Observation>>,
     ) -> Outcome {
         self.bus.increment(DiagnosticCounter::BusMessage);
         out.clear();
@@ -388,7 +465,7 @@ impl Engine {
                     let _ = self.serve(ctx, device, decoded, out, true, hook);
                 });
                 out.clear();
-                self.observe(ctx, decoded.as_ref().ok(), false, out);
+                self.observe(ctx, decoded.as_ref().ok(), false, out, Batch::of(batch, hook));
             }
             return Outcome::SILENT;
         }
@@ -399,11 +476,12 @@ impl Engine {
                     && let Ok(request) = &decoded
                     && let Some(outcome) = self.serve_plain(ctx, device, request, out)
                 {
-                    self.observe(ctx, Some(request), outcome.respond, out);
+                    self.observe(ctx, Some(request), outcome.respond, out, Batch::of(batch, None));
                     return outcome;
                 }
-                let outcome = self.serve(ctx, device, decoded, out, false, self.active_hook());
-                self.observe(ctx, decoded.as_ref().ok(), outcome.respond, out);
+                let hook = self.active_hook();
+                let outcome = self.serve(ctx, device, decoded, out, false, hook);
+                self.observe(ctx, decoded.as_ref().ok(), outcome.respond, out, Batch::of(batch, hook));
                 outcome
             }
             None => {
