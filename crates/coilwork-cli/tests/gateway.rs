@@ -650,5 +650,11 @@ fn gateway_runs_on_one_thread_unless_told_otherwise() {
     );
     let (gw, port) = gateway(&["--route", "1=local", "--threads", "2"]);
     assert!(read_ok(&mut connect(port), 2), "served");
+    // The runtime starts its workers as threads of their own: on a busy
+    // machine the second may not have named itself yet.
+    let t0 = Instant::now();
+    while runtime_workers(gw.0.id()) < 2 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(runtime_workers(gw.0.id()), 2, "--threads 2: two workers");
 }
