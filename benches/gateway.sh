@@ -25,7 +25,9 @@ grep -q '^\[workspace\]' "$work/loadgen/Cargo.toml" || printf '\n[workspace]\n' 
 (cd "$work/loadgen" && cargo build --release --quiet)
 loadgen="$(find "$work/loadgen/target/release" -maxdepth 1 -type f -perm -u+x -name 'loadgen*' | head -1)"
 (cd "$root" && cargo build --release -p coilwork-cli --quiet)
+(cd "$root" && cargo build --release -p coilwork-gateway --example byte_relay --quiet)
 coilwork="$root/target/release/coilwork"
+relay="$root/target/release/examples/byte_relay"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -47,18 +49,24 @@ start() {
   [ -n "$addr" ] || { echo "gateway.sh: $* did not start (see $log)" >&2; exit 1; }
 }
 
-inflight="${MAX_IN_FLIGHT:-64}"
+# 128: at least the 80 requests the 10 x 8 load keeps in flight, so no
+# client's batch is split across two upstream writes.
+inflight="${MAX_IN_FLIGHT:-128}"
 echo "== coilwork gateway benchmark: $(date -u +%FT%TZ), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "   machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); every process (loadgen, serve, gateway) on it"
 echo "   measured: FC3 (10 registers) throughput and latency from the loadgen, ${duration}s per run after 1s warm-up,"
 echo "   straight to 'coilwork serve' and through 'coilwork gateway --upstream tcp:' (--max-in-flight $inflight);"
 echo "   ratio = gateway req/s / direct req/s for the same shape (goal >= 0.80 at conns=10 and at pipeline=8);"
 echo "   added latency = gateway p50/p99 - direct p50/p99. 'server cpu' is the serve (direct) or gateway process."
+echo "   floor = the same through byte_relay (no Modbus work: one upstream connection per client, bytes copied"
+echo "   both ways, one thread): what any proxy costs on this machine before it reads a frame."
 start "$work/serve.log" "on 127.0.0.1:" "$coilwork" serve --address 127.0.0.1:0
 direct=$addr direct_pid=$pid
 start "$work/gw.log" "Modbus/TCP 127.0.0.1:" "$coilwork" gateway --listen 127.0.0.1:0 \
   --upstream "tcp:$direct" --max-in-flight "$inflight" --queue-depth 1024 --log error
 gw=$addr gw_pid=$pid
+start "$work/relay.log" "relay on 127.0.0.1:" "$relay" 127.0.0.1:0 "$direct"
+relay_addr=$addr relay_pid=$pid
 
 # Runs the loadgen; prints its report and leaves "rps p50 p99" in $result.
 run() {
@@ -73,8 +81,9 @@ for shape in "10 1" "1 8" "10 8"; do
   set -- $shape
   run "$direct" "$1" "$2" "direct conns=$1 pipeline=$2" "$direct_pid"; d=($result)
   run "$gw" "$1" "$2" "gateway conns=$1 pipeline=$2" "$gw_pid"; g=($result)
-  summary+=("$(awk -v c="$1" -v p="$2" -v dr="${d[0]}" -v gr="${g[0]}" -v d50="${d[1]}" -v g50="${g[1]}" -v d99="${d[2]}" -v g99="${g[2]}" \
-    'BEGIN { printf "conns=%-3s pipeline=%-2s direct %8.0f req/s  gateway %8.0f req/s  ratio %.2f  added p50 %+.0f us  p99 %+.0f us", c, p, dr, gr, (dr > 0 ? gr / dr : 0), g50 - d50, g99 - d99 }')")
+  run "$relay_addr" "$1" "$2" "byte_relay conns=$1 pipeline=$2" "$relay_pid"; r=($result)
+  summary+=("$(awk -v c="$1" -v p="$2" -v dr="${d[0]}" -v gr="${g[0]}" -v rr="${r[0]}" -v d50="${d[1]}" -v g50="${g[1]}" -v d99="${d[2]}" -v g99="${g[2]}" \
+    'BEGIN { printf "conns=%-3s pipeline=%-2s direct %8.0f req/s  gateway %8.0f req/s  ratio %.2f (floor %.2f)  added p50 %+.0f us  p99 %+.0f us", c, p, dr, gr, (dr > 0 ? gr / dr : 0), (dr > 0 ? rr / dr : 0), g50 - d50, g99 - d99 }')")
 done
 echo "== summary (gateway vs direct) =="
 printf '%s\n' "${summary[@]}"
