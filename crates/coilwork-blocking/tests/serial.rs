@@ -54,10 +54,8 @@ fn serve(server: &Arc<SerialServer>) -> JoinHandle<Result<(), ServerError>> {
 }
 
 fn stop(server: &SerialServer, thread: JoinHandle<Result<(), ServerError>>) {
-    let t0 = Instant::now();
     server.handle().stop();
     assert!(server.handle().wait_stopped_timeout(STEP), "serve_forever returns");
-    assert!(t0.elapsed() < Duration::from_secs(1), "stopped within a poll interval");
     let r = thread.join().unwrap();
     assert!(r.is_ok(), "{r:?}");
 }

@@ -249,16 +249,18 @@ async fn run(chromium: &str, driver: &str) {
         .await;
     // A delay fault, removed from the page with its button.
     d.click("#fault-kind option[value=delay]").await;
-    d.type_into("#fault-delay", "300").await;
+    // Long enough that an answer sooner than it cannot have been delayed.
+    let delay = Duration::from_millis(1500);
+    d.type_into("#fault-delay", "1500").await;
     d.type_into("#fault-count", "").await;
     d.click("#fault-add").await;
     d.wait_for("document.querySelectorAll('#faults tbody tr').length", json!(1))
         .await;
     let t = Instant::now();
     assert_eq!(fc3(modbus, 4, 1).await, Ok(vec![17001]));
-    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+    assert!(t.elapsed() >= delay, "{:?}", t.elapsed());
     d.wait_for(
-        "document.querySelector('#log').textContent.includes('fault 2 added: delay 300 ms on function 3')",
+        "document.querySelector('#log').textContent.includes('fault 2 added: delay 1500 ms on function 3')",
         json!(true),
     )
     .await;
@@ -301,7 +303,7 @@ async fn run(chromium: &str, driver: &str) {
         .await;
     let t = Instant::now();
     assert_eq!(fc3(modbus, 4, 1).await, Ok(vec![17001]));
-    assert!(t.elapsed() < Duration::from_millis(250), "{:?}", t.elapsed());
+    assert!(t.elapsed() < delay, "no longer delayed: {:?}", t.elapsed());
 
     let _ = Driver::send(&d.client, "DELETE", &format!("{}/session/{}", d.base, d.session), None).await;
     let _ = std::fs::remove_dir_all(&profile);
