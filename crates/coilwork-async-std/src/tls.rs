@@ -1,7 +1,7 @@
 //! Modbus/TCP Security (mbaps): Modbus/TCP over TLS 1.2 or newer, for
 //! async-std, smol or any executor.
 //!
-//! [`TlsServer`] is a [`TcpServer`] whose accepted connections first go
+//! [`TlsServer`] is a [`TcpServer`](crate::TcpServer) whose accepted connections first go
 //! through a TLS handshake (rustls through futures-rustls, `ring`
 //! provider); after it, the same connection loop serves them, with the same
 //! options, limits, stop handle and graceful shutdown (requests already

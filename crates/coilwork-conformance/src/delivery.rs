@@ -1,4 +1,4 @@
-//! Cases for a hook's [`Delivery`] (fault injection: delay, split): every
+//! Cases for a hook's [`Delivery`](coilwork_core::Delivery) (fault injection: delay, split): every
 //! adapter makes the pauses, on TCP, UDP and serial lines, and a stop or an
 //! eviction during one is not held up by it.
 

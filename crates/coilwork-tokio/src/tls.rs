@@ -1,6 +1,6 @@
 //! Modbus/TCP Security (mbaps): Modbus/TCP over TLS 1.2 or newer.
 //!
-//! [`TlsServer`] is a [`TcpServer`] whose accepted connections first go
+//! [`TlsServer`] is a [`TcpServer`](crate::TcpServer) whose accepted connections first go
 //! through a TLS handshake (rustls, through tokio-rustls, with the `ring`
 //! provider); after it, the same per-connection loop serves them, with the
 //! same options, limits, stop handle and graceful shutdown.
