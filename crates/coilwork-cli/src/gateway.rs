@@ -122,12 +122,12 @@ impl Authorizer for WriteRoles {
 /// Parses an upstream spec into a target.
 fn target(spec: &str, args: &GatewayArgs) -> Result<UpstreamTarget, String> {
     if let Some(addr) = spec.strip_prefix("tcp:") {
-        return Ok(UpstreamTarget::Tcp(addr.to_owned()));
+        return host_port(spec, addr).map(UpstreamTarget::Tcp);
     }
     if let Some(addr) = spec.strip_prefix("rtu+tcp:") {
-        return Ok(UpstreamTarget::RtuOverTcp(addr.to_owned()));
+        return host_port(spec, addr).map(UpstreamTarget::RtuOverTcp);
     }
-    if let Some(port) = spec.strip_prefix("serial:") {
+    if let Some(port) = spec.strip_prefix("serial:").filter(|p| !p.is_empty()) {
         return Ok(UpstreamTarget::Serial(SerialUpstream {
             port: port.to_owned(),
             framing: match args.framer {
@@ -147,6 +147,22 @@ fn target(spec: &str, args: &GatewayArgs) -> Result<UpstreamTarget, String> {
     Err(format!(
         "upstream {spec:?}: expected tcp:HOST:PORT, rtu+tcp:HOST:PORT or serial:PATH"
     ))
+}
+
+/// `addr` if it reads `HOST:PORT` (a name or an address; `[v6]:PORT`) with
+/// a port from 1 to 65535. The name is looked up at each connect, so an
+/// upstream whose name does not resolve yet is down, not refused.
+fn host_port(spec: &str, addr: &str) -> Result<String, String> {
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if valid {
+        Ok(addr.to_owned())
+    } else {
+        Err(format!(
+            "upstream {spec:?}: expected HOST:PORT after the scheme, with a port from 1 to 65535"
+        ))
+    }
 }
 
 /// The access check from `--roles FILE` (read and checked now, before any

@@ -190,6 +190,17 @@ fn flags_another_transport_would_ignore_are_refused() {
 }
 
 #[test]
+fn gateway_upstream_without_host_and_port_is_refused() {
+    for spec in ["tcp:", "tcp:plc", "tcp::502", "tcp:plc:0", "rtu+tcp:plc:x", "serial:"] {
+        let (status, out, err) = run(&["gateway", "--listen", "127.0.0.1:0", "--upstream", spec]);
+        assert!(!status.success(), "{spec}: {err:?}");
+        assert!(out.is_empty(), "{spec} started: {out:?}");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(err.contains(&format!("{spec:?}")), "names the spec: {err:?}");
+    }
+}
+
+#[test]
 fn serial_errors_are_one_line() {
     let (status, _, err) = run(&["serve", "--transport", "serial"]);
     assert_eq!(status.code(), Some(2));
