@@ -57,7 +57,7 @@ pub(crate) struct GatewayArgs {
     #[arg(long, value_enum, default_value_t = SerialFramer::Rtu)]
     framer: SerialFramer,
     /// Serial upstreams: baud rate.
-    #[arg(long, default_value_t = 19200)]
+    #[arg(long, default_value_t = 19200, value_parser = clap::value_parser!(u32).range(1..))]
     baudrate: u32,
     /// Serial upstreams: parity.
     #[arg(long, value_enum, default_value_t = ParityArg::Even)]

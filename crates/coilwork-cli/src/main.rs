@@ -218,7 +218,7 @@ struct ServeArgs {
     #[arg(long, required_if_eq("transport", "serial"))]
     port: Option<String>,
     /// Serial: baud rate.
-    #[arg(long, default_value_t = 19200)]
+    #[arg(long, default_value_t = 19200, value_parser = clap::value_parser!(u32).range(1..))]
     baudrate: u32,
     /// Serial: parity.
     #[arg(long, value_enum, default_value_t = ParityArg::Even)]

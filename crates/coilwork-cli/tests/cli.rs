@@ -207,6 +207,26 @@ fn serial_errors_are_one_line() {
     assert_eq!(err.lines().count(), 1, "{err:?}");
     assert!(err.contains("--port"), "{err:?}");
 
+    // A baud rate of 0 would hang up a real line (B0): refused before any port opens.
+    for command in [
+        &[
+            "serve",
+            "--transport",
+            "serial",
+            "--port",
+            "/dev/null",
+            "--baudrate",
+            "0",
+        ][..],
+        &["gateway", "--upstream", "serial:/dev/null", "--baudrate", "0"],
+    ] {
+        let (status, out, err) = run(command);
+        assert_eq!(status.code(), Some(2), "{command:?}");
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(err.contains("--baudrate"), "{err:?}");
+    }
+
     let path = "/dev/coilwork-no-such-port";
     let (status, out, err) = run(&["serve", "--transport", "serial", "--port", path]);
     assert!(!status.success());
