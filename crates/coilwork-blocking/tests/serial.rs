@@ -1,52 +1,17 @@
-//! The blocking serial server's own API: `auto_open` waiting for a port and
-//! reopening it (socat pty pairs), a missing port's error, and `serve_line`
-//! ending with a failing line's error.
+//! The blocking serial server's own API: a missing port's error, and
+//! `serve_line` ending with a failing line's error.
 //! What every adapter must do is the conformance suite's
 //! (`coilwork_conformance::replaced` lists the tests it took over).
-//!
-//! The pty tests need `socat` (`bash .ci/test` installs it): without it they
-//! are skipped with a message, unless `COILWORK_REQUIRE_CLIENTS` is set.
 #![cfg(all(unix, feature = "serial"))]
 
 mod common;
 
 use coilwork_blocking::{SerialServer, SerialServerConfig, ServerError};
-use coilwork_test_support::PtyPair;
 use common::*;
 use std::io::{ErrorKind, Read, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-/// Reads exactly `n` bytes, bounded by [`STEP`].
-fn read_n<S: Read>(s: &mut S, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    let end = Instant::now() + STEP;
-    let mut got = 0;
-    while got < n {
-        assert!(Instant::now() < end, "answer in time: got {:02X?}", &v[..got]);
-        match s.read(&mut v[got..]) {
-            Ok(0) => panic!("line closed"),
-            Ok(k) => got += k,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    v
-}
-
-/// The client end of a pty, opened raw with a short read timeout.
-fn open_client(path: &Path) -> Box<dyn serialport::SerialPort> {
-    serialport::new(path.to_string_lossy(), 9600)
-        .timeout(Duration::from_millis(20))
-        .open()
-        .expect("open the client end of the pty")
-}
+use std::time::Duration;
 
 fn serve(server: &Arc<SerialServer>) -> JoinHandle<Result<(), ServerError>> {
     let s = Arc::clone(server);
@@ -58,65 +23,6 @@ fn stop(server: &SerialServer, thread: JoinHandle<Result<(), ServerError>>) {
     assert!(server.handle().wait_stopped_timeout(STEP), "serve_forever returns");
     let r = thread.join().unwrap();
     assert!(r.is_ok(), "{r:?}");
-}
-
-/// Points `path` at the server end of `pty` (replacing an older link).
-fn link(pty: &PtyPair, path: &Path) {
-    let _ = std::fs::remove_file(path);
-    std::os::unix::fs::symlink(std::fs::read_link(pty.server_end()).unwrap(), path).unwrap();
-}
-
-#[test]
-fn auto_open_waits_for_the_port_and_reopens_it() {
-    let dir = std::env::temp_dir().join(format!("coilwork-blocking-waiting-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("port");
-    let config = SerialServerConfig {
-        baud_rate: 9600,
-        reconnect_delay: Duration::from_millis(20),
-        ..SerialServerConfig::new(path.to_string_lossy())
-    };
-    let server = Arc::new(SerialServer::new(engine(), config));
-    let thread = serve(&server);
-    assert!(
-        wait_until(STEP, || server.stats().open_failures() >= 2),
-        "auto_open keeps trying"
-    );
-    let Some(pty) = PtyPair::new("first") else {
-        stop(&server, thread);
-        return;
-    };
-    // The port appears where the server looks.
-    link(&pty, &path);
-    assert!(
-        wait_until(STEP, || server.stats().opened() == 1),
-        "opened once it exists"
-    );
-    let mut master = open_client(&pty.client_end());
-    master.write_all(&rtu(1, &fc16(0, &[0x0102]))).unwrap();
-    assert_eq!(read_n(&mut master, 8), rtu(1, &[0x10, 0, 0, 0, 1]));
-
-    // The line goes away (adapter unplugged): a line error, then retries.
-    // The link goes first, so that retries never open a recycled pty number.
-    std::fs::remove_file(&path).unwrap();
-    drop(master);
-    drop(pty);
-    assert!(
-        wait_until(STEP, || server.stats().line_errors() == 1),
-        "line failure seen"
-    );
-    let Some(pty) = PtyPair::new("second") else {
-        unreachable!("socat ran a moment ago")
-    };
-    link(&pty, &path);
-    assert!(wait_until(STEP, || server.stats().opened() == 2), "reopened");
-    let mut master = open_client(&pty.client_end());
-    master.write_all(&rtu(1, &fc3(0, 1))).unwrap();
-    assert_eq!(read_n(&mut master, 7), rtu(1, &[0x03, 0x02, 0x01, 0x02]));
-    stop(&server, thread);
-    drop(pty);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

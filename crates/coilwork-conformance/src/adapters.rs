@@ -6,9 +6,12 @@
 //! smol under `smol::block_on`, async-std under `async_std::task::block_on`,
 //! blocking on a plain thread.
 
-use crate::{Counters, Harness, Running, SerialOptions, StopHandle, TlsConfig, UdpOptions, loopback, spawn_server};
+use crate::{
+    AUTO_OPEN_RETRY, Counters, Harness, Running, SerialOptions, StopHandle, TlsConfig, UdpOptions, loopback,
+    spawn_server,
+};
 use coilwork_core::options::{SerialServerConfig, TcpServerConfig, UdpServerConfig};
-use coilwork_core::{Engine, Parity, ServerStats};
+use coilwork_core::{Engine, Parity, SerialStats, ServerStats};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,11 +65,14 @@ fn udp_stats(s: Arc<ServerStats>) -> impl Fn() -> Counters + Send + Sync + 'stat
     }
 }
 
-/// The traffic counters of a serial server, in the suite's shape.
-fn serial_stats(s: Arc<ServerStats>) -> impl Fn() -> Counters + Send + Sync + 'static {
+/// The traffic and port counters of a serial server, in the suite's shape.
+fn serial_stats(s: Arc<ServerStats>, line: Arc<SerialStats>) -> impl Fn() -> Counters + Send + Sync + 'static {
     move || Counters {
         bytes_in: s.bytes_in(),
         bytes_out: s.bytes_out(),
+        opened: line.opened(),
+        open_failures: line.open_failures(),
+        line_errors: line.line_errors(),
         ..Counters::default()
     }
 }
@@ -88,7 +94,7 @@ fn udp_config(o: &UdpOptions) -> UdpServerConfig {
     }
 }
 
-/// The serial settings of every adapter: no parity, no reopening.
+/// The serial settings of every adapter: no parity; reopening as the case says.
 fn serial_config(o: &SerialOptions) -> SerialServerConfig {
     SerialServerConfig {
         framing: o.framing,
@@ -96,7 +102,8 @@ fn serial_config(o: &SerialOptions) -> SerialServerConfig {
         data_bits: o.data_bits,
         parity: Parity::None,
         local_echo: o.local_echo,
-        auto_open: false,
+        auto_open: o.auto_open,
+        reconnect_delay: AUTO_OPEN_RETRY,
         ..SerialServerConfig::new(o.port.clone())
     }
 }
@@ -155,14 +162,18 @@ impl Harness for Tokio {
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
         let server = coilwork_tokio::SerialServer::new(engine, serial_config(opts));
         let rt = runtime();
-        {
+        if !opts.auto_open {
             // tokio-serial registers the port with the runtime's reactor.
             let _in_rt = rt.enter();
             server.open().expect("open serial port");
         }
-        let (handle, stats) = (server.handle(), Arc::clone(server.server_stats()));
+        let (handle, stats, line) = (
+            server.handle(),
+            Arc::clone(server.server_stats()),
+            Arc::clone(server.stats()),
+        );
         let done = spawn_server("tokio-serial", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(None, handle, done, serial_stats(stats))
+        Running::new(None, handle, done, serial_stats(stats, line))
     }
 
     fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {
@@ -202,12 +213,18 @@ macro_rules! async_io_harness {
 
             fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
                 let server = coilwork_async_std::SerialServer::new(engine, serial_config(opts));
-                server.open().expect("open serial port");
-                let (handle, stats) = (server.handle(), Arc::clone(server.server_stats()));
+                if !opts.auto_open {
+                    server.open().expect("open serial port");
+                }
+                let (handle, stats, line) = (
+                    server.handle(),
+                    Arc::clone(server.server_stats()),
+                    Arc::clone(server.stats()),
+                );
                 let done = spawn_server(concat!($name, "-serial"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(None, handle, done, serial_stats(stats))
+                Running::new(None, handle, done, serial_stats(stats, line))
             }
 
             fn start_tls(
@@ -256,10 +273,16 @@ impl Harness for Blocking {
 
     fn start_serial(engine: Arc<Engine>, opts: &SerialOptions) -> Running {
         let server = coilwork_blocking::SerialServer::new(engine, serial_config(opts));
-        server.open().expect("open serial port");
-        let (handle, stats) = (server.handle(), Arc::clone(server.server_stats()));
+        if !opts.auto_open {
+            server.open().expect("open serial port");
+        }
+        let (handle, stats, line) = (
+            server.handle(),
+            Arc::clone(server.server_stats()),
+            Arc::clone(server.stats()),
+        );
         let done = spawn_server("blocking-serial", move || server.serve_forever().map_err(err));
-        Running::new(None, handle, done, serial_stats(stats))
+        Running::new(None, handle, done, serial_stats(stats, line))
     }
 
     fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {

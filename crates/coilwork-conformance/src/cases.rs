@@ -992,6 +992,7 @@ fn serial_options(pair: &PtyPair, framing: Framing, local_echo: bool) -> SerialO
         baud_rate: BAUD,
         data_bits: 8,
         local_echo,
+        auto_open: false,
     }
 }
 
@@ -1008,6 +1009,76 @@ pub(crate) fn start_serial_engine<H: Harness>(
     local_echo: bool,
 ) -> Running {
     H::start_serial(engine, &serial_options(pair, framing, local_echo))
+}
+
+/// Points `path` at the pty behind `pair`'s server end (replacing an older link).
+fn link_port(pair: &PtyPair, path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let pty = std::fs::read_link(pair.server_end()).expect("the server end is a link to a pty");
+    std::os::unix::fs::symlink(pty, path).expect("link the port");
+}
+
+/// Serial with `auto_open`: the server waits for a port that is missing
+/// (counting failed opens), opens it once it appears and serves it; when
+/// the line goes away (an adapter unplugged) it counts a line error, waits
+/// again, and reopens the port when it is back, values kept.
+pub fn serial_auto_open_waits_for_the_port_and_reopens_it<H: Harness>() {
+    let Some(first) = PtyPair::new("auto-open-1") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("coilwork-auto-open-{}-{}", H::NAME, std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let path = dir.join("port");
+    let options = SerialOptions {
+        port: path.to_string_lossy().into_owned(),
+        auto_open: true,
+        ..serial_options(&first, Framing::Rtu, false)
+    };
+    let server = H::start_serial(engine(), &options);
+    assert!(
+        server.counters_reach(STEP, |c| c.open_failures >= 2),
+        "{}: keeps trying a missing port: {:?}",
+        H::NAME,
+        server.counters()
+    );
+    assert_eq!(server.counters().opened, 0, "{}", H::NAME);
+    link_port(&first, &path);
+    assert!(
+        server.counters_reach(STEP, |c| c.opened == 1),
+        "{}: opened once it exists: {:?}",
+        H::NAME,
+        server.counters()
+    );
+    let mut line = open_client(&first, BAUD);
+    line.send(&rtu(1, &fc16(0, &[0x0102])));
+    assert_eq!(line.read_n(8), rtu(1, &pdu(0x10, &[0, 1])));
+
+    // The link goes first, so that a retry never opens a recycled pty number.
+    std::fs::remove_file(&path).expect("unlink the port");
+    drop(line);
+    drop(first);
+    assert!(
+        server.counters_reach(STEP, |c| c.line_errors == 1),
+        "{}: the failing line is seen: {:?}",
+        H::NAME,
+        server.counters()
+    );
+    let Some(second) = PtyPair::new("auto-open-2") else {
+        unreachable!("socat ran a moment ago")
+    };
+    link_port(&second, &path);
+    assert!(
+        server.counters_reach(STEP, |c| c.opened == 2),
+        "{}: reopened: {:?}",
+        H::NAME,
+        server.counters()
+    );
+    let mut line = open_client(&second, BAUD);
+    line.send(&rtu(1, &fc3(0, 1)));
+    assert_eq!(line.read_n(7), rtu(1, &fc3_answer(&[0x0102])));
+    stop::<H>(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Serial RTU: write then read back; another unit id reads the same device

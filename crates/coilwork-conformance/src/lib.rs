@@ -123,7 +123,7 @@ impl Default for UdpOptions {
     }
 }
 
-/// The serial settings every adapter has (no parity, one stop bit, no reopening).
+/// The serial settings every adapter has (no parity, one stop bit).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialOptions {
     /// The port's path.
@@ -136,7 +136,15 @@ pub struct SerialOptions {
     pub data_bits: u8,
     /// The server reads back what it sends (2-wire RS-485) and drops it.
     pub local_echo: bool,
+    /// The server is started without opening the port first: it waits for
+    /// a port that is missing and reopens one that fails, retrying every
+    /// [`AUTO_OPEN_RETRY`]. Off: the port is opened before serving and a
+    /// failing line ends the server.
+    pub auto_open: bool,
 }
+
+/// How often a server with [`SerialOptions::auto_open`] tries the port again.
+pub const AUTO_OPEN_RETRY: Duration = Duration::from_millis(20);
 
 /// Counters of a running server, in one shape for every adapter and
 /// transport (a counter a server does not have reads 0).
@@ -168,6 +176,12 @@ pub struct Counters {
     pub bytes_in: u64,
     /// Serial: bytes written to the line.
     pub bytes_out: u64,
+    /// Serial: times the port was opened.
+    pub opened: u64,
+    /// Serial: failed attempts to open the port.
+    pub open_failures: u64,
+    /// Serial: times an open line failed while serving.
+    pub line_errors: u64,
 }
 
 /// What a server thread reports when `serve_forever` returns.
@@ -361,6 +375,7 @@ macro_rules! conformance_suite {
             serial_broadcast_is_silent,
             serial_unit_zero_without_broadcast_is_ignored,
             serial_local_echo_is_dropped,
+            serial_auto_open_waits_for_the_port_and_reopens_it,
             tls_role_reaches_the_authorizer,
             tls_role_denied_writes,
             tls_client_without_certificate_is_refused,

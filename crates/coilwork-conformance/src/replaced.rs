@@ -6,7 +6,7 @@
 //! `b` = coilwork-blocking; `cases::` unless another module is named).
 //! What stayed in an adapter tests its own API: its start/stop helpers,
 //! `bind`/`local_addr`/`server_close`/`AlreadyServing`, the port-in-use
-//! error, `serve_line` on a custom line, `auto_open`, a missing port's
+//! error, `serve_line` on a custom line, a missing port's
 //! error, `TlsServerConfig`'s default, PEM files, and runtime specifics
 //! (`Send` futures, no executor, no async runtime, blocking's poll wake).
 //!
@@ -55,3 +55,4 @@
 //! | a `interop::pymodbus_over_tcp`, b `interop::pymodbus_client_over_tcp` | `pymodbus::pymodbus_over_tcp` (new) |
 //! | b `interop::pymodbus_client_rtu_over_tcp` | `pymodbus::pymodbus_rtu_over_tcp` (new) |
 //! | a `interop::pymodbus_over_udp`, b `interop::pymodbus_client_over_udp` | `pymodbus::pymodbus_over_udp` (new) |
+//! | t `serial_socat::auto_open_waits_for_a_port_that_appears_later`, b `serial::auto_open_waits_for_the_port_and_reopens_it` | `serial_auto_open_waits_for_the_port_and_reopens_it` (new, every adapter) |
