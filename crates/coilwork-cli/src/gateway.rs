@@ -153,9 +153,10 @@ fn target(spec: &str, args: &GatewayArgs) -> Result<UpstreamTarget, String> {
 /// a port from 1 to 65535. The name is looked up at each connect, so an
 /// upstream whose name does not resolve yet is down, not refused.
 fn host_port(spec: &str, addr: &str) -> Result<String, String> {
+    let host_ok = |h: &str| !h.is_empty() && (!h.contains(':') || (h.starts_with('[') && h.ends_with(']')));
     let valid = addr
         .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+        .is_some_and(|(host, port)| host_ok(host) && port.parse::<u16>().is_ok_and(|p| p != 0));
     if valid {
         Ok(addr.to_owned())
     } else {

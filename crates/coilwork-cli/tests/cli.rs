@@ -191,7 +191,15 @@ fn flags_another_transport_would_ignore_are_refused() {
 
 #[test]
 fn gateway_upstream_without_host_and_port_is_refused() {
-    for spec in ["tcp:", "tcp:plc", "tcp::502", "tcp:plc:0", "rtu+tcp:plc:x", "serial:"] {
+    for spec in [
+        "tcp:",
+        "tcp:plc",
+        "tcp::502",
+        "tcp:plc:0",
+        "tcp:::1:502",
+        "rtu+tcp:plc:x",
+        "serial:",
+    ] {
         let (status, out, err) = run(&["gateway", "--listen", "127.0.0.1:0", "--upstream", spec]);
         assert!(!status.success(), "{spec}: {err:?}");
         assert!(out.is_empty(), "{spec} started: {out:?}");
