@@ -85,6 +85,8 @@ async fn forwards_to_two_units_and_answers_local_unit() {
     assert_eq!(call(&mut c, 3, 99, &fc3(0, 1)).await, fc3_answer(&[4242]));
     // No route: gateway path unavailable.
     assert_eq!(call(&mut c, 4, 50, &fc3(0, 1)).await, vec![0x83, 0x0A]);
+    // A function code with the exception bit set: the upstream's 01, not a timeout.
+    assert_eq!(call(&mut c, 5, 1, &[0xFF]).await, vec![0xFF, 0x01]);
     // Two pipelined requests in one write, each answered with its own id.
     let mut both = adu(10, 1, &fc3(5, 1));
     both.extend(adu(11, 2, &fc3(6, 1)));

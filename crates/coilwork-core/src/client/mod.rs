@@ -315,8 +315,13 @@ impl Upstream {
             counters.unmatched += 1;
             return;
         };
+        // Compared without the exception bit on both sides: a "request"
+        // with it set (128-255, which no client should send) is answered
+        // with the same code, as exception 01 from a server.
         let found = slots.iter().position(|s| {
-            s.unit == unit && s.function == function & 0x7F && transaction_id.is_none_or(|t| s.transaction_id == t)
+            s.unit == unit
+                && s.function & 0x7F == function & 0x7F
+                && transaction_id.is_none_or(|t| s.transaction_id == t)
         });
         match found {
             Some(i) if response::response_length_ok(pdu) => {

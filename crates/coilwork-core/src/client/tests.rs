@@ -49,6 +49,20 @@ fn mbap_maps_transaction_ids_and_answers_out_of_order() {
     assert_eq!(up.in_flight(), 0);
 }
 
+/// A request whose function code has the exception bit set gets its
+/// server's exception 01 back, not a timeout.
+#[test]
+fn function_code_with_the_exception_bit_is_answered() {
+    let mut up = Upstream::new(ClientConfig::new(Framing::Mbap, Duration::from_secs(1)));
+    let t = now();
+    up.start(t, 7, 1, &[0xFF]).unwrap(); // ok: test code
+    let tid = u16::from_be_bytes([up.output()[0], up.output()[1]]);
+    let mut answer = Vec::new();
+    mbap::encode(tid, 1, &[0xFF, 0x01], &mut answer);
+    assert_eq!(collect(&mut up, t, &answer), vec![(7, vec![0xFF, 0x01])]);
+    assert_eq!(up.in_flight(), 0);
+}
+
 #[test]
 fn mbap_wrong_unit_or_id_or_length_is_not_an_answer() {
     let mut up = Upstream::new(ClientConfig::new(Framing::Mbap, Duration::from_secs(1)));
