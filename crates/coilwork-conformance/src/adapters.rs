@@ -77,6 +77,17 @@ fn serial_stats(s: Arc<ServerStats>, line: Arc<SerialStats>) -> impl Fn() -> Cou
     }
 }
 
+/// A serial server's stop handle and its counters in the suite's shape
+/// (every adapter's `SerialServer` has the same three getters).
+macro_rules! serial_parts {
+    ($server:expr) => {
+        (
+            $server.handle(),
+            serial_stats(Arc::clone($server.server_stats()), Arc::clone($server.stats())),
+        )
+    };
+}
+
 /// The TCP settings of every adapter (one type, the core's): the case's, on `127.0.0.1:0`.
 fn tcp_config(o: &TcpServerConfig) -> TcpServerConfig {
     TcpServerConfig {
@@ -167,13 +178,9 @@ impl Harness for Tokio {
             let _in_rt = rt.enter();
             server.open().expect("open serial port");
         }
-        let (handle, stats, line) = (
-            server.handle(),
-            Arc::clone(server.server_stats()),
-            Arc::clone(server.stats()),
-        );
+        let (handle, counters) = serial_parts!(server);
         let done = spawn_server("tokio-serial", move || rt.block_on(server.serve_forever()).map_err(err));
-        Running::new(None, handle, done, serial_stats(stats, line))
+        Running::new(None, handle, done, counters)
     }
 
     fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {
@@ -216,15 +223,11 @@ macro_rules! async_io_harness {
                 if !opts.auto_open {
                     server.open().expect("open serial port");
                 }
-                let (handle, stats, line) = (
-                    server.handle(),
-                    Arc::clone(server.server_stats()),
-                    Arc::clone(server.stats()),
-                );
+                let (handle, counters) = serial_parts!(server);
                 let done = spawn_server(concat!($name, "-serial"), move || {
                     $block_on(server.serve_forever()).map_err(err)
                 });
-                Running::new(None, handle, done, serial_stats(stats, line))
+                Running::new(None, handle, done, counters)
             }
 
             fn start_tls(
@@ -276,13 +279,9 @@ impl Harness for Blocking {
         if !opts.auto_open {
             server.open().expect("open serial port");
         }
-        let (handle, stats, line) = (
-            server.handle(),
-            Arc::clone(server.server_stats()),
-            Arc::clone(server.stats()),
-        );
+        let (handle, counters) = serial_parts!(server);
         let done = spawn_server("blocking-serial", move || server.serve_forever().map_err(err));
-        Running::new(None, handle, done, serial_stats(stats, line))
+        Running::new(None, handle, done, counters)
     }
 
     fn start_tls(engine: Arc<Engine>, opts: &TcpServerConfig, tls: TlsConfig, handshake_timeout: Duration) -> Running {
