@@ -166,11 +166,9 @@ async fn run(chromium: &str, driver: &str) {
     let handle = sim.start().await.unwrap();
     let (http, modbus) = (handle.http_addr().unwrap(), handle.local_addr().unwrap());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Named before chromedriver binds it: below the ephemeral range, where
+    // no outgoing connection takes it first.
+    let port = coilwork_test_support::free_port();
     let _driver = Killed(
         Command::new(driver)
             .arg(format!("--port={port}"))
