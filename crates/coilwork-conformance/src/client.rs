@@ -136,6 +136,26 @@ pub struct Answer {
     pub pdu: Vec<u8>,
 }
 
+impl Answer {
+    /// Checks an MBAP answer header (protocol id 0, a length field of 2 to
+    /// 254) and returns the length of the PDU that follows it.
+    pub fn pdu_len(head: &[u8; 7]) -> usize {
+        assert_eq!(&head[2..4], &[0, 0], "protocol id of the answer");
+        let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+        assert!((2..=254).contains(&len), "answer length {len}");
+        len - 1
+    }
+
+    /// The answer whose header is `head` (checked by [`Answer::pdu_len`]) and whose PDU is `pdu`.
+    pub fn new(head: &[u8; 7], pdu: Vec<u8>) -> Self {
+        Self {
+            tid: u16::from_be_bytes([head[0], head[1]]),
+            unit: head[6],
+            pdu,
+        }
+    }
+}
+
 /// A blocking Modbus/TCP client with timeouts.
 #[derive(Debug)]
 pub struct Client {
@@ -174,16 +194,10 @@ impl Client {
 
     /// Reads one MBAP answer (bounded by [`STEP`]).
     pub fn read_answer(&mut self) -> Answer {
-        let head = self.read_n(7);
-        assert_eq!(&head[2..4], &[0, 0], "protocol id of the answer");
-        let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
-        assert!((2..=254).contains(&len), "answer length {len}");
-        let pdu = self.read_n(len - 1);
-        Answer {
-            tid: u16::from_be_bytes([head[0], head[1]]),
-            unit: head[6],
-            pdu,
-        }
+        let mut head = [0u8; 7];
+        head.copy_from_slice(&self.read_n(7));
+        let pdu = self.read_n(Answer::pdu_len(&head));
+        Answer::new(&head, pdu)
     }
 
     /// Sends one request and reads its answer; checks the transaction id and unit echo.

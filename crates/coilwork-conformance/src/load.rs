@@ -174,10 +174,7 @@ fn read_answer(stream: &mut TcpStream) -> Read1 {
         Filled::Part(n) => return Read1::Closed { mid_answer: n > 0 },
         Filled::Reset => return Read1::Closed { mid_answer: false },
     }
-    assert_eq!(&head[2..4], &[0, 0], "protocol id of the answer");
-    let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
-    assert!((2..=254).contains(&len), "answer length {len}");
-    let mut body = vec![0u8; len - 1];
+    let mut body = vec![0u8; crate::client::Answer::pdu_len(&head)];
     match read_all(stream, &mut body) {
         Filled::All => Read1::Answer(u16::from_be_bytes([head[0], head[1]]), body),
         Filled::Part(_) => Read1::Closed { mid_answer: true },

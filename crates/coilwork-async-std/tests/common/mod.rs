@@ -102,16 +102,9 @@ pub async fn read_answer(stream: &mut Client) -> Answer {
     within(STEP, async {
         let mut head = [0u8; 7];
         stream.read_exact(&mut head).await.expect("answer header");
-        assert_eq!(&head[2..4], &[0, 0], "protocol id of the answer");
-        let len = u16::from_be_bytes([head[4], head[5]]) as usize;
-        assert!((2..=254).contains(&len), "answer length {len}");
-        let mut pdu = vec![0u8; len - 1];
+        let mut pdu = vec![0u8; Answer::pdu_len(&head)];
         stream.read_exact(&mut pdu).await.expect("answer pdu");
-        Answer {
-            tid: u16::from_be_bytes([head[0], head[1]]),
-            unit: head[6],
-            pdu,
-        }
+        Answer::new(&head, pdu)
     })
     .await
     .expect("answer in time")

@@ -29,16 +29,9 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 pub fn read_answer(stream: &mut TcpStream) -> Answer {
     let mut head = [0u8; 7];
     stream.read_exact(&mut head).expect("answer header in time");
-    assert_eq!(&head[2..4], &[0, 0], "protocol id of the answer");
-    let len = u16::from_be_bytes([head[4], head[5]]) as usize;
-    assert!((2..=254).contains(&len), "answer length {len}");
-    let mut pdu = vec![0u8; len - 1];
+    let mut pdu = vec![0u8; Answer::pdu_len(&head)];
     stream.read_exact(&mut pdu).expect("answer pdu in time");
-    Answer {
-        tid: u16::from_be_bytes([head[0], head[1]]),
-        unit: head[6],
-        pdu,
-    }
+    Answer::new(&head, pdu)
 }
 
 /// Sends one request and reads its answer; checks the transaction id and unit echo.
