@@ -78,12 +78,7 @@ fn read_hr(addr: &str, start: u16, count: u16) -> Result<Vec<u16>, u8> {
 
 #[test]
 fn simulate_a_pymodbus_json_file() {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../coilwork-sim/tests/data/device.json");
-    let text = std::fs::read_to_string(src)
-        .unwrap()
-        .replace("\"port\": 5020", "\"port\": 0");
-    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simulate_device.json");
-    std::fs::write(&file, text).unwrap();
+    let file = device_on_port_0("simulate_device.json");
     let (_child, lines) = start_lines(&["--json_file", file.to_str().unwrap(), "--http-port", "0"], 2);
     let line = &lines[0];
     let addr = line.rsplit(' ').next().unwrap().to_owned();
@@ -148,8 +143,18 @@ fn simulate_without_arguments_uses_the_built_in_configuration() {
 #[test]
 fn simulate_log_level_as_pymodbus() {
     // `--log debug` shows debug lines; without it only warnings would show.
+    // On a free port: the built-in configuration's 5020 is another test's.
+    let file = device_on_port_0("simulate_log.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_coilwork"))
-        .args(["simulate", "--log", "debug", "--http-port", "0"])
+        .args([
+            "simulate",
+            "--json-file",
+            file.to_str().unwrap(),
+            "--log",
+            "debug",
+            "--http-port",
+            "0",
+        ])
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
