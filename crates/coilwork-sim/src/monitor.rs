@@ -229,10 +229,19 @@ struct Epoch(AtomicU64);
 
 /// One shard: the last [`CALLS_KEPT`] calls (a ring) and the requests and
 /// exception answers per function code of the threads using it.
+///
+/// A call is its observation and the place of its input in a second ring,
+/// which holds what the calls of one input share (arrival time, epoch,
+/// peer, fault): a request copies a few bytes, its input's details are
+/// written once. Each input has a call, so the inputs of the calls kept are
+/// among the last [`CALLS_KEPT`] inputs.
 struct Shard {
     /// The ring, filled up to `CALLS_KEPT` then overwritten from `next`.
     calls: Vec<RawCall>,
     next: usize,
+    /// The inputs' ring, filled and overwritten as `calls`.
+    inputs: Vec<Input>,
+    next_input: usize,
     /// Calls recorded in this shard so far (the ring holds the last ones).
     total: u64,
     /// `total` when the calls were last cleared.
@@ -250,6 +259,8 @@ impl Shard {
         Self {
             calls: Vec::with_capacity(CALLS_KEPT),
             next: 0,
+            inputs: Vec::with_capacity(CALLS_KEPT),
+            next_input: 0,
             total: 0,
             cleared_at: 0,
             last_at: None,
@@ -267,24 +278,40 @@ impl Shard {
         epoch: u64,
         peer: Option<SocketAddr>,
         seen: &[Observation],
-        mut fault: Option<Applied>,
+        fault: Option<Applied>,
     ) {
+        if seen.is_empty() {
+            return;
+        }
         // A call that says it arrived before the shard's last one (another
         // thread's input) is given that one's time: the ring stays in order
         // of (epoch, time).
         let at = self.last_at.map_or(at, |last| last.max(at));
         self.last_at = Some(at);
+        let input = self.keep_input(Input { at, epoch, peer, fault });
         for seen in seen {
             self.count(seen);
-            let call = RawCall {
-                at,
-                epoch,
-                seen: *seen,
-                fault: fault.take(),
-                peer,
-            };
-            self.keep(call);
+            self.keep(RawCall { seen: *seen, input });
         }
+    }
+
+    /// Keeps the details an input's calls share; returns their place.
+    #[inline]
+    fn keep_input(&mut self, input: Input) -> u16 {
+        let at = self.next_input;
+        if self.inputs.len() < CALLS_KEPT {
+            self.inputs.push(input);
+        } else if let Some(slot) = self.inputs.get_mut(at) {
+            *slot = input;
+        }
+        self.next_input = if at + 1 == CALLS_KEPT { 0 } else { at + 1 };
+        // ok: `at` is below CALLS_KEPT (500), which fits a u16.
+        at as u16
+    }
+
+    /// The details of the input of `call`.
+    fn input_of(&self, call: &RawCall) -> Option<&Input> {
+        self.inputs.get(usize::from(call.input))
     }
 
     /// Counts a request, and its exception answer.
@@ -317,14 +344,15 @@ impl Shard {
     }
 
     /// The calls kept, oldest first, each with its place in the order of
-    /// `seq` (this shard being `shard`).
-    fn kept(&self, shard: usize) -> impl Iterator<Item = (Order, &RawCall)> {
+    /// `seq` (this shard being `shard`) and its input.
+    fn kept(&self, shard: usize) -> impl Iterator<Item = (Order, &RawCall, &Input)> {
         let split = if self.calls.len() < CALLS_KEPT { 0 } else { self.next };
         let (newer, older) = self.calls.split_at(split.min(self.calls.len()));
         let first = self.total - self.calls.len() as u64;
-        (first..)
-            .zip(older.iter().chain(newer))
-            .map(move |(n, c)| ((c.epoch, c.at, shard, n), c))
+        (first..).zip(older.iter().chain(newer)).filter_map(move |(n, c)| {
+            let input = self.input_of(c)?;
+            Some(((input.epoch, input.at, shard, n), c, input))
+        })
     }
 }
 
@@ -333,21 +361,29 @@ impl Shard {
 type Order = (u64, Instant, usize, u64);
 
 /// A call as recorded on the request path: no formatting, no allocation;
-/// [`Call`] is made from it when someone asks.
-#[derive(Debug, Clone)]
+/// [`Call`] is made from it (and its [`Input`]) when someone asks.
+#[derive(Debug, Clone, Copy)]
 struct RawCall {
-    /// When its input arrived.
+    seen: Observation,
+    /// The place of its input in the shard's inputs ring.
+    input: u16,
+}
+
+/// What the calls of one input share.
+#[derive(Debug, Clone, Copy)]
+struct Input {
+    /// When it arrived.
     at: Instant,
     /// The monitor's epoch when it was recorded.
     epoch: u64,
-    seen: Observation,
-    fault: Option<Applied>,
     peer: Option<SocketAddr>,
+    /// The fault applied to its call (an input a hook saw has one call).
+    fault: Option<Applied>,
 }
 
 impl RawCall {
-    fn call(&self, seq: u64, base: (Instant, SystemTime)) -> Call {
-        let time: chrono::DateTime<chrono::Local> = (base.1 + self.at.saturating_duration_since(base.0)).into();
+    fn call(&self, input: &Input, seq: u64, base: (Instant, SystemTime)) -> Call {
+        let time: chrono::DateTime<chrono::Local> = (base.1 + input.at.saturating_duration_since(base.0)).into();
         let seen = &self.seen;
         let result = match (seen.respond, seen.exception) {
             (false, _) => CallResult::NoResponse,
@@ -363,8 +399,8 @@ impl RawCall {
             count: seen.data.map(|(_, r)| r.count()),
             result,
             exception: seen.exception,
-            fault: self.fault.map(Applied::name),
-            peer: self.peer.map(|p| p.to_string()),
+            fault: input.fault.map(Applied::name),
+            peer: input.peer.map(|p| p.to_string()),
         }
     }
 }
@@ -490,27 +526,27 @@ impl Monitor {
     /// shard's kept calls are newer and number at least [`CALLS_KEPT`]).
     pub fn calls(&self, filter: &CallFilter) -> Vec<Call> {
         let epoch = self.epoch.0.fetch_add(1, Ordering::AcqRel);
-        let mut all: Vec<(Order, RawCall)> = Vec::new();
+        let mut all: Vec<(Order, RawCall, Input)> = Vec::new();
         let (mut forgotten, mut floor) = (0u64, None::<Order>);
         for (i, shard) in self.shards.iter().enumerate() {
             let shard = lock(shard);
             let kept = shard.calls.len() as u64;
             forgotten += shard.total - kept;
             if shard.total - shard.cleared_at > kept
-                && let Some((oldest, _)) = shard.kept(i).next()
+                && let Some((oldest, _, _)) = shard.kept(i).next()
             {
                 floor = floor.max(Some(oldest));
             }
-            let shown = shard.kept(i).filter(|(_, c)| c.epoch <= epoch);
-            all.extend(shown.map(|(order, c)| (order, c.clone())));
+            let shown = shard.kept(i).filter(|(_, _, input)| input.epoch <= epoch);
+            all.extend(shown.map(|(order, c, input)| (order, *c, *input)));
         }
-        all.sort_unstable_by_key(|(order, _)| *order);
+        all.sort_unstable_by_key(|(order, _, _)| *order);
         let first = all
-            .partition_point(|(order, _)| floor.is_some_and(|f| *order < f))
+            .partition_point(|(order, _, _)| floor.is_some_and(|f| *order < f))
             .max(all.len().saturating_sub(CALLS_KEPT));
         let mut out: Vec<Call> = (first..)
             .zip(all.get(first..).unwrap_or(&[]))
-            .map(|(place, (_, c))| c.call(forgotten + place as u64 + 1, self.base))
+            .map(|(place, (_, c, input))| c.call(input, forgotten + place as u64 + 1, self.base))
             .filter(|c| filter.matches(c))
             .collect();
         if let Some(limit) = filter.limit
@@ -527,6 +563,8 @@ impl Monitor {
             let mut shard = lock(shard);
             shard.calls.clear();
             shard.next = 0;
+            shard.inputs.clear();
+            shard.next_input = 0;
             shard.cleared_at = shard.total;
         }
     }
@@ -709,5 +747,89 @@ impl RequestHook for Monitor {
         })?;
         applied(name);
         Some(delivery)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coilwork_core::{AddressRange, Table, Transport};
+
+    fn seen(address: u16) -> Observation {
+        Observation {
+            unit: 1,
+            function: 3,
+            data: AddressRange::new(address, 2).map(|r| (Table::HoldingRegisters, r)),
+            write: false,
+            respond: true,
+            exception: None,
+        }
+    }
+
+    fn ctx(peer: u16, at: Instant) -> RequestContext<'static> {
+        RequestContext {
+            unit: 1,
+            function: 3,
+            transport: Transport::Tcp,
+            peer: Some(SocketAddr::from(([127, 0, 0, 1], peer))),
+            tls_role: None,
+            received: Some(at),
+        }
+    }
+
+    /// More calls than the ring keeps, in inputs of 1 to 7 calls: the last
+    /// `CALLS_KEPT` are shown in order, numbered to the total, each with
+    /// the peer of its own input, and a fault only on the call it hit.
+    #[test]
+    fn the_ring_keeps_the_last_calls_with_their_inputs() {
+        let m = Monitor::new();
+        let t0 = Instant::now();
+        let (mut address, mut input) = (0u16, 0u16);
+        while usize::from(address) < CALLS_KEPT + 300 {
+            let n = 1 + input % 7;
+            let batch: Vec<Observation> = (address..address + n).map(seen).collect();
+            let c = ctx(1000 + input, t0 + Duration::from_millis(u64::from(input)));
+            if input % 5 == 4 {
+                // As the engine tells a request an engaged hook saw.
+                applied(Applied::Delay);
+                m.observe(&c, batch[0]);
+                address += 1;
+            } else {
+                m.observe_batch(&c, &batch);
+                address += n;
+            }
+            input += 1;
+        }
+        let calls = m.calls(&CallFilter::default());
+        assert_eq!(calls.len(), CALLS_KEPT);
+        let total = u64::from(address);
+        for (i, call) in calls.iter().enumerate() {
+            let expected = total - CALLS_KEPT as u64 + i as u64;
+            assert_eq!(call.seq, expected + 1);
+            assert_eq!(call.address, Some(expected as u16));
+            assert_eq!(call.count, Some(2));
+        }
+        // Replay the inputs to know each address's peer and fault.
+        let (mut a, mut k, mut peers) = (0u16, 0u16, Vec::new());
+        while a < address {
+            let n = if k % 5 == 4 { 1 } else { 1 + k % 7 };
+            for _ in 0..n {
+                peers.push((1000 + k, k % 5 == 4));
+            }
+            a += n;
+            k += 1;
+        }
+        for call in &calls {
+            let (peer, fault) = peers[usize::from(call.address.unwrap_or(0))];
+            assert_eq!(call.peer.as_deref(), Some(format!("127.0.0.1:{peer}").as_str()));
+            assert_eq!(call.fault, fault.then_some("delay"));
+        }
+        m.clear_calls();
+        assert!(m.calls(&CallFilter::default()).is_empty());
+        m.observe_batch(&ctx(9, t0), &[seen(7), seen(8)]);
+        let after = m.calls(&CallFilter::default());
+        assert_eq!(after.iter().map(|c| c.address).collect::<Vec<_>>(), [Some(7), Some(8)]);
+        assert_eq!(after[1].seq, total + 2);
+        assert_eq!(after[0].peer.as_deref(), Some("127.0.0.1:9"));
     }
 }
