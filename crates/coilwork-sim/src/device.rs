@@ -508,6 +508,7 @@ impl SimDevice {
         Ok(())
     }
 
+    #[inline]
     fn count(&self, first: usize, end: usize, write: bool) {
         self.counts.add(first, end, write);
     }

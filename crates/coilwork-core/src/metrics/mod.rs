@@ -114,12 +114,12 @@ pub struct Histogram {
 impl Histogram {
     /// Records `n` observations of `latency`.
     pub fn observe(&mut self, latency: Duration, n: u64) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let micros = nanos / 1_000;
         let at = LATENCY_BUCKETS_US.partition_point(|&b| b < micros);
         if let Some(bucket) = self.buckets.get_mut(at) {
             *bucket = bucket.saturating_add(n);
         }
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos = self.sum_nanos.saturating_add(nanos.saturating_mul(n));
         self.count = self.count.saturating_add(n);
     }

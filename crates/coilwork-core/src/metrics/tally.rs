@@ -35,7 +35,10 @@ pub struct Tally {
     pending: u64,
     /// When that input arrived.
     input_at: Option<Instant>,
-    last_fold: Option<Instant>,
+    /// When a fold is next due: `FOLD_INTERVAL` after the last one (`None`
+    /// before the first). Kept as the deadline, so that the check on every
+    /// input is one comparison.
+    next_fold: Option<Instant>,
     dirty: bool,
 }
 
@@ -52,7 +55,7 @@ impl Tally {
             dropped: [0; DropReason::ALL.len()],
             pending: 0,
             input_at: None,
-            last_fold: None,
+            next_fold: None,
             dirty: false,
         }
     }
@@ -158,10 +161,7 @@ impl Tally {
     /// True if counts wait and the last fold was `FOLD_INTERVAL` (1 s) ago.
     #[inline]
     pub fn fold_due(&self, now: Instant) -> bool {
-        self.dirty
-            && self
-                .last_fold
-                .is_none_or(|t| now.saturating_duration_since(t) >= FOLD_INTERVAL)
+        self.dirty && self.next_fold.is_none_or(|t| now >= t)
     }
 
     /// When [`Tally::fold_due`] turns true (`now` if it already is); `None`
@@ -171,15 +171,15 @@ impl Tally {
         if !self.dirty {
             return None;
         }
-        let due = self.last_fold.and_then(|t| t.checked_add(FOLD_INTERVAL));
-        Some(due.map_or(now, |d| d.max(now)))
+        Some(self.next_fold.map_or(now, |d| d.max(now)))
     }
 
     /// Folds in if [`Tally::fold_due`].
     #[inline]
     pub fn fold_if_due(&mut self, now: Instant) {
         if self.fold_due(now) {
-            self.last_fold = Some(now);
+            // A clock that cannot go 1 s further: fold every time.
+            self.next_fold = now.checked_add(FOLD_INTERVAL);
             self.fold();
         }
     }
