@@ -230,6 +230,19 @@ fn registers_list_and_typed_set() {
 fn registers_bad_requests() {
     bounded(async {
         let s = sim().await;
+        // A percent-encoded segment that is not UTF-8 (found by the sim_http fuzz target):
+        // a JSON 400 as for any other bad address, on every route with a path parameter.
+        s.refused("GET", "/api/registers/%80", None, 400, "bad path: Invalid URL")
+            .await;
+        s.refused(
+            "PUT",
+            "/api/registers/07.0.5.%8080",
+            Some(json!({"raw": 1})),
+            400,
+            "bad path",
+        )
+        .await;
+        s.refused("DELETE", "/api/faults/%FF", None, 400, "bad path").await;
         s.refused(
             "GET",
             "/api/registers?start=100",

@@ -7,7 +7,7 @@ use crate::monitor::{CallFilter, FaultSpec};
 use crate::{Inner, SimError, SimulatorOptions, lock};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -226,6 +226,12 @@ fn number<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str, what: &s
     }
 }
 
+/// The path parameter, or a JSON 400 (a percent-encoded segment that is not UTF-8).
+fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(s)| s)
+        .map_err(|e| bad(format!("bad path: {}", e.body_text())))
+}
+
 fn body(b: Result<axum::Json<Value>, JsonRejection>) -> Result<Value, ApiError> {
     match b {
         Ok(axum::Json(v)) => Ok(v),
@@ -325,8 +331,8 @@ fn parse_address(s: &str, device: &crate::SimDevice) -> Result<usize, ApiError> 
     Ok(a)
 }
 
-async fn get_register(Sel(inner): Sel, Path(addr): Path<String>) -> ApiResult {
-    let address = parse_address(&addr, &inner.device)?;
+async fn get_register(Sel(inner): Sel, addr: Result<Path<String>, PathRejection>) -> ApiResult {
+    let address = parse_address(&path(addr)?, &inner.device)?;
     let info = inner
         .device
         .register(address)
@@ -336,10 +342,10 @@ async fn get_register(Sel(inner): Sel, Path(addr): Path<String>) -> ApiResult {
 
 async fn set_register(
     Sel(inner): Sel,
-    Path(addr): Path<String>,
+    addr: Result<Path<String>, PathRejection>,
     b: Result<axum::Json<Value>, JsonRejection>,
 ) -> ApiResult {
-    let address = parse_address(&addr, &inner.device)?;
+    let address = parse_address(&path(addr)?, &inner.device)?;
     let b = body(b)?;
     let Some(obj) = b.as_object() else {
         return Err(bad(r#"expected an object: {"value": ...} or {"raw": 0..65535}"#));
@@ -427,7 +433,8 @@ async fn clear_faults(Sel(inner): Sel) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn delete_fault(Sel(inner): Sel, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_fault(Sel(inner): Sel, id: Result<Path<String>, PathRejection>) -> Result<StatusCode, ApiError> {
+    let id = path(id)?;
     let id: u64 = id.parse().map_err(|_| bad(format!("{id:?} is not a fault id")))?;
     if inner.monitor.remove_fault(id) {
         Ok(StatusCode::NO_CONTENT)
